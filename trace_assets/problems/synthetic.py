@@ -1,0 +1,120 @@
+"""A seeded generator of grade-school word problems with known answers.
+
+Each problem is a chain of ``steps`` operations on one running quantity; its reference solution
+has one line per operation, in GSM8K's format (calculator annotations and a ``#### N`` line), so
+the same normalisation and difficulty code serves synthetic and real problems.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kira", "Liam"]
+ITEMS = ["apples", "marbles", "stickers", "pencils", "cookies", "stamps", "shells", "cards"]
+FRIENDS = ["Mia", "Noah", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq"]
+
+
+@dataclass(frozen=True)
+class SyntheticProblem:
+    question: str
+    solution: str
+    answer: int
+    steps: int
+
+
+def _divisors(value: int, low: int, high: int) -> list[int]:
+    return [d for d in range(low, high + 1) if value % d == 0]
+
+
+def _step(rng: random.Random, current: int, item: str) -> tuple[str, str, int] | None:
+    """One operation: (sentence for the question, solution line, new value), or None if it can't apply."""
+    kind = rng.choice(["buy", "give", "gift_multiple", "share", "lose_fraction"])
+    if kind == "buy":
+        boxes, per_box = rng.randint(2, 6), rng.randint(2, 9)
+        bought = boxes * per_box
+        new = current + bought
+        return (
+            f"Then they buy {boxes} boxes with {per_box} {item} in each box.",
+            f"The boxes hold {boxes}*{per_box}=<<{boxes}*{per_box}={bought}>>{bought} {item}, "
+            f"so the total becomes {current}+{bought}=<<{current}+{bought}={new}>>{new}.",
+            new,
+        )
+    if kind == "give" and current > 3:
+        given = rng.randint(1, current - 2)
+        new = current - given
+        friend = rng.choice(FRIENDS)
+        return (
+            f"Then they give {given} {item} to {friend}.",
+            f"After giving {given} away, {current}-{given}=<<{current}-{given}={new}>>{new} remain.",
+            new,
+        )
+    if kind == "gift_multiple" and current <= 200:
+        factor = rng.randint(2, 3)
+        word = {2: "twice", 3: "three times"}[factor]
+        gift = current * factor
+        new = current + gift
+        return (
+            f"Then a cousin gives them {word} as many {item} as they have at that point.",
+            f"The cousin gives {current}*{factor}=<<{current}*{factor}={gift}>>{gift}, "
+            f"so there are {current}+{gift}=<<{current}+{gift}={new}>>{new}.",
+            new,
+        )
+    if kind == "share":
+        groups = _divisors(current, 2, 6)
+        if not groups or current // max(groups) < 1:
+            return None
+        people = rng.choice(groups)
+        new = current // people
+        return (
+            f"Then they split all their {item} equally between themselves and {people - 1} friends "
+            f"and keep one share.",
+            f"Splitting among {people} people leaves {current}/{people}=<<{current}/{people}={new}>>{new}.",
+            new,
+        )
+    if kind == "lose_fraction":
+        for denominator, word in ((2, "half"), (3, "a third"), (4, "a quarter")):
+            if current % denominator == 0 and current >= 2 * denominator:
+                lost = current // denominator
+                new = current - lost
+                return (
+                    f"Then they lose {word} of their {item}.",
+                    f"They lose {current}/{denominator}=<<{current}/{denominator}={lost}>>{lost}, "
+                    f"leaving {current}-{lost}=<<{current}-{lost}={new}>>{new}.",
+                    new,
+                )
+    return None
+
+
+def generate_problem(rng: random.Random, steps: int) -> SyntheticProblem:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    current = rng.randint(6, 60)
+    sentences = [f"{name} has {current} {item}."]
+    lines: list[str] = []
+    while len(lines) < steps:
+        step = _step(rng, current, item)
+        if step is None:
+            continue
+        sentence, line, current = step
+        sentences.append(sentence.replace("they", name if len(lines) == 0 else "they", 1))
+        lines.append(line)
+    sentences.append(f"How many {item} does {name} have at the end?")
+    solution = "\n".join(lines) + f"\n#### {current}"
+    return SyntheticProblem(" ".join(sentences), solution, current, steps)
+
+
+def generate_problems(count: int, seed: int, min_steps: int, max_steps: int) -> list[SyntheticProblem]:
+    """``count`` distinct problems, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    problems: list[SyntheticProblem] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(problems) < count:
+        attempts += 1
+        if attempts > count * 50:
+            raise RuntimeError(f"could not generate {count} distinct problems with steps {min_steps}..{max_steps}")
+        problem = generate_problem(rng, rng.randint(min_steps, max_steps))
+        if problem.question not in seen:
+            seen.add(problem.question)
+            problems.append(problem)
+    return problems

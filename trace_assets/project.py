@@ -1,0 +1,44 @@
+"""Assemble the asset graph of one experiment into Dagster definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb_polars import DuckDBPolarsIOManager
+
+from trace_assets.experiment import Experiment
+from trace_assets.problems.assets import build_problems_asset
+from trace_assets.resources import DataResource, GenerationResource, GPUResource
+from trace_assets.styles.assets import build_style_asset
+
+
+def style_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(experiment.styles)
+
+
+def build_resources(experiment: Experiment, folder: Path) -> dict:
+    data = DataResource(data_dir=str(folder))
+    gpu = GPUResource(
+        devices=",".join(str(d) for d in experiment.gpu.devices),
+        memory_fraction=experiment.gpu.memory_fraction,
+        cpu_memory_fraction=experiment.gpu.cpu_memory_fraction,
+    )
+    return {
+        "io_manager": DuckDBPolarsIOManager(database=str(data.database), schema="main"),
+        "data": data,
+        "gpu": gpu,
+        "generation": GenerationResource(gpu=gpu, data=data),
+    }
+
+
+def build_assets(experiment: Experiment) -> list:
+    styles = style_partitions(experiment)
+    return [
+        build_problems_asset(experiment),
+        build_style_asset(experiment, styles),
+    ]
+
+
+def build_definitions(experiment: Experiment, folder: Path) -> dg.Definitions:
+    return dg.Definitions(assets=build_assets(experiment), resources=build_resources(experiment, folder))

@@ -1,0 +1,116 @@
+"""Dagster resources: the GPU, the generation service built on it, and where data lives."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import dagster as dg
+
+from trace_assets.experiment import ModelConfig
+from trace_assets.generation.backends import Backend, OpenAIBackend, TransformersBackend, VllmBackend
+from trace_assets.generation.types import ModelSpec, Sampling
+from trace_assets.models import offline_environment, resolve_model
+
+
+@functools.cache
+def cuda_device_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # a broken CUDA install means: no GPU
+        return 0
+
+
+class GPUResource(dg.ConfigurableResource):
+    """The accelerators a step may use. On a machine without CUDA everything runs on the CPU.
+
+    ``devices`` is a CUDA_VISIBLE_DEVICES string ("" = all visible). ``memory_fraction`` is the
+    share of GPU memory vLLM may reserve; ``cpu_memory_fraction`` is the share of RAM vLLM-CPU
+    reserves for its KV cache.
+    """
+
+    devices: str = ""
+    memory_fraction: float = 0.85
+    cpu_memory_fraction: float = 0.3
+
+    def has_cuda(self) -> bool:
+        return cuda_device_count() > 0
+
+    def device_count(self) -> int:
+        if self.devices:
+            return len([d for d in self.devices.split(",") if d.strip()])
+        return cuda_device_count()
+
+    def torch_device(self) -> str:
+        return "cuda" if self.has_cuda() else "cpu"
+
+    def vllm_memory_utilization(self) -> float:
+        return self.memory_fraction if self.has_cuda() else self.cpu_memory_fraction
+
+    def environment(self) -> dict[str, str]:
+        env = offline_environment()
+        if self.devices:
+            env["CUDA_VISIBLE_DEVICES"] = self.devices
+        return env
+
+
+class DataResource(dg.ConfigurableResource):
+    """The data folder: the DuckDB file, models and checkpoints."""
+
+    data_dir: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def database(self) -> Path:
+        return self.path / "trace_assets.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.path / "models"
+
+
+class GenerationResource(dg.ConfigurableResource):
+    """Turns an experiment's model section into a started backend."""
+
+    gpu: GPUResource
+    data: DataResource
+    chunk_size: int = 1024
+    enforce_eager: str = "auto"  # "auto": eager on CPU, where torch.compile costs minutes and gains little
+
+    def model_spec(self, config: ModelConfig) -> ModelSpec:
+        path = config.model if config.backend == "openai" else resolve_model(config.model, self.data.models_dir)
+        return ModelSpec(
+            name=config.model,
+            path=path,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            tensor_parallel_size=config.tensor_parallel_size,
+            base_url=config.base_url,
+            api_key_env=config.api_key_env,
+            max_concurrency=config.max_concurrency,
+            timeout_s=config.timeout_s,
+        )
+
+    def backend(self, config: ModelConfig) -> Backend:
+        if config.backend == "openai":
+            return OpenAIBackend()
+        if config.backend == "transformers":
+            return TransformersBackend(device=self.gpu.torch_device())
+        eager = {"auto": not self.gpu.has_cuda(), "true": True, "false": False}[self.enforce_eager]
+        return VllmBackend(
+            gpu_memory_utilization=self.gpu.vllm_memory_utilization(),
+            enforce_eager=eager,
+            chunk_size=self.chunk_size,
+            env=self.gpu.environment(),
+        )
+
+
+def sampling_from(config: ModelConfig, **overrides) -> Sampling:
+    values = config.sampling.model_dump()
+    values.update(overrides)
+    return Sampling(**values)

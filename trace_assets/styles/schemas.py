@@ -1,0 +1,23 @@
+"""Schema of the ``style_prompts`` table."""
+
+import pandera.polars as pa
+from dagster_pandera import pandera_schema_to_dagster_type
+
+
+class StylePromptSchema(pa.DataFrameModel):
+    """One style file at one version."""
+
+    style: str
+    version: str = pa.Field(str_matches=r"^[0-9a-f]{16}$", description="hash of the style file's content")
+    path: str
+    description: str
+    answer_format: str = pa.Field(isin=["hash", "label"])
+    instruction: str = pa.Field(str_length={"min_value": 1})
+    rubric: str = pa.Field(description="JSON list of {id, text} criteria for the judge")
+    format_checks: str = pa.Field(description="JSON list of rule-based checks")
+
+    class Config:
+        strict = True
+
+
+StylePromptsType = pandera_schema_to_dagster_type(StylePromptSchema)
