@@ -7,14 +7,21 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
+from trace_assets.datasets.assets import build_sft_examples_asset, build_trace_stats_asset
 from trace_assets.experiment import Experiment
+from trace_assets.judging.assets import build_judged_traces_asset
 from trace_assets.problems.assets import build_problems_asset
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
 from trace_assets.styles.assets import build_style_asset
+from trace_assets.traces.assets import build_teacher_traces_asset
 
 
 def style_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(experiment.styles)
+
+
+def dataset_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(list(experiment.datasets))
 
 
 def build_resources(experiment: Experiment, folder: Path) -> dict:
@@ -34,9 +41,14 @@ def build_resources(experiment: Experiment, folder: Path) -> dict:
 
 def build_assets(experiment: Experiment) -> list:
     styles = style_partitions(experiment)
+    datasets = dataset_partitions(experiment)
     return [
         build_problems_asset(experiment),
         build_style_asset(experiment, styles),
+        build_teacher_traces_asset(experiment, styles),
+        build_judged_traces_asset(experiment, styles),
+        build_sft_examples_asset(experiment, datasets),
+        build_trace_stats_asset(experiment, datasets),
     ]
 
 

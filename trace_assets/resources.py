@@ -46,6 +46,11 @@ class GPUResource(dg.ConfigurableResource):
     def torch_device(self) -> str:
         return "cuda" if self.has_cuda() else "cpu"
 
+    def resolve_dtype(self, dtype: str) -> str:
+        if dtype != "auto":
+            return dtype
+        return "bfloat16" if self.has_cuda() else "float32"
+
     def vllm_memory_utilization(self) -> float:
         return self.memory_fraction if self.has_cuda() else self.cpu_memory_fraction
 
@@ -87,7 +92,7 @@ class GenerationResource(dg.ConfigurableResource):
         return ModelSpec(
             name=config.model,
             path=path,
-            dtype=config.dtype,
+            dtype=self.gpu.resolve_dtype(config.dtype),
             max_model_len=config.max_model_len,
             tensor_parallel_size=config.tensor_parallel_size,
             base_url=config.base_url,
@@ -107,6 +112,7 @@ class GenerationResource(dg.ConfigurableResource):
             enforce_eager=eager,
             chunk_size=self.chunk_size,
             env=self.gpu.environment(),
+            per_request_seed=self.gpu.has_cuda(),
         )
 
 

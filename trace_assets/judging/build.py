@@ -1,0 +1,77 @@
+"""Combine rule checks and judge verdicts into ``judged_traces`` rows: pure, no Dagster."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from trace_assets.generation.cached import request_key
+from trace_assets.generation.types import Completion, Request, Sampling
+from trace_assets.judging.verdicts import VERDICT_SCHEMA, judge_messages, parse_verdict
+from trace_assets.styles.library import Style, failed_format_checks
+
+JUDGED_SCHEMA = {
+    "trace_id": pl.Utf8, "problem_id": pl.Utf8, "style": pl.Utf8, "kind": pl.Utf8, "style_version": pl.Utf8, "completion": pl.Utf8,
+    "finish_reason": pl.Utf8, "n_tokens": pl.Int64, "extracted_answer": pl.Utf8, "is_correct": pl.Boolean,
+    "rules_failed": pl.Utf8, "rules_pass": pl.Boolean, "judge_parsed": pl.Boolean, "judge_conforms": pl.Boolean,
+    "judge_failed": pl.Utf8, "judge_reason": pl.Utf8, "judge_error": pl.Utf8, "judge_model": pl.Utf8,
+    "verdict_source": pl.Utf8, "conforms": pl.Boolean,
+}
+
+
+def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict[str, Style], model: str, sampling: Sampling) -> dict[str, Request]:
+    """One judge request per trace id."""
+    requests = {}
+    for trace in traces.iter_rows(named=True):
+        messages = judge_messages(styles[trace["style"]], questions[trace["problem_id"]], trace["completion"])
+        key = request_key(messages, model, sampling, VERDICT_SCHEMA)
+        requests[trace["trace_id"]] = Request(key, messages, VERDICT_SCHEMA)
+    return requests
+
+
+def verdict_rows(
+    traces: pl.DataFrame,
+    styles: dict[str, Style],
+    requests: dict[str, Request],
+    completions: dict[tuple[str, int], Completion],
+    judge_model: str,
+) -> pl.DataFrame:
+    rows = []
+    for trace in traces.iter_rows(named=True):
+        style = styles[trace["style"]]
+        checks = list(style.spec.format_checks)
+        rules_failed = failed_format_checks(trace["completion"], checks)
+        completion = completions.get((requests[trace["trace_id"]].key, 0))
+        if completion is None:
+            verdict = parse_verdict("", [])
+            verdict = type(verdict)(False, None, (), "", error="judge generation failed")
+        else:
+            verdict = parse_verdict(completion.text, [item.id for item in style.spec.rubric])
+        if checks:
+            source = "both" if verdict.parsed else "rules"
+        else:
+            source = "judge"
+        # An unparsable judge reply is never a pass.
+        conforms = not rules_failed and verdict.parsed and bool(verdict.conforms)
+        rows.append({
+            "trace_id": trace["trace_id"],
+            "problem_id": trace["problem_id"],
+            "style": trace["style"],
+            "kind": trace["kind"],
+            "style_version": trace["style_version"],
+            "completion": trace["completion"],
+            "finish_reason": trace["finish_reason"],
+            "n_tokens": trace["n_tokens"],
+            "extracted_answer": trace["extracted_answer"],
+            "is_correct": trace["is_correct"],
+            "rules_failed": ",".join(rules_failed),
+            "rules_pass": not rules_failed,
+            "judge_parsed": verdict.parsed,
+            "judge_conforms": verdict.conforms,
+            "judge_failed": ",".join(verdict.failed_criteria),
+            "judge_reason": verdict.reason,
+            "judge_error": verdict.error,
+            "judge_model": judge_model,
+            "verdict_source": source,
+            "conforms": conforms,
+        })
+    return pl.DataFrame(rows, schema=JUDGED_SCHEMA)

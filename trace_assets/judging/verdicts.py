@@ -1,0 +1,99 @@
+"""The LLM judge's prompt and schema, and robust parsing of what it answers: pure functions."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from trace_assets.styles.library import Style
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "conforms": {"type": "boolean"},
+        "failed_criteria": {"type": "array", "items": {"type": "string"}},
+        "reason": {"type": "string", "maxLength": 300},
+    },
+    "required": ["conforms", "failed_criteria", "reason"],
+    "additionalProperties": False,
+}
+
+
+def judge_messages(style: Style, question: str, completion: str, max_chars: int = 4000) -> list[dict]:
+    criteria = "\n".join(f"- {item.id}: {item.text}" for item in style.spec.rubric)
+    shown = completion if len(completion) <= max_chars else completion[:max_chars] + "\n[...truncated]"
+    return [
+        {
+            "role": "system",
+            "content": "You check whether a worked solution follows a required writing style. "
+            "Judge the style only, not whether the maths is right. Reply with JSON only: "
+            '{"conforms": true|false, "failed_criteria": [criterion ids], "reason": "one short sentence"}.',
+        },
+        {
+            "role": "user",
+            "content": f"Style criteria:\n{criteria}\n\nProblem:\n{question.strip()}\n\nSolution to judge:\n{shown}",
+        },
+    ]
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    parsed: bool
+    conforms: bool | None
+    failed_criteria: tuple[str, ...]
+    reason: str
+    error: str | None = None
+
+
+def _first_json_object(text: str) -> str | None:
+    """The first balanced {...} in text (models wrap JSON in prose or code fences)."""
+    start = text.find("{")
+    while start != -1:
+        depth, in_string, escaped = 0, False, False
+        for index in range(start, len(text)):
+            char = text[index]
+            if in_string:
+                escaped = char == "\\" and not escaped
+                if char == '"' and not escaped:
+                    in_string = False
+                continue
+            if char == '"':
+                in_string = True
+            elif char == "{":
+                depth += 1
+            elif char == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : index + 1]
+        start = text.find("{", start + 1)
+    return None
+
+
+def _as_bool(value) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "yes", "false", "no"}:
+        return value.strip().lower() in {"true", "yes"}
+    return None
+
+
+def parse_verdict(text: str, criteria_ids: list[str]) -> JudgeVerdict:
+    """Parse a judge reply; anything not a well-formed verdict is ``parsed=False`` (never a pass)."""
+    candidate = _first_json_object(text or "")
+    if candidate is None:
+        return JudgeVerdict(False, None, (), "", error="no JSON object in judge output")
+    try:
+        data = json.loads(candidate)
+    except json.JSONDecodeError as error:
+        return JudgeVerdict(False, None, (), "", error=f"invalid JSON: {error.msg}")
+    conforms = _as_bool(data.get("conforms")) if isinstance(data, dict) else None
+    if conforms is None:
+        return JudgeVerdict(False, None, (), "", error="'conforms' missing or not a boolean")
+    failed = data.get("failed_criteria") or []
+    if not isinstance(failed, list):
+        failed = [failed]
+    known = tuple(str(item) for item in failed if str(item) in criteria_ids)
+    reason = re.sub(r"\s+", " ", str(data.get("reason") or ""))[:300]
+    # A judge that names failed criteria but says it conforms contradicts itself: trust the criteria.
+    return JudgeVerdict(True, conforms and not known, known, reason)

@@ -1,0 +1,36 @@
+"""Loading student models and tokenizers (transformers) for NLL, training and token counting."""
+
+from __future__ import annotations
+
+import functools
+
+from trace_assets.experiment import StudentConfig
+from trace_assets.models import resolve_model
+from trace_assets.resources import DataResource, GPUResource
+
+
+def student_path(student: StudentConfig, data: DataResource) -> str:
+    return resolve_model(student.model, data.models_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, gpu: GPUResource, dtype: str = "auto"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = getattr(torch, gpu.resolve_dtype(dtype))
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(gpu.torch_device()).eval()
+
+
+def token_counter(path: str):
+    tokenizer = load_tokenizer(path)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

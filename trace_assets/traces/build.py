@@ -1,0 +1,85 @@
+"""Turn teacher completions into ``teacher_traces`` rows: pure, no Dagster."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import polars as pl
+
+from trace_assets.answers import extract_answer, numbers_match
+from trace_assets.generation.cached import request_key
+from trace_assets.generation.types import Completion, Request, Sampling
+from trace_assets.styles.library import Style
+from trace_assets.traces.prompts import paraphrase_messages, prompt_hash, teacher_messages
+
+TRACE_SCHEMA = {
+    "trace_id": pl.Utf8, "problem_id": pl.Utf8, "style": pl.Utf8, "kind": pl.Utf8, "style_version": pl.Utf8,
+    "prompt_hash": pl.Utf8, "request_hash": pl.Utf8, "model": pl.Utf8, "sampling": pl.Utf8,
+    "sample_index": pl.Int64, "completion": pl.Utf8, "finish_reason": pl.Utf8, "prompt_tokens": pl.Int64,
+    "n_tokens": pl.Int64, "strict_answer": pl.Utf8, "label_answer": pl.Utf8, "flexible_answer": pl.Utf8,
+    "extracted_answer": pl.Utf8, "extraction_method": pl.Utf8, "reference_answer": pl.Utf8, "is_correct": pl.Boolean,
+}
+
+
+Planned = tuple[Style, str, dict, Request]
+
+
+def teacher_requests(
+    styles: list[Style], problems: pl.DataFrame, model: str, sampling: Sampling, paraphrase_styles: frozenset[str] = frozenset()
+) -> list[Planned]:
+    """One ``solve`` request per (style, train problem), keyed by the content of what is sent, plus a
+    ``paraphrase`` request (rewrite the human solution in the style) for styles an H->style recipe uses."""
+    planned = []
+    for style in styles:
+        for problem in problems.iter_rows(named=True):
+            messages = teacher_messages(style, problem["question"])
+            planned.append((style, "solve", problem, Request(request_key(messages, model, sampling), messages)))
+            if style.name in paraphrase_styles:
+                messages = paraphrase_messages(style, problem["question"], problem["reference_solution"])
+                planned.append((style, "paraphrase", problem, Request(request_key(messages, model, sampling), messages)))
+    return planned
+
+
+def score_completion(text: str, reference: str) -> dict:
+    extraction = extract_answer(text)
+    return {
+        "strict_answer": extraction.strict,
+        "label_answer": extraction.label,
+        "flexible_answer": extraction.flexible,
+        "extracted_answer": extraction.answer,
+        "extraction_method": extraction.method,
+        "is_correct": numbers_match(extraction.answer, reference),
+    }
+
+
+def trace_rows(
+    planned: list[Planned], completions: dict[tuple[str, int], Completion], model: str, sampling: Sampling
+) -> pl.DataFrame:
+    """Rows for every planned sample that has a completion; missing samples are simply absent."""
+    sampling_json = json.dumps(asdict(sampling), sort_keys=True)
+    rows = []
+    for style, kind, problem, request in planned:
+        for index in range(sampling.n):
+            completion = completions.get((request.key, index))
+            if completion is None:
+                continue
+            rows.append({
+                "trace_id": f"{request.key}-{index}",
+                "problem_id": problem["problem_id"],
+                "style": style.name,
+                "kind": kind,
+                "style_version": style.version,
+                "prompt_hash": prompt_hash(request.messages),
+                "request_hash": request.key,
+                "model": model,
+                "sampling": sampling_json,
+                "sample_index": index,
+                "completion": completion.text,
+                "finish_reason": completion.finish_reason,
+                "prompt_tokens": completion.prompt_tokens,
+                "n_tokens": completion.output_tokens,
+                "reference_answer": problem["answer"],
+                **score_completion(completion.text, problem["answer"]),
+            })
+    return pl.DataFrame(rows, schema=TRACE_SCHEMA)
