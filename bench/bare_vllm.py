@@ -18,6 +18,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-tokens", type=int, default=192)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--n", type=int, default=1)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     args = parser.parse_args()
 
@@ -28,10 +29,10 @@ if __name__ == "__main__":
     llm = LLM(model=args.model, dtype=args.dtype, max_model_len=2048, enforce_eager=args.eager,
               gpu_memory_utilization=args.gpu_memory_utilization, seed=0)
     startup = time.perf_counter() - started
-    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
     started = time.perf_counter()
     outputs = llm.chat(conversations, params)
     elapsed = time.perf_counter() - started
-    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    tokens = sum(len(sample.token_ids) for o in outputs for sample in o.outputs)
     print(json.dumps({"bare": True, "startup_s": startup, "generate_s": elapsed, "output_tokens": tokens,
                       "output_tokens_per_s": tokens / elapsed}))

@@ -27,15 +27,23 @@ def _divisors(value: int, low: int, high: int) -> list[int]:
     return [d for d in range(low, high + 1) if value % d == 0]
 
 
-def _step(rng: random.Random, current: int, item: str) -> tuple[str, str, int] | None:
+def _step(rng: random.Random, current: int, item: str, name: str) -> tuple[str, str, int] | None:
     """One operation: (sentence for the question, solution line, new value), or None if it can't apply."""
-    kind = rng.choice(["buy", "give", "gift_multiple", "share", "lose_fraction"])
+    kind = rng.choice(["find", "buy", "give", "gift_multiple", "share", "lose_fraction"])
+    if kind == "find":
+        found = rng.randint(2, 15)
+        new = current + found
+        return (
+            f"Then {name} finds {found} more {item}.",
+            f"{name} now has {current}+{found}=<<{current}+{found}={new}>>{new} {item}.",
+            new,
+        )
     if kind == "buy":
         boxes, per_box = rng.randint(2, 6), rng.randint(2, 9)
         bought = boxes * per_box
         new = current + bought
         return (
-            f"Then they buy {boxes} boxes with {per_box} {item} in each box.",
+            f"Then {name} buys {boxes} boxes with {per_box} {item} in each box.",
             f"The boxes hold {boxes}*{per_box}=<<{boxes}*{per_box}={bought}>>{bought} {item}, "
             f"so the total becomes {current}+{bought}=<<{current}+{bought}={new}>>{new}.",
             new,
@@ -45,7 +53,7 @@ def _step(rng: random.Random, current: int, item: str) -> tuple[str, str, int] |
         new = current - given
         friend = rng.choice(FRIENDS)
         return (
-            f"Then they give {given} {item} to {friend}.",
+            f"Then {name} gives {given} {item} to {friend}.",
             f"After giving {given} away, {current}-{given}=<<{current}-{given}={new}>>{new} remain.",
             new,
         )
@@ -55,7 +63,7 @@ def _step(rng: random.Random, current: int, item: str) -> tuple[str, str, int] |
         gift = current * factor
         new = current + gift
         return (
-            f"Then a cousin gives them {word} as many {item} as they have at that point.",
+            f"Then a cousin gives {name} {word} as many {item} as {name} has at that point.",
             f"The cousin gives {current}*{factor}=<<{current}*{factor}={gift}>>{gift}, "
             f"so there are {current}+{gift}=<<{current}+{gift}={new}>>{new}.",
             new,
@@ -67,8 +75,9 @@ def _step(rng: random.Random, current: int, item: str) -> tuple[str, str, int] |
         people = rng.choice(groups)
         new = current // people
         return (
-            f"Then they split all their {item} equally between themselves and {people - 1} friends "
-            f"and keep one share.",
+            f"Then {name} splits all the {item} equally between {name} and {people - 1} "
+            f"{'friend' if people == 2 else 'friends'} "
+            f"and keeps one share.",
             f"Splitting among {people} people leaves {current}/{people}=<<{current}/{people}={new}>>{new}.",
             new,
         )
@@ -78,7 +87,7 @@ def _step(rng: random.Random, current: int, item: str) -> tuple[str, str, int] |
                 lost = current // denominator
                 new = current - lost
                 return (
-                    f"Then they lose {word} of their {item}.",
+                    f"Then {name} loses {word} of the {item}.",
                     f"They lose {current}/{denominator}=<<{current}/{denominator}={lost}>>{lost}, "
                     f"leaving {current}-{lost}=<<{current}-{lost}={new}>>{new}.",
                     new,
@@ -92,11 +101,11 @@ def generate_problem(rng: random.Random, steps: int) -> SyntheticProblem:
     sentences = [f"{name} has {current} {item}."]
     lines: list[str] = []
     while len(lines) < steps:
-        step = _step(rng, current, item)
+        step = _step(rng, current, item, name)
         if step is None:
             continue
         sentence, line, current = step
-        sentences.append(sentence.replace("they", name if len(lines) == 0 else "they", 1))
+        sentences.append(sentence)
         lines.append(line)
     sentences.append(f"How many {item} does {name} have at the end?")
     solution = "\n".join(lines) + f"\n#### {current}"

@@ -19,6 +19,7 @@ def style_row(style: Style) -> dict:
         "answer_format": style.spec.answer_format,
         "instruction": style.spec.instruction,
         "paraphrase_instruction": style.spec.paraphrase_instruction or "",
+        "example": json.dumps(style.spec.example.model_dump()) if style.spec.example else "",
         "rubric": json.dumps([item.model_dump() for item in style.spec.rubric]),
         "format_checks": json.dumps([check.model_dump() for check in style.spec.format_checks]),
     }

@@ -42,12 +42,21 @@ class RubricItem(BaseModel):
     text: str
 
 
+class WorkedExample(BaseModel):
+    """One solved problem in the style, shown to the teacher before the real question."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    question: str
+    solution: str
+
+
 class StyleFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     description: str
     answer_format: Literal["hash", "label"] = "hash"
     instruction: str
     paraphrase_instruction: str | None = None
+    example: WorkedExample | None = None
     rubric: list[RubricItem]
     format_checks: list[FormatCheck] = []
 
@@ -122,6 +131,7 @@ def style_from_row(row: dict) -> Style:
         answer_format=row["answer_format"],
         instruction=row["instruction"],
         paraphrase_instruction=row.get("paraphrase_instruction") or None,
+        example=WorkedExample(**json.loads(row["example"])) if row.get("example") else None,
         rubric=[RubricItem(**item) for item in json.loads(row["rubric"])],
         format_checks=[FormatCheck(**item) for item in json.loads(row["format_checks"])],
     )

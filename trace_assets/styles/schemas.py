@@ -14,6 +14,7 @@ class StylePromptSchema(pa.DataFrameModel):
     answer_format: str = pa.Field(isin=["hash", "label"])
     instruction: str = pa.Field(str_length={"min_value": 1})
     paraphrase_instruction: str = pa.Field(description="instruction for H->style paraphrases; empty: the default")
+    example: str = pa.Field(description="JSON {question, solution} worked example; empty: none")
     rubric: str = pa.Field(description="JSON list of {id, text} criteria for the judge")
     format_checks: str = pa.Field(description="JSON list of rule-based checks")
 

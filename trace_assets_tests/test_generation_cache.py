@@ -1,0 +1,80 @@
+"""The cache around generation, with a scripted backend standing in for the engine."""
+
+import pytest
+
+from trace_assets.generation.backends import Backend, GenerationError
+from trace_assets.generation.cached import generate_with_cache, request_key
+from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling
+
+
+class ScriptedBackend(Backend):
+    """Echoes prompts; can crash after a number of batches, like an engine dying mid-run."""
+
+    def __init__(self, crash_after_batches=None, batch_size=2):
+        self.calls = []
+        self.crash_after_batches = crash_after_batches
+        self.batch_size = batch_size
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        self.calls.append([r.key for r in requests])
+        stats = GenerationStats()
+        for index in range(0, len(requests), self.batch_size):
+            if self.crash_after_batches is not None and index // self.batch_size >= self.crash_after_batches:
+                raise GenerationError("engine died")
+            batch = [
+                Completion(r.key, i, f"echo {r.messages[-1]['content']} #{i}", "stop", 3, 4)
+                for r in requests[index : index + self.batch_size] for i in range(sampling.n)
+            ]
+            on_batch(batch)
+            stats.completions += len(batch)
+        return stats
+
+
+SPEC = ModelSpec(name="m", path="m")
+
+
+def requests_for(questions, sampling):
+    out = []
+    for q in questions:
+        messages = [{"role": "user", "content": q}]
+        out.append(Request(request_key(messages, "m", sampling), messages))
+    return out
+
+
+def test_second_run_generates_nothing(tmp_path):
+    db = tmp_path / "db.duckdb"
+    sampling = Sampling(n=2)
+    requests = requests_for(["a", "b", "c"], sampling)
+    first = generate_with_cache(db, ScriptedBackend(), SPEC, sampling, requests, log=lambda m: None)
+    assert (first.generated, first.reused) == (6, 0)
+    backend = ScriptedBackend()
+    second = generate_with_cache(db, backend, SPEC, sampling, requests, log=lambda m: None)
+    assert (second.generated, second.reused) == (0, 6)
+    assert backend.calls == []
+    assert second.completions[(requests[1].key, 1)].text == "echo b #1"
+
+
+def test_crash_keeps_finished_batches_and_rerun_generates_only_the_rest(tmp_path):
+    db = tmp_path / "db.duckdb"
+    sampling = Sampling(n=1)
+    requests = requests_for(["a", "b", "c", "d", "e"], sampling)
+    with pytest.raises(GenerationError):
+        generate_with_cache(db, ScriptedBackend(crash_after_batches=1), SPEC, sampling, requests, log=lambda m: None)
+    backend = ScriptedBackend()
+    result = generate_with_cache(db, backend, SPEC, sampling, requests, log=lambda m: None)
+    assert backend.calls == [[r.key for r in requests[2:]]]
+    assert (result.generated, result.reused) == (3, 2)
+    assert len(result.completions) == 5
+
+
+def test_changed_sampling_or_prompt_is_a_new_generation(tmp_path):
+    db = tmp_path / "db.duckdb"
+    base = Sampling(n=1, temperature=0.7)
+    generate_with_cache(db, ScriptedBackend(), SPEC, base, requests_for(["a", "b"], base), log=lambda m: None)
+    hotter = Sampling(n=1, temperature=1.0)
+    backend = ScriptedBackend()
+    generate_with_cache(db, backend, SPEC, hotter, requests_for(["a"], hotter), log=lambda m: None)
+    assert len(backend.calls[0]) == 1
+    backend = ScriptedBackend()
+    result = generate_with_cache(db, backend, SPEC, base, requests_for(["a", "b changed"], base), log=lambda m: None)
+    assert len(backend.calls[0]) == 1 and result.reused == 1

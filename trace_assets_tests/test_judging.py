@@ -1,0 +1,62 @@
+import polars as pl
+import pytest
+
+from trace_assets.experiment import PROJECT_ROOT
+from trace_assets.generation.types import Completion, Sampling
+from trace_assets.judging.build import judge_requests, verdict_rows
+from trace_assets.judging.verdicts import parse_verdict
+from trace_assets.styles.library import load_style
+
+IDS = ["restates_problem", "numbered_steps"]
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed", "conforms", "failed"),
+    [
+        ('{"conforms": true, "failed_criteria": [], "reason": "fine"}', True, True, ()),
+        ('Sure! ```json\n{"conforms": false, "failed_criteria": ["numbered_steps"], "reason": "no steps"}\n```', True, False, ("numbered_steps",)),
+        ('{"conforms": "yes", "failed_criteria": "restates_problem", "reason": "x"}', True, False, ("restates_problem",)),
+        ('{"conforms": true, "failed_criteria": ["numbered_steps"], "reason": "contradicts itself"}', True, False, ("numbered_steps",)),
+        ('{"conforms": true, "failed_criteria": ["not_a_criterion"], "reason": "y"}', True, True, ()),
+        ('{"conforms": tru', False, None, ()),
+        ('{"failed_criteria": [], "reason": "no verdict"}', False, None, ()),
+        ("The solution looks good to me.", False, None, ()),
+        ("", False, None, ()),
+        ('{"reason": "brace } inside a string", "conforms": false, "failed_criteria": []}', True, False, ()),
+    ],
+)
+def test_parse_verdict(text, parsed, conforms, failed):
+    verdict = parse_verdict(text, IDS)
+    assert verdict.parsed is parsed
+    assert verdict.conforms is conforms
+    assert verdict.failed_criteria == failed
+    if not parsed:
+        assert verdict.error
+
+
+def _traces(completions):
+    return pl.DataFrame({
+        "trace_id": [f"t{i}" for i in range(len(completions))], "problem_id": ["p1"] * len(completions),
+        "style": ["normal"] * len(completions), "kind": ["solve"] * len(completions),
+        "style_version": ["v"] * len(completions), "completion": completions,
+        "finish_reason": ["stop"] * len(completions), "n_tokens": [5] * len(completions),
+        "extracted_answer": ["4"] * len(completions), "is_correct": [True] * len(completions),
+    })
+
+
+def test_unparsable_judge_output_is_never_a_pass():
+    style = load_style(PROJECT_ROOT / "styles", "normal")
+    traces = _traces(["2+2=4\n#### 4", "Adding: 2+2=4\n#### 4", "2+2=4 so 4", "So 2+2=4\n#### 4"])
+    sampling = Sampling(temperature=0, n=1)
+    requests = judge_requests(traces, {"p1": "What is 2+2?"}, {"normal": style}, "judge", sampling)
+    replies = ['{"conforms": true, "failed_criteria": [], "reason": "ok"}', "I think it is fine", '{"conforms": true, "failed_criteria": [], "reason": "ok"}', None]
+    completions = {
+        (requests[f"t{i}"].key, 0): Completion(requests[f"t{i}"].key, 0, text, "stop", 10, 10)
+        for i, text in enumerate(replies) if text is not None
+    }
+    rows = verdict_rows(traces, {"normal": style}, requests, completions, "judge")
+    assert rows["conforms"].to_list() == [True, False, False, False]
+    assert rows["verdict_source"].to_list() == ["both", "rules", "both", "rules"]
+    assert rows["judge_parsed"].to_list() == [True, False, True, False]
+    assert rows["rules_failed"][2] == "answer_line"  # rules fail even though the judge said yes
+    assert rows["judge_error"][3] == "judge generation failed"
