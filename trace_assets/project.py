@@ -25,6 +25,7 @@ def dataset_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
 
 
 def build_resources(experiment: Experiment, folder: Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)  # DuckDB creates the file, not its folder
     data = DataResource(data_dir=str(folder))
     gpu = GPUResource(
         devices=",".join(str(d) for d in experiment.gpu.devices),

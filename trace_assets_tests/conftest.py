@@ -59,3 +59,35 @@ def make_tiny_model(folder, chat_template: bool = True):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+def write_experiment(folder, model: str, styles=("normal", "titanium"), extra: str = "") -> "Path":
+    """A small experiment over a private copy of the shipped styles, every model the given one."""
+    import shutil
+    from pathlib import Path
+
+    styles_dir = Path(folder) / "styles"
+    if not styles_dir.exists():
+        shutil.copytree(PROJECT_ROOT / "styles", styles_dir)
+    text = f"""
+name: test
+seed: 0
+problems: {{source: synthetic, n_train: 4, n_test: 3, synthetic: {{min_steps: 1, max_steps: 2}}}}
+styles_dir: {styles_dir}
+styles: [{", ".join(styles)}]
+teacher: {{model: {model}, sampling: {{temperature: 0.7, max_tokens: 24, n: 2}}}}
+judge: {{model: {model}, sampling: {{temperature: 0.0, max_tokens: 32}}}}
+students: {{tiny: {{model: {model}}}}}
+datasets:
+  G_normal: {{recipe: G, style: normal}}
+  W_normal: {{recipe: W, style: normal}}
+  H: {{recipe: H}}
+  H_to_normal: {{recipe: H_style, style: normal}}
+  mix_normal: {{recipe: mixture, style: normal, flawed_fraction: 0.5, flaw: both}}
+training: {{max_steps: 2, batch_size: 2, max_length: 256, eval_fraction: 0.25}}
+evaluation: {{max_tokens: 16}}
+{extra}
+"""
+    path = Path(folder) / "experiment.yaml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,113 @@
+"""The data half of the graph through real Dagster runs and DuckDB, with a scripted generation backend."""
+
+import json
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from trace_assets.demo import run_stage
+from trace_assets.experiment import load_experiment
+from trace_assets.generation.backends import Backend
+from trace_assets.generation.types import Completion, GenerationStats
+from trace_assets.project import build_definitions
+from trace_assets.resources import GenerationResource
+from trace_assets_tests.conftest import write_experiment
+
+
+class ScriptedTeacher(Backend):
+    """Answers like a small model would: solves, paraphrases, judges in JSON, sometimes badly."""
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        batch = []
+        for request in requests:
+            prompt = request.messages[-1]["content"]
+            for index in range(sampling.n):
+                if request.json_schema:
+                    text = '{"conforms": true, "failed_criteria": [], "reason": "ok"}' if index == 0 and "####" in prompt else "not json"
+                elif "Reference solution" in prompt:
+                    text = prompt.split("Reference solution:\n", 1)[1]
+                elif index == 0:
+                    text = "I add the numbers: 2 + 3 = 5.\n#### 5"
+                else:
+                    text = ""  # an empty completion: a normal case, not a crash
+                batch.append(Completion(request.key, index, text, "stop", 10, len(text.split())))
+        on_batch(batch)
+        return GenerationStats(generate_s=1.0, output_tokens=sum(c.output_tokens for c in batch), completions=len(batch))
+
+
+class ScriptedGeneration(GenerationResource):
+    def backend(self, config):
+        return ScriptedTeacher()
+
+
+def definitions(experiment_path, data_dir):
+    experiment = load_experiment(experiment_path)
+    defs = build_definitions(experiment, data_dir)
+    resources = dict(defs.resources)
+    resources["generation"] = ScriptedGeneration(gpu=resources["gpu"], data=resources["data"])
+    return dg.Definitions(assets=list(defs.assets), resources=resources), experiment
+
+
+def latest(instance, key, partition):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+    ).records
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def test_traces_to_datasets_end_to_end(tmp_path, tiny_model, instance):
+    path = write_experiment(tmp_path, tiny_model)
+    defs, experiment = definitions(path, tmp_path / "data")
+    for stage in (["problems"], ["style_prompts"], ["teacher_traces", "judged_traces"], ["sft_examples", "trace_stats"]):
+        run_stage(defs, instance, stage)
+
+    db = duckdb.connect(str(tmp_path / "data" / "trace_assets.duckdb"), read_only=True)
+    traces = db.sql("SELECT * FROM teacher_traces").pl()
+    # 4 train problems x 2 styles x 2 samples, plus normal's paraphrases (4 x 2).
+    assert traces.height == 4 * 2 * 2 + 4 * 2
+    assert set(traces["kind"]) == {"solve", "paraphrase"}
+    assert (traces.filter(pl.col("completion") == "")["is_correct"] == False).all()  # noqa: E712
+    judged = db.sql("SELECT * FROM judged_traces").pl()
+    assert judged.height == traces.height
+    assert not judged.filter(~pl.col("judge_parsed"))["conforms"].any()
+    examples = db.sql("SELECT * FROM sft_examples").pl()
+    assert examples.filter(pl.col("dataset") == "H").height == 4
+    assert examples.filter(pl.col("dataset") == "H_to_normal").height == 4
+    assert (examples.filter(pl.col("dataset") == "H_to_normal")["source"] == "paraphrase").all()
+    # every teacher-derived example points at a real trace
+    linked = db.sql("SELECT count(*) FROM sft_examples e JOIN teacher_traces t USING (trace_id)").fetchone()[0]
+    assert linked == examples.filter(pl.col("trace_id").is_not_null()).height
+    stats = db.sql("SELECT * FROM trace_stats").pl()
+    assert set(stats["dataset"]) == set(experiment.datasets)
+    h = stats.filter(pl.col("dataset") == "H").row(0, named=True)
+    assert h["n_examples"] == 4 and h["nll_before"] > 0 and h["total_tokens"] > 0
+    db.close()
+
+    assert latest(instance, "teacher_traces", "normal")["generated"] == traces.height
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("teacher_traces"), "no_empty_completions")]
+    )
+    assert len(checks) == 1
+
+
+def test_rerun_reuses_and_style_edit_regenerates_only_that_style(tmp_path, tiny_model, instance):
+    path = write_experiment(tmp_path, tiny_model)
+    defs, _ = definitions(path, tmp_path / "data")
+    for stage in (["problems"], ["style_prompts"], ["teacher_traces"]):
+        run_stage(defs, instance, stage)
+    run_stage(defs, instance, ["teacher_traces"])
+    assert latest(instance, "teacher_traces", "normal")["generated"] == 0
+
+    style_file = tmp_path / "styles" / "titanium.yaml"
+    style_file.write_text(style_file.read_text().replace("Answer with labelled lines only", "Reply with labelled lines only"))
+    run_stage(defs, instance, ["style_prompts"])
+    run_stage(defs, instance, ["teacher_traces"])
+    metadata = latest(instance, "teacher_traces", "titanium")
+    assert metadata["generated"] == 4 * 2  # titanium's 4 problems x 2 samples
+    assert metadata["reused_from_cache"] == 4 * 2 + 4 * 2  # normal's solves and paraphrases
+    with duckdb.connect(str(tmp_path / "data" / "trace_assets.duckdb"), read_only=True) as db:
+        versions = dict(db.execute("SELECT style, count(DISTINCT style_version) FROM teacher_traces GROUP BY style").fetchall())
+        total = db.execute("SELECT count(*) FROM teacher_traces").fetchone()[0]
+    assert versions == {"normal": 1, "titanium": 1}  # replaced, not duplicated
+    assert total == 4 * 2 * 2 + 4 * 2
