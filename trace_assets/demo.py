@@ -28,21 +28,21 @@ def run_stage(defs: dg.Definitions, instance: dg.DagsterInstance, names: list[st
         return 0.0
     node = graph.get(present[0])
     partitions = node.partitions_def
-    runs: list[dict[str, str]] = [{}]
+    runs: list[dict] = [{}]
     if partitions is not None:
         partition_keys = partitions.get_partition_keys(dynamic_partitions_store=instance)
         if node.backfill_policy == dg.BackfillPolicy.single_run():
-            runs = [{ASSET_PARTITION_RANGE_START_TAG: partition_keys[0], ASSET_PARTITION_RANGE_END_TAG: partition_keys[-1]}]
+            runs = [{"tags": {ASSET_PARTITION_RANGE_START_TAG: partition_keys[0], ASSET_PARTITION_RANGE_END_TAG: partition_keys[-1]}}]
         else:
-            runs = [{"dagster/partition": key} for key in partition_keys]
+            runs = [{"partition_key": key} for key in partition_keys]
     started = time.perf_counter()
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(present))
-    for tags in runs:
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    for run in runs:
+        result = job.execute_in_process(instance=instance, raise_on_error=False, **run)
         if not result.success:
             for failure in (event for event in result.all_events if event.is_step_failure):
                 print(failure.event_specific_data.error.to_string(), file=sys.stderr)
-            raise SystemExit(f"stage {[k.to_user_string() for k in present]} {tags} failed")
+            raise SystemExit(f"stage {[k.to_user_string() for k in present]} {run} failed")
     return time.perf_counter() - started
 
 
@@ -51,6 +51,9 @@ STAGES = [
     ["style_prompts"],
     ["teacher_traces", "judged_traces"],
     ["sft_examples", "trace_stats"],
+    ["checkpoints"],
+    ["eval_results"],
+    ["failure_modes", "accuracy", "report"],
 ]
 
 

@@ -168,6 +168,13 @@ class Experiment(_Section):
             raise ValueError("style names must be unique")
         return styles
 
+    @field_validator("datasets")
+    @classmethod
+    def _base_is_reserved(cls, entries: dict) -> dict:
+        if "base" in entries:
+            raise ValueError("'base' is reserved for the untrained students; name the dataset differently")
+        return entries
+
     @field_validator("datasets", "students")
     @classmethod
     def _partition_names(cls, entries: dict) -> dict:

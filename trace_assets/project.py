@@ -8,7 +8,10 @@ import dagster as dg
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from trace_assets.datasets.assets import build_sft_examples_asset, build_trace_stats_asset
+from trace_assets.evaluation.assets import build_eval_results_asset
 from trace_assets.experiment import Experiment
+from trace_assets.reporting.assets import build_accuracy_asset, build_failure_modes_asset, build_report_asset
+from trace_assets.training.assets import BASE_DATASET, build_checkpoints_asset
 from trace_assets.judging.assets import build_judged_traces_asset
 from trace_assets.problems.assets import build_problems_asset
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
@@ -21,7 +24,15 @@ def style_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
 
 
 def dataset_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
-    return dg.StaticPartitionsDefinition(list(experiment.datasets))
+    """Every dataset recipe, plus ``base``: the empty dataset, i.e. the untrained student."""
+    return dg.StaticPartitionsDefinition([BASE_DATASET, *experiment.datasets])
+
+
+def model_partitions(experiment: Experiment) -> dg.MultiPartitionsDefinition:
+    return dg.MultiPartitionsDefinition({
+        "dataset": dataset_partitions(experiment),
+        "student": dg.StaticPartitionsDefinition(list(experiment.students)),
+    })
 
 
 def build_resources(experiment: Experiment, folder: Path) -> dict:
@@ -43,6 +54,7 @@ def build_resources(experiment: Experiment, folder: Path) -> dict:
 def build_assets(experiment: Experiment) -> list:
     styles = style_partitions(experiment)
     datasets = dataset_partitions(experiment)
+    models = model_partitions(experiment)
     return [
         build_problems_asset(experiment),
         build_style_asset(experiment, styles),
@@ -50,6 +62,11 @@ def build_assets(experiment: Experiment) -> list:
         build_judged_traces_asset(experiment, styles),
         build_sft_examples_asset(experiment, datasets),
         build_trace_stats_asset(experiment, datasets),
+        build_checkpoints_asset(experiment, models),
+        build_eval_results_asset(experiment, models),
+        build_failure_modes_asset(experiment),
+        build_accuracy_asset(experiment),
+        build_report_asset(experiment),
     ]
 
 

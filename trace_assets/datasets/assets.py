@@ -5,12 +5,13 @@ import math
 import dagster as dg
 import polars as pl
 
-from trace_assets.datasets.recipes import build_dataset
+from trace_assets.datasets.recipes import SFT_SCHEMA, build_dataset
 from trace_assets.datasets.schemas import SftExamplesType, TraceStatsType
 from trace_assets.datasets.stats import gzip_ratio, mean_completion_nll, template_line_share
 from trace_assets.experiment import Experiment
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
+from trace_assets.training.assets import BASE_DATASET
 from trace_assets.students import load_model, load_tokenizer, student_path, token_counter
 from trace_assets.training.format import student_completion, student_prompt
 
@@ -35,6 +36,9 @@ def build_sft_examples_asset(experiment: Experiment, partitions: dg.PartitionsDe
         count_tokens = token_counter(student_path(first_student, data))
         frames, summary = [], []
         for name in context.partition_keys:
+            if name == BASE_DATASET:  # the untrained student: no examples by definition
+                frames.append(pl.DataFrame(schema=SFT_SCHEMA))
+                continue
             frame, report = build_dataset(name, experiment.datasets, judged_traces, train, experiment.seed, count_tokens)
             if frame.is_empty():
                 context.log.warning(f"dataset {name}: no examples ({report.candidates} candidates); later steps skip it")

@@ -65,7 +65,9 @@ class VllmBackend(Backend):
             "enforce_eager": self.enforce_eager,
             "per_request_seed": self.per_request_seed,
             "chunk_size": self.chunk_size,
-            "requests": [{"key": r.key, "messages": r.messages, "json_schema": r.json_schema} for r in requests],
+            "requests": [
+                {"key": r.key, "messages": r.messages, "json_schema": r.json_schema, "prompt": r.prompt} for r in requests
+            ],
         }
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(job, handle)
@@ -138,6 +140,8 @@ class OpenAIBackend(Backend):
         raise AssertionError("unreachable")
 
     def _one(self, client, url: str, spec: ModelSpec, sampling: Sampling, request: Request) -> list[Completion]:
+        if request.prompt is not None:
+            raise GenerationError("the openai backend serves chat messages; raw prompts need the vllm or transformers backend")
         payload = {
             "model": spec.path,
             "messages": request.messages,
@@ -222,7 +226,10 @@ class TransformersBackend(Backend):
         generate_started = time.perf_counter()
         for offset in range(0, len(requests), self.batch_size):
             chunk = requests[offset : offset + self.batch_size]
-            prompts = [tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in chunk]
+            prompts = [
+                r.prompt if r.prompt is not None else tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+                for r in chunk
+            ]
             encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.no_grad():
                 output = model.generate(

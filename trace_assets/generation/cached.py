@@ -23,8 +23,14 @@ class CachedGeneration:
 
 
 def request_key(messages: list[dict], model: str, sampling: Sampling, json_schema: dict | None = None) -> str:
+    """Content address of a generation: messages (or a raw prompt as one message), schema, model, sampling."""
     chat = messages if json_schema is None else [*messages, {"role": "schema", "content": str(json_schema)}]
     return messages_hash(chat, model, sampling)
+
+
+def prompt_request(prompt: str, model: str, sampling: Sampling) -> Request:
+    """A raw-prompt request, keyed like a one-message chat."""
+    return Request(request_key([{"role": "raw", "content": prompt}], model, sampling), [], prompt=prompt)
 
 
 def generate_with_cache(

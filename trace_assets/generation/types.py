@@ -41,6 +41,7 @@ class Request:
     key: str
     messages: list[dict]
     json_schema: dict | None = None
+    prompt: str | None = None  # a raw prompt (already formatted) instead of chat messages
 
     def __hash__(self) -> int:  # messages are lists; requests are identified by key
         return hash(self.key)

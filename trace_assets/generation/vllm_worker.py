@@ -62,7 +62,10 @@ def run(job: dict) -> None:
         chunk_started = time.perf_counter()
         per_request_seed = job.get("per_request_seed", True)
         params = [_sampling_params(job["sampling"], request.get("json_schema"), per_request_seed) for request in chunk]
-        outputs = llm.chat([request["messages"] for request in chunk], params, use_tqdm=True)
+        if chunk[0].get("prompt") is not None:
+            outputs = llm.generate([request["prompt"] for request in chunk], params, use_tqdm=True)
+        else:
+            outputs = llm.chat([request["messages"] for request in chunk], params, use_tqdm=True)
         elapsed = time.perf_counter() - chunk_started
         for request, output in zip(chunk, outputs):
             for index, sample in enumerate(output.outputs):

@@ -27,9 +27,9 @@ def judge_messages(style: Style, question: str, completion: str, max_chars: int 
         {
             "role": "system",
             "content": "You check whether a worked solution follows a required writing style. "
-            "Judge the style only, not whether the maths is right. Reply with a JSON object with the keys "
-            "conforms (true if every criterion is met), failed_criteria (the ids of the criteria not met) and "
-            "reason (your explanation in a few words).",
+            "Judge the style only, not whether the maths is right. Reply with JSON only, in this form: "
+            '{"conforms": <true if every criterion is met, else false>, "failed_criteria": [<ids of unmet criteria>], '
+            '"reason": "<why, in a few words>"}',
         },
         {
             "role": "user",

@@ -1,0 +1,41 @@
+"""Schemas of the ``failure_modes`` and ``accuracy`` tables."""
+
+import pandera.polars as pa
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from trace_assets.reporting.failures import CATEGORIES
+
+
+class FailureModeSchema(pa.DataFrameModel):
+    """The failure category of one wrong answer."""
+
+    dataset: str
+    student: str
+    seed: int
+    problem_id: str
+    category: str = pa.Field(isin=CATEGORIES)
+    source: str = pa.Field(isin=["rules", "judge", "unparsable"])
+    evidence: str
+
+    class Config:
+        strict = True
+
+
+class AccuracySchema(pa.DataFrameModel):
+    """Accuracy of one student trained on one dataset, with a 95% bootstrap confidence interval."""
+
+    dataset: str
+    student: str
+    n: int = pa.Field(ge=0, description="test problems")
+    n_seeds: int = pa.Field(ge=1)
+    accuracy: float = pa.Field(ge=0, le=1)
+    ci_low: float = pa.Field(nullable=True)
+    ci_high: float = pa.Field(nullable=True)
+    accuracy_strict: float = pa.Field(ge=0, le=1, description="accuracy counting only declared (#### / ANSWER:) answers")
+
+    class Config:
+        strict = True
+
+
+FailureModesType = pandera_schema_to_dagster_type(FailureModeSchema)
+AccuracyType = pandera_schema_to_dagster_type(AccuracySchema)

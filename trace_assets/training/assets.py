@@ -1,0 +1,113 @@
+"""``checkpoints`` and ``training_log``: one fine-tuned student per dataset x student x seed."""
+
+
+import dagster as dg
+import polars as pl
+
+from trace_assets.experiment import Experiment
+from trace_assets.metadata import preview
+from trace_assets.resources import DataResource, GPUResource
+from trace_assets.students import student_path
+from trace_assets.training.schemas import CheckpointsType, TrainingLogType
+from trace_assets.training.sft import directory_hash, train_sft
+
+BASE_DATASET = "base"
+
+CHECKPOINT_SCHEMA = {
+    "dataset": pl.Utf8, "student": pl.Utf8, "seed": pl.Int64, "status": pl.Utf8, "path": pl.Utf8,
+    "content_hash": pl.Utf8, "base_model": pl.Utf8, "config": pl.Utf8, "train_examples": pl.Int64,
+    "eval_examples": pl.Int64, "train_tokens": pl.Int64, "wall_s": pl.Float64,
+}
+LOG_SCHEMA = {
+    "dataset": pl.Utf8, "student": pl.Utf8, "seed": pl.Int64, "step": pl.Int64, "train_loss": pl.Float64,
+    "eval_loss": pl.Float64, "learning_rate": pl.Float64, "tokens_seen": pl.Int64,
+}
+
+
+def loss_plot_markdown(log: pl.DataFrame) -> dg.MarkdownMetadataValue:
+    from trace_assets.reporting.plots import loss_curves_png, png_markdown
+
+    return dg.MetadataValue.md(png_markdown(loss_curves_png(log), "loss curves") if log.height else "_(no steps)_")
+
+
+def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name="checkpoints",
+        group_name="training",
+        partitions_def=partitions,
+        pool="gpu",
+        can_subset=False,
+        outs={
+            "checkpoints": dg.AssetOut(
+                dagster_type=CheckpointsType, kinds={"pytorch", "duckdb"}, code_version="1",
+                metadata={"partition_expr": {"dataset": "dataset", "student": "student"}},
+                description="Fine-tuned student checkpoints (path, content hash, config, tokens, wall time) per seed.",
+            ),
+            "training_log": dg.AssetOut(
+                dagster_type=TrainingLogType, kinds={"pytorch", "duckdb"}, code_version="1",
+                metadata={"partition_expr": {"dataset": "dataset", "student": "student"}},
+                description="Step, train loss, eval loss, learning rate and tokens seen of every training run.",
+            ),
+        },
+        ins={"sft_examples": dg.AssetIn(partition_mapping=dg.MultiToSingleDimensionPartitionMapping("dataset")),
+             "problems": dg.AssetIn()},
+    )
+    def checkpoints(context: dg.AssetExecutionContext, data: DataResource, gpu: GPUResource,
+                    sft_examples: pl.DataFrame, problems: pl.DataFrame):
+        """Fine-tune each student on each dataset with TRL SFT, once per training seed."""
+        key = context.partition_key.keys_by_dimension
+        dataset, student_name = key["dataset"], key["student"]
+        student = experiment.students[student_name]
+        base_path = student_path(student, data)
+        config = experiment.training
+        difficulty = dict(zip(problems["problem_id"], problems["difficulty"]))
+        examples = [
+            {**row, "difficulty": difficulty.get(row["problem_id"], 0)}
+            for row in sft_examples.filter(pl.col("dataset") == dataset).iter_rows(named=True)
+        ]
+        rows, logs = [], []
+        for seed in config.seeds:
+            record = {"dataset": dataset, "student": student_name, "seed": seed, "base_model": base_path,
+                      "config": config.model_dump_json(), "train_examples": 0, "eval_examples": 0,
+                      "train_tokens": 0, "wall_s": 0.0}
+            if dataset == BASE_DATASET:
+                rows.append({**record, "status": "base", "path": base_path, "content_hash": directory_hash_safe(base_path)})
+                continue
+            if not examples:
+                context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
+                rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
+                continue
+            output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}"
+            context.log.info(f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()}")
+            result = train_sft(base_path, examples, config, seed, output, gpu.torch_device(), student.dtype)
+            rows.append({**record, "status": "trained", "path": result.path, "content_hash": result.content_hash,
+                         "train_examples": result.train_examples, "eval_examples": result.eval_examples,
+                         "train_tokens": result.train_tokens, "wall_s": result.wall_s})
+            logs += [{"dataset": dataset, "student": student_name, "seed": seed, **row} for row in result.log]
+            context.log.info(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
+        frame = pl.DataFrame(rows, schema=CHECKPOINT_SCHEMA)
+        log = pl.DataFrame(logs, schema=LOG_SCHEMA)
+        trained = frame.filter(pl.col("status") == "trained")
+        wall = float(trained["wall_s"].sum())
+        yield dg.Output(frame, output_name="checkpoints", metadata={
+            "dagster/row_count": frame.height,
+            "status": ", ".join(frame["status"].to_list()),
+            "train_tokens": int(trained["train_tokens"].sum()),
+            "train_tokens_per_s": float(trained["train_tokens"].sum()) / wall if wall else 0.0,
+            "checkpoints": preview(frame, ["seed", "status", "content_hash", "train_examples", "train_tokens", "wall_s"]),
+        })
+        yield dg.Output(log, output_name="training_log", metadata={
+            "dagster/row_count": log.height,
+            "final_train_loss": float(log["train_loss"].drop_nulls()[-1]) if log["train_loss"].drop_nulls().len() else 0.0,
+            "loss_curves": loss_plot_markdown(log),
+        })
+
+    return checkpoints
+
+
+def directory_hash_safe(path: str) -> str:
+    """Hash of a local base-model folder; hub ids are identified by name."""
+    from pathlib import Path
+
+    folder = Path(path)
+    return directory_hash(folder) if folder.is_dir() else f"hub:{path}"

@@ -1,0 +1,153 @@
+"""Supervised fine-tuning of one student on one dataset with TRL's SFTTrainer.
+
+Prompt/completion pairs with completion-only loss: the student learns the trace, not the question.
+Heavy imports live inside the functions so the Dagster definitions load without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trace_assets.experiment import TrainingConfig
+from trace_assets.training.format import student_prompt
+
+
+@dataclass
+class TrainResult:
+    path: str
+    content_hash: str
+    train_examples: int
+    eval_examples: int
+    train_tokens: int
+    wall_s: float
+    log: list[dict] = field(default_factory=list)
+
+
+def split_train_eval(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded held-out slice for eval loss; at least one example stays in training."""
+    shuffled = sorted(examples, key=lambda e: e["example_id"])
+    random.Random(seed).shuffle(shuffled)
+    n_eval = min(len(shuffled) - 1, math.floor(len(shuffled) * eval_fraction)) if len(shuffled) > 1 else 0
+    return shuffled[n_eval:], shuffled[:n_eval]
+
+
+def curriculum_order(examples: list[dict]) -> list[dict]:
+    """Easy to hard by difficulty (reasoning steps), ties broken by id so the order is reproducible."""
+    return sorted(examples, key=lambda e: (e["difficulty"], e["example_id"]))
+
+
+def directory_hash(folder: Path) -> str:
+    """Hash of every weight and config file in a saved model folder."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(folder).as_posix().encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def log_rows(log_history: list[dict]) -> list[dict]:
+    """TRL/transformers log history as (step, train_loss, eval_loss, learning_rate, tokens_seen) rows."""
+    rows = []
+    for entry in log_history:
+        if "loss" not in entry and "eval_loss" not in entry:
+            continue
+        rows.append({
+            "step": int(entry.get("step", 0)),
+            "train_loss": entry.get("loss"),
+            "eval_loss": entry.get("eval_loss"),
+            "learning_rate": entry.get("learning_rate"),
+            "tokens_seen": int(entry["num_tokens"]) if entry.get("num_tokens") is not None else None,
+        })
+    return rows
+
+
+def train_sft(
+    base_model: str,
+    examples: list[dict],
+    config: TrainingConfig,
+    seed: int,
+    output_dir: Path,
+    device: str,
+    dtype: str,
+) -> TrainResult:
+    """Fine-tune ``base_model`` on ``examples`` (dicts with prompt, completion, difficulty, example_id)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from trace_assets.students import load_tokenizer
+
+    tokenizer = load_tokenizer(base_model)
+    train, held_out = split_train_eval(examples, config.eval_fraction, seed)
+    if config.curriculum:
+        train = curriculum_order(train)
+
+    def to_dataset(rows: list[dict]):
+        return Dataset.from_list([
+            {"prompt": student_prompt(row["prompt"], tokenizer), "completion": row["completion"].strip()} for row in rows
+        ])
+
+    use_bf16 = device == "cuda" and dtype in ("auto", "bfloat16")
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model, dtype=torch.bfloat16 if use_bf16 else torch.float32
+    )
+    staging = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    args = SFTConfig(
+        output_dir=str(staging / "trainer"),
+        seed=seed,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length,
+        packing=config.packing,
+        completion_only_loss=True,
+        shuffle_dataset=not config.curriculum,
+        train_sampling_strategy="sequential" if config.curriculum else "random",
+        logging_steps=1,
+        eval_strategy="steps" if held_out else "no",
+        eval_steps=max(1, config.max_steps // 4) if config.max_steps > 0 else 0.25,
+        save_strategy="no",
+        report_to="none",
+        bf16=use_bf16,
+        use_cpu=device == "cpu",
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(train),
+        eval_dataset=to_dataset(held_out) if held_out else None,
+        processing_class=tokenizer,
+    )
+    started = time.perf_counter()
+    trainer.train()
+    if held_out:
+        trainer.evaluate()
+    wall = time.perf_counter() - started
+    final = staging / "model"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    shutil.rmtree(staging / "trainer", ignore_errors=True)
+    content_hash = directory_hash(final)
+    (final / "trace_assets.json").write_text(json.dumps({"base_model": base_model, "seed": seed, "hash": content_hash}))
+    shutil.rmtree(output_dir, ignore_errors=True)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    final.rename(output_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    rows = log_rows(trainer.state.log_history)
+    tokens = max((r["tokens_seen"] or 0 for r in rows), default=0)
+    return TrainResult(str(output_dir), content_hash, len(train), len(held_out), tokens, wall, rows)
