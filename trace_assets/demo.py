@@ -51,7 +51,7 @@ STAGES = [
     ["style_prompts"],
     ["teacher_traces", "judged_traces"],
     ["sft_examples", "trace_stats"],
-    ["checkpoints"],
+    ["checkpoints", "training_log"],
     ["eval_results"],
     ["failure_modes", "accuracy", "report"],
 ]

@@ -21,7 +21,7 @@ class ScriptedTeacher(Backend):
     def generate(self, spec, sampling, requests, on_batch, log=print):
         batch = []
         for request in requests:
-            prompt = request.messages[-1]["content"]
+            prompt = request.prompt if request.prompt is not None else request.messages[-1]["content"]
             for index in range(sampling.n):
                 if request.json_schema:
                     text = '{"conforms": true, "failed_criteria": [], "reason": "ok"}' if index == 0 and "####" in prompt else "not json"
@@ -111,3 +111,38 @@ def test_rerun_reuses_and_style_edit_regenerates_only_that_style(tmp_path, tiny_
         total = db.execute("SELECT count(*) FROM teacher_traces").fetchone()[0]
     assert versions == {"normal": 1, "titanium": 1}  # replaced, not duplicated
     assert total == 4 * 2 * 2 + 4 * 2
+
+
+def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, instance):
+    path = write_experiment(tmp_path, tiny_model, extra="")
+    defs, experiment = definitions(path, tmp_path / "data")
+    from trace_assets.demo import STAGES
+
+    for stage in STAGES:
+        run_stage(defs, instance, stage)
+    db = duckdb.connect(str(tmp_path / "data" / "trace_assets.duckdb"), read_only=True)
+    checkpoints = db.sql("SELECT * FROM checkpoints").pl()
+    status = dict(zip(checkpoints["dataset"], checkpoints["status"]))
+    assert status["base"] == "base" and status["H"] == "trained"
+    trained = checkpoints.filter(pl.col("status") == "trained")
+    for row in trained.iter_rows(named=True):
+        assert (tmp_path / "data" / "checkpoints").as_posix() in row["path"]
+        assert len(row["content_hash"]) == 16 and row["train_tokens"] > 0
+    log = db.sql("SELECT * FROM training_log WHERE dataset = 'H'").pl()
+    assert log["train_loss"].drop_nulls().len() == experiment.training.max_steps
+    assert log["eval_loss"].drop_nulls().len() >= 1
+    evals = db.sql("SELECT * FROM eval_results").pl()
+    n_test = experiment.problems.n_test
+    assert evals.filter(pl.col("dataset") == "base").height == n_test
+    assert set(evals["dataset"]) == {"base", *trained["dataset"].to_list()}
+    # lineage: every eval row comes from a recorded checkpoint
+    orphans = db.sql("SELECT count(*) FROM eval_results e ANTI JOIN checkpoints c ON e.checkpoint_hash = c.content_hash").fetchone()[0]
+    assert orphans == 0
+    accuracy = db.sql("SELECT * FROM accuracy").pl()
+    assert accuracy.height == evals.select("dataset", "student").unique().height
+    wrong = evals.filter(~pl.col("is_correct")).height
+    assert db.sql("SELECT count(*) FROM failure_modes").fetchone()[0] == wrong
+    db.close()
+    report = (tmp_path / "data" / "report" / "report.md").read_text()
+    assert "## Accuracy" in report and "McNemar" in report
+    assert (tmp_path / "data" / "report" / "loss_curves.png").stat().st_size > 1000
