@@ -30,6 +30,10 @@ class _Section(BaseModel):
 class SyntheticSource(_Section):
     min_steps: int = Field(2, ge=1, le=12)
     max_steps: int = Field(5, ge=1, le=12)
+    operations: list[Literal["find", "buy", "give", "gift_multiple", "share", "lose_fraction"]] = Field(
+        ["find", "buy", "give", "gift_multiple", "share", "lose_fraction"], min_length=1,
+        description="operations a step may use; add/subtract only ('find', 'give') makes problems a tiny model can solve",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "SyntheticSource":

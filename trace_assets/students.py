@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from trace_assets.experiment import StudentConfig
 from trace_assets.models import resolve_model
-from trace_assets.resources import DataResource, GPUResource
+
+if TYPE_CHECKING:  # keeps this module importable without Dagster (the GPU benchmark carries no Dagster)
+    from trace_assets.resources import DataResource, GPUResource
 
 
-def student_path(student: StudentConfig, data: DataResource) -> str:
+def student_path(student: StudentConfig, data: "DataResource") -> str:
     return resolve_model(student.model, data.models_dir)
 
 
@@ -23,7 +26,7 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, gpu: GPUResource, dtype: str = "auto"):
+def load_model(path: str, gpu: "GPUResource", dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -27,9 +27,14 @@ def _divisors(value: int, low: int, high: int) -> list[int]:
     return [d for d in range(low, high + 1) if value % d == 0]
 
 
-def _step(rng: random.Random, current: int, item: str, name: str) -> tuple[str, str, int] | None:
+OPERATIONS = ("find", "buy", "give", "gift_multiple", "share", "lose_fraction")
+
+
+def _step(
+    rng: random.Random, current: int, item: str, name: str, operations: tuple[str, ...] = OPERATIONS
+) -> tuple[str, str, int] | None:
     """One operation: (sentence for the question, solution line, new value), or None if it can't apply."""
-    kind = rng.choice(["find", "buy", "give", "gift_multiple", "share", "lose_fraction"])
+    kind = rng.choice(operations)
     if kind == "find":
         found = rng.randint(2, 15)
         new = current + found
@@ -95,13 +100,13 @@ def _step(rng: random.Random, current: int, item: str, name: str) -> tuple[str, 
     return None
 
 
-def generate_problem(rng: random.Random, steps: int) -> SyntheticProblem:
+def generate_problem(rng: random.Random, steps: int, operations: tuple[str, ...] = OPERATIONS) -> SyntheticProblem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     current = rng.randint(6, 60)
     sentences = [f"{name} has {current} {item}."]
     lines: list[str] = []
     while len(lines) < steps:
-        step = _step(rng, current, item, name)
+        step = _step(rng, current, item, name, operations)
         if step is None:
             continue
         sentence, line, current = step
@@ -112,8 +117,10 @@ def generate_problem(rng: random.Random, steps: int) -> SyntheticProblem:
     return SyntheticProblem(" ".join(sentences), solution, current, steps)
 
 
-def generate_problems(count: int, seed: int, min_steps: int, max_steps: int) -> list[SyntheticProblem]:
-    """``count`` distinct problems, reproducible from ``seed``."""
+def generate_problems(
+    count: int, seed: int, min_steps: int, max_steps: int, operations: tuple[str, ...] = OPERATIONS
+) -> list[SyntheticProblem]:
+    """``count`` distinct problems, reproducible from ``seed``, each step drawn from ``operations``."""
     rng = random.Random(seed)
     problems: list[SyntheticProblem] = []
     seen: set[str] = set()
@@ -122,7 +129,7 @@ def generate_problems(count: int, seed: int, min_steps: int, max_steps: int) -> 
         attempts += 1
         if attempts > count * 50:
             raise RuntimeError(f"could not generate {count} distinct problems with steps {min_steps}..{max_steps}")
-        problem = generate_problem(rng, rng.randint(min_steps, max_steps))
+        problem = generate_problem(rng, rng.randint(min_steps, max_steps), operations)
         if problem.question not in seen:
             seen.add(problem.question)
             problems.append(problem)
