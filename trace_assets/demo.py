@@ -53,7 +53,7 @@ STAGES = [
     ["sft_examples", "trace_stats"],
     ["checkpoints", "training_log"],
     ["eval_results"],
-    ["failure_modes", "accuracy", "report"],
+    ["failure_modes", "accuracy", "report", "lineage_views"],
 ]
 
 

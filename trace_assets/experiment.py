@@ -34,6 +34,7 @@ class SyntheticSource(_Section):
         ["find", "buy", "give", "gift_multiple", "share", "lose_fraction"], min_length=1,
         description="operations a step may use; add/subtract only ('find', 'give') makes problems a tiny model can solve",
     )
+    max_number: int = Field(60, ge=4, le=10_000, description="largest starting amount (and added amount, up to 15)")
 
     @model_validator(mode="after")
     def _ordered(self) -> "SyntheticSource":

@@ -13,6 +13,7 @@ from trace_assets.experiment import Experiment
 from trace_assets.reporting.assets import build_accuracy_asset, build_failure_modes_asset, build_report_asset
 from trace_assets.training.assets import BASE_DATASET, build_checkpoints_asset
 from trace_assets.judging.assets import build_judged_traces_asset
+from trace_assets.lineage.assets import lineage_views
 from trace_assets.problems.assets import build_problems_asset
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
 from trace_assets.styles.assets import build_style_asset
@@ -67,6 +68,7 @@ def build_assets(experiment: Experiment) -> list:
         build_failure_modes_asset(experiment),
         build_accuracy_asset(experiment),
         build_report_asset(experiment),
+        lineage_views,
     ]
 
 

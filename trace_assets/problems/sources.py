@@ -94,7 +94,7 @@ def synthetic_rows(experiment: Experiment) -> dict[str, list[dict]]:
     n_train, n_test = settings.n_train or 32, settings.n_test or 16
     problems = generate_problems(
         n_train + n_test, experiment.seed, settings.synthetic.min_steps, settings.synthetic.max_steps,
-        tuple(settings.synthetic.operations),
+        tuple(settings.synthetic.operations), settings.synthetic.max_number,
     )
     rows = [normalise_record(p.question, p.solution, "", "synthetic") for p in problems]
     for row in rows[:n_train]:

@@ -31,12 +31,12 @@ OPERATIONS = ("find", "buy", "give", "gift_multiple", "share", "lose_fraction")
 
 
 def _step(
-    rng: random.Random, current: int, item: str, name: str, operations: tuple[str, ...] = OPERATIONS
+    rng: random.Random, current: int, item: str, name: str, operations: tuple[str, ...] = OPERATIONS, max_number: int = 60
 ) -> tuple[str, str, int] | None:
     """One operation: (sentence for the question, solution line, new value), or None if it can't apply."""
     kind = rng.choice(operations)
     if kind == "find":
-        found = rng.randint(2, 15)
+        found = rng.randint(1, max(2, min(15, max_number)))
         new = current + found
         return (
             f"Then {name} finds {found} more {item}.",
@@ -53,7 +53,7 @@ def _step(
             f"so the total becomes {current}+{bought}=<<{current}+{bought}={new}>>{new}.",
             new,
         )
-    if kind == "give" and current > 3:
+    if kind == "give" and current > 2:
         given = rng.randint(1, current - 2)
         new = current - given
         friend = rng.choice(FRIENDS)
@@ -100,13 +100,15 @@ def _step(
     return None
 
 
-def generate_problem(rng: random.Random, steps: int, operations: tuple[str, ...] = OPERATIONS) -> SyntheticProblem:
+def generate_problem(
+    rng: random.Random, steps: int, operations: tuple[str, ...] = OPERATIONS, max_number: int = 60
+) -> SyntheticProblem:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    current = rng.randint(6, 60)
+    current = rng.randint(min(6, max_number // 2 + 1), max_number)
     sentences = [f"{name} has {current} {item}."]
     lines: list[str] = []
     while len(lines) < steps:
-        step = _step(rng, current, item, name, operations)
+        step = _step(rng, current, item, name, operations, max_number)
         if step is None:
             continue
         sentence, line, current = step
@@ -118,7 +120,7 @@ def generate_problem(rng: random.Random, steps: int, operations: tuple[str, ...]
 
 
 def generate_problems(
-    count: int, seed: int, min_steps: int, max_steps: int, operations: tuple[str, ...] = OPERATIONS
+    count: int, seed: int, min_steps: int, max_steps: int, operations: tuple[str, ...] = OPERATIONS, max_number: int = 60
 ) -> list[SyntheticProblem]:
     """``count`` distinct problems, reproducible from ``seed``, each step drawn from ``operations``."""
     rng = random.Random(seed)
@@ -129,7 +131,7 @@ def generate_problems(
         attempts += 1
         if attempts > count * 50:
             raise RuntimeError(f"could not generate {count} distinct problems with steps {min_steps}..{max_steps}")
-        problem = generate_problem(rng, rng.randint(min_steps, max_steps), operations)
+        problem = generate_problem(rng, rng.randint(min_steps, max_steps), operations, max_number)
         if problem.question not in seen:
             seen.add(problem.question)
             problems.append(problem)

@@ -1,0 +1,27 @@
+"""The ``lineage_views`` asset: plain-SQL lineage over the tables of the graph."""
+
+import dagster as dg
+
+from trace_assets.lineage.views import LINEAGE_VIEWS
+from trace_assets.resources import DataResource
+from trace_assets.storage import connect
+
+UPSTREAM = ["problems", "style_prompts", "teacher_traces", "judged_traces", "sft_examples", "checkpoints", "eval_results"]
+
+
+@dg.asset(
+    group_name="lineage",
+    kinds={"duckdb", "sql"},
+    code_version="1",
+    deps=UPSTREAM,
+    description="Views answering lineage questions in SQL: example_lineage, eval_lineage, style_version_rows.",
+)
+def lineage_views(data: DataResource) -> dg.MaterializeResult:
+    """Views answering lineage questions in SQL: example_lineage, eval_lineage, style_version_rows."""
+    counts = {}
+    with connect(data.database) as connection:
+        for name, query in LINEAGE_VIEWS.items():
+            connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+            counts[name] = connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+    return dg.MaterializeResult(metadata={f"{name}_rows": count for name, count in counts.items()}
+                                | {"views": dg.MetadataValue.md("\n\n".join(f"**{n}**\n```sql\n{q.strip()}\n```" for n, q in LINEAGE_VIEWS.items()))})
