@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
+from trace_assets.automation.sensors import build_evaluation_schedule, build_style_change_sensor
 from trace_assets.datasets.assets import build_sft_examples_asset, build_trace_stats_asset
 from trace_assets.evaluation.assets import build_eval_results_asset
 from trace_assets.experiment import Experiment
@@ -73,4 +74,10 @@ def build_assets(experiment: Experiment) -> list:
 
 
 def build_definitions(experiment: Experiment, folder: Path) -> dg.Definitions:
-    return dg.Definitions(assets=build_assets(experiment), resources=build_resources(experiment, folder))
+    schedule = build_evaluation_schedule(experiment, model_partitions(experiment))
+    return dg.Definitions(
+        assets=build_assets(experiment),
+        resources=build_resources(experiment, folder),
+        sensors=[build_style_change_sensor(experiment)],
+        schedules=[schedule] if schedule else [],
+    )

@@ -128,10 +128,11 @@ class OpenAIBackend(Backend):
         for attempt in range(self.max_retries + 1):
             try:
                 response = client.post(url, json=payload)
-                if response.status_code not in self.retry_statuses:
-                    response.raise_for_status()
+                if response.status_code < 400:
                     return response.json()
                 failure = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code not in self.retry_statuses:  # 401, 404, 400...: retrying won't help
+                    raise GenerationError(f"{url}: {failure}")
             except (httpx.TimeoutException, httpx.TransportError) as error:
                 failure = f"{type(error).__name__}: {error}"
             if attempt == self.max_retries:

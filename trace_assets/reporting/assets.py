@@ -27,6 +27,7 @@ def build_failure_modes_asset(experiment: Experiment) -> dg.AssetsDefinition:
     @dg.asset(
         name="failure_modes",
         group_name="reporting",
+        automation_condition=dg.AutomationCondition.eager(),
         kinds={"vllm", "duckdb"},
         code_version="1",
         pool="gpu",
@@ -95,6 +96,7 @@ def build_accuracy_asset(experiment: Experiment) -> dg.AssetsDefinition:
     @dg.asset(
         name="accuracy",
         group_name="reporting",
+        automation_condition=dg.AutomationCondition.eager(),
         kinds={"polars", "duckdb"},
         code_version="1",
         dagster_type=AccuracyType,
@@ -172,6 +174,7 @@ def build_report_asset(experiment: Experiment) -> dg.AssetsDefinition:
     @dg.asset(
         name="report",
         group_name="reporting",
+        automation_condition=dg.AutomationCondition.eager(),
         kinds={"markdown"},
         code_version="1",
         description="The study's answers as Markdown with PNG plots under <data dir>/report/.",
