@@ -46,6 +46,8 @@ def test_reevaluation_schedule_follows_the_experiment(tmp_path, instance):
     assert schedule.cron_schedule == "0 3 * * *"
     import datetime
 
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.datetime(2026, 1, 1, 3))
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime.datetime(2026, 1, 1, 3), repository_def=defs.get_repository_def()
+    )
     requests = list(schedule.evaluate_tick(context).run_requests)
     assert len(requests) == (len(experiment.datasets) + 1) * len(experiment.students)  # + the base dataset
