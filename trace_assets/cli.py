@@ -1,0 +1,100 @@
+"""``trace-assets``: command-line helpers.
+
+    trace-assets dry-run [--experiment experiments/paper.yaml]
+
+prints, per asset, the work an experiment implies and an estimate of GPU hours from throughput
+figures measured by the benchmarks (bench/), scaled by model size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from trace_assets.experiment import Experiment, load_experiment
+
+# Measured: bench/gpu_sft_eval.py on one H200, a 0.4B-parameter student, bf16, batch 16 (~2.4% of peak:
+# a small model at a small batch). Used as is for students up to 0.5B.
+SFT_TOKENS_PER_S_AT_0_5B = 7900.0
+# Measured on an H200 (device notes): 790 TFLOP/s for bf16 matrix products. Larger models are estimated
+# from FLOPs (6 x params per trained token, 2 x params per generated token) at an assumed utilisation.
+H200_BF16_FLOPS = 790e12
+SFT_UTILISATION = 0.35
+BATCHED_DECODE_UTILISATION = 0.15
+ASSUMED_TRACE_TOKENS = 300  # mean completion length for GSM8K-style traces
+ASSUMED_JUDGE_TOKENS = 60
+
+
+def model_billions(name: str) -> float:
+    """Parameter count in billions read from a model name ("Qwen2.5-72B" -> 72); 0.5 when it doesn't say."""
+    match = re.search(r"(\d+(?:\.\d+)?)\s*[bB]\b", name.replace("_", "."))
+    if match:
+        return float(match.group(1))
+    match = re.search(r"(\d+)\s*[mM]\b", name)
+    return float(match.group(1)) / 1000 if match else 0.5
+
+
+def generation_gpu_hours(tokens: float, billions: float) -> float:
+    """Batched vLLM decoding: 2 FLOPs per parameter per token; tensor parallelism adds GPUs, not speed per GPU."""
+    per_gpu_rate = H200_BF16_FLOPS * BATCHED_DECODE_UTILISATION / (2 * billions * 1e9)
+    return tokens / per_gpu_rate / 3600
+
+
+def sft_tokens_per_s(billions: float) -> float:
+    if billions <= 0.5:
+        return SFT_TOKENS_PER_S_AT_0_5B
+    return H200_BF16_FLOPS * SFT_UTILISATION / (6 * billions * 1e9)
+
+
+def plan(experiment: Experiment) -> list[dict]:
+    problems = experiment.problems
+    n_train = problems.n_train or (7473 if problems.source == "gsm8k" else 1000)
+    n_test = problems.n_test or (1319 if problems.source == "gsm8k" else 500)
+    teacher, judge = experiment.teacher, experiment.judge
+    n_paraphrase_styles = len({r.style for r in experiment.datasets.values() if r.recipe == "H_style"})
+    teacher_generations = len(experiment.styles) * n_train * teacher.sampling.n + n_paraphrase_styles * n_train * teacher.sampling.n
+    judge_generations = teacher_generations
+    teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
+    rows = [
+        {"asset": "teacher_traces", "work": f"{teacher_generations:,} generations ({teacher.model})",
+         "gpu_hours": generation_gpu_hours(teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b)},
+        {"asset": "judged_traces", "work": f"{judge_generations:,} judge calls ({judge.model})",
+         "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b)},
+    ]
+    seeds = len(experiment.training.seeds)
+    tokens_per_dataset = n_train * ASSUMED_TRACE_TOKENS * experiment.training.epochs
+    for name, student in experiment.students.items():
+        billions = model_billions(student.model)
+        sft_rate = sft_tokens_per_s(billions)
+        train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
+        rows.append({"asset": f"checkpoints[*|{name}]", "work": f"{len(experiment.datasets) * seeds} runs, ~{train_tokens:,.0f} training tokens",
+                     "gpu_hours": train_tokens / sft_rate / 3600})
+        evals = (len(experiment.datasets) * seeds + 1) * n_test
+        rows.append({"asset": f"eval_results[*|{name}]", "work": f"{evals:,} eval generations",
+                     "gpu_hours": generation_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions)})
+    return rows
+
+
+def dry_run(experiment: Experiment) -> str:
+    rows = plan(experiment)
+    width = max(len(r["asset"]) for r in rows)
+    lines = [f"experiment {experiment.name}: {len(experiment.styles)} styles, {len(experiment.datasets)} datasets, "
+             f"{len(experiment.students)} students, seeds {experiment.training.seeds}"]
+    lines += [f"  {r['asset']:<{width}}  {r['work']:<48}  ~{r['gpu_hours']:8.2f} GPU h" for r in rows]
+    lines.append(f"  {'total':<{width}}  {'':<48}  ~{sum(r['gpu_hours'] for r in rows):8.2f} GPU h")
+    lines.append("  (H200-class GPUs; small-student SFT rate measured by bench/gpu_sft_eval.py, the rest from FLOPs at assumed utilisation)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="trace-assets")
+    commands = parser.add_subparsers(dest="command", required=True)
+    dry = commands.add_parser("dry-run", help="print the work and GPU hours an experiment implies")
+    dry.add_argument("--experiment", default=None, help="experiment file (default: TRACE_ASSETS_EXPERIMENT or smoke)")
+    args = parser.parse_args(argv)
+    if args.command == "dry-run":
+        print(dry_run(load_experiment(args.experiment)))
+
+
+if __name__ == "__main__":
+    main()

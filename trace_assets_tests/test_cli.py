@@ -1,0 +1,22 @@
+import subprocess
+import sys
+
+from trace_assets.cli import model_billions, plan
+from trace_assets.experiment import PROJECT_ROOT, load_experiment
+
+
+def test_model_size_from_name():
+    assert model_billions("Qwen/Qwen2.5-72B-Instruct") == 72
+    assert model_billions("Qwen/Qwen2.5-0.5B") == 0.5
+    assert model_billions("HuggingFaceTB/SmolLM2-135M-Instruct") == 0.135
+
+
+def test_dry_run_of_the_paper_experiment():
+    experiment = load_experiment(PROJECT_ROOT / "experiments" / "paper.yaml")
+    rows = {row["asset"]: row for row in plan(experiment)}
+    # 4 styles x 1,700 problems x 4 samples, plus one paraphrase style x 1,700 x 4
+    assert rows["teacher_traces"]["work"].startswith("34,000 generations")
+    assert rows["checkpoints[*|qwen7b]"]["gpu_hours"] > rows["checkpoints[*|qwen3b]"]["gpu_hours"]
+    output = subprocess.run([sys.executable, "-m", "trace_assets.cli", "dry-run", "--experiment", "experiments/paper.yaml"],
+                            capture_output=True, text=True, check=True, cwd=PROJECT_ROOT).stdout
+    assert "teacher_traces" in output and "GPU h" in output and "total" in output
