@@ -84,7 +84,7 @@ datasets:
   H: {{recipe: H}}
   H_to_normal: {{recipe: H_style, style: normal}}
   mix_normal: {{recipe: mixture, style: normal, flawed_fraction: 0.5, flaw: both}}
-training: {{max_steps: 2, batch_size: 2, max_length: 256, eval_fraction: 0.25}}
+training: {{max_steps: 2, batch_size: 2, max_length: 256, eval_fraction: 0.25, curriculum: true}}
 evaluation: {{max_tokens: 16}}
 {extra}
 """
