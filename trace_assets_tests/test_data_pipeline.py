@@ -146,3 +146,11 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     report = (tmp_path / "data" / "report" / "report.md").read_text()
     assert "## Accuracy" in report and "McNemar" in report
     assert (tmp_path / "data" / "report" / "loss_curves.png").stat().st_size > 1000
+
+    # A re-run trains nothing: the same examples, settings and seed reuse the checkpoint on disk.
+    folders = sorted(p.name for p in (tmp_path / "data" / "checkpoints" / "H" / "tiny").iterdir())
+    run_stage(defs, instance, ["checkpoints", "training_log"])
+    assert sorted(p.name for p in (tmp_path / "data" / "checkpoints" / "H" / "tiny").iterdir()) == folders
+    with duckdb.connect(str(tmp_path / "data" / "trace_assets.duckdb"), read_only=True) as db:
+        again = db.sql("SELECT dataset, content_hash FROM checkpoints WHERE status = 'trained' ORDER BY dataset").fetchall()
+    assert again == sorted(zip(trained["dataset"], trained["content_hash"]))

@@ -1,6 +1,11 @@
 """``checkpoints`` and ``training_log``: one fine-tuned student per dataset x student x seed."""
 
 
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 
@@ -9,7 +14,7 @@ from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import student_path
 from trace_assets.training.schemas import CheckpointsType, TrainingLogType
-from trace_assets.training.sft import directory_hash, train_sft
+from trace_assets.training.sft import TrainResult, directory_hash, train_sft
 
 BASE_DATASET = "base"
 
@@ -77,9 +82,15 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
                 context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
                 rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                 continue
-            output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}"
-            context.log.info(f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()}")
-            result = train_sft(base_path, examples, config, seed, output, gpu.torch_device(), student.dtype)
+            key = training_key(base_path, examples, config.model_dump_json(), seed)
+            output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
+            result = load_trained(output)
+            if result is None:
+                context.log.info(f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()}")
+                result = train_sft(base_path, examples, config, seed, output, gpu.torch_device(), student.dtype)
+                save_result(output, result)
+            else:
+                context.log.info(f"reusing {output}: same base model, examples, settings and seed")
             rows.append({**record, "status": "trained", "path": result.path, "content_hash": result.content_hash,
                          "train_examples": result.train_examples, "eval_examples": result.eval_examples,
                          "train_tokens": result.train_tokens, "wall_s": result.wall_s})
@@ -103,6 +114,25 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
         })
 
     return checkpoints
+
+
+def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:
+    """Identity of a training run: what it starts from, what it sees, how, and with which seed."""
+    payload = json.dumps({
+        "base": base_path, "config": config_json, "seed": seed,
+        "examples": sorted((e["example_id"], e["prompt"], e["completion"]) for e in examples),
+    })
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def save_result(output: Path, result: TrainResult) -> None:
+    (output / "trace_assets_run.json").write_text(json.dumps(asdict(result)))
+
+
+def load_trained(output: Path) -> TrainResult | None:
+    """A finished run's result if this exact run is already on disk (a re-run trains nothing)."""
+    record = output / "trace_assets_run.json"
+    return TrainResult(**json.loads(record.read_text())) if record.exists() else None
 
 
 def directory_hash_safe(path: str) -> str:
