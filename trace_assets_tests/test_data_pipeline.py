@@ -49,6 +49,10 @@ def definitions(experiment_path, data_dir):
     return dg.Definitions(assets=list(defs.assets), resources=resources), experiment
 
 
+def traces_normal(db):
+    return db.sql("SELECT count(*) FROM teacher_traces WHERE style = 'normal'").fetchone()[0]
+
+
 def latest(instance, key, partition):
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
@@ -142,6 +146,18 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     assert accuracy.height == evals.select("dataset", "student").unique().height
     wrong = evals.filter(~pl.col("is_correct")).height
     assert db.sql("SELECT count(*) FROM failure_modes").fetchone()[0] == wrong
+
+    # Lineage in plain SQL: an example back to its style version, judge verdict and problem ...
+    example = db.sql("SELECT * FROM example_lineage WHERE trace_id IS NOT NULL LIMIT 1").pl().row(0, named=True)
+    assert example["style_version"] and example["teacher_model"] == tiny_model and example["question"]
+    assert example["verdict_source"] in {"rules", "judge", "both"} and example["style_is_current"]
+    # ... an eval row back to its checkpoint ...
+    assert db.sql("SELECT count(*) FROM eval_lineage").fetchone()[0] == evals.height
+    # ... and a style version forward to every row built from it.
+    version = db.sql("SELECT version FROM style_prompts WHERE style = 'normal'").fetchone()[0]
+    downstream = dict(db.sql(f"SELECT table_name, count(*) FROM style_version_rows WHERE style_version = '{version}' GROUP BY 1").fetchall())
+    assert downstream["teacher_traces"] == traces_normal(db) and downstream["sft_examples"] > 0
+    assert downstream.get("eval_results", 0) > 0 or not trained.filter(pl.col("dataset") != "H").height
     db.close()
     report = (tmp_path / "data" / "report" / "report.md").read_text()
     assert "## Accuracy" in report and "McNemar" in report

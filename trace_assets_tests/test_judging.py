@@ -49,6 +49,8 @@ def test_unparsable_judge_output_is_never_a_pass():
     traces = _traces(["2+2=4\n#### 4", "Adding: 2+2=4\n#### 4", "2+2=4 so 4", "So 2+2=4\n#### 4"])
     sampling = Sampling(temperature=0, n=1)
     requests = judge_requests(traces, {"p1": "What is 2+2?"}, {"normal": style}, "judge", sampling)
+    enum = requests["t0"].json_schema["properties"]["failed_criteria"]["items"]["enum"]
+    assert enum == [item.id for item in style.spec.rubric]  # the judge can only name this style's criteria
     replies = ['{"conforms": true, "failed_criteria": [], "reason": "ok"}', "I think it is fine", '{"conforms": true, "failed_criteria": [], "reason": "ok"}', None]
     completions = {
         (requests[f"t{i}"].key, 0): Completion(requests[f"t{i}"].key, 0, text, "stop", 10, 10)

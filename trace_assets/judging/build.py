@@ -6,7 +6,7 @@ import polars as pl
 
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
-from trace_assets.judging.verdicts import VERDICT_SCHEMA, judge_messages, parse_verdict
+from trace_assets.judging.verdicts import judge_messages, parse_verdict, verdict_schema
 from trace_assets.styles.library import Style, failed_format_checks
 
 JUDGED_SCHEMA = {
@@ -21,10 +21,11 @@ JUDGED_SCHEMA = {
 def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict[str, Style], model: str, sampling: Sampling) -> dict[str, Request]:
     """One judge request per trace id."""
     requests = {}
+    schemas = {name: verdict_schema([item.id for item in style.spec.rubric]) for name, style in styles.items()}
     for trace in traces.iter_rows(named=True):
         messages = judge_messages(styles[trace["style"]], questions[trace["problem_id"]], trace["completion"])
-        key = request_key(messages, model, sampling, VERDICT_SCHEMA)
-        requests[trace["trace_id"]] = Request(key, messages, VERDICT_SCHEMA)
+        schema = schemas[trace["style"]]
+        requests[trace["trace_id"]] = Request(request_key(messages, model, sampling, schema), messages, schema)
     return requests
 
 

@@ -66,7 +66,7 @@ def classify_by_rules(text: str, extracted: str | None, reference: str, degenera
 
 FAILURE_SCHEMA = {
     "type": "object",
-    "properties": {"category": {"type": "string", "enum": JUDGE_CATEGORIES}, "reason": {"type": "string", "maxLength": 200}},
+    "properties": {"category": {"type": "string", "enum": JUDGE_CATEGORIES}, "reason": {"type": "string", "maxLength": 100}},
     "required": ["category", "reason"],
     "additionalProperties": False,
 }
