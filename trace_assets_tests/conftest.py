@@ -44,8 +44,9 @@ def make_tiny_model(folder, chat_template: bool = True):
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=fast.eos_token_id,
+        # head_dim 64: vLLM's CPU attention kernels reject smaller heads
+        vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048, eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, tie_word_embeddings=True,
     )
     import torch
