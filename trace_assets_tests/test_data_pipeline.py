@@ -83,7 +83,7 @@ def test_traces_to_datasets_end_to_end(tmp_path, tiny_model, instance):
     linked = db.sql("SELECT count(*) FROM sft_examples e JOIN teacher_traces t USING (trace_id)").fetchone()[0]
     assert linked == examples.filter(pl.col("trace_id").is_not_null()).height
     stats = db.sql("SELECT * FROM trace_stats").pl()
-    assert set(stats["dataset"]) == set(experiment.datasets)
+    assert set(stats["dataset"]) == {"base", *experiment.datasets}  # base: the untrained student, no examples
     h = stats.filter(pl.col("dataset") == "H").row(0, named=True)
     assert h["n_examples"] == 4 and h["nll_before"] > 0 and h["total_tokens"] > 0
     db.close()
