@@ -44,6 +44,10 @@ def main() -> None:
     experiment = load_experiment(ROOT / args.experiment)
     folder = Path(tempfile.mkdtemp(prefix="bench-generation-"))
     defs = build_definitions(experiment, folder)
+    # Build the offline model folder before timing: a one-off conversion, not part of generation.
+    from trace_assets.models import resolve_model
+
+    resolve_model(experiment.teacher.model, folder / "models")
     with dg.instance_for_test() as instance:
         run_stage(defs, instance, ["problems"])
         run_stage(defs, instance, ["style_prompts"])
