@@ -18,7 +18,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -186,15 +185,13 @@ class OpenAIBackend(Backend):
         url = spec.base_url.rstrip("/") + "/chat/completions"
         stats = GenerationStats()
         started = time.perf_counter()
-        lock = threading.Lock()
         with httpx.Client(headers=headers, timeout=spec.timeout_s) as client, ThreadPoolExecutor(spec.max_concurrency) as pool:
             for offset in range(0, len(requests), self.batch_size):
                 chunk = requests[offset : offset + self.batch_size]
                 futures = [pool.submit(self._one, client, url, spec, sampling, request) for request in chunk]
                 batch: list[Completion] = []
-                for future in as_completed(futures):
-                    with lock:
-                        batch.extend(future.result())
+                for future in as_completed(futures):  # results are gathered on this thread only
+                    batch.extend(future.result())
                 on_batch(batch)
                 stats.completions += sum(1 for c in batch if c.error is None)
                 stats.failures += sum(1 for c in batch if c.error is not None)

@@ -6,7 +6,7 @@ import polars as pl
 
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
-from trace_assets.judging.verdicts import judge_messages, parse_verdict, verdict_schema
+from trace_assets.judging.verdicts import JudgeVerdict, judge_messages, parse_verdict, verdict_schema
 from trace_assets.styles.library import Style, failed_format_checks
 
 JUDGED_SCHEMA = {
@@ -43,8 +43,7 @@ def verdict_rows(
         rules_failed = failed_format_checks(trace["completion"], checks)
         completion = completions.get((requests[trace["trace_id"]].key, 0))
         if completion is None:
-            verdict = parse_verdict("", [])
-            verdict = type(verdict)(False, None, (), "", error="judge generation failed")
+            verdict = JudgeVerdict(False, None, (), "", error="judge generation failed")
         else:
             verdict = parse_verdict(completion.text, [item.id for item in style.spec.rubric])
         if checks:
