@@ -78,6 +78,6 @@ def build_definitions(experiment: Experiment, folder: Path) -> dg.Definitions:
     return dg.Definitions(
         assets=build_assets(experiment),
         resources=build_resources(experiment, folder),
-        sensors=[build_style_change_sensor(experiment)],
+        sensors=[build_style_change_sensor(experiment, style_partitions(experiment), dataset_partitions(experiment))],
         schedules=[schedule] if schedule else [],
     )

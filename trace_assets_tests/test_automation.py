@@ -25,7 +25,10 @@ def test_editing_a_style_requests_exactly_its_partitions(tmp_path, instance):
     style_runs = [r for r in requests if r.partition_key in experiment.styles]
     dataset_runs = [r for r in requests if r.partition_key in experiment.datasets]
     assert [r.partition_key for r in style_runs] == ["normal"]
-    assert {k.to_user_string() for k in style_runs[0].asset_selection} == {"style_prompts", "teacher_traces", "judged_traces"}
+    assert {r.job_name for r in style_runs} == {"restyle"} and {r.job_name for r in dataset_runs} == {"rebuild_datasets"}
+    restyle = defs.resolve_job_def("restyle")
+    assert {k.to_user_string() for k in restyle.asset_layer.executable_asset_keys} == {"style_prompts", "teacher_traces", "judged_traces"}
+    assert {k.to_user_string() for k in defs.resolve_job_def("rebuild_datasets").asset_layer.executable_asset_keys} == {"sft_examples", "trace_stats"}
     assert sorted(r.partition_key for r in dataset_runs) == sorted(experiment.datasets_using_style("normal"))
     assert "H" not in {r.partition_key for r in requests}  # the human dataset does not depend on any style
     assert len(requests) == len(style_runs) + len(dataset_runs)

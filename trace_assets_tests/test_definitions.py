@@ -14,6 +14,8 @@ def test_definitions_load_and_cover_the_experiment(smoke_experiment, tmp_path):
         node = graph.get(key)
         assert node.group_name != "default", f"{key} has no group"
         assert node.description, f"{key} has no description"
+    # What `dagster dev` does on load: every job (including sensor and schedule targets) must resolve.
+    defs.get_repository_def().load_all_definitions()
 
 
 def test_problems_and_styles_materialize_into_duckdb(smoke_experiment, tmp_path, instance):

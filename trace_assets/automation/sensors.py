@@ -18,14 +18,21 @@ def materialized_style_version(instance: dg.DagsterInstance, style: str) -> str 
     return records[0].asset_materialization.tags.get("dagster/data_version")
 
 
-def build_style_change_sensor(experiment: Experiment) -> dg.SensorDefinition:
+def build_style_change_sensor(
+    experiment: Experiment, styles: dg.PartitionsDefinition, datasets: dg.PartitionsDefinition
+) -> dg.SensorDefinition:
+    """One job per partitioning: a Dagster job's assets must share one partitions definition."""
     styles_dir = experiment.resolve(experiment.styles_dir)
+    style_job = dg.define_asset_job("restyle", selection=STYLE_CHAIN, partitions_def=styles,
+                                    description="A style's prompts, traces and verdicts.")
+    dataset_job = dg.define_asset_job("rebuild_datasets", selection=DATASET_CHAIN, partitions_def=datasets,
+                                      description="A dataset's examples and statistics.")
 
     @dg.sensor(
         name="style_file_changes",
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        target=STYLE_CHAIN + DATASET_CHAIN,
+        jobs=[style_job, dataset_job],
         description="When a style file's content hash differs from its materialised version, re-runs that style's "
         "partitions and the datasets built from it; other styles are left alone.",
     )
@@ -42,14 +49,12 @@ def build_style_change_sensor(experiment: Experiment) -> dg.SensorDefinition:
                 continue  # never materialised: the first run is a person's call, not a change
             context.log.info(f"style {style}: {materialized} -> {current}")
             requests.append(dg.RunRequest(
-                run_key=f"style:{style}:{current}", partition_key=style,
-                asset_selection=[dg.AssetKey(name) for name in STYLE_CHAIN],
+                run_key=f"style:{style}:{current}", partition_key=style, job_name=style_job.name,
                 tags={"trace_assets/style": style, "trace_assets/style_version": current},
             ))
             for dataset in experiment.datasets_using_style(style):
                 requests.append(dg.RunRequest(
-                    run_key=f"dataset:{dataset}:{style}:{current}", partition_key=dataset,
-                    asset_selection=[dg.AssetKey(name) for name in DATASET_CHAIN],
+                    run_key=f"dataset:{dataset}:{style}:{current}", partition_key=dataset, job_name=dataset_job.name,
                     tags={"trace_assets/style": style, "trace_assets/style_version": current},
                 ))
         return requests or dg.SkipReason("no style file changed")
