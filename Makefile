@@ -8,7 +8,7 @@ export DAGSTER_HOME := $(abspath $(DATA_DIR))/dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test test-fast demo dev validate bench clean-data
+.PHONY: setup browser-deps test test-fast demo dev validate bench clean-data
 
 $(BIN)/.installed: pyproject.toml requirements/cpu-constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ setup: $(BIN)/.installed dagster-home
 dagster-home:
 	@mkdir -p "$(DAGSTER_HOME)" && cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
-test: setup
+# Debian's chromium + chromedriver for the UI test, installed where this user may (root or sudo -n);
+# elsewhere the test is skipped (or fails, with TRACE_ASSETS_REQUIRE_BROWSER=1, as in CI).
+BROWSER_PACKAGES := chromium chromium-driver
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "note: no apt-get; the browser test will be skipped"; \
+	elif [ "$$(id -u)" = 0 ]; then $(APT) || { apt-get update -qq && $(APT); }; \
+	elif sudo -n true 2>/dev/null; then sudo -n $(APT) || { sudo -n apt-get update -qq && sudo -n $(APT); }; \
+	else echo "note: not root and no sudo; the browser test will be skipped"; fi
+
+test: setup browser-deps
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: setup
