@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from trace_assets.automation.sensors import build_evaluation_schedule, build_style_change_sensor
 from trace_assets.datasets.assets import build_sft_examples_asset, build_trace_stats_asset
@@ -17,6 +16,7 @@ from trace_assets.judging.assets import build_judged_traces_asset
 from trace_assets.lineage.assets import lineage_views
 from trace_assets.problems.assets import build_problems_asset
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
+from trace_assets.storage import TransactionalDuckDBPolarsIOManager
 from trace_assets.styles.assets import build_style_asset
 from trace_assets.traces.assets import build_teacher_traces_asset
 
@@ -46,7 +46,7 @@ def build_resources(experiment: Experiment, folder: Path) -> dict:
         cpu_memory_fraction=experiment.gpu.cpu_memory_fraction,
     )
     return {
-        "io_manager": DuckDBPolarsIOManager(database=str(data.database), schema="main"),
+        "io_manager": TransactionalDuckDBPolarsIOManager(database=str(data.database), schema="main"),
         "data": data,
         "gpu": gpu,
         "generation": GenerationResource(gpu=gpu, data=data),

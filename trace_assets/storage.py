@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+from dagster._core.storage.db_io_manager import DbIOManager
+from dagster_duckdb.io_manager import DuckDbClient
+from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from trace_assets.generation.types import Completion
 
@@ -87,3 +90,54 @@ def store_completions(path: Path, model: str, completions: list[Completion]) -> 
             rows,
         )
     return len(rows)
+
+
+class TransactionalDuckDbClient(DuckDbClient):
+    """dagster-duckdb's client, with two changes that make concurrent runs safe.
+
+    - A step's write (delete the partition's old rows, insert the new ones) is one transaction: a
+      failed insert (a crash, or columns that no longer match the table) rolls back and the rows
+      already there stay, where the stock client had already deleted them.
+    - Waiting for the file lock uses :func:`connect`: jittered backoff, about two minutes of patience,
+      so two runs (or a run and a reader) that want the file at once take turns instead of failing.
+    """
+
+    @staticmethod
+    @contextlib.contextmanager
+    def connect(context, table_slice):
+        with connect(context.resource_config["database"]) as connection:
+            connection.begin()
+            try:
+                yield connection
+            except duckdb.Error as error:
+                connection.rollback()
+                raise _explain(error, table_slice) from error
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+
+def _explain(error: duckdb.Error, table_slice) -> Exception:
+    if isinstance(error, (duckdb.BinderException, duckdb.ConversionException)):
+        table = f"{table_slice.schema}.{table_slice.table}"
+        return RuntimeError(
+            f"DuckDB table {table} does not match this output ({error}). Its existing rows were kept. "
+            f"A code change altered the table's columns: drop the table (DROP TABLE {table}) or delete the "
+            "database file, then re-run; the generation cache lives in the same file."
+        )
+    return error
+
+
+class TransactionalDuckDBPolarsIOManager(DuckDBPolarsIOManager):
+    """The polars DuckDB IO manager over :class:`TransactionalDuckDbClient`."""
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=TransactionalDuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBIOManager",
+        )
