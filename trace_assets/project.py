@@ -73,11 +73,13 @@ def build_assets(experiment: Experiment) -> list:
     ]
 
 
-def build_definitions(experiment: Experiment, folder: Path) -> dg.Definitions:
+def build_definitions(experiment: Experiment, folder: Path, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+    """The whole graph; ``executor`` defaults to Dagster's multiprocess executor (deploy/ passes others)."""
     schedule = build_evaluation_schedule(experiment, model_partitions(experiment))
     return dg.Definitions(
         assets=build_assets(experiment),
         resources=build_resources(experiment, folder),
         sensors=[build_style_change_sensor(experiment, style_partitions(experiment), dataset_partitions(experiment))],
         schedules=[schedule] if schedule else [],
+        executor=executor,
     )

@@ -14,6 +14,7 @@ from trace_assets.resources import DataResource, GPUResource
 from trace_assets.training.assets import BASE_DATASET
 from trace_assets.students import load_model, load_tokenizer, student_path, token_counter
 from trace_assets.training.format import student_completion, student_prompt
+from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 
 def build_sft_examples_asset(experiment: Experiment, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -86,7 +87,8 @@ def build_trace_stats_asset(experiment: Experiment, partitions: dg.PartitionsDef
         code_version="1",
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="gpu",
+        pool=GPU_POOL,
+        op_tags=gpu_op_tags(experiment, "trace_stats"),
         dagster_type=TraceStatsType,
         metadata={"partition_expr": "dataset"},
         description="Size, tokens, correctness, conformance, compressibility and each student's NLL per dataset.",

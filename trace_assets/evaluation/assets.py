@@ -11,6 +11,7 @@ from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GenerationResource, sampling_from
 from trace_assets.students import load_tokenizer
 from trace_assets.training.format import student_prompt
+from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 
 def build_eval_results_asset(experiment: Experiment, partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:
@@ -20,7 +21,8 @@ def build_eval_results_asset(experiment: Experiment, partitions: dg.MultiPartiti
         kinds={"vllm", "duckdb"},
         code_version="1",
         partitions_def=partitions,
-        pool="gpu",
+        pool=GPU_POOL,
+        op_tags=gpu_op_tags(experiment, "eval_results"),
         dagster_type=EvalResultsType,
         metadata={"partition_expr": {"dataset": "dataset", "student": "student"}},
         description="Greedy answers of each checkpoint (and each untrained base student) to every test problem.",

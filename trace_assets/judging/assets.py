@@ -11,6 +11,7 @@ from trace_assets.metadata import counts_table, preview
 from trace_assets.resources import DataResource, GenerationResource, sampling_from
 from trace_assets.styles.library import style_from_row
 from trace_assets.traces.assets import generation_metadata
+from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 
 def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -21,7 +22,8 @@ def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsD
         code_version="1",
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="gpu",
+        pool=GPU_POOL,
+        op_tags=gpu_op_tags(experiment, "judged_traces"),
         dagster_type=JudgedTracesType,
         metadata={"partition_expr": "style"},
         check_specs=[dg.AssetCheckSpec("conformance_rate_above_threshold", asset="judged_traces")],

@@ -15,6 +15,7 @@ from trace_assets.reporting.plots import accessibility_png, accuracy_png, loss_c
 from trace_assets.reporting.schemas import AccuracyType, FailureModesType
 from trace_assets.reporting.stats import bootstrap_ci, difficulty_bucket, mcnemar_exact
 from trace_assets.resources import DataResource, GenerationResource, sampling_from
+from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 FAILURE_COLUMNS = {
     "dataset": pl.Utf8, "student": pl.Utf8, "seed": pl.Int64, "problem_id": pl.Utf8, "category": pl.Utf8,
@@ -30,7 +31,8 @@ def build_failure_modes_asset(experiment: Experiment) -> dg.AssetsDefinition:
         automation_condition=dg.AutomationCondition.eager(),
         kinds={"vllm", "duckdb"},
         code_version="1",
-        pool="gpu",
+        pool=GPU_POOL,
+        op_tags=gpu_op_tags(experiment, "failure_modes"),
         dagster_type=FailureModesType,
         description="Each wrong answer classified into the failure taxonomy, by rules where reliable, else by the judge.",
     )

@@ -10,6 +10,7 @@ from trace_assets.resources import DataResource, GenerationResource, sampling_fr
 from trace_assets.styles.library import style_from_row
 from trace_assets.traces.build import teacher_requests, trace_rows
 from trace_assets.traces.schemas import TeacherTracesType
+from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 
 def generation_metadata(result, rows: int) -> dict:
@@ -33,7 +34,8 @@ def build_teacher_traces_asset(experiment: Experiment, partitions: dg.Partitions
         code_version="1",
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        pool="gpu",
+        pool=GPU_POOL,
+        op_tags=gpu_op_tags(experiment, "teacher_traces"),
         dagster_type=TeacherTracesType,
         metadata={"partition_expr": "style"},
         check_specs=[dg.AssetCheckSpec("no_empty_completions", asset="teacher_traces"),

@@ -15,6 +15,7 @@ from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import student_path
 from trace_assets.training.schemas import CheckpointsType, TrainingLogType
 from trace_assets.training.sft import TrainResult, directory_hash, train_sft
+from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 BASE_DATASET = "base"
 
@@ -40,7 +41,8 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
         name="checkpoints",
         group_name="training",
         partitions_def=partitions,
-        pool="gpu",
+        pool=GPU_POOL,
+        op_tags=gpu_op_tags(experiment, "checkpoints"),
         can_subset=False,
         outs={
             "checkpoints": dg.AssetOut(
