@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +39,8 @@ class GPUResource(dg.ConfigurableResource):
     devices: str = ""
     memory_fraction: float = 0.85
     cpu_memory_fraction: float = 0.3
+    # Machine-wide on purpose: cards are shared by every run and experiment on the machine.
+    lock_dir: str = "/tmp/trace_assets-gpu-locks"
 
     def has_cuda(self) -> bool:
         return cuda_device_count() > 0
@@ -43,6 +49,56 @@ class GPUResource(dg.ConfigurableResource):
         if self.devices:
             return len([d for d in self.devices.split(",") if d.strip()])
         return cuda_device_count()
+
+    def device_ids(self) -> list[str]:
+        """Physical ids: ``devices``, else the cards this process was given, else every card."""
+        listed = self.devices or os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        if listed:
+            return [d.strip() for d in listed.split(",") if d.strip()]
+        return [str(i) for i in range(cuda_device_count())]
+
+    @contextlib.contextmanager
+    def claim(self, count: int, log: Callable[[str], None] = print, poll_s: float = 2.0) -> Iterator[list[str]]:
+        """Hold ``count`` devices that no other step on this machine holds, waiting until they are free.
+
+        The ``gpu`` pool bounds how many GPU steps run at once; this decides which cards each one
+        gets, so two steps never share a card. Locks are ``flock``s on files in ``lock_dir``: a step
+        that dies releases its cards with its process. Yields [] where there is no GPU.
+        """
+        ids = self.device_ids() if self.has_cuda() or self.devices else []
+        if not ids:
+            yield []
+            return
+        if count > len(ids):
+            raise ValueError(f"a step needs {count} GPUs but this machine offers {len(ids)} ({','.join(ids)}): "
+                             "lower tensor_parallel_size x data_parallel_size or training.processes")
+        Path(self.lock_dir).mkdir(parents=True, exist_ok=True)
+        held: dict[str, int] = {}
+        waited = 0.0
+        try:
+            while True:
+                for device in ids:
+                    if len(held) == count:
+                        break
+                    handle = os.open(Path(self.lock_dir) / f"gpu{device}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        held[device] = handle
+                    except BlockingIOError:
+                        os.close(handle)
+                if len(held) == count:
+                    break
+                for handle in held.values():  # all or nothing, so two steps can't each hold half
+                    os.close(handle)
+                held.clear()
+                if waited % 60 == 0:
+                    log(f"waiting for {count} free GPU(s) of {','.join(ids)}")
+                time.sleep(poll_s)
+                waited += poll_s
+            yield sorted(held, key=ids.index)
+        finally:
+            for handle in held.values():
+                os.close(handle)
 
     def torch_device(self) -> str:
         return "cuda" if self.has_cuda() else "cpu"
@@ -55,9 +111,12 @@ class GPUResource(dg.ConfigurableResource):
     def vllm_memory_utilization(self) -> float:
         return self.memory_fraction if self.has_cuda() else self.cpu_memory_fraction
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, devices: list[str] | None = None) -> dict[str, str]:
+        """The environment of a GPU subprocess; ``devices`` (from :meth:`claim`) become its visible cards."""
         env = offline_environment()
-        if self.devices:
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+        elif self.devices:
             env["CUDA_VISIBLE_DEVICES"] = self.devices
         if not self.has_cuda() and (os.cpu_count() or 1) > 1:
             # vLLM-CPU reserves a core for its scheduler by default; on a 2-core machine binding the
@@ -100,6 +159,7 @@ class GenerationResource(dg.ConfigurableResource):
             dtype=self.gpu.resolve_dtype(config.dtype),
             max_model_len=config.max_model_len,
             tensor_parallel_size=config.tensor_parallel_size,
+            data_parallel_size=config.data_parallel_size,
             base_url=config.base_url,
             api_key_env=config.api_key_env,
             max_concurrency=config.max_concurrency,
@@ -118,6 +178,7 @@ class GenerationResource(dg.ConfigurableResource):
             chunk_size=self.chunk_size,
             env=self.gpu.environment(),
             per_request_seed=self.gpu.has_cuda(),
+            claim=self.gpu.claim,
         )
 
 

@@ -4,7 +4,8 @@
 to ``on_batch`` as they arrive, so the caller can persist them before the next batch: a crash loses
 at most one batch.
 
-- ``VllmBackend``: offline batched vLLM in a subprocess (one engine start per call).
+- ``VllmBackend``: offline batched vLLM in worker processes (one engine start per call, one engine
+  per data-parallel rank).
 - ``OpenAIBackend``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (``vllm serve``,
   hosted APIs) with bounded concurrency, retries with backoff and timeouts.
 - ``TransformersBackend``: plain ``generate``; a fallback where vLLM can't run.
@@ -12,12 +13,15 @@ at most one batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -42,22 +46,32 @@ class Backend(ABC):
     ) -> GenerationStats: ...
 
 
+Claim = Callable[[int], contextlib.AbstractContextManager[list[str]]]
+
+
+def _no_claim(count: int) -> contextlib.AbstractContextManager[list[str]]:
+    return contextlib.nullcontext([])
+
+
 class VllmBackend(Backend):
+    """``spec.data_parallel_size`` engines, each a worker process over ``tensor_parallel_size`` cards
+    of the ones ``claim`` hands out and over its share of the prompts, generating at once."""
+
     def __init__(
         self, gpu_memory_utilization: float, enforce_eager: bool, chunk_size: int, env: dict[str, str],
-        per_request_seed: bool = True,
+        per_request_seed: bool = True, claim: Claim = _no_claim,
+        worker: tuple[str, ...] = ("-m", "trace_assets.generation.vllm_worker"),
     ):
         self.per_request_seed = per_request_seed
         self.gpu_memory_utilization = gpu_memory_utilization
         self.enforce_eager = enforce_eager
         self.chunk_size = chunk_size
         self.env = env
+        self.claim = claim
+        self.worker = worker  # tests swap in a scripted worker to test the process handling
 
-    def generate(self, spec, sampling, requests, on_batch, log=print):
-        stats = GenerationStats()
-        if not requests:
-            return stats
-        job = {
+    def _job(self, spec: ModelSpec, sampling: Sampling, requests: list[Request]) -> dict:
+        return {
             "model": asdict(spec),
             "sampling": asdict(sampling),
             "gpu_memory_utilization": self.gpu_memory_utilization,
@@ -68,47 +82,88 @@ class VllmBackend(Backend):
                 {"key": r.key, "messages": r.messages, "json_schema": r.json_schema, "prompt": r.prompt} for r in requests
             ],
         }
+
+    def _start(self, job: dict, devices: list[str], events: queue.Queue, engine: int) -> subprocess.Popen:
+        """One worker process; a thread turns its result lines into (engine, event) items on ``events``."""
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(job, handle)
-            job_path = handle.name
-        log(f"vLLM: starting engine for {spec.name} ({len(requests)} prompts x {sampling.n} samples)")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "trace_assets.generation.vllm_worker", job_path],
-            stdout=subprocess.PIPE, text=True, env=self.env, bufsize=1,
-        )
-        batch: list[Completion] = []
-        done = False
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if not line.startswith(RESULT_PREFIX):
-                    sys.stderr.write(line)  # vLLM's own log lines
-                    continue
-                event = json.loads(line[len(RESULT_PREFIX):])
-                kind = event.pop("event")
-                if kind == "ready":
-                    stats.startup_s = event["startup_s"]
-                    log(f"vLLM: engine ready in {stats.startup_s:.1f}s")
-                elif kind == "completion":
-                    batch.append(Completion(**event))
-                elif kind == "chunk":
-                    stats.generate_s += event["generate_s"]
-                    stats.output_tokens += sum(c.output_tokens for c in batch)
-                    stats.completions += len(batch)
-                    on_batch(batch)
-                    log(f"vLLM: {stats.completions} completions, {stats.output_tokens_per_s:.0f} output tokens/s")
-                    batch = []
-                elif kind == "done":
-                    done = True
-        finally:
-            return_code = process.wait()
-            os.unlink(job_path)
-        if return_code != 0 or not done:
+        env = dict(self.env)
+        if devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+        process = subprocess.Popen([sys.executable, *self.worker, handle.name], stdout=subprocess.PIPE, text=True,
+                                   env=env, bufsize=1)
+
+        def pump() -> None:
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    if line.startswith(RESULT_PREFIX):
+                        events.put((engine, json.loads(line[len(RESULT_PREFIX):])))
+                    else:
+                        sys.stderr.write(line)  # vLLM's own log lines
+            finally:
+                events.put((engine, {"event": "exit", "code": process.wait()}))
+                os.unlink(handle.name)
+
+        threading.Thread(target=pump, daemon=True).start()
+        return process
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        stats = GenerationStats()
+        if not requests:
+            return stats
+        engines = min(spec.data_parallel_size, len(requests))
+        tp = spec.tensor_parallel_size
+        with self.claim(tp * spec.data_parallel_size) as devices:
+            log(f"vLLM: starting {engines} engine(s) for {spec.name} ({len(requests)} prompts x {sampling.n} samples)"
+                + (f" on GPUs {','.join(devices)}" if devices else ""))
+            events: queue.Queue = queue.Queue()
+            processes = [
+                self._start(self._job(spec, sampling, requests[e::engines]), devices[e * tp:(e + 1) * tp], events, e)
+                for e in range(engines)
+            ]
+            try:
+                failures = self._collect(events, engines, stats, on_batch, log)
+            finally:
+                for process in processes:
+                    if process.poll() is None:
+                        process.kill()
+                    process.wait()
+        if failures:
             raise GenerationError(
-                f"vLLM worker exited with code {return_code} after {stats.completions} completions "
+                f"vLLM worker(s) failed ({'; '.join(failures)}) after {stats.completions} completions "
                 "(those are saved; a re-run generates only the rest)"
             )
         return stats
+
+    def _collect(self, events: queue.Queue, engines: int, stats: GenerationStats, on_batch: OnBatch, log: Log) -> list[str]:
+        """Consume every engine's events on this thread (so ``on_batch`` writes happen here, in order)."""
+        batches: dict[int, list[Completion]] = {e: [] for e in range(engines)}
+        busy_s = dict.fromkeys(range(engines), 0.0)
+        done, failures, running = set(), [], engines
+        while running:
+            engine, event = events.get()
+            kind = event.pop("event")
+            if kind == "ready":
+                stats.startup_s = max(stats.startup_s, event["startup_s"])
+                log(f"vLLM: engine {engine} ready in {event['startup_s']:.1f}s")
+            elif kind == "completion":
+                batches[engine].append(Completion(**event))
+            elif kind == "chunk":
+                batch, batches[engine] = batches[engine], []
+                busy_s[engine] += event["generate_s"]
+                stats.generate_s = max(busy_s.values())  # engines run side by side
+                stats.output_tokens += sum(c.output_tokens for c in batch)
+                stats.completions += len(batch)
+                on_batch(batch)
+                log(f"vLLM: {stats.completions} completions, {stats.output_tokens_per_s:.0f} output tokens/s")
+            elif kind == "done":
+                done.add(engine)
+            elif kind == "exit":
+                running -= 1
+                if event["code"] != 0 or engine not in done:
+                    failures.append(f"engine {engine} exited with code {event['code']}")
+        return failures
 
 
 class OpenAIBackend(Backend):

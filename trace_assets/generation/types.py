@@ -28,6 +28,7 @@ class ModelSpec:
     dtype: str = "bfloat16"
     max_model_len: int = 2048
     tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = 8

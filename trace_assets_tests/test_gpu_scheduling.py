@@ -1,0 +1,77 @@
+"""Device claims on one machine and data-parallel vLLM engines (process handling; no GPU needed)."""
+
+import threading
+import time
+
+import pytest
+
+from trace_assets.generation.backends import GenerationError, VllmBackend
+from trace_assets.generation.types import ModelSpec, Request, Sampling
+from trace_assets.resources import GPUResource
+
+SCRIPTED = ("-m", "trace_assets_tests.scripted_vllm_worker")
+
+
+def _gpus(tmp_path, devices="0,1,2,3") -> GPUResource:
+    return GPUResource(devices=devices, lock_dir=str(tmp_path / "locks"))
+
+
+def test_concurrent_steps_get_disjoint_cards_and_wait_for_free_ones(tmp_path):
+    gpu = _gpus(tmp_path, "0,1")
+    with gpu.claim(1) as first, gpu.claim(1) as second:
+        assert first == ["0"] and second == ["1"]
+        waited = []
+
+        def third_step():
+            started = time.monotonic()
+            with gpu.claim(1, poll_s=0.05) as third:
+                waited.append((third, time.monotonic() - started))
+
+        thread = threading.Thread(target=third_step)
+        thread.start()
+        time.sleep(0.5)
+        assert not waited  # both cards are held: the third step waits
+    thread.join(10)
+    assert waited and waited[0][0] in (["0"], ["1"]) and waited[0][1] >= 0.4
+
+
+def test_a_claim_is_all_or_nothing_and_bounded_by_the_machine(tmp_path):
+    gpu = _gpus(tmp_path, "0,1,2")
+    with pytest.raises(ValueError, match="needs 4 GPUs but this machine offers 3"):
+        with gpu.claim(4):
+            pass
+    with gpu.claim(1) as one:
+        with gpu.claim(2) as two:
+            assert one == ["0"] and two == ["1", "2"]
+    no_gpu = GPUResource(devices="", lock_dir=str(tmp_path))
+    if not no_gpu.has_cuda():  # a CPU machine: steps claim nothing and run on the CPU
+        with no_gpu.claim(1) as cards:
+            assert cards == []
+
+
+def _backend(gpu: GPUResource) -> VllmBackend:
+    return VllmBackend(gpu_memory_utilization=0.5, enforce_eager=True, chunk_size=1, env={}, per_request_seed=False,
+                       claim=gpu.claim, worker=SCRIPTED)
+
+
+def test_data_parallel_engines_split_the_prompts_over_their_own_cards(tmp_path):
+    spec = ModelSpec(name="m", path="unused", tensor_parallel_size=2, data_parallel_size=2)
+    requests = [Request(key, [{"role": "user", "content": key}]) for key in "abcde"]
+    batches = []
+    stats = _backend(_gpus(tmp_path)).generate(spec, Sampling(n=2), requests, batches.append, log=lambda _: None)
+    completions = [c for batch in batches for c in batch]
+    assert sorted((c.key, c.sample_index) for c in completions) == [(k, i) for k in "abcde" for i in range(2)]
+    by_engine = {c.key: c.text for c in completions}
+    assert {by_engine[k] for k in "ace"} == {"gpus=0,1"} and {by_engine[k] for k in "bd"} == {"gpus=2,3"}
+    assert stats.completions == 10 and stats.output_tokens == 20
+
+
+def test_a_dying_engine_fails_the_step_and_keeps_the_other_engines_work(tmp_path):
+    spec = ModelSpec(name="crash-after-one", path="unused", data_parallel_size=2)
+    requests = [Request(key, [{"role": "user", "content": key}]) for key in "abcd"]
+    saved = []
+    with pytest.raises(GenerationError, match="engine 1 exited with code 3"):
+        _backend(_gpus(tmp_path, "0,1")).generate(spec, Sampling(n=1), requests, saved.extend, log=lambda _: None)
+    assert {c.key for c in saved} == {"a", "c", "b"}  # engine 0's two, engine 1's first before it died
+    with _gpus(tmp_path, "0,1").claim(2) as cards:  # the failed step gave its cards back
+        assert cards == ["0", "1"]
