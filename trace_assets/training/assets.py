@@ -14,7 +14,7 @@ from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import student_path
 from trace_assets.training.schemas import CheckpointsType, TrainingLogType
-from trace_assets.training.sft import TrainResult, directory_hash, train_sft
+from trace_assets.training.sft import TrainResult, directory_hash, train_sft, train_sft_launched
 from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 BASE_DATASET = "base"
@@ -88,8 +88,9 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
             output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
             result = load_trained(output)
             if result is None:
-                context.log.info(f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()}")
-                result = train_sft(base_path, examples, config, seed, output, gpu.torch_device(), student.dtype)
+                context.log.info(f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, "
+                                 f"on {gpu.torch_device()} x {config.processes}")
+                result = train(gpu, base_path, examples, config, seed, output, student.dtype, context.log.info)
                 save_result(output, result)
             else:
                 context.log.info(f"reusing {output}: same base model, examples, settings and seed")
@@ -116,6 +117,18 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
         })
 
     return checkpoints
+
+
+def train(gpu: GPUResource, base_path: str, examples: list[dict], config, seed: int, output: Path, dtype: str,
+          log) -> TrainResult:
+    """In this process on a CPU; under torchrun on claimed cards on GPUs or with several processes."""
+    if not gpu.has_cuda() and config.processes == 1:
+        return train_sft(base_path, examples, config, seed, output, "cpu", dtype)
+    with gpu.claim(config.processes, log=log) as cards:
+        if cards:
+            log(f"SFT on GPU(s) {','.join(cards)}")
+        return train_sft_launched(base_path, examples, config, seed, output, gpu.torch_device(), dtype,
+                                  env=gpu.environment(cards))
 
 
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ class TrainResult:
     train_tokens: int
     wall_s: float
     log: list[dict] = field(default_factory=list)
+    world_size: int = 1  # data-parallel processes that trained it
 
 
 def split_train_eval(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -78,8 +83,11 @@ def train_sft(
     output_dir: Path,
     device: str,
     dtype: str,
-) -> TrainResult:
-    """Fine-tune ``base_model`` on ``examples`` (dicts with prompt, completion, difficulty, example_id)."""
+) -> TrainResult | None:
+    """Fine-tune ``base_model`` on ``examples`` (dicts with prompt, completion, difficulty, example_id).
+
+    Under torchrun every rank calls this; rank 0 returns the result, the others None.
+    """
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -102,7 +110,9 @@ def train_sft(
         base_model, dtype=torch.bfloat16 if use_bf16 else torch.float32
     )
     staging = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 owns the files
+    if main_process:
+        shutil.rmtree(staging, ignore_errors=True)
     args = SFTConfig(
         output_dir=str(staging / "trainer"),
         seed=seed,
@@ -139,7 +149,9 @@ def train_sft(
         trainer.evaluate()
     wall = time.perf_counter() - started
     final = staging / "model"
-    trainer.save_model(str(final))
+    trainer.save_model(str(final))  # every rank calls it; only the main process writes
+    if not main_process:
+        return None
     tokenizer.save_pretrained(str(final))
     shutil.rmtree(staging / "trainer", ignore_errors=True)
     content_hash = directory_hash(final)
@@ -150,4 +162,35 @@ def train_sft(
     shutil.rmtree(staging, ignore_errors=True)
     rows = log_rows(trainer.state.log_history)
     tokens = max((r["tokens_seen"] or 0 for r in rows), default=0)
-    return TrainResult(str(output_dir), content_hash, len(train), len(held_out), tokens, wall, rows)
+    return TrainResult(str(output_dir), content_hash, len(train), len(held_out), tokens, wall, rows, args.world_size)
+
+
+def train_sft_launched(
+    base_model: str,
+    examples: list[dict],
+    config: TrainingConfig,
+    seed: int,
+    output_dir: Path,
+    device: str,
+    dtype: str,
+    env: dict[str, str],
+) -> TrainResult:
+    """:func:`train_sft` in ``config.processes`` data-parallel processes started by torchrun.
+
+    ``env`` carries the claimed cards (CUDA_VISIBLE_DEVICES), which is also why a single-GPU run
+    goes through here: a process can't pick its card after CUDA has started. On CPU the ranks
+    talk over gloo. TRL's progress bar (rank 0) streams to the step's log.
+    """
+    with tempfile.TemporaryDirectory(prefix="trace_assets_sft_") as folder:
+        job, result_path = Path(folder) / "job.json", Path(folder) / "result.json"
+        job.write_text(json.dumps({
+            "base_model": base_model, "examples": examples, "config": config.model_dump(), "seed": seed,
+            "output_dir": str(output_dir), "device": device, "dtype": dtype, "result_path": str(result_path),
+        }))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.processes}",
+                   "-m", "trace_assets.training.launch", str(job)]
+        completed = subprocess.run(command, env={**os.environ, **env}, stdout=sys.stderr)
+        if completed.returncode != 0 or not result_path.exists():
+            raise RuntimeError(f"SFT with {config.processes} process(es) failed (torchrun exit {completed.returncode}); "
+                               f"its log is above. Nothing was saved at {output_dir}.")
+        return TrainResult(**json.loads(result_path.read_text()))

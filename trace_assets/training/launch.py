@@ -1,0 +1,24 @@
+"""One rank of a data-parallel SFT run: ``torchrun --nproc_per_node=N -m trace_assets.training.launch JOB.json``.
+
+Written by :func:`trace_assets.training.sft.train_sft_launched`; rank 0 writes the result file.
+"""
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from trace_assets.experiment import TrainingConfig
+from trace_assets.training.sft import train_sft
+
+
+def main(job_path: str) -> None:
+    job = json.loads(Path(job_path).read_text())
+    result = train_sft(job["base_model"], job["examples"], TrainingConfig(**job["config"]), job["seed"],
+                       Path(job["output_dir"]), job["device"], job["dtype"])
+    if result is not None:
+        Path(job["result_path"]).write_text(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
