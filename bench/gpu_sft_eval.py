@@ -18,59 +18,30 @@ import tempfile
 import time
 from pathlib import Path
 
+from _student import add_student_arguments, build_student_and_data  # bench/ is on sys.path as the script's folder
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tokenizer", required=True)
-    parser.add_argument("--hidden", type=int, default=896)
-    parser.add_argument("--intermediate", type=int, default=4864)
-    parser.add_argument("--layers", type=int, default=24)
-    parser.add_argument("--heads", type=int, default=14)
-    parser.add_argument("--kv-heads", type=int, default=2)
-    parser.add_argument("--train-problems", type=int, default=2048)
-    parser.add_argument("--test-problems", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=16)
+    add_student_arguments(parser)
     parser.add_argument("--eval-max-tokens", type=int, default=256)
     parser.add_argument("--eval-batch-size", type=int, default=64)
     args = parser.parse_args()
 
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer
 
     from trace_assets.answers import extract_answer, numbers_match
     from trace_assets.experiment import TrainingConfig
     from trace_assets.generation.backends import TransformersBackend
     from trace_assets.generation.types import ModelSpec, Request, Sampling
-    from trace_assets.problems.synthetic import generate_problems
     from trace_assets.training.format import student_prompt
     from trace_assets.training.sft import train_sft
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(json.dumps({"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__}))
     work = Path(tempfile.mkdtemp(prefix="gpu-sft-"))
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-        max_position_embeddings=4096, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    base = work / "student"
-    model = Qwen2ForCausalLM(config)
-    parameters = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    del model
-
-    problems = generate_problems(args.train_problems + args.test_problems, seed=0, min_steps=2, max_steps=6)
-    train, test = problems[: args.train_problems], problems[args.train_problems :]
-    examples = [
-        {"example_id": f"H:{i}", "prompt": p.question, "completion": p.solution.replace("<<", "").replace(">>", " "),
-         "difficulty": p.steps}
-        for i, p in enumerate(train)
-    ]
+    base, parameters, examples, test = build_student_and_data(args, work)
     settings = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, learning_rate=2e-5, max_length=512,
                               eval_fraction=0.02, seeds=[0])
     result = train_sft(str(base), examples, settings, 0, work / "checkpoint", device, "bfloat16")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
 from trace_assets.experiment import ModelConfig
+from trace_assets.devices import claim_devices
 from trace_assets.generation.backends import Backend, OpenAIBackend, TransformersBackend, VllmBackend
 from trace_assets.generation.types import ModelSpec, Sampling
 from trace_assets.models import offline_environment, resolve_model
@@ -57,48 +55,11 @@ class GPUResource(dg.ConfigurableResource):
             return [d.strip() for d in listed.split(",") if d.strip()]
         return [str(i) for i in range(cuda_device_count())]
 
-    @contextlib.contextmanager
-    def claim(self, count: int, log: Callable[[str], None] = print, poll_s: float = 2.0) -> Iterator[list[str]]:
-        """Hold ``count`` devices that no other step on this machine holds, waiting until they are free.
-
-        The ``gpu`` pool bounds how many GPU steps run at once; this decides which cards each one
-        gets, so two steps never share a card. Locks are ``flock``s on files in ``lock_dir``: a step
-        that dies releases its cards with its process. Yields [] where there is no GPU.
-        """
+    def claim(self, count: int, log: Callable[[str], None] = print, poll_s: float = 2.0):
+        """Hold ``count`` cards no other step on this machine holds (see :func:`claim_devices`);
+        yields [] where there is no GPU."""
         ids = self.device_ids() if self.has_cuda() or self.devices else []
-        if not ids:
-            yield []
-            return
-        if count > len(ids):
-            raise ValueError(f"a step needs {count} GPUs but this machine offers {len(ids)} ({','.join(ids)}): "
-                             "lower tensor_parallel_size x data_parallel_size or training.processes")
-        Path(self.lock_dir).mkdir(parents=True, exist_ok=True)
-        held: dict[str, int] = {}
-        waited = 0.0
-        try:
-            while True:
-                for device in ids:
-                    if len(held) == count:
-                        break
-                    handle = os.open(Path(self.lock_dir) / f"gpu{device}.lock", os.O_CREAT | os.O_RDWR, 0o666)
-                    try:
-                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        held[device] = handle
-                    except BlockingIOError:
-                        os.close(handle)
-                if len(held) == count:
-                    break
-                for handle in held.values():  # all or nothing, so two steps can't each hold half
-                    os.close(handle)
-                held.clear()
-                if waited % 60 == 0:
-                    log(f"waiting for {count} free GPU(s) of {','.join(ids)}")
-                time.sleep(poll_s)
-                waited += poll_s
-            yield sorted(held, key=ids.index)
-        finally:
-            for handle in held.values():
-                os.close(handle)
+        return claim_devices(ids, count, Path(self.lock_dir), log, poll_s)
 
     def torch_device(self) -> str:
         return "cuda" if self.has_cuda() else "cpu"

@@ -1,0 +1,56 @@
+"""Which cards a GPU step gets when several run at once on one machine (no Dagster imports, so
+benchmarks on bare GPU machines use it too)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def claim_devices(ids: list[str], count: int, lock_dir: Path, log: Callable[[str], None] = print,
+                  poll_s: float = 2.0) -> Iterator[list[str]]:
+    """Hold ``count`` of ``ids`` that no other process or step holds, waiting until they are free.
+
+    The ``gpu`` pool bounds how many GPU steps run at once; this decides which cards each one gets,
+    so two steps never share a card. Locks are ``flock``s on files in ``lock_dir``, all or nothing
+    (two steps can't each hold half of what they need), and a step that dies gives its cards back
+    with its process. With no ids (a CPU machine) it yields [].
+    """
+    if not ids:
+        yield []
+        return
+    if count > len(ids):
+        raise ValueError(f"a step needs {count} GPUs but this machine offers {len(ids)} ({','.join(ids)}): "
+                         "lower tensor_parallel_size x data_parallel_size or training.processes")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    held: dict[str, int] = {}
+    waited = 0.0
+    try:
+        while True:
+            for device in ids:
+                if len(held) == count:
+                    break
+                handle = os.open(lock_dir / f"gpu{device}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held[device] = handle
+                except BlockingIOError:
+                    os.close(handle)
+            if len(held) == count:
+                break
+            for handle in held.values():
+                os.close(handle)
+            held.clear()
+            if waited % 60 == 0:
+                log(f"waiting for {count} free GPU(s) of {','.join(ids)}")
+            time.sleep(poll_s)
+            waited += poll_s
+        yield sorted(held, key=ids.index)
+    finally:
+        for handle in held.values():
+            os.close(handle)
