@@ -12,10 +12,13 @@ import argparse
 import re
 
 from trace_assets.experiment import Experiment, load_experiment
+from trace_assets.scaling import gpus_for
 
-# Measured: bench/gpu_sft_eval.py on one H200, a 0.4B-parameter student, bf16, batch 16 (~2.4% of peak:
-# a small model at a small batch). Used as is for students up to 0.5B.
-SFT_TOKENS_PER_S_AT_0_5B = 7900.0
+# Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
+# warm-up run: 11,994 tokens/s on one GPU, 18,926 on two (DDP), i.e. 79% efficiency per added GPU.
+# Used as is for students up to 0.5B. (bench/gpu_sft_eval.py's 7,917 was a cold first run.)
+SFT_TOKENS_PER_S_AT_0_5B = 12000.0
+DP_EFFICIENCY = 18926 / (2 * 11994)
 # Measured on an H200 (device notes): 790 TFLOP/s for bf16 matrix products. Larger models are estimated
 # from FLOPs (6 x params per trained token, 2 x params per generated token) at an assumed utilisation.
 H200_BF16_FLOPS = 790e12
@@ -40,10 +43,11 @@ def generation_gpu_hours(tokens: float, billions: float) -> float:
     return tokens / per_gpu_rate / 3600
 
 
-def sft_tokens_per_s(billions: float) -> float:
-    if billions <= 0.5:
-        return SFT_TOKENS_PER_S_AT_0_5B
-    return H200_BF16_FLOPS * SFT_UTILISATION / (6 * billions * 1e9)
+def sft_tokens_per_s(billions: float, processes: int = 1) -> float:
+    """Per GPU; data-parallel processes each lose a share to gradient all-reduce."""
+    # Larger students: FLOPs at an assumed utilisation, but never faster than the measured small one.
+    single = min(SFT_TOKENS_PER_S_AT_0_5B, H200_BF16_FLOPS * SFT_UTILISATION / (6 * billions * 1e9))
+    return single * (1.0 if processes == 1 else DP_EFFICIENCY)
 
 
 def plan(experiment: Experiment) -> list[dict]:
@@ -57,21 +61,25 @@ def plan(experiment: Experiment) -> list[dict]:
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
     rows = [
         {"asset": "teacher_traces", "work": f"{teacher_generations:,} generations ({teacher.model})",
-         "gpu_hours": generation_gpu_hours(teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b)},
+         "gpu_hours": generation_gpu_hours(teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b),
+         "gpus": gpus_for(experiment, "teacher_traces")},
         {"asset": "judged_traces", "work": f"{judge_generations:,} judge calls ({judge.model})",
-         "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b)},
+         "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b),
+         "gpus": gpus_for(experiment, "judged_traces")},
     ]
     seeds = len(experiment.training.seeds)
     tokens_per_dataset = n_train * ASSUMED_TRACE_TOKENS * experiment.training.epochs
     for name, student in experiment.students.items():
         billions = model_billions(student.model)
-        sft_rate = sft_tokens_per_s(billions)
+        processes = experiment.training.processes
+        sft_rate = sft_tokens_per_s(billions, processes)
         train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
         rows.append({"asset": f"checkpoints[*|{name}]", "work": f"{len(experiment.datasets) * seeds} runs, ~{train_tokens:,.0f} training tokens",
-                     "gpu_hours": train_tokens / sft_rate / 3600})
+                     "gpu_hours": train_tokens / sft_rate / 3600, "gpus": gpus_for(experiment, "checkpoints")})
         evals = (len(experiment.datasets) * seeds + 1) * n_test
         rows.append({"asset": f"eval_results[*|{name}]", "work": f"{evals:,} eval generations",
-                     "gpu_hours": generation_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions)})
+                     "gpu_hours": generation_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions),
+                     "gpus": gpus_for(experiment, "eval_results")})
     return rows
 
 
@@ -80,9 +88,11 @@ def dry_run(experiment: Experiment) -> str:
     width = max(len(r["asset"]) for r in rows)
     lines = [f"experiment {experiment.name}: {len(experiment.styles)} styles, {len(experiment.datasets)} datasets, "
              f"{len(experiment.students)} students, seeds {experiment.training.seeds}"]
-    lines += [f"  {r['asset']:<{width}}  {r['work']:<48}  ~{r['gpu_hours']:8.2f} GPU h" for r in rows]
+    lines += [f"  {r['asset']:<{width}}  {r['work']:<48}  ~{r['gpu_hours']:8.2f} GPU h  "
+              f"({r['gpus']} GPU/step, ~{r['gpu_hours'] / r['gpus']:.2f} h wall)" for r in rows]
     lines.append(f"  {'total':<{width}}  {'':<48}  ~{sum(r['gpu_hours'] for r in rows):8.2f} GPU h")
-    lines.append("  (H200-class GPUs; small-student SFT rate measured by bench/gpu_sft_eval.py, the rest from FLOPs at assumed utilisation)")
+    lines.append("  (H200-class GPUs; small-student SFT rates measured by bench/gpu_scaling.py, the rest from FLOPs at assumed "
+                 "utilisation; wall time is per step run alone)")
     return "\n".join(lines)
 
 

@@ -61,7 +61,7 @@ def test_gpu_steps_request_their_gpus_from_kubernetes(paper_env):
     module = runpy.run_path(str(DEPLOY_FILE))
     experiment = load_experiment(PAPER)
     graph = module["defs"].resolve_asset_graph()
-    expected = {"teacher_traces": 4, "judged_traces": 4, "failure_modes": 4, "checkpoints": 1, "eval_results": 1,
+    expected = {"teacher_traces": 8, "judged_traces": 8, "failure_modes": 8, "checkpoints": 1, "eval_results": 1,
                 "trace_stats": 1}
     for asset, gpus in expected.items():
         assert gpus_for(experiment, asset) == gpus
