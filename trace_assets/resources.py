@@ -61,8 +61,15 @@ class GPUResource(dg.ConfigurableResource):
         ids = self.device_ids() if self.has_cuda() or self.devices else []
         return claim_devices(ids, count, Path(self.lock_dir), log, poll_s)
 
-    def torch_device(self) -> str:
-        return "cuda" if self.has_cuda() else "cpu"
+    def torch_device(self, cards: list[str] | None = None) -> str:
+        """"cpu", "cuda", or "cuda:i" for a claimed card in this process (i: its place among the
+        cards this process sees)."""
+        if not self.has_cuda():
+            return "cpu"
+        if not cards:
+            return "cuda"
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        return f"cuda:{visible.index(cards[0]) if visible else int(cards[0])}"
 
     def resolve_dtype(self, dtype: str) -> str:
         if dtype != "auto":

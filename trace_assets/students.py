@@ -26,12 +26,12 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, gpu: "GPUResource", dtype: str = "auto"):
+def load_model(path: str, gpu: "GPUResource", dtype: str = "auto", device: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = getattr(torch, gpu.resolve_dtype(dtype))
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(gpu.torch_device()).eval()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device or gpu.torch_device()).eval()
 
 
 def token_counter(path: str):

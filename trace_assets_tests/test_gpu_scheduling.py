@@ -75,3 +75,17 @@ def test_a_dying_engine_fails_the_step_and_keeps_the_other_engines_work(tmp_path
     assert {c.key for c in saved} == {"a", "c", "b"}  # engine 0's two, engine 1's first before it died
     with _gpus(tmp_path, "0,1").claim(2) as cards:  # the failed step gave its cards back
         assert cards == ["0", "1"]
+
+
+def test_a_claimed_card_maps_to_this_process_device_index(tmp_path, monkeypatch):
+    import trace_assets.resources as resources
+
+    monkeypatch.setattr(resources, "cuda_device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # this process sees physical cards 2 and 3 as cuda:0, cuda:1
+    gpu = GPUResource(lock_dir=str(tmp_path))
+    assert gpu.device_ids() == ["2", "3"]
+    with gpu.claim(1) as first, gpu.claim(1) as second:
+        assert (first, second) == (["2"], ["3"])
+        assert gpu.torch_device(second) == "cuda:1" and gpu.torch_device(first) == "cuda:0"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpu.torch_device(["1"]) == "cuda:1" and gpu.torch_device([]) == "cuda"

@@ -96,23 +96,25 @@ def build_trace_stats_asset(experiment: Experiment, partitions: dg.PartitionsDef
     def trace_stats(context: dg.AssetExecutionContext, data: DataResource, gpu: GPUResource, sft_examples: pl.DataFrame):
         """Size, tokens, correctness, conformance, compressibility and each student's NLL per dataset."""
         rows = []
-        for student_name, student in experiment.students.items():
-            path = student_path(student, data)
-            tokenizer = load_tokenizer(path)
-            model = load_model(path, gpu, student.dtype)
-            for name in context.partition_keys:
-                frame = sft_examples.filter(pl.col("dataset") == name)
-                prompts = [student_prompt(q, tokenizer) for q in frame["prompt"]]
-                completions = [student_completion(c, tokenizer) for c in frame["completion"]]
-                tokens = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in frame["completion"]]
-                nll = mean_completion_nll(model, tokenizer, prompts, completions) if prompts else math.nan
-                rows.append({
-                    "dataset": name, "student": student_name, "total_tokens": sum(tokens),
-                    "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
-                    "nll_before": None if math.isnan(nll) else nll, **dataset_stats(frame),
-                })
-                context.log.info(f"{name} x {student_name}: {frame.height} examples, NLL {nll:.3f}")
-            del model
+        with gpu.claim(1, log=context.log.info) as cards:  # the NLL pass runs in this process, on one card
+            device = gpu.torch_device(cards)
+            for student_name, student in experiment.students.items():
+                path = student_path(student, data)
+                tokenizer = load_tokenizer(path)
+                model = load_model(path, gpu, student.dtype, device)
+                for name in context.partition_keys:
+                    frame = sft_examples.filter(pl.col("dataset") == name)
+                    prompts = [student_prompt(q, tokenizer) for q in frame["prompt"]]
+                    completions = [student_completion(c, tokenizer) for c in frame["completion"]]
+                    tokens = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in frame["completion"]]
+                    nll = mean_completion_nll(model, tokenizer, prompts, completions) if prompts else math.nan
+                    rows.append({
+                        "dataset": name, "student": student_name, "total_tokens": sum(tokens),
+                        "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
+                        "nll_before": None if math.isnan(nll) else nll, **dataset_stats(frame),
+                    })
+                    context.log.info(f"{name} x {student_name}: {frame.height} examples, NLL {nll:.3f}")
+                del model
         stats = pl.DataFrame(rows).select([
             "dataset", "student", "n_examples", "total_tokens", "mean_tokens", "correct_rate", "conformance_rate",
             "flawed_rate", "gzip_ratio", "template_line_share", "nll_before",
