@@ -53,11 +53,22 @@ def build_resources(experiment: Experiment, folder: Path) -> dict:
     }
 
 
+def with_column_schemas(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """Show each table's pandera schema as the asset's columns in the UI, before any run."""
+
+    def add_schema(spec: dg.AssetSpec, asset: dg.AssetsDefinition) -> dg.AssetSpec:
+        output = asset.op.output_def_named(asset.get_output_name_for_asset_key(spec.key))
+        schema = (output.dagster_type.metadata or {}).get("schema")
+        return spec.merge_attributes(metadata={"dagster/column_schema": schema.schema}) if schema else spec
+
+    return [dg.map_asset_specs(lambda spec, a=asset: add_schema(spec, a), [asset])[0] for asset in assets]
+
+
 def build_assets(experiment: Experiment) -> list:
     styles = style_partitions(experiment)
     datasets = dataset_partitions(experiment)
     models = model_partitions(experiment)
-    return [
+    return with_column_schemas([
         build_problems_asset(experiment),
         build_style_asset(experiment, styles),
         build_teacher_traces_asset(experiment, styles),
@@ -70,7 +81,7 @@ def build_assets(experiment: Experiment) -> list:
         build_accuracy_asset(experiment),
         build_report_asset(experiment),
         lineage_views,
-    ]
+    ])
 
 
 def build_definitions(experiment: Experiment, folder: Path, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:

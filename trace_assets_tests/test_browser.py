@@ -178,6 +178,9 @@ def test_ui_shows_the_graph_and_materializes_problems(chrome, tmp_path):
         _page_text(chrome, f"{ui.url}/locations/{LOCATION}/asset-groups/training",
                    ["checkpoints", "training_log", f"{n_models} partitions"])
 
+        # Tables show their pandera columns before any run (teacher_traces is never materialised here).
+        _page_text(chrome, f"{ui.url}/assets/teacher_traces", ["Columns", "finish_reason", "style_version"])
+
         # Launch `problems` through the UI's GraphQL API and wait for the run (queued, then started by the daemon).
         params = {"selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
                                "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["problems"]}]}, "mode": "default"}
