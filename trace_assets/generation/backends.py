@@ -118,11 +118,11 @@ class VllmBackend(Backend):
             log(f"vLLM: starting {engines} engine(s) for {spec.name} ({len(requests)} prompts x {sampling.n} samples)"
                 + (f" on GPUs {','.join(devices)}" if devices else ""))
             events: queue.Queue = queue.Queue()
-            processes = [
-                self._start(self._job(spec, sampling, requests[e::engines]), devices[e * tp:(e + 1) * tp], events, e)
-                for e in range(engines)
-            ]
+            processes: list[subprocess.Popen] = []
             try:
+                for e in range(engines):
+                    job = self._job(spec, sampling, requests[e::engines])
+                    processes.append(self._start(job, devices[e * tp:(e + 1) * tp], events, e))
                 failures = self._collect(events, engines, stats, on_batch, log)
             finally:
                 for process in processes:
