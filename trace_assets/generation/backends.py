@@ -90,8 +90,12 @@ class VllmBackend(Backend):
         env = dict(self.env)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-        process = subprocess.Popen([sys.executable, *self.worker, handle.name], stdout=subprocess.PIPE, text=True,
-                                   env=env, bufsize=1)
+        try:
+            process = subprocess.Popen([sys.executable, *self.worker, handle.name], stdout=subprocess.PIPE, text=True,
+                                       env=env, bufsize=1)
+        except OSError:
+            os.unlink(handle.name)
+            raise
 
         def pump() -> None:
             try:
