@@ -3,8 +3,8 @@
     python bench/gpu_scaling.py --tokenizer TOKENIZER_DIR [--steps 60 --batch-size 16]
 
 Runs the same SFT (a random-weight Qwen2.5-0.5B-shaped student, see _student.py) three ways,
-after one unreported warm-up run, each through ``train_sft_launched`` (torchrun) on cards taken with ``claim_devices``, as the
-``checkpoints`` asset does:
+after one unreported warm-up run, each through ``train_sft_launched`` (torchrun) on cards taken
+with ``claim_devices``, as the ``checkpoints`` asset does:
   1. one process on one GPU;
   2. ``processes=2``: two ranks over two GPUs (NCCL), same per-device batch, so twice the tokens;
   3. two independent one-GPU runs started at once, as two concurrent Dagster steps would be:

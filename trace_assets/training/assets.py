@@ -3,13 +3,13 @@
 
 import hashlib
 import json
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from trace_assets.experiment import Experiment
+from trace_assets.experiment import Experiment, TrainingConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import student_path
@@ -119,8 +119,8 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
     return checkpoints
 
 
-def train(gpu: GPUResource, base_path: str, examples: list[dict], config, seed: int, output: Path, dtype: str,
-          log) -> TrainResult:
+def train(gpu: GPUResource, base_path: str, examples: list[dict], config: TrainingConfig, seed: int, output: Path,
+          dtype: str, log: Callable[[str], None]) -> TrainResult:
     """In this process on a CPU; under torchrun on claimed cards on GPUs or with several processes."""
     if not gpu.has_cuda() and config.processes == 1:
         return train_sft(base_path, examples, config, seed, output, "cpu", dtype)
@@ -140,19 +140,20 @@ def training_key(base_path: str, examples: list[dict], config_json: str, seed: i
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+RUN_RECORD = "trace_assets_run.json"
+
+
 def save_result(output: Path, result: TrainResult) -> None:
-    (output / "trace_assets_run.json").write_text(json.dumps(asdict(result)))
+    result.write(output / RUN_RECORD)
 
 
 def load_trained(output: Path) -> TrainResult | None:
     """A finished run's result if this exact run is already on disk (a re-run trains nothing)."""
-    record = output / "trace_assets_run.json"
-    return TrainResult(**json.loads(record.read_text())) if record.exists() else None
+    record = output / RUN_RECORD
+    return TrainResult.read(record) if record.exists() else None
 
 
 def directory_hash_safe(path: str) -> str:
     """Hash of a local base-model folder; hub ids are identified by name."""
-    from pathlib import Path
-
     folder = Path(path)
     return directory_hash(folder) if folder.is_dir() else f"hub:{path}"

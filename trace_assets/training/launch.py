@@ -5,7 +5,6 @@ Written by :func:`trace_assets.training.sft.train_sft_launched`; rank 0 writes t
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from trace_assets.experiment import TrainingConfig
@@ -17,7 +16,7 @@ def main(job_path: str) -> None:
     result = train_sft(job["base_model"], job["examples"], TrainingConfig(**job["config"]), job["seed"],
                        Path(job["output_dir"]), job["device"], job["dtype"])
     if result is not None:
-        Path(job["result_path"]).write_text(json.dumps(asdict(result)))
+        result.write(Path(job["result_path"]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from trace_assets.experiment import TrainingConfig
@@ -33,6 +33,13 @@ class TrainResult:
     wall_s: float
     log: list[dict] = field(default_factory=list)
     world_size: int = 1  # data-parallel processes that trained it
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, path: Path) -> TrainResult:
+        return cls(**json.loads(path.read_text()))
 
 
 def split_train_eval(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -193,4 +200,4 @@ def train_sft_launched(
         if completed.returncode != 0 or not result_path.exists():
             raise RuntimeError(f"SFT with {config.processes} process(es) failed (torchrun exit {completed.returncode}); "
                                f"its log is above. Nothing was saved at {output_dir}.")
-        return TrainResult(**json.loads(result_path.read_text()))
+        return TrainResult.read(result_path)
