@@ -26,6 +26,15 @@ def cuda_device_count() -> int:
         return 0
 
 
+def _id_list(text: str) -> list[str]:
+    """"0, 2,3" -> ["0", "2", "3"]."""
+    return [d.strip() for d in text.split(",") if d.strip()]
+
+
+def _visible_ids() -> list[str]:
+    return _id_list(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+
+
 class GPUResource(dg.ConfigurableResource):
     """The accelerators a step may use. On a machine without CUDA everything runs on the CPU.
 
@@ -43,17 +52,9 @@ class GPUResource(dg.ConfigurableResource):
     def has_cuda(self) -> bool:
         return cuda_device_count() > 0
 
-    def device_count(self) -> int:
-        if self.devices:
-            return len([d for d in self.devices.split(",") if d.strip()])
-        return cuda_device_count()
-
     def device_ids(self) -> list[str]:
         """Physical ids: ``devices``, else the cards this process was given, else every card."""
-        listed = self.devices or os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        if listed:
-            return [d.strip() for d in listed.split(",") if d.strip()]
-        return [str(i) for i in range(cuda_device_count())]
+        return _id_list(self.devices) or _visible_ids() or [str(i) for i in range(cuda_device_count())]
 
     def claim(self, count: int, log: Callable[[str], None] = print, poll_s: float = 2.0):
         """Hold ``count`` cards no other step on this machine holds (see :func:`claim_devices`);
@@ -68,7 +69,7 @@ class GPUResource(dg.ConfigurableResource):
             return "cpu"
         if not cards:
             return "cuda"
-        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        visible = _visible_ids()
         return f"cuda:{visible.index(cards[0]) if visible else int(cards[0])}"
 
     def resolve_dtype(self, dtype: str) -> str:
