@@ -12,7 +12,8 @@ import dagster as dg
 from trace_assets.experiment import ModelConfig
 from trace_assets.devices import claim_devices
 from trace_assets.generation.backends import Backend, OpenAIBackend, TransformersBackend, VllmBackend
-from trace_assets.generation.types import ModelSpec, Sampling
+from trace_assets.generation.cached import CachedGeneration, generate_with_cache
+from trace_assets.generation.types import ModelSpec, Request, Sampling
 from trace_assets.models import offline_environment, resolve_model
 
 
@@ -149,6 +150,13 @@ class GenerationResource(dg.ConfigurableResource):
             per_request_seed=self.gpu.has_cuda(),
             claim=self.gpu.claim,
         )
+
+
+    def generate(self, config: ModelConfig, sampling: Sampling, requests: list[Request],
+                 log: Callable[[str], None] = print) -> CachedGeneration:
+        """The model section's backend, through the generation cache in the data folder's database."""
+        return generate_with_cache(self.data.database, self.backend(config), self.model_spec(config), sampling,
+                                   requests, log)
 
 
 def sampling_from(config: ModelConfig, **overrides) -> Sampling:

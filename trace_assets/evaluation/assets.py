@@ -6,9 +6,9 @@ import polars as pl
 from trace_assets.evaluation.build import EVAL_SCHEMA, eval_rows, few_shot_examples
 from trace_assets.evaluation.schemas import EvalResultsType
 from trace_assets.experiment import Experiment, ModelConfig, SamplingConfig
-from trace_assets.generation.cached import generate_with_cache, prompt_request
+from trace_assets.generation.cached import prompt_request
 from trace_assets.metadata import preview
-from trace_assets.resources import DataResource, GenerationResource, sampling_from
+from trace_assets.resources import GenerationResource, sampling_from
 from trace_assets.students import load_tokenizer
 from trace_assets.training.format import student_prompt
 from trace_assets.scaling import GPU_POOL, gpu_op_tags
@@ -27,7 +27,7 @@ def build_eval_results_asset(experiment: Experiment, partitions: dg.MultiPartiti
         metadata={"partition_expr": {"dataset": "dataset", "student": "student"}},
         description="Greedy answers of each checkpoint (and each untrained base student) to every test problem.",
     )
-    def eval_results(context: dg.AssetExecutionContext, generation: GenerationResource, data: DataResource,
+    def eval_results(context: dg.AssetExecutionContext, generation: GenerationResource,
                      checkpoints: pl.DataFrame, problems: pl.DataFrame):
         """Greedy answers of each checkpoint (and each untrained base student) to every test problem."""
         settings = experiment.evaluation
@@ -45,8 +45,7 @@ def build_eval_results_asset(experiment: Experiment, partitions: dg.MultiPartiti
                 row["problem_id"]: prompt_request(student_prompt(row["question"], tokenizer, shots), checkpoint["content_hash"], sampling)
                 for row in test.iter_rows(named=True)
             }
-            result = generate_with_cache(data.database, generation.backend(config), generation.model_spec(config),
-                                         sampling, list(requests.values()), context.log.info)
+            result = generation.generate(config, sampling, list(requests.values()), context.log.info)
             base = {key: checkpoint[key] for key in ("dataset", "student", "seed")} | {"checkpoint_hash": checkpoint["content_hash"]}
             frames.append(eval_rows(test, requests, result.completions, base))
         frame = pl.concat(frames) if frames else pl.DataFrame(schema=EVAL_SCHEMA)

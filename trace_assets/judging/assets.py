@@ -4,11 +4,10 @@ import dagster as dg
 import polars as pl
 
 from trace_assets.experiment import Experiment
-from trace_assets.generation.cached import generate_with_cache
 from trace_assets.judging.build import judge_requests, verdict_rows
 from trace_assets.judging.schemas import JudgedTracesType
 from trace_assets.metadata import counts_table, preview
-from trace_assets.resources import DataResource, GenerationResource, sampling_from
+from trace_assets.resources import GenerationResource, sampling_from
 from trace_assets.styles.library import style_from_row
 from trace_assets.traces.assets import generation_metadata
 from trace_assets.scaling import GPU_POOL, gpu_op_tags
@@ -32,7 +31,6 @@ def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsD
     def judged_traces(
         context: dg.AssetExecutionContext,
         generation: GenerationResource,
-        data: DataResource,
         teacher_traces: pl.DataFrame,
         style_prompts: pl.DataFrame,
         problems: pl.DataFrame,
@@ -43,10 +41,7 @@ def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsD
         styles = {row["style"]: style_from_row(row) for row in style_prompts.iter_rows(named=True)}
         questions = dict(zip(problems["problem_id"], problems["question"]))
         requests = judge_requests(teacher_traces, questions, styles, config.model, sampling)
-        result = generate_with_cache(
-            data.database, generation.backend(config), generation.model_spec(config), sampling,
-            list(requests.values()), context.log.info,
-        )
+        result = generation.generate(config, sampling, list(requests.values()), context.log.info)
         frame = verdict_rows(teacher_traces, styles, requests, result.completions, config.model)
         conformance = float(frame["conforms"].mean() or 0.0) if frame.height else 0.0
         unparsable = frame.filter(~pl.col("judge_parsed")).height

@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 
 from trace_assets.experiment import Experiment, ModelConfig
-from trace_assets.generation.cached import generate_with_cache, request_key
+from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Request
 from trace_assets.metadata import preview
 from trace_assets.reporting.failures import (
@@ -36,7 +36,7 @@ def build_failure_modes_asset(experiment: Experiment) -> dg.AssetsDefinition:
         dagster_type=FailureModesType,
         description="Each wrong answer classified into the failure taxonomy, by rules where reliable, else by the judge.",
     )
-    def failure_modes(context: dg.AssetExecutionContext, generation: GenerationResource, data: DataResource,
+    def failure_modes(context: dg.AssetExecutionContext, generation: GenerationResource,
                       eval_results: pl.DataFrame, problems: pl.DataFrame):
         """Each wrong answer classified into the failure taxonomy, by rules where reliable, else by the judge."""
         wrong = eval_results.filter(~pl.col("is_correct"))
@@ -57,8 +57,7 @@ def build_failure_modes_asset(experiment: Experiment) -> dg.AssetsDefinition:
             problem = problem_rows[base["problem_id"]]
             messages = failure_judge_messages(problem["question"], problem["reference_solution"], completion)
             requests.append(Request(request_key(messages, config.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
-        result = generate_with_cache(data.database, generation.backend(config), generation.model_spec(config),
-                                     sampling, requests, context.log.info) if requests else None
+        result = generation.generate(config, sampling, requests, context.log.info) if requests else None
         for (base, _), request in zip(needs_judge, requests):
             completion = result.completions.get((request.key, 0))
             category, reason = parse_failure_category(completion.text if completion else "")

@@ -4,9 +4,8 @@ import dagster as dg
 import polars as pl
 
 from trace_assets.experiment import Experiment
-from trace_assets.generation.cached import generate_with_cache
 from trace_assets.metadata import counts_table, preview
-from trace_assets.resources import DataResource, GenerationResource, sampling_from
+from trace_assets.resources import GenerationResource, sampling_from
 from trace_assets.styles.library import style_from_row
 from trace_assets.traces.build import teacher_requests, trace_rows
 from trace_assets.traces.schemas import TeacherTracesType
@@ -45,7 +44,6 @@ def build_teacher_traces_asset(experiment: Experiment, partitions: dg.Partitions
     def teacher_traces(
         context: dg.AssetExecutionContext,
         generation: GenerationResource,
-        data: DataResource,
         problems: pl.DataFrame,
         style_prompts: pl.DataFrame,
     ):
@@ -56,10 +54,7 @@ def build_teacher_traces_asset(experiment: Experiment, partitions: dg.Partitions
         train = problems.filter(pl.col("split") == "train")
         paraphrase_styles = frozenset(r.style for r in experiment.datasets.values() if r.recipe == "H_style")
         planned = teacher_requests(styles, train, config.model, sampling, paraphrase_styles)
-        spec = generation.model_spec(config)
-        result = generate_with_cache(
-            data.database, generation.backend(config), spec, sampling, [r for *_, r in planned], context.log.info
-        )
+        result = generation.generate(config, sampling, [r for *_, r in planned], context.log.info)
         frame = trace_rows(planned, result.completions, config.model, sampling)
         expected = len(planned) * sampling.n
         if frame.height < expected:
