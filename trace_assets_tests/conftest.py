@@ -1,4 +1,6 @@
 import os
+import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -62,11 +64,8 @@ def tiny_model(tmp_path_factory):
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
 
 
-def write_experiment(folder, model: str, styles=("normal", "titanium"), extra: str = "") -> "Path":
+def write_experiment(folder, model: str, styles=("normal", "titanium"), extra: str = "") -> Path:
     """A small experiment over a private copy of the shipped styles, every model the given one."""
-    import shutil
-    from pathlib import Path
-
     styles_dir = Path(folder) / "styles"
     if not styles_dir.exists():
         shutil.copytree(PROJECT_ROOT / "styles", styles_dir)

@@ -1,7 +1,5 @@
 """The data half of the graph through real Dagster runs and DuckDB, with a scripted generation backend."""
 
-import json
-
 import dagster as dg
 import duckdb
 import polars as pl

@@ -1,7 +1,6 @@
 import random
 
 import polars as pl
-import pytest
 
 from trace_assets.datasets.recipes import build_dataset, corrupt_trace, trim_after_answer
 from trace_assets.datasets.stats import gzip_ratio, template_line_share

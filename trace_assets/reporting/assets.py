@@ -1,7 +1,6 @@
 """``failure_modes``, ``accuracy`` and ``report``: what the study found."""
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 from trace_assets.experiment import Experiment, ModelConfig
