@@ -25,9 +25,8 @@ setup: $(BIN)/.installed dagster-home
 
 # The instance's dagster.yaml, with the "gpu" pool sized to this machine's GPUs (1 without any).
 # Steps needing several cards (tensor/data parallel, SFT processes) wait in GPUResource.claim for them.
-GPU_COUNT := $(shell n=$$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); [ "$${n:-0}" -gt 0 ] && echo $$n || echo 1)
-dagster-home:
-	@mkdir -p "$(DAGSTER_HOME)" && sed 's/default_limit: 1$$/default_limit: $(GPU_COUNT)/' dagster.yaml > "$(DAGSTER_HOME)/dagster.yaml"
+dagster-home: $(BIN)/.installed
+	@$(BIN)/python -m trace_assets.instance "$(DAGSTER_HOME)"
 
 # Debian's chromium + chromedriver for the UI test, installed where this user may (root or sudo -n);
 # elsewhere the test is skipped (or fails, with TRACE_ASSETS_REQUIRE_BROWSER=1, as in CI).

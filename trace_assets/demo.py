@@ -9,7 +9,6 @@ start serves every style or dataset.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from trace_assets.experiment import PROJECT_ROOT, data_dir, load_experiment
+from trace_assets.experiment import data_dir, load_experiment
+from trace_assets.instance import write_instance
 from trace_assets.project import build_definitions
 
 
@@ -63,10 +63,7 @@ def main() -> None:
     experiment = load_experiment()
     folder = data_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(folder / "dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_instance(Path(os.environ.setdefault("DAGSTER_HOME", str(folder / "dagster_home"))), overwrite=False)
     defs = build_definitions(experiment, folder)
     with dg.DagsterInstance.get() as instance:
         for stage in STAGES:

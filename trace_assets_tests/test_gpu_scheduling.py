@@ -89,3 +89,18 @@ def test_a_claimed_card_maps_to_this_process_device_index(tmp_path, monkeypatch)
         assert gpu.torch_device(second) == "cuda:1" and gpu.torch_device(first) == "cuda:0"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert gpu.torch_device(["1"]) == "cuda:1" and gpu.torch_device([]) == "cuda"
+
+
+def test_the_instance_sizes_the_gpu_pool_to_the_machine(tmp_path, monkeypatch):
+    import yaml
+
+    import trace_assets.instance as instance
+
+    assert yaml.safe_load(instance.instance_yaml(8))["concurrency"]["pools"]["default_limit"] == 8
+    assert yaml.safe_load(instance.instance_yaml(0))["concurrency"]["pools"]["default_limit"] == 1  # no GPU: one slot
+    monkeypatch.setattr(instance, "gpu_count", lambda: 4)
+    path = instance.write_instance(tmp_path / "home")
+    assert yaml.safe_load(path.read_text())["concurrency"]["pools"]["default_limit"] == 4
+    path.write_text("telemetry: {enabled: false}\n")
+    instance.write_instance(tmp_path / "home", overwrite=False)  # the demo keeps a home's own settings
+    assert "concurrency" not in yaml.safe_load(path.read_text())
