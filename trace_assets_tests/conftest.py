@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,14 @@ from trace_assets.experiment import PROJECT_ROOT, load_experiment
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DAGSTER_CLI = str(Path(sys.executable).parent / "dagster")  # the venv's, for tests that run it as users do
+
+
+def project_env(experiment, data, home) -> dict[str, str]:
+    """The environment a `dagster` command of this project runs with: experiment, data folder, instance."""
+    return {**os.environ, "TRACE_ASSETS_EXPERIMENT": str(experiment), "TRACE_ASSETS_DATA_DIR": str(data),
+            "DAGSTER_HOME": str(home)}
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import httpx
 import pytest
 
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
-from trace_assets_tests.conftest import write_experiment
+from trace_assets.instance import write_instance
+from trace_assets_tests.conftest import DAGSTER_CLI, project_env, write_experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -95,12 +95,10 @@ class DagsterUI:
 @contextlib.contextmanager
 def dagster_dev(experiment: Path, data: Path, home: Path, log: Path):
     """`dagster dev` exactly as `make dev` runs it, on a free loopback port, torn down with its process group."""
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    write_instance(home)
     port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "TRACE_ASSETS_EXPERIMENT": str(experiment),
-           "TRACE_ASSETS_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
-    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    env = {**project_env(experiment, data, home), "HF_HUB_OFFLINE": "1"}
+    command = [DAGSTER_CLI, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with log.open("w") as output:
         process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)

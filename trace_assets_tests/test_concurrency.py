@@ -1,9 +1,7 @@
 """Concurrent runs share one DuckDB file, which admits one writer process at a time."""
 
 
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
 from trace_assets.storage import TransactionalDuckDBPolarsIOManager, connect
-from trace_assets_tests.conftest import write_experiment
+from trace_assets_tests.conftest import DAGSTER_CLI, project_env, write_experiment
 
 PARTS = dg.StaticPartitionsDefinition(["a", "b"])
 
@@ -65,9 +63,7 @@ def test_three_runs_at_once_while_the_file_is_locked(tmp_path):
     data.mkdir()
     home.mkdir()
     database = data / "trace_assets.duckdb"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "TRACE_ASSETS_EXPERIMENT": str(experiment_path),
-           "TRACE_ASSETS_DATA_DIR": str(data)}
-    dagster = str(Path(sys.executable).parent / "dagster")
+    env = project_env(experiment_path, data, home)
     runs = [["--select", "problems"],
             ["--select", "style_prompts", "--partition", "normal"],
             ["--select", "style_prompts", "--partition", "titanium"]]
@@ -81,7 +77,7 @@ def test_three_runs_at_once_while_the_file_is_locked(tmp_path):
     holder.start()
     assert held.wait(30)
     processes = [
-        subprocess.Popen([dagster, "asset", "materialize", "-m", "trace_assets.definitions", *args], cwd=PROJECT_ROOT,
+        subprocess.Popen([DAGSTER_CLI, "asset", "materialize", "-m", "trace_assets.definitions", *args], cwd=PROJECT_ROOT,
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for args in runs
     ]

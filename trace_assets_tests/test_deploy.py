@@ -4,8 +4,6 @@ become Kubernetes Jobs that request the GPUs the experiment says they need."""
 import os
 import runpy
 import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -16,6 +14,7 @@ from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, co
 
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
 from trace_assets.scaling import gpus_for
+from trace_assets_tests.conftest import DAGSTER_CLI
 
 DEPLOY_FILE = PROJECT_ROOT / "deploy" / "k8s" / "definitions.py"
 PAPER = PROJECT_ROOT / "experiments" / "paper.yaml"
@@ -30,7 +29,7 @@ def paper_env(tmp_path, monkeypatch):
 
 def test_dagster_validates_the_k8s_definitions(paper_env):
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-f", str(DEPLOY_FILE)],
+        [DAGSTER_CLI, "definitions", "validate", "-f", str(DEPLOY_FILE)],
         cwd=PROJECT_ROOT, env=paper_env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
