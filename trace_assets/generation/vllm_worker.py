@@ -6,7 +6,8 @@ way to give back all of an engine's memory is to let its process end. Result lin
 ``RESULT_PREFIX``; everything else on stdout is vLLM's own logging and is passed through.
 
 Job file: ``{"model": ModelSpec, "sampling": Sampling, "gpu_memory_utilization": float,
-"chunk_size": int, "requests": [Request, ...]}``.
+"kv_cache_bytes": int | None, "chunk_size": int, "requests": [Request, ...]}``; an explicit
+``kv_cache_bytes`` (CPU) takes precedence over the memory fraction.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def run(job: dict) -> None:
         max_model_len=model["max_model_len"],
         tensor_parallel_size=model["tensor_parallel_size"],
         gpu_memory_utilization=job["gpu_memory_utilization"],
+        kv_cache_memory_bytes=job.get("kv_cache_bytes"),
         seed=job["sampling"]["seed"],
         enforce_eager=job.get("enforce_eager", False),
     )
