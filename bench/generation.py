@@ -37,7 +37,6 @@ def main() -> None:
     from trace_assets.demo import run_stage
     from trace_assets.experiment import load_experiment
     from trace_assets.project import build_definitions, build_resources
-    from trace_assets.resources import sampling_from
     from trace_assets.styles.library import style_from_row
     from trace_assets.traces.build import teacher_requests
 
@@ -66,16 +65,15 @@ def main() -> None:
 
     # The same prompts, rebuilt exactly as the step built them.
     config = experiment.teacher
-    sampling = sampling_from(config)
+    generation = build_resources(experiment, folder)["generation"]
+    spec, sampling = generation.settings(config)
     styles = [style_from_row(row) for row in style_rows.iter_rows(named=True)]
-    paraphrase_styles = frozenset(r.style for r in experiment.datasets.values() if r.recipe == "H_style")
-    planned = teacher_requests(styles, problems.filter(pl.col("split") == "train"), config.model, sampling, paraphrase_styles)
+    planned = teacher_requests(styles, problems.filter(pl.col("split") == "train"), config.model, sampling,
+                               experiment.paraphrase_styles())
     prompts_path = folder / "prompts.json"
     prompts_path.write_text(json.dumps([request.messages for *_, request in planned]))
 
-    generation = build_resources(experiment, folder)["generation"]
-    spec = generation.model_spec(config)
-    backend = generation.backend(config)
+    backend = generation.backend(spec)
     command = [
         sys.executable, str(ROOT / "bench" / "bare_vllm.py"), str(prompts_path), spec.path,
         "--dtype", spec.dtype, "--max-tokens", str(sampling.max_tokens), "--temperature", str(sampling.temperature),

@@ -31,7 +31,7 @@ def main() -> None:
 
     from trace_assets.devices import claim_devices
     from trace_assets.experiment import TrainingConfig
-    from trace_assets.training.sft import train_sft_launched
+    from trace_assets.training.sft import TrainRun, train_sft_launched
 
     gpus = [str(i) for i in range(torch.cuda.device_count())]
     print(json.dumps({"gpus": len(gpus), "device": torch.cuda.get_device_name(0) if gpus else "cpu"}))
@@ -44,9 +44,9 @@ def main() -> None:
                                   eval_fraction=0.02, seeds=[0], processes=processes)
         with claim_devices(gpus, processes, locks, log=print, poll_s=0.5) as cards:
             started = time.perf_counter()
-            result = train_sft_launched(base, examples, settings, 0, work / name, "cuda" if gpus else "cpu",
-                                        "bfloat16" if gpus else "float32",
-                                        env={"CUDA_VISIBLE_DEVICES": ",".join(cards)})
+            run_spec = TrainRun(str(base), examples, 0, str(work / name), "cuda" if gpus else "cpu",
+                                "bfloat16" if gpus else "float32")
+            result = train_sft_launched(run_spec, settings, env={"CUDA_VISIBLE_DEVICES": ",".join(cards)})
             report.update({
                 "run": name, "cards": cards, "world_size": result.world_size, "train_tokens": result.train_tokens,
                 "train_wall_s": round(result.wall_s, 2), "step_wall_s": round(time.perf_counter() - started, 2),

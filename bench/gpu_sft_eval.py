@@ -36,7 +36,7 @@ def main() -> None:
     from trace_assets.generation.backends import TransformersBackend
     from trace_assets.generation.types import ModelSpec, Request, Sampling
     from trace_assets.training.format import student_prompt
-    from trace_assets.training.sft import train_sft
+    from trace_assets.training.sft import TrainRun, train_sft
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(json.dumps({"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__}))
@@ -44,7 +44,7 @@ def main() -> None:
     base, parameters, examples, test = build_student_and_data(args, work)
     settings = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, learning_rate=2e-5, max_length=512,
                               eval_fraction=0.02, seeds=[0])
-    result = train_sft(str(base), examples, settings, 0, work / "checkpoint", device, "bfloat16")
+    result = train_sft(TrainRun(str(base), examples, 0, str(work / "checkpoint"), device, "bfloat16"), settings)
     print(json.dumps({
         "stage": "sft", "parameters": parameters, "steps": args.steps, "batch_size": args.batch_size,
         "train_tokens": result.train_tokens, "wall_s": round(result.wall_s, 2),

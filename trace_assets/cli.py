@@ -12,7 +12,6 @@ import argparse
 import re
 
 from trace_assets.experiment import Experiment, load_experiment
-from trace_assets.scaling import gpus_for
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
 # warm-up run: 11,994 tokens/s on one GPU, 18,926 on two (DDP), i.e. 79% efficiency per added GPU.
@@ -55,17 +54,17 @@ def plan(experiment: Experiment) -> list[dict]:
     n_train = problems.n_train or (7473 if problems.source == "gsm8k" else 1000)
     n_test = problems.n_test or (1319 if problems.source == "gsm8k" else 500)
     teacher, judge = experiment.teacher, experiment.judge
-    n_paraphrase_styles = len({r.style for r in experiment.datasets.values() if r.recipe == "H_style"})
+    n_paraphrase_styles = len(experiment.paraphrase_styles())
     teacher_generations = len(experiment.styles) * n_train * teacher.sampling.n + n_paraphrase_styles * n_train * teacher.sampling.n
     judge_generations = teacher_generations
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
     rows = [
         {"asset": "teacher_traces", "work": f"{teacher_generations:,} generations ({teacher.model})",
          "gpu_hours": generation_gpu_hours(teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b),
-         "gpus": gpus_for(experiment, "teacher_traces")},
+         "gpus": teacher.gpus},
         {"asset": "judged_traces", "work": f"{judge_generations:,} judge calls ({judge.model})",
          "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b),
-         "gpus": gpus_for(experiment, "judged_traces")},
+         "gpus": judge.gpus},
     ]
     seeds = len(experiment.training.seeds)
     tokens_per_dataset = n_train * ASSUMED_TRACE_TOKENS * experiment.training.epochs
@@ -75,11 +74,11 @@ def plan(experiment: Experiment) -> list[dict]:
         sft_rate = sft_tokens_per_s(billions, processes)
         train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
         rows.append({"asset": f"checkpoints[*|{name}]", "work": f"{len(experiment.datasets) * seeds} runs, ~{train_tokens:,.0f} training tokens",
-                     "gpu_hours": train_tokens / sft_rate / 3600, "gpus": gpus_for(experiment, "checkpoints")})
+                     "gpu_hours": train_tokens / sft_rate / 3600, "gpus": processes})
         evals = (len(experiment.datasets) * seeds + 1) * n_test
         rows.append({"asset": f"eval_results[*|{name}]", "work": f"{evals:,} eval generations",
                      "gpu_hours": generation_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions),
-                     "gpus": gpus_for(experiment, "eval_results")})
+                     "gpus": 1})
     return rows
 
 

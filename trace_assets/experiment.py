@@ -17,6 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPERIMENT = "experiments/smoke.yaml"
 _PARTITION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+# The dataset partition of the untrained students: no examples, evaluated as they are.
+BASE_DATASET = "base"
+
+
+def resolve_path(path: str) -> Path:
+    """A path from an experiment file: absolute as given, else relative to the project root."""
+    candidate = Path(path)
+    return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
 
 
 class ExperimentError(ValueError):
@@ -89,6 +97,11 @@ class ModelConfig(_Section):
     dtype: str = Field("auto", description="auto: bfloat16 on GPUs, float32 on CPUs (2x faster there without bf16 units)")
     max_model_len: int = Field(2048, ge=128)
     sampling: SamplingConfig = SamplingConfig()
+
+    @property
+    def gpus(self) -> int:
+        """GPUs one step serving this model holds: every card of every engine."""
+        return self.tensor_parallel_size * self.data_parallel_size
 
 
 class StudentConfig(_Section):
@@ -178,8 +191,8 @@ class Experiment(_Section):
     @field_validator("datasets")
     @classmethod
     def _base_is_reserved(cls, entries: dict) -> dict:
-        if "base" in entries:
-            raise ValueError("'base' is reserved for the untrained students; name the dataset differently")
+        if BASE_DATASET in entries:
+            raise ValueError(f"'{BASE_DATASET}' is reserved for the untrained students; name the dataset differently")
         return entries
 
     @field_validator("datasets", "students")
@@ -202,11 +215,22 @@ class Experiment(_Section):
         return self
 
     def resolve(self, path: str) -> Path:
-        candidate = Path(path)
-        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+        return resolve_path(path)
 
     def datasets_using_style(self, style: str) -> list[str]:
         return [name for name, recipe in self.datasets.items() if recipe.style == style]
+
+    def paraphrase_styles(self) -> frozenset[str]:
+        """Styles the teacher must also paraphrase the human solutions into (for ``H_style`` recipes)."""
+        return frozenset(recipe.style for recipe in self.datasets.values() if recipe.recipe == "H_style")
+
+    def token_counting_student(self) -> StudentConfig:
+        """The student whose tokenizer counts a dataset's training tokens (token matching, budgets)."""
+        return next(iter(self.students.values()))
+
+    def dataset_keys(self) -> list[str]:
+        """Dataset partitions: every recipe, plus the untrained students' ``base``."""
+        return [BASE_DATASET, *self.datasets]
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:

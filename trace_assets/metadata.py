@@ -1,4 +1,4 @@
-"""Helpers that turn tables into Dagster UI metadata."""
+"""Tables as Markdown: for the Dagster UI's metadata and for the report."""
 
 from __future__ import annotations
 
@@ -6,21 +6,28 @@ import dagster as dg
 import polars as pl
 
 
-def preview(frame: pl.DataFrame, columns: list[str] | None = None, rows: int = 5, width: int = 120) -> dg.MarkdownMetadataValue:
-    """A markdown table of the first rows, long cells shortened so the UI stays readable."""
-    shown = frame.select(columns) if columns else frame
-    shown = shown.head(rows)
+def markdown_table(frame: pl.DataFrame, rows: int | None = None, width: int | None = None, digits: int | None = None) -> str:
+    """A Markdown table of ``frame``: the first ``rows`` rows (all by default), cells cut to ``width``
+    characters, floats with ``digits`` decimals; ``_(empty)_`` when there is nothing to show."""
+    shown = frame if rows is None else frame.head(rows)
     if shown.is_empty():
-        return dg.MetadataValue.md("_(empty)_")
+        return "_(empty)_"
 
     def cell(value: object) -> str:
+        if digits is not None and isinstance(value, float):
+            return f"{value:.{digits}f}"
         text = str(value).replace("\n", " ⏎ ").replace("|", "\\|")
-        return text if len(text) <= width else text[: width - 1] + "…"
+        return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "| " + " | ".join("---" for _ in shown.columns) + " |"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.iter_rows()]
-    return dg.MetadataValue.md("\n".join([header, rule, *body]))
+    return "\n".join([header, rule, *body])
+
+
+def preview(frame: pl.DataFrame, columns: list[str] | None = None, rows: int = 5, width: int = 120) -> dg.MarkdownMetadataValue:
+    """The first rows as UI metadata, long cells shortened so the UI stays readable."""
+    return dg.MetadataValue.md(markdown_table(frame.select(columns) if columns else frame, rows=rows, width=width))
 
 
 def counts_table(frame: pl.DataFrame, by: str | list[str]) -> dg.MarkdownMetadataValue:

@@ -1,4 +1,8 @@
-"""Assemble the asset graph of one experiment into Dagster definitions."""
+"""Assemble the asset graph of one experiment into Dagster definitions.
+
+The experiment is read once, here; each asset factory gets only its own section, the partitions
+it lives on and the derived facts it needs (``Experiment`` methods), never the whole experiment.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,15 @@ from trace_assets.automation.sensors import build_evaluation_schedule, build_sty
 from trace_assets.datasets.assets import build_sft_examples_asset, build_trace_stats_asset
 from trace_assets.evaluation.assets import build_eval_results_asset
 from trace_assets.experiment import Experiment
-from trace_assets.reporting.assets import build_accuracy_asset, build_failure_modes_asset, build_report_asset
-from trace_assets.training.assets import BASE_DATASET, build_checkpoints_asset
 from trace_assets.judging.assets import build_judged_traces_asset
 from trace_assets.lineage.assets import lineage_views
 from trace_assets.problems.assets import build_problems_asset
+from trace_assets.reporting.assets import build_accuracy_asset, build_failure_modes_asset, build_report_asset
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
 from trace_assets.storage import TransactionalDuckDBPolarsIOManager
 from trace_assets.styles.assets import build_style_asset
 from trace_assets.traces.assets import build_teacher_traces_asset
+from trace_assets.training.assets import build_checkpoints_asset
 
 
 def style_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
@@ -27,7 +31,7 @@ def style_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
 
 def dataset_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
     """Every dataset recipe, plus ``base``: the empty dataset, i.e. the untrained student."""
-    return dg.StaticPartitionsDefinition([BASE_DATASET, *experiment.datasets])
+    return dg.StaticPartitionsDefinition(experiment.dataset_keys())
 
 
 def model_partitions(experiment: Experiment) -> dg.MultiPartitionsDefinition:
@@ -68,29 +72,35 @@ def build_assets(experiment: Experiment) -> list:
     styles = style_partitions(experiment)
     datasets = dataset_partitions(experiment)
     models = model_partitions(experiment)
+    thresholds = experiment.thresholds
     return with_column_schemas([
-        build_problems_asset(experiment),
-        build_style_asset(experiment, styles),
-        build_teacher_traces_asset(experiment, styles),
-        build_judged_traces_asset(experiment, styles),
-        build_sft_examples_asset(experiment, datasets),
-        build_trace_stats_asset(experiment, datasets),
-        build_checkpoints_asset(experiment, models),
-        build_eval_results_asset(experiment, models),
-        build_failure_modes_asset(experiment),
-        build_accuracy_asset(experiment),
-        build_report_asset(experiment),
+        build_problems_asset(experiment.problems, experiment.seed),
+        build_style_asset(experiment.resolve(experiment.styles_dir), styles),
+        build_teacher_traces_asset(experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles),
+        build_judged_traces_asset(experiment.judge, thresholds.min_conformance_rate, styles),
+        build_sft_examples_asset(experiment.datasets, experiment.seed, experiment.token_counting_student(), datasets),
+        build_trace_stats_asset(experiment.students, datasets),
+        build_checkpoints_asset(experiment.students, experiment.training, models),
+        build_eval_results_asset(experiment.students, experiment.evaluation, experiment.seed, models),
+        build_failure_modes_asset(experiment.judge),
+        build_accuracy_asset(experiment.seed),
+        build_report_asset(experiment.name, experiment.training.seeds),
         lineage_views,
     ])
 
 
 def build_definitions(experiment: Experiment, folder: Path, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
     """The whole graph; ``executor`` defaults to Dagster's multiprocess executor (deploy/ passes others)."""
-    schedule = build_evaluation_schedule(experiment, model_partitions(experiment))
+    schedule = build_evaluation_schedule(experiment.evaluation.schedule, model_partitions(experiment))
+    style_sensor = build_style_change_sensor(
+        experiment.resolve(experiment.styles_dir),
+        {style: experiment.datasets_using_style(style) for style in experiment.styles},
+        style_partitions(experiment), dataset_partitions(experiment),
+    )
     return dg.Definitions(
         assets=build_assets(experiment),
         resources=build_resources(experiment, folder),
-        sensors=[build_style_change_sensor(experiment, style_partitions(experiment), dataset_partitions(experiment))],
+        sensors=[style_sensor],
         schedules=[schedule] if schedule else [],
         executor=executor,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import dagster as dg
@@ -121,25 +122,19 @@ class GenerationResource(dg.ConfigurableResource):
     chunk_size: int = 1024
     enforce_eager: str = "auto"  # "auto": eager on CPU, where torch.compile costs minutes and gains little
 
-    def model_spec(self, config: ModelConfig) -> ModelSpec:
+    def settings(self, config: ModelConfig, **sampling_overrides) -> tuple[ModelSpec, Sampling]:
+        """The one conversion from an experiment's model section to what a backend needs: the model
+        resolved to a loadable path and dtype on this machine, and the sampling parameters."""
         path = config.model if config.backend == "openai" else resolve_model(config.model, self.data.models_dir)
-        return ModelSpec(
-            name=config.model,
-            path=path,
-            dtype=self.gpu.resolve_dtype(config.dtype),
-            max_model_len=config.max_model_len,
-            tensor_parallel_size=config.tensor_parallel_size,
-            data_parallel_size=config.data_parallel_size,
-            base_url=config.base_url,
-            api_key_env=config.api_key_env,
-            max_concurrency=config.max_concurrency,
-            timeout_s=config.timeout_s,
-        )
+        engine = {f.name for f in fields(ModelSpec)} - {"name", "path", "dtype"}
+        spec = ModelSpec(name=config.model, path=path, dtype=self.gpu.resolve_dtype(config.dtype),
+                         **config.model_dump(include=engine))
+        return spec, Sampling(**(config.sampling.model_dump() | sampling_overrides))
 
-    def backend(self, config: ModelConfig) -> Backend:
-        if config.backend == "openai":
+    def backend(self, spec: ModelSpec) -> Backend:
+        if spec.backend == "openai":
             return OpenAIBackend()
-        if config.backend == "transformers":
+        if spec.backend == "transformers":
             return TransformersBackend(device=self.gpu.torch_device())
         eager = {"auto": not self.gpu.has_cuda(), "true": True, "false": False}[self.enforce_eager]
         return VllmBackend(
@@ -149,17 +144,10 @@ class GenerationResource(dg.ConfigurableResource):
             env=self.gpu.environment(),
             per_request_seed=self.gpu.has_cuda(),
             claim=self.gpu.claim,
+            cpu_kv_cache=not self.gpu.has_cuda(),
         )
 
-
-    def generate(self, config: ModelConfig, sampling: Sampling, requests: list[Request],
+    def generate(self, spec: ModelSpec, sampling: Sampling, requests: list[Request],
                  log: Callable[[str], None] = print) -> CachedGeneration:
-        """The model section's backend, through the generation cache in the data folder's database."""
-        return generate_with_cache(self.data.database, self.backend(config), self.model_spec(config), sampling,
-                                   requests, log)
-
-
-def sampling_from(config: ModelConfig, **overrides) -> Sampling:
-    values = config.sampling.model_dump()
-    values.update(overrides)
-    return Sampling(**values)
+        """``spec``'s backend, through the generation cache in the data folder's database."""
+        return generate_with_cache(self.data.database, self.backend(spec), spec, sampling, requests, log)

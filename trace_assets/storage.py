@@ -1,4 +1,4 @@
-"""Direct DuckDB access beside the IO manager: the generation cache and lineage views.
+"""DuckDB access: short, lock-patient connections, and the transactional IO manager.
 
 DuckDB allows one read-write process per file, so every connection here is short-lived and
 retried with backoff while another step (or the IO manager) holds the file.
@@ -17,10 +17,6 @@ from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
-from trace_assets.generation.types import Completion
-
-CACHE_TABLE = "generation_cache"
-
 
 @contextlib.contextmanager
 def connect(path: Path | str, read_only: bool = False, attempts: int = 60) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -37,59 +33,6 @@ def connect(path: Path | str, read_only: bool = False, attempts: int = 60) -> It
         yield connection
     finally:
         connection.close()
-
-
-def _ensure_cache(connection: duckdb.DuckDBPyConnection) -> None:
-    connection.execute(
-        f"""
-        CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (
-            request_hash VARCHAR NOT NULL,
-            sample_index INTEGER NOT NULL,
-            model VARCHAR NOT NULL,
-            text VARCHAR NOT NULL,
-            finish_reason VARCHAR NOT NULL,
-            prompt_tokens INTEGER NOT NULL,
-            output_tokens INTEGER NOT NULL,
-            created_at TIMESTAMP DEFAULT current_timestamp,
-            PRIMARY KEY (request_hash, sample_index)
-        )
-        """
-    )
-
-
-def cached_completions(path: Path, request_hashes: list[str]) -> dict[tuple[str, int], Completion]:
-    """Completions already generated for these request hashes, keyed by (hash, sample index)."""
-    if not request_hashes or not Path(path).exists():
-        return {}
-    with connect(path) as connection:
-        _ensure_cache(connection)
-        connection.execute("CREATE TEMP TABLE wanted (request_hash VARCHAR)")
-        connection.executemany("INSERT INTO wanted VALUES (?)", [(h,) for h in set(request_hashes)])
-        rows = connection.execute(
-            f"SELECT c.request_hash, c.sample_index, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens "
-            f"FROM {CACHE_TABLE} c JOIN wanted USING (request_hash)"
-        ).fetchall()
-    return {(row[0], row[1]): Completion(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows}
-
-
-def store_completions(path: Path, model: str, completions: list[Completion]) -> int:
-    """Persist completions (errors are not cached, so a re-run retries them); returns rows written."""
-    rows = [
-        (c.key, c.sample_index, model, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens)
-        for c in completions
-        if c.error is None
-    ]
-    if not rows:
-        return 0
-    with connect(path) as connection:
-        _ensure_cache(connection)
-        connection.executemany(
-            f"INSERT OR REPLACE INTO {CACHE_TABLE} "
-            "(request_hash, sample_index, model, text, finish_reason, prompt_tokens, output_tokens) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    return len(rows)
 
 
 class TransactionalDuckDbClient(DuckDbClient):

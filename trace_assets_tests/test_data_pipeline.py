@@ -10,6 +10,7 @@ from trace_assets.generation.backends import Backend
 from trace_assets.generation.types import Completion, GenerationStats
 from trace_assets.project import build_definitions
 from trace_assets.resources import GenerationResource
+from trace_assets.tables import duckdb_type
 from trace_assets_tests.conftest import write_experiment
 
 
@@ -51,6 +52,30 @@ def traces_normal(db):
     return db.sql("SELECT count(*) FROM teacher_traces WHERE style = 'normal'").fetchone()[0]
 
 
+def model_columns(defs: dg.Definitions) -> dict[str, list[tuple[str, str]]]:
+    """Table name -> (column, DuckDB type) of the pandera model its asset's output is checked against."""
+    tables = {}
+    for asset in defs.resolve_asset_graph().assets_defs:
+        for key in asset.keys:
+            output = asset.op.output_def_named(asset.get_output_name_for_asset_key(key))
+            schema = (output.dagster_type.metadata or {}).get("schema")
+            if schema is not None:
+                tables[key.to_user_string()] = [(c.name, duckdb_type(c.type)) for c in schema.schema.columns]
+    return tables
+
+
+def assert_tables_match_models(db, defs: dg.Definitions) -> None:
+    """Every DuckDB table an asset wrote has exactly its pandera model's columns, in order, with its types."""
+    models = model_columns(defs)
+    written = [row[0] for row in db.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
+    assert len(models) >= 10 and set(models) <= set(written), set(models) - set(written)
+    for table, columns in models.items():
+        stored = db.execute("SELECT column_name, data_type FROM information_schema.columns "
+                            "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        assert stored == columns, table
+
+
 def latest(instance, key, partition):
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
@@ -87,10 +112,11 @@ def test_traces_to_datasets_end_to_end(tmp_path, tiny_model, instance):
     db.close()
 
     assert latest(instance, "teacher_traces", "normal")["generated"] == traces.height
-    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(dg.AssetKey("teacher_traces"), "no_empty_completions")]
-    )
-    assert len(checks) == 1
+    # The scripted teacher leaves every second sample empty: the error-severity check must catch each one.
+    key = dg.AssetCheckKey(dg.AssetKey("teacher_traces"), "no_empty_completions")
+    evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key].evaluation
+    empty = traces.filter(pl.col("completion") == "").height
+    assert empty > 0 and not evaluation.passed and evaluation.metadata["empty"].value == empty
 
 
 def test_rerun_reuses_and_style_edit_regenerates_only_that_style(tmp_path, tiny_model, instance):
@@ -123,6 +149,7 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     for stage in STAGES:
         run_stage(defs, instance, stage)
     db = duckdb.connect(str(tmp_path / "data" / "trace_assets.duckdb"), read_only=True)
+    assert_tables_match_models(db, defs)
     checkpoints = db.sql("SELECT * FROM checkpoints").pl()
     status = dict(zip(checkpoints["dataset"], checkpoints["status"]))
     assert status["base"] == "base" and status["H"] == "trained"
@@ -155,7 +182,9 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     version = db.sql("SELECT version FROM style_prompts WHERE style = 'normal'").fetchone()[0]
     downstream = dict(db.sql(f"SELECT table_name, count(*) FROM style_version_rows WHERE style_version = '{version}' GROUP BY 1").fetchall())
     assert downstream["teacher_traces"] == traces_normal(db) and downstream["sft_examples"] > 0
-    assert downstream.get("eval_results", 0) > 0 or not trained.filter(pl.col("dataset") != "H").height
+    # Every eval row of a checkpoint trained on examples of this style version, and no other, is downstream of it.
+    from_style = evals.filter(pl.col("dataset").is_in(experiment.datasets_using_style("normal"))).height
+    assert downstream.get("eval_results", 0) == from_style
     db.close()
     report = (tmp_path / "data" / "report" / "report.md").read_text()
     assert "## Accuracy" in report and "McNemar" in report

@@ -13,7 +13,6 @@ from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
 
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
-from trace_assets.scaling import gpus_for
 from trace_assets_tests.conftest import DAGSTER_CLI
 
 DEPLOY_FILE = PROJECT_ROOT / "deploy" / "k8s" / "definitions.py"
@@ -60,10 +59,11 @@ def test_gpu_steps_request_their_gpus_from_kubernetes(paper_env):
     module = runpy.run_path(str(DEPLOY_FILE))
     experiment = load_experiment(PAPER)
     graph = module["defs"].resolve_asset_graph()
-    expected = {"teacher_traces": 8, "judged_traces": 8, "failure_modes": 8, "checkpoints": 1, "eval_results": 1,
+    engine = experiment.teacher.tensor_parallel_size * experiment.teacher.data_parallel_size
+    expected = {"teacher_traces": engine, "judged_traces": 8, "failure_modes": 8, "checkpoints": 1, "eval_results": 1,
                 "trace_stats": 1}
+    assert engine == 8
     for asset, gpus in expected.items():
-        assert gpus_for(experiment, asset) == gpus
         node = graph.get(dg.AssetKey(asset))
         assert node.pools == {"gpu"}, asset
         job = _step_job(node.assets_def.op.tags, module["EXECUTOR_CONFIG"])

@@ -26,7 +26,7 @@ def test_synthetic_problems_are_reproducible_and_correct():
 
 def test_synthetic_source_splits_and_difficulty(tmp_path):
     experiment = load_experiment(PROJECT_ROOT / "experiments" / "smoke.yaml")
-    frame, report = load_problems(experiment)
+    frame, report = load_problems(experiment.problems, experiment.seed)
     assert frame.filter(pl.col("split") == "train").height == experiment.problems.n_train
     assert frame.filter(pl.col("split") == "test").height == experiment.problems.n_test
     steps = experiment.problems.synthetic
@@ -37,7 +37,7 @@ def test_synthetic_source_splits_and_difficulty(tmp_path):
 
 def test_jsonl_experiment_loads_every_problem_with_the_right_answer():
     experiment = load_experiment(PROJECT_ROOT / "experiments" / "jsonl_example.yaml")
-    frame, _ = load_problems(experiment)
+    frame, _ = load_problems(experiment.problems, experiment.seed)
     answers = dict(zip(frame["question"], frame["answer"]))
     assert frame.height == 8
     assert answers["A jacket costs $80. It is on sale for 25% off. What is the sale price?"] == "60"
@@ -76,14 +76,14 @@ GOOD = json.dumps({"question": "Q one?", "answer": "2*3=6\n#### 6"})
 def test_bad_jsonl_line_names_file_and_line(tmp_path, bad_line, message):
     experiment, train = _jsonl_experiment(tmp_path, [GOOD, bad_line])
     with pytest.raises(ProblemFileError) as info:
-        load_problems(experiment)
+        load_problems(experiment.problems, experiment.seed)
     assert f"{train}:2:" in str(info.value)
     assert message in str(info.value)
 
 
 def test_bad_lines_can_be_skipped_and_counted(tmp_path):
     experiment, train = _jsonl_experiment(tmp_path, [GOOD, "{oops", json.dumps({"question": "Q?"})], skip=True)
-    frame, report = load_problems(experiment)
+    frame, report = load_problems(experiment.problems, experiment.seed)
     assert frame.filter(pl.col("split") == "train").height == 1
     assert len(report.skipped_lines) == 2
     assert report.skipped_lines[0].startswith(f"{train}:2:")

@@ -3,9 +3,8 @@ import polars as pl
 import pytest
 
 from trace_assets.evaluation.degeneration import is_degenerate_loop, repeated_ngram_ratio
-from trace_assets.reporting.assets import accuracy_table, failure_changes, paired_tests
-from trace_assets.reporting.failures import arithmetic_slips, classify_by_rules, parse_failure_category
-from trace_assets.reporting.stats import bootstrap_ci, mcnemar_exact
+from trace_assets.reporting.failures import arithmetic_slips, classify_by_rules, failure_changes, parse_failure_category
+from trace_assets.reporting.stats import accuracy_table, bootstrap_ci, mcnemar_exact, paired_tests
 
 
 def test_loop_detection():

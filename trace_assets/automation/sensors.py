@@ -1,8 +1,9 @@
 """Re-run what a style file feeds when the file changes, and re-evaluate on a schedule."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from trace_assets.experiment import Experiment
 from trace_assets.styles.library import StyleError, load_style
 
 STYLE_CHAIN = ["style_prompts", "teacher_traces", "judged_traces"]
@@ -19,10 +20,13 @@ def materialized_style_version(instance: dg.DagsterInstance, style: str) -> str 
 
 
 def build_style_change_sensor(
-    experiment: Experiment, styles: dg.PartitionsDefinition, datasets: dg.PartitionsDefinition
+    styles_dir: Path, datasets_by_style: dict[str, list[str]], styles: dg.PartitionsDefinition,
+    datasets: dg.PartitionsDefinition,
 ) -> dg.SensorDefinition:
-    """One job per partitioning: a Dagster job's assets must share one partitions definition."""
-    styles_dir = experiment.resolve(experiment.styles_dir)
+    """One job per partitioning: a Dagster job's assets must share one partitions definition.
+
+    ``datasets_by_style``: every style of the experiment, with the datasets built from it.
+    """
     style_job = dg.define_asset_job("restyle", selection=STYLE_CHAIN, partitions_def=styles,
                                     description="A style's prompts, traces and verdicts.")
     dataset_job = dg.define_asset_job("rebuild_datasets", selection=DATASET_CHAIN, partitions_def=datasets,
@@ -38,7 +42,7 @@ def build_style_change_sensor(
     )
     def style_file_changes(context: dg.SensorEvaluationContext):
         requests = []
-        for style in experiment.styles:
+        for style, style_datasets in datasets_by_style.items():
             try:
                 current = load_style(styles_dir, style).version
             except StyleError as error:
@@ -52,7 +56,7 @@ def build_style_change_sensor(
                 run_key=f"style:{style}:{current}", partition_key=style, job_name=style_job.name,
                 tags={"trace_assets/style": style, "trace_assets/style_version": current},
             ))
-            for dataset in experiment.datasets_using_style(style):
+            for dataset in style_datasets:
                 requests.append(dg.RunRequest(
                     run_key=f"dataset:{dataset}:{style}:{current}", partition_key=dataset, job_name=dataset_job.name,
                     tags={"trace_assets/style": style, "trace_assets/style_version": current},
@@ -62,9 +66,8 @@ def build_style_change_sensor(
     return style_file_changes
 
 
-def build_evaluation_schedule(experiment: Experiment, models: dg.MultiPartitionsDefinition) -> dg.ScheduleDefinition | None:
+def build_evaluation_schedule(cron: str | None, models: dg.MultiPartitionsDefinition) -> dg.ScheduleDefinition | None:
     """Re-evaluate every checkpoint and rebuild the report on the experiment's cron; None when it has none."""
-    cron = experiment.evaluation.schedule
     if not cron:
         return None
     job = dg.define_asset_job("reevaluate", selection=["eval_results"], partitions_def=models)

@@ -5,47 +5,39 @@ import math
 import dagster as dg
 import polars as pl
 
-from trace_assets.datasets.recipes import SFT_SCHEMA, build_dataset
-from trace_assets.datasets.schemas import SftExamplesType, TraceStatsType
+from trace_assets.assetdefs import asset_settings
+from trace_assets.datasets.recipes import build_dataset
+from trace_assets.datasets.schemas import SftExampleSchema, TraceStatsSchema
 from trace_assets.datasets.stats import gzip_ratio, mean_completion_nll, template_line_share
-from trace_assets.experiment import Experiment
+from trace_assets.experiment import BASE_DATASET, DatasetRecipe, StudentConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
-from trace_assets.training.assets import BASE_DATASET
 from trace_assets.students import load_model, load_tokenizer, student_path, token_counter
+from trace_assets.tables import empty_frame, frame_of
 from trace_assets.training.format import student_completion, student_prompt
-from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 
-def build_sft_examples_asset(experiment: Experiment, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="sft_examples",
-        group_name="datasets",
-        kinds={"polars", "duckdb"},
-        code_version="1",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        dagster_type=SftExamplesType,
-        metadata={"partition_expr": "dataset"},
-        ins={"judged_traces": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())},
-        description="Prompt/completion training pairs of each dataset recipe, with the trace ids they came from.",
-    )
+def build_sft_examples_asset(
+    recipes: dict[str, DatasetRecipe], seed: int, token_student: StudentConfig, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(**asset_settings("sft_examples", "datasets", {"polars", "duckdb"}, table=SftExampleSchema,
+                               partitions=partitions, partition_expr="dataset", single_run=True,
+                               ins={"judged_traces": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())}))
     def sft_examples(context: dg.AssetExecutionContext, data: DataResource, judged_traces: pl.DataFrame, problems: pl.DataFrame):
         """Prompt/completion training pairs of each dataset recipe, with the trace ids they came from."""
         train = problems.filter(pl.col("split") == "train")
-        first_student = next(iter(experiment.students.values()))
-        count_tokens = token_counter(student_path(first_student, data))
+        count_tokens = token_counter(student_path(token_student, data))
         frames, summary = [], []
         for name in context.partition_keys:
             if name == BASE_DATASET:  # the untrained student: no examples by definition
-                frames.append(pl.DataFrame(schema=SFT_SCHEMA))
+                frames.append(empty_frame(SftExampleSchema))
                 continue
-            frame, report = build_dataset(name, experiment.datasets, judged_traces, train, experiment.seed, count_tokens)
+            frame, report = build_dataset(name, recipes, judged_traces, train, seed, count_tokens)
             if frame.is_empty():
                 context.log.warning(f"dataset {name}: no examples ({report.candidates} candidates); later steps skip it")
             frames.append(frame)
             summary.append({
-                "dataset": name, "recipe": experiment.datasets[name].recipe, "examples": frame.height,
+                "dataset": name, "recipe": recipes[name].recipe, "examples": frame.height,
                 "candidates": report.candidates, "tokens": int(frame["n_tokens"].sum()),
                 "flawed": f"{report.flawed_made}/{report.flawed_requested}",
                 "token_target": report.token_target if report.token_target is not None else "",
@@ -79,26 +71,15 @@ def dataset_stats(frame: pl.DataFrame) -> dict:
     }
 
 
-def build_trace_stats_asset(experiment: Experiment, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="trace_stats",
-        group_name="datasets",
-        kinds={"pytorch", "duckdb"},
-        code_version="1",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=GPU_POOL,
-        op_tags=gpu_op_tags(experiment, "trace_stats"),
-        dagster_type=TraceStatsType,
-        metadata={"partition_expr": "dataset"},
-        description="Size, tokens, correctness, conformance, compressibility and each student's NLL per dataset.",
-    )
+def build_trace_stats_asset(students: dict[str, StudentConfig], partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(**asset_settings("trace_stats", "datasets", {"pytorch", "duckdb"}, table=TraceStatsSchema,
+                               partitions=partitions, partition_expr="dataset", single_run=True, gpus=1))
     def trace_stats(context: dg.AssetExecutionContext, data: DataResource, gpu: GPUResource, sft_examples: pl.DataFrame):
         """Size, tokens, correctness, conformance, compressibility and each student's NLL per dataset."""
         rows = []
         with gpu.claim(1, log=context.log.info) as cards:  # the NLL pass runs in this process, on one card
             device = gpu.torch_device(cards)
-            for student_name, student in experiment.students.items():
+            for student_name, student in students.items():
                 path = student_path(student, data)
                 tokenizer = load_tokenizer(path)
                 model = load_model(path, gpu, student.dtype, device)
@@ -115,11 +96,7 @@ def build_trace_stats_asset(experiment: Experiment, partitions: dg.PartitionsDef
                     })
                     context.log.info(f"{name} x {student_name}: {frame.height} examples, NLL {nll:.3f}")
                 del model
-        stats = pl.DataFrame(rows).select([
-            "dataset", "student", "n_examples", "total_tokens", "mean_tokens", "correct_rate", "conformance_rate",
-            "flawed_rate", "gzip_ratio", "template_line_share", "nll_before",
-        ]).cast({"mean_tokens": pl.Float64, "correct_rate": pl.Float64, "conformance_rate": pl.Float64,
-                 "flawed_rate": pl.Float64, "gzip_ratio": pl.Float64, "template_line_share": pl.Float64, "nll_before": pl.Float64})
+        stats = frame_of(rows, TraceStatsSchema)
         yield dg.Output(stats, metadata={"dagster/row_count": stats.height, "stats": preview(stats, rows=stats.height)})
 
     return trace_stats

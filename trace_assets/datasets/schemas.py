@@ -1,7 +1,6 @@
 """Schemas of the ``sft_examples`` and ``trace_stats`` tables."""
 
 import pandera.polars as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
 
 class SftExampleSchema(pa.DataFrameModel):
@@ -43,7 +42,3 @@ class TraceStatsSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-SftExamplesType = pandera_schema_to_dagster_type(SftExampleSchema)
-TraceStatsType = pandera_schema_to_dagster_type(TraceStatsSchema)

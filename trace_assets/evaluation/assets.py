@@ -3,52 +3,45 @@
 import dagster as dg
 import polars as pl
 
-from trace_assets.evaluation.build import EVAL_SCHEMA, eval_rows, few_shot_examples
-from trace_assets.evaluation.schemas import EvalResultsType
-from trace_assets.experiment import Experiment, ModelConfig, SamplingConfig
+from trace_assets.assetdefs import asset_settings
+from trace_assets.evaluation.build import eval_rows, few_shot_examples
+from trace_assets.evaluation.schemas import EvalResultSchema
+from trace_assets.experiment import EvaluationConfig, StudentConfig
 from trace_assets.generation.cached import prompt_request
+from trace_assets.generation.types import ModelSpec, Sampling
 from trace_assets.metadata import preview
-from trace_assets.resources import GenerationResource, sampling_from
+from trace_assets.resources import GenerationResource
 from trace_assets.students import load_tokenizer
+from trace_assets.tables import empty_frame
 from trace_assets.training.format import student_prompt
-from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 
-def build_eval_results_asset(experiment: Experiment, partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="eval_results",
-        group_name="evaluation",
-        kinds={"vllm", "duckdb"},
-        code_version="1",
-        partitions_def=partitions,
-        pool=GPU_POOL,
-        op_tags=gpu_op_tags(experiment, "eval_results"),
-        dagster_type=EvalResultsType,
-        metadata={"partition_expr": {"dataset": "dataset", "student": "student"}},
-        description="Greedy answers of each checkpoint (and each untrained base student) to every test problem.",
-    )
+def build_eval_results_asset(
+    students: dict[str, StudentConfig], settings: EvaluationConfig, seed: int, partitions: dg.MultiPartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(**asset_settings("eval_results", "evaluation", {"vllm", "duckdb"}, table=EvalResultSchema,
+                               partitions=partitions, partition_expr={"dataset": "dataset", "student": "student"},
+                               gpus=1))
     def eval_results(context: dg.AssetExecutionContext, generation: GenerationResource,
                      checkpoints: pl.DataFrame, problems: pl.DataFrame):
         """Greedy answers of each checkpoint (and each untrained base student) to every test problem."""
-        settings = experiment.evaluation
         test = problems.filter(pl.col("split") == "test")
-        shots = few_shot_examples(problems.filter(pl.col("split") == "train"), settings.few_shot_k, experiment.seed) \
+        shots = few_shot_examples(problems.filter(pl.col("split") == "train"), settings.few_shot_k, seed) \
             if settings.prompt_format == "few_shot" else []
         frames = []
         for checkpoint in checkpoints.filter(pl.col("status").is_in(["trained", "base"])).iter_rows(named=True):
-            student = experiment.students[checkpoint["student"]]
-            config = ModelConfig(model=checkpoint["path"], backend="vllm", dtype=student.dtype,
-                                 sampling=SamplingConfig(temperature=0.0, max_tokens=settings.max_tokens, n=1, seed=checkpoint["seed"]))
-            sampling = sampling_from(config)
+            dtype = generation.gpu.resolve_dtype(students[checkpoint["student"]].dtype)
+            spec = ModelSpec(name=checkpoint["path"], path=checkpoint["path"], dtype=dtype)
+            sampling = Sampling(temperature=0.0, max_tokens=settings.max_tokens, n=1, seed=checkpoint["seed"])
             tokenizer = load_tokenizer(checkpoint["path"])
             requests = {
                 row["problem_id"]: prompt_request(student_prompt(row["question"], tokenizer, shots), checkpoint["content_hash"], sampling)
                 for row in test.iter_rows(named=True)
             }
-            result = generation.generate(config, sampling, list(requests.values()), context.log.info)
+            result = generation.generate(spec, sampling, list(requests.values()), context.log.info)
             base = {key: checkpoint[key] for key in ("dataset", "student", "seed")} | {"checkpoint_hash": checkpoint["content_hash"]}
             frames.append(eval_rows(test, requests, result.completions, base))
-        frame = pl.concat(frames) if frames else pl.DataFrame(schema=EVAL_SCHEMA)
+        frame = pl.concat(frames) if frames else empty_frame(EvalResultSchema)
         if not frames:
             context.log.warning("no checkpoint to evaluate (the dataset was empty)")
         yield dg.Output(frame, metadata={

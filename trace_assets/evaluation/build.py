@@ -9,14 +9,8 @@ import polars as pl
 from trace_assets.answers import extract_answer, numbers_match
 from trace_assets.evaluation.degeneration import is_degenerate_loop
 from trace_assets.generation.types import Completion, Request
-
-EVAL_SCHEMA = {
-    "dataset": pl.Utf8, "student": pl.Utf8, "seed": pl.Int64, "checkpoint_hash": pl.Utf8, "problem_id": pl.Utf8,
-    "difficulty": pl.Int64, "completion": pl.Utf8, "strict_answer": pl.Utf8, "flexible_answer": pl.Utf8,
-    "extracted_answer": pl.Utf8, "reference_answer": pl.Utf8, "is_correct": pl.Boolean, "is_correct_strict": pl.Boolean,
-    "output_tokens": pl.Int64, "finish_reason": pl.Utf8, "hit_length_limit": pl.Boolean, "degenerate_loop": pl.Boolean,
-}
-
+from trace_assets.evaluation.schemas import EvalResultSchema
+from trace_assets.tables import frame_of
 
 def few_shot_examples(train: pl.DataFrame, k: int, seed: int) -> list[tuple[str, str]]:
     rows = sorted(train.iter_rows(named=True), key=lambda r: r["problem_id"])
@@ -49,4 +43,4 @@ def eval_rows(
             "hit_length_limit": finish == "length",
             "degenerate_loop": is_degenerate_loop(text),
         })
-    return pl.DataFrame(rows, schema=EVAL_SCHEMA)
+    return frame_of(rows, EvalResultSchema)

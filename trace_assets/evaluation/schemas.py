@@ -1,7 +1,6 @@
 """Schema of the ``eval_results`` table."""
 
 import pandera.polars as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
 
 class EvalResultSchema(pa.DataFrameModel):
@@ -27,6 +26,3 @@ class EvalResultSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-EvalResultsType = pandera_schema_to_dagster_type(EvalResultSchema)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trace_assets.generation.backends import Backend
 from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling, messages_hash
-from trace_assets.storage import cached_completions, store_completions
+from trace_assets.generation.cache_store import cached_completions, store_completions
 
 
 @dataclass
@@ -20,6 +20,18 @@ class CachedGeneration:
     reused: int
     failed: int
     stats: GenerationStats = field(default_factory=GenerationStats)
+
+    def metadata(self, rows: int) -> dict:
+        """What the generating asset shows in the UI: rows, cache reuse, failures and speed."""
+        return {
+            "dagster/row_count": rows,
+            "generated": self.generated,
+            "reused_from_cache": self.reused,
+            "failed_requests": self.failed,
+            "engine_startup_s": round(self.stats.startup_s, 1),
+            "generate_s": round(self.stats.generate_s, 1),
+            "output_tokens_per_s": round(self.stats.output_tokens_per_s, 1),
+        }
 
 
 def request_key(messages: list[dict], model: str, sampling: Sampling, json_schema: dict | None = None) -> str:

@@ -25,6 +25,7 @@ class ModelSpec:
 
     name: str
     path: str
+    backend: str = "vllm"  # vllm | openai | transformers
     dtype: str = "bfloat16"
     max_model_len: int = 2048
     tensor_parallel_size: int = 1

@@ -3,31 +3,21 @@
 import dagster as dg
 import polars as pl
 
-from trace_assets.experiment import Experiment
+from trace_assets.assetdefs import asset_settings
+from trace_assets.experiment import ModelConfig
 from trace_assets.judging.build import judge_requests, verdict_rows
-from trace_assets.judging.schemas import JudgedTracesType
+from trace_assets.judging.schemas import JudgedTraceSchema
 from trace_assets.metadata import counts_table, preview
-from trace_assets.resources import GenerationResource, sampling_from
+from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import style_from_row
-from trace_assets.traces.assets import generation_metadata
-from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 
-def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="judged_traces",
-        group_name="judging",
-        kinds={"vllm", "duckdb"},
-        code_version="1",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=GPU_POOL,
-        op_tags=gpu_op_tags(experiment, "judged_traces"),
-        dagster_type=JudgedTracesType,
-        metadata={"partition_expr": "style"},
-        check_specs=[dg.AssetCheckSpec("conformance_rate_above_threshold", asset="judged_traces")],
-        description="Format-rule and LLM-judge verdicts on every teacher trace, per style.",
-    )
+def build_judged_traces_asset(
+    judge: ModelConfig, min_conformance_rate: float, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(**asset_settings("judged_traces", "judging", {"vllm", "duckdb"}, table=JudgedTraceSchema,
+                               partitions=partitions, partition_expr="style", single_run=True, gpus=judge.gpus,
+                               checks=("conformance_rate_above_threshold",)))
     def judged_traces(
         context: dg.AssetExecutionContext,
         generation: GenerationResource,
@@ -36,13 +26,12 @@ def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsD
         problems: pl.DataFrame,
     ):
         """Format-rule and LLM-judge verdicts on every teacher trace, per style."""
-        config = experiment.judge
-        sampling = sampling_from(config, n=1)
+        spec, sampling = generation.settings(judge, n=1)
         styles = {row["style"]: style_from_row(row) for row in style_prompts.iter_rows(named=True)}
         questions = dict(zip(problems["problem_id"], problems["question"]))
-        requests = judge_requests(teacher_traces, questions, styles, config.model, sampling)
-        result = generation.generate(config, sampling, list(requests.values()), context.log.info)
-        frame = verdict_rows(teacher_traces, styles, requests, result.completions, config.model)
+        requests = judge_requests(teacher_traces, questions, styles, judge.model, sampling)
+        result = generation.generate(spec, sampling, list(requests.values()), context.log.info)
+        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model)
         conformance = float(frame["conforms"].mean() or 0.0) if frame.height else 0.0
         unparsable = frame.filter(~pl.col("judge_parsed")).height
         by_style = frame.group_by("style").agg(
@@ -55,7 +44,7 @@ def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsD
         yield dg.Output(
             frame,
             metadata={
-                **generation_metadata(result, frame.height),
+                **result.metadata(frame.height),
                 "conformance_rate": conformance,
                 "judge_unparsable": unparsable,
                 "by_style": preview(by_style, rows=len(by_style)),
@@ -63,11 +52,10 @@ def build_judged_traces_asset(experiment: Experiment, partitions: dg.PartitionsD
                 "preview": preview(frame, ["style", "rules_failed", "judge_conforms", "judge_reason", "completion"]),
             },
         )
-        threshold = experiment.thresholds.min_conformance_rate
         yield dg.AssetCheckResult(
-            check_name="conformance_rate_above_threshold", passed=conformance >= threshold,
+            check_name="conformance_rate_above_threshold", passed=conformance >= min_conformance_rate,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"conformance_rate": conformance, "threshold": threshold, "judge_unparsable": unparsable},
+            metadata={"conformance_rate": conformance, "threshold": min_conformance_rate, "judge_unparsable": unparsable},
         )
 
     return judged_traces

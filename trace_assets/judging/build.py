@@ -8,15 +8,8 @@ from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
 from trace_assets.judging.verdicts import JudgeVerdict, judge_messages, parse_verdict, verdict_schema
 from trace_assets.styles.library import Style, failed_format_checks
-
-JUDGED_SCHEMA = {
-    "trace_id": pl.Utf8, "problem_id": pl.Utf8, "style": pl.Utf8, "kind": pl.Utf8, "style_version": pl.Utf8, "completion": pl.Utf8,
-    "finish_reason": pl.Utf8, "n_tokens": pl.Int64, "extracted_answer": pl.Utf8, "is_correct": pl.Boolean,
-    "rules_failed": pl.Utf8, "rules_pass": pl.Boolean, "judge_parsed": pl.Boolean, "judge_conforms": pl.Boolean,
-    "judge_failed": pl.Utf8, "judge_reason": pl.Utf8, "judge_error": pl.Utf8, "judge_model": pl.Utf8,
-    "verdict_source": pl.Utf8, "conforms": pl.Boolean,
-}
-
+from trace_assets.judging.schemas import JudgedTraceSchema
+from trace_assets.tables import frame_of
 
 def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict[str, Style], model: str, sampling: Sampling) -> dict[str, Request]:
     """One judge request per trace id."""
@@ -74,4 +67,4 @@ def verdict_rows(
             "verdict_source": source,
             "conforms": conforms,
         })
-    return pl.DataFrame(rows, schema=JUDGED_SCHEMA)
+    return frame_of(rows, JudgedTraceSchema)

@@ -1,7 +1,6 @@
 """Schema of the ``judged_traces`` table."""
 
 import pandera.polars as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
 
 class JudgedTraceSchema(pa.DataFrameModel):
@@ -30,6 +29,3 @@ class JudgedTraceSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-JudgedTracesType = pandera_schema_to_dagster_type(JudgedTraceSchema)

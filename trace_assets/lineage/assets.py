@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from trace_assets.assetdefs import asset_settings
 from trace_assets.lineage.views import LINEAGE_VIEWS
 from trace_assets.resources import DataResource
 from trace_assets.storage import connect
@@ -9,13 +10,7 @@ from trace_assets.storage import connect
 UPSTREAM = ["problems", "style_prompts", "teacher_traces", "judged_traces", "sft_examples", "checkpoints", "eval_results"]
 
 
-@dg.asset(
-    group_name="lineage",
-    kinds={"duckdb", "sql"},
-    code_version="1",
-    deps=UPSTREAM,
-    description="Views answering lineage questions in SQL: example_lineage, eval_lineage, style_version_rows.",
-)
+@dg.asset(**asset_settings("lineage_views", "lineage", {"duckdb", "sql"}, deps=UPSTREAM))
 def lineage_views(data: DataResource) -> dg.MaterializeResult:
     """Views answering lineage questions in SQL: example_lineage, eval_lineage, style_version_rows."""
     counts = {}

@@ -3,12 +3,11 @@
 import dagster as dg
 import polars as pl
 
-from trace_assets.experiment import Experiment
+from trace_assets.assetdefs import asset_settings
+from trace_assets.experiment import ProblemsConfig
 from trace_assets.metadata import counts_table, preview
-from trace_assets.problems.schemas import ProblemsType
+from trace_assets.problems.schemas import ProblemSchema
 from trace_assets.problems.sources import contamination, load_problems
-
-PROBLEMS_CODE_VERSION = "1"
 
 
 def problems_checks(problems: pl.DataFrame, contaminated: list[str]) -> list[dg.AssetCheckResult]:
@@ -27,30 +26,19 @@ def problems_checks(problems: pl.DataFrame, contaminated: list[str]) -> list[dg.
     ]
 
 
-def build_problems_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="problems",
-        group_name="problems",
-        kinds={"python", "duckdb"},
-        code_version=PROBLEMS_CODE_VERSION,
-        dagster_type=ProblemsType,
-        check_specs=[
-            dg.AssetCheckSpec("non_empty", asset="problems"),
-            dg.AssetCheckSpec("unique_ids", asset="problems"),
-            dg.AssetCheckSpec("no_train_test_contamination", asset="problems"),
-        ],
-        description="Train and test problems from the experiment's source, normalised to GSM8K's format.",
-    )
+def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefinition:
+    @dg.asset(**asset_settings("problems", "problems", {"python", "duckdb"}, table=ProblemSchema,
+                               checks=("non_empty", "unique_ids", "no_train_test_contamination")))
     def problems(context: dg.AssetExecutionContext):
         """Train and test problems from the experiment's source, normalised to GSM8K's format."""
-        frame, report = load_problems(experiment)
+        frame, report = load_problems(settings, seed)
         contaminated = contamination(frame)
         if report.skipped_lines:
             context.log.warning(f"skipped {len(report.skipped_lines)} bad lines: " + "; ".join(report.skipped_lines[:5]))
         yield dg.Output(
             frame,
             metadata={
-                "source": experiment.problems.source,
+                "source": settings.source,
                 "dagster/row_count": frame.height,
                 "train": frame.filter(pl.col("split") == "train").height,
                 "test": frame.filter(pl.col("split") == "test").height,

@@ -2,7 +2,6 @@
 
 import pandera.polars as pa
 import polars as pl
-from dagster_pandera import pandera_schema_to_dagster_type
 
 
 class ProblemSchema(pa.DataFrameModel):
@@ -18,6 +17,3 @@ class ProblemSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-ProblemsType = pandera_schema_to_dagster_type(ProblemSchema)

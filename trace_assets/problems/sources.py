@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 
 from trace_assets.answers import count_reasoning_steps, reference_answer, strip_calculator_annotations
-from trace_assets.experiment import Experiment
+from trace_assets.experiment import ProblemsConfig, resolve_path
+from trace_assets.problems.schemas import ProblemSchema
 from trace_assets.problems.synthetic import generate_problems
-
-PROBLEM_COLUMNS = ["problem_id", "split", "question", "reference_solution", "answer", "difficulty", "source"]
+from trace_assets.tables import frame_of
 
 
 class ProblemFileError(ValueError):
@@ -89,11 +89,10 @@ def read_gsm8k(dataset: str, config: str) -> dict[str, list[dict]]:
     }
 
 
-def synthetic_rows(experiment: Experiment) -> dict[str, list[dict]]:
-    settings = experiment.problems
+def synthetic_rows(settings: ProblemsConfig, seed: int) -> dict[str, list[dict]]:
     n_train, n_test = settings.n_train or 32, settings.n_test or 16
     problems = generate_problems(
-        n_train + n_test, experiment.seed, settings.synthetic.min_steps, settings.synthetic.max_steps,
+        n_train + n_test, seed, settings.synthetic.min_steps, settings.synthetic.max_steps,
         tuple(settings.synthetic.operations), settings.synthetic.max_number,
     )
     rows = [normalise_record(p.question, p.solution, "", "synthetic") for p in problems]
@@ -120,29 +119,24 @@ def _sample(rows: list[dict], count: int | None, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, count)
 
 
-def load_problems(experiment: Experiment) -> tuple[pl.DataFrame, LoadReport]:
-    """All problems of the experiment, deduplicated within each split and sampled with the experiment's seed."""
-    settings = experiment.problems
+def load_problems(settings: ProblemsConfig, seed: int) -> tuple[pl.DataFrame, LoadReport]:
+    """All problems of the experiment's source, deduplicated within each split and sampled with its seed."""
     report = LoadReport()
     if settings.source == "synthetic":
-        by_split = synthetic_rows(experiment)
+        by_split = synthetic_rows(settings, seed)
     elif settings.source == "gsm8k":
         by_split = read_gsm8k(settings.gsm8k.dataset, settings.gsm8k.config)
     else:
         assert settings.jsonl is not None
         by_split = {
-            split: read_jsonl(experiment.resolve(getattr(settings.jsonl, split)), split, settings.jsonl.skip_bad_lines, report)
+            split: read_jsonl(resolve_path(getattr(settings.jsonl, split)), split, settings.jsonl.skip_bad_lines, report)
             for split in ("train", "test")
         }
     sizes = {"train": settings.n_train, "test": settings.n_test}
     rows = []
     for split, split_rows in by_split.items():
-        rows.extend(_sample(_dedupe(split_rows, report), sizes[split], experiment.seed))
-    frame = pl.DataFrame(rows, schema={
-        "problem_id": pl.Utf8, "split": pl.Utf8, "question": pl.Utf8, "reference_solution": pl.Utf8,
-        "answer": pl.Utf8, "difficulty": pl.Int64, "source": pl.Utf8,
-    })
-    return frame.sort(["split", "problem_id"]), report
+        rows.extend(_sample(_dedupe(split_rows, report), sizes[split], seed))
+    return frame_of(rows, ProblemSchema).sort(["split", "problem_id"]), report
 
 
 def contamination(problems: pl.DataFrame) -> list[str]:

@@ -6,7 +6,10 @@ import json
 import re
 from dataclasses import dataclass
 
+import polars as pl
+
 from trace_assets.answers import numbers_match, parse_number
+from trace_assets.experiment import BASE_DATASET
 from trace_assets.judging.verdicts import _first_json_object
 
 RULE_CATEGORIES = ["loop_degeneration", "no_answer_format", "arithmetic_slip", "answer_overwritten"]
@@ -93,3 +96,22 @@ def parse_failure_category(text: str) -> tuple[str, str]:
     if not isinstance(data, dict) or data.get("category") not in JUDGE_CATEGORIES:
         return "unclassified", "judge reply not a valid category"
     return data["category"], str(data.get("reason") or "")[:200]
+
+
+def failure_changes(failure_modes: pl.DataFrame) -> pl.DataFrame:
+    """Failure counts per dataset x student x category and their change against the untrained base student.
+
+    Every category seen anywhere appears for every trained dataset, so a failure that disappears
+    after training shows as a negative change rather than vanishing from the table.
+    """
+    counts = failure_modes.group_by(["student", "dataset", "category"]).agg(pl.len().cast(pl.Int64).alias("count"))
+    trained = counts.filter(pl.col("dataset") != BASE_DATASET).select("student", "dataset").unique()
+    grid = trained.join(counts.select("category").unique(), how="cross")
+    base = counts.filter(pl.col("dataset") == BASE_DATASET).select("student", "category", pl.col("count").alias("base_count"))
+    return (
+        grid.join(counts, on=["student", "dataset", "category"], how="left")
+        .join(base, on=["student", "category"], how="left")
+        .with_columns(pl.col("count").fill_null(0), pl.col("base_count").fill_null(0))
+        .with_columns((pl.col("count") - pl.col("base_count")).alias("change_vs_base"))
+        .sort(["student", "dataset", "category"])
+    )

@@ -1,7 +1,6 @@
 """Schemas of the ``failure_modes`` and ``accuracy`` tables."""
 
 import pandera.polars as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
 from trace_assets.reporting.failures import CATEGORIES
 
@@ -35,7 +34,3 @@ class AccuracySchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-FailureModesType = pandera_schema_to_dagster_type(FailureModeSchema)
-AccuracyType = pandera_schema_to_dagster_type(AccuracySchema)

@@ -1,13 +1,14 @@
 """The ``style_prompts`` asset: one partition per style file, versioned by content hash."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from trace_assets.experiment import Experiment
+from trace_assets.assetdefs import asset_settings
 from trace_assets.styles.library import Style, load_style
-from trace_assets.styles.schemas import StylePromptsType
+from trace_assets.styles.schemas import StylePromptSchema
 
 
 def style_row(style: Style) -> dict:
@@ -25,19 +26,9 @@ def style_row(style: Style) -> dict:
     }
 
 
-def build_style_asset(experiment: Experiment, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    styles_dir = experiment.resolve(experiment.styles_dir)
-
-    @dg.asset(
-        name="style_prompts",
-        group_name="styles",
-        kinds={"yaml", "duckdb"},
-        code_version="1",
-        partitions_def=partitions,
-        dagster_type=StylePromptsType,
-        metadata={"partition_expr": "style"},
-        description="Teacher instruction, judge rubric and format checks of each style file, with its content hash.",
-    )
+def build_style_asset(styles_dir: Path, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(**asset_settings("style_prompts", "styles", {"yaml", "duckdb"}, table=StylePromptSchema,
+                               partitions=partitions, partition_expr="style"))
     def style_prompts(context: dg.AssetExecutionContext):
         """Teacher instruction, judge rubric and format checks of each style file, with its content hash."""
         # One partition per run (no single-run backfill): each style gets its own data version.

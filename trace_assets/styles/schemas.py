@@ -1,7 +1,6 @@
 """Schema of the ``style_prompts`` table."""
 
 import pandera.polars as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
 
 class StylePromptSchema(pa.DataFrameModel):
@@ -20,6 +19,3 @@ class StylePromptSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-StylePromptsType = pandera_schema_to_dagster_type(StylePromptSchema)

@@ -3,44 +3,21 @@
 import dagster as dg
 import polars as pl
 
-from trace_assets.experiment import Experiment
+from trace_assets.assetdefs import asset_settings
+from trace_assets.experiment import ModelConfig
 from trace_assets.metadata import counts_table, preview
-from trace_assets.resources import GenerationResource, sampling_from
+from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import style_from_row
 from trace_assets.traces.build import teacher_requests, trace_rows
-from trace_assets.traces.schemas import TeacherTracesType
-from trace_assets.scaling import GPU_POOL, gpu_op_tags
+from trace_assets.traces.schemas import TeacherTraceSchema
 
 
-def generation_metadata(result, rows: int) -> dict:
-    stats = result.stats
-    return {
-        "dagster/row_count": rows,
-        "generated": result.generated,
-        "reused_from_cache": result.reused,
-        "failed_requests": result.failed,
-        "engine_startup_s": round(stats.startup_s, 1),
-        "generate_s": round(stats.generate_s, 1),
-        "output_tokens_per_s": round(stats.output_tokens_per_s, 1),
-    }
-
-
-def build_teacher_traces_asset(experiment: Experiment, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="teacher_traces",
-        group_name="traces",
-        kinds={"vllm", "duckdb"},
-        code_version="1",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=GPU_POOL,
-        op_tags=gpu_op_tags(experiment, "teacher_traces"),
-        dagster_type=TeacherTracesType,
-        metadata={"partition_expr": "style"},
-        check_specs=[dg.AssetCheckSpec("no_empty_completions", asset="teacher_traces"),
-                     dg.AssetCheckSpec("correct_rate_above_threshold", asset="teacher_traces")],
-        description="Teacher completions for every train problem under each style, generated once and cached.",
-    )
+def build_teacher_traces_asset(
+    teacher: ModelConfig, paraphrase_styles: frozenset[str], min_correct_rate: float, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    @dg.asset(**asset_settings("teacher_traces", "traces", {"vllm", "duckdb"}, table=TeacherTraceSchema,
+                               partitions=partitions, partition_expr="style", single_run=True, gpus=teacher.gpus,
+                               checks=("no_empty_completions", "correct_rate_above_threshold")))
     def teacher_traces(
         context: dg.AssetExecutionContext,
         generation: GenerationResource,
@@ -48,14 +25,12 @@ def build_teacher_traces_asset(experiment: Experiment, partitions: dg.Partitions
         style_prompts: pl.DataFrame,
     ):
         """Teacher completions for every train problem under each style, generated once and cached."""
-        config = experiment.teacher
-        sampling = sampling_from(config)
+        spec, sampling = generation.settings(teacher)
         styles = [style_from_row(row) for row in style_prompts.iter_rows(named=True)]
         train = problems.filter(pl.col("split") == "train")
-        paraphrase_styles = frozenset(r.style for r in experiment.datasets.values() if r.recipe == "H_style")
-        planned = teacher_requests(styles, train, config.model, sampling, paraphrase_styles)
-        result = generation.generate(config, sampling, [r for *_, r in planned], context.log.info)
-        frame = trace_rows(planned, result.completions, config.model, sampling)
+        planned = teacher_requests(styles, train, teacher.model, sampling, paraphrase_styles)
+        result = generation.generate(spec, sampling, [r for *_, r in planned], context.log.info)
+        frame = trace_rows(planned, result.completions, teacher.model, sampling)
         expected = len(planned) * sampling.n
         if frame.height < expected:
             context.log.warning(f"{expected - frame.height} of {expected} samples failed; a re-run retries only those")
@@ -64,7 +39,7 @@ def build_teacher_traces_asset(experiment: Experiment, partitions: dg.Partitions
         yield dg.Output(
             frame,
             metadata={
-                **generation_metadata(result, frame.height),
+                **result.metadata(frame.height),
                 "correct_rate": correct_rate,
                 "empty_completions": empty,
                 "mean_output_tokens": float(frame["n_tokens"].mean() or 0.0),
@@ -77,10 +52,9 @@ def build_teacher_traces_asset(experiment: Experiment, partitions: dg.Partitions
             check_name="no_empty_completions", passed=empty == 0, severity=dg.AssetCheckSeverity.ERROR,
             metadata={"empty": empty, "rows": frame.height},
         )
-        threshold = experiment.thresholds.min_correct_rate
         yield dg.AssetCheckResult(
-            check_name="correct_rate_above_threshold", passed=correct_rate >= threshold,
-            severity=dg.AssetCheckSeverity.WARN, metadata={"correct_rate": correct_rate, "threshold": threshold},
+            check_name="correct_rate_above_threshold", passed=correct_rate >= min_correct_rate,
+            severity=dg.AssetCheckSeverity.WARN, metadata={"correct_rate": correct_rate, "threshold": min_correct_rate},
         )
 
     return teacher_traces

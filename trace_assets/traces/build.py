@@ -12,15 +12,8 @@ from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
 from trace_assets.styles.library import Style
 from trace_assets.traces.prompts import paraphrase_messages, prompt_hash, teacher_messages
-
-TRACE_SCHEMA = {
-    "trace_id": pl.Utf8, "problem_id": pl.Utf8, "style": pl.Utf8, "kind": pl.Utf8, "style_version": pl.Utf8,
-    "prompt_hash": pl.Utf8, "request_hash": pl.Utf8, "model": pl.Utf8, "sampling": pl.Utf8,
-    "sample_index": pl.Int64, "completion": pl.Utf8, "finish_reason": pl.Utf8, "prompt_tokens": pl.Int64,
-    "n_tokens": pl.Int64, "strict_answer": pl.Utf8, "label_answer": pl.Utf8, "flexible_answer": pl.Utf8,
-    "extracted_answer": pl.Utf8, "extraction_method": pl.Utf8, "reference_answer": pl.Utf8, "is_correct": pl.Boolean,
-}
-
+from trace_assets.traces.schemas import TeacherTraceSchema
+from trace_assets.tables import frame_of
 
 Planned = tuple[Style, str, dict, Request]
 
@@ -82,4 +75,4 @@ def trace_rows(
                 "reference_answer": problem["answer"],
                 **score_completion(completion.text, problem["answer"]),
             })
-    return pl.DataFrame(rows, schema=TRACE_SCHEMA)
+    return frame_of(rows, TeacherTraceSchema)

@@ -1,7 +1,6 @@
 """Schema of the ``teacher_traces`` table."""
 
 import pandera.polars as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
 
 class TeacherTraceSchema(pa.DataFrameModel):
@@ -31,6 +30,3 @@ class TeacherTraceSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-TeacherTracesType = pandera_schema_to_dagster_type(TeacherTraceSchema)

@@ -1,6 +1,5 @@
 """``checkpoints`` and ``training_log``: one fine-tuned student per dataset x student x seed."""
 
-
 import hashlib
 import json
 from collections.abc import Callable
@@ -9,50 +8,38 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from trace_assets.experiment import Experiment, TrainingConfig
+from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
+from trace_assets.experiment import BASE_DATASET, StudentConfig, TrainingConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import student_path
-from trace_assets.training.schemas import CheckpointsType, TrainingLogType
-from trace_assets.training.sft import TrainResult, directory_hash, train_sft, train_sft_launched
-from trace_assets.scaling import GPU_POOL, gpu_op_tags
-
-BASE_DATASET = "base"
-
-CHECKPOINT_SCHEMA = {
-    "dataset": pl.Utf8, "student": pl.Utf8, "seed": pl.Int64, "status": pl.Utf8, "path": pl.Utf8,
-    "content_hash": pl.Utf8, "base_model": pl.Utf8, "config": pl.Utf8, "train_examples": pl.Int64,
-    "eval_examples": pl.Int64, "train_tokens": pl.Int64, "wall_s": pl.Float64,
-}
-LOG_SCHEMA = {
-    "dataset": pl.Utf8, "student": pl.Utf8, "seed": pl.Int64, "step": pl.Int64, "train_loss": pl.Float64,
-    "eval_loss": pl.Float64, "learning_rate": pl.Float64, "tokens_seen": pl.Int64,
-}
+from trace_assets.tables import frame_of
+from trace_assets.training.schemas import CheckpointSchema, TrainingLogSchema
+from trace_assets.training.sft import TrainResult, TrainRun, directory_hash, train_sft, train_sft_launched
 
 
 def loss_plot_markdown(log: pl.DataFrame) -> dg.MarkdownMetadataValue:
-    from trace_assets.reporting.plots import loss_curves_png, png_markdown
+    from trace_assets.plots import loss_curves_png, png_markdown
 
     return dg.MetadataValue.md(png_markdown(loss_curves_png(log), "loss curves") if log.height else "_(no steps)_")
 
 
-def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitionsDefinition) -> dg.AssetsDefinition:
+def build_checkpoints_asset(
+    students: dict[str, StudentConfig], config: TrainingConfig, partitions: dg.MultiPartitionsDefinition
+) -> dg.AssetsDefinition:
+    table_out = {"kinds": {"pytorch", "duckdb"}, "code_version": CODE_VERSION,
+                 "metadata": {"partition_expr": {"dataset": "dataset", "student": "student"}}}
     @dg.multi_asset(
-        name="checkpoints",
-        group_name="training",
+        **asset_settings("checkpoints", "training", gpus=config.processes),
         partitions_def=partitions,
-        pool=GPU_POOL,
-        op_tags=gpu_op_tags(experiment, "checkpoints"),
         can_subset=False,
         outs={
             "checkpoints": dg.AssetOut(
-                dagster_type=CheckpointsType, kinds={"pytorch", "duckdb"}, code_version="1",
-                metadata={"partition_expr": {"dataset": "dataset", "student": "student"}},
+                dagster_type=table_type(CheckpointSchema), **table_out,
                 description="Fine-tuned student checkpoints (path, content hash, config, tokens, wall time) per seed.",
             ),
             "training_log": dg.AssetOut(
-                dagster_type=TrainingLogType, kinds={"pytorch", "duckdb"}, code_version="1",
-                metadata={"partition_expr": {"dataset": "dataset", "student": "student"}},
+                dagster_type=table_type(TrainingLogSchema), **table_out,
                 description="Step, train loss, eval loss, learning rate and tokens seen of every training run.",
             ),
         },
@@ -64,9 +51,8 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
         """Fine-tune each student on each dataset with TRL SFT, once per training seed."""
         key = context.partition_key.keys_by_dimension
         dataset, student_name = key["dataset"], key["student"]
-        student = experiment.students[student_name]
+        student = students[student_name]
         base_path = student_path(student, data)
-        config = experiment.training
         difficulty = dict(zip(problems["problem_id"], problems["difficulty"]))
         examples = [
             {**row, "difficulty": difficulty.get(row["problem_id"], 0)}
@@ -90,7 +76,8 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
             if result is None:
                 context.log.info(f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, "
                                  f"on {gpu.torch_device()} x {config.processes}")
-                result = train(gpu, base_path, examples, config, seed, output, student.dtype, context.log.info)
+                run = TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype)
+                result = train(gpu, run, config, context.log.info)
                 save_result(output, result)
             else:
                 context.log.info(f"reusing {output}: same base model, examples, settings and seed")
@@ -99,8 +86,8 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
                          "train_tokens": result.train_tokens, "wall_s": result.wall_s})
             logs += [{"dataset": dataset, "student": student_name, "seed": seed, **row} for row in result.log]
             context.log.info(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
-        frame = pl.DataFrame(rows, schema=CHECKPOINT_SCHEMA)
-        log = pl.DataFrame(logs, schema=LOG_SCHEMA)
+        frame = frame_of(rows, CheckpointSchema)
+        log = frame_of(logs, TrainingLogSchema)
         trained = frame.filter(pl.col("status") == "trained")
         wall = float(trained["wall_s"].sum())
         yield dg.Output(frame, output_name="checkpoints", metadata={
@@ -119,16 +106,16 @@ def build_checkpoints_asset(experiment: Experiment, partitions: dg.MultiPartitio
     return checkpoints
 
 
-def train(gpu: GPUResource, base_path: str, examples: list[dict], config: TrainingConfig, seed: int, output: Path,
-          dtype: str, log: Callable[[str], None]) -> TrainResult:
+def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable[[str], None]) -> TrainResult:
     """In this process on a CPU; under torchrun on claimed cards on GPUs or with several processes."""
     if not gpu.has_cuda() and config.processes == 1:
-        return train_sft(base_path, examples, config, seed, output, "cpu", dtype)
+        result = train_sft(run, config)
+        assert result is not None  # a single process is rank 0
+        return result
     with gpu.claim(config.processes, log=log) as cards:
         if cards:
             log(f"SFT on GPU(s) {','.join(cards)}")
-        return train_sft_launched(base_path, examples, config, seed, output, gpu.torch_device(), dtype,
-                                  env=gpu.environment(cards))
+        return train_sft_launched(run, config, env=gpu.environment(cards))
 
 
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:

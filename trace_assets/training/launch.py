@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 from trace_assets.experiment import TrainingConfig
-from trace_assets.training.sft import train_sft
+from trace_assets.training.sft import TrainRun, train_sft
 
 
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
-    result = train_sft(job["base_model"], job["examples"], TrainingConfig(**job["config"]), job["seed"],
-                       Path(job["output_dir"]), job["device"], job["dtype"])
+    result = train_sft(TrainRun.from_json(job["run"]), TrainingConfig.model_validate_json(job["config"]))
     if result is not None:
         result.write(Path(job["result_path"]))
 

@@ -1,7 +1,6 @@
 """Schemas of the ``checkpoints`` and ``training_log`` tables."""
 
 import pandera.polars as pa
-from dagster_pandera import pandera_schema_to_dagster_type
 
 
 class CheckpointSchema(pa.DataFrameModel):
@@ -38,7 +37,3 @@ class TrainingLogSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-CheckpointsType = pandera_schema_to_dagster_type(CheckpointSchema)
-TrainingLogType = pandera_schema_to_dagster_type(TrainingLogSchema)

@@ -23,6 +23,26 @@ from trace_assets.experiment import TrainingConfig
 from trace_assets.training.format import student_prompt
 
 
+@dataclass(frozen=True)
+class TrainRun:
+    """One SFT run: the base model it starts from, the examples it sees (dicts with prompt,
+    completion, difficulty, example_id), its seed, where it saves, and on what it runs."""
+
+    base_model: str
+    examples: list[dict]
+    seed: int
+    output_dir: str
+    device: str = "cpu"
+    dtype: str = "auto"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainRun:
+        return cls(**json.loads(text))
+
+
 @dataclass
 class TrainResult:
     path: str
@@ -82,16 +102,8 @@ def log_rows(log_history: list[dict]) -> list[dict]:
     return rows
 
 
-def train_sft(
-    base_model: str,
-    examples: list[dict],
-    config: TrainingConfig,
-    seed: int,
-    output_dir: Path,
-    device: str,
-    dtype: str,
-) -> TrainResult | None:
-    """Fine-tune ``base_model`` on ``examples`` (dicts with prompt, completion, difficulty, example_id).
+def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
+    """Fine-tune ``run.base_model`` on ``run.examples`` with ``config``.
 
     Under torchrun every rank calls this; rank 0 returns the result, the others None.
     """
@@ -102,8 +114,9 @@ def train_sft(
 
     from trace_assets.students import load_tokenizer
 
+    base_model, seed, output_dir, device, dtype = run.base_model, run.seed, Path(run.output_dir), run.device, run.dtype
     tokenizer = load_tokenizer(base_model)
-    train, held_out = split_train_eval(examples, config.eval_fraction, seed)
+    train, held_out = split_train_eval(run.examples, config.eval_fraction, seed)
     if config.curriculum:
         train = curriculum_order(train)
 
@@ -172,16 +185,7 @@ def train_sft(
     return TrainResult(str(output_dir), content_hash, len(train), len(held_out), tokens, wall, rows, args.world_size)
 
 
-def train_sft_launched(
-    base_model: str,
-    examples: list[dict],
-    config: TrainingConfig,
-    seed: int,
-    output_dir: Path,
-    device: str,
-    dtype: str,
-    env: dict[str, str],
-) -> TrainResult:
+def train_sft_launched(run: TrainRun, config: TrainingConfig, env: dict[str, str]) -> TrainResult:
     """:func:`train_sft` in ``config.processes`` data-parallel processes started by torchrun.
 
     ``env`` carries the claimed cards (CUDA_VISIBLE_DEVICES), which is also why a single-GPU run
@@ -190,14 +194,11 @@ def train_sft_launched(
     """
     with tempfile.TemporaryDirectory(prefix="trace_assets_sft_") as folder:
         job, result_path = Path(folder) / "job.json", Path(folder) / "result.json"
-        job.write_text(json.dumps({
-            "base_model": base_model, "examples": examples, "config": config.model_dump(), "seed": seed,
-            "output_dir": str(output_dir), "device": device, "dtype": dtype, "result_path": str(result_path),
-        }))
+        job.write_text(json.dumps({"run": run.to_json(), "config": config.model_dump_json(), "result_path": str(result_path)}))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.processes}",
                    "-m", "trace_assets.training.launch", str(job)]
         completed = subprocess.run(command, env={**os.environ, **env}, stdout=sys.stderr)
         if completed.returncode != 0 or not result_path.exists():
             raise RuntimeError(f"SFT with {config.processes} process(es) failed (torchrun exit {completed.returncode}); "
-                               f"its log is above. Nothing was saved at {output_dir}.")
+                               f"its log is above. Nothing was saved at {run.output_dir}.")
         return TrainResult.read(result_path)

@@ -1,0 +1,64 @@
+"""Digest every asset table of a trace_assets database, to show that a change kept the results.
+
+    python scripts/table_digests.py data/trace_assets.duckdb > before.json
+    ... change the code, re-materialize into the same data folder ...
+    python scripts/table_digests.py data/trace_assets.duckdb --compare before.json
+
+A table's digest is the SHA-256 of its rows sorted by every column (so row order and the order
+DuckDB stores them in don't matter) and of its column names and types. ``--compare`` prints the
+tables whose digest, row count or columns changed and exits 1 if any did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+
+import duckdb
+
+# The generation cache records when each row was written; every other table is a pure result.
+SKIPPED = {"generation_cache"}
+
+
+def table_digests(database: str) -> dict[str, dict]:
+    with duckdb.connect(database, read_only=True) as connection:
+        tables = [row[0] for row in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
+            "ORDER BY table_name").fetchall()]
+        digests = {}
+        for table in tables:
+            if table in SKIPPED:
+                continue
+            columns = connection.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+            order = ", ".join(f'"{name}"' for name, _ in columns)
+            rows = connection.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()
+            digest = hashlib.sha256(json.dumps([columns, rows], default=str).encode()).hexdigest()
+            digests[table] = {"rows": len(rows), "columns": [name for name, _ in columns], "sha256": digest}
+    return digests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("database")
+    parser.add_argument("--compare", help="a JSON file this script wrote earlier")
+    args = parser.parse_args()
+    current = table_digests(args.database)
+    if not args.compare:
+        print(json.dumps(current, indent=2))
+        return
+    with open(args.compare) as handle:
+        before = json.load(handle)
+    changed = sorted(name for name in before.keys() | current.keys() if before.get(name) != current.get(name))
+    for name in changed:
+        print(f"changed: {name}: {before.get(name, {}).get('rows')} -> {current.get(name, {}).get('rows')} rows")
+    print(f"{len(before.keys() & current.keys()) - len(set(changed) & before.keys() & current.keys())} tables identical, "
+          f"{len(changed)} changed")
+    sys.exit(1 if changed else 0)
+
+
+if __name__ == "__main__":
+    main()

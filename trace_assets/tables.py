@@ -1,0 +1,47 @@
+"""A table's columns are declared once, in its pandera model; everything else derives from it.
+
+``polars_schema`` gives the column -> polars dtype mapping that empty frames, row lists and casts
+use; ``duckdb_columns`` gives the DuckDB column types the IO manager creates from those frames,
+which the schema test compares against every table after a materialization.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pandera.polars as pa
+import polars as pl
+
+# DuckDB's names for the polars types our models use (what a polars frame becomes on insert).
+_DUCKDB_TYPES = {"String": "VARCHAR", "Int64": "BIGINT", "Float64": "DOUBLE", "Boolean": "BOOLEAN"}
+
+
+@functools.cache
+def polars_schema(model: type[pa.DataFrameModel]) -> dict[str, pl.DataType]:
+    """Column name -> polars dtype, in the model's column order."""
+    return {name: column.dtype.type for name, column in model.to_schema().columns.items()}
+
+
+def empty_frame(model: type[pa.DataFrameModel]) -> pl.DataFrame:
+    return pl.DataFrame(schema=polars_schema(model))
+
+
+def frame_of(rows: list[dict], model: type[pa.DataFrameModel]) -> pl.DataFrame:
+    """Rows (dicts) as a frame with exactly the model's columns and types."""
+    return pl.DataFrame(rows, schema=polars_schema(model))
+
+
+def conform(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame:
+    """The model's columns of ``frame``, in its order, cast to its types."""
+    schema = polars_schema(model)
+    return frame.select(list(schema)).cast(schema)
+
+
+def duckdb_type(polars_type: pl.DataType | str) -> str:
+    """The DuckDB column type a polars column of this type becomes."""
+    return _DUCKDB_TYPES[str(polars_type)]
+
+
+def duckdb_columns(model: type[pa.DataFrameModel]) -> dict[str, str]:
+    """Column name -> DuckDB type of the table the IO manager writes for this model."""
+    return {name: duckdb_type(dtype) for name, dtype in polars_schema(model).items()}
