@@ -341,8 +341,8 @@ def _read_boxed(content: str) -> Fraction | _NotNumeric | None:
     """A ``\\boxed{}`` declares its answer: one that reads as no number is a non-numeric answer."""
     if not content.strip():
         return None
-    value = None if "!" in content else _read_plain(content, skip_words=True)  # 5! is a factorial here
-    if value is None and (_LATEX_HINT.search(content) or "!" in content):
+    value = None if "!" in content else _read_plain(content, skip_words=False)  # 5! is a factorial here
+    if value is None:
         value = _latex_value("\\boxed{" + content + "}")
     return _NOT_NUMERIC if value is None else value
 
