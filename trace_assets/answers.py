@@ -32,7 +32,8 @@ What a declared answer N may look like (the same reader serves all three extract
 - arithmetic after the declaration: ``#### 120 - 36 = 84`` and "the answer is 3 × 4 = 12" read
   the result after the last ``=``; a bare expression (``#### 120 - 36``) is evaluated by a small
   parser over ``+ - * / × ÷ x`` and parentheses (never ``eval``);
-- not numbers: times and ratios (``3:30``, ``2:1``) read as no answer rather than as 3;
+- not numbers: times and ratios (``3:30``, ``2:1``) read as no answer rather than as 3, and so
+  do a bare unspaced ``5-6`` (a range, or a date) after a declaration;
   ordinals (``3rd``) and numbers of more than ``_MAX_DIGITS`` digits are skipped.
 
 LaTeX the fast path cannot read (``\\sqrt{16}``, ``2^{10}``, ``\\frac{1}{2}+\\frac{1}{4}``) goes
@@ -229,7 +230,8 @@ def _tokens(text: str, pos: int) -> list | _NotNumeric | None:
                 continue
             operator = _OP_AT.match(text, pos)
             if operator and _VALUE_AHEAD.match(text, operator.end()):
-                tokens.append(_OPS[operator.group(1)])
+                hyphen = operator.group(0) == "-" and text[operator.end()].isdigit()  # 5-6: maybe a range
+                tokens.append("r-" if hyphen else _OPS[operator.group(1)])
                 pos, expect_value = operator.end(), True
                 continue
             unit = _UNIT_THEN_OP.match(text, pos)
@@ -246,8 +248,16 @@ def _tokens(text: str, pos: int) -> list | _NotNumeric | None:
     return tokens
 
 
-def _evaluate(tokens: list) -> Fraction | None:
-    """Value of ``a op b ... = c = d``: the last ``=`` segment that evaluates."""
+def _evaluate(tokens: list) -> Fraction | _NotNumeric | None:
+    """Value of ``a op b ... = c = d``: the last ``=`` segment that evaluates.
+
+    An unspaced hyphen between numbers is a subtraction in ``120-36=84`` but a range or a date
+    in a bare ``5-6`` or ``2024-05-01``: without an ``=`` that is not a number.
+    """
+    if "r-" in tokens:
+        if "=" not in tokens:
+            return _NOT_NUMERIC
+        tokens = ["-" if token == "r-" else token for token in tokens]
     segments, current = [], []
     for token in tokens:
         if token == "=":
@@ -548,8 +558,9 @@ def _declarations(text: str | None) -> list[tuple[str, Fraction | _NotNumeric]]:
     found = []
     for mark in _STRICT_MARK_RE.finditer(region):
         at_line_start = not region[region.rfind("\n", 0, mark.start()) + 1: mark.start()].strip()
-        if at_line_start and _HEADING_RE.match(region, mark.end()):
-            continue  # "#### 2. Add the boxes" is a markdown heading
+        line_end = region.find("\n", mark.end())
+        if at_line_start and _HEADING_RE.match(region, mark.end()) and line_end != -1 and region[line_end:].strip():
+            continue  # "#### 2. Add the boxes" with the solution going on below is a markdown heading
         found.append((mark.start(), "strict", mark.end()))
     found += [(mark.start(), "label", mark.end()) for mark in _LABEL_MARK_RE.finditer(region)]
     declarations = []

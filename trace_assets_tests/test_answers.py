@@ -115,6 +115,10 @@ ENDINGS = [
     # (flexible does not read ####, by design: its fallback takes the last number)
     pytest.param("#### 120 - 36", "84", None, "36", id="hash-bare-expression"),
     pytest.param("#### (120 - 36) / 2 = 42", "42", None, "42", id="hash-parenthesised"),
+    pytest.param("#### 120-36=84", "84", None, "84", id="hash-unspaced-arithmetic"),
+    pytest.param("#### 3-(-2)=5", "5", None, "5", id="hash-nested-negative"),
+    pytest.param("#### 18. So she makes 18.", "18", None, "18", id="hash-restated-same-line"),
+    pytest.param("The answer is 5-6 hours.", None, None, None, id="range-is-not-a-number"),
     pytest.param("#### 5 x 3 = 15 dollars", "15", None, "15", id="hash-x-times-unit"),
     pytest.param("The answer is 120 - 36 = 84.", None, None, "84", id="phrase-arithmetic"),
     pytest.param("So the answer is 3 × 4 = 12", None, None, "12", id="phrase-times-sign"),
