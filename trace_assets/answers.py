@@ -452,12 +452,12 @@ _WHOLE_NUMBER_RE = re.compile(
 )
 
 
+_CALC_ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
+
+
 def strip_calculator_annotations(text: str) -> str:
     """Remove GSM8K's ``<<48/2=24>>`` calculator annotations."""
     return _CALC_ANNOTATION_RE.sub("", text)
-
-
-_CALC_ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
 
 
 def parse_number(text: str | None) -> Fraction | None:
