@@ -3,7 +3,7 @@ import polars as pl
 import pytest
 
 from trace_assets.evaluation.degeneration import is_degenerate_loop, repeated_ngram_ratio
-from trace_assets.reporting.failures import arithmetic_slips, classify_by_rules, failure_changes, parse_failure_category
+from trace_assets.reporting.failures import arithmetic_slips, classify_by_rules, parse_failure_category
 from trace_assets.reporting.stats import accuracy_table, bootstrap_ci, mcnemar_exact, paired_tests
 
 
@@ -81,15 +81,3 @@ def test_accuracy_table_and_paired_tests():
     tests = paired_tests(_evals(), table)
     assert set(tests["best"]) == {"A"}
     assert not tests["distinguishable"].any()  # 4 problems cannot tell these apart
-
-
-def test_failure_changes_against_base():
-    failures = pl.DataFrame({
-        "dataset": ["base", "base", "base", "A"], "student": ["s"] * 4, "seed": [0] * 4, "problem_id": ["p1", "p2", "p3", "p1"],
-        "category": ["arithmetic_slip", "arithmetic_slip", "loop_degeneration", "arithmetic_slip"],
-        "source": ["rules"] * 4, "evidence": [""] * 4,
-    })
-    changes = failure_changes(failures)
-    change = dict(zip(changes["category"], changes["change_vs_base"]))
-    assert change == {"arithmetic_slip": -1, "loop_degeneration": -1}  # the loop disappeared after training
-    assert set(changes["dataset"]) == {"A"}

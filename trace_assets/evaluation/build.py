@@ -37,7 +37,7 @@ def eval_rows(
             "extracted_answer": extraction.answer,
             "reference_answer": problem["answer"],
             "is_correct": numbers_match(extraction.answer, problem["answer"]),
-            "is_correct_strict": numbers_match(extraction.strict or extraction.label, problem["answer"]),
+            "is_correct_strict": numbers_match(extraction.strict, problem["answer"]),  # only the asked-for `#### N`
             "output_tokens": completion.output_tokens if completion else 0,
             "finish_reason": finish,
             "hit_length_limit": finish == "length",

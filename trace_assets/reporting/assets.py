@@ -9,9 +9,7 @@ from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Request
 from trace_assets.metadata import preview
 from trace_assets.plots import accuracy_png, png_markdown
-from trace_assets.reporting.failures import (
-    FAILURE_SCHEMA, classify_by_rules, failure_judge_messages, parse_failure_category,
-)
+from trace_assets.reporting.failures import FAILURE_SCHEMA, SOURCES, classify_by_rules, decide, failure_judge_messages
 from trace_assets.reporting.report import build_report
 from trace_assets.reporting.schemas import AccuracySchema, FailureModeSchema
 from trace_assets.reporting.stats import accuracy_table
@@ -26,37 +24,36 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
                                gpus=judge.gpus, automation_condition=EAGER))
     def failure_modes(context: dg.AssetExecutionContext, generation: GenerationResource,
                       eval_results: pl.DataFrame, problems: pl.DataFrame):
-        """Each wrong answer classified into the failure taxonomy, by rules where reliable, else by the judge."""
+        """Each wrong answer classified into the failure taxonomy: rules propose, the judge decides."""
         wrong = eval_results.filter(~pl.col("is_correct"))
         problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
-        rows, needs_judge = [], []
-        for row in wrong.iter_rows(named=True):
-            verdict = classify_by_rules(row["completion"], row["extracted_answer"], row["reference_answer"],
-                                        row["degenerate_loop"], row["hit_length_limit"])
-            base = {k: row[k] for k in ("dataset", "student", "seed", "problem_id")}
-            if verdict.category:
-                rows.append({**base, "category": verdict.category, "source": "rules", "evidence": verdict.evidence})
-            else:
-                needs_judge.append((base, row["completion"]))
         spec, sampling = generation.settings(judge, n=1)
-        requests = []
-        for base, completion in needs_judge:
+        decided, asked = [], []  # (row key, proposal[, request])
+        for row in wrong.iter_rows(named=True):
+            proposal = classify_by_rules(row["completion"], row["extracted_answer"], row["reference_answer"],
+                                         row["degenerate_loop"], row["hit_length_limit"])
+            base = {k: row[k] for k in ("dataset", "student", "seed", "problem_id")}
+            if proposal.decisive:
+                decided.append((base, proposal))
+                continue
             problem = problem_rows[base["problem_id"]]
-            messages = failure_judge_messages(problem["question"], problem["reference_solution"], completion)
-            requests.append(Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
-        result = generation.generate(spec, sampling, requests, context.log.info) if requests else None
-        for (base, _), request in zip(needs_judge, requests):
+            messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
+            asked.append((base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA),
+                                                  messages, FAILURE_SCHEMA)))
+        result = generation.generate(spec, sampling, [r for *_, r in asked], context.log.info) if asked else None
+        rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))}
+                for base, proposal in decided]
+        for base, proposal, request in asked:
             completion = result.completions.get((request.key, 0))
-            category, reason = parse_failure_category(completion.text if completion else "")
-            rows.append({**base, "category": category, "source": "judge" if category != "unclassified" else "unparsable",
-                         "evidence": reason})
+            # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
+            category, source, evidence = decide(proposal, completion.text if completion else "")
+            rows.append({**base, "category": category, "source": source, "evidence": evidence})
         frame = frame_of(rows, FailureModeSchema)
         counts = frame.group_by(["dataset", "student", "category"]).len().sort(["student", "dataset", "category"])
         yield dg.Output(frame, metadata={
             "dagster/row_count": frame.height,
-            "by_rules": int((frame["source"] == "rules").sum()),
-            "by_judge": int((frame["source"] == "judge").sum()),
-            "unparsable": int((frame["source"] == "unparsable").sum()),
+            **{f"source_{source}": int((frame["source"] == source).sum()) for source in SOURCES},
+            "judge_agreed_with_rules": int((frame["source"] == "rules+judge").sum()),
             "counts": preview(counts, rows=counts.height),
         })
 

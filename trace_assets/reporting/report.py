@@ -8,7 +8,7 @@ import polars as pl
 
 from trace_assets.metadata import markdown_table
 from trace_assets.plots import accessibility_png, accuracy_png, loss_curves_png, png_markdown
-from trace_assets.reporting.failures import failure_changes
+from trace_assets.reporting.failures import failure_summary
 from trace_assets.reporting.stats import difficulty_bucket, paired_tests
 
 
@@ -39,7 +39,7 @@ def build_report(name: str, seeds: list[int], accuracy: pl.DataFrame, eval_resul
         .group_by(["student", "dataset", "bucket"]).agg(pl.len().alias("n"), pl.col("is_correct").mean().alias("accuracy"))
         .sort(["student", "dataset", "bucket"])
     )
-    changes = failure_changes(failure_modes)
+    changes = failure_summary(failure_modes, eval_results)
     budgets = trace_stats.select("dataset", "student", "n_examples", "total_tokens", "mean_tokens", "nll_before")
     trained = checkpoints.filter(pl.col("status") == "trained").select(
         "dataset", "student", "seed", "train_examples", "train_tokens", "wall_s")

@@ -2,7 +2,7 @@
 
 import pandera.polars as pa
 
-from trace_assets.reporting.failures import CATEGORIES
+from trace_assets.reporting.failures import CATEGORIES, SOURCES
 
 
 class FailureModeSchema(pa.DataFrameModel):
@@ -13,7 +13,7 @@ class FailureModeSchema(pa.DataFrameModel):
     seed: int
     problem_id: str
     category: str = pa.Field(isin=CATEGORIES)
-    source: str = pa.Field(isin=["rules", "judge", "unparsable"])
+    source: str = pa.Field(isin=SOURCES, description="rules (decisive, or no judge), judge, rules+judge (agreed), unparsable")
     evidence: str
 
     class Config:
