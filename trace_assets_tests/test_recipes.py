@@ -376,3 +376,14 @@ def test_text_statistics():
     assert template_line_share(labelled) == 1.0
     assert template_line_share(prose) == 0.0
     assert gzip_ratio(["abc " * 200]) < gzip_ratio(prose)
+
+
+def test_legacy_bridge_survives_a_style_without_traces():
+    recipes = {"G": DatasetRecipe(recipe="G", style="normal"), "G_gold": DatasetRecipe(recipe="G", style="gold"),
+               "T": DatasetRecipe(recipe="G", style="titanium")}
+    label = [trace(f"t-{p['problem_id']}", p, f"GOAL: x\nC1: {p['c']} * 2 = {p['d']}\nANSWER: {p['d']}", style="titanium")
+             for p in PROBLEMS]
+    frame, _ = build_dataset("G_gold", recipes, pl.DataFrame(SAMPLES + label), TRAIN, 0, words)
+    assert frame.is_empty()
+    titanium, _ = build_dataset("T", recipes, pl.DataFrame(SAMPLES + label), TRAIN, 0, words)
+    assert titanium.height == 20  # its ANSWER: lines were recognised as the style's format

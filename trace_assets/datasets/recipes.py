@@ -536,8 +536,8 @@ class RecipeReport:
     token_target: int | None = None
 
 
-def _guess_answer_formats(judged: pl.DataFrame) -> dict[str, AnswerFormat]:
-    formats: dict[str, AnswerFormat] = {}
+def _guess_answer_formats(judged: pl.DataFrame, recipes: Mapping[str, DatasetRecipe]) -> dict[str, AnswerFormat]:
+    formats: dict[str, AnswerFormat] = {r.style: "hash" for r in recipes.values() if r.style is not None}
     for style in judged["style"].unique().to_list():
         texts = judged.filter(pl.col("style") == style)["completion"].to_list()
         labels = sum(1 for text in texts if declared_answers(text, "label").values)
@@ -554,7 +554,7 @@ def build_dataset(
     default eligibility and comparisons, no token matching and answer formats guessed from the
     traces. Remove once the asset calls ``build_experiment_datasets``."""
     build = build_datasets(recipes, EligibilityPolicy(), judged, train, seed, {"student": count_tokens},
-                           _guess_answer_formats(judged))
+                           _guess_answer_formats(judged, recipes))
     summary = build.summary.filter(pl.col("dataset") == name).row(0, named=True)
     report = RecipeReport(summary["candidates"], summary["flawed"], summary["flawed"], summary["token_target"])
     return build.examples.filter(pl.col("dataset") == name), report
