@@ -122,7 +122,7 @@ class DatasetRecipe(_Section):
     flaw: Literal["wrong", "corrupted", "both"] = Field(
         "wrong",
         description="mixture only. wrong: the style's wrong-answer trace for the problem; corrupted: the G trace with "
-        "its last calculation and final answer changed to a wrong value; both: wrong where there is one, else corrupted",
+        "the calculation that first yields its answer, and the answer, changed to a wrong value; both: wrong where there is one, else corrupted",
     )
     trim: TrimKind = Field(
         "none",
