@@ -52,7 +52,7 @@ STAGES = [
     ["problems"],
     ["style_prompts"],
     ["teacher_traces", "judged_traces"],
-    ["sft_examples", "trace_stats"],
+    ["sft_examples", "dataset_exclusions", "trace_stats"],
     ["checkpoints", "training_log"],
     ["eval_results"],
     ["failure_modes", "accuracy", "report", "lineage_views"],

@@ -110,22 +110,106 @@ class StudentConfig(_Section):
 
 
 RecipeKind = Literal["G", "W", "H", "H_style", "mixture"]
+TrimKind = Literal["none", "conclusion", "control"]
+_RENAMED_RECIPE_KEYS = {
+    "trim_after_answer": "use 'trim: conclusion' (and a second arm with 'trim: control' for its control)",
+    "match_tokens_with": "list the datasets to equalise under the experiment's 'token_matching' key",
+}
 
 
 class DatasetRecipe(_Section):
+    """One training dataset (an arm). Which trace of a problem it takes never depends on its name:
+    every arm that needs "a trace of style S for problem P" takes the same one (see
+    trace_assets/datasets/recipes.py), after the experiment's one ``eligibility`` policy.
+
+    - ``G``: traces whose declared final answer is right; ``W``: whose declared answer is wrong.
+    - ``H``: the human reference solutions; ``H_style``: the teacher's paraphrases of them into
+      ``style`` that keep the answer and follow the human solution.
+    - ``mixture``: ``G`` with ``flawed_fraction`` of its problems given a flawed trace (``flaw``);
+      mixtures of one style and flaw are nested (the flawed set at 0.1 is inside the one at 0.25).
+    """
+
     recipe: RecipeKind
     style: str | None = None
-    flawed_fraction: float = Field(0.0, ge=0, le=1)
-    flaw: Literal["wrong", "corrupted", "both"] = "wrong"
-    trim_after_answer: bool = False
-    match_tokens_with: str | None = None
-    per_problem: int = Field(1, ge=1)
+    flawed_fraction: float = Field(0.0, ge=0, le=1, description="mixture only: share of problems with a flawed trace")
+    flaw: Literal["wrong", "corrupted", "both"] = Field(
+        "wrong",
+        description="mixture only. wrong: the style's wrong-answer trace for the problem; corrupted: the G trace with "
+        "the calculation that first yields its answer, and the answer, changed to a wrong value; both: wrong where there is one, else corrupted",
+    )
+    trim: TrimKind = Field(
+        "none",
+        description="conclusion: cut what follows the first statement of the final answer, keep one answer line; "
+        "control: remove as many tokens from a seeded random span of the reasoning before that point",
+    )
+    per_problem: int = Field(1, ge=1, description="traces taken per problem, best-ranked first")
+    pair_correct_wrong: bool = Field(
+        False, description="G/W/mixture: only problems where the style has both an eligible right and an eligible wrong trace"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data):
+        if isinstance(data, dict):
+            for key, hint in _RENAMED_RECIPE_KEYS.items():
+                if key in data:
+                    raise ValueError(f"'{key}' is no longer a recipe key: {hint}")
+        return data
 
     @model_validator(mode="after")
     def _style_needed(self) -> "DatasetRecipe":
         if self.recipe != "H" and self.style is None:
             raise ValueError(f"recipe '{self.recipe}' needs a 'style'")
+        if self.recipe == "H" and self.style is not None:
+            raise ValueError("recipe 'H' (the human solutions) takes no 'style'; use recipe 'H_style' for paraphrases")
+        if self.recipe != "mixture" and (self.flawed_fraction != 0 or "flaw" in self.model_fields_set):
+            raise ValueError(f"'flawed_fraction' and 'flaw' apply to recipe 'mixture', not '{self.recipe}'")
+        if self.recipe == "mixture" and (self.per_problem != 1 or self.trim != "none"):
+            raise ValueError("a mixture takes one trace per problem and is not trimmed (per_problem: 1, trim: none)")
+        if self.recipe == "H" and self.trim != "none":
+            raise ValueError("'trim' applies to teacher traces, not to recipe 'H'")
+        if self.pair_correct_wrong and self.recipe not in ("G", "W", "mixture"):
+            raise ValueError("'pair_correct_wrong' applies to recipes G, W and mixture")
         return self
+
+
+class EligibilityPolicy(_Section):
+    """Which teacher traces (solves and paraphrases) any synthetic arm may use; the same for every arm.
+    A trace that fails is recorded in ``dataset_exclusions`` with the first failing reason."""
+
+    exclude_truncated: bool = Field(True, description="drop traces cut off at max_tokens (finish reason 'length')")
+    require_declared_answer: bool = Field(
+        True, description="the final answer must be declared in the style's own format (#### or ANSWER:), never only "
+        "found by the fallback extractor",
+    )
+    exclude_changed_answer: bool = Field(True, description="drop traces that declare one answer and later another")
+    require_judge_verdict: bool = Field(True, description="drop traces whose judge reply was not a parseable verdict")
+    require_conformance: bool = Field(True, description="drop traces that fail the style's rules or judge")
+    paraphrase_min_coverage: float = Field(
+        1.0, ge=0, le=1,
+        description="H_style: share of the human solution's intermediate quantities the paraphrase must contain",
+    )
+    paraphrase_judge: bool = Field(
+        False, description="H_style: also require the judge's faithfulness verdict (judged_traces.judge_faithful)"
+    )
+
+
+class ComparisonsConfig(_Section):
+    """Which arms share one problem set: in each group, every arm keeps only the problems where all
+    of the group's non-empty arms have an eligible trace (the problems an arm loses are counted)."""
+
+    intersect_problems: bool = Field(True, description="false: every arm keeps every problem it has a trace for")
+    groups: list[list[str]] | None = Field(
+        None, description="groups of dataset names compared together; null: all datasets form one group"
+    )
+
+
+class TokenMatchGroup(_Section):
+    """Datasets whose training tokens are made equal, per student under its own tokenizer, by
+    subsampling every larger one to the smallest (aligned on the same problems where possible)."""
+
+    datasets: list[str] = Field(min_length=2)
+    tolerance: float = Field(0.01, ge=0, lt=1, description="largest allowed relative gap to the smallest total")
 
 
 class TrainingConfig(_Section):
@@ -140,6 +224,15 @@ class TrainingConfig(_Section):
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     curriculum: bool = False
     processes: int = Field(1, ge=1, description="data-parallel SFT processes (one GPU each), launched with torchrun")
+
+    @model_validator(mode="after")
+    def _curriculum_needs_order(self) -> "TrainingConfig":
+        if self.curriculum and self.packing:
+            raise ValueError(
+                "curriculum: true with packing: true would lose the easy-to-hard order (TRL packs with best-fit "
+                "decreasing, which regroups examples by length); set one of them to false"
+            )
+        return self
 
 
 class EvaluationConfig(_Section):
@@ -160,6 +253,15 @@ class GpuConfig(_Section):
     cpu_memory_fraction: float = Field(0.3, gt=0, le=1)
 
 
+class DatasetRules(_Section):
+    """The rules every dataset recipe is built under: who is eligible, which arms share problems,
+    which are matched on training tokens."""
+
+    eligibility: EligibilityPolicy
+    comparisons: ComparisonsConfig
+    token_matching: list[TokenMatchGroup]
+
+
 class Experiment(_Section):
     name: str
     seed: int = 0
@@ -170,6 +272,9 @@ class Experiment(_Section):
     judge: ModelConfig
     students: dict[str, StudentConfig]
     datasets: dict[str, DatasetRecipe]
+    eligibility: EligibilityPolicy = EligibilityPolicy()
+    comparisons: ComparisonsConfig = ComparisonsConfig()
+    token_matching: list[TokenMatchGroup] = []
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
@@ -208,10 +313,41 @@ class Experiment(_Section):
         for name, recipe in self.datasets.items():
             if recipe.style is not None and recipe.style not in self.styles:
                 raise ValueError(f"datasets.{name}.style: '{recipe.style}' is not one of styles {self.styles}")
-            if recipe.match_tokens_with is not None and recipe.match_tokens_with not in self.datasets:
-                raise ValueError(
-                    f"datasets.{name}.match_tokens_with: '{recipe.match_tokens_with}' is not a dataset of this experiment"
-                )
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_groups(self) -> "Experiment":
+        """comparisons.groups and token_matching name datasets of this experiment, each at most once."""
+        def check(section: str, groups: list[list[str]]) -> None:
+            seen: dict[str, int] = {}
+            for number, group in enumerate(groups):
+                for name in group:
+                    if name not in self.datasets:
+                        raise ValueError(f"{section}[{number}]: '{name}' is not a dataset of this experiment")
+                    if name in seen:
+                        raise ValueError(f"{section}: '{name}' is in groups {seen[name]} and {number}; a dataset joins one group")
+                    seen[name] = number
+
+        groups = self.comparisons.groups
+        check("comparisons.groups", groups or [])
+        check("token_matching", [group.datasets for group in self.token_matching])
+        for group in self.token_matching:
+            mixtures = [name for name in group.datasets if self.datasets[name].recipe == "mixture"]
+            if mixtures:
+                raise ValueError(f"token_matching: {mixtures} are mixtures; subsampling would change their flawed fraction")
+        if self.comparisons.intersect_problems:
+            # Mixtures of one style and flaw are nested only if they are built over the same problems.
+            where: dict[tuple, set[int | None]] = {}
+            for name, recipe in self.datasets.items():
+                if recipe.recipe == "mixture":
+                    number = next((i for i, group in enumerate(groups) if name in group), None) if groups is not None else 0
+                    where.setdefault((recipe.style, recipe.flaw, recipe.pair_correct_wrong), set()).add(number)
+            for (style, flaw, _), numbers in where.items():
+                if len(numbers) > 1:
+                    raise ValueError(
+                        f"comparisons.groups: the '{style}' mixtures with flaw '{flaw}' must all be in one group, "
+                        "or they are built over different problems and do not nest"
+                    )
         return self
 
     def resolve(self, path: str) -> Path:
@@ -224,9 +360,8 @@ class Experiment(_Section):
         """Styles the teacher must also paraphrase the human solutions into (for ``H_style`` recipes)."""
         return frozenset(recipe.style for recipe in self.datasets.values() if recipe.recipe == "H_style")
 
-    def token_counting_student(self) -> StudentConfig:
-        """The student whose tokenizer counts a dataset's training tokens (token matching, budgets)."""
-        return next(iter(self.students.values()))
+    def dataset_rules(self) -> DatasetRules:
+        return DatasetRules(eligibility=self.eligibility, comparisons=self.comparisons, token_matching=self.token_matching)
 
     def dataset_keys(self) -> list[str]:
         """Dataset partitions: every recipe, plus the untrained students' ``base``."""

@@ -12,6 +12,7 @@ import dagster as dg
 
 from trace_assets.automation.sensors import build_evaluation_schedule, build_style_change_sensor
 from trace_assets.datasets.assets import build_sft_examples_asset, build_trace_stats_asset
+from trace_assets.datasets.recipes import datasets_affected_by_style
 from trace_assets.evaluation.assets import build_eval_results_asset
 from trace_assets.experiment import Experiment
 from trace_assets.judging.assets import build_judged_traces_asset
@@ -78,7 +79,7 @@ def build_assets(experiment: Experiment) -> list:
         build_style_asset(experiment.resolve(experiment.styles_dir), styles),
         build_teacher_traces_asset(experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles),
         build_judged_traces_asset(experiment.judge, thresholds.min_conformance_rate, styles),
-        build_sft_examples_asset(experiment.datasets, experiment.seed, experiment.token_counting_student(), datasets),
+        build_sft_examples_asset(experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets),
         build_trace_stats_asset(experiment.students, datasets),
         build_checkpoints_asset(experiment.students, experiment.training, models),
         build_eval_results_asset(experiment.students, experiment.evaluation, experiment.seed, models),
@@ -94,7 +95,8 @@ def build_definitions(experiment: Experiment, folder: Path, executor: dg.Executo
     schedule = build_evaluation_schedule(experiment.evaluation.schedule, model_partitions(experiment))
     style_sensor = build_style_change_sensor(
         experiment.resolve(experiment.styles_dir),
-        {style: experiment.datasets_using_style(style) for style in experiment.styles},
+        {style: datasets_affected_by_style(experiment.datasets, experiment.comparisons, experiment.token_matching, style)
+         for style in experiment.styles},
         style_partitions(experiment), dataset_partitions(experiment),
     )
     return dg.Definitions(

@@ -14,8 +14,8 @@ def test_model_size_from_name():
 def test_dry_run_of_the_paper_experiment():
     experiment = load_experiment(PROJECT_ROOT / "experiments" / "paper.yaml")
     rows = {row["asset"]: row for row in plan(experiment)}
-    # 4 styles x 1,700 problems x 4 samples, plus one paraphrase style x 1,700 x 4
-    assert rows["teacher_traces"]["work"].startswith("34,000 generations")
+    # 4 styles x 1,700 problems x 4 samples; paper.yaml has no paraphrase (H_style) arm
+    assert rows["teacher_traces"]["work"].startswith("27,200 generations")
     assert rows["checkpoints[*|qwen7b]"]["gpu_hours"] > rows["checkpoints[*|qwen3b]"]["gpu_hours"] >= rows["checkpoints[*|qwen0_5b]"]["gpu_hours"]
     assert rows["teacher_traces"]["gpus"] == 8  # tensor_parallel_size 4 x data_parallel_size 2
     # Two data-parallel SFT processes: fewer wall hours, more GPU hours (all-reduce costs a share).

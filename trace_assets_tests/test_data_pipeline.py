@@ -86,7 +86,7 @@ def latest(instance, key, partition):
 def test_traces_to_datasets_end_to_end(tmp_path, tiny_model, instance):
     path = write_experiment(tmp_path, tiny_model)
     defs, experiment = definitions(path, tmp_path / "data")
-    for stage in (["problems"], ["style_prompts"], ["teacher_traces", "judged_traces"], ["sft_examples", "trace_stats"]):
+    for stage in (["problems"], ["style_prompts"], ["teacher_traces", "judged_traces"], ["sft_examples", "dataset_exclusions", "trace_stats"]):
         run_stage(defs, instance, stage)
 
     db = duckdb.connect(str(tmp_path / "data" / "trace_assets.duckdb"), read_only=True)

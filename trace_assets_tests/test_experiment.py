@@ -63,3 +63,60 @@ def test_environment_variable_selects_the_file(tmp_path, monkeypatch):
     path = _write(tmp_path, BASE.replace("name: t", "name: from_env"))
     monkeypatch.setenv("TRACE_ASSETS_EXPERIMENT", str(path))
     assert load_experiment().name == "from_env"
+
+
+@pytest.mark.parametrize(
+    ("datasets", "extra", "message"),
+    [
+        ("{G: {recipe: G, style: normal, trim_after_answer: true}}", "", "use 'trim: conclusion'"),
+        ("{G: {recipe: G, style: normal, match_tokens_with: H}, H: {recipe: H}}", "", "token_matching"),
+        ("{G: {recipe: G, style: normal, flaw: wrong}}", "", "apply to recipe 'mixture'"),
+        ("{H: {recipe: H, trim: conclusion}}", "", "teacher traces"),
+        ("{m: {recipe: mixture, style: normal, trim: control}}", "", "not trimmed"),
+        ("{H: {recipe: H, pair_correct_wrong: true}}", "", "recipes G, W and mixture"),
+        ("{G: {recipe: G, style: normal}}", "token_matching: [{datasets: [G, nope]}]\n", "'nope' is not a dataset"),
+        ("{G: {recipe: G, style: normal}, H: {recipe: H}}", "token_matching: [{datasets: [G]}]\n", "at least 2"),
+        ("{G: {recipe: G, style: normal}, H: {recipe: H}}", "comparisons: {groups: [[G, H], [H]]}\n", "'H' is in groups 0 and 1"),
+        ("{m1: {recipe: mixture, style: normal, flawed_fraction: 0.1}, m2: {recipe: mixture, style: normal, flawed_fraction: 0.2}, "
+         "G: {recipe: G, style: normal}}", "comparisons: {groups: [[m1, G]]}\n", "do not nest"),
+        ("{m1: {recipe: mixture, style: normal}, G: {recipe: G, style: normal}}", "token_matching: [{datasets: [m1, G]}]\n",
+         "flawed fraction"),
+        ("{G: {recipe: G, style: normal}}", "training: {packing: true, curriculum: true}\n", "easy-to-hard order"),
+        ("{G: {recipe: G, style: normal}}", "eligibility: {require_conformence: false}\n", "unknown key 'eligibility.require_conformence'"),
+    ],
+)
+def test_dataset_sections_are_validated(tmp_path, datasets, extra, message):
+    text = BASE.replace("datasets: {G_normal: {recipe: G, style: normal}}", f"datasets: {datasets}") + extra
+    with pytest.raises(ExperimentError, match=message):
+        load_experiment(_write(tmp_path, text))
+
+
+def test_dataset_sections_default_to_one_strict_policy_and_one_group(tmp_path):
+    experiment = load_experiment(_write(tmp_path, BASE))
+    policy = experiment.eligibility
+    assert policy.exclude_truncated and policy.require_declared_answer and policy.require_conformance
+    assert experiment.comparisons.intersect_problems and experiment.comparisons.groups is None
+    assert experiment.token_matching == []
+
+
+def test_study_experiments_run_as_the_studies_did():
+    from trace_assets.cli import dry_run
+
+    paper = load_experiment(PROJECT_ROOT / "experiments" / "paper.yaml")
+    assert sorted(s.model for s in paper.students.values()) == sorted(
+        f"Qwen/Qwen2.5-{size}" for size in ("0.5B", "1.5B", "3B", "7B"))
+    assert len(paper.styles) == 4 and {r.style for r in paper.datasets.values() if r.recipe == "G"} == set(paper.styles)
+    assert [sorted(paper.datasets[n].style for n in g.datasets) for g in paper.token_matching] == [["diamond", "normal"]]
+    assert {r.trim for r in paper.datasets.values()} == {"none", "conclusion", "control"}
+    assert paper.training.seeds == [0, 1, 2]
+
+    study = load_experiment(PROJECT_ROOT / "experiments" / "shape_of_thought.yaml")
+    assert study.teacher.model == "google/gemma-2-27b-it"
+    assert sorted(s.model for s in study.students.values()) == sorted(
+        ["Qwen/Qwen2.5-1.5B", "meta-llama/Llama-3.1-8B", "google/gemma-2-2b", "google/gemma-2-9b"])
+    recipes = sorted(r.recipe for r in study.datasets.values())
+    assert recipes.count("G") == recipes.count("W") == recipes.count("H") == recipes.count("H_style") == 1
+    fractions = sorted(r.flawed_fraction for r in study.datasets.values() if r.recipe == "mixture")
+    assert fractions == [0, 0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0]
+    for experiment in (paper, study):
+        assert dry_run(experiment).startswith(f"experiment {experiment.name}:")

@@ -96,3 +96,62 @@ def test_contamination_is_detected_across_splits():
         normalise_record("Other?", "#### 2", "test", "jsonl"),
     ]
     assert contamination(pl.DataFrame(rows)) == [rows[0]["problem_id"]]
+
+
+@pytest.mark.parametrize("operations", [("share",), ("give",), ("lose_fraction",), ("share", "give")])
+def test_generator_ends_when_only_some_operations_are_allowed(operations):
+    import signal
+
+    def too_slow(*_):
+        raise TimeoutError(f"generate_problems looped with operations {operations}")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        problems = generate_problems(30, seed=0, min_steps=2, max_steps=6, operations=operations, max_number=60)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(problems) == 30
+    for problem in problems:
+        assert reference_answer(problem.solution) == str(problem.answer)
+        assert 2 <= problem.steps <= 6
+
+
+def test_generator_fix_keeps_the_problems_it_made_before():
+    # Recorded before the dead-end fix: the same seed still gives the same problems.
+    import hashlib
+
+    problems = generate_problems(20, 3, 2, 5)
+    digest = hashlib.sha1("\n".join(p.question + p.solution for p in problems).encode()).hexdigest()
+    assert digest == "09de98dd152ed016f56b7f3cc15c9defb351c6bc"
+
+
+def test_near_duplicate_with_other_numbers_is_contamination():
+    from trace_assets.problems.sources import near_duplicates
+
+    test = {"t1": "Ava has 12 apples. She buys 3 boxes with 4 apples in each box. How many apples does she have now?",
+            "t2": "A train travels 60 miles per hour for 3 hours. How far does it go?"}
+    train = {
+        "variant": "Ava has 20 apples. She buys 5 boxes with 6 apples in each box. How many apples does she have now?",
+        "reworded": "ava has 12 apples!  she buys 3 boxes with 4 apples in each box - how many apples does she have now",
+        "unrelated": "Ben reads 30 pages a day. How many pages does he read in 7 days?",
+        "same_frame": "Ava has 12 pears. She sells 3 crates with 4 pears in each crate. How many pears are left?",
+    }
+    hits = {hit.train_id: hit for hit in near_duplicates(train, test)}
+    assert set(hits) == {"variant", "reworded"}
+    assert hits["variant"].test_id == "t1" and hits["variant"].similarity == 1.0
+
+
+def test_contaminated_train_problems_are_removed_and_reported(tmp_path):
+    test_question = "A shop sells 14 pens a day. How many pens does it sell in 6 days?"
+    lines = [GOOD, json.dumps({"question": "A shop sells 20 pens a day. How many pens does it sell in 3 days?",
+                               "answer": "20*3=60\n#### 60"})]
+    experiment, _ = _jsonl_experiment(tmp_path, lines)
+    test_file = experiment.resolve(experiment.problems.jsonl.test)
+    test_file.write_text(json.dumps({"question": test_question, "answer": "14*6=84\n#### 84"}) + "\n")
+    frame, report = load_problems(experiment.problems, experiment.seed)
+    assert frame.filter(pl.col("split") == "train")["question"].to_list() == ["Q one?"]
+    assert [hit.similarity for hit in report.contaminated] == [1.0]
+    assert report.contaminated[0].test_id == frame.filter(pl.col("split") == "test")["problem_id"][0]
+    assert not contamination(frame)

@@ -1,124 +1,361 @@
 import random
 
 import polars as pl
+import pytest
 
-from trace_assets.datasets.recipes import build_dataset, corrupt_trace, trim_after_answer
+from trace_assets.datasets.flaws import corrupt_final_step, is_flawed_version
+from trace_assets.datasets.recipes import (
+    TokenBudgetError,
+    build_datasets,
+    datasets_affected_by_style,
+    exclusion_counts,
+)
+from trace_assets.datasets.schemas import EXCLUSION_REASONS, DatasetExclusionSchema, SftExampleSchema
+from trace_assets.datasets.selection import declared_answers, intermediate_quantities, paraphrase_coverage
 from trace_assets.datasets.stats import gzip_ratio, template_line_share
-from trace_assets.experiment import DatasetRecipe
+from trace_assets.datasets.trimming import find_conclusion
+from trace_assets.experiment import ComparisonsConfig, DatasetRecipe, EligibilityPolicy, TokenMatchGroup
 
 
 def words(text: str) -> int:
     return len(text.split())
 
 
-TRAIN = pl.DataFrame({
-    "problem_id": ["p1", "p2", "p3", "p4"],
-    "question": ["Q1?", "Q2?", "Q3?", "Q4?"],
-    "reference_solution": ["1+1=2\n#### 2", "2*3=6\n#### 6", "9-4=5\n#### 5", "8/2=4\n#### 4"],
-})
+def chars(text: str) -> int:  # a second "tokenizer": about four characters a token
+    return (len(text) + 3) // 4
 
 
-def trace(trace_id, problem, correct, conforms, text, kind="solve", style="normal", answer="2", finish="stop"):
-    return {
-        "trace_id": trace_id, "problem_id": problem, "style": style, "kind": kind, "style_version": "v1",
-        "completion": text, "finish_reason": finish, "n_tokens": words(text), "extracted_answer": answer,
-        "is_correct": correct, "conforms": conforms,
+def problem(i: int) -> dict:
+    a, b = 10 + i, 3 + i % 5
+    c = a + b
+    return {"problem_id": f"p{i:02d}", "question": f"Ava has {a} apples and finds {b} more. She then doubles them. How many?",
+            "reference_solution": f"Ava has {a}+{b}={c} apples.\nDoubling gives {c}*2={2 * c}.\n#### {2 * c}",
+            "answer": str(2 * c), "a": a, "b": b, "c": c, "d": 2 * c}
+
+
+def train_frame(problems: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame([{k: p[k] for k in ("problem_id", "question", "reference_solution", "answer")} for p in problems])
+
+
+def trace(trace_id, p, text, kind="solve", style="normal", finish="stop", parsed=True, conforms=True, **extra):
+    return {"trace_id": trace_id, "problem_id": p["problem_id"] if isinstance(p, dict) else p, "style": style,
+            "kind": kind, "style_version": "v1", "completion": text, "finish_reason": finish, "n_tokens": words(text),
+            "judge_parsed": parsed, "conforms": conforms and parsed, **extra}
+
+
+def right(p, variant=0):
+    return (f"Ava starts with {p['a']} apples and finds {p['b']}, so {p['a']} + {p['b']} = {p['c']} apples (way {variant}). "
+            f"Doubling that gives {p['c']} * 2 = {p['d']}.\n#### {p['d']}")
+
+
+def wrong(p, variant=0):
+    return (f"Ava has {p['a']} apples and finds {p['b']}, making {p['a']} + {p['b']} = {p['c'] + 1} (way {variant}). "
+            f"Twice that is {p['c'] + 1} * 2 = {2 * p['c'] + 2}.\n#### {2 * p['c'] + 2}")
+
+
+def build(recipes, judged, train, seed=0, policy=None, comparisons=None, token_matching=(), counters=None, formats=None):
+    return build_datasets(
+        recipes, policy or EligibilityPolicy(), pl.DataFrame(judged) if isinstance(judged, list) else judged, train, seed,
+        counters or {"s": words}, formats or {"normal": "hash", "gold": "hash", "titanium": "label"},
+        comparisons or ComparisonsConfig(intersect_problems=False), token_matching,
+    )
+
+
+def picks(build_result, dataset):
+    rows = build_result.examples.filter(pl.col("dataset") == dataset)
+    return dict(zip(rows["problem_id"], rows["trace_id"]))
+
+
+PROBLEMS = [problem(i) for i in range(20)]
+TRAIN = train_frame(PROBLEMS)
+# Four samples per problem: three right (different wording), one wrong.
+SAMPLES = [trace(f"{p['problem_id']}-{k}", p, right(p, k) if k < 3 else wrong(p, k)) for p in PROBLEMS for k in range(4)]
+
+
+# --- 1. selection does not depend on a dataset's name ---------------------------------------------
+
+def test_same_style_datasets_with_different_names_take_the_same_traces():
+    recipes = {
+        "G_gold": DatasetRecipe(recipe="G", style="normal"),
+        "zzz_other_name": DatasetRecipe(recipe="G", style="normal"),
+        "G_gold_trimmed": DatasetRecipe(recipe="G", style="normal", trim="conclusion"),
+        "mix0": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=0.0),
     }
+    result = build(recipes, SAMPLES, TRAIN)
+    chosen = picks(result, "G_gold")
+    assert len(chosen) == 20
+    assert picks(result, "zzz_other_name") == chosen == picks(result, "G_gold_trimmed") == picks(result, "mix0")
+    # with three right samples per problem, the ranking really chooses among them
+    assert len({trace_id[-1] for trace_id in chosen.values()}) > 1
+    # the order of the input rows plays no part; the seed does
+    shuffled = pl.DataFrame(SAMPLES).sample(fraction=1.0, shuffle=True, seed=7)
+    assert picks(build(recipes, shuffled, TRAIN), "G_gold") == chosen
+    assert picks(build(recipes, SAMPLES, TRAIN, seed=1), "G_gold") != chosen
 
 
-JUDGED = pl.DataFrame([
-    trace("a1", "p1", True, True, "So 1+1=2.\n#### 2\nAlso note that 3 is odd."),
-    trace("a2", "p1", True, True, "We add: 1+1=2.\n#### 2"),
-    trace("b1", "p2", True, True, "Multiply 2*3=6 here.\n#### 6"),
-    trace("b2", "p2", False, True, "Multiply 2*3=5.\n#### 5", answer="5"),
-    trace("c1", "p3", True, False, "9-4=5 so 5"),
-    trace("c2", "p3", False, True, "9-4=4\n#### 4", answer="4"),
-    trace("d1", "p4", False, False, "8/2=", answer=None, finish="length"),
-    trace("e1", "p1", True, True, "Problem: add.\nStep 1: 1+1=2\n#### 2", kind="paraphrase"),
-    trace("e2", "p2", False, True, "Step 1: 2*3=7\n#### 7", kind="paraphrase", answer="7"),
-])
+# --- 2. one eligibility policy, every exclusion reason -------------------------------------------
 
-RECIPES = {
+def reasons_fixture():
+    """Problems 0-4 each have one solve and one paraphrase trace with the same defect; every
+    exclusion reason of the vocabulary occurs in the build below."""
+    ps = [problem(i) for i in range(10)]
+    defects = {
+        0: dict(finish="length"),                                       # truncated
+        1: dict(text=lambda p: f"So the answer is {p['d']}."),          # only the fallback extractor finds it
+        2: dict(text=lambda p: right(p) + f"\nHmm, no.\n#### {p['d'] + 1}"),  # answer_changed
+        3: dict(parsed=False),                                          # judge_unparsable
+        4: dict(conforms=False),                                        # not_conforming
+    }
+    rows = []
+    for i, p in enumerate(ps[:5]):
+        d = defects[i]
+        text = d.get("text", right)(p)
+        for kind in ("solve", "paraphrase"):
+            rows.append(trace(f"{kind}-defect-{i}", p, text, kind=kind, finish=d.get("finish", "stop"),
+                              parsed=d.get("parsed", True), conforms=d.get("conforms", True)))
+    for p in ps[:8]:
+        rows.append(trace(f"solve-right-{p['problem_id']}", p, right(p)))
+        rows.append(trace(f"paraphrase-{p['problem_id']}", p, p["reference_solution"], kind="paraphrase"))
+    for p in ps[:6]:
+        rows.append(trace(f"solve-wrong-{p['problem_id']}", p, wrong(p)))
+    p = ps[0]
+    rows.append(trace("solve-right-2nd", p, right(p, 9)))                        # not_selected
+    rows.append(trace("paraphrase-wrong", ps[5], wrong(ps[5]), kind="paraphrase"))  # wrong_answer for H_style
+    rows.append(trace("paraphrase-unfaithful", ps[6], f"Double it: the total is {ps[6]['d']}.\n#### {ps[6]['d']}",
+                      kind="paraphrase"))                                          # skips the intermediate quantity
+    # p08: a right trace whose answer no calculation yields (nothing to corrupt); a long tail after the
+    # conclusion (the control can't remove that much before it); p09: not in train.
+    p8 = ps[8]
+    rows.append(trace("solve-p08", p8, f"So the result is {p8['d']}. " + "I will now verify this very carefully " * 4
+                      + f"\n#### {p8['d']}"))
+    rows.append(trace("solve-outside", ps[9], right(ps[9])))
+    return train_frame(ps[:9]), rows
+
+
+REASON_RECIPES = {
     "G": DatasetRecipe(recipe="G", style="normal"),
     "W": DatasetRecipe(recipe="W", style="normal"),
-    "H": DatasetRecipe(recipe="H"),
     "HS": DatasetRecipe(recipe="H_style", style="normal"),
-    "mix": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=1.0, flaw="both"),
-    "trim": DatasetRecipe(recipe="G", style="normal", trim_after_answer=True),
-    "matched": DatasetRecipe(recipe="H", match_tokens_with="tiny"),
-    "tiny": DatasetRecipe(recipe="G", style="normal", trim_after_answer=True, per_problem=1),
+    "H": DatasetRecipe(recipe="H"),
+    "G_pair": DatasetRecipe(recipe="G", style="normal", pair_correct_wrong=True),
+    "mix": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=0.5, flaw="corrupted"),
+    "G_control": DatasetRecipe(recipe="G", style="normal", trim="control"),
+    "G_tok": DatasetRecipe(recipe="G", style="normal"),
+    "H_tok": DatasetRecipe(recipe="H"),
 }
 
 
-def build(name, seed=0):
-    frame, report = build_dataset(name, RECIPES, JUDGED, TRAIN, seed, words)
-    return frame, report
+def test_every_exclusion_reason_and_one_policy_for_g_w_and_h_style():
+    train, rows = reasons_fixture()
+    result = build(REASON_RECIPES, rows, train, comparisons=ComparisonsConfig(groups=[["G", "W", "HS", "H"]]),
+                   token_matching=[TokenMatchGroup(datasets=["G_tok", "H_tok"])])
+    exclusions = result.exclusions
+    assert set(exclusions["reason"]) == set(EXCLUSION_REASONS)
+    DatasetExclusionSchema.validate(exclusions)
+    SftExampleSchema.validate(result.examples)
+
+    def reason_of(dataset, trace_id):
+        found = exclusions.filter((pl.col("dataset") == dataset) & (pl.col("trace_id") == trace_id))["reason"].to_list()
+        return found[0] if found else None
+
+    expected = ["truncated", "no_declared_answer", "answer_changed", "judge_unparsable", "not_conforming"]
+    for i, reason in enumerate(expected):
+        assert reason_of("G", f"solve-defect-{i}") == reason
+        assert reason_of("W", f"solve-defect-{i}") == reason
+        assert reason_of("HS", f"paraphrase-defect-{i}") == reason
+    # past the policy, G and W differ only in whether the declared answer is right
+    assert reason_of("G", "solve-wrong-p00") == "wrong_answer" and reason_of("W", "solve-right-p00") == "right_answer"
+    assert reason_of("HS", "paraphrase-wrong") == "wrong_answer"
+    assert reason_of("HS", "paraphrase-unfaithful") == "unfaithful_paraphrase"
+    assert reason_of("G", "solve-outside") == "not_a_train_problem"
+    # the comparison group {G, W, HS, H} keeps p00-p05: W has nothing eligible for p06-p08
+    common = {"p00", "p01", "p02", "p03", "p04", "p05"}
+    for dataset in ("G", "W", "HS", "H"):
+        assert set(result.examples.filter(pl.col("dataset") == dataset)["problem_id"]) == common
+    summary = {row["dataset"]: row for row in result.summary.filter(pl.col("student").is_null()).iter_rows(named=True)}
+    assert summary["G"]["eligible_problems"] == 9 and summary["G"]["problems_lost"] == 3
+    assert summary["HS"]["eligible_problems"] == 8 and summary["H"]["problems_lost"] == 3
+    lost = exclusions.filter(pl.col("reason") == "not_in_common_problems")
+    assert lost.filter(pl.col("dataset") == "H")["trace_id"].is_null().all()
+    counts = exclusion_counts(exclusions)
+    g_counts = counts.filter(pl.col("dataset") == "G").row(0, named=True)
+    assert g_counts["truncated"] == 1 and g_counts["not_in_common_problems"] == 3
+    assert list(counts.columns[1:]) == [r for r in EXCLUSION_REASONS if r in counts.columns]
 
 
-def test_g_is_correct_and_conforming_one_per_problem():
-    frame, report = build("G")
-    assert report.candidates == 3
-    assert sorted(frame["problem_id"]) == ["p1", "p2"]
-    assert frame["trace_id"].to_list()[1] == "b1"
-    assert frame["is_correct"].all() and frame["conforms"].all()
-    assert set(frame["prompt"]) == {"Q1?", "Q2?"}
+def test_changed_and_fallback_answers_are_detected():
+    assert declared_answers("x\n#### 5\nWait, the answer is 6.", "hash").changed
+    assert declared_answers("#### 5\nANSWER: 6", "hash").changed
+    assert not declared_answers("So the answer is 5.\n#### 5\nThe answer is 5.", "hash").changed
+    assert declared_answers("So the answer is 5.", "hash").final is None  # fallback only: not declared
+    assert declared_answers("GOAL: x\nC1: 2 = 2\nANSWER: 2", "hash").final is None  # the other style's format
+    assert declared_answers("GOAL: x\nC1: 2 = 2\n**ANSWER:** 2", "label").final == "2"
 
 
-def test_choice_among_candidates_is_seeded():
-    chosen = {seed: build("G", seed)[0].filter(pl.col("problem_id") == "p1")["trace_id"][0] for seed in range(12)}
-    assert set(chosen.values()) == {"a1", "a2"}  # both get picked for some seed
-    assert build("G", 3)[0].equals(build("G", 3)[0])
+def test_pairs_and_intersection_can_be_turned_off():
+    train, rows = reasons_fixture()
+    recipes = {"G": REASON_RECIPES["G"], "W": REASON_RECIPES["W"], "G_pair": REASON_RECIPES["G_pair"]}
+    separate = build(recipes, rows, train)
+    g, w, pair = (set(picks(separate, name)) for name in ("G", "W", "G_pair"))
+    assert pair == g & w and g != w
+    together = build(recipes, rows, train, comparisons=ComparisonsConfig())
+    assert set(picks(together, "G")) == set(picks(together, "W")) == g & w
 
 
-def test_w_takes_complete_wrong_answers_only():
-    frame, _ = build("W")
-    assert sorted(frame["trace_id"]) == ["b2", "c2"]  # d1 is truncated with no answer
-    assert not frame["is_correct"].any()
+def test_an_empty_arm_does_not_empty_its_group():
+    recipes = {"G": DatasetRecipe(recipe="G", style="normal"), "G_gold": DatasetRecipe(recipe="G", style="gold"),
+               "H": DatasetRecipe(recipe="H")}
+    result = build(recipes, SAMPLES, TRAIN, comparisons=ComparisonsConfig())
+    assert len(picks(result, "G")) == 20 and len(picks(result, "H")) == 20 and not picks(result, "G_gold")
 
 
-def test_h_and_h_style():
-    human, _ = build("H")
-    assert human.height == 4 and (human["source"] == "human").all() and human["trace_id"].is_null().all()
-    paraphrased, _ = build("HS")
-    assert paraphrased["trace_id"].to_list() == ["e1"]  # e2 changed the answer
-    assert (paraphrased["source"] == "paraphrase").all()
+def test_h_style_must_follow_the_human_solution():
+    p = PROBLEMS[0]
+    assert intermediate_quantities(p["reference_solution"], p["question"]) == {str(p["c"]), str(p["d"])}
+    faithful = f"Problem: apples.\nStep 1: {p['a']} + {p['b']} = {p['c']}.\nStep 2: {p['c']} * 2 = {p['d']}.\n#### {p['d']}"
+    skipping = f"Problem: apples.\nStep 1: double the total to get {p['d']}.\n#### {p['d']}"
+    assert paraphrase_coverage(faithful, p["reference_solution"], p["question"])[0] == 1.0
+    assert paraphrase_coverage(skipping, p["reference_solution"], p["question"]) == (0.5, [str(p["c"])])
+    rows = [trace("f", p, faithful, kind="paraphrase", judge_faithful=False),
+            trace("s", PROBLEMS[1], skipping.replace(str(p["d"]), PROBLEMS[1]["answer"]), kind="paraphrase",
+                  judge_faithful=True)]
+    recipes = {"HS": DatasetRecipe(recipe="H_style", style="normal")}
+    train = train_frame(PROBLEMS[:2])
+    assert picks(build(recipes, rows, train), "HS") == {"p00": "f"}
+    judged = build(recipes, rows, train, policy=EligibilityPolicy(paraphrase_judge=True))
+    assert picks(judged, "HS") == {}
+    assert judged.exclusions["detail"].to_list() == ["judge: different steps", f"misses {PROBLEMS[1]['c']} of the human solution"]
+    assert picks(build(recipes, rows, train, policy=EligibilityPolicy(paraphrase_min_coverage=0.5)), "HS") == {"p00": "f", "p01": "s"}
+    with pytest.raises(ValueError, match="judge_faithful"):
+        build(recipes, [{k: v for k, v in r.items() if k != "judge_faithful"} for r in rows], train,
+              policy=EligibilityPolicy(paraphrase_judge=True))
 
 
-def test_mixture_replaces_the_fraction_with_flawed_examples():
-    frame, report = build("mix")
-    assert report.flawed_requested == 2 and report.flawed_made == 2
-    flaws = dict(zip(frame["problem_id"], frame["flaw"]))
-    assert flaws["p2"] == "wrong"  # a real wrong trace exists for p2
-    assert flaws["p1"] == "corrupted"  # none for p1: a step is corrupted instead
-    corrupted = frame.filter(pl.col("problem_id") == "p1")["completion"][0]
-    assert "#### 2" in corrupted and "=2." not in corrupted.split("####")[0]
+# --- 3. nested mixtures ---------------------------------------------------------------------------
+
+FRACTIONS = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
 
 
-def test_trimming_cuts_after_the_answer_line():
-    frame, _ = build("trim")
-    originals = dict(zip(JUDGED["trace_id"], JUDGED["completion"]))
-    for row in frame.iter_rows(named=True):
-        assert row["completion"].splitlines()[-1].startswith("####")
-        assert row["trimmed_chars"] == len(originals[row["trace_id"]]) - len(row["completion"])
-    assert trim_after_answer("So 1+1=2.\n#### 2\nAlso note that 3 is odd.") == ("So 1+1=2.\n#### 2", 25)
-    assert trim_after_answer("x\nANSWER: 5\nmore words") == ("x\nANSWER: 5", len("\nmore words"))
-    assert trim_after_answer("no answer here") == ("no answer here", 0)
+@pytest.mark.parametrize("flaw", ["wrong", "corrupted", "both"])
+def test_mixtures_nest_and_keep_the_same_correct_traces(flaw):
+    recipes = {"G": DatasetRecipe(recipe="G", style="normal")}
+    recipes |= {f"mix{int(f * 100)}": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=f, flaw=flaw)
+                for f in FRACTIONS}
+    result = build(recipes, SAMPLES, TRAIN, comparisons=ComparisonsConfig())
+    g = picks(result, "G")
+    previous: set[str] = set()
+    for fraction in FRACTIONS:
+        frame = result.examples.filter(pl.col("dataset") == f"mix{int(fraction * 100)}")
+        assert frame.height == 20
+        flawed = frame.filter(pl.col("flaw") != "none")
+        assert flawed.height == int(fraction * 20 + 0.5)
+        assert previous <= set(flawed["problem_id"])  # nested
+        previous = set(flawed["problem_id"])
+        correct = frame.filter(pl.col("flaw") == "none")
+        assert dict(zip(correct["problem_id"], correct["trace_id"])) == {p: g[p] for p in correct["problem_id"]}
+        assert correct["is_correct"].all() and not flawed["is_correct"].any()
+        for row in flawed.iter_rows(named=True):  # really flawed: another reasoning and a wrong declared answer
+            reference = TRAIN.filter(pl.col("problem_id") == row["problem_id"])["answer"][0]
+            source = next(s["completion"] for s in SAMPLES if s["trace_id"] == g[row["problem_id"]])
+            assert is_flawed_version(source, row["completion"], reference, "hash")
+            assert row["flaw"] == ("corrupted" if flaw == "corrupted" else "wrong")
+    assert len(previous) == 20
 
 
-def test_token_matching_subsamples_to_the_budget():
-    target, _ = build("tiny")
-    matched, report = build("matched")
-    assert report.token_target == int(target["n_tokens"].sum())
-    assert int(matched["n_tokens"].sum()) <= report.token_target
-    assert 0 < matched.height < 4
+def test_corruption_changes_the_reasoning_and_the_final_answer():
+    text = "3*4=12 and 12+5=17, so she has 17 in all.\n#### 17"
+    changed = {corrupt_final_step(text, "17", "hash", random.Random(seed)) for seed in range(20)}
+    for result in changed:
+        assert result.startswith("3*4=12 and 12+5=")
+        final = declared_answers(result, "hash").final
+        assert final != "17" and f"has {final} in all" in result and not declared_answers(result, "hash").changed
+        assert is_flawed_version(text, result, "17", "hash")
+    assert corrupt_final_step("There are 17 of them.\n#### 17", "17", "hash", random.Random(0)) is None
+    # a "flaw" that keeps the answer, or only rewrites the answer line, is not a flawed version
+    assert not is_flawed_version(text, text.replace("3*4", "4*3"), "17", "hash")
+    assert not is_flawed_version(text, text.replace("#### 17", "#### 18"), "17", "hash")
 
 
-def test_corrupt_trace_changes_one_intermediate_result_only():
-    text = "3*4=12 and 12+5=17\n#### 17"
-    changed = {corrupt_trace(text, random.Random(seed)) for seed in range(20)}
-    assert all(c.endswith("#### 17") for c in changed)
-    assert all(c != text for c in changed)
-    assert corrupt_trace("no arithmetic\n#### 3", random.Random(0)) is None
+# --- 4. trimming and its control --------------------------------------------------------------------
+
+PROSE = ("Ava starts with 12 apples. She buys 3 boxes of 4 apples, which is 3 * 4 = 12 more apples. "
+         "Altogether she has 12 + 12 = 24 apples, so the answer is 24. Let me double-check that once more: "
+         "12 and 12 make 24, and nothing was given away, so 24 is right.\n#### 24")
+
+
+def test_a_prose_concluded_trace_is_trimmed_and_its_control_loses_as_many_tokens():
+    p = {"problem_id": "p00", "question": "Q?", "reference_solution": "3*4=12\n12+12=24\n#### 24", "answer": "24"}
+    conclusion = find_conclusion(PROSE, "24", "hash")
+    assert PROSE[conclusion.start:conclusion.end] == "Altogether she has 12 + 12 = 24 apples, so the answer is 24."
+    recipes = {"G": DatasetRecipe(recipe="G", style="normal"), "trim": DatasetRecipe(recipe="G", style="normal", trim="conclusion"),
+               "control": DatasetRecipe(recipe="G", style="normal", trim="control")}
+    for seed in range(5):
+        result = build(recipes, [trace("t", p, PROSE)], train_frame([p]), seed=seed)
+        rows = {row["dataset"]: row for row in result.examples.iter_rows(named=True)}
+        trimmed, control = rows["trim"], rows["control"]
+        assert trimmed["completion"] == PROSE[: conclusion.end] + "\n#### 24"
+        tail = words(PROSE) - words(trimmed["completion"])
+        assert tail == trimmed["removed_tokens"] == control["removed_tokens"] == 20
+        assert words(control["completion"]) == words(PROSE) - tail
+        # the control keeps the conclusion, the tail and the answer line, and cuts before the conclusion
+        assert control["completion"].endswith(PROSE[conclusion.start:])
+        assert control["completion"] != PROSE and trimmed["trace_id"] == control["trace_id"] == "t"
+        summary = dict(zip(result.summary["dataset"], result.summary["removed_tokens"]))
+        assert summary == {"G": 0, "trim": 20, "control": 20}
+    starts = {build(recipes, [trace("t", p, PROSE)], train_frame([p]), seed=s).examples["completion"][2] for s in range(8)}
+    assert len(starts) > 1  # the span is random, by seed
+
+
+def test_label_style_conclusion_is_its_answer_line():
+    text = "GOAL: books\nC1: 3 * 6 = 18\nC2: 45 + 18 = 63\nANSWER: 63\nC3: 63 - 0 = 63"
+    conclusion = find_conclusion(text, "63", "label")
+    assert conclusion.is_answer_line and text[conclusion.start:conclusion.end] == "ANSWER: 63"
+
+
+# --- 5. token matching ------------------------------------------------------------------------------
+
+def styled(p, style, k=0):
+    padding = " Carefully," * (2 + (int(p["problem_id"][1:]) * 7 + k) % 9)
+    return trace(f"{style}-{p['problem_id']}-{k}", p, ("" if style == "normal" else padding) + right(p, k), style=style)
+
+
+def test_token_matching_equalises_every_students_tokens_or_raises():
+    judged = [styled(p, style) for p in PROBLEMS for style in ("normal", "gold")]
+    recipes = {"G_normal": DatasetRecipe(recipe="G", style="normal"), "G_gold": DatasetRecipe(recipe="G", style="gold")}
+    result = build(recipes, judged, TRAIN, counters={"words": words, "chars": chars},
+                   token_matching=[TokenMatchGroup(datasets=["G_normal", "G_gold"])])
+    SftExampleSchema.validate(result.examples)
+    for student, counter in (("words", words), ("chars", chars)):
+        rows = result.examples.filter(pl.col("student") == student)
+        normal = rows.filter(pl.col("dataset") == "G_normal")
+        gold = rows.filter(pl.col("dataset") == "G_gold")
+        assert normal.height == 20  # the smaller side is whole
+        assert gold.height < 20 and set(gold["problem_id"]) <= set(normal["problem_id"])
+        budget = sum(counter(c) for c in normal["completion"])
+        assert gold["n_tokens"].to_list() == [counter(c) for c in gold["completion"]]  # this student's own counts
+        assert abs(gold["n_tokens"].sum() - budget) <= 0.01 * budget
+        summary = result.summary.filter((pl.col("student") == student) & (pl.col("dataset") == "G_gold")).row(0, named=True)
+        assert summary["token_target"] == budget and summary["matched_to"] == "G_normal"
+    assert result.examples["student"].is_not_null().all()
+    assert result.exclusions.filter(pl.col("reason") == "over_token_budget")["student"].is_not_null().all()
+
+    few = [styled(p, "normal") for p in PROBLEMS[:2]] + [trace(f"gold-{p['problem_id']}", p, " long" * 60 + right(p), style="gold")
+                                                         for p in PROBLEMS[:2]]
+    with pytest.raises(TokenBudgetError, match=r"G_gold \(1\d\d tokens\).*\b\d\d tokens of G_normal within 1\.0%"):
+        build(recipes, few, TRAIN, token_matching=[TokenMatchGroup(datasets=["G_normal", "G_gold"])])
+
+
+# --- the legacy bridge, schemas and other pieces -----------------------------------------------------
+
+
+
+
+
+def test_a_style_change_reaches_the_datasets_that_share_its_problems(smoke_experiment):
+    e = smoke_experiment
+    affected = datasets_affected_by_style(e.datasets, e.comparisons, e.token_matching, "diamond")
+    assert "H_to_diamond" in affected and "H" in affected
+    assert "G_normal" not in affected
 
 
 def test_text_statistics():

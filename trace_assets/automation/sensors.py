@@ -7,7 +7,7 @@ import dagster as dg
 from trace_assets.styles.library import StyleError, load_style
 
 STYLE_CHAIN = ["style_prompts", "teacher_traces", "judged_traces"]
-DATASET_CHAIN = ["sft_examples", "trace_stats"]
+DATASET_CHAIN = ["sft_examples", "dataset_exclusions", "trace_stats"]
 
 
 def materialized_style_version(instance: dg.DagsterInstance, style: str) -> str | None:

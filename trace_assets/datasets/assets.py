@@ -5,54 +5,68 @@ import math
 import dagster as dg
 import polars as pl
 
-from trace_assets.assetdefs import asset_settings
-from trace_assets.datasets.recipes import build_dataset
-from trace_assets.datasets.schemas import SftExampleSchema, TraceStatsSchema
+from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
+from trace_assets.datasets.recipes import build_datasets, exclusion_counts, student_rows
+from trace_assets.datasets.schemas import DatasetExclusionSchema, SftExampleSchema, TraceStatsSchema
 from trace_assets.datasets.stats import gzip_ratio, mean_completion_nll, template_line_share
-from trace_assets.experiment import BASE_DATASET, DatasetRecipe, StudentConfig
+from trace_assets.experiment import BASE_DATASET, DatasetRecipe, DatasetRules, StudentConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import load_model, load_tokenizer, student_path, token_counter
-from trace_assets.tables import empty_frame, frame_of
+from trace_assets.tables import frame_of
 from trace_assets.training.format import student_completion, student_prompt
 
 
-def build_sft_examples_asset(
-    recipes: dict[str, DatasetRecipe], seed: int, token_student: StudentConfig, partitions: dg.PartitionsDefinition
-) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("sft_examples", "datasets", {"polars", "duckdb"}, table=SftExampleSchema,
-                               partitions=partitions, partition_expr="dataset", single_run=True,
-                               ins={"judged_traces": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())}))
-    def sft_examples(context: dg.AssetExecutionContext, data: DataResource, judged_traces: pl.DataFrame, problems: pl.DataFrame):
-        """Prompt/completion training pairs of each dataset recipe, with the trace ids they came from."""
+def build_sft_examples_asset(recipes: dict[str, DatasetRecipe], rules: DatasetRules, seed: int,
+                             students: dict[str, StudentConfig], partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    table_out = {"kinds": {"polars", "duckdb"}, "code_version": CODE_VERSION, "metadata": {"partition_expr": "dataset"}}
+
+    @dg.multi_asset(
+        **asset_settings("sft_examples", "datasets", partitions_def=partitions,
+                         backfill_policy=dg.BackfillPolicy.single_run()),
+        can_subset=False,
+        outs={
+            "sft_examples": dg.AssetOut(dagster_type=table_type(SftExampleSchema), **table_out,
+                                        description="Prompt/completion training pairs of each dataset recipe, "
+                                        "with the trace ids they came from."),
+            "dataset_exclusions": dg.AssetOut(dagster_type=table_type(DatasetExclusionSchema), **table_out,
+                                              description="Every trace or problem a dataset did not use, with the reason."),
+        },
+        ins={"judged_traces": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+             "style_prompts": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+             "problems": dg.AssetIn()},
+    )
+    def sft_examples(context: dg.AssetExecutionContext, data: DataResource, judged_traces: pl.DataFrame,
+                     style_prompts: pl.DataFrame, problems: pl.DataFrame):
+        """Every dataset recipe built at once under one eligibility policy, on shared problems, with exclusions."""
         train = problems.filter(pl.col("split") == "train")
-        count_tokens = token_counter(student_path(token_student, data))
-        frames, summary = [], []
-        for name in context.partition_keys:
-            if name == BASE_DATASET:  # the untrained student: no examples by definition
-                frames.append(empty_frame(SftExampleSchema))
-                continue
-            frame, report = build_dataset(name, recipes, judged_traces, train, seed, count_tokens)
-            if frame.is_empty():
-                context.log.warning(f"dataset {name}: no examples ({report.candidates} candidates); later steps skip it")
-            frames.append(frame)
-            summary.append({
-                "dataset": name, "recipe": recipes[name].recipe, "examples": frame.height,
-                "candidates": report.candidates, "tokens": int(frame["n_tokens"].sum()),
-                "flawed": f"{report.flawed_made}/{report.flawed_requested}",
-                "token_target": report.token_target if report.token_target is not None else "",
-            })
-        combined = pl.concat(frames)
-        summary_frame = pl.DataFrame(summary)
-        yield dg.Output(
-            combined,
-            metadata={
-                "dagster/row_count": combined.height,
-                "empty_datasets": int((summary_frame["examples"] == 0).sum()),
-                "datasets": preview(summary_frame, rows=len(summary_frame)),
-                "preview": preview(combined, ["dataset", "problem_id", "source", "flaw", "n_tokens", "completion"]),
-            },
+        counters = {}  # students sharing a tokenizer share a counter (and its cache)
+        for name, student in students.items():
+            path = student_path(student, data)
+            counters[name] = counters.get(path) or token_counter(path)
+            counters.setdefault(path, counters[name])
+        build = build_datasets(
+            recipes, rules.eligibility, judged_traces, train, seed,
+            {name: counters[name] for name in students}, dict(zip(style_prompts["style"], style_prompts["answer_format"])),
+            rules.comparisons, rules.token_matching,
         )
+        wanted = [key for key in context.partition_keys if key != BASE_DATASET]  # base: the untrained student, no rows
+        examples = build.examples.filter(pl.col("dataset").is_in(wanted))
+        exclusions = build.exclusions.filter(pl.col("dataset").is_in(wanted))
+        summary = build.summary.filter(pl.col("dataset").is_in(wanted))
+        for row in summary.filter(pl.col("examples") == 0).iter_rows(named=True):
+            context.log.warning(f"dataset {row['dataset']}: no examples ({row['candidates']} candidates); later steps skip it")
+        reasons = exclusion_counts(exclusions)
+        yield dg.Output(examples, output_name="sft_examples", metadata={
+            "dagster/row_count": examples.height,
+            "empty_datasets": int((summary["examples"] == 0).sum()),
+            "datasets": preview(summary, rows=summary.height),
+            "preview": preview(examples, ["dataset", "problem_id", "source", "flaw", "n_tokens", "completion"]),
+        })
+        yield dg.Output(exclusions, output_name="dataset_exclusions", metadata={
+            "dagster/row_count": exclusions.height,
+            "by_reason": preview(reasons, rows=reasons.height),
+        })
 
     return sft_examples
 
@@ -84,7 +98,7 @@ def build_trace_stats_asset(students: dict[str, StudentConfig], partitions: dg.P
                 tokenizer = load_tokenizer(path)
                 model = load_model(path, gpu, student.dtype, device)
                 for name in context.partition_keys:
-                    frame = sft_examples.filter(pl.col("dataset") == name)
+                    frame = student_rows(sft_examples, name, student_name)
                     prompts = [student_prompt(q, tokenizer) for q in frame["prompt"]]
                     completions = [student_completion(c, tokenizer) for c in frame["completion"]]
                     tokens = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in frame["completion"]]

@@ -1,207 +1,524 @@
-"""Dataset recipes over judged traces: pure functions from tables to an SFT table.
+"""Dataset recipes: judged teacher traces -> the SFT datasets of a whole experiment, in one pure call.
 
-- ``G``: correct and conforming teacher traces of a style.
-- ``W``: teacher traces of a style whose (declared, complete) final answer is wrong.
-- ``H``: the human reference solutions.
-- ``H_style``: the teacher's paraphrases of the human solutions into a style that kept the answer.
-- ``mixture``: ``G`` with a fraction of examples replaced by flawed ones (a wrong-answer trace for
-  the same problem, or the G trace with one calculation result deliberately changed).
-Any recipe can trim what a trace says after its final answer (``trim_after_answer``) and be
-subsampled to the training-token budget of another dataset (``match_tokens_with``).
+``build_datasets`` builds every dataset (arm) together, because fairness is a property of the set:
+
+1. Eligibility (``selection.policy_reason``): one policy for every synthetic arm: not truncated, a
+   final answer declared in the style's own format and never changed, a parseable judge verdict and
+   (if required) conformance. The arm then asks for a right answer (G, mixture, H_style) or a wrong
+   one (W); H_style paraphrases must also contain the human solution's intermediate quantities.
+2. Selection (``selection.rank_key``): the samples of each (seed, style, kind, problem) have one fixed
+   ranking; an arm takes the best-ranked eligible ones. Dataset names play no part, so two arms of one
+   style take the same traces (a trimmed arm and its source, every mixture and G).
+3. Common problems: the arms of a comparison group keep only the problems where every non-empty arm
+   of the group has an eligible trace; what each arm loses is recorded.
+4. Mixtures: flawed problems are a prefix of one seeded problem order, so the flawed set of a smaller
+   fraction is inside that of a larger one and the correct part is the same traces throughout.
+5. Trimming (``trimming``): cut after the conclusion, or (control) remove as many tokens from a random
+   span of the reasoning before it.
+6. Token matching (``matching``): per student, under its own tokenizer, the larger datasets of a group
+   are subsampled to the smallest; failure to get within the tolerance is an error.
+
+Every trace or problem an arm did not use is a ``dataset_exclusions`` row with its reason.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 import random
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
-from trace_assets.experiment import DatasetRecipe
+from trace_assets.answers import numbers_match
+from trace_assets.datasets.flaws import corrupt_final_step, is_flawed_version
+from trace_assets.datasets.matching import TokenBudgetError, match_token_totals
+from trace_assets.datasets.schemas import EXCLUSION_REASONS, DatasetExclusionSchema, SftExampleSchema
+from trace_assets.datasets.selection import (
+    AnswerFormat,
+    Declaration,
+    answer_line,
+    declared_answers,
+    paraphrase_coverage,
+    policy_reason,
+    problem_key,
+    rank_key,
+)
+from trace_assets.datasets.trimming import find_conclusion, remove_random_span, trim_after_conclusion
+from trace_assets.experiment import ComparisonsConfig, DatasetRecipe, EligibilityPolicy, TokenMatchGroup
+from trace_assets.tables import polars_schema
 
-SFT_SCHEMA = {
-    "dataset": pl.Utf8, "example_id": pl.Utf8, "problem_id": pl.Utf8, "prompt": pl.Utf8, "completion": pl.Utf8,
-    "source": pl.Utf8, "trace_id": pl.Utf8, "style": pl.Utf8, "style_version": pl.Utf8, "is_correct": pl.Boolean,
-    "conforms": pl.Boolean, "flaw": pl.Utf8, "trimmed_chars": pl.Int64, "n_tokens": pl.Int64,
-}
-
-_ANSWER_LINE = re.compile(r"^[ \t]*(?:####|\**ANSWER\**\s*:).*?-?\$?\d[^\n]*$", re.MULTILINE | re.IGNORECASE)
-_RESULT = re.compile(r"(=\s*\$?)(-?\d+(?:\.\d+)?)")
+__all__ = [
+    "DatasetBuild", "TokenBudgetError", "build_datasets", "exclusion_counts", "student_rows",
+    "comparison_groups", "datasets_affected_by_style", "SFT_SCHEMA", "EXCLUSION_SCHEMA", "SUMMARY_SCHEMA",
+]
 
 TokenCounter = Callable[[str], int]
 
+SFT_SCHEMA = polars_schema(SftExampleSchema)
+EXCLUSION_SCHEMA = polars_schema(DatasetExclusionSchema)
+SUMMARY_SCHEMA = {
+    "dataset": pl.Utf8, "student": pl.Utf8, "recipe": pl.Utf8, "style": pl.Utf8, "candidates": pl.Int64,
+    "eligible_problems": pl.Int64, "problems_lost": pl.Int64, "problems": pl.Int64, "examples": pl.Int64,
+    "flawed": pl.Int64, "tokens": pl.Int64, "removed_tokens": pl.Int64, "token_target": pl.Int64, "matched_to": pl.Utf8,
+}
+JUDGED_COLUMNS = ("trace_id", "problem_id", "style", "kind", "style_version", "completion", "finish_reason",
+                  "judge_parsed", "conforms")
+TRAIN_COLUMNS = ("problem_id", "question", "reference_solution", "answer")
+
 
 @dataclass
-class RecipeReport:
+class DatasetBuild:
+    """What ``build_datasets`` returns (see its docstring for the columns)."""
+
+    examples: pl.DataFrame
+    exclusions: pl.DataFrame
+    summary: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class _Trace:
+    row: dict
+    declaration: Declaration
+    final: str | None       # the declared final answer (the fallback extraction when the policy allows none)
+    correct: bool
+    reason: str | None      # the eligibility policy's verdict
+    rank: str
+
+
+@dataclass(frozen=True)
+class _Example:
+    problem_id: str
+    completion: str
+    source: str
+    trace_id: str | None
+    style: str | None
+    style_version: str | None
+    is_correct: bool
+    conforms: bool | None
+    final: str | None = None
+    flaw: str = "none"
+    trimmed_chars: int = 0
+    removed_tokens: int = 0
+
+
+@dataclass
+class _Arm:
+    name: str
+    recipe: DatasetRecipe
     candidates: int = 0
-    flawed_requested: int = 0
-    flawed_made: int = 0
-    token_target: int | None = None
-    token_shortfall: bool = False
+    chosen: dict[str, list[_Example]] = field(default_factory=dict)
+    flawed: dict[str, _Example] = field(default_factory=dict)
+    exclusions: list[dict] = field(default_factory=list)
+    eligible_problems: int = 0
+    problems_lost: int = 0
+    n_flawed: int = 0
+
+    def exclude(self, problem_id: str, trace_id: str | None, reason: str, detail: str | None = None, student=None):
+        assert reason in EXCLUSION_REASONS, reason
+        self.exclusions.append({"dataset": self.name, "student": student, "problem_id": problem_id,
+                                "trace_id": trace_id, "reason": reason, "detail": detail})
+
+    def drop(self, problem_id: str, reason: str, detail: str | None = None) -> None:
+        for example in self.chosen.pop(problem_id, []):
+            self.exclude(problem_id, example.trace_id, reason, detail)
 
 
-def stable_order_key(seed: int, dataset: str, item: str) -> str:
-    """A seeded sort key that does not depend on row order, so choices are reproducible."""
-    return hashlib.sha1(f"{seed}:{dataset}:{item}".encode()).hexdigest()
+class _Counter:
+    """Token counts cached per (counter, text): students that share a tokenizer count once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, str], int] = {}
+
+    def __call__(self, counter: TokenCounter, text: str) -> int:
+        key = (id(counter), text)
+        if key not in self._cache:
+            self._cache[key] = int(counter(text))
+        return self._cache[key]
 
 
-def choose_per_problem(candidates: pl.DataFrame, per_problem: int, seed: int, dataset: str) -> pl.DataFrame:
-    """At most ``per_problem`` candidates per problem, chosen by a seeded hash of the trace id."""
-    if candidates.is_empty():
-        return candidates
-    keyed = candidates.with_columns(
-        pl.col("trace_id").map_elements(lambda t: stable_order_key(seed, dataset, t), return_dtype=pl.Utf8).alias("_order")
-    )
-    return (
-        keyed.sort(["problem_id", "_order"]).group_by("problem_id", maintain_order=True).head(per_problem).drop("_order")
-    )
+def comparison_groups(recipes: Mapping[str, DatasetRecipe], comparisons: ComparisonsConfig) -> list[list[str]]:
+    """The groups of arms that share a problem set; an arm in no group is a group of its own."""
+    if not comparisons.intersect_problems:
+        return [[name] for name in recipes]
+    if comparisons.groups is None:
+        return [list(recipes)]
+    grouped = {name for group in comparisons.groups for name in group}
+    return [list(group) for group in comparisons.groups] + [[name] for name in recipes if name not in grouped]
 
 
-def trim_after_answer(text: str) -> tuple[str, int]:
-    """Cut everything after the first final-answer line; returns (text, characters removed)."""
-    match = _ANSWER_LINE.search(text)
-    if match is None:
-        return text, 0
-    kept = text[: match.end()]
-    return kept, len(text) - len(kept)
+def datasets_affected_by_style(recipes: Mapping[str, DatasetRecipe], comparisons: ComparisonsConfig,
+                               token_matching: Iterable[TokenMatchGroup], style: str) -> list[str]:
+    """Datasets whose rows can change when ``style``'s traces change: those of the style, and every
+    dataset that shares a comparison group or a token-matching group with one of them."""
+    affected = {name for name, recipe in recipes.items() if recipe.style == style}
+    links = comparison_groups(recipes, comparisons) + [g.datasets for g in token_matching]
+    changed = True
+    while changed:
+        changed = False
+        for group in links:
+            if affected & set(group) and not set(group) <= affected:
+                affected |= set(group)
+                changed = True
+    return [name for name in recipes if name in affected]
 
 
-def corrupt_trace(text: str, rng: random.Random) -> str | None:
-    """Change one intermediate calculation result (not the final answer line); None if there is none."""
-    answer = _ANSWER_LINE.search(text)
-    body_end = answer.start() if answer else len(text)
-    results = [m for m in _RESULT.finditer(text[:body_end])]
-    if not results:
-        return None
-    target = rng.choice(results)
-    value = float(target.group(2))
-    delta = rng.choice([-1, 1]) * max(1, round(abs(value) * rng.uniform(0.1, 0.3)))
-    new_value = value + delta
-    new_text = f"{int(new_value)}" if new_value.is_integer() else f"{new_value:g}"
-    return text[: target.start(2)] + new_text + text[target.end(2):]
+def _check_columns(frame: pl.DataFrame, needed: Iterable[str], what: str) -> None:
+    missing = [column for column in needed if column not in frame.columns]
+    if missing:
+        raise ValueError(f"build_datasets: {what} lacks column(s) {missing}")
 
 
-def _teacher_rows(selected: pl.DataFrame, source: str) -> pl.DataFrame:
-    return selected.select(
-        pl.col("problem_id"), pl.col("completion"), pl.lit(source).alias("source"), pl.col("trace_id"),
-        pl.col("style"), pl.col("style_version"), pl.col("is_correct"), pl.col("conforms"),
-        pl.lit("none").alias("flaw"),
-    )
+def _annotate(
+    judged: pl.DataFrame, train: dict[str, dict], policy: EligibilityPolicy, seed: int,
+    answer_formats: Mapping[str, AnswerFormat],
+) -> tuple[dict[tuple[str, str], dict[str, list[_Trace]]], list[_Trace]]:
+    """Every judged trace with its declared answer, correctness, policy verdict and rank, pooled by
+    (style, kind) and problem, best-ranked first; plus the traces of problems not in train."""
+    pools: dict[tuple[str, str], dict[str, list[_Trace]]] = {}
+    outside = []
+    has_fallback = "extracted_answer" in judged.columns
+    for row in judged.iter_rows(named=True):
+        answer_format = answer_formats.get(row["style"])
+        if answer_format is None:
+            continue  # a style no recipe uses
+        declaration = declared_answers(row["completion"], answer_format)
+        final = declaration.final
+        if final is None and not policy.require_declared_answer and has_fallback:
+            final = row["extracted_answer"]
+        problem = train.get(row["problem_id"])
+        trace = _Trace(
+            row=row, declaration=declaration, final=final,
+            correct=problem is not None and numbers_match(final, problem["answer"]),
+            reason=policy_reason(row, declaration, policy),
+            rank=rank_key(seed, row["style"], row["kind"], row["problem_id"], row["trace_id"]),
+        )
+        if problem is None:
+            outside.append(trace)
+            continue
+        pools.setdefault((row["style"], row["kind"]), {}).setdefault(row["problem_id"], []).append(trace)
+    for by_problem in pools.values():
+        for traces in by_problem.values():
+            traces.sort(key=lambda t: t.rank)
+    return pools, outside
 
 
-def _human_rows(problems: pl.DataFrame) -> pl.DataFrame:
-    return problems.select(
-        pl.col("problem_id"), pl.col("reference_solution").alias("completion"), pl.lit("human").alias("source"),
-        pl.lit(None, pl.Utf8).alias("trace_id"), pl.lit(None, pl.Utf8).alias("style"),
-        pl.lit(None, pl.Utf8).alias("style_version"), pl.lit(True).alias("is_correct"),
-        pl.lit(None, pl.Boolean).alias("conforms"), pl.lit("none").alias("flaw"),
-    )
-
-
-def _of_style(judged: pl.DataFrame, style: str | None, kind: str) -> pl.DataFrame:
-    return judged.filter((pl.col("style") == style) & (pl.col("kind") == kind))
-
-
-def _wrong_candidates(judged: pl.DataFrame, style: str | None) -> pl.DataFrame:
-    return _of_style(judged, style, "solve").filter(
-        ~pl.col("is_correct") & pl.col("extracted_answer").is_not_null() & (pl.col("finish_reason") == "stop")
-    )
-
-
-def _mix_flaws(
-    name: str, recipe: DatasetRecipe, base: pl.DataFrame, judged: pl.DataFrame, seed: int, report: RecipeReport
-) -> pl.DataFrame:
-    rng = random.Random(stable_order_key(seed, name, "flaws"))
-    problems = sorted(base["problem_id"].unique().to_list(), key=lambda p: stable_order_key(seed, name, p))
-    n_flawed = round(recipe.flawed_fraction * len(problems))
-    report.flawed_requested = n_flawed
-    flawed_problems = set(problems[:n_flawed])
-    wrong = choose_per_problem(_wrong_candidates(judged, recipe.style), 1, seed, name)
-    wrong_by_problem = {row["problem_id"]: row for row in _teacher_rows(wrong, "teacher").iter_rows(named=True)}
-    rows = []
-    for row in base.iter_rows(named=True):
-        if row["problem_id"] in flawed_problems:
-            if recipe.flaw in ("wrong", "both") and row["problem_id"] in wrong_by_problem:
-                row = {**wrong_by_problem[row["problem_id"]], "flaw": "wrong"}
-                report.flawed_made += 1
-            elif recipe.flaw in ("corrupted", "both"):
-                corrupted = corrupt_trace(row["completion"], rng)
-                if corrupted is not None:
-                    row = {**row, "completion": corrupted, "flaw": "corrupted", "is_correct": False}
-                    report.flawed_made += 1
-        rows.append(row)
-    return pl.DataFrame(rows, schema=base.schema)
-
-
-def select_examples(
-    name: str, recipe: DatasetRecipe, judged: pl.DataFrame, train: pl.DataFrame, seed: int, report: RecipeReport
-) -> pl.DataFrame:
-    """The recipe's examples before trimming and token matching."""
-    if recipe.recipe == "H":
-        report.candidates = train.height
-        return _human_rows(train)
+def _arm_reason(trace: _Trace, recipe: DatasetRecipe, policy: EligibilityPolicy, problem: dict) -> tuple[str | None, str | None]:
+    """Why this arm can't use an annotated trace (reason, detail), or (None, None)."""
+    if trace.reason is not None:
+        return trace.reason, None
+    if recipe.recipe == "W":
+        return ("right_answer", None) if trace.correct else (None, None)
+    if not trace.correct:
+        return "wrong_answer", f"declared {trace.final}, reference {problem['answer']}"
     if recipe.recipe == "H_style":
-        candidates = _of_style(judged, recipe.style, "paraphrase").filter(pl.col("is_correct"))
-        source = "paraphrase"
-    elif recipe.recipe == "W":
-        candidates, source = _wrong_candidates(judged, recipe.style), "teacher"
-    else:  # G and mixture start from correct, conforming traces
-        candidates = _of_style(judged, recipe.style, "solve").filter(pl.col("is_correct") & pl.col("conforms"))
-        source = "teacher"
-    report.candidates = candidates.height
-    selected = _teacher_rows(choose_per_problem(candidates, recipe.per_problem, seed, name), source)
+        coverage, missing = paraphrase_coverage(trace.row["completion"], problem["reference_solution"], problem["question"])
+        if coverage < policy.paraphrase_min_coverage:
+            return "unfaithful_paraphrase", f"misses {', '.join(missing)} of the human solution"
+        if policy.paraphrase_judge:
+            verdict = trace.row.get("judge_faithful")
+            if verdict is None:
+                return "judge_unparsable", "no faithfulness verdict"
+            if not verdict:
+                return "unfaithful_paraphrase", "judge: different steps"
+    return None, None
+
+
+def _example(trace: _Trace, source: str, flaw: str = "none") -> _Example:
+    row = trace.row
+    return _Example(
+        problem_id=row["problem_id"], completion=row["completion"], source=source, trace_id=row["trace_id"],
+        style=row["style"], style_version=row["style_version"], is_correct=trace.correct, conforms=row["conforms"],
+        final=trace.final, flaw=flaw,
+    )
+
+
+def _eligible(pool: dict[str, list[_Trace]], recipe: DatasetRecipe, policy: EligibilityPolicy, train: dict[str, dict]):
+    """Per problem, the arm's eligible traces (best-ranked first), and (trace, reason, detail) for the rest."""
+    eligible: dict[str, list[_Trace]] = {}
+    rejected = []
+    for problem_id, traces in pool.items():
+        for trace in traces:
+            reason, detail = _arm_reason(trace, recipe, policy, train[problem_id])
+            if reason is None:
+                eligible.setdefault(problem_id, []).append(trace)
+            else:
+                rejected.append((trace, reason, detail))
+    return eligible, rejected
+
+
+def _draft(
+    name: str, recipe: DatasetRecipe, pools, outside: list[_Trace], policy: EligibilityPolicy, train: dict[str, dict],
+    seed: int, answer_formats: Mapping[str, AnswerFormat], count: Callable[[str], int],
+) -> _Arm:
+    """An arm's examples per eligible problem, before the common-problem intersection."""
+    arm = _Arm(name, recipe)
+    if recipe.recipe == "H":
+        arm.candidates = len(train)
+        for problem_id, problem in train.items():
+            arm.chosen[problem_id] = [_Example(problem_id, problem["reference_solution"], "human", None, None, None, True, None)]
+        arm.eligible_problems = len(arm.chosen)
+        return arm
+    style = recipe.style
+    kind = "paraphrase" if recipe.recipe == "H_style" else "solve"
+    pool = pools.get((style, kind), {})
+    arm.candidates = sum(len(traces) for traces in pool.values())
+    for trace in outside:
+        if trace.row["style"] == style and trace.row["kind"] == kind:
+            arm.exclude(trace.row["problem_id"], trace.row["trace_id"], "not_a_train_problem")
+    eligible, rejected = _eligible(pool, recipe, policy, train)
+    for trace, reason, detail in rejected:
+        arm.exclude(trace.row["problem_id"], trace.row["trace_id"], reason, detail)
+    source = "paraphrase" if recipe.recipe == "H_style" else "teacher"
+    for problem_id, traces in eligible.items():
+        arm.chosen[problem_id] = [_example(t, source) for t in traces[: recipe.per_problem]]
+        for trace in traces[recipe.per_problem :]:
+            arm.exclude(problem_id, trace.row["trace_id"], "not_selected")
+
+    if recipe.pair_correct_wrong:
+        right, _ = _eligible(pool, DatasetRecipe(recipe="G", style=style), policy, train)
+        wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style), policy, train)
+        for problem_id in [p for p in arm.chosen if not (p in right and p in wrong)]:
+            arm.drop(problem_id, "no_correct_wrong_pair")
+
+    answer_format = answer_formats[style]
     if recipe.recipe == "mixture":
-        selected = _mix_flaws(name, recipe, selected, judged, seed, report)
-    return selected
+        wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style), policy, train)
+        for problem_id in list(arm.chosen):
+            source_example = arm.chosen[problem_id][0]
+            flawed = _flawed_version(source_example, wrong.get(problem_id, []), recipe.flaw, train[problem_id]["answer"],
+                                     answer_format, seed)
+            if flawed is None:
+                arm.drop(problem_id, "no_flawed_version", f"flaw '{recipe.flaw}'")
+            else:
+                arm.flawed[problem_id] = flawed
+
+    if recipe.trim != "none":
+        for problem_id in list(arm.chosen):
+            trimmed = [_trim(example, recipe.trim, answer_format, seed, count) for example in arm.chosen[problem_id]]
+            for example, result in zip(arm.chosen[problem_id], trimmed):
+                if result is None:
+                    arm.exclude(problem_id, example.trace_id, "control_span_too_short")
+            kept = [result for result in trimmed if result is not None]
+            if kept:
+                arm.chosen[problem_id] = kept
+            else:
+                del arm.chosen[problem_id]
+    arm.eligible_problems = len(arm.chosen)
+    return arm
 
 
-def build_dataset(
-    name: str,
-    recipes: dict[str, DatasetRecipe],
+def _flawed_version(
+    source: _Example, wrong: list[_Trace], flaw: str, reference: str, answer_format: AnswerFormat, seed: int
+) -> _Example | None:
+    """The problem's flawed version under the declared procedure, checked to differ in reasoning and answer."""
+    if flaw in ("wrong", "both") and wrong:
+        candidate = _example(wrong[0], "teacher", flaw="wrong")
+        if is_flawed_version(source.completion, candidate.completion, reference, answer_format):
+            return replace(candidate, is_correct=False)
+    if flaw in ("corrupted", "both"):
+        rng = random.Random(f"{seed}:corrupt:{source.trace_id}")
+        corrupted = corrupt_final_step(source.completion, source.final, answer_format, rng)
+        if corrupted is not None and is_flawed_version(source.completion, corrupted, reference, answer_format):
+            final = declared_answers(corrupted, answer_format).final
+            return replace(source, completion=corrupted, flaw="corrupted", is_correct=False, final=final)
+    return None
+
+
+def _trim(example: _Example, trim: str, answer_format: AnswerFormat, seed: int, count: Callable[[str], int]) -> _Example | None:
+    """The example trimmed after its conclusion, or (control) with as many tokens removed before it;
+    None when the control can't remove that many."""
+    text = example.completion
+    conclusion = find_conclusion(text, example.final, answer_format) if example.final is not None else None
+    if conclusion is None:
+        return example
+    line = declared_answers(text, answer_format).last_line or answer_line(example.final, answer_format)
+    trimmed = trim_after_conclusion(text, conclusion, line)
+    removed = count(text) - count(trimmed)
+    if removed <= 0:
+        trimmed, removed = text, 0
+    if trim == "conclusion":
+        return replace(example, completion=trimmed, trimmed_chars=max(0, len(text) - len(trimmed)), removed_tokens=removed)
+    rng = random.Random(f"{seed}:trim-control:{example.trace_id}")
+    result = remove_random_span(text, conclusion.start, removed, count, rng)
+    if result is None:
+        return None
+    controlled, removed_here = result
+    return replace(example, completion=controlled, trimmed_chars=max(0, len(text) - len(controlled)),
+                   removed_tokens=max(0, removed_here))
+
+
+def _intersect(arms: dict[str, _Arm], groups: list[list[str]]) -> None:
+    """Every arm of a group keeps the problems all its non-empty arms have; an empty arm is left out
+    (it is skipped downstream and would otherwise empty the whole group)."""
+    for group in groups:
+        present = [arms[name] for name in group if arms[name].chosen]
+        if len(present) < 2:
+            continue
+        common = set.intersection(*(set(arm.chosen) for arm in present))
+        for arm in present:
+            lost = sorted(set(arm.chosen) - common)
+            arm.problems_lost = len(lost)
+            others = [other.name for other in present if other is not arm]
+            for problem_id in lost:
+                missing = [other.name for other in present if problem_id not in other.chosen]
+                arm.drop(problem_id, "not_in_common_problems", f"no eligible trace in {', '.join(missing or others)}")
+
+
+def _apply_flaws(arm: _Arm, seed: int) -> None:
+    """Give the first round(fraction x problems) problems, in the style's seeded flaw order, their
+    flawed version: the same order for every fraction, so mixtures nest."""
+    recipe = arm.recipe
+    order = sorted(arm.chosen, key=lambda p: problem_key(seed, f"flaw-order:{recipe.style}", p))
+    arm.n_flawed = math.floor(recipe.flawed_fraction * len(order) + 0.5)
+    used = set()
+    for problem_id in order[: arm.n_flawed]:
+        original, flawed = arm.chosen[problem_id][0], arm.flawed[problem_id]
+        arm.exclude(problem_id, original.trace_id, "replaced_by_flawed", f"flaw '{flawed.flaw}'")
+        arm.chosen[problem_id] = [flawed]
+        used.add(flawed.trace_id)
+    # A wrong trace taken as a flawed version is used, not excluded (it was listed as 'wrong_answer').
+    arm.exclusions = [row for row in arm.exclusions if not (row["reason"] == "wrong_answer" and row["trace_id"] in used)]
+
+
+def _rows(arm: _Arm, questions: dict[str, str], counter: TokenCounter, count: _Counter, student: str | None,
+          problems: Iterable[str] | None = None) -> list[dict]:
+    rows = []
+    for problem_id in sorted(arm.chosen if problems is None else problems):
+        for index, example in enumerate(arm.chosen[problem_id]):
+            prefix = arm.name if student is None else f"{arm.name}:{student}"
+            rows.append({
+                "dataset": arm.name, "example_id": f"{prefix}:{problem_id}:{index}", "problem_id": problem_id,
+                "prompt": questions[problem_id], "completion": example.completion, "source": example.source,
+                "trace_id": example.trace_id, "style": example.style, "style_version": example.style_version,
+                "is_correct": example.is_correct, "conforms": example.conforms, "flaw": example.flaw,
+                "trimmed_chars": example.trimmed_chars, "n_tokens": count(counter, example.completion),
+                "removed_tokens": example.removed_tokens, "student": student,
+            })
+    return rows
+
+
+def _summary(arm: _Arm, rows: list[dict], student: str | None, target: int | None = None, matched_to: str | None = None) -> dict:
+    return {
+        "dataset": arm.name, "student": student, "recipe": arm.recipe.recipe, "style": arm.recipe.style,
+        "candidates": arm.candidates, "eligible_problems": arm.eligible_problems, "problems_lost": arm.problems_lost,
+        "problems": len({row["problem_id"] for row in rows}), "examples": len(rows),
+        "flawed": sum(1 for row in rows if row["flaw"] != "none"), "tokens": sum(row["n_tokens"] for row in rows),
+        "removed_tokens": sum(row["removed_tokens"] for row in rows), "token_target": target, "matched_to": matched_to,
+    }
+
+
+def build_datasets(
+    recipes: Mapping[str, DatasetRecipe],
+    policy: EligibilityPolicy,
     judged: pl.DataFrame,
     train: pl.DataFrame,
     seed: int,
-    count_tokens: TokenCounter,
-) -> tuple[pl.DataFrame, RecipeReport]:
-    """The ``sft_examples`` rows of dataset ``name``."""
-    recipe = recipes[name]
-    report = RecipeReport()
-    examples = select_examples(name, recipe, judged, train, seed, report)
-    trimmed = [trim_after_answer(text) if recipe.trim_after_answer else (text, 0) for text in examples["completion"]]
-    questions = dict(zip(train["problem_id"], train["question"]))
-    examples = examples.with_columns(
-        pl.Series("completion", [t for t, _ in trimmed], pl.Utf8),
-        pl.Series("trimmed_chars", [n for _, n in trimmed], pl.Int64),
+    token_counters: Mapping[str, TokenCounter],
+    answer_formats: Mapping[str, AnswerFormat],
+    comparisons: ComparisonsConfig | None = None,
+    token_matching: Iterable[TokenMatchGroup] = (),
+) -> DatasetBuild:
+    """Every dataset of an experiment from its judged traces.
+
+    - ``recipes``: dataset name -> recipe (``experiment.datasets``; no ``base``).
+    - ``judged``: ``judged_traces`` rows; needs trace_id, problem_id, style, kind, style_version,
+      completion, finish_reason, judge_parsed, conforms; uses extracted_answer only when the policy
+      allows undeclared answers, and judge_faithful (bool, null: unparsed) when
+      ``policy.paraphrase_judge``.
+    - ``train``: the train problems; needs problem_id, question, reference_solution, answer.
+    - ``token_counters``: student name -> completion-token counter, in the experiment's student order;
+      the first counts every dataset that is not token-matched.
+    - ``answer_formats``: style -> "hash" | "label" (``style_prompts.answer_format``).
+
+    Returns a ``DatasetBuild``: ``examples`` (``SftExampleSchema``; token-matched datasets have one
+    set of rows per student, all others ``student`` null), ``exclusions``
+    (``DatasetExclusionSchema``) and ``summary`` (``SUMMARY_SCHEMA``: one row per dataset, per
+    student for token-matched ones). Raises ``TokenBudgetError`` when token matching misses its
+    tolerance and ``ValueError`` on missing columns, counters or answer formats.
+    """
+    comparisons = comparisons or ComparisonsConfig()
+    token_matching = list(token_matching)
+    _check_columns(judged, JUDGED_COLUMNS, "judged")
+    _check_columns(train, TRAIN_COLUMNS, "train")
+    if policy.paraphrase_judge:
+        _check_columns(judged, ["judge_faithful"], "judged (eligibility.paraphrase_judge is on)")
+    if not token_counters:
+        raise ValueError("build_datasets: token_counters is empty; pass one counter per student")
+    styles = {recipe.style for recipe in recipes.values() if recipe.style is not None}
+    missing_formats = sorted(styles - set(answer_formats))
+    if missing_formats:
+        raise ValueError(f"build_datasets: no answer format for style(s) {missing_formats}")
+    unknown = sorted({name for group in token_matching for name in group.datasets} - set(recipes))
+    if unknown:
+        raise ValueError(f"build_datasets: token_matching names unknown dataset(s) {unknown}")
+
+    problems = {row["problem_id"]: row for row in train.iter_rows(named=True)}
+    questions = {problem_id: row["question"] for problem_id, row in problems.items()}
+    students = list(token_counters.items())
+    primary = students[0][1]
+    count = _Counter()
+
+    def count_primary(text: str) -> int:
+        return count(primary, text)
+
+    pools, outside = _annotate(judged.filter(pl.col("style").is_in(sorted(styles))), problems, policy, seed,
+                               {style: answer_formats[style] for style in styles})
+    arms = {name: _draft(name, recipe, pools, outside, policy, problems, seed, answer_formats, count_primary)
+            for name, recipe in recipes.items()}
+    _intersect(arms, comparison_groups(recipes, comparisons))
+    for arm in arms.values():
+        if arm.recipe.recipe == "mixture":
+            _apply_flaws(arm, seed)
+
+    matched = {name: group for group in token_matching for name in group.datasets}
+    rows, summary = [], []
+    for name, arm in arms.items():
+        if name not in matched:
+            arm_rows = _rows(arm, questions, primary, count, None)
+            rows += arm_rows
+            summary.append(_summary(arm, arm_rows, None))
+    for group in token_matching:
+        for student, counter in students:
+            tokens = {
+                name: {p: sum(count(counter, e.completion) for e in examples) for p, examples in arms[name].chosen.items()}
+                for name in group.datasets
+            }
+            kept, budget, target = match_token_totals(
+                tokens, group.tolerance, lambda p: problem_key(seed, "token-match", p), student
+            )
+            for name in group.datasets:
+                arm = arms[name]
+                for problem_id in sorted(set(arm.chosen) - kept[name]):
+                    for example in arm.chosen[problem_id]:
+                        arm.exclude(problem_id, example.trace_id, "over_token_budget",
+                                    f"{budget} tokens of {target}", student=student)
+                arm_rows = _rows(arm, questions, counter, count, student, kept[name])
+                rows += arm_rows
+                summary.append(_summary(arm, arm_rows, student, budget, target))
+    exclusions = [row for arm in arms.values() for row in arm.exclusions]
+    order = {name: index for index, name in enumerate(recipes)}
+    return DatasetBuild(
+        examples=pl.DataFrame(rows, schema=SFT_SCHEMA).sort(
+            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "example_id"),
+        exclusions=pl.DataFrame(exclusions, schema=EXCLUSION_SCHEMA).sort(
+            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "student", "problem_id", "trace_id",
+            nulls_last=True),
+        summary=pl.DataFrame(summary, schema=SUMMARY_SCHEMA).sort(
+            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "student", nulls_last=True),
     )
-    examples = examples.with_columns(
-        pl.Series("n_tokens", [count_tokens(t) for t in examples["completion"]], pl.Int64),
-        pl.col("problem_id").replace_strict(questions, return_dtype=pl.Utf8).alias("prompt"),
-        pl.lit(name).alias("dataset"),
-    )
-    examples = examples.with_columns(
-        (pl.col("dataset") + ":" + pl.col("problem_id") + ":" + pl.int_range(pl.len()).over("problem_id").cast(pl.Utf8)).alias("example_id")
-    )
-    if recipe.match_tokens_with is not None:
-        target, _ = build_dataset(recipe.match_tokens_with, recipes, judged, train, seed, count_tokens)
-        examples = match_token_budget(examples, int(target["n_tokens"].sum()), seed, name, report)
-    return examples.select(list(SFT_SCHEMA)).cast(SFT_SCHEMA).sort("example_id"), report
 
 
-def match_token_budget(examples: pl.DataFrame, budget: int, seed: int, name: str, report: RecipeReport) -> pl.DataFrame:
-    """A seeded subsample whose training tokens do not exceed ``budget`` (all of it if it is already below)."""
-    report.token_target = budget
-    total = int(examples["n_tokens"].sum())
-    if total <= budget:
-        report.token_shortfall = total < budget
-        return examples
-    order = sorted(range(examples.height), key=lambda i: stable_order_key(seed, name, examples["example_id"][i]))
-    kept, used = [], 0
-    for index in order:
-        tokens = int(examples["n_tokens"][index])
-        if used + tokens <= budget:
-            kept.append(index)
-            used += tokens
-    return examples[sorted(kept)]
+def student_rows(examples: pl.DataFrame, dataset: str, student: str) -> pl.DataFrame:
+    """The examples ``student`` trains on from ``dataset``: shared rows, or its own token-matched ones."""
+    return examples.filter((pl.col("dataset") == dataset) & (pl.col("student").is_null() | (pl.col("student") == student)))
+
+
+def exclusion_counts(exclusions: pl.DataFrame) -> pl.DataFrame:
+    """Per dataset, how many traces (or problems) each reason excluded: one column per reason that
+    occurs, in the vocabulary's order. Token-matching drops count once per student."""
+    if exclusions.is_empty():
+        return pl.DataFrame(schema={"dataset": pl.Utf8})
+    wide = exclusions.group_by("dataset", "reason").len().pivot(on="reason", index="dataset", values="len")
+    reasons = [reason for reason in EXCLUSION_REASONS if reason in wide.columns]
+    return wide.select("dataset", *[pl.col(r).fill_null(0).cast(pl.Int64) for r in reasons]).sort("dataset")

@@ -46,6 +46,10 @@ def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefini
                 "skipped_examples": dg.MetadataValue.md("\n".join(f"- {m}" for m in report.skipped_lines[:20]) or "none"),
                 "duplicates_dropped": report.duplicates_dropped,
                 "contaminated": len(contaminated),
+                "near_duplicates_removed": len(report.contaminated),
+                "near_duplicate_pairs": dg.MetadataValue.md("\n".join(
+                    f"- train {hit.train_id} ~ test {hit.test_id} (similarity {hit.similarity:.2f})"
+                    for hit in report.contaminated[:20]) or "none"),
                 "difficulty": counts_table(frame, ["split", "difficulty"]),
                 "preview": preview(frame, ["problem_id", "split", "difficulty", "answer", "question"]),
             },

@@ -24,10 +24,13 @@ class ProblemFileError(ValueError):
 
 @dataclass
 class LoadReport:
-    """What loading saw besides the problems: skipped lines and duplicates."""
+    """What loading saw besides the problems: skipped lines, duplicates and contaminated train problems."""
 
     skipped_lines: list[str] = field(default_factory=list)
     duplicates_dropped: int = 0
+    # Train problems (of the whole train pool, before sampling) that equal or nearly duplicate a
+    # sampled test question; they were removed from the train split.
+    contaminated: list["ContaminationHit"] = field(default_factory=list)
 
 
 def problem_id(question: str) -> str:
@@ -120,7 +123,11 @@ def _sample(rows: list[dict], count: int | None, seed: int) -> list[dict]:
 
 
 def load_problems(settings: ProblemsConfig, seed: int) -> tuple[pl.DataFrame, LoadReport]:
-    """All problems of the experiment's source, deduplicated within each split and sampled with its seed."""
+    """All problems of the experiment's source, deduplicated within each split and sampled with its seed.
+
+    Train problems that equal or nearly duplicate (``near_duplicates``) a sampled test question are
+    removed from the train pool before the train sample is drawn, and listed in ``report.contaminated``.
+    """
     report = LoadReport()
     if settings.source == "synthetic":
         by_split = synthetic_rows(settings, seed)
@@ -132,15 +139,84 @@ def load_problems(settings: ProblemsConfig, seed: int) -> tuple[pl.DataFrame, Lo
             split: read_jsonl(resolve_path(getattr(settings.jsonl, split)), split, settings.jsonl.skip_bad_lines, report)
             for split in ("train", "test")
         }
-    sizes = {"train": settings.n_train, "test": settings.n_test}
-    rows = []
-    for split, split_rows in by_split.items():
-        rows.extend(_sample(_dedupe(split_rows, report), sizes[split], seed))
-    return frame_of(rows, ProblemSchema).sort(["split", "problem_id"]), report
+    train_pool = _dedupe(by_split["train"], report)
+    test = _sample(_dedupe(by_split["test"], report), settings.n_test, seed)
+    report.contaminated = near_duplicates(
+        {row["problem_id"]: row["question"] for row in train_pool}, {row["problem_id"]: row["question"] for row in test},
+        NEAR_DUPLICATE_THRESHOLD, NEAR_DUPLICATE_NGRAM,
+    )
+    removed = {hit.train_id for hit in report.contaminated}
+    train = _sample([row for row in train_pool if row["problem_id"] not in removed], settings.n_train, seed)
+    rows = train + test
+    frame = frame_of(rows, ProblemSchema)
+    return frame.sort(["split", "problem_id"]), report
 
 
-def contamination(problems: pl.DataFrame) -> list[str]:
-    """Problem ids whose question appears in both train and test (exact match after whitespace/case folding)."""
-    train = set(problems.filter(pl.col("split") == "train")["problem_id"].to_list())
-    test = set(problems.filter(pl.col("split") == "test")["problem_id"].to_list())
-    return sorted(train & test)
+NEAR_DUPLICATE_THRESHOLD = 0.8  # Jaccard overlap of number-masked word 5-grams
+NEAR_DUPLICATE_NGRAM = 5
+_NUMBER_TOKEN = re.compile(r"\$?\d[\d,]*(?:\.\d+)?%?")
+_WORD = re.compile(r"[a-z]+|<n>")
+
+
+@dataclass(frozen=True)
+class ContaminationHit:
+    """A train question that is the same as, or a near-duplicate of, a test question."""
+
+    train_id: str
+    test_id: str
+    similarity: float  # Jaccard overlap of the number-masked word n-grams; 1.0 for an exact match
+
+
+def masked_words(question: str) -> list[str]:
+    """Lower-cased words with every number replaced by ``<n>``, punctuation dropped: two questions
+    that differ only in their numbers (a GSM-style numeric variant) give the same list."""
+    return _WORD.findall(_NUMBER_TOKEN.sub(" <n> ", question.lower()))
+
+
+def shingles(question: str, n: int = 5) -> frozenset[tuple[str, ...]]:
+    words = masked_words(question)
+    if len(words) <= n:
+        return frozenset([tuple(words)]) if words else frozenset()
+    return frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+def near_duplicates(
+    train: dict[str, str], test: dict[str, str], threshold: float = 0.8, n: int = 5
+) -> list[ContaminationHit]:
+    """Train questions whose number-masked word ``n``-grams overlap a test question's by at least
+    ``threshold`` (Jaccard), or that equal one after whitespace/case folding; the closest test
+    question per train question. ``train``/``test`` map problem ids to question texts."""
+    index: dict[tuple[str, ...], list[str]] = {}
+    test_shingles = {pid: shingles(q, n) for pid, q in test.items()}
+    for pid, grams in test_shingles.items():
+        for gram in grams:
+            index.setdefault(gram, []).append(pid)
+    exact = {normalise_question(q): pid for pid, q in test.items()}
+    hits = []
+    for train_id, question in train.items():
+        if normalise_question(question) in exact:
+            hits.append(ContaminationHit(train_id, exact[normalise_question(question)], 1.0))
+            continue
+        grams = shingles(question, n)
+        shared: dict[str, int] = {}
+        for gram in grams:
+            for test_id in index.get(gram, ()):
+                shared[test_id] = shared.get(test_id, 0) + 1
+        best: ContaminationHit | None = None
+        for test_id, count in shared.items():
+            similarity = count / (len(grams) + len(test_shingles[test_id]) - count)
+            if similarity >= threshold and (best is None or (similarity, best.test_id) > (best.similarity, test_id)):
+                best = ContaminationHit(train_id, test_id, round(similarity, 4))
+        if best is not None:
+            hits.append(best)
+    return sorted(hits, key=lambda hit: hit.train_id)
+
+
+def contamination(problems: pl.DataFrame, threshold: float = 0.8, n: int = 5) -> list[str]:
+    """Train problem ids whose question equals (after whitespace/case folding) or nearly duplicates
+    (numbers masked, word ``n``-gram Jaccard >= ``threshold``) a test question."""
+    def questions(split: str) -> dict[str, str]:
+        rows = problems.filter(pl.col("split") == split)
+        return dict(zip(rows["problem_id"], rows["question"]))
+
+    return sorted({hit.train_id for hit in near_duplicates(questions("train"), questions("test"), threshold, n)})

@@ -100,14 +100,36 @@ def _step(
     return None
 
 
+def _applies(kind: str, current: int) -> bool:
+    """Whether operation ``kind`` can act on ``current`` (mirrors the guards in ``_step``)."""
+    if kind in ("find", "buy"):
+        return True
+    if kind == "give":
+        return current > 2
+    if kind == "gift_multiple":
+        return current <= 200
+    if kind == "share":
+        return bool(_divisors(current, 2, 6))
+    if kind == "lose_fraction":
+        return any(current % d == 0 and current >= 2 * d for d in (2, 3, 4))
+    return False
+
+
 def generate_problem(
     rng: random.Random, steps: int, operations: tuple[str, ...] = OPERATIONS, max_number: int = 60
-) -> SyntheticProblem:
+) -> SyntheticProblem | None:
+    """A problem of ``steps`` operations, or None when the running amount reaches a value that none of
+    ``operations`` can act on (e.g. only ``give`` and 2 left, only ``share`` and a prime)."""
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     current = rng.randint(min(6, max_number // 2 + 1), max_number)
     sentences = [f"{name} has {current} {item}."]
     lines: list[str] = []
     while len(lines) < steps:
+        # Without this test the retry loop below spins forever on a dead end. Drawing stays as before
+        # (a random operation, retried until one applies), so every problem that could be generated
+        # before comes out the same for the same seed.
+        if not any(_applies(kind, current) for kind in operations):
+            return None
         step = _step(rng, current, item, name, operations, max_number)
         if step is None:
             continue
@@ -130,9 +152,12 @@ def generate_problems(
     while len(problems) < count:
         attempts += 1
         if attempts > count * 50:
-            raise RuntimeError(f"could not generate {count} distinct problems with steps {min_steps}..{max_steps}")
+            raise RuntimeError(
+                f"could not generate {count} distinct problems with steps {min_steps}..{max_steps}, "
+                f"operations {list(operations)} and max_number {max_number} in {count * 50} attempts"
+            )
         problem = generate_problem(rng, rng.randint(min_steps, max_steps), operations, max_number)
-        if problem.question not in seen:
+        if problem is not None and problem.question not in seen:
             seen.add(problem.question)
             problems.append(problem)
     return problems

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
+from trace_assets.datasets.recipes import student_rows
 from trace_assets.experiment import BASE_DATASET, StudentConfig, TrainingConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
@@ -56,7 +57,7 @@ def build_checkpoints_asset(
         difficulty = dict(zip(problems["problem_id"], problems["difficulty"]))
         examples = [
             {**row, "difficulty": difficulty.get(row["problem_id"], 0)}
-            for row in sft_examples.filter(pl.col("dataset") == dataset).iter_rows(named=True)
+            for row in student_rows(sft_examples, dataset, student_name).iter_rows(named=True)
         ]
         rows, logs = [], []
         for seed in config.seeds:
