@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPERIMENT = "experiments/smoke.yaml"
 _PARTITION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-# The dataset partition of the untrained students: no examples, evaluated as they are.
+# The dataset partitions of the untrained students: no examples, evaluated as they are, zero-shot and
+# with the experiment's few-shot exemplars (k train problems, the same for every student).
 BASE_DATASET = "base"
+BASE_FEW_SHOT = "base_few_shot"
+BASE_DATASETS = (BASE_DATASET, BASE_FEW_SHOT)
 
 
 def resolve_path(path: str) -> Path:
@@ -236,8 +239,9 @@ class TrainingConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    prompt_format: Literal["zero_shot", "few_shot"] = "zero_shot"
-    few_shot_k: int = Field(4, ge=0)
+    prompt_format: Literal["zero_shot", "few_shot"] = Field(
+        "zero_shot", description="how trained checkpoints are prompted; the untrained students are evaluated both ways")
+    few_shot_k: int = Field(4, ge=0, description="train-split exemplars of the few-shot prompts; 0: no few-shot baseline")
     max_tokens: int = Field(256, ge=1)
     schedule: str | None = Field(None, description="cron string; null disables the schedule")
 
@@ -296,8 +300,9 @@ class Experiment(_Section):
     @field_validator("datasets")
     @classmethod
     def _base_is_reserved(cls, entries: dict) -> dict:
-        if BASE_DATASET in entries:
-            raise ValueError(f"'{BASE_DATASET}' is reserved for the untrained students; name the dataset differently")
+        for reserved in BASE_DATASETS:
+            if reserved in entries:
+                raise ValueError(f"'{reserved}' is reserved for the untrained students; name the dataset differently")
         return entries
 
     @field_validator("datasets", "students")
@@ -360,12 +365,18 @@ class Experiment(_Section):
         """Styles the teacher must also paraphrase the human solutions into (for ``H_style`` recipes)."""
         return frozenset(recipe.style for recipe in self.datasets.values() if recipe.recipe == "H_style")
 
+    def self_graded(self) -> bool:
+        """The judge is the teacher model grading its own traces."""
+        return self.judge.model == self.teacher.model
+
     def dataset_rules(self) -> DatasetRules:
         return DatasetRules(eligibility=self.eligibility, comparisons=self.comparisons, token_matching=self.token_matching)
 
     def dataset_keys(self) -> list[str]:
-        """Dataset partitions: every recipe, plus the untrained students' ``base``."""
-        return [BASE_DATASET, *self.datasets]
+        """Dataset partitions: every recipe, plus the untrained students: ``base`` (zero-shot) and, when the
+        experiment has few-shot exemplars, ``base_few_shot``."""
+        bases = list(BASE_DATASETS) if self.evaluation.few_shot_k > 0 else [BASE_DATASET]
+        return [*bases, *self.datasets]
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:

@@ -17,9 +17,13 @@ from trace_assets_tests.conftest import write_experiment
 class ScriptedTeacher(Backend):
     """Answers like a small model would: solves, paraphrases, judges in JSON, sometimes badly."""
 
+    raw_prompts: list[str] = []  # every raw (student) prompt it was given, for the tests to inspect
+
     def generate(self, spec, sampling, requests, on_batch, log=print):
         batch = []
         for request in requests:
+            if request.prompt is not None:
+                ScriptedTeacher.raw_prompts.append(request.prompt)
             prompt = request.prompt if request.prompt is not None else request.messages[-1]["content"]
             for index in range(sampling.n):
                 if request.json_schema:
@@ -106,7 +110,7 @@ def test_traces_to_datasets_end_to_end(tmp_path, tiny_model, instance):
     linked = db.sql("SELECT count(*) FROM sft_examples e JOIN teacher_traces t USING (trace_id)").fetchone()[0]
     assert linked == examples.filter(pl.col("trace_id").is_not_null()).height
     stats = db.sql("SELECT * FROM trace_stats").pl()
-    assert set(stats["dataset"]) == {"base", *experiment.datasets}  # base: the untrained student, no examples
+    assert set(stats["dataset"]) == {"base", "base_few_shot", *experiment.datasets}  # the untrained student: no examples
     h = stats.filter(pl.col("dataset") == "H").row(0, named=True)
     assert h["n_examples"] == 4 and h["nll_before"] > 0 and h["total_tokens"] > 0
     db.close()
@@ -142,6 +146,7 @@ def test_rerun_reuses_and_style_edit_regenerates_only_that_style(tmp_path, tiny_
 
 
 def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, instance):
+    ScriptedTeacher.raw_prompts.clear()
     path = write_experiment(tmp_path, tiny_model, extra="")
     defs, experiment = definitions(path, tmp_path / "data")
     from trace_assets.demo import STAGES
@@ -152,7 +157,7 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     assert_tables_match_models(db, defs)
     checkpoints = db.sql("SELECT * FROM checkpoints").pl()
     status = dict(zip(checkpoints["dataset"], checkpoints["status"]))
-    assert status["base"] == "base" and status["H"] == "trained"
+    assert status["base"] == status["base_few_shot"] == "base" and status["H"] == "trained"
     trained = checkpoints.filter(pl.col("status") == "trained")
     for row in trained.iter_rows(named=True):
         assert (tmp_path / "data" / "checkpoints").as_posix() in row["path"]
@@ -162,8 +167,12 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     assert log["eval_loss"].drop_nulls().len() >= 1
     evals = db.sql("SELECT * FROM eval_results").pl()
     n_test = experiment.problems.n_test
+    # base_few_shot's prompts, and only those, start with the same k solved train problems.
+    train_questions = db.sql("SELECT question FROM problems WHERE split = 'train'").pl()["question"].to_list()
+    few_shot = [p for p in ScriptedTeacher.raw_prompts if sum(q.strip() in p for q in train_questions) == experiment.evaluation.few_shot_k]
+    assert len(few_shot) == n_test and len(ScriptedTeacher.raw_prompts) == evals.height
     assert evals.filter(pl.col("dataset") == "base").height == n_test
-    assert set(evals["dataset"]) == {"base", *trained["dataset"].to_list()}
+    assert set(evals["dataset"]) == {"base", "base_few_shot", *trained["dataset"].to_list()}
     # lineage: every eval row comes from a recorded checkpoint
     orphans = db.sql("SELECT count(*) FROM eval_results e ANTI JOIN checkpoints c ON e.checkpoint_hash = c.content_hash").fetchone()[0]
     assert orphans == 0

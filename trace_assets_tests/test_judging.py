@@ -48,7 +48,7 @@ def test_unparsable_judge_output_is_never_a_pass():
     style = load_style(PROJECT_ROOT / "styles", "normal")
     traces = _traces(["2+2=4\n#### 4", "Adding: 2+2=4\n#### 4", "2+2=4 so 4", "So 2+2=4\n#### 4"])
     sampling = Sampling(temperature=0, n=1)
-    requests = judge_requests(traces, {"p1": "What is 2+2?"}, {"normal": style}, "judge", sampling)
+    requests = judge_requests(traces, {"p1": "What is 2+2?"}, {"normal": style}, "judge", sampling, max_chars=1000)
     enum = requests["t0"].json_schema["properties"]["failed_criteria"]["items"]["enum"]
     assert enum == [item.id for item in style.spec.rubric]  # the judge can only name this style's criteria
     replies = ['{"conforms": true, "failed_criteria": [], "reason": "ok"}', "I think it is fine", '{"conforms": true, "failed_criteria": [], "reason": "ok"}', None]
@@ -56,9 +56,25 @@ def test_unparsable_judge_output_is_never_a_pass():
         (requests[f"t{i}"].key, 0): Completion(requests[f"t{i}"].key, 0, text, "stop", 10, 10)
         for i, text in enumerate(replies) if text is not None
     }
-    rows = verdict_rows(traces, {"normal": style}, requests, completions, "judge")
+    rows = verdict_rows(traces, {"normal": style}, requests, completions, "judge", max_chars=1000)
     assert rows["conforms"].to_list() == [True, False, False, False]
     assert rows["verdict_source"].to_list() == ["both", "rules", "both", "rules"]
     assert rows["judge_parsed"].to_list() == [True, False, True, False]
     assert rows["rules_failed"][2] == "answer_line"  # rules fail even though the judge said yes
     assert rows["judge_error"][3] == "judge generation failed"
+
+
+def test_a_trace_the_judge_saw_only_in_part_never_passes():
+    style = load_style(PROJECT_ROOT / "styles", "normal")
+    long_trace = "First, 2 + 2 = 4. " * 80 + "\n#### 4"  # about 1,450 characters
+    traces = _traces(["2+2=4\n#### 4", long_trace])
+    sampling = Sampling(temperature=0, n=1)
+    requests = judge_requests(traces, {"p1": "What is 2+2?"}, {"normal": style}, "judge", sampling, max_chars=1000)
+    shown = requests["t1"].messages[-1]["content"]
+    assert shown.endswith("[...truncated]") and long_trace[:1000] in shown and long_trace not in shown
+    assert long_trace in judge_requests(traces, {"p1": "q"}, {"normal": style}, "judge", sampling, 2000)["t1"].messages[-1]["content"]
+    yes = '{"conforms": true, "failed_criteria": [], "reason": "ok"}'
+    completions = {(r.key, 0): Completion(r.key, 0, yes, "stop", 10, 10) for r in requests.values()}
+    rows = verdict_rows(traces, {"normal": style}, requests, completions, "judge", max_chars=1000)
+    assert rows["judge_truncated"].to_list() == [False, True]
+    assert rows["conforms"].to_list() == [True, False]  # the judge said yes to both; the cut one cannot pass

@@ -9,7 +9,7 @@ from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
 from trace_assets.datasets.recipes import build_datasets, exclusion_counts, student_rows
 from trace_assets.datasets.schemas import DatasetExclusionSchema, SftExampleSchema, TraceStatsSchema
 from trace_assets.datasets.stats import gzip_ratio, mean_completion_nll, template_line_share
-from trace_assets.experiment import BASE_DATASET, DatasetRecipe, DatasetRules, StudentConfig
+from trace_assets.experiment import BASE_DATASETS, DatasetRecipe, DatasetRules, StudentConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import load_model, load_tokenizer, student_path, token_counter
@@ -50,7 +50,7 @@ def build_sft_examples_asset(recipes: dict[str, DatasetRecipe], rules: DatasetRu
             {name: counters[name] for name in students}, dict(zip(style_prompts["style"], style_prompts["answer_format"])),
             rules.comparisons, rules.token_matching,
         )
-        wanted = [key for key in context.partition_keys if key != BASE_DATASET]  # base: the untrained student, no rows
+        wanted = [key for key in context.partition_keys if key not in BASE_DATASETS]  # the untrained students: no rows
         examples = build.examples.filter(pl.col("dataset").is_in(wanted))
         exclusions = build.exclusions.filter(pl.col("dataset").is_in(wanted))
         summary = build.summary.filter(pl.col("dataset").is_in(wanted))

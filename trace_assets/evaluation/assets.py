@@ -6,7 +6,7 @@ import polars as pl
 from trace_assets.assetdefs import asset_settings
 from trace_assets.evaluation.build import eval_rows, few_shot_examples
 from trace_assets.evaluation.schemas import EvalResultSchema
-from trace_assets.experiment import EvaluationConfig, StudentConfig
+from trace_assets.experiment import BASE_DATASET, BASE_FEW_SHOT, EvaluationConfig, StudentConfig
 from trace_assets.generation.cached import prompt_request
 from trace_assets.generation.types import ModelSpec, Sampling
 from trace_assets.metadata import preview
@@ -26,10 +26,13 @@ def build_eval_results_asset(
                      checkpoints: pl.DataFrame, problems: pl.DataFrame):
         """Greedy answers of each checkpoint (and each untrained base student) to every test problem."""
         test = problems.filter(pl.col("split") == "test")
-        shots = few_shot_examples(problems.filter(pl.col("split") == "train"), settings.few_shot_k, seed) \
-            if settings.prompt_format == "few_shot" else []
+        exemplars = few_shot_examples(problems.filter(pl.col("split") == "train"), settings.few_shot_k, seed)
         frames = []
         for checkpoint in checkpoints.filter(pl.col("status").is_in(["trained", "base"])).iter_rows(named=True):
+            # The few-shot baseline always gets the exemplars; trained students get the experiment's format.
+            few_shot = checkpoint["dataset"] == BASE_FEW_SHOT or (
+                checkpoint["dataset"] != BASE_DATASET and settings.prompt_format == "few_shot")
+            shots = exemplars if few_shot else []
             dtype = generation.gpu.resolve_dtype(students[checkpoint["student"]].dtype)
             spec = ModelSpec(name=checkpoint["path"], path=checkpoint["path"], dtype=dtype)
             sampling = Sampling(temperature=0.0, max_tokens=settings.max_tokens, n=1, seed=checkpoint["seed"])

@@ -7,14 +7,16 @@ from trace_assets.assetdefs import asset_settings
 from trace_assets.experiment import ModelConfig
 from trace_assets.judging.build import judge_requests, verdict_rows
 from trace_assets.judging.schemas import JudgedTraceSchema
+from trace_assets.judging.verdicts import judge_char_budget
 from trace_assets.metadata import counts_table, preview
 from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import style_from_row
 
 
 def build_judged_traces_asset(
-    judge: ModelConfig, min_conformance_rate: float, partitions: dg.PartitionsDefinition
+    judge: ModelConfig, self_graded: bool, min_conformance_rate: float, partitions: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
+    """``self_graded``: the judge is the teacher grading its own traces, which the metadata says plainly."""
     @dg.asset(**asset_settings("judged_traces", "judging", {"vllm", "duckdb"}, table=JudgedTraceSchema,
                                partitions=partitions, partition_expr="style", single_run=True, gpus=judge.gpus,
                                checks=("conformance_rate_above_threshold",)))
@@ -29,9 +31,13 @@ def build_judged_traces_asset(
         spec, sampling = generation.settings(judge, n=1)
         styles = {row["style"]: style_from_row(row) for row in style_prompts.iter_rows(named=True)}
         questions = dict(zip(problems["problem_id"], problems["question"]))
-        requests = judge_requests(teacher_traces, questions, styles, judge.model, sampling)
+        max_chars = judge_char_budget(judge.max_model_len, sampling.max_tokens)
+        requests = judge_requests(teacher_traces, questions, styles, judge.model, sampling, max_chars)
         result = generation.generate(spec, sampling, list(requests.values()), context.log.info)
-        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model)
+        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model, max_chars)
+        truncated = int(frame["judge_truncated"].sum())
+        if truncated:
+            context.log.warning(f"{truncated} traces were longer than the judge's context ({max_chars} chars): cut, never passed")
         conformance = float(frame["conforms"].mean() or 0.0) if frame.height else 0.0
         unparsable = frame.filter(~pl.col("judge_parsed")).height
         by_style = frame.group_by("style").agg(
@@ -44,7 +50,10 @@ def build_judged_traces_asset(
         yield dg.Output(
             frame,
             metadata={
+                "grading": (f"SELF-GRADED: the judge ({judge.model}) is the teacher, grading its own traces"
+                            if self_graded else f"independent judge: {judge.model}"),
                 **result.metadata(frame.height),
+                "judge_truncated": truncated,
                 "conformance_rate": conformance,
                 "judge_unparsable": unparsable,
                 "by_style": preview(by_style, rows=len(by_style)),

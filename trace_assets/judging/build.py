@@ -11,12 +11,13 @@ from trace_assets.styles.library import Style, failed_format_checks
 from trace_assets.judging.schemas import JudgedTraceSchema
 from trace_assets.tables import frame_of
 
-def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict[str, Style], model: str, sampling: Sampling) -> dict[str, Request]:
-    """One judge request per trace id."""
+def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict[str, Style], model: str,
+                   sampling: Sampling, max_chars: int) -> dict[str, Request]:
+    """One judge request per trace id; traces over ``max_chars`` are shown cut (see ``judge_messages``)."""
     requests = {}
     schemas = {name: verdict_schema([item.id for item in style.spec.rubric]) for name, style in styles.items()}
     for trace in traces.iter_rows(named=True):
-        messages = judge_messages(styles[trace["style"]], questions[trace["problem_id"]], trace["completion"])
+        messages = judge_messages(styles[trace["style"]], questions[trace["problem_id"]], trace["completion"], max_chars)
         schema = schemas[trace["style"]]
         requests[trace["trace_id"]] = Request(request_key(messages, model, sampling, schema), messages, schema)
     return requests
@@ -28,6 +29,7 @@ def verdict_rows(
     requests: dict[str, Request],
     completions: dict[tuple[str, int], Completion],
     judge_model: str,
+    max_chars: int,
 ) -> pl.DataFrame:
     rows = []
     for trace in traces.iter_rows(named=True):
@@ -43,8 +45,9 @@ def verdict_rows(
             source = "both" if verdict.parsed else "rules"
         else:
             source = "judge"
-        # An unparsable judge reply is never a pass.
-        conforms = not rules_failed and verdict.parsed and bool(verdict.conforms)
+        # An unparsable judge reply is never a pass, and neither is a verdict on a trace the judge saw only in part.
+        truncated = len(trace["completion"]) > max_chars
+        conforms = not rules_failed and verdict.parsed and bool(verdict.conforms) and not truncated
         rows.append({
             "trace_id": trace["trace_id"],
             "problem_id": trace["problem_id"],
@@ -62,6 +65,7 @@ def verdict_rows(
             "judge_conforms": verdict.conforms,
             "judge_failed": ",".join(verdict.failed_criteria),
             "judge_reason": verdict.reason,
+            "judge_truncated": truncated,
             "judge_error": verdict.error,
             "judge_model": judge_model,
             "verdict_source": source,

@@ -22,6 +22,7 @@ class JudgedTraceSchema(pa.DataFrameModel):
     judge_conforms: bool = pa.Field(nullable=True)
     judge_failed: str = pa.Field(description="comma-separated rubric ids the judge says failed")
     judge_reason: str
+    judge_truncated: bool = pa.Field(description="the trace was longer than the judge's context allows; it cannot pass")
     judge_error: str = pa.Field(nullable=True)
     judge_model: str
     verdict_source: str = pa.Field(isin=["rules", "judge", "both"])

@@ -31,7 +31,15 @@ def verdict_schema(criteria_ids: list[str]) -> dict:
 VERDICT_SCHEMA = verdict_schema(["criterion"])  # the generic shape, for tests and backends
 
 
-def judge_messages(style: Style, question: str, completion: str, max_chars: int = 4000) -> list[dict]:
+def judge_char_budget(max_model_len: int, max_output_tokens: int, prompt_tokens: int = 512, chars_per_token: int = 3) -> int:
+    """How many characters of a trace fit the judge's context beside its instructions and reply
+    (a conservative 3 characters per token)."""
+    return max(1000, (max_model_len - max_output_tokens - prompt_tokens) * chars_per_token)
+
+
+def judge_messages(style: Style, question: str, completion: str, max_chars: int) -> list[dict]:
+    """The judge sees the whole trace when it fits ``max_chars``; a longer one is cut, marked as cut,
+    and (see ``verdict_rows``) can never pass."""
     criteria = "\n".join(f"- {item.id}: {item.text}" for item in style.spec.rubric)
     shown = completion if len(completion) <= max_chars else completion[:max_chars] + "\n[...truncated]"
     return [

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -30,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from trace_assets.answers import numbers_match, parse_number
-from trace_assets.experiment import BASE_DATASET
+from trace_assets.experiment import BASE_DATASET, BASE_DATASETS
 from trace_assets.judging.verdicts import _first_json_object
 
 RULE_CATEGORIES = ["loop_degeneration", "no_answer_format", "arithmetic_slip", "answer_overwritten"]
@@ -767,7 +768,8 @@ def _bootstrap_rates(mask: np.ndarray, failed: np.ndarray, weights: np.ndarray, 
 
 
 def failure_summary(failure_modes: pl.DataFrame, eval_results: pl.DataFrame, n_resamples: int = 2000,
-                    level: float = 0.95, seed: int = 0) -> pl.DataFrame:
+                    level: float = 0.95, seed: int = 0,
+                    baselines: Mapping[str, str] | None = None) -> pl.DataFrame:
     """Failure counts per student x dataset x category, per seed, and their change against the base model.
 
     For each training seed: ``count`` = wrong answers in the category, ``rate`` = count / problems that
@@ -800,21 +802,24 @@ def failure_summary(failure_modes: pl.DataFrame, eval_results: pl.DataFrame, n_r
         pl.col("count").mean().alias("count_mean"), pl.col("count").std().alias("count_sd"),
         pl.col("rate").mean().alias("rate_mean"), pl.col("rate").std().alias("rate_sd"),
     )
-    base = summary.filter(pl.col("dataset") == BASE_DATASET).select("student", "category", pl.col("rate_mean").alias("base_rate"))
+    baselines = dict(baselines or {})
+    baseline_of = pl.col("student").replace_strict(baselines, default=BASE_DATASET, return_dtype=pl.Utf8)
+    untrained = pl.col("dataset").is_in(list(BASE_DATASETS))
+    base = summary.filter(pl.col("dataset") == baseline_of).select("student", "category", pl.col("rate_mean").alias("base_rate"))
     summary = summary.join(base, on=["student", "category"], how="left").with_columns(
-        pl.when(pl.col("dataset") != BASE_DATASET).then(pl.col("rate_mean") - pl.col("base_rate"))
-        .otherwise(None).alias("delta_vs_base"))
+        pl.when(~untrained).then(pl.col("rate_mean") - pl.col("base_rate")).otherwise(None).alias("delta_vs_base"))
 
     rng = np.random.default_rng(seed)
     alpha = (1 - level) / 2
     intervals = []
-    pairs = summary.filter((pl.col("dataset") != BASE_DATASET) & pl.col("base_rate").is_not_null()) \
+    pairs = summary.filter(~untrained & pl.col("base_rate").is_not_null()) \
         .select("student", "dataset").unique().sort(["student", "dataset"])
     for student, dataset in pairs.iter_rows():
-        both = eval_results.filter((pl.col("student") == student) & pl.col("dataset").is_in([dataset, BASE_DATASET]))
+        baseline = baselines.get(student, BASE_DATASET)
+        both = eval_results.filter((pl.col("student") == student) & pl.col("dataset").is_in([dataset, baseline]))
         problems = sorted(both["problem_id"].unique().to_list())
         mask_d, failed_d = _side(eval_results, failure_modes, student, dataset, problems, categories)
-        mask_b, failed_b = _side(eval_results, failure_modes, student, BASE_DATASET, problems, categories)
+        mask_b, failed_b = _side(eval_results, failure_modes, student, baseline, problems, categories)
         picks = rng.integers(0, len(problems), size=(n_resamples, len(problems)))
         weights = np.zeros((n_resamples, len(problems)))
         np.add.at(weights, (np.arange(n_resamples)[:, None], picks), 1.0)

@@ -10,7 +10,7 @@ import polars as pl
 
 from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
 from trace_assets.datasets.recipes import student_rows
-from trace_assets.experiment import BASE_DATASET, StudentConfig, TrainingConfig
+from trace_assets.experiment import BASE_DATASETS, StudentConfig, TrainingConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
 from trace_assets.students import student_path
@@ -64,7 +64,7 @@ def build_checkpoints_asset(
             record = {"dataset": dataset, "student": student_name, "seed": seed, "base_model": base_path,
                       "config": config.model_dump_json(), "train_examples": 0, "eval_examples": 0,
                       "train_tokens": 0, "wall_s": 0.0}
-            if dataset == BASE_DATASET:
+            if dataset in BASE_DATASETS:
                 rows.append({**record, "status": "base", "path": base_path, "content_hash": directory_hash_safe(base_path)})
                 continue
             if not examples:
