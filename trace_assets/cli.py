@@ -4,6 +4,11 @@
 
 prints, per asset, the work an experiment implies and an estimate of GPU hours from throughput
 figures measured by the benchmarks (bench/), scaled by model size.
+
+    trace-assets calibrate [--experiment experiments/paper.yaml] [--studies 2000] [--seed 0]
+
+simulates studies shaped like the experiment through the report's statistics and ends with the line
+``fwer=<x> coverage=<y> power=<z>`` (trace_assets/reporting/calibration.py).
 """
 
 from __future__ import annotations
@@ -100,9 +105,17 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     dry = commands.add_parser("dry-run", help="print the work and GPU hours an experiment implies")
     dry.add_argument("--experiment", default=None, help="experiment file (default: TRACE_ASSETS_EXPERIMENT or smoke)")
+    calibrate = commands.add_parser("calibrate", help="measure the report statistics' error rates by simulation")
+    calibrate.add_argument("--experiment", default="experiments/paper.yaml", help="experiment file whose shape is simulated")
+    calibrate.add_argument("--studies", type=int, default=2000, help="null studies (and as many power studies)")
+    calibrate.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
     args = parser.parse_args(argv)
     if args.command == "dry-run":
         print(dry_run(load_experiment(args.experiment)))
+    elif args.command == "calibrate":
+        from trace_assets.reporting.calibration import run_calibration
+
+        run_calibration(load_experiment(args.experiment), studies=args.studies, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ _PARTITION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 BASE_DATASET = "base"
 BASE_FEW_SHOT = "base_few_shot"
 BASE_DATASETS = (BASE_DATASET, BASE_FEW_SHOT)
+# In a planned contrast: the stronger of a student's two untrained baselines.
+BASELINE = "baseline"
 
 
 def resolve_path(path: str) -> Path:
@@ -279,6 +281,10 @@ class Experiment(_Section):
     eligibility: EligibilityPolicy = EligibilityPolicy()
     comparisons: ComparisonsConfig = ComparisonsConfig()
     token_matching: list[TokenMatchGroup] = []
+    contrasts: list[tuple[str, str]] | None = Field(
+        None, description="planned comparisons (a, b): is a different from b? Names are datasets, 'base', "
+        "'base_few_shot' or 'baseline' (the student's stronger untrained baseline). Null: the first dataset vs "
+        "baseline, then every other dataset vs the first")
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
@@ -318,6 +324,14 @@ class Experiment(_Section):
         for name, recipe in self.datasets.items():
             if recipe.style is not None and recipe.style not in self.styles:
                 raise ValueError(f"datasets.{name}.style: '{recipe.style}' is not one of styles {self.styles}")
+        known = {*self.datasets, *BASE_DATASETS, BASELINE}
+        for number, (a, b) in enumerate(self.contrasts or []):
+            for arm in (a, b):
+                if arm not in known:
+                    raise ValueError(f"contrasts.{number}: '{arm}' is not a dataset of this experiment, "
+                                     f"'{BASE_DATASET}', '{BASE_FEW_SHOT}' or '{BASELINE}'")
+            if a == b:
+                raise ValueError(f"contrasts.{number}: compares '{a}' with itself")
         return self
 
     @model_validator(mode="after")
@@ -368,6 +382,19 @@ class Experiment(_Section):
     def self_graded(self) -> bool:
         """The judge is the teacher model grading its own traces."""
         return self.judge.model == self.teacher.model
+
+    def judge_note(self) -> str:
+        if self.self_graded():
+            return (f"SELF-GRADED: the judge ({self.judge.model}) is the teacher grading its own traces; "
+                    "conformance verdicts may be lenient. Name another `judge` model to avoid this.")
+        return f"independent judge {self.judge.model} (teacher {self.teacher.model})"
+
+    def planned_contrasts(self) -> list[tuple[str, str]]:
+        """The comparisons the report tests, Holm-adjusted as one family: declared, or the default."""
+        if self.contrasts is not None:
+            return list(self.contrasts)
+        trained = list(self.datasets)
+        return [(trained[0], BASELINE)] + [(other, trained[0]) for other in trained[1:]] if trained else []
 
     def dataset_rules(self) -> DatasetRules:
         return DatasetRules(eligibility=self.eligibility, comparisons=self.comparisons, token_matching=self.token_matching)

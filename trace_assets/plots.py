@@ -63,8 +63,8 @@ def accuracy_png(accuracy: pl.DataFrame) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     labels = [f"{r['dataset']}\n{r['student']}" for r in accuracy.iter_rows(named=True)]
     values = accuracy["accuracy"].to_list()
-    lower = [v - lo for v, lo in zip(values, accuracy["ci_low"].to_list())]
-    upper = [hi - v for v, hi in zip(values, accuracy["ci_high"].to_list())]
+    lower = [v - (v if lo is None else lo) for v, lo in zip(values, accuracy["ci_low"].to_list())]
+    upper = [(v if hi is None else hi) - v for v, hi in zip(values, accuracy["ci_high"].to_list())]
     ax.bar(range(len(values)), values, yerr=[lower, upper], capsize=3)
     ax.set_xticks(range(len(values)), labels, fontsize=6, rotation=45, ha="right")
     ax.set_ylabel("accuracy (95% CI)")

@@ -78,14 +78,14 @@ def build_assets(experiment: Experiment) -> list:
         build_problems_asset(experiment.problems, experiment.seed),
         build_style_asset(experiment.resolve(experiment.styles_dir), styles),
         build_teacher_traces_asset(experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles),
-        build_judged_traces_asset(experiment.judge, experiment.self_graded(), thresholds.min_conformance_rate, styles),
+        build_judged_traces_asset(experiment.judge, experiment.judge_note(), thresholds.min_conformance_rate, styles),
         build_sft_examples_asset(experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets),
         build_trace_stats_asset(experiment.students, datasets),
         build_checkpoints_asset(experiment.students, experiment.training, models),
         build_eval_results_asset(experiment.students, experiment.evaluation, experiment.seed, models),
         build_failure_modes_asset(experiment.judge),
         build_accuracy_asset(experiment.seed),
-        build_report_asset(experiment.name, experiment.training.seeds),
+        build_report_asset(experiment.name, experiment.training.seeds, experiment.judge_note(), experiment.planned_contrasts()),
         lineage_views,
     ])
 

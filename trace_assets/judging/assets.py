@@ -14,9 +14,9 @@ from trace_assets.styles.library import style_from_row
 
 
 def build_judged_traces_asset(
-    judge: ModelConfig, self_graded: bool, min_conformance_rate: float, partitions: dg.PartitionsDefinition
+    judge: ModelConfig, judge_note: str, min_conformance_rate: float, partitions: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
-    """``self_graded``: the judge is the teacher grading its own traces, which the metadata says plainly."""
+    """``judge_note``: who grades (it says SELF-GRADED when the judge is the teacher), shown first in the metadata."""
     @dg.asset(**asset_settings("judged_traces", "judging", {"vllm", "duckdb"}, table=JudgedTraceSchema,
                                partitions=partitions, partition_expr="style", single_run=True, gpus=judge.gpus,
                                checks=("conformance_rate_above_threshold",)))
@@ -50,8 +50,7 @@ def build_judged_traces_asset(
         yield dg.Output(
             frame,
             metadata={
-                "grading": (f"SELF-GRADED: the judge ({judge.model}) is the teacher, grading its own traces"
-                            if self_graded else f"independent judge: {judge.model}"),
+                "grading": judge_note,
                 **result.metadata(frame.height),
                 "judge_truncated": truncated,
                 "conformance_rate": conformance,

@@ -10,9 +10,9 @@ from trace_assets.generation.types import Request
 from trace_assets.metadata import preview
 from trace_assets.plots import accuracy_png, png_markdown
 from trace_assets.reporting.failures import FAILURE_SCHEMA, SOURCES, classify_by_rules, decide, failure_judge_messages
-from trace_assets.reporting.report import build_report
+from trace_assets.reporting.report import StudyTables, build_report
 from trace_assets.reporting.schemas import AccuracySchema, FailureModeSchema
-from trace_assets.reporting.stats import accuracy_table
+from trace_assets.reporting.stats import METHOD, accuracy_summary, noise_floor_note
 from trace_assets.resources import DataResource, GenerationResource
 from trace_assets.tables import frame_of
 
@@ -64,10 +64,12 @@ def build_accuracy_asset(seed: int) -> dg.AssetsDefinition:
     @dg.asset(**asset_settings("accuracy", "reporting", {"polars", "duckdb"}, table=AccuracySchema,
                                automation_condition=EAGER))
     def accuracy(eval_results: pl.DataFrame):
-        """Accuracy per student x dataset with bootstrap 95% confidence intervals."""
-        table = accuracy_table(eval_results, seed)
+        """Accuracy per student x dataset: mean over seeds, the seed-to-seed SD and a 95% interval."""
+        table = accuracy_summary(eval_results, seed)
         return dg.Output(table, metadata={
             "dagster/row_count": table.height,
+            "method": METHOD,
+            "noise_floor": noise_floor_note(int(table["n_seeds"].min()) if table.height else 0),
             "table": preview(table, rows=table.height),
             "plot": dg.MetadataValue.md(png_markdown(accuracy_png(table), "accuracy")) if table.height else "",
         })
@@ -75,15 +77,24 @@ def build_accuracy_asset(seed: int) -> dg.AssetsDefinition:
     return accuracy
 
 
-def build_report_asset(name: str, seeds: list[int]) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("report", "reporting", {"markdown"}, automation_condition=EAGER))
+def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: list[tuple[str, str]]) -> dg.AssetsDefinition:
+    """``judge_note``: who graded the traces (says SELF-GRADED when the judge is the teacher);
+    ``contrasts``: the experiment's planned comparisons, tested as one Holm family."""
+    all_partitions = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
+
+    @dg.asset(**asset_settings("report", "reporting", {"markdown"}, automation_condition=EAGER,
+                               ins={"sft_examples": all_partitions, "dataset_exclusions": all_partitions,
+                                    "judged_traces": all_partitions}))
     def report(context: dg.AssetExecutionContext, data: DataResource, accuracy: pl.DataFrame,
                eval_results: pl.DataFrame, failure_modes: pl.DataFrame, training_log: pl.DataFrame,
-               trace_stats: pl.DataFrame, checkpoints: pl.DataFrame) -> dg.MaterializeResult:
+               trace_stats: pl.DataFrame, checkpoints: pl.DataFrame, sft_examples: pl.DataFrame,
+               dataset_exclusions: pl.DataFrame, judged_traces: pl.DataFrame) -> dg.MaterializeResult:
         """The study's answers as Markdown with PNG plots under <data dir>/report/."""
         folder = data.path / "report"
         folder.mkdir(parents=True, exist_ok=True)
-        result = build_report(name, seeds, accuracy, eval_results, failure_modes, training_log, trace_stats, checkpoints)
+        tables = StudyTables(accuracy, eval_results, failure_modes, training_log, trace_stats, checkpoints,
+                             sft_examples, dataset_exclusions, judged_traces)
+        result = build_report(name, seeds, judge_note, contrasts, tables)
         for file, png in result.plots.items():
             (folder / file).write_bytes(png)
         (folder / "report.md").write_text(result.text)
@@ -91,7 +102,8 @@ def build_report_asset(name: str, seeds: list[int]) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(folder / "report.md")),
             "report": dg.MetadataValue.md(result.inline()),
-            "indistinguishable_pairs": result.indistinguishable_pairs,
+            "planned_contrasts": len(contrasts),
+            "distinguishable_contrasts": result.distinguishable,
         })
 
     return report

@@ -1,4 +1,11 @@
-"""The report's Markdown and plots from the study's tables: pure, no Dagster."""
+"""The report's Markdown and plots from the study's tables: pure, no Dagster.
+
+It reads like a paper's results section: accuracy per student x dataset (mean +- SD over seeds and
+a 95% interval), the baselines, the planned contrasts (difference, interval, Holm-adjusted p,
+direction), accuracy by difficulty with intervals, failure modes against the stronger baseline,
+what each arm excluded and trimmed, token budgets and accessibility, and the judge's agreement
+with the format rules. Every statistic comes from ``reporting.stats`` / ``reporting.failures``.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,21 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from trace_assets.answers import ACCEPTED_FORMATS
+from trace_assets.datasets.recipes import exclusion_counts
 from trace_assets.metadata import markdown_table
 from trace_assets.plots import accessibility_png, accuracy_png, loss_curves_png, png_markdown
 from trace_assets.reporting.failures import failure_summary
-from trace_assets.reporting.stats import difficulty_bucket, paired_tests
+from trace_assets.reporting.stats import (
+    METHOD, accuracy_summary, contrast_table, difficulty_bucket, noise_floor_note, stronger_baselines,
+)
 
 
 @dataclass
 class Report:
     text: str  # Markdown; plots referenced by file name
     plots: dict[str, bytes]  # file name -> PNG
-    indistinguishable_pairs: int
+    distinguishable: int  # planned contrasts whose adjusted p < 0.05
 
     def inline(self) -> str:
         """The Markdown with every plot embedded, for the Dagster UI."""
@@ -26,47 +37,139 @@ class Report:
         return text
 
 
+@dataclass
+class StudyTables:
+    """What the report reads (the report asset's inputs)."""
+
+    accuracy: pl.DataFrame
+    eval_results: pl.DataFrame
+    failure_modes: pl.DataFrame
+    training_log: pl.DataFrame
+    trace_stats: pl.DataFrame
+    checkpoints: pl.DataFrame
+    sft_examples: pl.DataFrame
+    dataset_exclusions: pl.DataFrame
+    judged_traces: pl.DataFrame
+
+
 def table(frame: pl.DataFrame) -> str:
     return markdown_table(frame, digits=3) if frame.height else "_(none)_"
 
 
-def build_report(name: str, seeds: list[int], accuracy: pl.DataFrame, eval_results: pl.DataFrame,
-                 failure_modes: pl.DataFrame, training_log: pl.DataFrame, trace_stats: pl.DataFrame,
-                 checkpoints: pl.DataFrame) -> Report:
-    tests = paired_tests(eval_results, accuracy)
-    by_difficulty = (
-        eval_results.with_columns(pl.col("difficulty").map_elements(difficulty_bucket, return_dtype=pl.Utf8).alias("bucket"))
-        .group_by(["student", "dataset", "bucket"]).agg(pl.len().alias("n"), pl.col("is_correct").mean().alias("accuracy"))
-        .sort(["student", "dataset", "bucket"])
+def _pm(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f}"
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "–" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
+def results_table(accuracy: pl.DataFrame) -> pl.DataFrame:
+    return accuracy.select(
+        "student", "dataset", "n", "n_seeds",
+        pl.struct("accuracy", "sd_seeds").map_elements(lambda r: _pm(r["accuracy"], r["sd_seeds"]),
+                                                       return_dtype=pl.Utf8).alias("accuracy (mean ± SD over seeds)"),
+        pl.struct("ci_low", "ci_high").map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]),
+                                                    return_dtype=pl.Utf8).alias("95% interval"),
+        "accuracy_strict",
     )
-    changes = failure_summary(failure_modes, eval_results)
-    budgets = trace_stats.select("dataset", "student", "n_examples", "total_tokens", "mean_tokens", "nll_before")
-    trained = checkpoints.filter(pl.col("status") == "trained").select(
+
+
+def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
+    shown = contrasts.select(
+        "student", "a", "b", "n_problems", "accuracy_a", "accuracy_b", "diff",
+        pl.struct("ci_low", "ci_high").map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]),
+                                                    return_dtype=pl.Utf8).alias("95% interval"),
+        "p_value", "p_adjusted", "direction", "distinguishable",
+    )
+    verdicts = []
+    for r in contrasts.iter_rows(named=True):
+        if r["p_adjusted"] is None:
+            verdicts.append(f"- **{r['a']}** vs **{r['b']}** ({r['student']}): too few shared problems to test")
+        elif r["distinguishable"]:
+            verdicts.append(f"- **{r['a']}** {r['direction'][1]} **{r['b']}** ({r['student']}): difference {r['diff']:+.3f} "
+                            f"{_interval(r['ci_low'], r['ci_high'])}, Holm-adjusted p = {r['p_adjusted']:.3g}")
+        else:
+            verdicts.append(f"- **{r['a']}** vs **{r['b']}** ({r['student']}): not distinguishable "
+                            f"(difference {r['diff']:+.3f}, adjusted p = {r['p_adjusted']:.2f}, n = {r['n_problems']})")
+    return [table(shown), "\n".join(verdicts) or "_(no planned contrast has both arms)_"]
+
+
+def by_difficulty(eval_results: pl.DataFrame) -> pl.DataFrame:
+    """Accuracy with intervals per difficulty bucket: the same estimator, within each bucket."""
+    bucketed = eval_results.with_columns(
+        pl.col("difficulty").map_elements(difficulty_bucket, return_dtype=pl.Utf8).alias("bucket"))
+    frames = [accuracy_summary(group.drop("bucket")).with_columns(pl.lit(bucket).alias("bucket"))
+              for (bucket,), group in bucketed.group_by(["bucket"])]
+    if not frames:
+        return pl.DataFrame()
+    return pl.concat(frames).select(
+        "student", "dataset", "bucket", "n", "accuracy",
+        pl.struct("ci_low", "ci_high").map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]),
+                                                    return_dtype=pl.Utf8).alias("95% interval"),
+    ).sort(["student", "dataset", "bucket"])
+
+
+def judge_agreement(judged: pl.DataFrame) -> pl.DataFrame:
+    """Per style, how often the format rules and the judge agree on traces both ruled on."""
+    both = judged.filter(pl.col("judge_parsed") & pl.col("judge_conforms").is_not_null())
+    return both.group_by("style").agg(
+        pl.len().alias("traces"),
+        (pl.col("rules_pass") == pl.col("judge_conforms")).mean().alias("agreement"),
+        (pl.col("rules_pass") & ~pl.col("judge_conforms")).sum().alias("rules_pass_judge_fails"),
+        (~pl.col("rules_pass") & pl.col("judge_conforms")).sum().alias("rules_fail_judge_passes"),
+    ).sort("style")
+
+
+def build_report(name: str, seeds: list[int], judge_note: str, contrasts: list[tuple[str, str]],
+                 tables: StudyTables) -> Report:
+    accuracy, evals = tables.accuracy, tables.eval_results
+    baselines = stronger_baselines(evals)
+    planned = contrast_table(evals, contrasts, baselines=baselines)
+    failures = failure_summary(tables.failure_modes, evals, baselines=baselines)
+    failures = failures.filter(pl.col("count_mean") > 0) if failures.height else failures
+    base_rows = accuracy.filter(pl.col("dataset").str.starts_with("base")).select("student", "dataset", "accuracy", "ci_low", "ci_high")
+    removed = (tables.sft_examples.group_by("dataset").agg(pl.len().alias("examples"), pl.col("n_tokens").sum().alias("tokens"),
+                                                            pl.col("removed_tokens").sum().alias("removed_tokens"))
+               .sort("dataset"))
+    budgets = tables.trace_stats.select("dataset", "student", "n_examples", "total_tokens", "mean_tokens", "nll_before")
+    trained = tables.checkpoints.filter(pl.col("status") == "trained").select(
         "dataset", "student", "seed", "train_examples", "train_tokens", "wall_s")
-    points = accuracy.join(trace_stats.select("dataset", "student", "nll_before"), on=["dataset", "student"]).drop_nulls("nll_before")
+    points = accuracy.join(tables.trace_stats.select("dataset", "student", "nll_before"),
+                           on=["dataset", "student"]).drop_nulls("nll_before")
     candidates = {"accuracy.png": accuracy_png(accuracy) if accuracy.height else None,
-                  "loss_curves.png": loss_curves_png(training_log) if training_log.height else None,
+                  "loss_curves.png": loss_curves_png(tables.training_log) if tables.training_log.height else None,
                   "accessibility.png": accessibility_png(points) if points.height else None}
     plots = {file: png for file, png in candidates.items() if png}
-
-    indistinct = tests.filter(~pl.col("distinguishable"))
-    verdicts = [
-        f"- **{r['dataset']}** vs best **{r['best']}** ({r['student']}): not distinguishable at n={r['n']} "
-        f"(McNemar p={r['p_value']:.2f})" for r in indistinct.iter_rows(named=True)
-    ] + [
-        f"- **{r['dataset']}** is worse than **{r['best']}** ({r['student']}, McNemar p={r['p_value']:.3g})"
-        for r in tests.filter(pl.col("distinguishable")).iter_rows(named=True)
-    ]
+    n_seeds = int(accuracy["n_seeds"].min()) if accuracy.height else 0
+    formats = "\n".join(f"- `{column}`: {text}" for column, text in ACCEPTED_FORMATS.items())
     sections = [
         f"# trace_assets report: {name}",
-        f"Test problems: {eval_results['problem_id'].n_unique()}; seeds: {seeds}.",
-        "## Accuracy (95% bootstrap CI over problems)", table(accuracy),
-        "## Paired significance against the best dataset (exact McNemar)", table(tests),
-        "\n".join(verdicts) or "_(one dataset per student: nothing to compare)_",
-        "## Accuracy by difficulty", table(by_difficulty),
-        "## Failure modes: counts and change against the untrained base model", table(changes),
+        f"Test problems: {evals['problem_id'].n_unique()}; training seeds: {seeds}.",
+        f"**Judge:** {judge_note}",
+        f"**Noise floor:** {noise_floor_note(n_seeds)}",
+        "## Accuracy by student and dataset",
+        f"Method: {METHOD}.",
+        table(results_table(accuracy)),
+        "`accuracy` counts the declared answer, else the flexible reading; `accuracy_strict` only the `#### N` "
+        f"line the prompt asks for. Formats each reading accepts:\n{formats}",
+        "## Baselines: the untrained students",
+        "Zero-shot (`base`) and few-shot (`base_few_shot`, fixed train exemplars). Gains are measured from the "
+        "stronger one: " + ", ".join(f"{student}: `{dataset}`" for student, dataset in sorted(baselines.items())) + ".",
+        table(base_rows),
+        "## Planned contrasts (paired by problem, Holm-adjusted across the family)",
+        *contrasts_section(planned),
+        "## Accuracy by difficulty", table(by_difficulty(evals)),
+        "## Failure modes: per-seed rates and change against the stronger baseline",
+        table(failures),
+        "## Exclusions per arm, by reason", table(exclusion_counts(tables.dataset_exclusions)),
+        "## Training tokens per arm (and tokens removed by trimming or its control)", table(removed),
         "## Token budgets and distributional accessibility (student NLL before training)", table(budgets),
+        "## Judge: agreement with the format rules", table(judge_agreement(tables.judged_traces)),
         "## Training runs", table(trained),
         "## Plots", *[f"![{file}]({file})" for file in plots],
     ]
-    return Report("\n\n".join(sections) + "\n", plots, indistinct.height)
+    distinguishable = int(planned["distinguishable"].sum()) if planned.height else 0
+    return Report("\n\n".join(sections) + "\n", plots, distinguishable)

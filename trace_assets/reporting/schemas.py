@@ -21,16 +21,17 @@ class FailureModeSchema(pa.DataFrameModel):
 
 
 class AccuracySchema(pa.DataFrameModel):
-    """Accuracy of one student trained on one dataset, with a 95% bootstrap confidence interval."""
+    """Accuracy of one student trained on one dataset: mean over seeds, noise floor and 95% interval."""
 
     dataset: str
     student: str
     n: int = pa.Field(ge=0, description="test problems")
     n_seeds: int = pa.Field(ge=1)
-    accuracy: float = pa.Field(ge=0, le=1)
-    ci_low: float = pa.Field(nullable=True)
+    accuracy: float = pa.Field(ge=0, le=1, description="mean over training seeds and problems")
+    sd_seeds: float = pa.Field(nullable=True, description="standard deviation of the per-seed accuracies (noise floor); null with one seed")
+    ci_low: float = pa.Field(nullable=True, description="95% interval: see trace_assets.reporting.stats.METHOD")
     ci_high: float = pa.Field(nullable=True)
-    accuracy_strict: float = pa.Field(ge=0, le=1, description="accuracy counting only declared (#### / ANSWER:) answers")
+    accuracy_strict: float = pa.Field(ge=0, le=1, nullable=True, description="accuracy counting only the `#### N` line the prompt asks for")
 
     class Config:
         strict = True
