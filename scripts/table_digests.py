@@ -6,7 +6,9 @@
 
 A table's digest is the SHA-256 of its rows sorted by every column (so row order and the order
 DuckDB stores them in don't matter) and of its column names and types. ``--compare`` prints the
-tables whose digest, row count or columns changed and exits 1 if any did.
+tables whose digest, row count or columns changed and exits 1 if any did. Paths inside the data
+folder (checkpoints, base models) and the checkout (style files) are written relative to them, so
+runs in two data folders or checkouts compare equal.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import hashlib
 import json
 import sys
+from pathlib import Path
 
 import duckdb
 
@@ -22,7 +25,13 @@ import duckdb
 SKIPPED = {"generation_cache"}
 
 
-def table_digests(database: str) -> dict[str, dict]:
+def _relative(value: object, folder: str, root: str) -> object:
+    return value.replace(folder, "<data>").replace(root, "<project>") if isinstance(value, str) else value
+
+
+def table_digests(database: str, root: str = str(Path(__file__).resolve().parent.parent)) -> dict[str, dict]:
+    """``root``: the checkout whose style files the run read (style_prompts records their paths)."""
+    folder = str(Path(database).resolve().parent)
     with duckdb.connect(database, read_only=True) as connection:
         tables = [row[0] for row in connection.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
@@ -35,7 +44,9 @@ def table_digests(database: str) -> dict[str, dict]:
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
             order = ", ".join(f'"{name}"' for name, _ in columns)
-            rows = connection.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()
+            rows = [[_relative(value, folder, root) for value in row]
+                    for row in connection.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()]
+            rows.sort(key=repr)
             digest = hashlib.sha256(json.dumps([columns, rows], default=str).encode()).hexdigest()
             digests[table] = {"rows": len(rows), "columns": [name for name, _ in columns], "sha256": digest}
     return digests
@@ -45,8 +56,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("database")
     parser.add_argument("--compare", help="a JSON file this script wrote earlier")
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parent.parent),
+                        help="the checkout that ran (default: this one); its paths are written relative to it")
     args = parser.parse_args()
-    current = table_digests(args.database)
+    current = table_digests(args.database, args.root)
     if not args.compare:
         print(json.dumps(current, indent=2))
         return
