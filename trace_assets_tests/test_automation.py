@@ -54,4 +54,4 @@ def test_reevaluation_schedule_follows_the_experiment(tmp_path, instance):
         instance=instance, scheduled_execution_time=datetime.datetime(2026, 1, 1, 3), repository_def=defs.get_repository_def()
     )
     requests = list(schedule.evaluate_tick(context).run_requests)
-    assert len(requests) == (len(experiment.datasets) + 1) * len(experiment.students)  # + the base dataset
+    assert len(requests) == (len(experiment.datasets) + 2) * len(experiment.students)  # + base and base_few_shot

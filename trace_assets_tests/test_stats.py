@@ -16,7 +16,7 @@ from trace_assets.reporting.stats import (
     METHOD, accuracy_summary, arm_estimate, arm_terms, contrast_table, holm, stronger_baselines, noise_floor_note,
     seed_accuracies, seed_noise,
 )
-from trace_assets.experiment import PROJECT_ROOT, load_experiment
+from trace_assets.experiment import PROJECT_ROOT, ExperimentError, load_experiment
 
 
 def frame(arms: dict[tuple[str, str], np.ndarray]) -> pl.DataFrame:
@@ -135,11 +135,20 @@ def test_contrasts_use_the_problems_both_arms_answered():
 
 
 def test_planned_contrasts_default_and_declared(smoke_experiment):
-    assert smoke_experiment.contrasts is None
-    first, *others = smoke_experiment.datasets
-    assert smoke_experiment.planned_contrasts() == [(first, "baseline")] + [(o, first) for o in others]
+    assert ("H", "baseline") in smoke_experiment.planned_contrasts()  # smoke.yaml declares its own
+    undeclared = smoke_experiment.model_copy(update={"contrasts": None})
+    first, *others = undeclared.datasets
+    assert undeclared.planned_contrasts() == [(first, "baseline")] + [(o, first) for o in others]
     declared = smoke_experiment.model_copy(update={"contrasts": [("W_normal", "G_normal")]})
     assert declared.planned_contrasts() == [("W_normal", "G_normal")]
+
+
+def test_contrasts_must_name_arms_of_the_experiment(tmp_path):
+    text = (PROJECT_ROOT / "experiments" / "smoke.yaml").read_text().replace("  - [H, baseline]", "  - [H, G_typo]")
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ExperimentError, match="contrasts.0: 'G_typo' is not a dataset"):
+        load_experiment(path)
 
 
 def test_stronger_baseline_is_chosen_per_student_and_named_in_the_contrast():
