@@ -14,9 +14,13 @@ simulates studies shaped like the experiment through the report's statistics and
 from __future__ import annotations
 
 import argparse
+import functools
 import re
+import sys
 
+from trace_assets.errors import InputError
 from trace_assets.experiment import Experiment, load_experiment
+from trace_assets.inputs import check_inputs
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
 # warm-up run: 11,994 tokens/s on one GPU, 18,926 on two (DDP), i.e. 79% efficiency per added GPU.
@@ -35,9 +39,9 @@ ASSUMED_JUDGE_TOKENS = 60
 def model_billions(name: str) -> float:
     """Parameter count in billions read from a model name ("Qwen2.5-72B" -> 72); 0.5 when it doesn't say."""
     match = re.search(r"(\d+(?:\.\d+)?)\s*[bB]\b", name.replace("_", "."))
-    if match:
+    if match and float(match.group(1)) > 0:  # "-0B" says nothing (and would divide by zero)
         return float(match.group(1))
-    match = re.search(r"(\d+)\s*[mM]\b", name)
+    match = re.search(r"([1-9]\d*)\s*[mM]\b", name)
     return float(match.group(1)) / 1000 if match else 0.5
 
 
@@ -88,6 +92,7 @@ def plan(experiment: Experiment) -> list[dict]:
 
 
 def dry_run(experiment: Experiment) -> str:
+    check_inputs(experiment)  # every file the experiment names, before any estimate
     rows = plan(experiment)
     width = max(len(r["asset"]) for r in rows)
     lines = [f"experiment {experiment.name}: {len(experiment.styles)} styles, {len(experiment.datasets)} datasets, "
@@ -100,6 +105,21 @@ def dry_run(experiment: Experiment) -> str:
     return "\n".join(lines)
 
 
+def exit_on_input_errors(command):
+    """A bad input file is one message on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InputError as error:
+            print(f"trace-assets: error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return run
+
+
+@exit_on_input_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trace-assets")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -17,6 +17,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from trace_assets.experiment import data_dir, load_experiment
+from trace_assets.inputs import check_inputs
 from trace_assets.instance import write_instance
 from trace_assets.project import build_definitions
 
@@ -60,7 +61,7 @@ STAGES = [
 
 
 def main() -> None:
-    experiment = load_experiment()
+    experiment = check_inputs(load_experiment())
     folder = data_dir()
     folder.mkdir(parents=True, exist_ok=True)
     write_instance(Path(os.environ.setdefault("DAGSTER_HOME", str(folder / "dagster_home"))), overwrite=False)

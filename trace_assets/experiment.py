@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trace_assets.errors import InputError, read_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPERIMENT = "experiments/smoke.yaml"
@@ -32,12 +33,12 @@ def resolve_path(path: str) -> Path:
     return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
 
 
-class ExperimentError(ValueError):
+class ExperimentError(InputError):
     """The experiment file is missing, not YAML, or does not match the expected structure."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticSource(_Section):
@@ -57,14 +58,19 @@ class SyntheticSource(_Section):
 
 
 class JsonlSource(_Section):
-    train: str
-    test: str
+    train: str = Field(min_length=1, description="path of the train split's JSONL file")
+    test: str = Field(min_length=1, description="path of the test split's JSONL file")
     skip_bad_lines: bool = False
 
 
 class Gsm8kSource(_Section):
     dataset: str = "openai/gsm8k"
     config: str = "main"
+
+
+# The synthetic generator runs when an experiment is checked (trace_assets/inputs.py); past this many
+# problems it takes seconds, and no study here needs more than GSM8K's 8,792.
+MAX_SYNTHETIC_PROBLEMS = 100_000
 
 
 class ProblemsConfig(_Section):
@@ -79,6 +85,9 @@ class ProblemsConfig(_Section):
     def _source_settings(self) -> "ProblemsConfig":
         if self.source == "jsonl" and self.jsonl is None:
             raise ValueError("source 'jsonl' needs a 'jsonl' section with 'train' and 'test' file paths")
+        if self.source == "synthetic" and (self.n_train or 32) + (self.n_test or 16) > MAX_SYNTHETIC_PROBLEMS:
+            raise ValueError(f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} synthetic problems "
+                             f"(got {(self.n_train or 32) + (self.n_test or 16):,})")
         return self
 
 
@@ -91,7 +100,7 @@ class SamplingConfig(_Section):
 
 
 class ModelConfig(_Section):
-    model: str = Field(description="HF id, local folder, or local:smollm2-135m-instruct")
+    model: str = Field(min_length=1, description="HF id, local folder, or local:smollm2-135m-instruct")
     backend: Literal["vllm", "openai", "transformers"] = "vllm"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -103,6 +112,15 @@ class ModelConfig(_Section):
     max_model_len: int = Field(2048, ge=128)
     sampling: SamplingConfig = SamplingConfig()
 
+    @model_validator(mode="after")
+    def _servable(self) -> "ModelConfig":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs a 'base_url' (e.g. http://localhost:8000/v1)")
+        if self.sampling.max_tokens >= self.max_model_len:
+            raise ValueError(f"sampling.max_tokens ({self.sampling.max_tokens}) leaves no room for the prompt within "
+                             f"max_model_len ({self.max_model_len}); lower it or raise max_model_len")
+        return self
+
     @property
     def gpus(self) -> int:
         """GPUs one step serving this model holds: every card of every engine."""
@@ -110,7 +128,7 @@ class ModelConfig(_Section):
 
 
 class StudentConfig(_Section):
-    model: str
+    model: str = Field(min_length=1)
     dtype: str = "auto"
 
 
@@ -218,9 +236,9 @@ class TokenMatchGroup(_Section):
 
 
 class TrainingConfig(_Section):
-    seeds: list[int] = [0]
+    seeds: list[int] = Field([0], min_length=1, description="one checkpoint per dataset, student and seed")
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="-1: run the full epochs")
+    max_steps: int = Field(-1, ge=-1, description="-1: run the full epochs")
     learning_rate: float = Field(2e-5, gt=0)
     batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -229,6 +247,20 @@ class TrainingConfig(_Section):
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     curriculum: bool = False
     processes: int = Field(1, ge=1, description="data-parallel SFT processes (one GPU each), launched with torchrun")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct (got {seeds})")
+        return seeds
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, steps: int) -> int:
+        if steps == 0:
+            raise ValueError("max_steps 0 would train nothing; use -1 for the full epochs or a positive number")
+        return steps
 
     @model_validator(mode="after")
     def _curriculum_needs_order(self) -> "TrainingConfig":
@@ -247,6 +279,16 @@ class EvaluationConfig(_Section):
     max_tokens: int = Field(256, ge=1)
     schedule: str | None = Field(None, description="cron string; null disables the schedule")
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        if schedule is not None:
+            from dagster._utils.schedules import is_valid_cron_string
+
+            if not is_valid_cron_string(schedule):
+                raise ValueError(f"'{schedule}' is not a cron string of 5 fields (e.g. '0 3 * * *' for 03:00 daily)")
+        return schedule
+
 
 class ThresholdsConfig(_Section):
     min_conformance_rate: float = Field(0.5, ge=0, le=1)
@@ -254,9 +296,16 @@ class ThresholdsConfig(_Section):
 
 
 class GpuConfig(_Section):
-    devices: list[int] = []
+    devices: list[int] = Field([], description="CUDA device ids the steps may use; [] = every visible card")
     memory_fraction: float = Field(0.85, gt=0, le=1)
     cpu_memory_fraction: float = Field(0.3, gt=0, le=1)
+
+    @field_validator("devices")
+    @classmethod
+    def _device_ids(cls, devices: list[int]) -> list[int]:
+        if any(device < 0 for device in devices) or len(set(devices)) != len(devices):
+            raise ValueError(f"devices are distinct CUDA ids >= 0 (got {devices})")
+        return devices
 
 
 class DatasetRules(_Section):
@@ -269,14 +318,14 @@ class DatasetRules(_Section):
 
 
 class Experiment(_Section):
-    name: str
+    name: str = Field(min_length=1)
     seed: int = 0
     problems: ProblemsConfig = ProblemsConfig()
     styles_dir: str = "styles"
     styles: list[str]
     teacher: ModelConfig
     judge: ModelConfig
-    students: dict[str, StudentConfig]
+    students: dict[str, StudentConfig] = Field(min_length=1)
     datasets: dict[str, DatasetRecipe]
     eligibility: EligibilityPolicy = EligibilityPolicy()
     comparisons: ComparisonsConfig = ComparisonsConfig()
@@ -318,6 +367,21 @@ class Experiment(_Section):
             if not _PARTITION_NAME.match(name):
                 raise ValueError(f"name '{name}' must match {_PARTITION_NAME.pattern} (it becomes a partition key)")
         return entries
+
+    @model_validator(mode="after")
+    def _finishable(self) -> "Experiment":
+        """Sizes the experiment could never run with."""
+        k, n_train = self.evaluation.few_shot_k, self.problems.n_train
+        if n_train is not None and k > n_train:
+            raise ValueError(f"evaluation.few_shot_k ({k}) is more than problems.n_train ({n_train}): "
+                             "the few-shot prompts take k distinct train problems")
+        if self.gpu.devices:
+            needs = {"teacher": self.teacher.gpus, "judge": self.judge.gpus, "training.processes": self.training.processes}
+            for what, count in needs.items():
+                if count > len(self.gpu.devices):
+                    raise ValueError(f"{what} needs {count} GPUs but gpu.devices lists {len(self.gpu.devices)} "
+                                     f"({self.gpu.devices}); its steps would wait for cards forever")
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> "Experiment":
@@ -406,6 +470,11 @@ class Experiment(_Section):
         return [*bases, *self.datasets]
 
 
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _format_validation_error(path: Path, error: ValidationError) -> str:
     lines = [f"{path}: invalid experiment file"]
     for item in error.errors():
@@ -416,25 +485,27 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
             lines.append(f"  - missing required key '{key}'")
         else:
             got = item.get("input")
-            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            got_text = "" if isinstance(got, dict) else f" (got {_short(got)})"
             lines.append(f"  - key '{key}': {item['msg']}{got_text}")
     return "\n".join(lines)
 
 
 def load_experiment(path: str | os.PathLike | None = None) -> Experiment:
-    """Load and validate an experiment; default from ``TRACE_ASSETS_EXPERIMENT`` or experiments/smoke.yaml."""
+    """Load and validate an experiment; default from ``TRACE_ASSETS_EXPERIMENT`` or experiments/smoke.yaml.
+
+    This checks the file itself; :func:`trace_assets.inputs.check_inputs` also reads the files it names."""
     raw_path = Path(path or os.environ.get("TRACE_ASSETS_EXPERIMENT") or DEFAULT_EXPERIMENT)
     file_path = raw_path if raw_path.is_absolute() else (Path.cwd() / raw_path)
     if not file_path.exists() and not raw_path.is_absolute():
         file_path = PROJECT_ROOT / raw_path
     if not file_path.exists():
         raise ExperimentError(f"{raw_path}: experiment file not found")
-    try:
-        data = yaml.safe_load(file_path.read_text())
-    except yaml.YAMLError as error:
-        raise ExperimentError(f"{file_path}: not valid YAML: {error}") from error
+    if file_path.is_dir():
+        raise ExperimentError(f"{file_path}: is a folder; expected an experiment YAML file")
+    data = read_yaml(file_path, ExperimentError, "experiment file")
     if not isinstance(data, dict):
-        raise ExperimentError(f"{file_path}: expected a mapping of experiment settings at the top level")
+        kind = "an empty file" if data is None else f"a YAML {type(data).__name__}"
+        raise ExperimentError(f"{file_path}: expected a mapping of experiment settings at the top level, got {kind}")
     data.setdefault("source_path", str(file_path))
     try:
         return Experiment.model_validate(data)

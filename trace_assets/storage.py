@@ -1,7 +1,8 @@
 """DuckDB access: short, lock-patient connections, and the transactional IO manager.
 
 DuckDB allows one read-write process per file, so every connection here is short-lived and
-retried with backoff while another step (or the IO manager) holds the file.
+retried with backoff while another step (or the IO manager) holds the file. Every connection
+checks the file's schema version first (trace_assets/migrations.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
+from trace_assets.migrations import ensure_schema
+
 
 @contextlib.contextmanager
 def connect(path: Path | str, read_only: bool = False, attempts: int = 60) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -30,6 +33,7 @@ def connect(path: Path | str, read_only: bool = False, attempts: int = 60) -> It
                 raise
             time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
     try:
+        ensure_schema(connection, path, read_only)  # migrates an older file; refuses a newer one
         yield connection
     finally:
         connection.close()

@@ -6,20 +6,26 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from trace_assets.answers import count_reasoning_steps, reference_answer, strip_calculator_annotations
+from trace_assets.errors import InputError
 from trace_assets.experiment import ProblemsConfig, resolve_path
 from trace_assets.problems.schemas import ProblemSchema
 from trace_assets.problems.synthetic import generate_problems
 from trace_assets.tables import frame_of
 
 
-class ProblemFileError(ValueError):
-    """A problem file line that is not a GSM8K-format record."""
+class ProblemFileError(InputError):
+    """A problem file that is missing, unreadable, or has a line that is not a GSM8K-format record."""
+
+
+# A GSM8K record is a few hundred bytes; a line this long is not one (and is not read whole).
+MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass
@@ -56,28 +62,78 @@ def normalise_record(question: str, solution: str, split: str, source: str) -> d
     }
 
 
+def parse_record(text: str, split: str) -> dict:
+    """One JSONL line as a problem row; ValueError saying what is wrong with it."""
+    try:
+        record = json.loads(text)
+    except RecursionError:
+        raise ValueError("not a problem record (JSON nested too deeply)") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object with 'question' and 'answer', got a JSON {type(record).__name__}")
+    missing = [key for key in ("question", "answer") if not isinstance(record.get(key), str)]
+    if missing:
+        raise ValueError(f"missing or non-string key(s) {missing}; expected 'question' and 'answer' strings")
+    empty = [key for key in ("question", "answer") if not record[key].strip()]
+    if empty:
+        raise ValueError(f"empty {' and '.join(repr(key) for key in empty)}")
+    try:
+        return normalise_record(record["question"], record["answer"], split, "jsonl")
+    except ValueError:
+        solution = strip_calculator_annotations(record["answer"])
+        declared = re.findall(r"####[ \t]*(.*)", solution)
+        if not declared:
+            raise ValueError("the answer has no final '#### <number>' line (GSM8K format)") from None
+        raise ValueError(f"the final answer '#### {declared[-1].strip()[:40]}' is not a number") from None
+
+
+def _lines(handle) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text, error) for each line of a binary file; over-long lines are not read whole."""
+    number = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # skip the rest of it
+                raw = handle.readline(MAX_LINE_BYTES)
+            yield number, None, f"line longer than {MAX_LINE_BYTES:,} bytes; a problem record is one short JSON object"
+            continue
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark
+            raw = raw[3:]
+        try:
+            yield number, raw.decode("utf-8"), None
+        except UnicodeDecodeError as error:
+            yield number, None, f"not UTF-8 text (byte {raw[error.start]:#04x} at column {error.start + 1})"
+
+
 def read_jsonl(path: Path, split: str, skip_bad_lines: bool, report: LoadReport) -> list[dict]:
     """Parse a GSM8K-format JSONL file; a bad line is an error naming file and line, or counted when skipping."""
     if not path.exists():
         raise ProblemFileError(f"{path}: problem file not found")
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("expected a JSON object with 'question' and 'answer'")
-                missing = [key for key in ("question", "answer") if not isinstance(record.get(key), str)]
-                if missing:
-                    raise ValueError(f"missing or non-string key(s) {missing}; expected 'question' and 'answer'")
-                rows.append(normalise_record(record["question"], record["answer"], split, "jsonl"))
-            except (json.JSONDecodeError, ValueError) as error:
-                message = f"{path}:{line_number}: {error}"
-                if not skip_bad_lines:
-                    raise ProblemFileError(message) from None
-                report.skipped_lines.append(message)
+    try:
+        with path.open("rb") as handle:
+            for line_number, line, problem in _lines(handle):
+                if line is not None and not line.strip():
+                    continue
+                try:
+                    if problem is not None:
+                        raise ValueError(problem)
+                    rows.append(parse_record(line, split))
+                except ValueError as error:
+                    message = f"{path}:{line_number}: {error}"
+                    if not skip_bad_lines:
+                        raise ProblemFileError(message) from None
+                    report.skipped_lines.append(message)
+    except OSError as error:
+        raise ProblemFileError(f"{path}: cannot read the problem file ({error.strerror or error})") from None
+    if not rows:
+        skipped = f" ({len(report.skipped_lines)} bad lines skipped)" if report.skipped_lines else ""
+        raise ProblemFileError(f"{path}: no problems in the file{skipped}; expected one JSON object per line "
+                               "with 'question' and 'answer' (GSM8K format)")
     return rows
 
 

@@ -13,12 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from trace_assets.errors import InputError, read_yaml
 
 
-class StyleError(ValueError):
+class StyleError(InputError):
     """A style file is missing or malformed."""
+
+
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("is empty; write the text")
+    return value
+
+
+def _distinct_ids(items: list, section: str) -> list:
+    ids = [item.id for item in items]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"{section} ids must be distinct; repeated: {repeated}")
+    return items
 
 
 class FormatCheck(BaseModel):
@@ -35,11 +50,15 @@ class FormatCheck(BaseModel):
     pattern: str
     description: str = ""
 
+    _filled = field_validator("id", "pattern")(_not_blank)
+
 
 class RubricItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
     text: str
+
+    _filled = field_validator("id", "text")(_not_blank)
 
 
 class WorkedExample(BaseModel):
@@ -48,6 +67,8 @@ class WorkedExample(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     question: str
     solution: str
+
+    _filled = field_validator("question", "solution")(_not_blank)
 
 
 class StyleFile(BaseModel):
@@ -59,6 +80,34 @@ class StyleFile(BaseModel):
     example: WorkedExample | None = None
     rubric: list[RubricItem]
     format_checks: list[FormatCheck] = []
+
+    _filled = field_validator("description", "instruction", "paraphrase_instruction")(_not_blank)
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric(cls, rubric: list[RubricItem]) -> list[RubricItem]:
+        if not rubric:
+            raise ValueError("needs at least one item: the judge grades conformance against it")
+        return _distinct_ids(rubric, "rubric")
+
+    @field_validator("format_checks")
+    @classmethod
+    def _checks(cls, checks: list[FormatCheck]) -> list[FormatCheck]:
+        for check in checks:
+            try:
+                re.compile(check.pattern)
+            except (re.error, RecursionError, OverflowError) as error:
+                raise ValueError(f"format check '{check.id}' has an invalid regex {check.pattern!r}: {error}") from None
+        return _distinct_ids(checks, "format_checks")
+
+    @model_validator(mode="after")
+    def _example_conforms(self) -> "StyleFile":
+        if self.example is not None:
+            failed = failed_format_checks(self.example.solution, self.format_checks)
+            if failed:
+                raise ValueError(f"example.solution fails the style's own format checks {failed}; "
+                                 "the teacher would imitate a non-conforming trace")
+        return self
 
 
 @dataclass(frozen=True)
@@ -86,25 +135,29 @@ def style_version(spec: StyleFile) -> str:
 
 def load_style(styles_dir: Path, name: str) -> Style:
     path = styles_dir / f"{name}.yaml"
-    if not path.exists():
+    if not styles_dir.is_dir():
+        raise StyleError(f"{styles_dir}: styles folder not found (style '{name}' is read from {path})")
+    if not path.is_file():
         available = sorted(p.stem for p in styles_dir.glob("*.yaml"))
         raise StyleError(f"{path}: style file not found (styles in {styles_dir}: {available})")
+    raw = read_yaml(path, StyleError, "style file")
+    if raw is None:
+        raise StyleError(f"{path}: the style file is empty; expected the sections description, instruction and rubric")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         spec = StyleFile.model_validate(raw)
-    except yaml.YAMLError as error:
-        raise StyleError(f"{path}: not valid YAML: {error}") from error
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '(top level)'}: {item['msg']}" for item in error.errors()
-        )
+        problems = "; ".join(_describe(item) for item in error.errors())
         raise StyleError(f"{path}: invalid style file: {problems}") from None
-    for check in spec.format_checks:
-        try:
-            re.compile(check.pattern)
-        except re.error as error:
-            raise StyleError(f"{path}: format check '{check.id}' has an invalid regex: {error}") from None
     return Style(name=name, path=path, version=style_version(spec), spec=spec)
+
+
+def _describe(item) -> str:
+    key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+    if item["type"] == "missing":
+        return f"missing section '{key}'"
+    if item["type"] == "extra_forbidden":
+        return f"unknown section '{key}' (check its spelling)"
+    return f"{key}: {item['msg'].removeprefix('Value error, ')}"
 
 
 def failed_format_checks(text: str, checks: list[FormatCheck]) -> list[str]:
