@@ -174,9 +174,11 @@ class VllmBackend(Backend):
         """One engine start per architecture (:func:`engine_key`), not per model: the engine starts on
         the first checkpoint of a group and loads each next one's weights in place.
 
-        In a shared engine a model's ``startup_s`` is the time its weights took to load (the group's
-        first model has the engine's start-up); ``extra`` has ``engine_starts`` (on the first model of
-        each group) and ``swap_s``. A model whose request list is empty is never loaded.
+        A group's jobs run in order of their model's path (jobs of one checkpoint back to back).
+        In a shared engine a model's ``startup_s`` is the time its weights took to load, except for
+        the model the engine started on, which has the engine's start-up and ``extra["engine_starts"]``
+        (the number of data-parallel engines); ``extra["swap_s"]`` is the load time in every case
+        (0 for the first). A model whose request list is empty is never loaded.
         """
         stats = [GenerationStats() for _ in jobs]
         groups: dict[str, list[int]] = {}
