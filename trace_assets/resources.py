@@ -13,7 +13,7 @@ import dagster as dg
 from trace_assets.experiment import ModelConfig
 from trace_assets.devices import claim_devices
 from trace_assets.generation.backends import Backend, OpenAIBackend, TransformersBackend, VllmBackend
-from trace_assets.generation.cached import CachedGeneration, generate_with_cache
+from trace_assets.generation.cached import CachedGeneration, generate_many_with_cache, generate_with_cache
 from trace_assets.generation.types import ModelSpec, Request, Sampling
 from trace_assets.models import offline_environment, resolve_model
 
@@ -151,3 +151,18 @@ class GenerationResource(dg.ConfigurableResource):
                  log: Callable[[str], None] = print) -> CachedGeneration:
         """``spec``'s backend, through the generation cache in the data folder's database."""
         return generate_with_cache(self.data.database, self.backend(spec), spec, sampling, requests, log)
+
+    def generate_many(self, jobs: list[tuple[ModelSpec, Sampling, list[Request]]],
+                      log: Callable[[str], None] = print) -> list[CachedGeneration]:
+        """Several models through the cache, one result per job in order. vLLM starts one engine per
+        architecture and loads each further checkpoint's weights into it; other backends take the
+        models one after the other."""
+        results: list[CachedGeneration | None] = [None] * len(jobs)
+        by_backend: dict[str, list[int]] = {}
+        for index, (spec, _, _) in enumerate(jobs):
+            by_backend.setdefault(spec.backend, []).append(index)
+        for indices in by_backend.values():
+            backend = self.backend(jobs[indices[0]][0])
+            for index, result in zip(indices, generate_many_with_cache(self.data.database, backend, [jobs[i] for i in indices], log)):
+                results[index] = result
+        return results  # type: ignore[return-value]

@@ -18,6 +18,11 @@ class ScriptedTeacher(Backend):
     """Answers like a small model would: solves, paraphrases, judges in JSON, sometimes badly."""
 
     raw_prompts: list[str] = []  # every raw (student) prompt it was given, for the tests to inspect
+    many_calls: list[int] = []  # the number of models of each generate_many call
+
+    def generate_many(self, jobs, on_batch, log=print):
+        ScriptedTeacher.many_calls.append(len(jobs))
+        return super().generate_many(jobs, on_batch, log)
 
     def generate(self, spec, sampling, requests, on_batch, log=print):
         batch = []
@@ -147,6 +152,7 @@ def test_rerun_reuses_and_style_edit_regenerates_only_that_style(tmp_path, tiny_
 
 def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, instance):
     ScriptedTeacher.raw_prompts.clear()
+    ScriptedTeacher.many_calls.clear()
     path = write_experiment(tmp_path, tiny_model, extra="")
     defs, experiment = definitions(path, tmp_path / "data")
     from trace_assets.demo import STAGES
@@ -173,6 +179,8 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     assert len(few_shot) == n_test and len(ScriptedTeacher.raw_prompts) == evals.height
     assert evals.filter(pl.col("dataset") == "base").height == n_test
     assert set(evals["dataset"]) == {"base", "base_few_shot", *trained["dataset"].to_list()}
+    # one run and one step evaluated every checkpoint of every dataset x student partition together
+    assert ScriptedTeacher.many_calls == [checkpoints.filter(pl.col("status").is_in(["trained", "base"])).height]
     # lineage: every eval row comes from a recorded checkpoint
     orphans = db.sql("SELECT count(*) FROM eval_results e ANTI JOIN checkpoints c ON e.checkpoint_hash = c.content_hash").fetchone()[0]
     assert orphans == 0

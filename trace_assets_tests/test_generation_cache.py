@@ -3,7 +3,7 @@
 import pytest
 
 from trace_assets.generation.backends import Backend, GenerationError
-from trace_assets.generation.cached import generate_with_cache, request_key
+from trace_assets.generation.cached import generate_many_with_cache, generate_with_cache, request_key
 from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling
 
 
@@ -78,3 +78,20 @@ def test_changed_sampling_or_prompt_is_a_new_generation(tmp_path):
     backend = ScriptedBackend()
     result = generate_with_cache(db, backend, SPEC, base, requests_for(["a", "b changed"], base), log=lambda m: None)
     assert len(backend.calls[0]) == 1 and result.reused == 1
+
+
+def test_many_models_generate_only_what_is_missing_and_skip_fully_cached_ones(tmp_path):
+    db = tmp_path / "db.duckdb"
+    sampling = Sampling(n=1)
+    first, second = ModelSpec(name="m1", path="m1"), ModelSpec(name="m2", path="m2")
+    cached = requests_for(["a", "b"], sampling)
+    generate_with_cache(db, ScriptedBackend(), first, sampling, cached, log=lambda m: None)
+    partly = requests_for(["a", "c"], sampling)
+    backend = ScriptedBackend()
+    results = generate_many_with_cache(db, backend, [(first, sampling, cached), (second, sampling, partly)], log=lambda m: None)
+    assert backend.calls == [[partly[1].key]]  # the fully cached model never reaches the backend
+    assert [(r.generated, r.reused) for r in results] == [(0, 2), (1, 1)]
+    assert results[1].completions[(partly[1].key, 0)].text == "echo c #0"
+    again = ScriptedBackend()
+    generate_many_with_cache(db, again, [(first, sampling, cached), (second, sampling, partly)], log=lambda m: None)
+    assert again.calls == []

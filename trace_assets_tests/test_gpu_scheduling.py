@@ -1,5 +1,6 @@
 """Device claims on one machine and data-parallel vLLM engines (process handling; no GPU needed)."""
 
+import json
 import threading
 import time
 
@@ -62,8 +63,39 @@ def test_data_parallel_engines_split_the_prompts_over_their_own_cards(tmp_path):
     completions = [c for batch in batches for c in batch]
     assert sorted((c.key, c.sample_index) for c in completions) == [(k, i) for k in "abcde" for i in range(2)]
     by_engine = {c.key: c.text for c in completions}
-    assert {by_engine[k] for k in "ace"} == {"gpus=0,1"} and {by_engine[k] for k in "bd"} == {"gpus=2,3"}
+    assert {by_engine[k] for k in "ace"} == {"gpus=0,1 model=m"} and {by_engine[k] for k in "bd"} == {"gpus=2,3 model=m"}
     assert stats.completions == 10 and stats.output_tokens == 20
+
+
+def _checkpoint(folder, hidden_size: int) -> str:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": hidden_size,
+                                                    "_name_or_path": str(folder), "transformers_version": "5"}))
+    return str(folder)
+
+
+def test_checkpoints_of_one_architecture_share_an_engine_per_data_parallel_rank(tmp_path):
+    small, small2, small3 = (_checkpoint(tmp_path / name, 64) for name in ("small", "small2", "small3"))
+    large = _checkpoint(tmp_path / "large", 128)
+
+    def job(name, path, keys):
+        requests = [Request(f"{name}-{k}", [{"role": "user", "content": k}]) for k in keys]
+        return ModelSpec(name=name, path=path, data_parallel_size=2), Sampling(n=1), requests
+
+    jobs = [job("s1", small, "abc"), job("l", large, "ab"), job("s2", small2, "xy"), job("s3", small3, ""), job("s1b", small, "d")]
+    routed, logs = [], []
+    stats = _backend(_gpus(tmp_path, "0,1")).generate_many(jobs, lambda index, batch: routed.append((index, batch)), log=logs.append)
+    # every completion reaches its own job, from an engine on the cards of its data-parallel rank
+    for index, batch in routed:
+        name, _, requests = jobs[index]
+        assert batch and all(c.key in {r.key for r in requests} and f"model={name.name}" in c.text for c in batch)
+    assert sorted(c.key for _, batch in routed for c in batch) == sorted(r.key for _, _, rs in jobs for r in rs)
+    # two architectures x two data-parallel engines; the checkpoint without requests is never loaded
+    assert sum(s.extra.get("engine_starts", 0) for s in stats) == 4
+    assert stats[3].completions == 0 and not any("small3" in line for line in logs)
+    assert [s.completions for s in stats] == [3, 2, 2, 0, 1]
+    # per engine: small's weights at start-up (its two jobs back to back), then small2's swapped in
+    assert sum(f"weights of {small2}" in line for line in logs) == 2 and not any(f"weights of {small} " in line for line in logs)
 
 
 def test_a_dying_engine_fails_the_step_and_keeps_the_other_engines_work(tmp_path):

@@ -34,6 +34,55 @@ def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
     assert by_key[("c", 0)].text.lstrip().startswith("{")  # guided decoding forced JSON
 
 
+def perturbed_copy(source, target, scale: float, seed: int):
+    """A checkpoint of ``source``'s architecture with other weights, saved as a training run would."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    return str(target)
+
+
+@pytest.mark.slow
+def test_one_engine_swapping_checkpoints_matches_a_fresh_engine_per_checkpoint(tiny_model, tmp_path):
+    import shutil
+
+    # paths sort as a, b, c: the engine starts on a, loads b's weights, then a's again (c is a copy of a)
+    a = shutil.copytree(tiny_model, tmp_path / "a")
+    b = perturbed_copy(a, tmp_path / "b", scale=0.05, seed=1)
+    c = shutil.copytree(a, tmp_path / "c")
+    backend = VllmBackend(gpu_memory_utilization=0.05, enforce_eager=True, chunk_size=8, env=offline_environment(),
+                          per_request_seed=False, cpu_kv_cache=True)
+    sampling = Sampling(temperature=0.0, max_tokens=12, n=1)
+    requests = [Request(str(i), [], prompt=p) for i, p in enumerate(["Ava has 3 apples.", "Ben has 4 pens and", "What is 2 + 2?"])]
+
+    def texts(completions):
+        return {c.key: c.text for c in completions}
+
+    fresh = {}
+    for path in (a, b):
+        batches = []
+        backend.generate(ModelSpec(name=str(path), path=str(path), dtype="float32", max_model_len=512), sampling,
+                         requests, batches.extend, log=lambda m: None)
+        fresh[str(path)] = texts(batches)
+    assert fresh[str(a)] != fresh[str(b)]  # the checkpoints answer differently, so stale weights would show
+
+    routed = {}
+    jobs = [(ModelSpec(name=str(path), path=str(path), dtype="float32", max_model_len=512), sampling, requests)
+            for path in (c, b, a)]
+    stats = backend.generate_many(jobs, lambda index, batch: routed.setdefault(index, []).extend(batch), log=lambda m: None)
+    assert sum(s.extra.get("engine_starts", 0) for s in stats) == 1
+    assert texts(routed[2]) == fresh[str(a)] and texts(routed[1]) == fresh[str(b)] and texts(routed[0]) == fresh[str(a)]
+    assert all(s.completions == len(requests) for s in stats)
+    assert stats[2].startup_s > 1 and 0 < stats[1].startup_s < 5  # a started the engine; b's weights were swapped in
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -21,13 +21,16 @@ def build_eval_results_asset(
 ) -> dg.AssetsDefinition:
     @dg.asset(**asset_settings("eval_results", "evaluation", {"vllm", "duckdb"}, table=EvalResultSchema,
                                partitions=partitions, partition_expr={"dataset": "dataset", "student": "student"},
-                               gpus=1))
+                               single_run=True, gpus=1))
     def eval_results(context: dg.AssetExecutionContext, generation: GenerationResource,
                      checkpoints: pl.DataFrame, problems: pl.DataFrame):
-        """Greedy answers of each checkpoint (and each untrained base student) to every test problem."""
+        """Greedy answers of each checkpoint (and each untrained base student) to every test problem.
+
+        One step evaluates every checkpoint of its partitions: one engine start per model
+        architecture, each further checkpoint's weights loaded into it."""
         test = problems.filter(pl.col("split") == "test")
         exemplars = few_shot_examples(problems.filter(pl.col("split") == "train"), settings.few_shot_k, seed)
-        frames = []
+        evaluated, jobs = [], []
         for checkpoint in checkpoints.filter(pl.col("status").is_in(["trained", "base"])).iter_rows(named=True):
             # The few-shot baseline always gets the exemplars; trained students get the experiment's format.
             few_shot = checkpoint["dataset"] == BASE_FEW_SHOT or (
@@ -41,7 +44,11 @@ def build_eval_results_asset(
                 row["problem_id"]: prompt_request(student_prompt(row["question"], tokenizer, shots), checkpoint["content_hash"], sampling)
                 for row in test.iter_rows(named=True)
             }
-            result = generation.generate(spec, sampling, list(requests.values()), context.log.info)
+            evaluated.append((checkpoint, requests))
+            jobs.append((spec, sampling, list(requests.values())))
+        results = generation.generate_many(jobs, context.log.info)
+        frames = []
+        for (checkpoint, requests), result in zip(evaluated, results):
             base = {key: checkpoint[key] for key in ("dataset", "student", "seed")} | {"checkpoint_hash": checkpoint["content_hash"]}
             frames.append(eval_rows(test, requests, result.completions, base))
         frame = pl.concat(frames) if frames else empty_frame(EvalResultSchema)
@@ -53,6 +60,10 @@ def build_eval_results_asset(
             "accuracy_strict": float(frame["is_correct_strict"].mean()) if frame.height else 0.0,
             "degenerate_loops": int(frame["degenerate_loop"].sum()),
             "hit_length_limit": int(frame["hit_length_limit"].sum()),
+            "checkpoints_evaluated": len(jobs),
+            "engine_starts": sum(result.stats.extra.get("engine_starts", 0) for result in results),
+            "generated": sum(result.generated for result in results),
+            "reused_from_cache": sum(result.reused for result in results),
             "preview": preview(frame, ["seed", "problem_id", "is_correct", "extracted_answer", "completion"]),
         })
 

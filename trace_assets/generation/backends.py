@@ -2,10 +2,12 @@
 
 ``generate(spec, sampling, requests, on_batch, log)`` returns run statistics and hands completions
 to ``on_batch`` as they arrive, so the caller can persist them before the next batch: a crash loses
-at most one batch.
+at most one batch. ``generate_many(jobs, on_batch, log)`` does the same for several models at once
+(``on_batch(job_index, completions)``), one statistics object per job.
 
 - ``VllmBackend``: offline batched vLLM in worker processes (one engine start per call, one engine
-  per data-parallel rank).
+  per data-parallel rank). ``generate_many`` starts one engine per architecture and loads each
+  further checkpoint's weights into it (see ``weight_swap``).
 - ``OpenAIBackend``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (``vllm serve``,
   hosted APIs) with bounded concurrency, retries with backoff and timeouts.
 - ``TransformersBackend``: plain ``generate``; a fallback where vLLM can't run.
@@ -14,6 +16,7 @@ at most one batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -30,9 +33,12 @@ from dataclasses import asdict
 
 from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling
 from trace_assets.generation.vllm_worker import RESULT_PREFIX
+from trace_assets.generation.weight_swap import engine_key
 
 OnBatch = Callable[[list[Completion]], None]
+OnJobBatch = Callable[[int, list[Completion]], None]  # (index of the job in generate_many's list, completions)
 Log = Callable[[str], None]
+Job = tuple[ModelSpec, Sampling, list[Request]]
 
 
 class GenerationError(RuntimeError):
@@ -44,6 +50,15 @@ class Backend(ABC):
     def generate(
         self, spec: ModelSpec, sampling: Sampling, requests: list[Request], on_batch: OnBatch, log: Log = print
     ) -> GenerationStats: ...
+
+    def generate_many(self, jobs: list[Job], on_batch: OnJobBatch, log: Log = print) -> list[GenerationStats]:
+        """Every job's completions, one statistics object per job; a job without requests costs
+        nothing. Here: one job after the other (backends that can share an engine override it)."""
+        return [
+            self.generate(spec, sampling, requests, functools.partial(on_batch, index), log) if requests
+            else GenerationStats()
+            for index, (spec, sampling, requests) in enumerate(jobs)
+        ]
 
 
 Claim = Callable[[int], contextlib.AbstractContextManager[list[str]]]
@@ -93,19 +108,33 @@ class VllmBackend(Backend):
         self.claim = claim
         self.worker = worker  # tests swap in a scripted worker to test the process handling
 
-    def _job(self, spec: ModelSpec, sampling: Sampling, requests: list[Request]) -> dict:
+    def _engine_settings(self, spec: ModelSpec) -> dict:
         return {
-            "model": asdict(spec),
-            "sampling": asdict(sampling),
             "gpu_memory_utilization": self.gpu_memory_utilization,
             "enforce_eager": self.enforce_eager,
             "per_request_seed": self.per_request_seed,
             "kv_cache_bytes": kv_cache_bytes(spec) if self.cpu_kv_cache else None,
             "chunk_size": self.chunk_size,
-            "requests": [
-                {"key": r.key, "messages": r.messages, "json_schema": r.json_schema, "prompt": r.prompt} for r in requests
-            ],
         }
+
+    @staticmethod
+    def _requests(requests: list[Request]) -> list[dict]:
+        return [{"key": r.key, "messages": r.messages, "json_schema": r.json_schema, "prompt": r.prompt} for r in requests]
+
+    def _job(self, jobs: list[Job], engine: int, engines: int, multi: bool) -> dict:
+        """Engine ``engine``'s job file: its share (every ``engines``-th request) of each model's requests.
+        ``multi``: the multi-model shape, models tagged with their place in ``jobs``."""
+        spec = jobs[0][0]
+        if not multi:
+            _, sampling, requests = jobs[0]
+            return {"model": asdict(spec), "sampling": asdict(sampling), **self._engine_settings(spec),
+                    "requests": self._requests(requests[engine::engines])}
+        models = [
+            {"tag": tag, "model": asdict(model), "sampling": asdict(sampling), "requests": self._requests(requests[engine::engines])}
+            for tag, (model, sampling, requests) in enumerate(jobs)
+            if requests[engine::engines]
+        ]
+        return {"models": models, **self._engine_settings(spec)}
 
     def _start(self, job: dict, devices: list[str], events: queue.Queue, engine: int) -> subprocess.Popen:
         """One worker process; a thread turns its result lines into (engine, event) items on ``events``."""
@@ -137,20 +166,51 @@ class VllmBackend(Backend):
         return process
 
     def generate(self, spec, sampling, requests, on_batch, log=print):
-        stats = GenerationStats()
         if not requests:
-            return stats
-        engines = min(spec.data_parallel_size, len(requests))
+            return GenerationStats()
+        return self._run([(spec, sampling, requests)], lambda _, batch: on_batch(batch), log, multi=False)[0]
+
+    def generate_many(self, jobs, on_batch, log=print):
+        """One engine start per architecture (:func:`engine_key`), not per model: the engine starts on
+        the first checkpoint of a group and loads each next one's weights in place.
+
+        A group's jobs run in order of their model's path (jobs of one checkpoint back to back).
+        In a shared engine a model's ``startup_s`` is the time its weights took to load, except for
+        the model the engine started on, which has the engine's start-up and ``extra["engine_starts"]``
+        (the number of data-parallel engines); ``extra["swap_s"]`` is the load time in every case
+        (0 for the first). A model whose request list is empty is never loaded.
+        """
+        stats = [GenerationStats() for _ in jobs]
+        groups: dict[str, list[int]] = {}
+        for index, (spec, _, requests) in enumerate(jobs):
+            if requests:
+                groups.setdefault(engine_key(spec), []).append(index)
+        for indices in groups.values():
+            indices.sort(key=lambda index: jobs[index][0].path)  # one checkpoint's jobs back to back: loaded once
+            def on_group_batch(tag: int, batch: list[Completion], indices: list[int] = indices) -> None:
+                on_batch(indices[tag], batch)
+
+            results = self._run([jobs[i] for i in indices], on_group_batch, log, multi=True)
+            for index, result in zip(indices, results):
+                stats[index] = result
+        return stats
+
+    def _run(self, jobs: list[Job], on_batch: OnJobBatch, log: Log, multi: bool) -> list[GenerationStats]:
+        """Engines over ``jobs`` (models sharing one engine configuration, the first one's)."""
+        spec = jobs[0][0]
+        stats = [GenerationStats() for _ in jobs]
+        engines = min(spec.data_parallel_size, max(len(requests) for _, _, requests in jobs))
         tp = spec.tensor_parallel_size
         with self.claim(tp * spec.data_parallel_size) as devices:
-            log(f"vLLM: starting {engines} engine(s) for {spec.name} ({len(requests)} prompts x {sampling.n} samples)"
+            prompts = sum(len(requests) for _, _, requests in jobs)
+            models = f"{spec.name}" + (f" and {len(jobs) - 1} more checkpoint(s) of its architecture" if len(jobs) > 1 else "")
+            log(f"vLLM: starting {engines} engine(s) for {models} ({prompts} prompts x {jobs[0][1].n} samples)"
                 + (f" on GPUs {','.join(devices)}" if devices else ""))
             events: queue.Queue = queue.Queue()
             processes: list[subprocess.Popen] = []
             try:
                 for e in range(engines):
-                    job = self._job(spec, sampling, requests[e::engines])
-                    processes.append(self._start(job, devices[e * tp:(e + 1) * tp], events, e))
+                    processes.append(self._start(self._job(jobs, e, engines, multi), devices[e * tp:(e + 1) * tp], events, e))
                 failures = self._collect(events, engines, stats, on_batch, log)
             finally:
                 for process in processes:
@@ -158,33 +218,47 @@ class VllmBackend(Backend):
                         process.kill()
                     process.wait()
         if failures:
+            done = sum(s.completions for s in stats)
             raise GenerationError(
-                f"vLLM worker(s) failed ({'; '.join(failures)}) after {stats.completions} completions "
+                f"vLLM worker(s) failed ({'; '.join(failures)}) after {done} completions "
                 "(those are saved; a re-run generates only the rest)"
             )
         return stats
 
-    def _collect(self, events: queue.Queue, engines: int, stats: GenerationStats, on_batch: OnBatch, log: Log) -> list[str]:
-        """Consume every engine's events on this thread (so ``on_batch`` writes happen here, in order)."""
-        batches: dict[int, list[Completion]] = {e: [] for e in range(engines)}
-        busy_s = dict.fromkeys(range(engines), 0.0)
+    def _collect(self, events: queue.Queue, engines: int, stats: list[GenerationStats], on_batch: OnJobBatch,
+                 log: Log) -> list[str]:
+        """Consume every engine's events on this thread (so ``on_batch`` writes happen here, in order).
+        Events without a ``model`` tag (single-model jobs) belong to job 0."""
+        batches: dict[tuple[int, int], list[Completion]] = {}
+        busy_s: dict[tuple[int, int], float] = {}
         done, failures, running = set(), [], engines
         while running:
             engine, event = events.get()
             kind = event.pop("event")
+            tag = event.pop("model", 0)
             if kind == "ready":
-                stats.startup_s = max(stats.startup_s, event["startup_s"])
+                stats[0].startup_s = max(stats[0].startup_s, event["startup_s"])
+                stats[0].extra["engine_starts"] = stats[0].extra.get("engine_starts", 0) + 1
                 log(f"vLLM: engine {engine} ready in {event['startup_s']:.1f}s")
+            elif kind == "model":
+                swap_s = max(stats[tag].extra.get("swap_s", 0.0), event["swap_s"])
+                stats[tag].extra["swap_s"] = swap_s
+                if tag > 0:
+                    stats[tag].startup_s = swap_s
+                if event.get("swapped"):
+                    log(f"vLLM: engine {engine} loaded the weights of {event['path']} in {event['swap_s']:.2f}s")
             elif kind == "completion":
-                batches[engine].append(Completion(**event))
+                batches.setdefault((engine, tag), []).append(Completion(**event))
             elif kind == "chunk":
-                batch, batches[engine] = batches[engine], []
-                busy_s[engine] += event["generate_s"]
-                stats.generate_s = max(busy_s.values())  # engines run side by side
-                stats.output_tokens += sum(c.output_tokens for c in batch)
-                stats.completions += len(batch)
-                on_batch(batch)
-                log(f"vLLM: {stats.completions} completions, {stats.output_tokens_per_s:.0f} output tokens/s")
+                batch = batches.pop((engine, tag), [])
+                busy_s[(engine, tag)] = busy_s.get((engine, tag), 0.0) + event["generate_s"]
+                model = stats[tag]
+                model.generate_s = max(s for (_, t), s in busy_s.items() if t == tag)  # engines run side by side
+                model.output_tokens += sum(c.output_tokens for c in batch)
+                model.completions += len(batch)
+                on_batch(tag, batch)
+                log(f"vLLM: {model.completions} completions" + (f" of model {tag}" if len(stats) > 1 else "")
+                    + f", {model.output_tokens_per_s:.0f} output tokens/s")
             elif kind == "done":
                 done.add(engine)
             elif kind == "exit":

@@ -45,6 +45,36 @@ def prompt_request(prompt: str, model: str, sampling: Sampling) -> Request:
     return Request(request_key([{"role": "raw", "content": prompt}], model, sampling), [], prompt=prompt)
 
 
+@dataclass
+class _Lookup:
+    """One model's requests against the cache: what is there, what is missing, and a writer for the rest."""
+
+    database: Path
+    spec: ModelSpec
+    sampling: Sampling
+    requests: list[Request]
+    log: Callable[[str], None]
+    failed: int = 0
+
+    def __post_init__(self) -> None:
+        unique = list({request.key: request for request in self.requests}.values())
+        n = self.sampling.n
+        self.cached = cached_completions(self.database, [request.key for request in unique])
+        self.missing = [r for r in unique if any((r.key, i) not in self.cached for i in range(n))]
+        self.reused = sum(1 for r in unique for i in range(n) if (r.key, i) in self.cached)
+        self.log(f"{len(unique) - len(self.missing)} prompts cached, {len(self.missing)} to generate with {self.spec.name}")
+
+    def persist(self, batch: list[Completion]) -> None:
+        store_completions(self.database, self.spec.name, batch)
+        self.failed += sum(1 for completion in batch if completion.error is not None)
+        for completion in batch:
+            if completion.error is None:
+                self.cached[(completion.key, completion.sample_index)] = completion
+
+    def result(self, stats: GenerationStats) -> CachedGeneration:
+        return CachedGeneration(self.cached, generated=stats.completions, reused=self.reused, failed=self.failed, stats=stats)
+
+
 def generate_with_cache(
     database: Path,
     backend: Backend,
@@ -58,20 +88,24 @@ def generate_with_cache(
     ``Request.key`` must be ``request_key(...)`` of the request, so the cache is content-addressed:
     a changed prompt, model or sampling parameter is a different key and is generated afresh.
     """
-    unique = list({request.key: request for request in requests}.values())
-    cached = cached_completions(database, [request.key for request in unique])
-    missing = [r for r in unique if any((r.key, i) not in cached for i in range(sampling.n))]
-    reused = sum(1 for r in unique for i in range(sampling.n) if (r.key, i) in cached)
-    log(f"{len(unique) - len(missing)} prompts cached, {len(missing)} to generate with {spec.name}")
-    failed = 0
+    lookup = _Lookup(database, spec, sampling, requests, log)
+    stats = backend.generate(spec, sampling, lookup.missing, lookup.persist, log) if lookup.missing else GenerationStats()
+    return lookup.result(stats)
 
-    def persist(batch: list[Completion]) -> None:
-        nonlocal failed
-        store_completions(database, spec.name, batch)
-        failed += sum(1 for completion in batch if completion.error is not None)
-        for completion in batch:
-            if completion.error is None:
-                cached[(completion.key, completion.sample_index)] = completion
 
-    stats = backend.generate(spec, sampling, missing, persist, log) if missing else GenerationStats()
-    return CachedGeneration(cached, generated=stats.completions, reused=reused, failed=failed, stats=stats)
+def generate_many_with_cache(
+    database: Path,
+    backend: Backend,
+    jobs: list[tuple[ModelSpec, Sampling, list[Request]]],
+    log: Callable[[str], None] = print,
+) -> list[CachedGeneration]:
+    """:func:`generate_with_cache` for several models in one ``backend.generate_many`` call (vLLM:
+    one engine per architecture). Only missing requests are generated; a model whose requests are
+    all cached is never loaded."""
+    lookups = [_Lookup(database, spec, sampling, requests, log) for spec, sampling, requests in jobs]
+    pending = [(spec, sampling, lookup.missing) for (spec, sampling, _), lookup in zip(jobs, lookups)]
+    if any(lookup.missing for lookup in lookups):
+        stats = backend.generate_many(pending, lambda index, batch: lookups[index].persist(batch), log)
+    else:
+        stats = [GenerationStats() for _ in jobs]
+    return [lookup.result(result) for lookup, result in zip(lookups, stats)]
