@@ -213,7 +213,8 @@ class EligibilityPolicy(_Section):
         description="H_style: share of the human solution's intermediate quantities the paraphrase must contain",
     )
     paraphrase_judge: bool = Field(
-        False, description="H_style: also require the judge's faithfulness verdict (judged_traces.judge_faithful)"
+        True, description="H_style: also require the judge's verdict that the paraphrase follows the human solution's "
+        "steps (judged_traces.judge_faithful)"
     )
 
 

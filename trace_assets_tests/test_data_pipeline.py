@@ -31,7 +31,9 @@ class ScriptedTeacher(Backend):
                 ScriptedTeacher.raw_prompts.append(request.prompt)
             prompt = request.prompt if request.prompt is not None else request.messages[-1]["content"]
             for index in range(sampling.n):
-                if request.json_schema:
+                if request.json_schema and "faithful" in request.json_schema["properties"]:
+                    text = '{"faithful": true, "reason": "same steps"}'  # paraphrases follow the human solution
+                elif request.json_schema:
                     text = '{"conforms": true, "failed_criteria": [], "reason": "ok"}' if index == 0 and "####" in prompt else "not json"
                 elif "Reference solution" in prompt:
                     text = prompt.split("Reference solution:\n", 1)[1]

@@ -3,7 +3,7 @@ import pytest
 
 from trace_assets.experiment import PROJECT_ROOT
 from trace_assets.generation.types import Completion, Sampling
-from trace_assets.judging.build import judge_requests, verdict_rows
+from trace_assets.judging.build import faithfulness_requests, judge_requests, verdict_rows
 from trace_assets.judging.verdicts import parse_verdict
 from trace_assets.styles.library import load_style
 
@@ -78,3 +78,20 @@ def test_a_trace_the_judge_saw_only_in_part_never_passes():
     rows = verdict_rows(traces, {"normal": style}, requests, completions, "judge", max_chars=1000)
     assert rows["judge_truncated"].to_list() == [False, True]
     assert rows["conforms"].to_list() == [True, False]  # the judge said yes to both; the cut one cannot pass
+
+
+def test_the_judge_says_whether_a_paraphrase_follows_the_human_solution():
+    style = load_style(PROJECT_ROOT / "styles", "normal")
+    traces = _traces(["2+2=4\n#### 4", "Two and two: 2+2=4.\n#### 4", "2*2=4\n#### 4", "4\n#### 4"]).with_columns(
+        pl.Series("kind", ["solve", "paraphrase", "paraphrase", "paraphrase"]))
+    problems = {"p1": {"question": "What is 2+2?", "reference_solution": "2+2=4\n#### 4"}}
+    sampling = Sampling(temperature=0, n=1)
+    faithful = faithfulness_requests(traces, problems, "judge", sampling, max_chars=1000)
+    assert sorted(faithful) == ["t1", "t2", "t3"]  # paraphrases only
+    assert "Original solution:\n2+2=4" in faithful["t1"].messages[-1]["content"]
+    requests = judge_requests(traces, {"p1": "What is 2+2?"}, {"normal": style}, "judge", sampling, max_chars=1000)
+    replies = {"t1": '{"faithful": true, "reason": "same"}', "t2": '{"faithful": false, "reason": "multiplies"}',
+               "t3": "it is fine"}
+    completions = {(faithful[t].key, 0): Completion(faithful[t].key, 0, text, "stop", 5, 5) for t, text in replies.items()}
+    rows = verdict_rows(traces, {"normal": style}, requests, completions, "judge", 1000, faithful)
+    assert rows["judge_faithful"].to_list() == [None, True, False, None]

@@ -40,7 +40,8 @@ def train_frame(problems: list[dict]) -> pl.DataFrame:
 def trace(trace_id, p, text, kind="solve", style="normal", finish="stop", parsed=True, conforms=True, **extra):
     return {"trace_id": trace_id, "problem_id": p["problem_id"] if isinstance(p, dict) else p, "style": style,
             "kind": kind, "style_version": "v1", "completion": text, "finish_reason": finish, "n_tokens": words(text),
-            "judge_parsed": parsed, "conforms": conforms and parsed, **extra}
+            "judge_parsed": parsed, "conforms": conforms and parsed,
+            "judge_faithful": True if kind == "paraphrase" else None, **extra}
 
 
 def right(p, variant=0):
@@ -221,11 +222,13 @@ def test_h_style_must_follow_the_human_solution():
                   judge_faithful=True)]
     recipes = {"HS": DatasetRecipe(recipe="H_style", style="normal")}
     train = train_frame(PROBLEMS[:2])
-    assert picks(build(recipes, rows, train), "HS") == {"p00": "f"}
-    judged = build(recipes, rows, train, policy=EligibilityPolicy(paraphrase_judge=True))
+    # The number rule alone keeps f (it has every quantity) and drops s; the judge (on by default) drops f too.
+    assert picks(build(recipes, rows, train, policy=EligibilityPolicy(paraphrase_judge=False)), "HS") == {"p00": "f"}
+    judged = build(recipes, rows, train)
     assert picks(judged, "HS") == {}
     assert judged.exclusions["detail"].to_list() == ["judge: different steps", f"misses {PROBLEMS[1]['c']} of the human solution"]
-    assert picks(build(recipes, rows, train, policy=EligibilityPolicy(paraphrase_min_coverage=0.5)), "HS") == {"p00": "f", "p01": "s"}
+    loose = EligibilityPolicy(paraphrase_min_coverage=0.5, paraphrase_judge=False)
+    assert picks(build(recipes, rows, train, policy=loose), "HS") == {"p00": "f", "p01": "s"}
     with pytest.raises(ValueError, match="judge_faithful"):
         build(recipes, [{k: v for k, v in r.items() if k != "judge_faithful"} for r in rows], train,
               policy=EligibilityPolicy(paraphrase_judge=True))

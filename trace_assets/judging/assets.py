@@ -5,7 +5,7 @@ import polars as pl
 
 from trace_assets.assetdefs import asset_settings
 from trace_assets.experiment import ModelConfig
-from trace_assets.judging.build import judge_requests, verdict_rows
+from trace_assets.judging.build import faithfulness_requests, judge_requests, verdict_rows
 from trace_assets.judging.schemas import JudgedTraceSchema
 from trace_assets.judging.verdicts import judge_char_budget
 from trace_assets.metadata import counts_table, preview
@@ -33,8 +33,10 @@ def build_judged_traces_asset(
         questions = dict(zip(problems["problem_id"], problems["question"]))
         max_chars = judge_char_budget(judge.max_model_len, sampling.max_tokens)
         requests = judge_requests(teacher_traces, questions, styles, judge.model, sampling, max_chars)
-        result = generation.generate(spec, sampling, list(requests.values()), context.log.info)
-        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model, max_chars)
+        problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
+        faithful = faithfulness_requests(teacher_traces, problem_rows, judge.model, sampling, max_chars)
+        result = generation.generate(spec, sampling, [*requests.values(), *faithful.values()], context.log.info)
+        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model, max_chars, faithful)
         truncated = int(frame["judge_truncated"].sum())
         if truncated:
             context.log.warning(f"{truncated} traces were longer than the judge's context ({max_chars} chars): cut, never passed")
@@ -53,6 +55,8 @@ def build_judged_traces_asset(
                 "grading": judge_note,
                 **result.metadata(frame.height),
                 "judge_truncated": truncated,
+                "paraphrases_judged_faithful": int(frame["judge_faithful"].sum() or 0),
+                "paraphrases_judged_unfaithful": int((frame["judge_faithful"] == False).sum()),  # noqa: E712
                 "conformance_rate": conformance,
                 "judge_unparsable": unparsable,
                 "by_style": preview(by_style, rows=len(by_style)),

@@ -6,7 +6,10 @@ import polars as pl
 
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
-from trace_assets.judging.verdicts import JudgeVerdict, judge_messages, parse_verdict, verdict_schema
+from trace_assets.judging.verdicts import (
+    FAITHFULNESS_SCHEMA, JudgeVerdict, faithfulness_messages, judge_messages, parse_faithfulness, parse_verdict,
+    verdict_schema,
+)
 from trace_assets.styles.library import Style, failed_format_checks
 from trace_assets.judging.schemas import JudgedTraceSchema
 from trace_assets.tables import frame_of
@@ -23,6 +26,18 @@ def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict
     return requests
 
 
+def faithfulness_requests(traces: pl.DataFrame, problems: dict[str, dict], model: str, sampling: Sampling,
+                          max_chars: int) -> dict[str, Request]:
+    """One request per paraphrase trace: does it follow the human solution's steps?"""
+    requests = {}
+    for trace in traces.filter(pl.col("kind") == "paraphrase").iter_rows(named=True):
+        problem = problems[trace["problem_id"]]
+        messages = faithfulness_messages(problem["question"], problem["reference_solution"], trace["completion"], max_chars)
+        requests[trace["trace_id"]] = Request(request_key(messages, model, sampling, FAITHFULNESS_SCHEMA), messages,
+                                              FAITHFULNESS_SCHEMA)
+    return requests
+
+
 def verdict_rows(
     traces: pl.DataFrame,
     styles: dict[str, Style],
@@ -30,7 +45,10 @@ def verdict_rows(
     completions: dict[tuple[str, int], Completion],
     judge_model: str,
     max_chars: int,
+    faithful: dict[str, Request] | None = None,
 ) -> pl.DataFrame:
+    """``faithful``: the faithfulness requests of paraphrase traces (see ``faithfulness_requests``)."""
+    faithful = faithful or {}
     rows = []
     for trace in traces.iter_rows(named=True):
         style = styles[trace["style"]]
@@ -66,9 +84,18 @@ def verdict_rows(
             "judge_failed": ",".join(verdict.failed_criteria),
             "judge_reason": verdict.reason,
             "judge_truncated": truncated,
+            "judge_faithful": _faithful(faithful.get(trace["trace_id"]), completions, truncated),
             "judge_error": verdict.error,
             "judge_model": judge_model,
             "verdict_source": source,
             "conforms": conforms,
         })
     return frame_of(rows, JudgedTraceSchema)
+
+
+def _faithful(request: Request | None, completions: dict[tuple[str, int], Completion], truncated: bool) -> bool | None:
+    """None for solve traces, unparsable replies, and paraphrases the judge saw only in part."""
+    if request is None or truncated:
+        return None
+    completion = completions.get((request.key, 0))
+    return parse_faithfulness(completion.text if completion else None)

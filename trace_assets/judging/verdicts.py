@@ -57,6 +57,40 @@ def judge_messages(style: Style, question: str, completion: str, max_chars: int)
     ]
 
 
+FAITHFULNESS_SCHEMA = {
+    "type": "object",
+    "properties": {"faithful": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 100}},
+    "required": ["faithful", "reason"],
+    "additionalProperties": False,
+}
+
+
+def faithfulness_messages(question: str, reference_solution: str, paraphrase: str, max_chars: int) -> list[dict]:
+    """Asks whether a paraphrase of the human solution follows its steps, rather than solving afresh."""
+    shown = paraphrase if len(paraphrase) <= max_chars else paraphrase[:max_chars] + "\n[...truncated]"
+    return [
+        {
+            "role": "system",
+            "content": "You check whether a rewritten solution follows the same reasoning steps as an original one: "
+            "the same intermediate quantities, computed in the same order from the same facts. Wording, layout and "
+            "extra explanation may differ; a different method does not count. Reply with JSON only: "
+            '{"faithful": <true or false>, "reason": "<a few words>"}',
+        },
+        {"role": "user", "content": f"Problem:\n{question.strip()}\n\nOriginal solution:\n{reference_solution.strip()}"
+                                    f"\n\nRewritten solution:\n{shown}"},
+    ]
+
+
+def parse_faithfulness(text: str | None) -> bool | None:
+    """The judge's faithfulness verdict; None when the reply is not a well-formed one."""
+    candidate = _first_json_object(text or "")
+    try:
+        data = json.loads(candidate) if candidate else None
+    except json.JSONDecodeError:
+        return None
+    return _as_bool(data.get("faithful")) if isinstance(data, dict) else None
+
+
 @dataclass(frozen=True)
 class JudgeVerdict:
     parsed: bool
