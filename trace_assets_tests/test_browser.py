@@ -170,7 +170,7 @@ def test_ui_shows_the_graph_and_materializes_problems(chrome, tmp_path):
         _page_text(chrome, f"{ui.url}/asset-groups", ["problems", "styles", "traces", "judging", "datasets",
                                                        "training", "evaluation", "reporting", "lineage"])
         # Asset nodes render with their partitions: by style, and by dataset x student.
-        n_styles, n_models = len(experiment.styles), (len(experiment.datasets) + 1) * len(experiment.students)
+        n_styles, n_models = len(experiment.styles), len(experiment.dataset_keys()) * len(experiment.students)
         _page_text(chrome, f"{ui.url}/locations/{LOCATION}/asset-groups/traces",
                    ["teacher_traces", "Latest event", f"{n_styles} partitions"])
         _page_text(chrome, f"{ui.url}/locations/{LOCATION}/asset-groups/training",
