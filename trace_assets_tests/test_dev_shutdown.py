@@ -28,6 +28,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _terminal_signals() -> None:
+    """Signals as a terminal gives them. A test suite started in the background by a non-interactive
+    shell (``make test &``) inherits SIGINT ignored, and ignored signals survive exec: dagster dev
+    would then ignore Ctrl-C for reasons of the test's own launch, not of ``make dev``."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _graphql(port: int, query: str) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
@@ -50,7 +58,8 @@ def test_make_dev_stops_within_ten_seconds(tmp_path, stop):
     # -o: this venv is already set up; never rebuild it from here.
     command = ["make", "-s", "-o", f"{venv}/bin/.installed", f"VENV={venv}", "dev", f"DEV_ARGS=-p {port}"]
     log = (tmp_path / "dev.log").open("w")
-    make = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    make = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_terminal_signals)
     try:
         deadline = time.monotonic() + 120
         while True:
