@@ -34,6 +34,8 @@ def load_model(path: str, gpu: "GPUResource", dtype: str = "auto", device: str |
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device or gpu.torch_device()).eval()
 
 
+@functools.lru_cache(maxsize=8)
 def token_counter(path: str):
+    """Completion tokens in ``path``'s tokenizer; one counter per path, so callers can cache by counter."""
     tokenizer = load_tokenizer(path)
     return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])

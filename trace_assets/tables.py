@@ -1,8 +1,8 @@
 """A table's columns are declared once, in its pandera model; everything else derives from it.
 
-``polars_schema`` gives the column -> polars dtype mapping that empty frames, row lists and casts
-use; ``duckdb_columns`` gives the DuckDB column types the IO manager creates from those frames,
-which the schema test compares against every table after a materialization.
+``polars_schema`` gives the column -> polars dtype mapping that empty frames and row lists use;
+``duckdb_type`` gives the DuckDB column type the IO manager creates from each, which the schema
+test compares against every table after a materialization.
 """
 
 from __future__ import annotations
@@ -31,17 +31,6 @@ def frame_of(rows: list[dict], model: type[pa.DataFrameModel]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=polars_schema(model))
 
 
-def conform(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame:
-    """The model's columns of ``frame``, in its order, cast to its types."""
-    schema = polars_schema(model)
-    return frame.select(list(schema)).cast(schema)
-
-
 def duckdb_type(polars_type: pl.DataType | str) -> str:
     """The DuckDB column type a polars column of this type becomes."""
     return _DUCKDB_TYPES[str(polars_type)]
-
-
-def duckdb_columns(model: type[pa.DataFrameModel]) -> dict[str, str]:
-    """Column name -> DuckDB type of the table the IO manager writes for this model."""
-    return {name: duckdb_type(dtype) for name, dtype in polars_schema(model).items()}

@@ -40,16 +40,11 @@ def build_sft_examples_asset(recipes: dict[str, DatasetRecipe], rules: DatasetRu
                      style_prompts: pl.DataFrame, problems: pl.DataFrame):
         """Every dataset recipe built at once under one eligibility policy, on shared problems, with exclusions."""
         train = problems.filter(pl.col("split") == "train")
-        counters = {}  # students sharing a tokenizer share a counter (and its cache)
-        for name, student in students.items():
-            path = student_path(student, data)
-            counters[name] = counters.get(path) or token_counter(path)
-            counters.setdefault(path, counters[name])
-        build = build_datasets(
-            recipes, rules.eligibility, judged_traces, train, seed,
-            {name: counters[name] for name in students}, dict(zip(style_prompts["style"], style_prompts["answer_format"])),
-            rules.comparisons, rules.token_matching,
-        )
+        # token_counter is one callable per tokenizer path: students sharing a tokenizer share its counts.
+        counters = {name: token_counter(student_path(student, data)) for name, student in students.items()}
+        answer_formats = dict(zip(style_prompts["style"], style_prompts["answer_format"]))
+        build = build_datasets(recipes, rules.eligibility, judged_traces, train, seed, counters, answer_formats,
+                               rules.comparisons, rules.token_matching)
         wanted = [key for key in context.partition_keys if key not in BASE_DATASETS]  # the untrained students: no rows
         examples = build.examples.filter(pl.col("dataset").is_in(wanted))
         exclusions = build.exclusions.filter(pl.col("dataset").is_in(wanted))

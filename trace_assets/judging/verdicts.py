@@ -81,14 +81,20 @@ def faithfulness_messages(question: str, reference_solution: str, paraphrase: st
     ]
 
 
-def parse_faithfulness(text: str | None) -> bool | None:
-    """The judge's faithfulness verdict; None when the reply is not a well-formed one."""
+def json_reply(text: str | None) -> dict | None:
+    """The first JSON object in a model's reply, when there is one and it parses; else None."""
     candidate = _first_json_object(text or "")
     try:
         data = json.loads(candidate) if candidate else None
     except json.JSONDecodeError:
         return None
-    return _as_bool(data.get("faithful")) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def parse_faithfulness(text: str | None) -> bool | None:
+    """The judge's faithfulness verdict; None when the reply is not a well-formed one."""
+    data = json_reply(text)
+    return _as_bool(data.get("faithful")) if data is not None else None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ overrides a proposal. ``unclassified`` is what remains.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import polars as pl
 
 from trace_assets.answers import numbers_match, parse_number
 from trace_assets.experiment import BASE_DATASET, BASE_DATASETS
-from trace_assets.judging.verdicts import _first_json_object
+from trace_assets.judging.verdicts import json_reply
 
 RULE_CATEGORIES = ["loop_degeneration", "no_answer_format", "arithmetic_slip", "answer_overwritten"]
 JUDGE_CATEGORIES = [
@@ -621,7 +620,6 @@ class RuleProposal:
         return not self.decisive
 
 
-RuleVerdict = RuleProposal  # the former name
 
 
 def _declares_answer(text: str) -> bool:
@@ -689,12 +687,8 @@ def failure_judge_messages(question: str, reference_solution: str, completion: s
 
 def parse_judge_reply(text: str | None) -> tuple[str, str] | None:
     """(category, reason) from the judge's reply; None when it is not JSON with a known category."""
-    candidate = _first_json_object(text or "")
-    try:
-        data = json.loads(candidate) if candidate else None
-    except json.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict) or data.get("category") not in CATEGORIES:
+    data = json_reply(text)
+    if data is None or data.get("category") not in CATEGORIES:
         return None
     return data["category"], str(data.get("reason") or "")[:200]
 
