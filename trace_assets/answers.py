@@ -95,9 +95,9 @@ _TRANSLATE = str.maketrans({
     "\uff05": "%", "\u2248": "=", "\u2044": "/", "\u2215": "/",  # fullwidth %, ≈, fraction slashes
     **{chr(0xFF10 + d): str(d) for d in range(10)},  # fullwidth digits
 })
-_VULGAR = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5",
+VULGAR_FRACTIONS = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5",
            "⅗": "3/5", "⅘": "4/5", "⅙": "1/6", "⅚": "5/6", "⅛": "1/8", "⅜": "3/8", "⅝": "5/8", "⅞": "7/8"}
-_VULGAR_RE = re.compile(r"(\d?)([" + "".join(_VULGAR) + "])")
+_VULGAR_RE = re.compile(r"(\d?)([" + "".join(VULGAR_FRACTIONS) + "])")
 _THOUSANDS_RE = re.compile(r"(?<=\d)(?:[\u00a0\u202f\u2009\u2007\u200a]|\\[,!;: ]|\\thinspace *|\{,\})(?=\d{3}(?!\d))")
 _LATEX_FRAC_RE = re.compile(r"\\[dt]?frac\s*(?:\{\s*(-?[\d.,]+)\s*\}|(\d))\s*(?:\{\s*([\d.,]+)\s*\}|(\d))")
 _LATEX_SUBS = [
@@ -125,7 +125,7 @@ def _frac(match: re.Match) -> str:
 def _normalise(text: str) -> str:
     """Plain text for the number reader: Unicode signs, LaTeX and markdown removed or spelled out."""
     text = text.translate(_TRANSLATE)
-    text = _VULGAR_RE.sub(lambda m: (m.group(1) + " " if m.group(1) else "") + _VULGAR[m.group(2)], text)
+    text = _VULGAR_RE.sub(lambda m: (m.group(1) + " " if m.group(1) else "") + VULGAR_FRACTIONS[m.group(2)], text)
     text = _THOUSANDS_RE.sub(",", text)
     if "\\" in text or "{" in text or "$" in text:
         text = _LATEX_FRAC_RE.sub(_frac, text)

@@ -29,7 +29,7 @@ from fractions import Fraction
 import numpy as np
 import polars as pl
 
-from trace_assets.answers import numbers_match, parse_number
+from trace_assets.answers import VULGAR_FRACTIONS, numbers_match, parse_number
 from trace_assets.experiment import BASE_DATASET, BASE_DATASETS
 from trace_assets.judging.verdicts import json_reply
 
@@ -61,8 +61,6 @@ CATEGORY_DESCRIPTIONS = {
 # Text normalisation and tokens
 # --------------------------------------------------------------------------------------------------
 
-_VULGAR = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5", "⅗": "3/5",
-           "⅘": "4/5", "⅙": "1/6", "⅚": "5/6", "⅛": "1/8", "⅜": "3/8", "⅝": "5/8", "⅞": "7/8"}
 _REPLACEMENTS = [
     ("\u2212", "-"), ("\u2013", "-"), ("\u2012", "-"), ("\ufe63", "-"), ("\uff0d", "-"),  # minus signs, dashes
     ("\u00a0", " "), ("\u2009", " "), ("\u202f", " "), ("\uff1d", "="),
@@ -81,7 +79,7 @@ def normalize(text: str) -> str:
         text = text.replace(old, new)
     text = _TEXT.sub(r" \1 ", text)
     text = _FRAC.sub(r"(\1)/(\2)", text)
-    for glyph, fraction in _VULGAR.items():
+    for glyph, fraction in VULGAR_FRACTIONS.items():
         text = re.sub(r"(\d)\s*" + glyph, r"\1 " + fraction, text)
         text = text.replace(glyph, fraction)
     text = text.replace("**", " ").replace("__", " ")
