@@ -26,9 +26,15 @@ def build_student_and_data(args, work: Path):
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-        max_position_embeddings=4096, tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
@@ -41,8 +47,12 @@ def build_student_and_data(args, work: Path):
     problems = generate_problems(args.train_problems + args.test_problems, seed=0, min_steps=2, max_steps=6)
     train, test = problems[: args.train_problems], problems[args.train_problems :]
     examples = [
-        {"example_id": f"H:{i}", "prompt": p.question, "completion": p.solution.replace("<<", "").replace(">>", " "),
-         "difficulty": p.steps}
+        {
+            "example_id": f"H:{i}",
+            "prompt": p.question,
+            "completion": p.solution.replace("<<", "").replace(">>", " "),
+            "difficulty": p.steps,
+        }
         for i, p in enumerate(train)
     ]
     return str(base), parameters, examples, test

@@ -24,15 +24,31 @@ if __name__ == "__main__":
 
     from vllm import LLM, SamplingParams
 
-    conversations = json.load(open(args.prompts))
+    with open(args.prompts) as handle:
+        conversations = json.load(handle)
     started = time.perf_counter()
-    llm = LLM(model=args.model, dtype=args.dtype, max_model_len=2048, enforce_eager=args.eager,
-              gpu_memory_utilization=args.gpu_memory_utilization, seed=0)
+    llm = LLM(
+        model=args.model,
+        dtype=args.dtype,
+        max_model_len=2048,
+        enforce_eager=args.eager,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        seed=0,
+    )
     startup = time.perf_counter() - started
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
     started = time.perf_counter()
     outputs = llm.chat(conversations, params)
     elapsed = time.perf_counter() - started
     tokens = sum(len(sample.token_ids) for o in outputs for sample in o.outputs)
-    print(json.dumps({"bare": True, "startup_s": startup, "generate_s": elapsed, "output_tokens": tokens,
-                      "output_tokens_per_s": tokens / elapsed}))
+    print(
+        json.dumps(
+            {
+                "bare": True,
+                "startup_s": startup,
+                "generate_s": elapsed,
+                "output_tokens": tokens,
+                "output_tokens_per_s": tokens / elapsed,
+            }
+        )
+    )

@@ -105,8 +105,15 @@ def main() -> None:
     fresh_stats = []
     started = time.perf_counter()
     for index, (spec, job_sampling, requests) in enumerate(jobs):
-        fresh_stats.append(backend.generate(
-            spec, job_sampling, requests, lambda batch, i=index: fresh.setdefault(i, {}).update({c.key: c.text for c in batch}), quiet))
+        fresh_stats.append(
+            backend.generate(
+                spec,
+                job_sampling,
+                requests,
+                lambda batch, i=index: fresh.setdefault(i, {}).update({c.key: c.text for c in batch}),
+                quiet,
+            )
+        )
     fresh_wall = time.perf_counter() - started
 
     pairs = [(i, r.key) for i, (_, _, requests) in enumerate(jobs) for r in requests]
@@ -119,19 +126,28 @@ def main() -> None:
     result = {
         "device": f"cpu: {cpu_name()} ({os.cpu_count()} cores)",
         "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # a shared machine
-        "model": "SmolLM2-135M-Instruct", "dtype": jobs[0][0].dtype, "checkpoints": len(jobs), "prompts": len(problems),
-        "max_tokens": args.max_tokens, "noise": args.noise,
-        "ours": {"wall_s": round(ours_wall, 1), "engine_starts": sum(s.extra.get("engine_starts", 0) for s in stats),
-                 # the engine starts on one checkpoint; the others' startup_s is their weight swap
-                 "engine_startup_s": round(sum(s.startup_s for s in stats if s.extra.get("engine_starts")), 1),
-                 "swap_s": [round(s.startup_s, 3) for s in stats if not s.extra.get("engine_starts")],
-                 "generate_s": round(sum(s.generate_s for s in stats), 1),
-                 "output_tokens": sum(s.output_tokens for s in stats)},
+        "model": "SmolLM2-135M-Instruct",
+        "dtype": jobs[0][0].dtype,
+        "checkpoints": len(jobs),
+        "prompts": len(problems),
+        "max_tokens": args.max_tokens,
+        "noise": args.noise,
+        "ours": {
+            "wall_s": round(ours_wall, 1),
+            "engine_starts": sum(s.extra.get("engine_starts", 0) for s in stats),
+            # the engine starts on one checkpoint; the others' startup_s is their weight swap
+            "engine_startup_s": round(sum(s.startup_s for s in stats if s.extra.get("engine_starts")), 1),
+            "swap_s": [round(s.startup_s, 3) for s in stats if not s.extra.get("engine_starts")],
+            "generate_s": round(sum(s.generate_s for s in stats), 1),
+            "output_tokens": sum(s.output_tokens for s in stats),
+        },
         "fresh_engine_per_checkpoint": {
-            "wall_s": round(fresh_wall, 1), "engine_starts": sum(s.extra.get("engine_starts", 0) for s in fresh_stats),
+            "wall_s": round(fresh_wall, 1),
+            "engine_starts": sum(s.extra.get("engine_starts", 0) for s in fresh_stats),
             "engine_startup_s": [round(s.startup_s, 1) for s in fresh_stats],
             "generate_s": round(sum(s.generate_s for s in fresh_stats), 1),
-            "output_tokens": sum(s.output_tokens for s in fresh_stats)},
+            "output_tokens": sum(s.output_tokens for s in fresh_stats),
+        },
         "speedup": round(fresh_wall / ours_wall, 2),
         "identical_greedy_completions": round(identical, 4),
         "checkpoint_completions_differing_from_base": round(differs_from_base, 4),

@@ -68,17 +68,30 @@ def main() -> None:
     generation = build_resources(experiment, folder)["generation"]
     spec, sampling = generation.settings(config)
     styles = [style_from_row(row) for row in style_rows.iter_rows(named=True)]
-    planned = teacher_requests(styles, problems.filter(pl.col("split") == "train"), config.model, sampling,
-                               experiment.paraphrase_styles())
+    planned = teacher_requests(
+        styles, problems.filter(pl.col("split") == "train"), config.model, sampling, experiment.paraphrase_styles()
+    )
     prompts_path = folder / "prompts.json"
     prompts_path.write_text(json.dumps([request.messages for *_, request in planned]))
 
     backend = generation.backend(spec)
     command = [
-        sys.executable, str(ROOT / "bench" / "bare_vllm.py"), str(prompts_path), spec.path,
-        "--dtype", spec.dtype, "--max-tokens", str(sampling.max_tokens), "--temperature", str(sampling.temperature),
-        "--top-p", str(sampling.top_p), "--n", str(sampling.n),
-        "--gpu-memory-utilization", str(backend.gpu_memory_utilization),
+        sys.executable,
+        str(ROOT / "bench" / "bare_vllm.py"),
+        str(prompts_path),
+        spec.path,
+        "--dtype",
+        spec.dtype,
+        "--max-tokens",
+        str(sampling.max_tokens),
+        "--temperature",
+        str(sampling.temperature),
+        "--top-p",
+        str(sampling.top_p),
+        "--n",
+        str(sampling.n),
+        "--gpu-memory-utilization",
+        str(backend.gpu_memory_utilization),
     ] + (["--eager"] if backend.enforce_eager else [])
     output = subprocess.run(command, capture_output=True, text=True, check=True, env=generation.gpu.environment())
     bare = json.loads([line for line in output.stdout.splitlines() if line.startswith('{"bare"')][-1])

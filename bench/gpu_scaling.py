@@ -40,18 +40,32 @@ def main() -> None:
     base, parameters, examples, _ = build_student_and_data(args, work)
 
     def run(name: str, processes: int, report: dict) -> None:
-        settings = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, learning_rate=2e-5, max_length=512,
-                                  eval_fraction=0.02, seeds=[0], processes=processes)
+        settings = TrainingConfig(
+            max_steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=2e-5,
+            max_length=512,
+            eval_fraction=0.02,
+            seeds=[0],
+            processes=processes,
+        )
         with claim_devices(gpus, processes, locks, log=print, poll_s=0.5) as cards:
             started = time.perf_counter()
-            run_spec = TrainRun(str(base), examples, 0, str(work / name), "cuda" if gpus else "cpu",
-                                "bfloat16" if gpus else "float32")
+            run_spec = TrainRun(
+                str(base), examples, 0, str(work / name), "cuda" if gpus else "cpu", "bfloat16" if gpus else "float32"
+            )
             result = train_sft_launched(run_spec, settings, env={"CUDA_VISIBLE_DEVICES": ",".join(cards)})
-            report.update({
-                "run": name, "cards": cards, "world_size": result.world_size, "train_tokens": result.train_tokens,
-                "train_wall_s": round(result.wall_s, 2), "step_wall_s": round(time.perf_counter() - started, 2),
-                "train_tokens_per_s": round(result.train_tokens / result.wall_s, 1),
-            })
+            report.update(
+                {
+                    "run": name,
+                    "cards": cards,
+                    "world_size": result.world_size,
+                    "train_tokens": result.train_tokens,
+                    "train_wall_s": round(result.wall_s, 2),
+                    "step_wall_s": round(time.perf_counter() - started, 2),
+                    "train_tokens_per_s": round(result.train_tokens / result.wall_s, 1),
+                }
+            )
         print(json.dumps(report))
 
     run("warm_up", 1, {})  # the first run on a fresh machine pays for kernel loading and disk caches
@@ -60,8 +74,14 @@ def main() -> None:
     if len(gpus) >= 2:
         two: dict = {}
         run("two_gpus_dp", 2, two)
-        print(json.dumps({"scaling_2gpu_over_1gpu": round(two["train_tokens_per_s"] / one["train_tokens_per_s"], 2),
-                          "parameters": parameters}))
+        print(
+            json.dumps(
+                {
+                    "scaling_2gpu_over_1gpu": round(two["train_tokens_per_s"] / one["train_tokens_per_s"], 2),
+                    "parameters": parameters,
+                }
+            )
+        )
         reports = [{}, {}]
         started = time.perf_counter()
         threads = [threading.Thread(target=run, args=(f"concurrent{i}", 1, reports[i])) for i in range(2)]
@@ -69,9 +89,15 @@ def main() -> None:
             thread.start()
         for thread in threads:
             thread.join()
-        print(json.dumps({"concurrent_cards": sorted(c for r in reports for c in r["cards"]),
-                          "concurrent_wall_s": round(time.perf_counter() - started, 2),
-                          "single_step_wall_s": one["step_wall_s"]}))
+        print(
+            json.dumps(
+                {
+                    "concurrent_cards": sorted(c for r in reports for c in r["cards"]),
+                    "concurrent_wall_s": round(time.perf_counter() - started, 2),
+                    "single_step_wall_s": one["step_wall_s"],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -42,16 +42,25 @@ def main() -> None:
     print(json.dumps({"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__}))
     work = Path(tempfile.mkdtemp(prefix="gpu-sft-"))
     base, parameters, examples, test = build_student_and_data(args, work)
-    settings = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, learning_rate=2e-5, max_length=512,
-                              eval_fraction=0.02, seeds=[0])
+    settings = TrainingConfig(
+        max_steps=args.steps, batch_size=args.batch_size, learning_rate=2e-5, max_length=512, eval_fraction=0.02, seeds=[0]
+    )
     result = train_sft(TrainRun(str(base), examples, 0, str(work / "checkpoint"), device, "bfloat16"), settings)
-    print(json.dumps({
-        "stage": "sft", "parameters": parameters, "steps": args.steps, "batch_size": args.batch_size,
-        "train_tokens": result.train_tokens, "wall_s": round(result.wall_s, 2),
-        "train_tokens_per_s": round(result.train_tokens / result.wall_s, 1),
-        "final_train_loss": next((r["train_loss"] for r in reversed(result.log) if r["train_loss"] is not None), None),
-        "eval_loss": next((r["eval_loss"] for r in reversed(result.log) if r["eval_loss"] is not None), None),
-    }))
+    print(
+        json.dumps(
+            {
+                "stage": "sft",
+                "parameters": parameters,
+                "steps": args.steps,
+                "batch_size": args.batch_size,
+                "train_tokens": result.train_tokens,
+                "wall_s": round(result.wall_s, 2),
+                "train_tokens_per_s": round(result.train_tokens / result.wall_s, 1),
+                "final_train_loss": next((r["train_loss"] for r in reversed(result.log) if r["train_loss"] is not None), None),
+                "eval_loss": next((r["eval_loss"] for r in reversed(result.log) if r["eval_loss"] is not None), None),
+            }
+        )
+    )
 
     checkpoint_tokenizer = AutoTokenizer.from_pretrained(result.path)
     requests = [Request(f"t{i}", [], prompt=student_prompt(p.question, checkpoint_tokenizer)) for i, p in enumerate(test)]
@@ -60,16 +69,27 @@ def main() -> None:
     started = time.perf_counter()
     stats = backend.generate(
         ModelSpec(name="checkpoint", path=result.path, dtype="bfloat16"),
-        Sampling(temperature=0.0, max_tokens=args.eval_max_tokens, n=1), requests,
-        lambda batch: completions.update({c.key: c for c in batch}), log=lambda message: None,
+        Sampling(temperature=0.0, max_tokens=args.eval_max_tokens, n=1),
+        requests,
+        lambda batch: completions.update({c.key: c for c in batch}),
+        log=lambda message: None,
     )
     wall = time.perf_counter() - started
     correct = sum(numbers_match(extract_answer(completions[f"t{i}"].text).answer, str(p.answer)) for i, p in enumerate(test))
-    print(json.dumps({
-        "stage": "eval", "backend": "transformers", "problems": len(test), "wall_s": round(wall, 2),
-        "load_s": round(stats.startup_s, 2), "output_tokens": stats.output_tokens,
-        "output_tokens_per_s": round(stats.output_tokens_per_s, 1), "accuracy_random_weights": correct / len(test),
-    }))
+    print(
+        json.dumps(
+            {
+                "stage": "eval",
+                "backend": "transformers",
+                "problems": len(test),
+                "wall_s": round(wall, 2),
+                "load_s": round(stats.startup_s, 2),
+                "output_tokens": stats.output_tokens,
+                "output_tokens_per_s": round(stats.output_tokens_per_s, 1),
+                "accuracy_random_weights": correct / len(test),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,19 +33,27 @@ def table_digests(database: str, root: str = str(Path(__file__).resolve().parent
     """``root``: the checkout whose style files the run read (style_prompts records their paths)."""
     folder = str(Path(database).resolve().parent)
     with duckdb.connect(database, read_only=True) as connection:
-        tables = [row[0] for row in connection.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
-            "ORDER BY table_name").fetchall()]
+        tables = [
+            row[0]
+            for row in connection.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
+                "ORDER BY table_name"
+            ).fetchall()
+        ]
         digests = {}
         for table in tables:
             if table in SKIPPED:
                 continue
             columns = connection.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+                "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
             order = ", ".join(f'"{name}"' for name, _ in columns)
-            rows = [[_relative(value, folder, root) for value in row]
-                    for row in connection.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()]
+            rows = [
+                [_relative(value, folder, root) for value in row]
+                for row in connection.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()
+            ]
             rows.sort(key=repr)
             digest = hashlib.sha256(json.dumps([columns, rows], default=str).encode()).hexdigest()
             digests[table] = {"rows": len(rows), "columns": [name for name, _ in columns], "sha256": digest}
@@ -56,8 +64,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("database")
     parser.add_argument("--compare", help="a JSON file this script wrote earlier")
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parent.parent),
-                        help="the checkout that ran (default: this one); its paths are written relative to it")
+    parser.add_argument(
+        "--root",
+        default=str(Path(__file__).resolve().parent.parent),
+        help="the checkout that ran (default: this one); its paths are written relative to it",
+    )
     args = parser.parse_args()
     current = table_digests(args.database, args.root)
     if not args.compare:
@@ -68,8 +79,10 @@ def main() -> None:
     changed = sorted(name for name in before.keys() | current.keys() if before.get(name) != current.get(name))
     for name in changed:
         print(f"changed: {name}: {before.get(name, {}).get('rows')} -> {current.get(name, {}).get('rows')} rows")
-    print(f"{len(before.keys() & current.keys()) - len(set(changed) & before.keys() & current.keys())} tables identical, "
-          f"{len(changed)} changed")
+    print(
+        f"{len(before.keys() & current.keys()) - len(set(changed) & before.keys() & current.keys())} tables identical, "
+        f"{len(changed)} changed"
+    )
     sys.exit(1 if changed else 0)
 
 

@@ -63,11 +63,10 @@ _MAX_DECLARATIONS = 64  # declarations kept per completion (the last ones)
 _MAX_SKIPPED_WORDS = 4  # "the answer is [therefore a total of] 18"
 
 ACCEPTED_FORMATS = {
-    "strict": "`#### N` only (GSM8K's format, which the student prompt asks for); the last one; "
-              "`#### 120 - 36 = 84` reads 84",
+    "strict": "`#### N` only (GSM8K's format, which the student prompt asks for); the last one; `#### 120 - 36 = 84` reads 84",
     "label": "`ANSWER: N` at the start of a line (titanium's schema); the last one",
     "flexible": f"the last `\\boxed{{N}}` or 'the answer is N' / 'Answer: N' phrase in the last "
-                f"{FLEXIBLE_TAIL_CHARS:,} characters, else the last number there",
+    f"{FLEXIBLE_TAIL_CHARS:,} characters, else the last number there",
     "answer": "strict, else label, else flexible",
 }
 """Which formats each accuracy column accepts, for the report. In every format N may carry a sign
@@ -89,14 +88,34 @@ _NOT_NUMERIC = _NotNumeric()
 # --------------------------------------------------------------------------------------------
 # Normalisation: one plain-text spelling of numbers and operators.
 
-_TRANSLATE = str.maketrans({
-    **dict.fromkeys("\u2212\u2012\u2013\u2010\u2011\ufe63\uff0d", "-"),  # minus and dash look-alikes
-    **dict.fromkeys("\u00b7\u22c5\u2217\u2219", "*"),  # dot operators
-    "\uff05": "%", "\u2248": "=", "\u2044": "/", "\u2215": "/",  # fullwidth %, ≈, fraction slashes
-    **{chr(0xFF10 + d): str(d) for d in range(10)},  # fullwidth digits
-})
-VULGAR_FRACTIONS = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5",
-           "⅗": "3/5", "⅘": "4/5", "⅙": "1/6", "⅚": "5/6", "⅛": "1/8", "⅜": "3/8", "⅝": "5/8", "⅞": "7/8"}
+_TRANSLATE = str.maketrans(
+    {
+        **dict.fromkeys("\u2212\u2012\u2013\u2010\u2011\ufe63\uff0d", "-"),  # minus and dash look-alikes
+        **dict.fromkeys("\u00b7\u22c5\u2217\u2219", "*"),  # dot operators
+        "\uff05": "%",
+        "\u2248": "=",
+        "\u2044": "/",
+        "\u2215": "/",  # fullwidth %, ≈, fraction slashes
+        **{chr(0xFF10 + d): str(d) for d in range(10)},  # fullwidth digits
+    }
+)
+VULGAR_FRACTIONS = {
+    "½": "1/2",
+    "⅓": "1/3",
+    "⅔": "2/3",
+    "¼": "1/4",
+    "¾": "3/4",
+    "⅕": "1/5",
+    "⅖": "2/5",
+    "⅗": "3/5",
+    "⅘": "4/5",
+    "⅙": "1/6",
+    "⅚": "5/6",
+    "⅛": "1/8",
+    "⅜": "3/8",
+    "⅝": "5/8",
+    "⅞": "7/8",
+}
 _VULGAR_RE = re.compile(r"(\d?)([" + "".join(VULGAR_FRACTIONS) + "])")
 _THOUSANDS_RE = re.compile(r"(?<=\d)(?:[\u00a0\u202f\u2009\u2007\u200a]|\\[,!;: ]|\\thinspace *|\{,\})(?=\d{3}(?!\d))")
 _LATEX_FRAC_RE = re.compile(r"\\[dt]?frac\s*(?:\{\s*(-?[\d.,]+)\s*\}|(\d))\s*(?:\{\s*([\d.,]+)\s*\}|(\d))")
@@ -137,9 +156,7 @@ def _normalise(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Reading one number, and arithmetic after a declaration.
 
-_NUMBER_AT = re.compile(
-    r"(?P<cur>[" + _CURRENCY + r"] ?)?(?P<neg>-)?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?P<dec>\.\d+)?"
-)
+_NUMBER_AT = re.compile(r"(?P<cur>[" + _CURRENCY + r"] ?)?(?P<neg>-)?(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?P<dec>\.\d+)?")
 _ORDINAL_AFTER = re.compile(r"(?:st|nd|rd|th)\b", re.IGNORECASE)
 _MIXED_AFTER = re.compile(r"[ \t]+(\d{1,9})/(\d{1,9})(?![\d/]|\.\d|,\d)")
 _FRACTION_AFTER = re.compile(r"/(\d{1,3}(?:,\d{3})+(?!\d)|\d+)(\.\d+)?(?![\d/])")
@@ -151,7 +168,7 @@ _VALUE_AHEAD = re.compile(r"(?:[-+][ \t]?)?(?:\(|[" + _CURRENCY + r"]|\.?\d)")
 _CLOSE_AT = re.compile(r"[ \t]*\)")
 _UNIT_THEN_OP = re.compile(r"[ \t]*[^\W\d_]+(?:[ \t]+[^\W\d_]+)?(?=[ \t]*(?:[=+*/×÷]|-[ \t]))")
 _LEADING_JUNK = re.compile(r"[\s*_\"'“”‘’:=>]*")
-_LEADING_WORDS = re.compile(r"(?:[A-Za-z][A-Za-z'’]*[ \t]*[:,]?[ \t]+){1,%d}" % _MAX_SKIPPED_WORDS)
+_LEADING_WORDS = re.compile(rf"(?:[A-Za-z][A-Za-z'’]*[ \t]*[:,]?[ \t]+){{1,{_MAX_SKIPPED_WORDS}}}")
 _UNRELIABLE_AFTER = re.compile(r"[ \t]*(?:\^|\\[A-Za-z]|\*|_\{)")
 _LATEX_HINT = re.compile(r"[\\^{]")
 _OPS = {"+": "+", "-": "-", "*": "*", "×": "*", "x": "*", "X": "*", "/": "/", "÷": "/", "=": "="}
@@ -375,7 +392,7 @@ def _latex_value(latex: str) -> Fraction | None:
             fallback_mode="no_fallback",
             parsing_timeout=1 if main_thread else None,  # signal.alarm only works in the main thread
         )
-    except Exception:  # noqa: BLE001 - untrusted input; math-verify can raise on anything
+    except Exception:
         return None
     for expression in parsed:
         value = _sympy_value(expression, depth=0)
@@ -389,7 +406,7 @@ def _bounded(value: Fraction) -> Fraction | None:
     return value if abs(value.numerator) < limit and value.denominator < limit else None
 
 
-def _sympy_value(expression, depth: int) -> Fraction | None:  # noqa: C901, PLR0911 - one case per node type
+def _sympy_value(expression, depth: int) -> Fraction | None:
     """An exact rational value of a SymPy tree, or None; refuses anything that could blow up."""
     if depth > 32 or isinstance(expression, str):
         return None
@@ -549,7 +566,7 @@ def _answer_region(text: str) -> str:
 def _clause(text: str, end: int) -> str:
     start = _CLAUSE_START_RE.match(text, end).end()
     stop = text.find("\n", start, start + _CLAUSE_CHARS)
-    return text[start: stop if stop != -1 else start + _CLAUSE_CHARS]
+    return text[start : stop if stop != -1 else start + _CLAUSE_CHARS]
 
 
 def _declarations(text: str | None) -> list[tuple[str, Fraction | _NotNumeric]]:
@@ -557,7 +574,7 @@ def _declarations(text: str | None) -> list[tuple[str, Fraction | _NotNumeric]]:
     region = _answer_region(text or "")
     found = []
     for mark in _STRICT_MARK_RE.finditer(region):
-        at_line_start = not region[region.rfind("\n", 0, mark.start()) + 1: mark.start()].strip()
+        at_line_start = not region[region.rfind("\n", 0, mark.start()) + 1 : mark.start()].strip()
         line_end = region.find("\n", mark.end())
         if at_line_start and _HEADING_RE.match(region, mark.end()) and line_end != -1 and region[line_end:].strip():
             continue  # "#### 2. Add the boxes" with the solution going on below is a markdown heading
@@ -609,7 +626,7 @@ def _boxed_contents(text: str) -> list[tuple[int, str]]:
             depth += {"{": 1, "}": -1}.get(text[index], 0)
             index += 1
         if depth == 0:
-            found.append((match.start(), text[match.end(): index - 1]))
+            found.append((match.start(), text[match.end() : index - 1]))
     return found
 
 

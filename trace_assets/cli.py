@@ -64,16 +64,24 @@ def plan(experiment: Experiment) -> list[dict]:
     n_test = problems.n_test or (1319 if problems.source == "gsm8k" else 500)
     teacher, judge = experiment.teacher, experiment.judge
     n_paraphrase_styles = len(experiment.paraphrase_styles())
-    teacher_generations = len(experiment.styles) * n_train * teacher.sampling.n + n_paraphrase_styles * n_train * teacher.sampling.n
+    teacher_generations = (
+        len(experiment.styles) * n_train * teacher.sampling.n + n_paraphrase_styles * n_train * teacher.sampling.n
+    )
     judge_generations = teacher_generations
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
     rows = [
-        {"asset": "teacher_traces", "work": f"{teacher_generations:,} generations ({teacher.model})",
-         "gpu_hours": generation_gpu_hours(teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b),
-         "gpus": teacher.gpus},
-        {"asset": "judged_traces", "work": f"{judge_generations:,} judge calls ({judge.model})",
-         "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b),
-         "gpus": judge.gpus},
+        {
+            "asset": "teacher_traces",
+            "work": f"{teacher_generations:,} generations ({teacher.model})",
+            "gpu_hours": generation_gpu_hours(teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b),
+            "gpus": teacher.gpus,
+        },
+        {
+            "asset": "judged_traces",
+            "work": f"{judge_generations:,} judge calls ({judge.model})",
+            "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b),
+            "gpus": judge.gpus,
+        },
     ]
     seeds = len(experiment.training.seeds)
     tokens_per_dataset = n_train * ASSUMED_TRACE_TOKENS * experiment.training.epochs
@@ -82,12 +90,23 @@ def plan(experiment: Experiment) -> list[dict]:
         processes = experiment.training.processes
         sft_rate = sft_tokens_per_s(billions, processes)
         train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
-        rows.append({"asset": f"checkpoints[*|{name}]", "work": f"{len(experiment.datasets) * seeds} runs, ~{train_tokens:,.0f} training tokens",
-                     "gpu_hours": train_tokens / sft_rate / 3600, "gpus": processes})
+        rows.append(
+            {
+                "asset": f"checkpoints[*|{name}]",
+                "work": f"{len(experiment.datasets) * seeds} runs, ~{train_tokens:,.0f} training tokens",
+                "gpu_hours": train_tokens / sft_rate / 3600,
+                "gpus": processes,
+            }
+        )
         evals = (len(experiment.datasets) * seeds + 1) * n_test
-        rows.append({"asset": f"eval_results[*|{name}]", "work": f"{evals:,} eval generations",
-                     "gpu_hours": generation_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions),
-                     "gpus": 1})
+        rows.append(
+            {
+                "asset": f"eval_results[*|{name}]",
+                "work": f"{evals:,} eval generations",
+                "gpu_hours": generation_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions),
+                "gpus": 1,
+            }
+        )
     return rows
 
 
@@ -95,13 +114,20 @@ def dry_run(experiment: Experiment) -> str:
     check_inputs(experiment)  # every file the experiment names, before any estimate
     rows = plan(experiment)
     width = max(len(r["asset"]) for r in rows)
-    lines = [f"experiment {experiment.name}: {len(experiment.styles)} styles, {len(experiment.datasets)} datasets, "
-             f"{len(experiment.students)} students, seeds {experiment.training.seeds}"]
-    lines += [f"  {r['asset']:<{width}}  {r['work']:<48}  ~{r['gpu_hours']:8.2f} GPU h  "
-              f"({r['gpus']} GPU/step, ~{r['gpu_hours'] / r['gpus']:.2f} h wall)" for r in rows]
+    lines = [
+        f"experiment {experiment.name}: {len(experiment.styles)} styles, {len(experiment.datasets)} datasets, "
+        f"{len(experiment.students)} students, seeds {experiment.training.seeds}"
+    ]
+    lines += [
+        f"  {r['asset']:<{width}}  {r['work']:<48}  ~{r['gpu_hours']:8.2f} GPU h  "
+        f"({r['gpus']} GPU/step, ~{r['gpu_hours'] / r['gpus']:.2f} h wall)"
+        for r in rows
+    ]
     lines.append(f"  {'total':<{width}}  {'':<48}  ~{sum(r['gpu_hours'] for r in rows):8.2f} GPU h")
-    lines.append("  (H200-class GPUs; small-student SFT rates measured by bench/gpu_scaling.py, the rest from FLOPs at assumed "
-                 "utilisation; wall time is per step run alone)")
+    lines.append(
+        "  (H200-class GPUs; small-student SFT rates measured by bench/gpu_scaling.py, the rest from FLOPs at assumed "
+        "utilisation; wall time is per step run alone)"
+    )
     return "\n".join(lines)
 
 

@@ -35,7 +35,9 @@ def run_stage(defs: dg.Definitions, instance: dg.DagsterInstance, names: list[st
     if partitions is not None:
         partition_keys = partitions.get_partition_keys(dynamic_partitions_store=instance)
         if node.backfill_policy == dg.BackfillPolicy.single_run():
-            runs = [{"tags": {ASSET_PARTITION_RANGE_START_TAG: partition_keys[0], ASSET_PARTITION_RANGE_END_TAG: partition_keys[-1]}}]
+            runs = [
+                {"tags": {ASSET_PARTITION_RANGE_START_TAG: partition_keys[0], ASSET_PARTITION_RANGE_END_TAG: partition_keys[-1]}}
+            ]
         else:
             runs = [{"partition_key": key} for key in partition_keys]
     started = time.perf_counter()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def claim_devices(ids: list[str], count: int, lock_dir: Path, log: Callable[[str], None] = print,
-                  poll_s: float = 2.0) -> Iterator[list[str]]:
+def claim_devices(
+    ids: list[str], count: int, lock_dir: Path, log: Callable[[str], None] = print, poll_s: float = 2.0
+) -> Iterator[list[str]]:
     """Hold ``count`` of ``ids`` that no other process or step holds, waiting until they are free.
 
     The ``gpu`` pool bounds how many GPU steps run at once; this decides which cards each one gets,
@@ -25,8 +26,10 @@ def claim_devices(ids: list[str], count: int, lock_dir: Path, log: Callable[[str
         yield []
         return
     if count > len(ids):
-        raise ValueError(f"a step needs {count} GPUs but this machine offers {len(ids)} ({','.join(ids)}): "
-                         "lower tensor_parallel_size x data_parallel_size or training.processes")
+        raise ValueError(
+            f"a step needs {count} GPUs but this machine offers {len(ids)} ({','.join(ids)}): "
+            "lower tensor_parallel_size x data_parallel_size or training.processes"
+        )
     lock_dir.mkdir(parents=True, exist_ok=True)
     held: dict[str, int] = {}
     waited = 0.0

@@ -32,8 +32,10 @@ def _unique_key_loader():
                         continue
                     if first != key_node.start_mark.line + 1:
                         raise yaml.constructor.ConstructorError(
-                            "while constructing a mapping", node.start_mark,
-                            f"found duplicate key {key!r} (first given on line {first})", key_node.start_mark,
+                            "while constructing a mapping",
+                            node.start_mark,
+                            f"found duplicate key {key!r} (first given on line {first})",
+                            key_node.start_mark,
                         )
             return super().construct_mapping(node, deep)
 

@@ -45,13 +45,14 @@ class SyntheticSource(_Section):
     min_steps: int = Field(2, ge=1, le=12)
     max_steps: int = Field(5, ge=1, le=12)
     operations: list[Literal["find", "buy", "give", "gift_multiple", "share", "lose_fraction"]] = Field(
-        ["find", "buy", "give", "gift_multiple", "share", "lose_fraction"], min_length=1,
+        ["find", "buy", "give", "gift_multiple", "share", "lose_fraction"],
+        min_length=1,
         description="operations a step may use; add/subtract only ('find', 'give') makes problems a tiny model can solve",
     )
     max_number: int = Field(60, ge=4, le=10_000, description="largest starting amount (and added amount, up to 15)")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "SyntheticSource":
+    def _ordered(self) -> SyntheticSource:
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps ({self.min_steps}) must be <= max_steps ({self.max_steps})")
         return self
@@ -82,12 +83,14 @@ class ProblemsConfig(_Section):
     gsm8k: Gsm8kSource = Gsm8kSource()
 
     @model_validator(mode="after")
-    def _source_settings(self) -> "ProblemsConfig":
+    def _source_settings(self) -> ProblemsConfig:
         if self.source == "jsonl" and self.jsonl is None:
             raise ValueError("source 'jsonl' needs a 'jsonl' section with 'train' and 'test' file paths")
         if self.source == "synthetic" and (self.n_train or 32) + (self.n_test or 16) > MAX_SYNTHETIC_PROBLEMS:
-            raise ValueError(f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} synthetic problems "
-                             f"(got {(self.n_train or 32) + (self.n_test or 16):,})")
+            raise ValueError(
+                f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} synthetic problems "
+                f"(got {(self.n_train or 32) + (self.n_test or 16):,})"
+            )
         return self
 
 
@@ -113,12 +116,14 @@ class ModelConfig(_Section):
     sampling: SamplingConfig = SamplingConfig()
 
     @model_validator(mode="after")
-    def _servable(self) -> "ModelConfig":
+    def _servable(self) -> ModelConfig:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend 'openai' needs a 'base_url' (e.g. http://localhost:8000/v1)")
         if self.sampling.max_tokens >= self.max_model_len:
-            raise ValueError(f"sampling.max_tokens ({self.sampling.max_tokens}) leaves no room for the prompt within "
-                             f"max_model_len ({self.max_model_len}); lower it or raise max_model_len")
+            raise ValueError(
+                f"sampling.max_tokens ({self.sampling.max_tokens}) leaves no room for the prompt within "
+                f"max_model_len ({self.max_model_len}); lower it or raise max_model_len"
+            )
         return self
 
     @property
@@ -180,7 +185,7 @@ class DatasetRecipe(_Section):
         return data
 
     @model_validator(mode="after")
-    def _style_needed(self) -> "DatasetRecipe":
+    def _style_needed(self) -> DatasetRecipe:
         if self.recipe != "H" and self.style is None:
             raise ValueError(f"recipe '{self.recipe}' needs a 'style'")
         if self.recipe == "H" and self.style is not None:
@@ -202,19 +207,23 @@ class EligibilityPolicy(_Section):
 
     exclude_truncated: bool = Field(True, description="drop traces cut off at max_tokens (finish reason 'length')")
     require_declared_answer: bool = Field(
-        True, description="the final answer must be declared in the style's own format (#### or ANSWER:), never only "
+        True,
+        description="the final answer must be declared in the style's own format (#### or ANSWER:), never only "
         "found by the fallback extractor",
     )
     exclude_changed_answer: bool = Field(True, description="drop traces that declare one answer and later another")
     require_judge_verdict: bool = Field(True, description="drop traces whose judge reply was not a parseable verdict")
     require_conformance: bool = Field(True, description="drop traces that fail the style's rules or judge")
     paraphrase_min_coverage: float = Field(
-        1.0, ge=0, le=1,
+        1.0,
+        ge=0,
+        le=1,
         description="H_style: share of the human solution's intermediate quantities the paraphrase must contain",
     )
     paraphrase_judge: bool = Field(
-        True, description="H_style: also require the judge's verdict that the paraphrase follows the human solution's "
-        "steps (judged_traces.judge_faithful)"
+        True,
+        description="H_style: also require the judge's verdict that the paraphrase follows the human solution's "
+        "steps (judged_traces.judge_faithful)",
     )
 
 
@@ -264,7 +273,7 @@ class TrainingConfig(_Section):
         return steps
 
     @model_validator(mode="after")
-    def _curriculum_needs_order(self) -> "TrainingConfig":
+    def _curriculum_needs_order(self) -> TrainingConfig:
         if self.curriculum and self.packing:
             raise ValueError(
                 "curriculum: true with packing: true would lose the easy-to-hard order (TRL packs with best-fit "
@@ -275,7 +284,8 @@ class TrainingConfig(_Section):
 
 class EvaluationConfig(_Section):
     prompt_format: Literal["zero_shot", "few_shot"] = Field(
-        "zero_shot", description="how trained checkpoints are prompted; the untrained students are evaluated both ways")
+        "zero_shot", description="how trained checkpoints are prompted; the untrained students are evaluated both ways"
+    )
     few_shot_k: int = Field(4, ge=0, description="train-split exemplars of the few-shot prompts; 0: no few-shot baseline")
     max_tokens: int = Field(256, ge=1)
     schedule: str | None = Field(None, description="cron string; null disables the schedule")
@@ -332,9 +342,11 @@ class Experiment(_Section):
     comparisons: ComparisonsConfig = ComparisonsConfig()
     token_matching: list[TokenMatchGroup] = []
     contrasts: list[tuple[str, str]] | None = Field(
-        None, description="planned comparisons (a, b): is a different from b? Names are datasets, 'base', "
+        None,
+        description="planned comparisons (a, b): is a different from b? Names are datasets, 'base', "
         "'base_few_shot' or 'baseline' (the student's stronger untrained baseline). Null: the first dataset vs "
-        "baseline, then every other dataset vs the first")
+        "baseline, then every other dataset vs the first",
+    )
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
@@ -370,22 +382,26 @@ class Experiment(_Section):
         return entries
 
     @model_validator(mode="after")
-    def _finishable(self) -> "Experiment":
+    def _finishable(self) -> Experiment:
         """Sizes the experiment could never run with."""
         k, n_train = self.evaluation.few_shot_k, self.problems.n_train
         if n_train is not None and k > n_train:
-            raise ValueError(f"evaluation.few_shot_k ({k}) is more than problems.n_train ({n_train}): "
-                             "the few-shot prompts take k distinct train problems")
+            raise ValueError(
+                f"evaluation.few_shot_k ({k}) is more than problems.n_train ({n_train}): "
+                "the few-shot prompts take k distinct train problems"
+            )
         if self.gpu.devices:
             needs = {"teacher": self.teacher.gpus, "judge": self.judge.gpus, "training.processes": self.training.processes}
             for what, count in needs.items():
                 if count > len(self.gpu.devices):
-                    raise ValueError(f"{what} needs {count} GPUs but gpu.devices lists {len(self.gpu.devices)} "
-                                     f"({self.gpu.devices}); its steps would wait for cards forever")
+                    raise ValueError(
+                        f"{what} needs {count} GPUs but gpu.devices lists {len(self.gpu.devices)} "
+                        f"({self.gpu.devices}); its steps would wait for cards forever"
+                    )
         return self
 
     @model_validator(mode="after")
-    def _references(self) -> "Experiment":
+    def _references(self) -> Experiment:
         for name, recipe in self.datasets.items():
             if recipe.style is not None and recipe.style not in self.styles:
                 raise ValueError(f"datasets.{name}.style: '{recipe.style}' is not one of styles {self.styles}")
@@ -393,15 +409,18 @@ class Experiment(_Section):
         for number, (a, b) in enumerate(self.contrasts or []):
             for arm in (a, b):
                 if arm not in known:
-                    raise ValueError(f"contrasts.{number}: '{arm}' is not a dataset of this experiment, "
-                                     f"'{BASE_DATASET}', '{BASE_FEW_SHOT}' or '{BASELINE}'")
+                    raise ValueError(
+                        f"contrasts.{number}: '{arm}' is not a dataset of this experiment, "
+                        f"'{BASE_DATASET}', '{BASE_FEW_SHOT}' or '{BASELINE}'"
+                    )
             if a == b:
                 raise ValueError(f"contrasts.{number}: compares '{a}' with itself")
         return self
 
     @model_validator(mode="after")
-    def _dataset_groups(self) -> "Experiment":
+    def _dataset_groups(self) -> Experiment:
         """comparisons.groups and token_matching name datasets of this experiment, each at most once."""
+
         def check(section: str, groups: list[list[str]]) -> None:
             seen: dict[str, int] = {}
             for number, group in enumerate(groups):
@@ -450,8 +469,10 @@ class Experiment(_Section):
 
     def judge_note(self) -> str:
         if self.self_graded():
-            return (f"SELF-GRADED: the judge ({self.judge.model}) is the teacher grading its own traces; "
-                    "conformance verdicts may be lenient. Name another `judge` model to avoid this.")
+            return (
+                f"SELF-GRADED: the judge ({self.judge.model}) is the teacher grading its own traces; "
+                "conformance verdicts may be lenient. Name another `judge` model to avoid this."
+            )
         return f"independent judge {self.judge.model} (teacher {self.teacher.model})"
 
     def planned_contrasts(self) -> list[tuple[str, str]]:

@@ -43,7 +43,9 @@ def check_models(experiment: Experiment) -> None:
         if isinstance(config, ModelConfig) and config.backend == "openai":
             continue  # the server's name for it
         if name.startswith(LOCAL_PREFIX) and name != LOCAL_PREFIX + SMOLLM2:
-            raise _fail(experiment, f"{key}.model", f"unknown local model '{name}'; the offline model is '{LOCAL_PREFIX}{SMOLLM2}'")
+            raise _fail(
+                experiment, f"{key}.model", f"unknown local model '{name}'; the offline model is '{LOCAL_PREFIX}{SMOLLM2}'"
+            )
         if name.startswith(("/", "./", "../", "~")):  # a folder, not a hub id
             folder = Path(os.path.expanduser(name))
             folder = folder if folder.is_absolute() else experiment.resolve(name)
@@ -62,8 +64,12 @@ def check_problems(experiment: Experiment) -> int:
         try:
             rows = synthetic_rows(problems, experiment.seed)
         except RuntimeError as error:
-            raise _fail(experiment, "problems.synthetic", f"the generator cannot make the problems asked for: {error}; "
-                        "allow more operations, steps or a larger max_number, or ask for fewer") from None
+            raise _fail(
+                experiment,
+                "problems.synthetic",
+                f"the generator cannot make the problems asked for: {error}; "
+                "allow more operations, steps or a larger max_number, or ask for fewer",
+            ) from None
         return len(rows["train"])
     assert problems.jsonl is not None
     counts = {}
@@ -86,8 +92,11 @@ def check_inputs(experiment: Experiment) -> Experiment:
     n_train = check_problems(experiment)
     k = experiment.evaluation.few_shot_k
     if k > n_train:
-        raise _fail(experiment, "evaluation.few_shot_k",
-                    f"{k} few-shot exemplars, but there are only {n_train} train problems to take them from")
+        raise _fail(
+            experiment,
+            "evaluation.few_shot_k",
+            f"{k} few-shot exemplars, but there are only {n_train} train problems to take them from",
+        )
     return experiment
 
 

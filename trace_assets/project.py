@@ -36,10 +36,12 @@ def dataset_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
 
 
 def model_partitions(experiment: Experiment) -> dg.MultiPartitionsDefinition:
-    return dg.MultiPartitionsDefinition({
-        "dataset": dataset_partitions(experiment),
-        "student": dg.StaticPartitionsDefinition(list(experiment.students)),
-    })
+    return dg.MultiPartitionsDefinition(
+        {
+            "dataset": dataset_partitions(experiment),
+            "student": dg.StaticPartitionsDefinition(list(experiment.students)),
+        }
+    )
 
 
 def build_resources(experiment: Experiment, folder: Path) -> dict:
@@ -74,20 +76,26 @@ def build_assets(experiment: Experiment) -> list:
     datasets = dataset_partitions(experiment)
     models = model_partitions(experiment)
     thresholds = experiment.thresholds
-    return with_column_schemas([
-        build_problems_asset(experiment.problems, experiment.seed),
-        build_style_asset(experiment.resolve(experiment.styles_dir), styles),
-        build_teacher_traces_asset(experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles),
-        build_judged_traces_asset(experiment.judge, experiment.judge_note(), thresholds.min_conformance_rate, styles),
-        build_sft_examples_asset(experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets),
-        build_trace_stats_asset(experiment.students, datasets),
-        build_checkpoints_asset(experiment.students, experiment.training, models),
-        build_eval_results_asset(experiment.students, experiment.evaluation, experiment.seed, models),
-        build_failure_modes_asset(experiment.judge),
-        build_accuracy_asset(experiment.seed),
-        build_report_asset(experiment.name, experiment.training.seeds, experiment.judge_note(), experiment.planned_contrasts()),
-        lineage_views,
-    ])
+    return with_column_schemas(
+        [
+            build_problems_asset(experiment.problems, experiment.seed),
+            build_style_asset(experiment.resolve(experiment.styles_dir), styles),
+            build_teacher_traces_asset(experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles),
+            build_judged_traces_asset(experiment.judge, experiment.judge_note(), thresholds.min_conformance_rate, styles),
+            build_sft_examples_asset(
+                experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets
+            ),
+            build_trace_stats_asset(experiment.students, datasets),
+            build_checkpoints_asset(experiment.students, experiment.training, models),
+            build_eval_results_asset(experiment.students, experiment.evaluation, experiment.seed, models),
+            build_failure_modes_asset(experiment.judge),
+            build_accuracy_asset(experiment.seed),
+            build_report_asset(
+                experiment.name, experiment.training.seeds, experiment.judge_note(), experiment.planned_contrasts()
+            ),
+            lineage_views,
+        ]
+    )
 
 
 def build_definitions(experiment: Experiment, folder: Path, executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
@@ -95,9 +103,12 @@ def build_definitions(experiment: Experiment, folder: Path, executor: dg.Executo
     schedule = build_evaluation_schedule(experiment.evaluation.schedule, model_partitions(experiment))
     style_sensor = build_style_change_sensor(
         experiment.resolve(experiment.styles_dir),
-        {style: datasets_affected_by_style(experiment.datasets, experiment.comparisons, experiment.token_matching, style)
-         for style in experiment.styles},
-        style_partitions(experiment), dataset_partitions(experiment),
+        {
+            style: datasets_affected_by_style(experiment.datasets, experiment.comparisons, experiment.token_matching, style)
+            for style in experiment.styles
+        },
+        style_partitions(experiment),
+        dataset_partitions(experiment),
     )
     return dg.Definitions(
         assets=build_assets(experiment),

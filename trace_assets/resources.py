@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from trace_assets.experiment import ModelConfig
 from trace_assets.devices import claim_devices
+from trace_assets.experiment import ModelConfig
 from trace_assets.generation.backends import Backend, OpenAIBackend, TransformersBackend, VllmBackend
 from trace_assets.generation.cached import CachedGeneration, generate_many_with_cache, generate_with_cache
 from trace_assets.generation.types import ModelSpec, Request, Sampling
@@ -29,7 +29,7 @@ def cuda_device_count() -> int:
 
 
 def _id_list(text: str) -> list[str]:
-    """"0, 2,3" -> ["0", "2", "3"]."""
+    """ "0, 2,3" -> ["0", "2", "3"]."""
     return [d.strip() for d in text.split(",") if d.strip()]
 
 
@@ -65,7 +65,7 @@ class GPUResource(dg.ConfigurableResource):
         return claim_devices(ids, count, Path(self.lock_dir), log, poll_s)
 
     def torch_device(self, cards: list[str] | None = None) -> str:
-        """"cpu", "cuda", or "cuda:i" for a claimed card in this process (i: its place among the
+        """ "cpu", "cuda", or "cuda:i" for a claimed card in this process (i: its place among the
         cards this process sees)."""
         if not self.has_cuda():
             return "cpu"
@@ -127,8 +127,9 @@ class GenerationResource(dg.ConfigurableResource):
         resolved to a loadable path and dtype on this machine, and the sampling parameters."""
         path = config.model if config.backend == "openai" else resolve_model(config.model, self.data.models_dir)
         engine = {f.name for f in fields(ModelSpec)} - {"name", "path", "dtype"}
-        spec = ModelSpec(name=config.model, path=path, dtype=self.gpu.resolve_dtype(config.dtype),
-                         **config.model_dump(include=engine))
+        spec = ModelSpec(
+            name=config.model, path=path, dtype=self.gpu.resolve_dtype(config.dtype), **config.model_dump(include=engine)
+        )
         return spec, Sampling(**(config.sampling.model_dump() | sampling_overrides))
 
     def backend(self, spec: ModelSpec) -> Backend:
@@ -147,13 +148,15 @@ class GenerationResource(dg.ConfigurableResource):
             cpu_kv_cache=not self.gpu.has_cuda(),
         )
 
-    def generate(self, spec: ModelSpec, sampling: Sampling, requests: list[Request],
-                 log: Callable[[str], None] = print) -> CachedGeneration:
+    def generate(
+        self, spec: ModelSpec, sampling: Sampling, requests: list[Request], log: Callable[[str], None] = print
+    ) -> CachedGeneration:
         """``spec``'s backend, through the generation cache in the data folder's database."""
         return generate_with_cache(self.data.database, self.backend(spec), spec, sampling, requests, log)
 
-    def generate_many(self, jobs: list[tuple[ModelSpec, Sampling, list[Request]]],
-                      log: Callable[[str], None] = print) -> list[CachedGeneration]:
+    def generate_many(
+        self, jobs: list[tuple[ModelSpec, Sampling, list[Request]]], log: Callable[[str], None] = print
+    ) -> list[CachedGeneration]:
         """Several models through the cache, one result per job in order. vLLM starts one engine per
         architecture and loads each further checkpoint's weights into it; other backends take the
         models one after the other."""
@@ -163,6 +166,8 @@ class GenerationResource(dg.ConfigurableResource):
             by_backend.setdefault(spec.backend, []).append(index)
         for indices in by_backend.values():
             backend = self.backend(jobs[indices[0]][0])
-            for index, result in zip(indices, generate_many_with_cache(self.data.database, backend, [jobs[i] for i in indices], log)):
+            for index, result in zip(
+                indices, generate_many_with_cache(self.data.database, backend, [jobs[i] for i in indices], log)
+            ):
                 results[index] = result
         return results  # type: ignore[return-value]

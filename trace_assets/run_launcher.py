@@ -73,7 +73,8 @@ class LocalRunLauncher(DefaultRunLauncher):
         if alive:
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"run worker process {pid} is alive", run_worker_id=str(pid))
         return CheckRunHealthResult(
-            WorkerStatus.FAILED, f"run worker process {pid} no longer exists (killed, or its machine restarted)",
+            WorkerStatus.FAILED,
+            f"run worker process {pid} no longer exists (killed, or its machine restarted)",
             run_worker_id=str(pid),
         )
 

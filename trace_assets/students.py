@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # keeps this module importable without Dagster (the GPU bench
     from trace_assets.resources import DataResource, GPUResource
 
 
-def student_path(student: StudentConfig, data: "DataResource") -> str:
+def student_path(student: StudentConfig, data: DataResource) -> str:
     return resolve_model(student.model, data.models_dir)
 
 
@@ -26,7 +26,7 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def load_model(path: str, gpu: "GPUResource", dtype: str = "auto", device: str | None = None):
+def load_model(path: str, gpu: GPUResource, dtype: str = "auto", device: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 

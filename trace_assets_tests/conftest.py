@@ -16,8 +16,12 @@ DAGSTER_CLI = str(Path(sys.executable).parent / "dagster")  # the venv's, for te
 
 def project_env(experiment, data, home) -> dict[str, str]:
     """The environment a `dagster` command of this project runs with: experiment, data folder, instance."""
-    return {**os.environ, "TRACE_ASSETS_EXPERIMENT": str(experiment), "TRACE_ASSETS_DATA_DIR": str(data),
-            "DAGSTER_HOME": str(home)}
+    return {
+        **os.environ,
+        "TRACE_ASSETS_EXPERIMENT": str(experiment),
+        "TRACE_ASSETS_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(home),
+    }
 
 
 @pytest.fixture
@@ -51,14 +55,24 @@ def make_tiny_model(folder, chat_template: bool = True):
     special = ["<|endoftext|>", "<|pad|>"]
     trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|pad|>", bos_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|pad|>", bos_token="<|endoftext|>"
+    )
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
         # head_dim 64: vLLM's CPU attention kernels reject smaller heads
-        vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=2048, eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id, tie_word_embeddings=True,
+        vocab_size=len(fast),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=fast.bos_token_id,
+        tie_word_embeddings=True,
     )
     import torch
 

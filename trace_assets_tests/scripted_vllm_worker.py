@@ -32,9 +32,18 @@ def main(path: str) -> None:
         crash = model["model"]["name"] == "crash-after-one" and "b" in keys
         for number, key in enumerate(keys):
             for sample in range(model["sampling"]["n"]):
-                emit({"event": "completion", **tag, "key": key, "sample_index": sample,
-                      "text": f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', '')} model={model['model']['name']}",
-                      "finish_reason": "stop", "prompt_tokens": 3, "output_tokens": 2})
+                emit(
+                    {
+                        "event": "completion",
+                        **tag,
+                        "key": key,
+                        "sample_index": sample,
+                        "text": f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', '')} model={model['model']['name']}",
+                        "finish_reason": "stop",
+                        "prompt_tokens": 3,
+                        "output_tokens": 2,
+                    }
+                )
             emit({"event": "chunk", **tag, "generate_s": 0.01, "requests": 1})
             if crash and number == 0:
                 sys.exit(3)

@@ -21,9 +21,21 @@ from trace_assets.answers import (
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("18", "18"), ("18.00", "18"), ("$1,234", "1234"), ("1,234.50", "1234.5"), ("3.50", "3.5"),
-        ("18.", "18"), ("-7", "-7"), ("$-3", "-3"), ("1/4", "0.25"), ("2/3", "2/3"), (".5", "0.5"),
-        ("-0.125", "-0.125"), ("abc", None), ("", None), ("1/0", None),
+        ("18", "18"),
+        ("18.00", "18"),
+        ("$1,234", "1234"),
+        ("1,234.50", "1234.5"),
+        ("3.50", "3.5"),
+        ("18.", "18"),
+        ("-7", "-7"),
+        ("$-3", "-3"),
+        ("1/4", "0.25"),
+        ("2/3", "2/3"),
+        (".5", "0.5"),
+        ("-0.125", "-0.125"),
+        ("abc", None),
+        ("", None),
+        ("1/0", None),
     ],
 )
 def test_canonical_number(raw, expected):
@@ -32,7 +44,14 @@ def test_canonical_number(raw, expected):
 
 @pytest.mark.parametrize(
     ("left", "right", "same"),
-    [("3.50", "3.5", True), ("$1,000", "1000", True), ("0.5", "1/2", True), ("-2", "2", False), (None, "2", False), ("x", "x", False)],
+    [
+        ("3.50", "3.5", True),
+        ("$1,000", "1000", True),
+        ("0.5", "1/2", True),
+        ("-2", "2", False),
+        (None, "2", False),
+        ("x", "x", False),
+    ],
 )
 def test_numbers_match(left, right, same):
     assert numbers_match(left, right) is same
@@ -156,7 +175,13 @@ ENDINGS = [
     pytest.param("She walks 2½ miles.", None, None, "2.5", id="vulgar-fraction"),
     pytest.param("Each gets 2/3 of a pie.", None, None, "2/3", id="non-terminating-fraction"),
     # LaTeX
-    pytest.param("Janet makes \\( 9 \\times 2 = 18 \\) dollars.\n\nThe final answer is \\(\\boxed{18}\\).", None, None, "18", id="qwen-boxed"),
+    pytest.param(
+        "Janet makes \\( 9 \\times 2 = 18 \\) dollars.\n\nThe final answer is \\(\\boxed{18}\\).",
+        None,
+        None,
+        "18",
+        id="qwen-boxed",
+    ),
     pytest.param("Thus she makes $18 a day.\n\n\\[\n\\boxed{18}\n\\]", None, None, "18", id="display-boxed"),
     pytest.param("Final Answer: The final answer is $18$. I hope it is correct.", None, None, "18", id="minerva"),
     pytest.param("\\boxed{\\dfrac{1}{2}}", None, None, "0.5", id="boxed-dfrac"),
@@ -188,8 +213,12 @@ ENDINGS = [
     pytest.param("ANSWER: 7\nANSWER: 9", None, "9", "9", id="changed-label"),
     pytest.param(FEW_SHOT_RUN_ON, "24", None, "10", id="few-shot-run-on"),
     pytest.param("#### 18\nNote: she has 3 ducks.", "18", None, "3", id="number-after-declaration"),
-    pytest.param("#### Step 1: Eggs left\n16 - 3 - 4 = 9\n#### Step 2: Money\n9 × 2 = 18\n#### 18", "18", None, "18", id="md-headings"),
-    pytest.param("#### 1. Eggs left\n16 - 3 - 4 = 9\n#### 2. Money\n9 × 2 = 18\n\n#### 18", "18", None, "18", id="md-numbered-headings"),
+    pytest.param(
+        "#### Step 1: Eggs left\n16 - 3 - 4 = 9\n#### Step 2: Money\n9 × 2 = 18\n#### 18", "18", None, "18", id="md-headings"
+    ),
+    pytest.param(
+        "#### 1. Eggs left\n16 - 3 - 4 = 9\n#### 2. Money\n9 × 2 = 18\n\n#### 18", "18", None, "18", id="md-numbered-headings"
+    ),
     # empty, garbage, truncated
     pytest.param("", None, None, None, id="empty"),
     pytest.param("asdf qwerty", None, None, None, id="garbage"),
@@ -247,8 +276,20 @@ def test_accepted_formats_cover_every_column():
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("−3", "-3"), ("–3", "-3"), ("2 1/2", "2.5"), ("2 3/2", None), ("45%", "45"), ("€5", "5"),
-     ("\\frac{3}{4}", "0.75"), ("--5", None), ("+5", "5"), ("1e5", None), ("1 + 1", None), (None, None)],
+    [
+        ("−3", "-3"),
+        ("–3", "-3"),
+        ("2 1/2", "2.5"),
+        ("2 3/2", None),
+        ("45%", "45"),
+        ("€5", "5"),
+        ("\\frac{3}{4}", "0.75"),
+        ("--5", None),
+        ("+5", "5"),
+        ("1e5", None),
+        ("1 + 1", None),
+        (None, None),
+    ],
 )
 def test_parse_number_new_spellings(raw, expected):
     assert canonical_number(raw) == expected
@@ -265,9 +306,20 @@ def test_math_verify_path_works_off_the_main_thread():
 @pytest.mark.parametrize(
     "text",
     [
-        "#### " * 20000, "\\boxed{" * 5000, "\\boxed{9^{9^{9^{9}}}}", "\\boxed{10000000!}", "\\boxed{2^{-10000}}",
-        "\\boxed{\\frac{1}{0}}", "#### 1" + " * 99999999999" * 500, "((((((((" * 10000 + "1", "1,000," * 20000,
-        "3:30 " * 20000, "-" * 100000, "$" * 100000, "ANSWER: 5\n" * 20000, "The answer is " * 5000,
+        "#### " * 20000,
+        "\\boxed{" * 5000,
+        "\\boxed{9^{9^{9^{9}}}}",
+        "\\boxed{10000000!}",
+        "\\boxed{2^{-10000}}",
+        "\\boxed{\\frac{1}{0}}",
+        "#### 1" + " * 99999999999" * 500,
+        "((((((((" * 10000 + "1",
+        "1,000," * 20000,
+        "3:30 " * 20000,
+        "-" * 100000,
+        "$" * 100000,
+        "ANSWER: 5\n" * 20000,
+        "The answer is " * 5000,
         "The answer is \\(" + "\\sqrt{" * 60 + "2" + "}" * 60 + "\\)",
     ],
 )
@@ -290,24 +342,51 @@ def test_huge_values_are_refused_not_computed():
 # GSM8K reference solutions (written in GSM8K's format; the dataset is not on disk).
 
 GSM8K_REFERENCES = [
-    ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72", "72"),
-    ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10", "10"),
-    ("In the beginning, Betty has only 100 / 2 = $<<100/2=50>>50.\nBetty's grandparents gave her 15 * 2 = $<<15*2=30>>30.\n"
-     "This means, Betty needs 100 - 50 - 30 - 15 = $<<100-50-30-15=5>>5 more.\n#### 5", "5"),
-    ("Maila read 12 x 2 = <<12*2=24>>24 pages today.\nSo she was able to read a total of 12 + 24 = <<12+24=36>>36 pages since yesterday.\n"
-     "There are 120 - 36 = <<120-36=84>>84 pages left to be read.\nSince she wants to read half of the remaining pages tomorrow, "
-     "then she should read 84/2 = <<84/2=42>>42 pages.\n#### 42", "42"),
-    ("He writes each friend 3*2=<<3*2=6>>6 pages a week\nSo he writes 6*2=<<6*2=12>>12 pages every week\n"
-     "That means he writes 12*52=<<12*52=624>>624 pages a year\n#### 624", "624"),
-    ("There are 80/100 * 10 = <<80/100*10=8>>8 more purple flowers than yellow flowers.\nSo in Mark's garden, there are 10 + 8 = "
-     "<<10+8=18>>18 purple flowers.\nPurple and yellow flowers sum up to 10 + 18 = <<10+18=28>>28 flowers.\n"
-     "That means in Mark's garden there are 25/100 * 28 = <<25/100*28=7>>7 green flowers.\nSo in total Mark has 28 + 7 = <<28+7=35>>35 plants in his garden.\n#### 35", "35"),
-    ("The house cost 80,000 + 50,000 = $<<80000+50000=130000>>130,000.\nThe repairs increased its value by 80,000 * 1.5 = "
-     "<<80000*1.5=120000>>120,000.\nSo the new value is 120,000 + 80,000 = $<<120000+80000=200000>>200,000.\n"
-     "So he made a profit of 200,000 - 130,000 = $<<200000-130000=70000>>70,000.\n#### 70000", "70000"),
-    ("The company pays 1,000 workers $1.25 an hour for 8 hours, so 1000 * 1.25 * 8 = $<<1000*1.25*8=10000>>10,000 a day.\n"
-     "Over 5 days that is 10,000 * 5 = $<<10000*5=50000>>50,000.\n#### 50,000", "50000"),
-    ("The store had 1,500 + 734 = <<1500+734=2234>>2,234 books.\nAfter the sale it has 2,234 - 1,000 = <<2234-1000=1234>>1,234 books.\n#### 1,234", "1234"),
+    (
+        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
+        "72",
+    ),
+    (
+        "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = $<<0.2*50=10>>10.\n#### 10",
+        "10",
+    ),
+    (
+        "In the beginning, Betty has only 100 / 2 = $<<100/2=50>>50.\nBetty's grandparents gave her 15 * 2 = $<<15*2=30>>30.\n"
+        "This means, Betty needs 100 - 50 - 30 - 15 = $<<100-50-30-15=5>>5 more.\n#### 5",
+        "5",
+    ),
+    (
+        "Maila read 12 x 2 = <<12*2=24>>24 pages today.\nSo she was able to read a total of 12 + 24 = <<12+24=36>>36 pages since yesterday.\n"
+        "There are 120 - 36 = <<120-36=84>>84 pages left to be read.\nSince she wants to read half of the remaining pages tomorrow, "
+        "then she should read 84/2 = <<84/2=42>>42 pages.\n#### 42",
+        "42",
+    ),
+    (
+        "He writes each friend 3*2=<<3*2=6>>6 pages a week\nSo he writes 6*2=<<6*2=12>>12 pages every week\n"
+        "That means he writes 12*52=<<12*52=624>>624 pages a year\n#### 624",
+        "624",
+    ),
+    (
+        "There are 80/100 * 10 = <<80/100*10=8>>8 more purple flowers than yellow flowers.\nSo in Mark's garden, there are 10 + 8 = "
+        "<<10+8=18>>18 purple flowers.\nPurple and yellow flowers sum up to 10 + 18 = <<10+18=28>>28 flowers.\n"
+        "That means in Mark's garden there are 25/100 * 28 = <<25/100*28=7>>7 green flowers.\nSo in total Mark has 28 + 7 = <<28+7=35>>35 plants in his garden.\n#### 35",
+        "35",
+    ),
+    (
+        "The house cost 80,000 + 50,000 = $<<80000+50000=130000>>130,000.\nThe repairs increased its value by 80,000 * 1.5 = "
+        "<<80000*1.5=120000>>120,000.\nSo the new value is 120,000 + 80,000 = $<<120000+80000=200000>>200,000.\n"
+        "So he made a profit of 200,000 - 130,000 = $<<200000-130000=70000>>70,000.\n#### 70000",
+        "70000",
+    ),
+    (
+        "The company pays 1,000 workers $1.25 an hour for 8 hours, so 1000 * 1.25 * 8 = $<<1000*1.25*8=10000>>10,000 a day.\n"
+        "Over 5 days that is 10,000 * 5 = $<<10000*5=50000>>50,000.\n#### 50,000",
+        "50000",
+    ),
+    (
+        "The store had 1,500 + 734 = <<1500+734=2234>>2,234 books.\nAfter the sale it has 2,234 - 1,000 = <<2234-1000=1234>>1,234 books.\n#### 1,234",
+        "1234",
+    ),
     ("At noon it is 5 degrees. By 8 pm it fell 8 degrees, so it is 5 - 8 = <<5-8=-3>>-3 degrees.\n#### -3", "-3"),
     ("She spent 20 + 35 = $<<20+35=55>>55 but had only $50.\nHer balance is 50 - 55 = <<50-55=-5>>-5 dollars.\n#### -5", "-5"),
     ("Each slice costs 3/4 = $<<3/4=0.75>>0.75.\nTwo slices cost 0.75 * 2 = $<<0.75*2=1.5>>1.5.\n#### 1.5", "1.5"),

@@ -27,8 +27,16 @@ def test_editing_a_style_requests_exactly_its_partitions(tmp_path, instance):
     assert [r.partition_key for r in style_runs] == ["normal"]
     assert {r.job_name for r in style_runs} == {"restyle"} and {r.job_name for r in dataset_runs} == {"rebuild_datasets"}
     restyle = defs.resolve_job_def("restyle")
-    assert {k.to_user_string() for k in restyle.asset_layer.executable_asset_keys} == {"style_prompts", "teacher_traces", "judged_traces"}
-    assert {k.to_user_string() for k in defs.resolve_job_def("rebuild_datasets").asset_layer.executable_asset_keys} == {"sft_examples", "dataset_exclusions", "trace_stats"}
+    assert {k.to_user_string() for k in restyle.asset_layer.executable_asset_keys} == {
+        "style_prompts",
+        "teacher_traces",
+        "judged_traces",
+    }
+    assert {k.to_user_string() for k in defs.resolve_job_def("rebuild_datasets").asset_layer.executable_asset_keys} == {
+        "sft_examples",
+        "dataset_exclusions",
+        "trace_stats",
+    }
     # All datasets share one problem set by default (the intersection where every arm has an eligible trace),
     # so a change to normal's traces can change every arm, the human one included.
     assert sorted(r.partition_key for r in dataset_runs) == sorted(experiment.datasets)

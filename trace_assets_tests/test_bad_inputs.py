@@ -29,12 +29,14 @@ from trace_assets.experiment import PROJECT_ROOT, Experiment, ExperimentError, l
 from trace_assets.inputs import check_inputs
 from trace_assets.problems.sources import MAX_LINE_BYTES, LoadReport, ProblemFileError, read_jsonl
 from trace_assets.styles.library import StyleError, load_style
-
 from trace_assets_tests.conftest import DAGSTER_CLI
 
 STYLES = PROJECT_ROOT / "styles"
 MODEL = "local:smollm2-135m-instruct"
-GOOD_RECORD = {"question": "Ava has 3 apples and finds 4 more. How many apples does she have?", "answer": "3+4=<<3+4=7>>7\n#### 7"}
+GOOD_RECORD = {
+    "question": "Ava has 3 apples and finds 4 more. How many apples does she have?",
+    "answer": "3+4=<<3+4=7>>7\n#### 7",
+}
 OTHER_RECORD = {"question": "Ben has 9 cards and gives 2 away. How many are left?", "answer": "9-2=7\n#### 7"}
 
 
@@ -76,6 +78,7 @@ def style_folder(folder: Path, edit) -> str:
 
 def _set(path: str, value):
     """A mutation setting the dotted key ``path`` (creating sections on the way)."""
+
     def mutate(data, folder):
         *parents, last = path.split(".")
         node = data
@@ -83,6 +86,7 @@ def _set(path: str, value):
             node = node.setdefault(part, {})
         node[last] = value
         return data
+
     return mutate
 
 
@@ -94,6 +98,7 @@ def _delete(path: str):
             node = node[part]
         del node[last]
         return data
+
     return mutate
 
 
@@ -105,6 +110,7 @@ def _with_style(edit):
     def mutate(data, folder):
         data["styles_dir"] = style_folder(folder, edit)
         return data
+
     return mutate
 
 
@@ -114,6 +120,7 @@ def _jsonl(lines: list[str] | None = None, raw: bytes | None = None):
         if raw is not None:
             (folder / "train.jsonl").write_bytes(raw)
         return data
+
     return mutate
 
 
@@ -158,21 +165,46 @@ CASES = [
     ("style-example-fails-checks", _with_style(_example_breaks_checks), ["normal.yaml", "answer_line"]),
     ("jsonl-source-without-files", _set("problems.source", "jsonl"), ["problems", "needs a 'jsonl' section"]),
     ("jsonl-file-missing", _missing_train_file, ["key 'problems.jsonl.train'", "nope/train.jsonl", "not found"]),
-    ("jsonl-broken-line", _jsonl([json.dumps(GOOD_RECORD), "{oops"]), ["problems.jsonl.train", "train.jsonl:2:", "not valid JSON"]),
+    (
+        "jsonl-broken-line",
+        _jsonl([json.dumps(GOOD_RECORD), "{oops"]),
+        ["problems.jsonl.train", "train.jsonl:2:", "not valid JSON"],
+    ),
     ("jsonl-no-hashes", _jsonl([json.dumps({"question": "Q?", "answer": "It is 4."})]), ["train.jsonl:1:", "'#### <number>'"]),
-    ("jsonl-non-numeric", _jsonl([json.dumps({"question": "Q?", "answer": "#### four"})]), ["train.jsonl:1:", "'#### four' is not a number"]),
+    (
+        "jsonl-non-numeric",
+        _jsonl([json.dumps({"question": "Q?", "answer": "#### four"})]),
+        ["train.jsonl:1:", "'#### four' is not a number"],
+    ),
     ("jsonl-missing-answer", _jsonl([json.dumps({"question": "Q?"})]), ["train.jsonl:1:", "'answer'"]),
     ("jsonl-empty", _jsonl([]), ["train.jsonl", "no problems"]),
-    ("jsonl-not-utf8", _jsonl(raw=json.dumps(GOOD_RECORD).encode() + b"\n{\"question\": \"caf\xe9\"}\n"), ["train.jsonl:2:", "UTF-8"]),
-    ("jsonl-long-line", _jsonl(raw=b'{"question": "' + b"x" * (MAX_LINE_BYTES + 10) + b'"}\n'), ["train.jsonl:1:", "longer than"]),
-    ("synthetic-impossible", _set("problems.synthetic", {"operations": ["share"], "min_steps": 5, "max_steps": 5, "max_number": 9}),
-     ["key 'problems.synthetic'", "could not generate"]),
+    (
+        "jsonl-not-utf8",
+        _jsonl(raw=json.dumps(GOOD_RECORD).encode() + b'\n{"question": "caf\xe9"}\n'),
+        ["train.jsonl:2:", "UTF-8"],
+    ),
+    (
+        "jsonl-long-line",
+        _jsonl(raw=b'{"question": "' + b"x" * (MAX_LINE_BYTES + 10) + b'"}\n'),
+        ["train.jsonl:1:", "longer than"],
+    ),
+    (
+        "synthetic-impossible",
+        _set("problems.synthetic", {"operations": ["share"], "min_steps": 5, "max_steps": 5, "max_number": 9}),
+        ["key 'problems.synthetic'", "could not generate"],
+    ),
     ("synthetic-too-many", _set("problems.n_train", 10**9), ["problems", "at most 100,000"]),
     ("few-shot-more-than-train", _set("evaluation.few_shot_k", 50), ["few_shot_k (50)", "n_train (6)"]),
-    ("few-shot-more-than-file", lambda data, folder: {**jsonl_experiment(folder), "evaluation": {"few_shot_k": 3}},
-     ["key 'evaluation.few_shot_k'", "only 2 train problems"]),
-    ("too-few-gpus", lambda data, folder: {**data, "gpu": {"devices": [0]}, "teacher": {"model": MODEL, "tensor_parallel_size": 2}},
-     ["teacher needs 2 GPUs", "gpu.devices"]),
+    (
+        "few-shot-more-than-file",
+        lambda data, folder: {**jsonl_experiment(folder), "evaluation": {"few_shot_k": 3}},
+        ["key 'evaluation.few_shot_k'", "only 2 train problems"],
+    ),
+    (
+        "too-few-gpus",
+        lambda data, folder: {**data, "gpu": {"devices": [0]}, "teacher": {"model": MODEL, "tensor_parallel_size": 2}},
+        ["teacher needs 2 GPUs", "gpu.devices"],
+    ),
     ("max-tokens-over-context", _set("judge.sampling", {"max_tokens": 4096}), ["key 'judge'", "max_model_len (2048)"]),
     ("openai-without-url", _set("teacher.backend", "openai"), ["key 'teacher'", "base_url"]),
     ("bad-cron", _set("evaluation.schedule", "every night"), ["evaluation.schedule", "cron"]),
@@ -197,8 +229,9 @@ def write_case(folder: Path, mutation) -> Path:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trace_assets.cli", *args], capture_output=True, text=True,
-                          cwd=PROJECT_ROOT, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "trace_assets.cli", *args], capture_output=True, text=True, cwd=PROJECT_ROOT, env=env, timeout=120
+    )
 
 
 def test_the_base_experiment_is_valid(tmp_path):
@@ -236,11 +269,22 @@ def test_a_missing_experiment_file():
 def test_definitions_validate_fails_with_the_message(tmp_path, case):
     mutation, expected = next(c[1:] for c in CASES if c[0] == case)
     path = write_case(tmp_path, mutation)
-    env = {**os.environ, "TRACE_ASSETS_EXPERIMENT": str(path), "TRACE_ASSETS_DATA_DIR": str(tmp_path / "data"),
-           "DAGSTER_HOME": str(tmp_path / "home"), "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {
+        **os.environ,
+        "TRACE_ASSETS_EXPERIMENT": str(path),
+        "TRACE_ASSETS_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     (tmp_path / "home").mkdir()
-    result = subprocess.run([DAGSTER_CLI, "definitions", "validate", "-w", "workspace.yaml"], capture_output=True,
-                            text=True, cwd=PROJECT_ROOT, env=env, timeout=180)
+    result = subprocess.run(
+        [DAGSTER_CLI, "definitions", "validate", "-w", "workspace.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=env,
+        timeout=180,
+    )
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "ExperimentError" in output and str(path) in output
@@ -263,13 +307,16 @@ def test_a_byte_order_mark_is_accepted(tmp_path):
     assert [row["answer"] for row in rows] == ["7", "7"]
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    (b'{"question": "' + b"x" * (2 * MAX_LINE_BYTES) + b'"}', "longer than"),
-    (b"[" * 100_000 + b"\n", "nested too deeply"),
-    (json.dumps({"question": " ", "answer": "#### 1"}).encode(), "empty 'question'"),
-    (b"\xff\xfe", "not UTF-8"),
-    (json.dumps({"question": "Q", "answer": "#### NaN"}).encode(), "is not a number"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"question": "' + b"x" * (2 * MAX_LINE_BYTES) + b'"}', "longer than"),
+        (b"[" * 100_000 + b"\n", "nested too deeply"),
+        (json.dumps({"question": " ", "answer": "#### 1"}).encode(), "empty 'question'"),
+        (b"\xff\xfe", "not UTF-8"),
+        (json.dumps({"question": "Q", "answer": "#### NaN"}).encode(), "is not a number"),
+    ],
+)
 def test_bad_lines_name_file_and_line_and_can_be_skipped(tmp_path, raw, message):
     with pytest.raises(ProblemFileError, match=message) as info:
         _read(tmp_path, raw)
@@ -282,13 +329,17 @@ def test_bad_lines_name_file_and_line_and_can_be_skipped(tmp_path, raw, message)
 def test_a_file_of_only_bad_lines_is_an_error_even_when_skipping(tmp_path):
     with pytest.raises(ProblemFileError, match=r"no problems in the file \(2 bad lines skipped\)"):
         _read(tmp_path, b"{oops\nnope\n", skip=True)
-    with pytest.raises(ProblemFileError, match="is a directory|cannot read"):
+    with pytest.raises(ProblemFileError, match=r"is a directory|cannot read"):
         read_jsonl(tmp_path, "train", False, LoadReport())
 
 
 # --- Property-based tests -----------------------------------------------------------------------
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _model_keys(model) -> set[str]:
@@ -304,15 +355,51 @@ def _model_keys(model) -> set[str]:
 
 KNOWN_KEYS = sorted(_model_keys(Experiment) | {"question", "answer", "id", "text", "kind", "pattern", "rubric", "instruction"})
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 300), st.sampled_from([10**6, 10**12, 2**63, -(2**31)]),
-    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False), st.text(max_size=12),  # no subnormals: an earlier test's native library (torch or vllm) may have set flush-to-zero, which hypothesis refuses
-    st.sampled_from(["normal", "diamond", "G", "H", "H_style", "mixture", "W", "jsonl", "synthetic", "gsm8k", "openai",
-                     "share", "/nonexistent", "local:other", MODEL, "0 3 * * *", "", " ", "####", "#### 4", "^x$", "(",
-                     "required", "forbidden", "all_lines", "conclusion", "label"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 300),
+    st.sampled_from([10**6, 10**12, 2**63, -(2**31)]),
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
+    st.text(
+        max_size=12
+    ),  # no subnormals: an earlier test's native library (torch or vllm) may have set flush-to-zero, which hypothesis refuses
+    st.sampled_from(
+        [
+            "normal",
+            "diamond",
+            "G",
+            "H",
+            "H_style",
+            "mixture",
+            "W",
+            "jsonl",
+            "synthetic",
+            "gsm8k",
+            "openai",
+            "share",
+            "/nonexistent",
+            "local:other",
+            MODEL,
+            "0 3 * * *",
+            "",
+            " ",
+            "####",
+            "#### 4",
+            "^x$",
+            "(",
+            "required",
+            "forbidden",
+            "all_lines",
+            "conclusion",
+            "label",
+        ]
+    ),
 )
 VALUES = st.recursive(
     SCALARS,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -335,13 +422,36 @@ def _similar(value):
     if isinstance(value, float):
         return st.floats(-0.5, 2 * value + 1, allow_nan=False, allow_subnormal=False)
     if isinstance(value, str):
-        return st.sampled_from(["normal", "diamond", "gold", "titanium", "nosuch", "G", "W", "H", "H_style", "mixture",
-                                "share", "find", "give", MODEL, "local:other", value, value + "x", ""])
+        return st.sampled_from(
+            [
+                "normal",
+                "diamond",
+                "gold",
+                "titanium",
+                "nosuch",
+                "G",
+                "W",
+                "H",
+                "H_style",
+                "mixture",
+                "share",
+                "find",
+                "give",
+                MODEL,
+                "local:other",
+                value,
+                value + "x",
+                "",
+            ]
+        )
     if isinstance(value, list):
         return st.lists(st.sampled_from(value), max_size=len(value) + 2) if value else st.just([])
     if isinstance(value, dict):
-        return st.sets(st.sampled_from(sorted(value)), max_size=len(value)).map(lambda keys: {k: value[k] for k in keys}) \
-            if value else st.just({})
+        return (
+            st.sets(st.sampled_from(sorted(value)), max_size=len(value)).map(lambda keys: {k: value[k] for k in keys})
+            if value
+            else st.just({})
+        )
     return st.just(value)
 
 
@@ -447,9 +557,16 @@ def test_mutated_style_files_raise_only_style_errors(data):
 
 GOOD_LINES = [json.dumps(GOOD_RECORD), json.dumps(OTHER_RECORD)]
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_subnormal=False) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_subnormal=False)
+    | st.text(max_size=20)
     | st.sampled_from(["#### 4", "2+2=4\n#### 4", "#### x", "####", "#### 1,000", "#### -3.5", "<<2+2=4>>4\n#### 4"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["question", "answer"]) | st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["question", "answer"]) | st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=6,
 )
 LINES = st.one_of(

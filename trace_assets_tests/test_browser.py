@@ -27,10 +27,18 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 LOCATION = "trace_assets.definitions"
-CHROMIUM_FLAGS = (  # no background networking: this machine's closed network refuses it, noisily
-    "--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-    "--disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1600,1000"
-).split()
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1600,1000",
+]
 
 
 def _browser_missing() -> str | None:
@@ -100,8 +108,9 @@ def dagster_dev(experiment: Path, data: Path, home: Path, log: Path):
     env = {**project_env(experiment, data, home), "HF_HUB_OFFLINE": "1"}
     command = [DAGSTER_CLI, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     with log.open("w") as output:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     ui = DagsterUI(f"http://127.0.0.1:{port}")
     try:
         deadline = time.monotonic() + 180
@@ -116,10 +125,8 @@ def dagster_dev(experiment: Path, data: Path, home: Path, log: Path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # the daemon and code servers, if still there
         process.wait()
@@ -167,21 +174,37 @@ def test_ui_shows_the_graph_and_materializes_problems(chrome, tmp_path):
     experiment = load_experiment(experiment_path)
     with dagster_dev(experiment_path, tmp_path / "data", tmp_path / "dagster_home", tmp_path / "dagster_dev.log") as ui:
         # The global lineage shows one group per stage.
-        _page_text(chrome, f"{ui.url}/asset-groups", ["problems", "styles", "traces", "judging", "datasets",
-                                                       "training", "evaluation", "reporting", "lineage"])
+        _page_text(
+            chrome,
+            f"{ui.url}/asset-groups",
+            ["problems", "styles", "traces", "judging", "datasets", "training", "evaluation", "reporting", "lineage"],
+        )
         # Asset nodes render with their partitions: by style, and by dataset x student.
         n_styles, n_models = len(experiment.styles), len(experiment.dataset_keys()) * len(experiment.students)
-        _page_text(chrome, f"{ui.url}/locations/{LOCATION}/asset-groups/traces",
-                   ["teacher_traces", "Latest event", f"{n_styles} partitions"])
-        _page_text(chrome, f"{ui.url}/locations/{LOCATION}/asset-groups/training",
-                   ["checkpoints", "training_log", f"{n_models} partitions"])
+        _page_text(
+            chrome,
+            f"{ui.url}/locations/{LOCATION}/asset-groups/traces",
+            ["teacher_traces", "Latest event", f"{n_styles} partitions"],
+        )
+        _page_text(
+            chrome,
+            f"{ui.url}/locations/{LOCATION}/asset-groups/training",
+            ["checkpoints", "training_log", f"{n_models} partitions"],
+        )
 
         # Tables show their pandera columns before any run (teacher_traces is never materialised here).
         _page_text(chrome, f"{ui.url}/assets/teacher_traces", ["Columns", "finish_reason", "style_version"])
 
         # Launch `problems` through the UI's GraphQL API and wait for the run (queued, then started by the daemon).
-        params = {"selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
-                               "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["problems"]}]}, "mode": "default"}
+        params = {
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": "__repository__",
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": ["problems"]}],
+            },
+            "mode": "default",
+        }
         launched = ui.graphql(LAUNCH, params=params)["launchPipelineExecution"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]

@@ -16,13 +16,22 @@ def test_dry_run_of_the_paper_experiment():
     rows = {row["asset"]: row for row in plan(experiment)}
     # 4 styles x 1,700 problems x 4 samples; paper.yaml has no paraphrase (H_style) arm
     assert rows["teacher_traces"]["work"].startswith("27,200 generations")
-    assert rows["checkpoints[*|qwen7b]"]["gpu_hours"] > rows["checkpoints[*|qwen3b]"]["gpu_hours"] >= rows["checkpoints[*|qwen0_5b]"]["gpu_hours"]
+    assert (
+        rows["checkpoints[*|qwen7b]"]["gpu_hours"]
+        > rows["checkpoints[*|qwen3b]"]["gpu_hours"]
+        >= rows["checkpoints[*|qwen0_5b]"]["gpu_hours"]
+    )
     assert rows["teacher_traces"]["gpus"] == 8  # tensor_parallel_size 4 x data_parallel_size 2
     # Two data-parallel SFT processes: fewer wall hours, more GPU hours (all-reduce costs a share).
     two = experiment.model_copy(update={"training": experiment.training.model_copy(update={"processes": 2})})
     two_rows = {row["asset"]: row for row in plan(two)}
     single, double = rows["checkpoints[*|qwen0_5b]"], two_rows["checkpoints[*|qwen0_5b]"]
     assert double["gpus"] == 2 and double["gpu_hours"] > single["gpu_hours"] > double["gpu_hours"] / 2
-    output = subprocess.run([sys.executable, "-m", "trace_assets.cli", "dry-run", "--experiment", "experiments/paper.yaml"],
-                            capture_output=True, text=True, check=True, cwd=PROJECT_ROOT).stdout
+    output = subprocess.run(
+        [sys.executable, "-m", "trace_assets.cli", "dry-run", "--experiment", "experiments/paper.yaml"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PROJECT_ROOT,
+    ).stdout
     assert "teacher_traces" in output and "GPU h" in output and "total" in output

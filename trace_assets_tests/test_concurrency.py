@@ -1,6 +1,5 @@
 """Concurrent runs share one DuckDB file, which admits one writer process at a time."""
 
-
 import subprocess
 import threading
 import time
@@ -28,8 +27,9 @@ def _table_asset(frame: pl.DataFrame) -> dg.AssetsDefinition:
 
 def _materialize(asset, database: Path, partition: str, instance) -> dg.ExecuteInProcessResult:
     io_manager = TransactionalDuckDBPolarsIOManager(database=str(database), schema="main")
-    return dg.materialize([asset], partition_key=partition, instance=instance,
-                          resources={"io_manager": io_manager}, raise_on_error=False)
+    return dg.materialize(
+        [asset], partition_key=partition, instance=instance, resources={"io_manager": io_manager}, raise_on_error=False
+    )
 
 
 def test_a_failed_write_keeps_the_rows_already_there(tmp_path, instance):
@@ -64,9 +64,11 @@ def test_three_runs_at_once_while_the_file_is_locked(tmp_path):
     home.mkdir()
     database = data / "trace_assets.duckdb"
     env = project_env(experiment_path, data, home)
-    runs = [["--select", "problems"],
-            ["--select", "style_prompts", "--partition", "normal"],
-            ["--select", "style_prompts", "--partition", "titanium"]]
+    runs = [
+        ["--select", "problems"],
+        ["--select", "style_prompts", "--partition", "normal"],
+        ["--select", "style_prompts", "--partition", "titanium"],
+    ]
 
     # The instance exists before runs share it, as under `dagster dev` (three first-time inits of one
     # SQLite home at once race on its schema migrations).
@@ -77,8 +79,14 @@ def test_three_runs_at_once_while_the_file_is_locked(tmp_path):
     holder.start()
     assert held.wait(30)
     processes = [
-        subprocess.Popen([DAGSTER_CLI, "asset", "materialize", "-m", "trace_assets.definitions", *args], cwd=PROJECT_ROOT,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [DAGSTER_CLI, "asset", "materialize", "-m", "trace_assets.definitions", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for args in runs
     ]
     outputs = [process.communicate(timeout=300)[0] for process in processes]

@@ -1,5 +1,7 @@
 """The data half of the graph through real Dagster runs and DuckDB, with a scripted generation backend."""
 
+from typing import ClassVar
+
 import dagster as dg
 import duckdb
 import polars as pl
@@ -17,8 +19,8 @@ from trace_assets_tests.conftest import write_experiment
 class ScriptedTeacher(Backend):
     """Answers like a small model would: solves, paraphrases, judges in JSON, sometimes badly."""
 
-    raw_prompts: list[str] = []  # every raw (student) prompt it was given, for the tests to inspect
-    many_calls: list[int] = []  # the number of models of each generate_many call
+    raw_prompts: ClassVar[list[str]] = []  # every raw (student) prompt it was given, for the tests to inspect
+    many_calls: ClassVar[list[int]] = []  # the number of models of each generate_many call
 
     def generate_many(self, jobs, on_batch, log=print):
         ScriptedTeacher.many_calls.append(len(jobs))
@@ -34,7 +36,11 @@ class ScriptedTeacher(Backend):
                 if request.json_schema and "faithful" in request.json_schema["properties"]:
                     text = '{"faithful": true, "reason": "same steps"}'  # paraphrases follow the human solution
                 elif request.json_schema:
-                    text = '{"conforms": true, "failed_criteria": [], "reason": "ok"}' if index == 0 and "####" in prompt else "not json"
+                    text = (
+                        '{"conforms": true, "failed_criteria": [], "reason": "ok"}'
+                        if index == 0 and "####" in prompt
+                        else "not json"
+                    )
                 elif "Reference solution" in prompt:
                     text = prompt.split("Reference solution:\n", 1)[1]
                 elif index == 0:
@@ -78,12 +84,16 @@ def model_columns(defs: dg.Definitions) -> dict[str, list[tuple[str, str]]]:
 def assert_tables_match_models(db, defs: dg.Definitions) -> None:
     """Every DuckDB table an asset wrote has exactly its pandera model's columns, in order, with its types."""
     models = model_columns(defs)
-    written = [row[0] for row in db.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()]
+    written = [
+        row[0]
+        for row in db.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall()
+    ]
     assert len(models) >= 10 and set(models) <= set(written), set(models) - set(written)
     for table, columns in models.items():
-        stored = db.execute("SELECT column_name, data_type FROM information_schema.columns "
-                            "WHERE table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        stored = db.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
         assert stored == columns, table
 
 
@@ -97,7 +107,12 @@ def latest(instance, key, partition):
 def test_traces_to_datasets_end_to_end(tmp_path, tiny_model, instance):
     path = write_experiment(tmp_path, tiny_model)
     defs, experiment = definitions(path, tmp_path / "data")
-    for stage in (["problems"], ["style_prompts"], ["teacher_traces", "judged_traces"], ["sft_examples", "dataset_exclusions", "trace_stats"]):
+    for stage in (
+        ["problems"],
+        ["style_prompts"],
+        ["teacher_traces", "judged_traces"],
+        ["sft_examples", "dataset_exclusions", "trace_stats"],
+    ):
         run_stage(defs, instance, stage)
 
     db = duckdb.connect(str(tmp_path / "data" / "trace_assets.duckdb"), read_only=True)
@@ -177,14 +192,18 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     n_test = experiment.problems.n_test
     # base_few_shot's prompts, and only those, start with the same k solved train problems.
     train_questions = db.sql("SELECT question FROM problems WHERE split = 'train'").pl()["question"].to_list()
-    few_shot = [p for p in ScriptedTeacher.raw_prompts if sum(q.strip() in p for q in train_questions) == experiment.evaluation.few_shot_k]
+    few_shot = [
+        p for p in ScriptedTeacher.raw_prompts if sum(q.strip() in p for q in train_questions) == experiment.evaluation.few_shot_k
+    ]
     assert len(few_shot) == n_test and len(ScriptedTeacher.raw_prompts) == evals.height
     assert evals.filter(pl.col("dataset") == "base").height == n_test
     assert set(evals["dataset"]) == {"base", "base_few_shot", *trained["dataset"].to_list()}
     # one run and one step evaluated every checkpoint of every dataset x student partition together
     assert ScriptedTeacher.many_calls == [checkpoints.filter(pl.col("status").is_in(["trained", "base"])).height]
     # lineage: every eval row comes from a recorded checkpoint
-    orphans = db.sql("SELECT count(*) FROM eval_results e ANTI JOIN checkpoints c ON e.checkpoint_hash = c.content_hash").fetchone()[0]
+    orphans = db.sql(
+        "SELECT count(*) FROM eval_results e ANTI JOIN checkpoints c ON e.checkpoint_hash = c.content_hash"
+    ).fetchone()[0]
     assert orphans == 0
     accuracy = db.sql("SELECT * FROM accuracy").pl()
     assert accuracy.height == evals.select("dataset", "student").unique().height
@@ -199,7 +218,9 @@ def test_whole_graph_with_real_sft_on_a_tiny_student(tmp_path, tiny_model, insta
     assert db.sql("SELECT count(*) FROM eval_lineage").fetchone()[0] == evals.height
     # ... and a style version forward to every row built from it.
     version = db.sql("SELECT version FROM style_prompts WHERE style = 'normal'").fetchone()[0]
-    downstream = dict(db.sql(f"SELECT table_name, count(*) FROM style_version_rows WHERE style_version = '{version}' GROUP BY 1").fetchall())
+    downstream = dict(
+        db.sql(f"SELECT table_name, count(*) FROM style_version_rows WHERE style_version = '{version}' GROUP BY 1").fetchall()
+    )
     assert downstream["teacher_traces"] == traces_normal(db) and downstream["sft_examples"] > 0
     # Every eval row of a checkpoint trained on examples of this style version, and no other, is downstream of it.
     from_style = evals.filter(pl.col("dataset").is_in(experiment.datasets_using_style("normal"))).height

@@ -10,7 +10,12 @@ import pytest
 from dagster._config import process_config
 from dagster_k8s import k8s_job_executor
 from dagster_k8s.container_context import K8sContainerContext
-from dagster_k8s.job import DagsterK8sJobConfig, UserDefinedDagsterK8sConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+from dagster_k8s.job import (
+    DagsterK8sJobConfig,
+    UserDefinedDagsterK8sConfig,
+    construct_dagster_k8s_job,
+    get_user_defined_k8s_config,
+)
 
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
 from trace_assets_tests.conftest import DAGSTER_CLI
@@ -29,7 +34,11 @@ def paper_env(tmp_path, monkeypatch):
 def test_dagster_validates_the_k8s_definitions(paper_env):
     result = subprocess.run(
         [DAGSTER_CLI, "definitions", "validate", "-f", str(DEPLOY_FILE)],
-        cwd=PROJECT_ROOT, env=paper_env, capture_output=True, text=True, timeout=300,
+        cwd=PROJECT_ROOT,
+        env=paper_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "All code locations passed validation" in result.stdout + result.stderr
@@ -51,8 +60,9 @@ def _step_job(tags: dict, executor_config: dict):
     executor_level = K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(executor_config["step_k8s_config"]))
     merged = executor_level.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags))).run_k8s_config
     job_config = DagsterK8sJobConfig(job_image="trace-assets:latest", dagster_home="/opt/dagster/dagster_home")
-    return construct_dagster_k8s_job(job_config, args=["dagster", "api", "execute_step"], job_name="step",
-                                     user_defined_k8s_config=merged)
+    return construct_dagster_k8s_job(
+        job_config, args=["dagster", "api", "execute_step"], job_name="step", user_defined_k8s_config=merged
+    )
 
 
 def test_gpu_steps_request_their_gpus_from_kubernetes(paper_env):
@@ -60,8 +70,14 @@ def test_gpu_steps_request_their_gpus_from_kubernetes(paper_env):
     experiment = load_experiment(PAPER)
     graph = module["defs"].resolve_asset_graph()
     engine = experiment.teacher.tensor_parallel_size * experiment.teacher.data_parallel_size
-    expected = {"teacher_traces": engine, "judged_traces": 8, "failure_modes": 8, "checkpoints": 1, "eval_results": 1,
-                "trace_stats": 1}
+    expected = {
+        "teacher_traces": engine,
+        "judged_traces": 8,
+        "failure_modes": 8,
+        "checkpoints": 1,
+        "eval_results": 1,
+        "trace_stats": 1,
+    }
     assert engine == 8
     for asset, gpus in expected.items():
         node = graph.get(dg.AssetKey(asset))

@@ -38,7 +38,8 @@ def _terminal_signals() -> None:
 
 def _graphql(port: int, query: str) -> dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -58,8 +59,15 @@ def test_make_dev_stops_within_ten_seconds(tmp_path, stop):
     # -o: this venv is already set up; never rebuild it from here.
     command = ["make", "-s", "-o", f"{venv}/bin/.installed", f"VENV={venv}", "dev", f"DEV_ARGS=-p {port}"]
     log = (tmp_path / "dev.log").open("w")
-    make = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=_terminal_signals)
+    make = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_terminal_signals,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from trace_assets.experiment import ExperimentError, PROJECT_ROOT, load_experiment
+from trace_assets.experiment import PROJECT_ROOT, ExperimentError, load_experiment
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper", "jsonl_example", "shape_of_thought"])
@@ -77,12 +77,23 @@ def test_environment_variable_selects_the_file(tmp_path, monkeypatch):
         ("{G: {recipe: G, style: normal}}", "token_matching: [{datasets: [G, nope]}]\n", "'nope' is not a dataset"),
         ("{G: {recipe: G, style: normal}, H: {recipe: H}}", "token_matching: [{datasets: [G]}]\n", "at least 2"),
         ("{G: {recipe: G, style: normal}, H: {recipe: H}}", "comparisons: {groups: [[G, H], [H]]}\n", "'H' is in groups 0 and 1"),
-        ("{m1: {recipe: mixture, style: normal, flawed_fraction: 0.1}, m2: {recipe: mixture, style: normal, flawed_fraction: 0.2}, "
-         "G: {recipe: G, style: normal}}", "comparisons: {groups: [[m1, G]]}\n", "do not nest"),
-        ("{m1: {recipe: mixture, style: normal}, G: {recipe: G, style: normal}}", "token_matching: [{datasets: [m1, G]}]\n",
-         "flawed fraction"),
+        (
+            "{m1: {recipe: mixture, style: normal, flawed_fraction: 0.1}, m2: {recipe: mixture, style: normal, flawed_fraction: 0.2}, "
+            "G: {recipe: G, style: normal}}",
+            "comparisons: {groups: [[m1, G]]}\n",
+            "do not nest",
+        ),
+        (
+            "{m1: {recipe: mixture, style: normal}, G: {recipe: G, style: normal}}",
+            "token_matching: [{datasets: [m1, G]}]\n",
+            "flawed fraction",
+        ),
         ("{G: {recipe: G, style: normal}}", "training: {packing: true, curriculum: true}\n", "easy-to-hard order"),
-        ("{G: {recipe: G, style: normal}}", "eligibility: {require_conformence: false}\n", "unknown key 'eligibility.require_conformence'"),
+        (
+            "{G: {recipe: G, style: normal}}",
+            "eligibility: {require_conformence: false}\n",
+            "unknown key 'eligibility.require_conformence'",
+        ),
     ],
 )
 def test_dataset_sections_are_validated(tmp_path, datasets, extra, message):
@@ -104,7 +115,8 @@ def test_study_experiments_run_as_the_studies_did():
 
     paper = load_experiment(PROJECT_ROOT / "experiments" / "paper.yaml")
     assert sorted(s.model for s in paper.students.values()) == sorted(
-        f"Qwen/Qwen2.5-{size}" for size in ("0.5B", "1.5B", "3B", "7B"))
+        f"Qwen/Qwen2.5-{size}" for size in ("0.5B", "1.5B", "3B", "7B")
+    )
     assert len(paper.styles) == 4 and {r.style for r in paper.datasets.values() if r.recipe == "G"} == set(paper.styles)
     assert [sorted(paper.datasets[n].style for n in g.datasets) for g in paper.token_matching] == [["diamond", "normal"]]
     assert {r.trim for r in paper.datasets.values()} == {"none", "conclusion", "control"}
@@ -113,7 +125,8 @@ def test_study_experiments_run_as_the_studies_did():
     study = load_experiment(PROJECT_ROOT / "experiments" / "shape_of_thought.yaml")
     assert study.teacher.model == "google/gemma-2-27b-it"
     assert sorted(s.model for s in study.students.values()) == sorted(
-        ["Qwen/Qwen2.5-1.5B", "meta-llama/Llama-3.1-8B", "google/gemma-2-2b", "google/gemma-2-9b"])
+        ["Qwen/Qwen2.5-1.5B", "meta-llama/Llama-3.1-8B", "google/gemma-2-2b", "google/gemma-2-9b"]
+    )
     recipes = sorted(r.recipe for r in study.datasets.values())
     assert recipes.count("G") == recipes.count("W") == recipes.count("H") == recipes.count("H_style") == 1
     fractions = sorted(r.flawed_fraction for r in study.datasets.values() if r.recipe == "mixture")

@@ -12,8 +12,19 @@ import yaml
 from trace_assets.answers import numbers_match
 from trace_assets.evaluation.degeneration import is_degenerate_loop
 from trace_assets.reporting.failures import (
-    CATEGORIES, FAILURE_SCHEMA, JUDGE_CATEGORIES, RULE_CATEGORIES, SOURCES, RuleProposal, arithmetic_slips,
-    classify_by_rules, decide, evaluate_text, failure_judge_messages, failure_summary, parse_failure_category,
+    CATEGORIES,
+    FAILURE_SCHEMA,
+    JUDGE_CATEGORIES,
+    RULE_CATEGORIES,
+    SOURCES,
+    RuleProposal,
+    arithmetic_slips,
+    classify_by_rules,
+    decide,
+    evaluate_text,
+    failure_judge_messages,
+    failure_summary,
+    parse_failure_category,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "failure_taxonomy.yaml"
@@ -77,27 +88,66 @@ def test_rule_precision_and_recall_on_the_fixture():
         assert recall >= MIN_RECALL, (category, recall)
 
 
-@pytest.mark.parametrize(("text", "slips"), [
-    ("10 / 3 = 3.33", []), ("10/3 = 3.333", []), ("10 / 3 = 3.3", []), ("2/3 = 0.66", []),
-    ("17 / 5 = 3 full boxes", []), ("45 / 4 = 12 vans", []), ("10 // 3 = 3", []),
-    ("17 / 5 = 3 remainder 2", []), ("17 / 5 = 3 R 2", []), ("17 ÷ 5 = 3 r2", []),
-    ("17 / 5 = 3 with 2 left over", []), ("17 / 5 = 3 remainder 1", ["17 / 5 = 3 remainder 1"]),
-    ("2:30 + 1:15 = 3:45", []), ("5:00 - 2:30 = 2:30", []),
-    ("2 1/2 + 1 1/2 = 4", []), ("2½ * 2 = 5", []), ("2 1/2 + 1 3/4 = 3 3/4", ["2 1/2 + 1 3/4 = 3 3/4"]),
-    ("5 − 8 = −3", []), ("15 − 7 = 9", ["15 - 7 = 9"]),
-    ("1,200 / 4 = 300", []), ("1,250 + 375 = 1,525", ["1,250 + 375 = 1,525"]),
-    ("20% of 50 = 10", []), ("50 * 20% = 10", []), ("50 + 20% = 60", []), ("8 / 40 = 0.2 = 20%", []),
-    ("100% - 20% = 80%", []), ("20% of 80 = 14", ["20% of 80 = 14"]),
-    ("$1.50 × 4 = $6.00", []), ("$12.50 * 4 = $48", ["$12.50 * 4 = $48"]), ("50¢ * 3 = $1.50", []),
-    ("Let x = 5", []), ("2x + 3 = 13", []), ("5 x 3 = 15", []), ("3 x 14 = 52", ["3 x 14 = 52"]),
-    ("3.33 * 3 = 10", []), ("0.5 * 10 = 6", ["0.5 * 10 = 6"]), ("10 / 3 = 3.35", ["10 / 3 = 3.35"]),
-    ("3 * 4 = 12 * 2 = 24", []), ("5 + 3 * 2 = 16", []), ("2 * (3 + 4) = 2 * 7 = 14", []),
-    ("**4 * 6 = 24**", []), ("$9 \\times 7 = 63$", []), ("$\\frac{10}{4} = 2.5$", []), ("5^2 = 25", []),
-    ("1 dozen = 12", []), ("Step 1: 5 * 3 = 15", []), ("10 / 0 = 5", []),
-    ("2(3 + 4) = 14", []), ("Step 2 (3 + 4) = 7", []), ("2020 5 + 3 = 8", []), ("2 (3 + 4) = 15", ["2 (3 + 4) = 15"]),
-    ("48+24 = <<48+24=72>>72", []), ("1/4 = 25%", []), ("-$5 + $20 = $15", []),
-    ("3 * 4 = 12 and 12 + 5 = 18", ["12 + 5 = 18"]),
-])
+@pytest.mark.parametrize(
+    ("text", "slips"),
+    [
+        ("10 / 3 = 3.33", []),
+        ("10/3 = 3.333", []),
+        ("10 / 3 = 3.3", []),
+        ("2/3 = 0.66", []),
+        ("17 / 5 = 3 full boxes", []),
+        ("45 / 4 = 12 vans", []),
+        ("10 // 3 = 3", []),
+        ("17 / 5 = 3 remainder 2", []),
+        ("17 / 5 = 3 R 2", []),
+        ("17 ÷ 5 = 3 r2", []),
+        ("17 / 5 = 3 with 2 left over", []),
+        ("17 / 5 = 3 remainder 1", ["17 / 5 = 3 remainder 1"]),
+        ("2:30 + 1:15 = 3:45", []),
+        ("5:00 - 2:30 = 2:30", []),
+        ("2 1/2 + 1 1/2 = 4", []),
+        ("2½ * 2 = 5", []),
+        ("2 1/2 + 1 3/4 = 3 3/4", ["2 1/2 + 1 3/4 = 3 3/4"]),
+        ("5 − 8 = −3", []),
+        ("15 − 7 = 9", ["15 - 7 = 9"]),
+        ("1,200 / 4 = 300", []),
+        ("1,250 + 375 = 1,525", ["1,250 + 375 = 1,525"]),
+        ("20% of 50 = 10", []),
+        ("50 * 20% = 10", []),
+        ("50 + 20% = 60", []),
+        ("8 / 40 = 0.2 = 20%", []),
+        ("100% - 20% = 80%", []),
+        ("20% of 80 = 14", ["20% of 80 = 14"]),
+        ("$1.50 × 4 = $6.00", []),
+        ("$12.50 * 4 = $48", ["$12.50 * 4 = $48"]),
+        ("50¢ * 3 = $1.50", []),
+        ("Let x = 5", []),
+        ("2x + 3 = 13", []),
+        ("5 x 3 = 15", []),
+        ("3 x 14 = 52", ["3 x 14 = 52"]),
+        ("3.33 * 3 = 10", []),
+        ("0.5 * 10 = 6", ["0.5 * 10 = 6"]),
+        ("10 / 3 = 3.35", ["10 / 3 = 3.35"]),
+        ("3 * 4 = 12 * 2 = 24", []),
+        ("5 + 3 * 2 = 16", []),
+        ("2 * (3 + 4) = 2 * 7 = 14", []),
+        ("**4 * 6 = 24**", []),
+        ("$9 \\times 7 = 63$", []),
+        ("$\\frac{10}{4} = 2.5$", []),
+        ("5^2 = 25", []),
+        ("1 dozen = 12", []),
+        ("Step 1: 5 * 3 = 15", []),
+        ("10 / 0 = 5", []),
+        ("2(3 + 4) = 14", []),
+        ("Step 2 (3 + 4) = 7", []),
+        ("2020 5 + 3 = 8", []),
+        ("2 (3 + 4) = 15", ["2 (3 + 4) = 15"]),
+        ("48+24 = <<48+24=72>>72", []),
+        ("1/4 = 25%", []),
+        ("-$5 + $20 = $15", []),
+        ("3 * 4 = 12 and 12 + 5 = 18", ["12 + 5 = 18"]),
+    ],
+)
 def test_arithmetic_slip_look_alikes(text, slips):
     assert arithmetic_slips(text) == slips
 
@@ -159,8 +209,10 @@ def test_decide():
     assert decide(slip, "garbage")[:2] == ("arithmetic_slip", "unparsable")
     assert decide(none, '{"category": "made_up", "reason": ""}')[:2] == ("unclassified", "unparsable")
     assert decide(none, None)[:2] == ("unclassified", "rules")
-    assert {decide(p, r)[1] for p, r in [(slip, None), (slip, _reply("scope_confused")),
-                                         (slip, _reply("arithmetic_slip")), (slip, "")]} == set(SOURCES)
+    assert {
+        decide(p, r)[1]
+        for p, r in [(slip, None), (slip, _reply("scope_confused")), (slip, _reply("arithmetic_slip")), (slip, "")]
+    } == set(SOURCES)
     assert parse_failure_category(_reply("answer_overwritten")) == ("answer_overwritten", "why")
     assert parse_failure_category("garbage")[0] == "unclassified"
 
@@ -169,18 +221,32 @@ def _summary_inputs():
     evals, failures = [], []
     # base fails 4 of 10 problems by loops on both seeds; "A" has 1 loop on seed 0 and 3 on seed 1,
     # and one arithmetic slip on seed 1. A category seen only for "A" must still appear for "base".
-    plan = {("base", 0): {"loop_degeneration": 4}, ("base", 1): {"loop_degeneration": 4},
-            ("A", 0): {"loop_degeneration": 1}, ("A", 1): {"loop_degeneration": 3, "arithmetic_slip": 1}}
+    plan = {
+        ("base", 0): {"loop_degeneration": 4},
+        ("base", 1): {"loop_degeneration": 4},
+        ("A", 0): {"loop_degeneration": 1},
+        ("A", 1): {"loop_degeneration": 3, "arithmetic_slip": 1},
+    }
     for (dataset, seed), counts in plan.items():
         problems = [f"p{i}" for i in range(10)]
         wrong = iter(problems)
         for category, count in counts.items():
             for _ in range(count):
-                failures.append({"dataset": dataset, "student": "s", "seed": seed, "problem_id": next(wrong),
-                                 "category": category, "source": "rules", "evidence": ""})
+                failures.append(
+                    {
+                        "dataset": dataset,
+                        "student": "s",
+                        "seed": seed,
+                        "problem_id": next(wrong),
+                        "category": category,
+                        "source": "rules",
+                        "evidence": "",
+                    }
+                )
         failed = {f["problem_id"] for f in failures if f["dataset"] == dataset and f["seed"] == seed}
-        evals += [{"dataset": dataset, "student": "s", "seed": seed, "problem_id": p, "is_correct": p not in failed}
-                  for p in problems]
+        evals += [
+            {"dataset": dataset, "student": "s", "seed": seed, "problem_id": p, "is_correct": p not in failed} for p in problems
+        ]
     return pl.DataFrame(failures), pl.DataFrame(evals)
 
 
@@ -191,7 +257,7 @@ def test_failure_summary_per_seed_with_deltas():
     rows = {(r["dataset"], r["category"]): r for r in summary.iter_rows(named=True)}
     assert set(rows) == {(d, c) for d in ("A", "base") for c in ("arithmetic_slip", "loop_degeneration")}
     loop = rows[("A", "loop_degeneration")]
-    assert loop["n_seeds"] == 2 and loop["count_mean"] == 2.0 and loop["count_sd"] == pytest.approx(2 ** 0.5)
+    assert loop["n_seeds"] == 2 and loop["count_mean"] == 2.0 and loop["count_sd"] == pytest.approx(2**0.5)
     assert loop["rate_mean"] == pytest.approx(0.2)
     assert loop["delta_vs_base"] == pytest.approx(-0.2)
     assert loop["delta_ci_low"] <= -0.2 <= loop["delta_ci_high"] and loop["delta_ci_high"] < 0.05

@@ -23,7 +23,8 @@ class ScriptedBackend(Backend):
                 raise GenerationError("engine died")
             batch = [
                 Completion(r.key, i, f"echo {r.messages[-1]['content']} #{i}", "stop", 3, 4)
-                for r in requests[index : index + self.batch_size] for i in range(sampling.n)
+                for r in requests[index : index + self.batch_size]
+                for i in range(sampling.n)
             ]
             on_batch(batch)
             stats.completions += len(batch)

@@ -38,12 +38,10 @@ def test_concurrent_steps_get_disjoint_cards_and_wait_for_free_ones(tmp_path):
 
 def test_a_claim_is_all_or_nothing_and_bounded_by_the_machine(tmp_path):
     gpu = _gpus(tmp_path, "0,1,2")
-    with pytest.raises(ValueError, match="needs 4 GPUs but this machine offers 3"):
-        with gpu.claim(4):
-            pass
-    with gpu.claim(1) as one:
-        with gpu.claim(2) as two:
-            assert one == ["0"] and two == ["1", "2"]
+    with pytest.raises(ValueError, match="needs 4 GPUs but this machine offers 3"), gpu.claim(4):
+        pass
+    with gpu.claim(1) as one, gpu.claim(2) as two:
+        assert one == ["0"] and two == ["1", "2"]
     no_gpu = GPUResource(devices="", lock_dir=str(tmp_path))
     if not no_gpu.has_cuda():  # a CPU machine: steps claim nothing and run on the CPU
         with no_gpu.claim(1) as cards:
@@ -51,8 +49,15 @@ def test_a_claim_is_all_or_nothing_and_bounded_by_the_machine(tmp_path):
 
 
 def _backend(gpu: GPUResource) -> VllmBackend:
-    return VllmBackend(gpu_memory_utilization=0.5, enforce_eager=True, chunk_size=1, env={}, per_request_seed=False,
-                       claim=gpu.claim, worker=SCRIPTED)
+    return VllmBackend(
+        gpu_memory_utilization=0.5,
+        enforce_eager=True,
+        chunk_size=1,
+        env={},
+        per_request_seed=False,
+        claim=gpu.claim,
+        worker=SCRIPTED,
+    )
 
 
 def test_data_parallel_engines_split_the_prompts_over_their_own_cards(tmp_path):
@@ -69,8 +74,16 @@ def test_data_parallel_engines_split_the_prompts_over_their_own_cards(tmp_path):
 
 def _checkpoint(folder, hidden_size: int) -> str:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": hidden_size,
-                                                    "_name_or_path": str(folder), "transformers_version": "5"}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": hidden_size,
+                "_name_or_path": str(folder),
+                "transformers_version": "5",
+            }
+        )
+    )
     return str(folder)
 
 
@@ -82,9 +95,17 @@ def test_checkpoints_of_one_architecture_share_an_engine_per_data_parallel_rank(
         requests = [Request(f"{name}-{k}", [{"role": "user", "content": k}]) for k in keys]
         return ModelSpec(name=name, path=path, data_parallel_size=2), Sampling(n=1), requests
 
-    jobs = [job("s1", small, "abc"), job("l", large, "ab"), job("s2", small2, "xy"), job("s3", small3, ""), job("s1b", small, "d")]
+    jobs = [
+        job("s1", small, "abc"),
+        job("l", large, "ab"),
+        job("s2", small2, "xy"),
+        job("s3", small3, ""),
+        job("s1b", small, "d"),
+    ]
     routed, logs = [], []
-    stats = _backend(_gpus(tmp_path, "0,1")).generate_many(jobs, lambda index, batch: routed.append((index, batch)), log=logs.append)
+    stats = _backend(_gpus(tmp_path, "0,1")).generate_many(
+        jobs, lambda index, batch: routed.append((index, batch)), log=logs.append
+    )
     # every completion reaches its own job, from an engine on the cards of its data-parallel rank
     for index, batch in routed:
         name, _, requests = jobs[index]

@@ -39,8 +39,11 @@ def contents(path: Path) -> dict[str, list[tuple]]:
 def versions(path: Path) -> list[int]:
     with duckdb.connect(str(path), read_only=True) as db:
         tables = {row[0] for row in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        return [row[0] for row in db.execute(f"SELECT version FROM {VERSION_TABLE} ORDER BY recorded_at").fetchall()] \
-            if VERSION_TABLE in tables else []
+        return (
+            [row[0] for row in db.execute(f"SELECT version FROM {VERSION_TABLE} ORDER BY recorded_at").fetchall()]
+            if VERSION_TABLE in tables
+            else []
+        )
 
 
 def test_the_fixture_is_todays_schema_without_a_recorded_version(v1_database):
@@ -83,7 +86,9 @@ def test_an_older_database_is_migrated_forward_without_loss(v1_database, monkeyp
     with connect(v1_database) as db:  # the project's every open migrates
         assert stored_version(db) == 2
         migrated = sorted(db.execute("SELECT * EXCLUDE (total_tokens) FROM generation_cache").fetchall(), key=repr)
-        totals = db.execute("SELECT count(*) FROM generation_cache WHERE total_tokens = prompt_tokens + output_tokens").fetchone()[0]
+        totals = db.execute(
+            "SELECT count(*) FROM generation_cache WHERE total_tokens = prompt_tokens + output_tokens"
+        ).fetchone()[0]
     assert migrated == before["generation_cache"] and totals == 10
     with duckdb.connect(str(v1_database), read_only=True) as db:
         assert sorted(db.execute("SELECT * FROM problems").fetchall(), key=repr) == before["problems"]
@@ -96,25 +101,30 @@ def test_an_older_database_is_migrated_forward_without_loss(v1_database, monkeyp
 
 def test_a_failing_migration_changes_nothing(v1_database):
     before = contents(v1_database)
-    with duckdb.connect(str(v1_database)) as db:
-        with pytest.raises(SchemaVersionError, match=r"(?s)from schema version 2 to 3 failed.*left at version 1"):
-            ensure_schema(db, v1_database, target=3, migrations={1: _v1_to_v2, 2: _v2_to_v3_broken})
+    with (
+        duckdb.connect(str(v1_database)) as db,
+        pytest.raises(SchemaVersionError, match=r"(?s)from schema version 2 to 3 failed.*left at version 1"),
+    ):
+        ensure_schema(db, v1_database, target=3, migrations={1: _v1_to_v2, 2: _v2_to_v3_broken})
     assert contents(v1_database) == before  # step 1's column and step 2's rename were rolled back too
     assert versions(v1_database) == []
-    with duckdb.connect(str(v1_database)) as db:
-        with pytest.raises(SchemaVersionError, match="no migration from schema version 1 to 2"):
-            ensure_schema(db, v1_database, target=2, migrations={})
+    with (
+        duckdb.connect(str(v1_database)) as db,
+        pytest.raises(SchemaVersionError, match="no migration from schema version 1 to 2"),
+    ):
+        ensure_schema(db, v1_database, target=2, migrations={})
 
 
 def test_a_database_from_newer_code_is_refused_and_left_alone(v1_database):
     with duckdb.connect(str(v1_database)) as db:
-        db.execute(f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+        db.execute(
+            f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
+        )
         db.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (7)")
     before = contents(v1_database)
     for read_only in (False, True):
-        with pytest.raises(SchemaVersionError) as info:
-            with connect(v1_database, read_only=read_only):
-                pass
+        with pytest.raises(SchemaVersionError) as info, connect(v1_database, read_only=read_only):
+            pass
         message = str(info.value)
         assert str(v1_database) in message and "schema version is 7" in message and f"this code's ({SCHEMA_VERSION})" in message
     assert contents(v1_database) == before and versions(v1_database) == [7]
@@ -124,9 +134,11 @@ def test_a_database_from_newer_code_is_refused_and_left_alone(v1_database):
 
 def test_an_older_database_opened_read_only_asks_for_a_read_write_open(v1_database, monkeypatch):
     monkeypatch.setattr(migrations, "SCHEMA_VERSION", 2)
-    with pytest.raises(SchemaVersionError, match=r"version is 1, older than this code's \(2\).*read-only"):
-        with connect(v1_database, read_only=True):
-            pass
+    with (
+        pytest.raises(SchemaVersionError, match=r"version is 1, older than this code's \(2\).*read-only"),
+        connect(v1_database, read_only=True),
+    ):
+        pass
     assert versions(v1_database) == []
 
 

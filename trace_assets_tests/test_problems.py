@@ -3,10 +3,10 @@ import json
 import polars as pl
 import pytest
 
+from trace_assets.answers import reference_answer
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
 from trace_assets.problems.sources import ProblemFileError, contamination, load_problems, normalise_record
 from trace_assets.problems.synthetic import generate_problems
-from trace_assets.answers import reference_answer
 
 
 def test_synthetic_problems_are_reproducible_and_correct():
@@ -130,8 +130,10 @@ def test_generator_fix_keeps_the_problems_it_made_before():
 def test_near_duplicate_with_other_numbers_is_contamination():
     from trace_assets.problems.sources import near_duplicates
 
-    test = {"t1": "Ava has 12 apples. She buys 3 boxes with 4 apples in each box. How many apples does she have now?",
-            "t2": "A train travels 60 miles per hour for 3 hours. How far does it go?"}
+    test = {
+        "t1": "Ava has 12 apples. She buys 3 boxes with 4 apples in each box. How many apples does she have now?",
+        "t2": "A train travels 60 miles per hour for 3 hours. How far does it go?",
+    }
     train = {
         "variant": "Ava has 20 apples. She buys 5 boxes with 6 apples in each box. How many apples does she have now?",
         "reworded": "ava has 12 apples!  she buys 3 boxes with 4 apples in each box - how many apples does she have now",
@@ -145,8 +147,12 @@ def test_near_duplicate_with_other_numbers_is_contamination():
 
 def test_contaminated_train_problems_are_removed_and_reported(tmp_path):
     test_question = "A shop sells 14 pens a day. How many pens does it sell in 6 days?"
-    lines = [GOOD, json.dumps({"question": "A shop sells 20 pens a day. How many pens does it sell in 3 days?",
-                               "answer": "20*3=60\n#### 60"})]
+    lines = [
+        GOOD,
+        json.dumps(
+            {"question": "A shop sells 20 pens a day. How many pens does it sell in 3 days?", "answer": "20*3=60\n#### 60"}
+        ),
+    ]
     experiment, _ = _jsonl_experiment(tmp_path, lines)
     test_file = experiment.resolve(experiment.problems.jsonl.test)
     test_file.write_text(json.dumps({"question": test_question, "answer": "14*6=84\n#### 84"}) + "\n")

@@ -28,9 +28,16 @@ def chars(text: str) -> int:  # a second "tokenizer": about four characters a to
 def problem(i: int) -> dict:
     a, b = 10 + i, 3 + i % 5
     c = a + b
-    return {"problem_id": f"p{i:02d}", "question": f"Ava has {a} apples and finds {b} more. She then doubles them. How many?",
-            "reference_solution": f"Ava has {a}+{b}={c} apples.\nDoubling gives {c}*2={2 * c}.\n#### {2 * c}",
-            "answer": str(2 * c), "a": a, "b": b, "c": c, "d": 2 * c}
+    return {
+        "problem_id": f"p{i:02d}",
+        "question": f"Ava has {a} apples and finds {b} more. She then doubles them. How many?",
+        "reference_solution": f"Ava has {a}+{b}={c} apples.\nDoubling gives {c}*2={2 * c}.\n#### {2 * c}",
+        "answer": str(2 * c),
+        "a": a,
+        "b": b,
+        "c": c,
+        "d": 2 * c,
+    }
 
 
 def train_frame(problems: list[dict]) -> pl.DataFrame:
@@ -38,27 +45,47 @@ def train_frame(problems: list[dict]) -> pl.DataFrame:
 
 
 def trace(trace_id, p, text, kind="solve", style="normal", finish="stop", parsed=True, conforms=True, **extra):
-    return {"trace_id": trace_id, "problem_id": p["problem_id"] if isinstance(p, dict) else p, "style": style,
-            "kind": kind, "style_version": "v1", "completion": text, "finish_reason": finish, "n_tokens": words(text),
-            "judge_parsed": parsed, "conforms": conforms and parsed,
-            "judge_faithful": True if kind == "paraphrase" else None, **extra}
+    return {
+        "trace_id": trace_id,
+        "problem_id": p["problem_id"] if isinstance(p, dict) else p,
+        "style": style,
+        "kind": kind,
+        "style_version": "v1",
+        "completion": text,
+        "finish_reason": finish,
+        "n_tokens": words(text),
+        "judge_parsed": parsed,
+        "conforms": conforms and parsed,
+        "judge_faithful": True if kind == "paraphrase" else None,
+        **extra,
+    }
 
 
 def right(p, variant=0):
-    return (f"Ava starts with {p['a']} apples and finds {p['b']}, so {p['a']} + {p['b']} = {p['c']} apples (way {variant}). "
-            f"Doubling that gives {p['c']} * 2 = {p['d']}.\n#### {p['d']}")
+    return (
+        f"Ava starts with {p['a']} apples and finds {p['b']}, so {p['a']} + {p['b']} = {p['c']} apples (way {variant}). "
+        f"Doubling that gives {p['c']} * 2 = {p['d']}.\n#### {p['d']}"
+    )
 
 
 def wrong(p, variant=0):
-    return (f"Ava has {p['a']} apples and finds {p['b']}, making {p['a']} + {p['b']} = {p['c'] + 1} (way {variant}). "
-            f"Twice that is {p['c'] + 1} * 2 = {2 * p['c'] + 2}.\n#### {2 * p['c'] + 2}")
+    return (
+        f"Ava has {p['a']} apples and finds {p['b']}, making {p['a']} + {p['b']} = {p['c'] + 1} (way {variant}). "
+        f"Twice that is {p['c'] + 1} * 2 = {2 * p['c'] + 2}.\n#### {2 * p['c'] + 2}"
+    )
 
 
 def build(recipes, judged, train, seed=0, policy=None, comparisons=None, token_matching=(), counters=None, formats=None):
     return build_datasets(
-        recipes, policy or EligibilityPolicy(), pl.DataFrame(judged) if isinstance(judged, list) else judged, train, seed,
-        counters or {"s": words}, formats or {"normal": "hash", "gold": "hash", "titanium": "label"},
-        comparisons or ComparisonsConfig(intersect_problems=False), token_matching,
+        recipes,
+        policy or EligibilityPolicy(),
+        pl.DataFrame(judged) if isinstance(judged, list) else judged,
+        train,
+        seed,
+        counters or {"s": words},
+        formats or {"normal": "hash", "gold": "hash", "titanium": "label"},
+        comparisons or ComparisonsConfig(intersect_problems=False),
+        token_matching,
     )
 
 
@@ -74,6 +101,7 @@ SAMPLES = [trace(f"{p['problem_id']}-{k}", p, right(p, k) if k < 3 else wrong(p,
 
 
 # --- 1. selection does not depend on a dataset's name ---------------------------------------------
+
 
 def test_same_style_datasets_with_different_names_take_the_same_traces():
     recipes = {
@@ -96,39 +124,53 @@ def test_same_style_datasets_with_different_names_take_the_same_traces():
 
 # --- 2. one eligibility policy, every exclusion reason -------------------------------------------
 
+
 def reasons_fixture():
     """Problems 0-4 each have one solve and one paraphrase trace with the same defect; every
     exclusion reason of the vocabulary occurs in the build below."""
     ps = [problem(i) for i in range(10)]
     defects = {
-        0: dict(finish="length"),                                       # truncated
-        1: dict(text=lambda p: f"So the answer is {p['d']}."),          # only the fallback extractor finds it
+        0: dict(finish="length"),  # truncated
+        1: dict(text=lambda p: f"So the answer is {p['d']}."),  # only the fallback extractor finds it
         2: dict(text=lambda p: right(p) + f"\nHmm, no.\n#### {p['d'] + 1}"),  # answer_changed
-        3: dict(parsed=False),                                          # judge_unparsable
-        4: dict(conforms=False),                                        # not_conforming
+        3: dict(parsed=False),  # judge_unparsable
+        4: dict(conforms=False),  # not_conforming
     }
     rows = []
     for i, p in enumerate(ps[:5]):
         d = defects[i]
         text = d.get("text", right)(p)
         for kind in ("solve", "paraphrase"):
-            rows.append(trace(f"{kind}-defect-{i}", p, text, kind=kind, finish=d.get("finish", "stop"),
-                              parsed=d.get("parsed", True), conforms=d.get("conforms", True)))
+            rows.append(
+                trace(
+                    f"{kind}-defect-{i}",
+                    p,
+                    text,
+                    kind=kind,
+                    finish=d.get("finish", "stop"),
+                    parsed=d.get("parsed", True),
+                    conforms=d.get("conforms", True),
+                )
+            )
     for p in ps[:8]:
         rows.append(trace(f"solve-right-{p['problem_id']}", p, right(p)))
         rows.append(trace(f"paraphrase-{p['problem_id']}", p, p["reference_solution"], kind="paraphrase"))
     for p in ps[:6]:
         rows.append(trace(f"solve-wrong-{p['problem_id']}", p, wrong(p)))
     p = ps[0]
-    rows.append(trace("solve-right-2nd", p, right(p, 9)))                        # not_selected
+    rows.append(trace("solve-right-2nd", p, right(p, 9)))  # not_selected
     rows.append(trace("paraphrase-wrong", ps[5], wrong(ps[5]), kind="paraphrase"))  # wrong_answer for H_style
-    rows.append(trace("paraphrase-unfaithful", ps[6], f"Double it: the total is {ps[6]['d']}.\n#### {ps[6]['d']}",
-                      kind="paraphrase"))                                          # skips the intermediate quantity
+    rows.append(
+        trace("paraphrase-unfaithful", ps[6], f"Double it: the total is {ps[6]['d']}.\n#### {ps[6]['d']}", kind="paraphrase")
+    )  # skips the intermediate quantity
     # p08: a right trace whose answer no calculation yields (nothing to corrupt); a long tail after the
     # conclusion (the control can't remove that much before it); p09: not in train.
     p8 = ps[8]
-    rows.append(trace("solve-p08", p8, f"So the result is {p8['d']}. " + "I will now verify this very carefully " * 4
-                      + f"\n#### {p8['d']}"))
+    rows.append(
+        trace(
+            "solve-p08", p8, f"So the result is {p8['d']}. " + "I will now verify this very carefully " * 4 + f"\n#### {p8['d']}"
+        )
+    )
     rows.append(trace("solve-outside", ps[9], right(ps[9])))
     return train_frame(ps[:9]), rows
 
@@ -148,8 +190,13 @@ REASON_RECIPES = {
 
 def test_every_exclusion_reason_and_one_policy_for_g_w_and_h_style():
     train, rows = reasons_fixture()
-    result = build(REASON_RECIPES, rows, train, comparisons=ComparisonsConfig(groups=[["G", "W", "HS", "H"]]),
-                   token_matching=[TokenMatchGroup(datasets=["G_tok", "H_tok"])])
+    result = build(
+        REASON_RECIPES,
+        rows,
+        train,
+        comparisons=ComparisonsConfig(groups=[["G", "W", "HS", "H"]]),
+        token_matching=[TokenMatchGroup(datasets=["G_tok", "H_tok"])],
+    )
     exclusions = result.exclusions
     assert set(exclusions["reason"]) == set(EXCLUSION_REASONS)
     DatasetExclusionSchema.validate(exclusions)
@@ -204,8 +251,11 @@ def test_pairs_and_intersection_can_be_turned_off():
 
 
 def test_an_empty_arm_does_not_empty_its_group():
-    recipes = {"G": DatasetRecipe(recipe="G", style="normal"), "G_gold": DatasetRecipe(recipe="G", style="gold"),
-               "H": DatasetRecipe(recipe="H")}
+    recipes = {
+        "G": DatasetRecipe(recipe="G", style="normal"),
+        "G_gold": DatasetRecipe(recipe="G", style="gold"),
+        "H": DatasetRecipe(recipe="H"),
+    }
     result = build(recipes, SAMPLES, TRAIN, comparisons=ComparisonsConfig())
     assert len(picks(result, "G")) == 20 and len(picks(result, "H")) == 20 and not picks(result, "G_gold")
 
@@ -217,9 +267,10 @@ def test_h_style_must_follow_the_human_solution():
     skipping = f"Problem: apples.\nStep 1: double the total to get {p['d']}.\n#### {p['d']}"
     assert paraphrase_coverage(faithful, p["reference_solution"], p["question"])[0] == 1.0
     assert paraphrase_coverage(skipping, p["reference_solution"], p["question"]) == (0.5, [str(p["c"])])
-    rows = [trace("f", p, faithful, kind="paraphrase", judge_faithful=False),
-            trace("s", PROBLEMS[1], skipping.replace(str(p["d"]), PROBLEMS[1]["answer"]), kind="paraphrase",
-                  judge_faithful=True)]
+    rows = [
+        trace("f", p, faithful, kind="paraphrase", judge_faithful=False),
+        trace("s", PROBLEMS[1], skipping.replace(str(p["d"]), PROBLEMS[1]["answer"]), kind="paraphrase", judge_faithful=True),
+    ]
     recipes = {"HS": DatasetRecipe(recipe="H_style", style="normal")}
     train = train_frame(PROBLEMS[:2])
     # The number rule alone keeps f (it has every quantity) and drops s; the judge (on by default) drops f too.
@@ -230,8 +281,12 @@ def test_h_style_must_follow_the_human_solution():
     loose = EligibilityPolicy(paraphrase_min_coverage=0.5, paraphrase_judge=False)
     assert picks(build(recipes, rows, train, policy=loose), "HS") == {"p00": "f", "p01": "s"}
     with pytest.raises(ValueError, match="judge_faithful"):
-        build(recipes, [{k: v for k, v in r.items() if k != "judge_faithful"} for r in rows], train,
-              policy=EligibilityPolicy(paraphrase_judge=True))
+        build(
+            recipes,
+            [{k: v for k, v in r.items() if k != "judge_faithful"} for r in rows],
+            train,
+            policy=EligibilityPolicy(paraphrase_judge=True),
+        )
 
 
 # --- 3. nested mixtures ---------------------------------------------------------------------------
@@ -242,8 +297,9 @@ FRACTIONS = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
 @pytest.mark.parametrize("flaw", ["wrong", "corrupted", "both"])
 def test_mixtures_nest_and_keep_the_same_correct_traces(flaw):
     recipes = {"G": DatasetRecipe(recipe="G", style="normal")}
-    recipes |= {f"mix{int(f * 100)}": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=f, flaw=flaw)
-                for f in FRACTIONS}
+    recipes |= {
+        f"mix{int(f * 100)}": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=f, flaw=flaw) for f in FRACTIONS
+    }
     result = build(recipes, SAMPLES, TRAIN, comparisons=ComparisonsConfig())
     g = picks(result, "G")
     previous: set[str] = set()
@@ -281,17 +337,22 @@ def test_corruption_changes_the_reasoning_and_the_final_answer():
 
 # --- 4. trimming and its control --------------------------------------------------------------------
 
-PROSE = ("Ava starts with 12 apples. She buys 3 boxes of 4 apples, which is 3 * 4 = 12 more apples. "
-         "Altogether she has 12 + 12 = 24 apples, so the answer is 24. Let me double-check that once more: "
-         "12 and 12 make 24, and nothing was given away, so 24 is right.\n#### 24")
+PROSE = (
+    "Ava starts with 12 apples. She buys 3 boxes of 4 apples, which is 3 * 4 = 12 more apples. "
+    "Altogether she has 12 + 12 = 24 apples, so the answer is 24. Let me double-check that once more: "
+    "12 and 12 make 24, and nothing was given away, so 24 is right.\n#### 24"
+)
 
 
 def test_a_prose_concluded_trace_is_trimmed_and_its_control_loses_as_many_tokens():
     p = {"problem_id": "p00", "question": "Q?", "reference_solution": "3*4=12\n12+12=24\n#### 24", "answer": "24"}
     conclusion = find_conclusion(PROSE, "24", "hash")
-    assert PROSE[conclusion.start:conclusion.end] == "Altogether she has 12 + 12 = 24 apples, so the answer is 24."
-    recipes = {"G": DatasetRecipe(recipe="G", style="normal"), "trim": DatasetRecipe(recipe="G", style="normal", trim="conclusion"),
-               "control": DatasetRecipe(recipe="G", style="normal", trim="control")}
+    assert PROSE[conclusion.start : conclusion.end] == "Altogether she has 12 + 12 = 24 apples, so the answer is 24."
+    recipes = {
+        "G": DatasetRecipe(recipe="G", style="normal"),
+        "trim": DatasetRecipe(recipe="G", style="normal", trim="conclusion"),
+        "control": DatasetRecipe(recipe="G", style="normal", trim="control"),
+    }
     for seed in range(5):
         result = build(recipes, [trace("t", p, PROSE)], train_frame([p]), seed=seed)
         rows = {row["dataset"]: row for row in result.examples.iter_rows(named=True)}
@@ -301,7 +362,7 @@ def test_a_prose_concluded_trace_is_trimmed_and_its_control_loses_as_many_tokens
         assert tail == trimmed["removed_tokens"] == control["removed_tokens"] == 20
         assert words(control["completion"]) == words(PROSE) - tail
         # the control keeps the conclusion, the tail and the answer line, and cuts before the conclusion
-        assert control["completion"].endswith(PROSE[conclusion.start:])
+        assert control["completion"].endswith(PROSE[conclusion.start :])
         assert control["completion"] != PROSE and trimmed["trace_id"] == control["trace_id"] == "t"
         summary = dict(zip(result.summary["dataset"], result.summary["removed_tokens"]))
         assert summary == {"G": 0, "trim": 20, "control": 20}
@@ -312,10 +373,11 @@ def test_a_prose_concluded_trace_is_trimmed_and_its_control_loses_as_many_tokens
 def test_label_style_conclusion_is_its_answer_line():
     text = "GOAL: books\nC1: 3 * 6 = 18\nC2: 45 + 18 = 63\nANSWER: 63\nC3: 63 - 0 = 63"
     conclusion = find_conclusion(text, "63", "label")
-    assert conclusion.is_answer_line and text[conclusion.start:conclusion.end] == "ANSWER: 63"
+    assert conclusion.is_answer_line and text[conclusion.start : conclusion.end] == "ANSWER: 63"
 
 
 # --- 5. token matching ------------------------------------------------------------------------------
+
 
 def styled(p, style, k=0):
     padding = " Carefully," * (2 + (int(p["problem_id"][1:]) * 7 + k) % 9)
@@ -325,8 +387,13 @@ def styled(p, style, k=0):
 def test_token_matching_equalises_every_students_tokens_or_raises():
     judged = [styled(p, style) for p in PROBLEMS for style in ("normal", "gold")]
     recipes = {"G_normal": DatasetRecipe(recipe="G", style="normal"), "G_gold": DatasetRecipe(recipe="G", style="gold")}
-    result = build(recipes, judged, TRAIN, counters={"words": words, "chars": chars},
-                   token_matching=[TokenMatchGroup(datasets=["G_normal", "G_gold"])])
+    result = build(
+        recipes,
+        judged,
+        TRAIN,
+        counters={"words": words, "chars": chars},
+        token_matching=[TokenMatchGroup(datasets=["G_normal", "G_gold"])],
+    )
     SftExampleSchema.validate(result.examples)
     for student, counter in (("words", words), ("chars", chars)):
         rows = result.examples.filter(pl.col("student") == student)
@@ -342,16 +409,14 @@ def test_token_matching_equalises_every_students_tokens_or_raises():
     assert result.examples["student"].is_not_null().all()
     assert result.exclusions.filter(pl.col("reason") == "over_token_budget")["student"].is_not_null().all()
 
-    few = [styled(p, "normal") for p in PROBLEMS[:2]] + [trace(f"gold-{p['problem_id']}", p, " long" * 60 + right(p), style="gold")
-                                                         for p in PROBLEMS[:2]]
+    few = [styled(p, "normal") for p in PROBLEMS[:2]] + [
+        trace(f"gold-{p['problem_id']}", p, " long" * 60 + right(p), style="gold") for p in PROBLEMS[:2]
+    ]
     with pytest.raises(TokenBudgetError, match=r"G_gold \(1\d\d tokens\).*\b\d\d tokens of G_normal within 1\.0%"):
         build(recipes, few, TRAIN, token_matching=[TokenMatchGroup(datasets=["G_normal", "G_gold"])])
 
 
 # --- the legacy bridge, schemas and other pieces -----------------------------------------------------
-
-
-
 
 
 def test_a_style_change_reaches_the_datasets_that_share_its_problems(smoke_experiment):

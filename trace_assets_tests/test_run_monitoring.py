@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -75,8 +74,16 @@ def _launch(instance: dg.DagsterInstance, port: int) -> str:
         location = get_code_location_from_workspace(workspace, "monitored")
         repo = get_remote_repository_from_code_location(location, None)
         job = get_remote_job_from_remote_repo(repo, "work")
-        run = _create_run(instance=instance, code_location=location, remote_repo=repo, remote_job=job,
-                          run_config={}, tags=None, op_selection=None, run_id=None)
+        run = _create_run(
+            instance=instance,
+            code_location=location,
+            remote_repo=repo,
+            remote_job=job,
+            run_config={},
+            tags=None,
+            op_selection=None,
+            run_id=None,
+        )
         instance.launch_run(run.run_id, workspace)
         return run.run_id
 
@@ -100,9 +107,24 @@ def test_a_killed_run_is_marked_failed_and_resumes_from_failure(tmp_path, monkey
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
     server = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "api", "grpc", "--module-name", "trace_assets_tests.monitored_job",
-         "--host", "localhost", "--port", str(port)],
-        env=env, cwd=PROJECT_ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "api",
+            "grpc",
+            "--module-name",
+            "trace_assets_tests.monitored_job",
+            "--host",
+            "localhost",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         client = DagsterGrpcClient(host="localhost", port=port)
@@ -117,8 +139,13 @@ def test_a_killed_run_is_marked_failed_and_resumes_from_failure(tmp_path, monkey
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert isinstance(instance.run_launcher, LocalRunLauncher) and instance.run_monitoring_enabled
             run_id = _launch(instance, port)
-            worker_pid = int(_wait_for(lambda: (work / "interrupted.pid").exists() and (work / "interrupted.pid").read_text(),
-                                       60, "the second step to start"))
+            worker_pid = int(
+                _wait_for(
+                    lambda: (work / "interrupted.pid").exists() and (work / "interrupted.pid").read_text(),
+                    60,
+                    "the second step to start",
+                )
+            )
             assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
 
             _monitor(instance, port)  # a live worker is left alone
@@ -136,14 +163,15 @@ def test_a_killed_run_is_marked_failed_and_resumes_from_failure(tmp_path, monkey
             assert any(f"run worker process {worker_pid} no longer exists" in message for message in messages)
 
             # free_slots_after_run_end_seconds later the dead run's gpu slot is given back
-            later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)
+            later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
             monkeypatch.setattr(slot_monitoring, "get_current_datetime", lambda: later)
             _monitor(instance)
             assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
 
             (work / "release").touch()
             result = dg.execute_job(
-                dg.reconstructable(monitored_job.work_job), instance,
+                dg.reconstructable(monitored_job.work_job),
+                instance,
                 reexecution_options=dg.ReexecutionOptions.from_failure(run_id, instance),
             )
             assert result.success
@@ -171,6 +199,7 @@ def test_the_health_check_reads_the_workers_pid_from_the_run(tmp_path, event_pid
 
     write_instance(tmp_path)
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+
         @dg.op
         def noop():
             return None

@@ -34,7 +34,7 @@ KEY_ENV = "TRACE_ASSETS_TEST_API_KEY"
 class FakeOpenAI(BaseHTTPRequestHandler):
     """Answers chat and text completions; a judge request (response_format) gets a JSON verdict."""
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         authorization = self.headers.get("Authorization")
         self.server.seen.append((self.path, authorization))
@@ -52,8 +52,15 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             choices = [{"index": i, "text": " 3 + 4 = 7\n#### 7", "finish_reason": "stop"} for i in range(n)]
         else:
             return self._reply(404, {"error": {"message": f"no route {self.path}"}})
-        self._reply(200, {"id": "x", "object": "chat.completion", "choices": choices,
-                          "usage": {"prompt_tokens": 11, "completion_tokens": 5 * n, "total_tokens": 11 + 5 * n}})
+        self._reply(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "choices": choices,
+                "usage": {"prompt_tokens": 11, "completion_tokens": 5 * n, "total_tokens": 11 + 5 * n},
+            },
+        )
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()

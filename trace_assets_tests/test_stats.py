@@ -9,14 +9,29 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from trace_assets.cli import main
+from trace_assets.experiment import PROJECT_ROOT, ExperimentError, load_experiment
 from trace_assets.reporting.calibration import (
-    StudyShape, World, null_tally, power_tally, shape_from_experiment, simulate_outcomes, study_frame, study_statistics,
+    StudyShape,
+    World,
+    null_tally,
+    power_tally,
+    shape_from_experiment,
+    simulate_outcomes,
+    study_frame,
+    study_statistics,
 )
 from trace_assets.reporting.stats import (
-    METHOD, accuracy_summary, arm_estimate, arm_terms, contrast_table, holm, stronger_baselines, noise_floor_note,
-    seed_accuracies, seed_noise,
+    METHOD,
+    accuracy_summary,
+    arm_estimate,
+    arm_terms,
+    contrast_table,
+    holm,
+    noise_floor_note,
+    seed_accuracies,
+    seed_noise,
+    stronger_baselines,
 )
-from trace_assets.experiment import PROJECT_ROOT, ExperimentError, load_experiment
 
 
 def frame(arms: dict[tuple[str, str], np.ndarray]) -> pl.DataFrame:
@@ -25,8 +40,16 @@ def frame(arms: dict[tuple[str, str], np.ndarray]) -> pl.DataFrame:
     for (dataset, student), matrix in arms.items():
         for seed, outcomes in enumerate(np.atleast_2d(matrix)):
             for j, correct in enumerate(outcomes):
-                rows.append({"dataset": dataset, "student": student, "seed": seed, "problem_id": f"q{j:04d}",
-                             "is_correct": bool(correct), "difficulty": 1 + j % 7})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "student": student,
+                        "seed": seed,
+                        "problem_id": f"q{j:04d}",
+                        "is_correct": bool(correct),
+                        "difficulty": 1 + j % 7,
+                    }
+                )
     return pl.DataFrame(rows)
 
 
@@ -56,8 +79,17 @@ def test_seed_accuracies_and_summary_columns():
     per_seed = seed_accuracies(evals)
     assert per_seed.columns == ["dataset", "student", "seed", "n", "accuracy"] and per_seed.height == 6
     summary = accuracy_summary(evals)
-    assert summary.columns == ["dataset", "student", "n", "n_seeds", "accuracy", "sd_seeds", "ci_low", "ci_high",
-                               "accuracy_strict"]
+    assert summary.columns == [
+        "dataset",
+        "student",
+        "n",
+        "n_seeds",
+        "accuracy",
+        "sd_seeds",
+        "ci_low",
+        "ci_high",
+        "accuracy_strict",
+    ]
     assert summary["accuracy_strict"].is_null().all()  # these results carry no strict column
     a = summary.row(by_predicate=pl.col("dataset") == "A", named=True)
     assert a["n"] == 200 and a["n_seeds"] == 3
@@ -74,8 +106,7 @@ def test_training_noise_widens_the_interval():
     rng = np.random.default_rng(2)
     quiet = np.array([bernoulli(rng, 0.5, 1, 1000)[0] for _ in range(3)])
     noisy = np.array([bernoulli(rng, p, 1, 1000)[0] for p in (0.40, 0.50, 0.60)])  # seeds 10 points apart
-    evals = frame({("quiet", "alone"): quiet, ("noisy", "alone too"): noisy, ("quiet", "both"): quiet,
-                   ("noisy", "both"): noisy})
+    evals = frame({("quiet", "alone"): quiet, ("noisy", "alone too"): noisy, ("quiet", "both"): quiet, ("noisy", "both"): noisy})
     width = {(r["dataset"], r["student"]): r["ci_high"] - r["ci_low"] for r in accuracy_summary(evals).iter_rows(named=True)}
     assert width[("noisy", "alone too")] > 2 * width[("quiet", "alone")]
     # one student's trained arms share one training-noise estimate, between their own
@@ -95,8 +126,24 @@ def test_contrast_direction_interval_and_holm_across_the_family():
         arms[("same", student)] = bernoulli(rng, 0.4, 3, 600)
     evals = frame(arms)
     table = contrast_table(evals, [("good", "bad"), ("bad", "good"), ("same", "bad")])
-    assert table.columns == ["student", "a", "b", "n_problems", "n_seeds_a", "n_seeds_b", "accuracy_a", "accuracy_b",
-                             "diff", "ci_low", "ci_high", "df", "p_value", "p_adjusted", "direction", "distinguishable"]
+    assert table.columns == [
+        "student",
+        "a",
+        "b",
+        "n_problems",
+        "n_seeds_a",
+        "n_seeds_b",
+        "accuracy_a",
+        "accuracy_b",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "df",
+        "p_value",
+        "p_adjusted",
+        "direction",
+        "distinguishable",
+    ]
     assert table.height == 6
     forward = table.filter((pl.col("a") == "good") & (pl.col("student") == "s1")).row(0, named=True)
     backward = table.filter((pl.col("a") == "bad") & (pl.col("student") == "s1")).row(0, named=True)
@@ -113,8 +160,14 @@ def test_contrast_direction_interval_and_holm_across_the_family():
 
 def test_missing_arms_are_skipped_and_single_seed_runs_have_no_noise_floor():
     rng = np.random.default_rng(4)
-    evals = frame({("base", "s1"): bernoulli(rng, 0.2, 1, 300), ("A", "s1"): bernoulli(rng, 0.5, 1, 300),
-                   ("B", "s1"): bernoulli(rng, 0.5, 1, 300), ("A", "s2"): bernoulli(rng, 0.5, 1, 300)})
+    evals = frame(
+        {
+            ("base", "s1"): bernoulli(rng, 0.2, 1, 300),
+            ("A", "s1"): bernoulli(rng, 0.5, 1, 300),
+            ("B", "s1"): bernoulli(rng, 0.5, 1, 300),
+            ("A", "s2"): bernoulli(rng, 0.5, 1, 300),
+        }
+    )
     summary = accuracy_summary(evals)
     assert summary["n_seeds"].to_list() == [1] * 4 and summary["sd_seeds"].null_count() == 4
     assert summary["ci_low"].null_count() == 0  # problem sampling only, conditional on the run
@@ -147,7 +200,7 @@ def test_contrasts_must_name_arms_of_the_experiment(tmp_path):
     text = (PROJECT_ROOT / "experiments" / "smoke.yaml").read_text().replace("  - [H, baseline]", "  - [H, G_typo]")
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ExperimentError, match="contrasts.0: 'G_typo' is not a dataset"):
+    with pytest.raises(ExperimentError, match=r"contrasts\.0: 'G_typo' is not a dataset"):
         load_experiment(path)
 
 
@@ -155,8 +208,10 @@ def test_stronger_baseline_is_chosen_per_student_and_named_in_the_contrast():
     rows = []
     for student, few_shot_right in (("s1", 3), ("s2", 0)):
         for dataset, right in (("base", 1), ("base_few_shot", few_shot_right), ("G", 4)):
-            rows += [{"dataset": dataset, "student": student, "seed": 0, "problem_id": f"p{i}", "is_correct": i < right}
-                     for i in range(5)]
+            rows += [
+                {"dataset": dataset, "student": student, "seed": 0, "problem_id": f"p{i}", "is_correct": i < right}
+                for i in range(5)
+            ]
     frame = pl.DataFrame(rows)
     assert stronger_baselines(frame) == {"s1": "base_few_shot", "s2": "base"}
     table = contrast_table(frame, [("G", "baseline")])
@@ -166,14 +221,17 @@ def test_stronger_baseline_is_chosen_per_student_and_named_in_the_contrast():
 
 def test_report_wrappers_compute_what_the_simulation_counts():
     """accuracy_summary and contrast_table on a simulated study give the numpy cores' numbers."""
-    shape = StudyShape(arms=("base", "A", "B", "C"), students=("s1", "s2"), n_seeds=3, n_problems=120,
-                       contrasts=((1, 0), (2, 1), (3, 1)))
+    shape = StudyShape(
+        arms=("base", "A", "B", "C"), students=("s1", "s2"), n_seeds=3, n_problems=120, contrasts=((1, 0), (2, 1), (3, 1))
+    )
     outcomes, _ = simulate_outcomes(np.random.default_rng(6), shape, World(seed_sd=0.3), 1)
     low, high, adjusted, diff = study_statistics(outcomes, shape)
     evals = study_frame(outcomes[0], shape)
     summary = {(r["dataset"], r["student"]): r for r in accuracy_summary(evals).iter_rows(named=True)}
-    table = {(r["student"], r["a"], r["b"]): r for r in contrast_table(
-        evals, [(shape.arms[a], shape.arms[b]) for a, b in shape.contrasts]).iter_rows(named=True)}
+    table = {
+        (r["student"], r["a"], r["b"]): r
+        for r in contrast_table(evals, [(shape.arms[a], shape.arms[b]) for a, b in shape.contrasts]).iter_rows(named=True)
+    }
     for s, student in enumerate(shape.students):
         for a, arm in enumerate(shape.arms):
             assert summary[(arm, student)]["ci_low"] == pytest.approx(max(low[0, s, a], 0.0))
@@ -187,8 +245,13 @@ def test_report_wrappers_compute_what_the_simulation_counts():
 def test_small_simulation_is_calibrated(seed_sd):
     """300 null studies of 6 arms x 2 students x 3 seeds x 300 problems: fwer <= 0.05 and coverage
     0.93-0.97, within Monte Carlo error (2.5 standard errors; the seed makes it reproducible)."""
-    shape = StudyShape(arms=("base", "A", "B", "C", "D", "E"), students=("s1", "s2"), n_seeds=3, n_problems=300,
-                       contrasts=((1, 0), (2, 1), (3, 1), (4, 1), (5, 1)))
+    shape = StudyShape(
+        arms=("base", "A", "B", "C", "D", "E"),
+        students=("s1", "s2"),
+        n_seeds=3,
+        n_problems=300,
+        contrasts=((1, 0), (2, 1), (3, 1), (4, 1), (5, 1)),
+    )
     tally = null_tally(np.random.default_rng(7), shape, seed_sd, 300)
     assert tally.studies == 300 and tally.intervals == 300 * 2 * 6
     assert tally.fwer <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 300)

@@ -37,8 +37,10 @@ def test_users_add_a_style_by_adding_a_file(tmp_path):
 
 
 def test_bad_style_files_name_the_file(tmp_path):
-    (tmp_path / "broken.yaml").write_text("description: x\ninstruction: y\nrubric: []\nformat_checks: [{id: a, kind: sometimes, pattern: x}]\n")
-    with pytest.raises(StyleError, match="broken.yaml.*format_checks"):
+    (tmp_path / "broken.yaml").write_text(
+        "description: x\ninstruction: y\nrubric: []\nformat_checks: [{id: a, kind: sometimes, pattern: x}]\n"
+    )
+    with pytest.raises(StyleError, match=r"broken\.yaml.*format_checks"):
         load_style(tmp_path, "broken")
     with pytest.raises(StyleError, match="not found"):
         load_style(tmp_path, "missing")

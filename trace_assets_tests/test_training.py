@@ -42,15 +42,21 @@ def test_two_process_sft_under_torchrun(tiny_model, tmp_path):
     from trace_assets.experiment import TrainingConfig
     from trace_assets.training.sft import TrainRun, train_sft_launched
 
-    rows = [{"example_id": f"e{i}", "difficulty": 1, "prompt": f"What is {i} + 1?", "completion": f"{i} + 1 = {i + 1}\n#### {i + 1}"}
-            for i in range(8)]
+    rows = [
+        {"example_id": f"e{i}", "difficulty": 1, "prompt": f"What is {i} + 1?", "completion": f"{i} + 1 = {i + 1}\n#### {i + 1}"}
+        for i in range(8)
+    ]
     config = TrainingConfig(max_steps=2, batch_size=2, max_length=64, eval_fraction=0.25, processes=2)
     output = tmp_path / "ckpt"
-    result = train_sft_launched(TrainRun(tiny_model, rows, 0, str(output), "cpu", "float32"), config, env={"OMP_NUM_THREADS": "1"})
+    result = train_sft_launched(
+        TrainRun(tiny_model, rows, 0, str(output), "cpu", "float32"), config, env={"OMP_NUM_THREADS": "1"}
+    )
     assert result.path == str(output) and (output / "config.json").exists()
     assert result.train_examples == 6 and result.eval_examples == 2 and result.world_size == 2
     assert [r["step"] for r in result.log if r["train_loss"] is not None] == [1, 2]
     assert not output.with_name("ckpt.partial").exists()
     with pytest.raises(RuntimeError, match="SFT with 2 process"):
-        train_sft_launched(TrainRun(str(tmp_path / "no-such-model"), rows, 0, str(tmp_path / "bad"), "cpu", "float32"), config, env={})
+        train_sft_launched(
+            TrainRun(str(tmp_path / "no-such-model"), rows, 0, str(tmp_path / "bad"), "cpu", "float32"), config, env={}
+        )
     assert not (tmp_path / "bad").exists()

@@ -20,11 +20,15 @@ def chat(text):
 
 def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
     batches = []
-    backend = VllmBackend(gpu_memory_utilization=0.05, enforce_eager=True, chunk_size=2,
-                          env=offline_environment(), per_request_seed=False)
+    backend = VllmBackend(
+        gpu_memory_utilization=0.05, enforce_eager=True, chunk_size=2, env=offline_environment(), per_request_seed=False
+    )
     spec = ModelSpec(name="tiny", path=tiny_model, dtype="float32", max_model_len=512)
-    requests = [Request("a", chat("Ava has 3 apples.")), Request("b", chat("Ben has 4 pens.")),
-                Request("c", chat("Judge this."), json_schema=VERDICT_SCHEMA)]
+    requests = [
+        Request("a", chat("Ava has 3 apples.")),
+        Request("b", chat("Ben has 4 pens.")),
+        Request("c", chat("Judge this."), json_schema=VERDICT_SCHEMA),
+    ]
     stats = backend.generate(spec, Sampling(temperature=0.8, max_tokens=12, n=2), requests, batches.append, log=lambda m: None)
     assert [len(batch) for batch in batches] == [4, 2]  # two chunks, two samples each
     assert stats.completions == 6 and stats.startup_s > 0 and stats.output_tokens > 0
@@ -57,10 +61,18 @@ def test_one_engine_swapping_checkpoints_matches_a_fresh_engine_per_checkpoint(t
     a = shutil.copytree(tiny_model, tmp_path / "a")
     b = perturbed_copy(a, tmp_path / "b", scale=0.05, seed=1)
     c = shutil.copytree(a, tmp_path / "c")
-    backend = VllmBackend(gpu_memory_utilization=0.05, enforce_eager=True, chunk_size=8, env=offline_environment(),
-                          per_request_seed=False, cpu_kv_cache=True)
+    backend = VllmBackend(
+        gpu_memory_utilization=0.05,
+        enforce_eager=True,
+        chunk_size=8,
+        env=offline_environment(),
+        per_request_seed=False,
+        cpu_kv_cache=True,
+    )
     sampling = Sampling(temperature=0.0, max_tokens=12, n=1)
-    requests = [Request(str(i), [], prompt=p) for i, p in enumerate(["Ava has 3 apples.", "Ben has 4 pens and", "What is 2 + 2?"])]
+    requests = [
+        Request(str(i), [], prompt=p) for i, p in enumerate(["Ava has 3 apples.", "Ben has 4 pens and", "What is 2 + 2?"])
+    ]
 
     def texts(completions):
         return {c.key: c.text for c in completions}
@@ -68,14 +80,20 @@ def test_one_engine_swapping_checkpoints_matches_a_fresh_engine_per_checkpoint(t
     fresh = {}
     for path in (a, b):
         batches = []
-        backend.generate(ModelSpec(name=str(path), path=str(path), dtype="float32", max_model_len=512), sampling,
-                         requests, batches.extend, log=lambda m: None)
+        backend.generate(
+            ModelSpec(name=str(path), path=str(path), dtype="float32", max_model_len=512),
+            sampling,
+            requests,
+            batches.extend,
+            log=lambda m: None,
+        )
         fresh[str(path)] = texts(batches)
     assert fresh[str(a)] != fresh[str(b)]  # the checkpoints answer differently, so stale weights would show
 
     routed = {}
-    jobs = [(ModelSpec(name=str(path), path=str(path), dtype="float32", max_model_len=512), sampling, requests)
-            for path in (c, b, a)]
+    jobs = [
+        (ModelSpec(name=str(path), path=str(path), dtype="float32", max_model_len=512), sampling, requests) for path in (c, b, a)
+    ]
     stats = backend.generate_many(jobs, lambda index, batch: routed.setdefault(index, []).extend(batch), log=lambda m: None)
     assert sum(s.extra.get("engine_starts", 0) for s in stats) == 1
     assert texts(routed[2]) == fresh[str(a)] and texts(routed[1]) == fresh[str(b)] and texts(routed[0]) == fresh[str(a)]
@@ -94,10 +112,29 @@ def vllm_server(tiny_model):
     port = _free_port()
     env = {**offline_environment(), "VLLM_CPU_KVCACHE_SPACE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model, "--served-model-name", "tiny",
-         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
-         "--api-key", "test-secret"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            tiny_model,
+            "--served-model-name",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "512",
+            "--enforce-eager",
+            "--api-key",
+            "test-secret",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     base_url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 240
@@ -121,8 +158,12 @@ def test_openai_backend_against_a_real_vllm_server(vllm_server, monkeypatch):
     monkeypatch.setenv("TEST_VLLM_KEY", "test-secret")
     spec = ModelSpec(name="tiny", path="tiny", base_url=vllm_server, api_key_env="TEST_VLLM_KEY", max_concurrency=2, timeout_s=60)
     batches = []
-    requests = [Request(str(i), chat(f"Problem {i}")) for i in range(5)] + [Request("j", chat("Judge"), json_schema=VERDICT_SCHEMA)]
-    stats = OpenAIBackend(batch_size=4).generate(spec, Sampling(temperature=0.7, max_tokens=10, n=2), requests, batches.append, log=lambda m: None)
+    requests = [Request(str(i), chat(f"Problem {i}")) for i in range(5)] + [
+        Request("j", chat("Judge"), json_schema=VERDICT_SCHEMA)
+    ]
+    stats = OpenAIBackend(batch_size=4).generate(
+        spec, Sampling(temperature=0.7, max_tokens=10, n=2), requests, batches.append, log=lambda m: None
+    )
     assert [len(b) for b in batches] == [8, 4]
     assert stats.completions == 12 and stats.failures == 0
     judged = [c for b in batches for c in b if c.key == "j"]
@@ -134,7 +175,9 @@ def test_openai_backend_records_auth_failures_without_retrying(vllm_server, monk
     spec = ModelSpec(name="tiny", path="tiny", base_url=vllm_server, api_key_env="TEST_VLLM_KEY", timeout_s=30)
     batches = []
     started = time.perf_counter()
-    stats = OpenAIBackend(max_retries=3, backoff_s=5).generate(spec, Sampling(max_tokens=4), [Request("x", chat("hi"))], batches.append, log=lambda m: None)
+    stats = OpenAIBackend(max_retries=3, backoff_s=5).generate(
+        spec, Sampling(max_tokens=4), [Request("x", chat("hi"))], batches.append, log=lambda m: None
+    )
     assert time.perf_counter() - started < 5  # 401 is not retried
     assert stats.failures == 1 and "401" in batches[0][0].error
 
@@ -142,5 +185,7 @@ def test_openai_backend_records_auth_failures_without_retrying(vllm_server, monk
 def test_openai_backend_retries_then_gives_up_on_a_dead_endpoint():
     spec = ModelSpec(name="x", path="x", base_url=f"http://127.0.0.1:{_free_port()}/v1", timeout_s=2)
     batches = []
-    stats = OpenAIBackend(max_retries=2, backoff_s=0.01).generate(spec, Sampling(max_tokens=4), [Request("x", chat("hi"))], batches.append, log=lambda m: None)
+    stats = OpenAIBackend(max_retries=2, backoff_s=0.01).generate(
+        spec, Sampling(max_tokens=4), [Request("x", chat("hi"))], batches.append, log=lambda m: None
+    )
     assert stats.failures == 1 and "gave up after 3 attempts" in batches[0][0].error

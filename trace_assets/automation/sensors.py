@@ -20,17 +20,21 @@ def materialized_style_version(instance: dg.DagsterInstance, style: str) -> str 
 
 
 def build_style_change_sensor(
-    styles_dir: Path, datasets_by_style: dict[str, list[str]], styles: dg.PartitionsDefinition,
+    styles_dir: Path,
+    datasets_by_style: dict[str, list[str]],
+    styles: dg.PartitionsDefinition,
     datasets: dg.PartitionsDefinition,
 ) -> dg.SensorDefinition:
     """One job per partitioning: a Dagster job's assets must share one partitions definition.
 
     ``datasets_by_style``: every style of the experiment, with the datasets built from it.
     """
-    style_job = dg.define_asset_job("restyle", selection=STYLE_CHAIN, partitions_def=styles,
-                                    description="A style's prompts, traces and verdicts.")
-    dataset_job = dg.define_asset_job("rebuild_datasets", selection=DATASET_CHAIN, partitions_def=datasets,
-                                      description="A dataset's examples and statistics.")
+    style_job = dg.define_asset_job(
+        "restyle", selection=STYLE_CHAIN, partitions_def=styles, description="A style's prompts, traces and verdicts."
+    )
+    dataset_job = dg.define_asset_job(
+        "rebuild_datasets", selection=DATASET_CHAIN, partitions_def=datasets, description="A dataset's examples and statistics."
+    )
 
     @dg.sensor(
         name="style_file_changes",
@@ -52,15 +56,23 @@ def build_style_change_sensor(
             if materialized is None or materialized == current:
                 continue  # never materialised: the first run is a person's call, not a change
             context.log.info(f"style {style}: {materialized} -> {current}")
-            requests.append(dg.RunRequest(
-                run_key=f"style:{style}:{current}", partition_key=style, job_name=style_job.name,
-                tags={"trace_assets/style": style, "trace_assets/style_version": current},
-            ))
-            for dataset in style_datasets:
-                requests.append(dg.RunRequest(
-                    run_key=f"dataset:{dataset}:{style}:{current}", partition_key=dataset, job_name=dataset_job.name,
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"style:{style}:{current}",
+                    partition_key=style,
+                    job_name=style_job.name,
                     tags={"trace_assets/style": style, "trace_assets/style_version": current},
-                ))
+                )
+            )
+            for dataset in style_datasets:
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"dataset:{dataset}:{style}:{current}",
+                        partition_key=dataset,
+                        job_name=dataset_job.name,
+                        tags={"trace_assets/style": style, "trace_assets/style_version": current},
+                    )
+                )
         return requests or dg.SkipReason("no style file changed")
 
     return style_file_changes
@@ -72,8 +84,13 @@ def build_evaluation_schedule(cron: str | None, models: dg.MultiPartitionsDefini
         return None
     job = dg.define_asset_job("reevaluate", selection=["eval_results"], partitions_def=models)
 
-    @dg.schedule(job=job, cron_schedule=cron, name="reevaluation", default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description="Re-runs eval_results for every dataset x student on the experiment's cadence.")
+    @dg.schedule(
+        job=job,
+        cron_schedule=cron,
+        name="reevaluation",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Re-runs eval_results for every dataset x student on the experiment's cadence.",
+    )
     def reevaluation(context: dg.ScheduleEvaluationContext):
         for key in models.get_partition_keys():
             yield dg.RunRequest(run_key=f"{context.scheduled_execution_time}:{key}", partition_key=key)

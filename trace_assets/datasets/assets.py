@@ -17,34 +17,59 @@ from trace_assets.tables import frame_of
 from trace_assets.training.format import student_completion, student_prompt
 
 
-def build_sft_examples_asset(recipes: dict[str, DatasetRecipe], rules: DatasetRules, seed: int,
-                             students: dict[str, StudentConfig], partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_sft_examples_asset(
+    recipes: dict[str, DatasetRecipe],
+    rules: DatasetRules,
+    seed: int,
+    students: dict[str, StudentConfig],
+    partitions: dg.PartitionsDefinition,
+) -> dg.AssetsDefinition:
     table_out = {"kinds": {"polars", "duckdb"}, "code_version": CODE_VERSION, "metadata": {"partition_expr": "dataset"}}
 
     @dg.multi_asset(
-        **asset_settings("sft_examples", "datasets", partitions_def=partitions,
-                         backfill_policy=dg.BackfillPolicy.single_run()),
+        **asset_settings("sft_examples", "datasets", partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run()),
         can_subset=False,
         outs={
-            "sft_examples": dg.AssetOut(dagster_type=table_type(SftExampleSchema), **table_out,
-                                        description="Prompt/completion training pairs of each dataset recipe, "
-                                        "with the trace ids they came from."),
-            "dataset_exclusions": dg.AssetOut(dagster_type=table_type(DatasetExclusionSchema), **table_out,
-                                              description="Every trace or problem a dataset did not use, with the reason."),
+            "sft_examples": dg.AssetOut(
+                dagster_type=table_type(SftExampleSchema),
+                **table_out,
+                description="Prompt/completion training pairs of each dataset recipe, with the trace ids they came from.",
+            ),
+            "dataset_exclusions": dg.AssetOut(
+                dagster_type=table_type(DatasetExclusionSchema),
+                **table_out,
+                description="Every trace or problem a dataset did not use, with the reason.",
+            ),
         },
-        ins={"judged_traces": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
-             "style_prompts": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
-             "problems": dg.AssetIn()},
+        ins={
+            "judged_traces": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+            "style_prompts": dg.AssetIn(partition_mapping=dg.AllPartitionMapping()),
+            "problems": dg.AssetIn(),
+        },
     )
-    def sft_examples(context: dg.AssetExecutionContext, data: DataResource, judged_traces: pl.DataFrame,
-                     style_prompts: pl.DataFrame, problems: pl.DataFrame):
+    def sft_examples(
+        context: dg.AssetExecutionContext,
+        data: DataResource,
+        judged_traces: pl.DataFrame,
+        style_prompts: pl.DataFrame,
+        problems: pl.DataFrame,
+    ):
         """Every dataset recipe built at once under one eligibility policy, on shared problems, with exclusions."""
         train = problems.filter(pl.col("split") == "train")
         # token_counter is one callable per tokenizer path: students sharing a tokenizer share its counts.
         counters = {name: token_counter(student_path(student, data)) for name, student in students.items()}
         answer_formats = dict(zip(style_prompts["style"], style_prompts["answer_format"]))
-        build = build_datasets(recipes, rules.eligibility, judged_traces, train, seed, counters, answer_formats,
-                               rules.comparisons, rules.token_matching)
+        build = build_datasets(
+            recipes,
+            rules.eligibility,
+            judged_traces,
+            train,
+            seed,
+            counters,
+            answer_formats,
+            rules.comparisons,
+            rules.token_matching,
+        )
         wanted = [key for key in context.partition_keys if key not in BASE_DATASETS]  # the untrained students: no rows
         examples = build.examples.filter(pl.col("dataset").is_in(wanted))
         exclusions = build.exclusions.filter(pl.col("dataset").is_in(wanted))
@@ -52,16 +77,24 @@ def build_sft_examples_asset(recipes: dict[str, DatasetRecipe], rules: DatasetRu
         for row in summary.filter(pl.col("examples") == 0).iter_rows(named=True):
             context.log.warning(f"dataset {row['dataset']}: no examples ({row['candidates']} candidates); later steps skip it")
         reasons = exclusion_counts(exclusions)
-        yield dg.Output(examples, output_name="sft_examples", metadata={
-            "dagster/row_count": examples.height,
-            "empty_datasets": int((summary["examples"] == 0).sum()),
-            "datasets": preview(summary, rows=summary.height),
-            "preview": preview(examples, ["dataset", "problem_id", "source", "flaw", "n_tokens", "completion"]),
-        })
-        yield dg.Output(exclusions, output_name="dataset_exclusions", metadata={
-            "dagster/row_count": exclusions.height,
-            "by_reason": preview(reasons, rows=reasons.height),
-        })
+        yield dg.Output(
+            examples,
+            output_name="sft_examples",
+            metadata={
+                "dagster/row_count": examples.height,
+                "empty_datasets": int((summary["examples"] == 0).sum()),
+                "datasets": preview(summary, rows=summary.height),
+                "preview": preview(examples, ["dataset", "problem_id", "source", "flaw", "n_tokens", "completion"]),
+            },
+        )
+        yield dg.Output(
+            exclusions,
+            output_name="dataset_exclusions",
+            metadata={
+                "dagster/row_count": exclusions.height,
+                "by_reason": preview(reasons, rows=reasons.height),
+            },
+        )
 
     return sft_examples
 
@@ -81,8 +114,18 @@ def dataset_stats(frame: pl.DataFrame) -> dict:
 
 
 def build_trace_stats_asset(students: dict[str, StudentConfig], partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("trace_stats", "datasets", {"pytorch", "duckdb"}, table=TraceStatsSchema,
-                               partitions=partitions, partition_expr="dataset", single_run=True, gpus=1))
+    @dg.asset(
+        **asset_settings(
+            "trace_stats",
+            "datasets",
+            {"pytorch", "duckdb"},
+            table=TraceStatsSchema,
+            partitions=partitions,
+            partition_expr="dataset",
+            single_run=True,
+            gpus=1,
+        )
+    )
     def trace_stats(context: dg.AssetExecutionContext, data: DataResource, gpu: GPUResource, sft_examples: pl.DataFrame):
         """Size, tokens, correctness, conformance, compressibility and each student's NLL per dataset."""
         rows = []
@@ -98,11 +141,16 @@ def build_trace_stats_asset(students: dict[str, StudentConfig], partitions: dg.P
                     completions = [student_completion(c, tokenizer) for c in frame["completion"]]
                     tokens = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in frame["completion"]]
                     nll = mean_completion_nll(model, tokenizer, prompts, completions) if prompts else math.nan
-                    rows.append({
-                        "dataset": name, "student": student_name, "total_tokens": sum(tokens),
-                        "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
-                        "nll_before": None if math.isnan(nll) else nll, **dataset_stats(frame),
-                    })
+                    rows.append(
+                        {
+                            "dataset": name,
+                            "student": student_name,
+                            "total_tokens": sum(tokens),
+                            "mean_tokens": sum(tokens) / len(tokens) if tokens else None,
+                            "nll_before": None if math.isnan(nll) else nll,
+                            **dataset_stats(frame),
+                        }
+                    )
                     context.log.info(f"{name} x {student_name}: {frame.height} examples, NLL {nll:.3f}")
                 del model
         stats = frame_of(rows, TraceStatsSchema)

@@ -52,9 +52,7 @@ def corrupt_final_step(text: str, final_answer: str, answer_format: AnswerFormat
     if value is None or value < 0:
         return None
     mentions = numbers_in(text)
-    first = next(
-        (start for start, _, number in mentions if number == final_answer and text[:start].rstrip().endswith("=")), None
-    )
+    first = next((start for start, _, number in mentions if number == final_answer and text[:start].rstrip().endswith("=")), None)
     if first is None:
         return None
     delta = max(1, round(abs(float(value)) * rng.uniform(0.1, 0.3)))

@@ -49,8 +49,16 @@ from trace_assets.experiment import ComparisonsConfig, DatasetRecipe, Eligibilit
 from trace_assets.tables import polars_schema
 
 __all__ = [
-    "DatasetBuild", "TokenBudgetError", "build_datasets", "exclusion_counts", "student_rows",
-    "comparison_groups", "datasets_affected_by_style", "SFT_SCHEMA", "EXCLUSION_SCHEMA", "SUMMARY_SCHEMA",
+    "EXCLUSION_SCHEMA",
+    "SFT_SCHEMA",
+    "SUMMARY_SCHEMA",
+    "DatasetBuild",
+    "TokenBudgetError",
+    "build_datasets",
+    "comparison_groups",
+    "datasets_affected_by_style",
+    "exclusion_counts",
+    "student_rows",
 ]
 
 TokenCounter = Callable[[str], int]
@@ -58,12 +66,32 @@ TokenCounter = Callable[[str], int]
 SFT_SCHEMA = polars_schema(SftExampleSchema)
 EXCLUSION_SCHEMA = polars_schema(DatasetExclusionSchema)
 SUMMARY_SCHEMA = {
-    "dataset": pl.Utf8, "student": pl.Utf8, "recipe": pl.Utf8, "style": pl.Utf8, "candidates": pl.Int64,
-    "eligible_problems": pl.Int64, "problems_lost": pl.Int64, "problems": pl.Int64, "examples": pl.Int64,
-    "flawed": pl.Int64, "tokens": pl.Int64, "removed_tokens": pl.Int64, "token_target": pl.Int64, "matched_to": pl.Utf8,
+    "dataset": pl.Utf8,
+    "student": pl.Utf8,
+    "recipe": pl.Utf8,
+    "style": pl.Utf8,
+    "candidates": pl.Int64,
+    "eligible_problems": pl.Int64,
+    "problems_lost": pl.Int64,
+    "problems": pl.Int64,
+    "examples": pl.Int64,
+    "flawed": pl.Int64,
+    "tokens": pl.Int64,
+    "removed_tokens": pl.Int64,
+    "token_target": pl.Int64,
+    "matched_to": pl.Utf8,
 }
-JUDGED_COLUMNS = ("trace_id", "problem_id", "style", "kind", "style_version", "completion", "finish_reason",
-                  "judge_parsed", "conforms")
+JUDGED_COLUMNS = (
+    "trace_id",
+    "problem_id",
+    "style",
+    "kind",
+    "style_version",
+    "completion",
+    "finish_reason",
+    "judge_parsed",
+    "conforms",
+)
 TRAIN_COLUMNS = ("problem_id", "question", "reference_solution", "answer")
 
 
@@ -80,9 +108,9 @@ class DatasetBuild:
 class _Trace:
     row: dict
     declaration: Declaration
-    final: str | None       # the declared final answer (the fallback extraction when the policy allows none)
+    final: str | None  # the declared final answer (the fallback extraction when the policy allows none)
     correct: bool
-    reason: str | None      # the eligibility policy's verdict
+    reason: str | None  # the eligibility policy's verdict
     rank: str
 
 
@@ -116,8 +144,16 @@ class _Arm:
 
     def exclude(self, problem_id: str, trace_id: str | None, reason: str, detail: str | None = None, student=None):
         assert reason in EXCLUSION_REASONS, reason
-        self.exclusions.append({"dataset": self.name, "student": student, "problem_id": problem_id,
-                                "trace_id": trace_id, "reason": reason, "detail": detail})
+        self.exclusions.append(
+            {
+                "dataset": self.name,
+                "student": student,
+                "problem_id": problem_id,
+                "trace_id": trace_id,
+                "reason": reason,
+                "detail": detail,
+            }
+        )
 
     def drop(self, problem_id: str, reason: str, detail: str | None = None) -> None:
         for example in self.chosen.pop(problem_id, []):
@@ -147,8 +183,9 @@ def comparison_groups(recipes: Mapping[str, DatasetRecipe], comparisons: Compari
     return [list(group) for group in comparisons.groups] + [[name] for name in recipes if name not in grouped]
 
 
-def datasets_affected_by_style(recipes: Mapping[str, DatasetRecipe], comparisons: ComparisonsConfig,
-                               token_matching: Iterable[TokenMatchGroup], style: str) -> list[str]:
+def datasets_affected_by_style(
+    recipes: Mapping[str, DatasetRecipe], comparisons: ComparisonsConfig, token_matching: Iterable[TokenMatchGroup], style: str
+) -> list[str]:
     """Datasets whose rows can change when ``style``'s traces change: those of the style, and every
     dataset that shares a comparison group or a token-matching group with one of them."""
     affected = {name for name, recipe in recipes.items() if recipe.style == style}
@@ -170,7 +207,10 @@ def _check_columns(frame: pl.DataFrame, needed: Iterable[str], what: str) -> Non
 
 
 def _annotate(
-    judged: pl.DataFrame, train: dict[str, dict], policy: EligibilityPolicy, seed: int,
+    judged: pl.DataFrame,
+    train: dict[str, dict],
+    policy: EligibilityPolicy,
+    seed: int,
     answer_formats: Mapping[str, AnswerFormat],
 ) -> tuple[dict[tuple[str, str], dict[str, list[_Trace]]], list[_Trace]]:
     """Every judged trace with its declared answer, correctness, policy verdict and rank, pooled by
@@ -188,7 +228,9 @@ def _annotate(
             final = row["extracted_answer"]
         problem = train.get(row["problem_id"])
         trace = _Trace(
-            row=row, declaration=declaration, final=final,
+            row=row,
+            declaration=declaration,
+            final=final,
             correct=problem is not None and numbers_match(final, problem["answer"]),
             reason=policy_reason(row, declaration, policy),
             rank=rank_key(seed, row["style"], row["kind"], row["problem_id"], row["trace_id"]),
@@ -227,9 +269,16 @@ def _arm_reason(trace: _Trace, recipe: DatasetRecipe, policy: EligibilityPolicy,
 def _example(trace: _Trace, source: str, flaw: str = "none") -> _Example:
     row = trace.row
     return _Example(
-        problem_id=row["problem_id"], completion=row["completion"], source=source, trace_id=row["trace_id"],
-        style=row["style"], style_version=row["style_version"], is_correct=trace.correct, conforms=row["conforms"],
-        final=trace.final, flaw=flaw,
+        problem_id=row["problem_id"],
+        completion=row["completion"],
+        source=source,
+        trace_id=row["trace_id"],
+        style=row["style"],
+        style_version=row["style_version"],
+        is_correct=trace.correct,
+        conforms=row["conforms"],
+        final=trace.final,
+        flaw=flaw,
     )
 
 
@@ -248,8 +297,15 @@ def _eligible(pool: dict[str, list[_Trace]], recipe: DatasetRecipe, policy: Elig
 
 
 def _draft(
-    name: str, recipe: DatasetRecipe, pools, outside: list[_Trace], policy: EligibilityPolicy, train: dict[str, dict],
-    seed: int, answer_formats: Mapping[str, AnswerFormat], count: Callable[[str], int],
+    name: str,
+    recipe: DatasetRecipe,
+    pools,
+    outside: list[_Trace],
+    policy: EligibilityPolicy,
+    train: dict[str, dict],
+    seed: int,
+    answer_formats: Mapping[str, AnswerFormat],
+    count: Callable[[str], int],
 ) -> _Arm:
     """An arm's examples per eligible problem, before the common-problem intersection."""
     arm = _Arm(name, recipe)
@@ -286,8 +342,9 @@ def _draft(
         wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style), policy, train)
         for problem_id in list(arm.chosen):
             source_example = arm.chosen[problem_id][0]
-            flawed = _flawed_version(source_example, wrong.get(problem_id, []), recipe.flaw, train[problem_id]["answer"],
-                                     answer_format, seed)
+            flawed = _flawed_version(
+                source_example, wrong.get(problem_id, []), recipe.flaw, train[problem_id]["answer"], answer_format, seed
+            )
             if flawed is None:
                 arm.drop(problem_id, "no_flawed_version", f"flaw '{recipe.flaw}'")
             else:
@@ -344,8 +401,9 @@ def _trim(example: _Example, trim: str, answer_format: AnswerFormat, seed: int, 
     if result is None:
         return None
     controlled, removed_here = result
-    return replace(example, completion=controlled, trimmed_chars=max(0, len(text) - len(controlled)),
-                   removed_tokens=max(0, removed_here))
+    return replace(
+        example, completion=controlled, trimmed_chars=max(0, len(text) - len(controlled)), removed_tokens=max(0, removed_here)
+    )
 
 
 def _intersect(arms: dict[str, _Arm], groups: list[list[str]]) -> None:
@@ -381,30 +439,57 @@ def _apply_flaws(arm: _Arm, seed: int) -> None:
     arm.exclusions = [row for row in arm.exclusions if not (row["reason"] == "wrong_answer" and row["trace_id"] in used)]
 
 
-def _rows(arm: _Arm, questions: dict[str, str], counter: TokenCounter, count: _Counter, student: str | None,
-          problems: Iterable[str] | None = None) -> list[dict]:
+def _rows(
+    arm: _Arm,
+    questions: dict[str, str],
+    counter: TokenCounter,
+    count: _Counter,
+    student: str | None,
+    problems: Iterable[str] | None = None,
+) -> list[dict]:
     rows = []
     for problem_id in sorted(arm.chosen if problems is None else problems):
         for index, example in enumerate(arm.chosen[problem_id]):
             prefix = arm.name if student is None else f"{arm.name}:{student}"
-            rows.append({
-                "dataset": arm.name, "example_id": f"{prefix}:{problem_id}:{index}", "problem_id": problem_id,
-                "prompt": questions[problem_id], "completion": example.completion, "source": example.source,
-                "trace_id": example.trace_id, "style": example.style, "style_version": example.style_version,
-                "is_correct": example.is_correct, "conforms": example.conforms, "flaw": example.flaw,
-                "trimmed_chars": example.trimmed_chars, "n_tokens": count(counter, example.completion),
-                "removed_tokens": example.removed_tokens, "student": student,
-            })
+            rows.append(
+                {
+                    "dataset": arm.name,
+                    "example_id": f"{prefix}:{problem_id}:{index}",
+                    "problem_id": problem_id,
+                    "prompt": questions[problem_id],
+                    "completion": example.completion,
+                    "source": example.source,
+                    "trace_id": example.trace_id,
+                    "style": example.style,
+                    "style_version": example.style_version,
+                    "is_correct": example.is_correct,
+                    "conforms": example.conforms,
+                    "flaw": example.flaw,
+                    "trimmed_chars": example.trimmed_chars,
+                    "n_tokens": count(counter, example.completion),
+                    "removed_tokens": example.removed_tokens,
+                    "student": student,
+                }
+            )
     return rows
 
 
 def _summary(arm: _Arm, rows: list[dict], student: str | None, target: int | None = None, matched_to: str | None = None) -> dict:
     return {
-        "dataset": arm.name, "student": student, "recipe": arm.recipe.recipe, "style": arm.recipe.style,
-        "candidates": arm.candidates, "eligible_problems": arm.eligible_problems, "problems_lost": arm.problems_lost,
-        "problems": len({row["problem_id"] for row in rows}), "examples": len(rows),
-        "flawed": sum(1 for row in rows if row["flaw"] != "none"), "tokens": sum(row["n_tokens"] for row in rows),
-        "removed_tokens": sum(row["removed_tokens"] for row in rows), "token_target": target, "matched_to": matched_to,
+        "dataset": arm.name,
+        "student": student,
+        "recipe": arm.recipe.recipe,
+        "style": arm.recipe.style,
+        "candidates": arm.candidates,
+        "eligible_problems": arm.eligible_problems,
+        "problems_lost": arm.problems_lost,
+        "problems": len({row["problem_id"] for row in rows}),
+        "examples": len(rows),
+        "flawed": sum(1 for row in rows if row["flaw"] != "none"),
+        "tokens": sum(row["n_tokens"] for row in rows),
+        "removed_tokens": sum(row["removed_tokens"] for row in rows),
+        "token_target": target,
+        "matched_to": matched_to,
     }
 
 
@@ -462,10 +547,17 @@ def build_datasets(
     def count_primary(text: str) -> int:
         return count(primary, text)
 
-    pools, outside = _annotate(judged.filter(pl.col("style").is_in(sorted(styles))), problems, policy, seed,
-                               {style: answer_formats[style] for style in styles})
-    arms = {name: _draft(name, recipe, pools, outside, policy, problems, seed, answer_formats, count_primary)
-            for name, recipe in recipes.items()}
+    pools, outside = _annotate(
+        judged.filter(pl.col("style").is_in(sorted(styles))),
+        problems,
+        policy,
+        seed,
+        {style: answer_formats[style] for style in styles},
+    )
+    arms = {
+        name: _draft(name, recipe, pools, outside, policy, problems, seed, answer_formats, count_primary)
+        for name, recipe in recipes.items()
+    }
     _intersect(arms, comparison_groups(recipes, comparisons))
     for arm in arms.values():
         if arm.recipe.recipe == "mixture":
@@ -491,8 +583,9 @@ def build_datasets(
                 arm = arms[name]
                 for problem_id in sorted(set(arm.chosen) - kept[name]):
                     for example in arm.chosen[problem_id]:
-                        arm.exclude(problem_id, example.trace_id, "over_token_budget",
-                                    f"{budget} tokens of {target}", student=student)
+                        arm.exclude(
+                            problem_id, example.trace_id, "over_token_budget", f"{budget} tokens of {target}", student=student
+                        )
                 arm_rows = _rows(arm, questions, counter, count, student, kept[name])
                 rows += arm_rows
                 summary.append(_summary(arm, arm_rows, student, budget, target))
@@ -500,12 +593,14 @@ def build_datasets(
     order = {name: index for index, name in enumerate(recipes)}
     return DatasetBuild(
         examples=pl.DataFrame(rows, schema=SFT_SCHEMA).sort(
-            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "example_id"),
+            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "example_id"
+        ),
         exclusions=pl.DataFrame(exclusions, schema=EXCLUSION_SCHEMA).sort(
-            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "student", "problem_id", "trace_id",
-            nulls_last=True),
+            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "student", "problem_id", "trace_id", nulls_last=True
+        ),
         summary=pl.DataFrame(summary, schema=SUMMARY_SCHEMA).sort(
-            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "student", nulls_last=True),
+            pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "student", nulls_last=True
+        ),
     )
 
 

@@ -4,24 +4,24 @@ import pandera.polars as pa
 
 # Why an arm did not use a trace (or, with a null trace_id, a problem). The first failing check is recorded.
 EXCLUSION_REASONS = (
-    "not_a_train_problem",    # the trace's problem is not in the train split (e.g. removed as contaminated)
+    "not_a_train_problem",  # the trace's problem is not in the train split (e.g. removed as contaminated)
     # the eligibility policy, the same for every synthetic arm:
-    "truncated",              # finish reason 'length': cut off at max_tokens
-    "no_declared_answer",     # no final answer in the style's own format (at most one the fallback extractor finds)
-    "answer_changed",         # declares one answer, then another
-    "judge_unparsable",       # the judge's reply was not a parseable verdict
-    "not_conforming",         # fails the style's rules or the judge (when the experiment requires conformance)
+    "truncated",  # finish reason 'length': cut off at max_tokens
+    "no_declared_answer",  # no final answer in the style's own format (at most one the fallback extractor finds)
+    "answer_changed",  # declares one answer, then another
+    "judge_unparsable",  # the judge's reply was not a parseable verdict
+    "not_conforming",  # fails the style's rules or the judge (when the experiment requires conformance)
     # what the arm is made of:
-    "wrong_answer",           # G, mixture, H_style: the declared answer is wrong
-    "right_answer",           # W: the declared answer is right
+    "wrong_answer",  # G, mixture, H_style: the declared answer is wrong
+    "right_answer",  # W: the declared answer is right
     "unfaithful_paraphrase",  # H_style: misses intermediate quantities of the human solution, or the judge says so
-    "not_selected",           # eligible, but a better-ranked sample of the same problem was taken
+    "not_selected",  # eligible, but a better-ranked sample of the same problem was taken
     "no_correct_wrong_pair",  # pair_correct_wrong: the problem lacks an eligible right or wrong trace of the style
-    "no_flawed_version",      # mixture: no flawed version of the problem's trace passes the flaw check
-    "control_span_too_short", # trim control: the reasoning before the conclusion is shorter than the tail
-    "not_in_common_problems", # another arm of the comparison group has no eligible trace for the problem
-    "replaced_by_flawed",     # mixture: the problem's correct trace gave way to its flawed version
-    "over_token_budget",      # token matching dropped it (per student)
+    "no_flawed_version",  # mixture: no flawed version of the problem's trace passes the flaw check
+    "control_span_too_short",  # trim control: the reasoning before the conclusion is shorter than the tail
+    "not_in_common_problems",  # another arm of the comparison group has no eligible trace for the problem
+    "replaced_by_flawed",  # mixture: the problem's correct trace gave way to its flawed version
+    "over_token_budget",  # token matching dropped it (per student)
 )
 
 

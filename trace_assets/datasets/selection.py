@@ -32,8 +32,11 @@ DECLARATION_RE = {
 }
 # "the answer is 7", "final answer: 7", \boxed{7}: a restatement that counts when it follows a declaration.
 _ANSWER_PHRASE = re.compile(
-    r"(?:\\boxed\{\s*(" + _ANSWER_NUMBER + r")\s*\}|(?:final answer|the answer)\s*(?:is|:|=|should be|would be)\s*\**\s*("
-    + _ANSWER_NUMBER + r"))",
+    r"(?:\\boxed\{\s*("
+    + _ANSWER_NUMBER
+    + r")\s*\}|(?:final answer|the answer)\s*(?:is|:|=|should be|would be)\s*\**\s*("
+    + _ANSWER_NUMBER
+    + r"))",
     re.IGNORECASE,
 )
 POLICY_REASONS = ("truncated", "no_declared_answer", "answer_changed", "judge_unparsable", "not_conforming")
@@ -43,10 +46,10 @@ POLICY_REASONS = ("truncated", "no_declared_answer", "answer_changed", "judge_un
 class Declaration:
     """The final answers a trace declares."""
 
-    values: tuple[str, ...]        # canonical values of the answer lines in the style's own format, in order
+    values: tuple[str, ...]  # canonical values of the answer lines in the style's own format, in order
     other_values: tuple[str, ...]  # answer lines in the other format, and answer phrases after the first declaration
-    first_start: int | None        # where the first answer line (either format) starts
-    last_line: str | None          # the last answer line in the style's format, as written
+    first_start: int | None  # where the first answer line (either format) starts
+    last_line: str | None  # the last answer line in the style's format, as written
 
     @property
     def final(self) -> str | None:

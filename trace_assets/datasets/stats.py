@@ -23,7 +23,9 @@ def template_line_share(texts: list[str]) -> float:
     return sum(1 for line in lines if _TEMPLATE_LINE.match(line)) / len(lines)
 
 
-def mean_completion_nll(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 8, max_length: int = 1024) -> float:
+def mean_completion_nll(
+    model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 8, max_length: int = 1024
+) -> float:
     """Mean per-token negative log-likelihood of the completions given the prompts (completion tokens only)."""
     import torch
 
@@ -46,7 +48,9 @@ def mean_completion_nll(model, tokenizer, prompts: list[str], completions: list[
         with torch.no_grad():
             logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
         targets = labels[:, 1:]
-        losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum")
+        losses = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
         total_nll += float(losses)
         total_tokens += int((targets != -100).sum())
     return total_nll / total_tokens if total_tokens else math.nan

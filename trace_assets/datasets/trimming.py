@@ -30,8 +30,8 @@ _CONCLUDING = re.compile(
 
 @dataclass(frozen=True)
 class Conclusion:
-    start: int            # where the concluding sentence or answer line starts
-    end: int              # where it ends: trimming keeps text[:end]
+    start: int  # where the concluding sentence or answer line starts
+    end: int  # where it ends: trimming keeps text[:end]
     is_answer_line: bool  # the conclusion is the answer line itself
 
 
@@ -82,9 +82,7 @@ def trim_after_conclusion(text: str, conclusion: Conclusion, final_line: str) ->
     return kept.rstrip() + "\n" + final_line
 
 
-def remove_random_span(
-    text: str, limit: int, tokens: int, count: TokenCounter, rng: random.Random
-) -> tuple[str, int] | None:
+def remove_random_span(text: str, limit: int, tokens: int, count: TokenCounter, rng: random.Random) -> tuple[str, int] | None:
     """Remove a run of whole words from ``text[:limit]`` (the reasoning before the conclusion) that
     costs as close to ``tokens`` tokens as word boundaries allow, starting at a seeded random word;
     returns (text, tokens removed), or None when the reasoning before ``limit`` has fewer tokens."""

@@ -19,11 +19,21 @@ from trace_assets.training.format import student_prompt
 def build_eval_results_asset(
     students: dict[str, StudentConfig], settings: EvaluationConfig, seed: int, partitions: dg.MultiPartitionsDefinition
 ) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("eval_results", "evaluation", {"vllm", "duckdb"}, table=EvalResultSchema,
-                               partitions=partitions, partition_expr={"dataset": "dataset", "student": "student"},
-                               single_run=True, gpus=1))
-    def eval_results(context: dg.AssetExecutionContext, generation: GenerationResource,
-                     checkpoints: pl.DataFrame, problems: pl.DataFrame):
+    @dg.asset(
+        **asset_settings(
+            "eval_results",
+            "evaluation",
+            {"vllm", "duckdb"},
+            table=EvalResultSchema,
+            partitions=partitions,
+            partition_expr={"dataset": "dataset", "student": "student"},
+            single_run=True,
+            gpus=1,
+        )
+    )
+    def eval_results(
+        context: dg.AssetExecutionContext, generation: GenerationResource, checkpoints: pl.DataFrame, problems: pl.DataFrame
+    ):
         """Greedy answers of each checkpoint (and each untrained base student) to every test problem.
 
         One step evaluates every checkpoint of its partitions: one engine start per model
@@ -34,14 +44,17 @@ def build_eval_results_asset(
         for checkpoint in checkpoints.filter(pl.col("status").is_in(["trained", "base"])).iter_rows(named=True):
             # The few-shot baseline always gets the exemplars; trained students get the experiment's format.
             few_shot = checkpoint["dataset"] == BASE_FEW_SHOT or (
-                checkpoint["dataset"] != BASE_DATASET and settings.prompt_format == "few_shot")
+                checkpoint["dataset"] != BASE_DATASET and settings.prompt_format == "few_shot"
+            )
             shots = exemplars if few_shot else []
             dtype = generation.gpu.resolve_dtype(students[checkpoint["student"]].dtype)
             spec = ModelSpec(name=checkpoint["path"], path=checkpoint["path"], dtype=dtype)
             sampling = Sampling(temperature=0.0, max_tokens=settings.max_tokens, n=1, seed=checkpoint["seed"])
             tokenizer = load_tokenizer(checkpoint["path"])
             requests = {
-                row["problem_id"]: prompt_request(student_prompt(row["question"], tokenizer, shots), checkpoint["content_hash"], sampling)
+                row["problem_id"]: prompt_request(
+                    student_prompt(row["question"], tokenizer, shots), checkpoint["content_hash"], sampling
+                )
                 for row in test.iter_rows(named=True)
             }
             evaluated.append((checkpoint, requests))
@@ -49,22 +62,27 @@ def build_eval_results_asset(
         results = generation.generate_many(jobs, context.log.info)
         frames = []
         for (checkpoint, requests), result in zip(evaluated, results):
-            base = {key: checkpoint[key] for key in ("dataset", "student", "seed")} | {"checkpoint_hash": checkpoint["content_hash"]}
+            base = {key: checkpoint[key] for key in ("dataset", "student", "seed")} | {
+                "checkpoint_hash": checkpoint["content_hash"]
+            }
             frames.append(eval_rows(test, requests, result.completions, base))
         frame = pl.concat(frames) if frames else empty_frame(EvalResultSchema)
         if not frames:
             context.log.warning("no checkpoint to evaluate (the dataset was empty)")
-        yield dg.Output(frame, metadata={
-            "dagster/row_count": frame.height,
-            "accuracy": float(frame["is_correct"].mean()) if frame.height else 0.0,
-            "accuracy_strict": float(frame["is_correct_strict"].mean()) if frame.height else 0.0,
-            "degenerate_loops": int(frame["degenerate_loop"].sum()),
-            "hit_length_limit": int(frame["hit_length_limit"].sum()),
-            "checkpoints_evaluated": len(jobs),
-            "engine_starts": sum(result.stats.extra.get("engine_starts", 0) for result in results),
-            "generated": sum(result.generated for result in results),
-            "reused_from_cache": sum(result.reused for result in results),
-            "preview": preview(frame, ["seed", "problem_id", "is_correct", "extracted_answer", "completion"]),
-        })
+        yield dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                "accuracy": float(frame["is_correct"].mean()) if frame.height else 0.0,
+                "accuracy_strict": float(frame["is_correct_strict"].mean()) if frame.height else 0.0,
+                "degenerate_loops": int(frame["degenerate_loop"].sum()),
+                "hit_length_limit": int(frame["hit_length_limit"].sum()),
+                "checkpoints_evaluated": len(jobs),
+                "engine_starts": sum(result.stats.extra.get("engine_starts", 0) for result in results),
+                "generated": sum(result.generated for result in results),
+                "reused_from_cache": sum(result.reused for result in results),
+                "preview": preview(frame, ["seed", "problem_id", "is_correct", "extracted_answer", "completion"]),
+            },
+        )
 
     return eval_results

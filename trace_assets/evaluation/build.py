@@ -8,9 +8,10 @@ import polars as pl
 
 from trace_assets.answers import extract_answer, numbers_match
 from trace_assets.evaluation.degeneration import is_degenerate_loop
-from trace_assets.generation.types import Completion, Request
 from trace_assets.evaluation.schemas import EvalResultSchema
+from trace_assets.generation.types import Completion, Request
 from trace_assets.tables import frame_of
+
 
 def few_shot_examples(train: pl.DataFrame, k: int, seed: int) -> list[tuple[str, str]]:
     rows = sorted(train.iter_rows(named=True), key=lambda r: r["problem_id"])
@@ -27,20 +28,22 @@ def eval_rows(
         text = completion.text if completion else ""
         extraction = extract_answer(text)
         finish = completion.finish_reason if completion else "error"
-        rows.append({
-            **base,
-            "problem_id": problem["problem_id"],
-            "difficulty": problem["difficulty"],
-            "completion": text,
-            "strict_answer": extraction.strict,
-            "flexible_answer": extraction.flexible,
-            "extracted_answer": extraction.answer,
-            "reference_answer": problem["answer"],
-            "is_correct": numbers_match(extraction.answer, problem["answer"]),
-            "is_correct_strict": numbers_match(extraction.strict, problem["answer"]),  # only the asked-for `#### N`
-            "output_tokens": completion.output_tokens if completion else 0,
-            "finish_reason": finish,
-            "hit_length_limit": finish == "length",
-            "degenerate_loop": is_degenerate_loop(text),
-        })
+        rows.append(
+            {
+                **base,
+                "problem_id": problem["problem_id"],
+                "difficulty": problem["difficulty"],
+                "completion": text,
+                "strict_answer": extraction.strict,
+                "flexible_answer": extraction.flexible,
+                "extracted_answer": extraction.answer,
+                "reference_answer": problem["answer"],
+                "is_correct": numbers_match(extraction.answer, problem["answer"]),
+                "is_correct_strict": numbers_match(extraction.strict, problem["answer"]),  # only the asked-for `#### N`
+                "output_tokens": completion.output_tokens if completion else 0,
+                "finish_reason": finish,
+                "hit_length_limit": finish == "length",
+                "degenerate_loop": is_degenerate_loop(text),
+            }
+        )
     return frame_of(rows, EvalResultSchema)

@@ -55,8 +55,7 @@ class Backend(ABC):
         """Every job's completions, one statistics object per job; a job without requests costs
         nothing. Here: one job after the other (backends that can share an engine override it)."""
         return [
-            self.generate(spec, sampling, requests, functools.partial(on_batch, index), log) if requests
-            else GenerationStats()
+            self.generate(spec, sampling, requests, functools.partial(on_batch, index), log) if requests else GenerationStats()
             for index, (spec, sampling, requests) in enumerate(jobs)
         ]
 
@@ -95,8 +94,14 @@ class VllmBackend(Backend):
     of the ones ``claim`` hands out and over its share of the prompts, generating at once."""
 
     def __init__(
-        self, gpu_memory_utilization: float, enforce_eager: bool, chunk_size: int, env: dict[str, str],
-        per_request_seed: bool = True, claim: Claim = _no_claim, cpu_kv_cache: bool = False,
+        self,
+        gpu_memory_utilization: float,
+        enforce_eager: bool,
+        chunk_size: int,
+        env: dict[str, str],
+        per_request_seed: bool = True,
+        claim: Claim = _no_claim,
+        cpu_kv_cache: bool = False,
         worker: tuple[str, ...] = ("-m", "trace_assets.generation.vllm_worker"),
     ):
         self.per_request_seed = per_request_seed
@@ -127,10 +132,19 @@ class VllmBackend(Backend):
         spec = jobs[0][0]
         if not multi:
             _, sampling, requests = jobs[0]
-            return {"model": asdict(spec), "sampling": asdict(sampling), **self._engine_settings(spec),
-                    "requests": self._requests(requests[engine::engines])}
+            return {
+                "model": asdict(spec),
+                "sampling": asdict(sampling),
+                **self._engine_settings(spec),
+                "requests": self._requests(requests[engine::engines]),
+            }
         models = [
-            {"tag": tag, "model": asdict(model), "sampling": asdict(sampling), "requests": self._requests(requests[engine::engines])}
+            {
+                "tag": tag,
+                "model": asdict(model),
+                "sampling": asdict(sampling),
+                "requests": self._requests(requests[engine::engines]),
+            }
             for tag, (model, sampling, requests) in enumerate(jobs)
             if requests[engine::engines]
         ]
@@ -144,8 +158,9 @@ class VllmBackend(Backend):
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         try:
-            process = subprocess.Popen([sys.executable, *self.worker, handle.name], stdout=subprocess.PIPE, text=True,
-                                       env=env, bufsize=1)
+            process = subprocess.Popen(
+                [sys.executable, *self.worker, handle.name], stdout=subprocess.PIPE, text=True, env=env, bufsize=1
+            )
         except OSError:
             os.unlink(handle.name)
             raise
@@ -155,7 +170,7 @@ class VllmBackend(Backend):
                 assert process.stdout is not None
                 for line in process.stdout:
                     if line.startswith(RESULT_PREFIX):
-                        events.put((engine, json.loads(line[len(RESULT_PREFIX):])))
+                        events.put((engine, json.loads(line[len(RESULT_PREFIX) :])))
                     else:
                         sys.stderr.write(line)  # vLLM's own log lines
             finally:
@@ -187,6 +202,7 @@ class VllmBackend(Backend):
                 groups.setdefault(engine_key(spec), []).append(index)
         for indices in groups.values():
             indices.sort(key=lambda index: jobs[index][0].path)  # one checkpoint's jobs back to back: loaded once
+
             def on_group_batch(tag: int, batch: list[Completion], indices: list[int] = indices) -> None:
                 on_batch(indices[tag], batch)
 
@@ -204,13 +220,15 @@ class VllmBackend(Backend):
         with self.claim(tp * spec.data_parallel_size) as devices:
             prompts = sum(len(requests) for _, _, requests in jobs)
             models = f"{spec.name}" + (f" and {len(jobs) - 1} more checkpoint(s) of its architecture" if len(jobs) > 1 else "")
-            log(f"vLLM: starting {engines} engine(s) for {models} ({prompts} prompts x {jobs[0][1].n} samples)"
-                + (f" on GPUs {','.join(devices)}" if devices else ""))
+            log(
+                f"vLLM: starting {engines} engine(s) for {models} ({prompts} prompts x {jobs[0][1].n} samples)"
+                + (f" on GPUs {','.join(devices)}" if devices else "")
+            )
             events: queue.Queue = queue.Queue()
             processes: list[subprocess.Popen] = []
             try:
                 for e in range(engines):
-                    processes.append(self._start(self._job(jobs, e, engines, multi), devices[e * tp:(e + 1) * tp], events, e))
+                    processes.append(self._start(self._job(jobs, e, engines, multi), devices[e * tp : (e + 1) * tp], events, e))
                 failures = self._collect(events, engines, stats, on_batch, log)
             finally:
                 for process in processes:
@@ -225,8 +243,9 @@ class VllmBackend(Backend):
             )
         return stats
 
-    def _collect(self, events: queue.Queue, engines: int, stats: list[GenerationStats], on_batch: OnJobBatch,
-                 log: Log) -> list[str]:
+    def _collect(
+        self, events: queue.Queue, engines: int, stats: list[GenerationStats], on_batch: OnJobBatch, log: Log
+    ) -> list[str]:
         """Consume every engine's events on this thread (so ``on_batch`` writes happen here, in order).
         Events without a ``model`` tag (single-model jobs) belong to job 0."""
         batches: dict[tuple[int, int], list[Completion]] = {}
@@ -257,8 +276,11 @@ class VllmBackend(Backend):
                 model.output_tokens += sum(c.output_tokens for c in batch)
                 model.completions += len(batch)
                 on_batch(tag, batch)
-                log(f"vLLM: {model.completions} completions" + (f" of model {tag}" if len(stats) > 1 else "")
-                    + f", {model.output_tokens_per_s:.0f} output tokens/s")
+                log(
+                    f"vLLM: {model.completions} completions"
+                    + (f" of model {tag}" if len(stats) > 1 else "")
+                    + f", {model.output_tokens_per_s:.0f} output tokens/s"
+                )
             elif kind == "done":
                 done.add(engine)
             elif kind == "exit":
@@ -271,7 +293,7 @@ class VllmBackend(Backend):
 class OpenAIBackend(Backend):
     """OpenAI-compatible HTTP client. The API key comes only from the environment variable named in the spec."""
 
-    retry_statuses = {408, 409, 429, 500, 502, 503, 504}
+    retry_statuses = frozenset({408, 409, 429, 500, 502, 503, 504})
 
     def __init__(self, max_retries: int = 4, backoff_s: float = 1.0, batch_size: int = 32):
         self.max_retries = max_retries
@@ -382,7 +404,9 @@ class TransformersBackend(Backend):
         for offset in range(0, len(requests), self.batch_size):
             chunk = requests[offset : offset + self.batch_size]
             prompts = [
-                r.prompt if r.prompt is not None else tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+                r.prompt
+                if r.prompt is not None
+                else tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
                 for r in chunk
             ]
             encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -403,14 +427,16 @@ class TransformersBackend(Backend):
                 new_tokens = sequence[prompt_length:]
                 ended = (new_tokens == tokenizer.eos_token_id).nonzero()
                 length = int(ended[0]) if len(ended) else len(new_tokens)
-                batch.append(Completion(
-                    key=request.key,
-                    sample_index=row % sampling.n,
-                    text=tokenizer.decode(new_tokens[:length], skip_special_tokens=True),
-                    finish_reason="stop" if len(ended) else "length",
-                    prompt_tokens=int(encoded["attention_mask"][row // sampling.n].sum()),
-                    output_tokens=length,
-                ))
+                batch.append(
+                    Completion(
+                        key=request.key,
+                        sample_index=row % sampling.n,
+                        text=tokenizer.decode(new_tokens[:length], skip_special_tokens=True),
+                        finish_reason="stop" if len(ended) else "length",
+                        prompt_tokens=int(encoded["attention_mask"][row // sampling.n].sum()),
+                        output_tokens=length,
+                    )
+                )
             on_batch(batch)
             stats.completions += len(batch)
             stats.output_tokens += sum(c.output_tokens for c in batch)

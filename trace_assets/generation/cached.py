@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trace_assets.generation.backends import Backend
-from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling, messages_hash
 from trace_assets.generation.cache_store import cached_completions, store_completions
+from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling, messages_hash
 
 
 @dataclass

@@ -71,16 +71,18 @@ def _generate(llm, job: dict, model: dict, tag: dict) -> None:
         elapsed = time.perf_counter() - chunk_started
         for request, output in zip(chunk, outputs):
             for index, sample in enumerate(output.outputs):
-                _emit({
-                    "event": "completion",
-                    **tag,
-                    "key": request["key"],
-                    "sample_index": index,
-                    "text": sample.text,
-                    "finish_reason": sample.finish_reason or "unknown",
-                    "prompt_tokens": len(output.prompt_token_ids or []),
-                    "output_tokens": len(sample.token_ids),
-                })
+                _emit(
+                    {
+                        "event": "completion",
+                        **tag,
+                        "key": request["key"],
+                        "sample_index": index,
+                        "text": sample.text,
+                        "finish_reason": sample.finish_reason or "unknown",
+                        "prompt_tokens": len(output.prompt_token_ids or []),
+                        "output_tokens": len(sample.token_ids),
+                    }
+                )
         _emit({"event": "chunk", **tag, "generate_s": elapsed, "requests": len(chunk)})
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,12 +30,32 @@ WORKER_EXTENSION = "trace_assets.generation.weight_swap.WeightSwapExtension"
 # Fields of the JSON files below that don't change what the engine computes: where a file was
 # loaded from and how (transformers adds these on a re-save), and the weights' own dtype (the
 # engine's is spec.dtype).
-_CONFIG_BOOKKEEPING = {"_name_or_path", "name_or_path", "_commit_hash", "transformers_version", "is_local",
-                       "local_files_only", "torch_dtype", "dtype", "use_cache", "output_attentions",
-                       "output_hidden_states", "return_dict"}
+_CONFIG_BOOKKEEPING = {
+    "_name_or_path",
+    "name_or_path",
+    "_commit_hash",
+    "transformers_version",
+    "is_local",
+    "local_files_only",
+    "torch_dtype",
+    "dtype",
+    "use_cache",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+}
 # Files the engine reads besides the weights: tokenizer, chat template and generation defaults (eos ids).
-_ENGINE_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "special_tokens_map.json",
-                 "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "generation_config.json")
+_ENGINE_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 def _without_bookkeeping(value):
@@ -50,8 +69,13 @@ def engine_key(spec: ModelSpec) -> str:
 
     A hub id (no local folder) only shares with itself.
     """
-    engine = {"backend": spec.backend, "dtype": spec.dtype, "max_model_len": spec.max_model_len,
-              "tp": spec.tensor_parallel_size, "dp": spec.data_parallel_size}
+    engine = {
+        "backend": spec.backend,
+        "dtype": spec.dtype,
+        "max_model_len": spec.max_model_len,
+        "tp": spec.tensor_parallel_size,
+        "dp": spec.data_parallel_size,
+    }
     folder = Path(spec.path)
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -70,7 +94,7 @@ def engine_key(spec: ModelSpec) -> str:
     return digest.hexdigest()[:16]
 
 
-def checkpoint_weights(path: str) -> Iterator[tuple[str, "torch.Tensor"]]:  # noqa: F821
+def checkpoint_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:  # noqa: F821
     """(name, tensor) of every ``*.safetensors`` file in a checkpoint folder, file by file."""
     from safetensors import safe_open
 
@@ -79,7 +103,7 @@ def checkpoint_weights(path: str) -> Iterator[tuple[str, "torch.Tensor"]]:  # no
         raise FileNotFoundError(f"no *.safetensors in {path}")
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for name in handle.keys():
+            for name in handle:
                 yield name, handle.get_tensor(name)
 
 

@@ -17,9 +17,20 @@ def build_judged_traces_asset(
     judge: ModelConfig, judge_note: str, min_conformance_rate: float, partitions: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
     """``judge_note``: who grades (it says SELF-GRADED when the judge is the teacher), shown first in the metadata."""
-    @dg.asset(**asset_settings("judged_traces", "judging", {"vllm", "duckdb"}, table=JudgedTraceSchema,
-                               partitions=partitions, partition_expr="style", single_run=True, gpus=judge.gpus,
-                               checks=("conformance_rate_above_threshold",)))
+
+    @dg.asset(
+        **asset_settings(
+            "judged_traces",
+            "judging",
+            {"vllm", "duckdb"},
+            table=JudgedTraceSchema,
+            partitions=partitions,
+            partition_expr="style",
+            single_run=True,
+            gpus=judge.gpus,
+            checks=("conformance_rate_above_threshold",),
+        )
+    )
     def judged_traces(
         context: dg.AssetExecutionContext,
         generation: GenerationResource,
@@ -42,13 +53,17 @@ def build_judged_traces_asset(
             context.log.warning(f"{truncated} traces were longer than the judge's context ({max_chars} chars): cut, never passed")
         conformance = float(frame["conforms"].mean() or 0.0) if frame.height else 0.0
         unparsable = frame.filter(~pl.col("judge_parsed")).height
-        by_style = frame.group_by("style").agg(
-            pl.len().alias("traces"),
-            pl.col("rules_pass").mean().alias("rules_pass_rate"),
-            pl.col("judge_conforms").mean().alias("judge_pass_rate"),
-            pl.col("conforms").mean().alias("conformance"),
-            (pl.col("conforms") & pl.col("is_correct")).sum().alias("correct_and_conforming"),
-        ).sort("style")
+        by_style = (
+            frame.group_by("style")
+            .agg(
+                pl.len().alias("traces"),
+                pl.col("rules_pass").mean().alias("rules_pass_rate"),
+                pl.col("judge_conforms").mean().alias("judge_pass_rate"),
+                pl.col("conforms").mean().alias("conformance"),
+                (pl.col("conforms") & pl.col("is_correct")).sum().alias("correct_and_conforming"),
+            )
+            .sort("style")
+        )
         yield dg.Output(
             frame,
             metadata={
@@ -65,7 +80,8 @@ def build_judged_traces_asset(
             },
         )
         yield dg.AssetCheckResult(
-            check_name="conformance_rate_above_threshold", passed=conformance >= min_conformance_rate,
+            check_name="conformance_rate_above_threshold",
+            passed=conformance >= min_conformance_rate,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"conformance_rate": conformance, "threshold": min_conformance_rate, "judge_unparsable": unparsable},
         )

@@ -6,16 +6,23 @@ import polars as pl
 
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
+from trace_assets.judging.schemas import JudgedTraceSchema
 from trace_assets.judging.verdicts import (
-    FAITHFULNESS_SCHEMA, JudgeVerdict, faithfulness_messages, judge_messages, parse_faithfulness, parse_verdict,
+    FAITHFULNESS_SCHEMA,
+    JudgeVerdict,
+    faithfulness_messages,
+    judge_messages,
+    parse_faithfulness,
+    parse_verdict,
     verdict_schema,
 )
 from trace_assets.styles.library import Style, failed_format_checks
-from trace_assets.judging.schemas import JudgedTraceSchema
 from trace_assets.tables import frame_of
 
-def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict[str, Style], model: str,
-                   sampling: Sampling, max_chars: int) -> dict[str, Request]:
+
+def judge_requests(
+    traces: pl.DataFrame, questions: dict[str, str], styles: dict[str, Style], model: str, sampling: Sampling, max_chars: int
+) -> dict[str, Request]:
     """One judge request per trace id; traces over ``max_chars`` are shown cut (see ``judge_messages``)."""
     requests = {}
     schemas = {name: verdict_schema([item.id for item in style.spec.rubric]) for name, style in styles.items()}
@@ -26,15 +33,17 @@ def judge_requests(traces: pl.DataFrame, questions: dict[str, str], styles: dict
     return requests
 
 
-def faithfulness_requests(traces: pl.DataFrame, problems: dict[str, dict], model: str, sampling: Sampling,
-                          max_chars: int) -> dict[str, Request]:
+def faithfulness_requests(
+    traces: pl.DataFrame, problems: dict[str, dict], model: str, sampling: Sampling, max_chars: int
+) -> dict[str, Request]:
     """One request per paraphrase trace: does it follow the human solution's steps?"""
     requests = {}
     for trace in traces.filter(pl.col("kind") == "paraphrase").iter_rows(named=True):
         problem = problems[trace["problem_id"]]
         messages = faithfulness_messages(problem["question"], problem["reference_solution"], trace["completion"], max_chars)
-        requests[trace["trace_id"]] = Request(request_key(messages, model, sampling, FAITHFULNESS_SCHEMA), messages,
-                                              FAITHFULNESS_SCHEMA)
+        requests[trace["trace_id"]] = Request(
+            request_key(messages, model, sampling, FAITHFULNESS_SCHEMA), messages, FAITHFULNESS_SCHEMA
+        )
     return requests
 
 
@@ -66,30 +75,32 @@ def verdict_rows(
         # An unparsable judge reply is never a pass, and neither is a verdict on a trace the judge saw only in part.
         truncated = len(trace["completion"]) > max_chars
         conforms = not rules_failed and verdict.parsed and bool(verdict.conforms) and not truncated
-        rows.append({
-            "trace_id": trace["trace_id"],
-            "problem_id": trace["problem_id"],
-            "style": trace["style"],
-            "kind": trace["kind"],
-            "style_version": trace["style_version"],
-            "completion": trace["completion"],
-            "finish_reason": trace["finish_reason"],
-            "n_tokens": trace["n_tokens"],
-            "extracted_answer": trace["extracted_answer"],
-            "is_correct": trace["is_correct"],
-            "rules_failed": ",".join(rules_failed),
-            "rules_pass": not rules_failed,
-            "judge_parsed": verdict.parsed,
-            "judge_conforms": verdict.conforms,
-            "judge_failed": ",".join(verdict.failed_criteria),
-            "judge_reason": verdict.reason,
-            "judge_truncated": truncated,
-            "judge_faithful": _faithful(faithful.get(trace["trace_id"]), completions, truncated),
-            "judge_error": verdict.error,
-            "judge_model": judge_model,
-            "verdict_source": source,
-            "conforms": conforms,
-        })
+        rows.append(
+            {
+                "trace_id": trace["trace_id"],
+                "problem_id": trace["problem_id"],
+                "style": trace["style"],
+                "kind": trace["kind"],
+                "style_version": trace["style_version"],
+                "completion": trace["completion"],
+                "finish_reason": trace["finish_reason"],
+                "n_tokens": trace["n_tokens"],
+                "extracted_answer": trace["extracted_answer"],
+                "is_correct": trace["is_correct"],
+                "rules_failed": ",".join(rules_failed),
+                "rules_pass": not rules_failed,
+                "judge_parsed": verdict.parsed,
+                "judge_conforms": verdict.conforms,
+                "judge_failed": ",".join(verdict.failed_criteria),
+                "judge_reason": verdict.reason,
+                "judge_truncated": truncated,
+                "judge_faithful": _faithful(faithful.get(trace["trace_id"]), completions, truncated),
+                "judge_error": verdict.error,
+                "judge_model": judge_model,
+                "verdict_source": source,
+                "conforms": conforms,
+            }
+        )
     return frame_of(rows, JudgedTraceSchema)
 
 

@@ -22,8 +22,10 @@ class JudgedTraceSchema(pa.DataFrameModel):
     judge_conforms: bool = pa.Field(nullable=True)
     judge_failed: str = pa.Field(description="comma-separated rubric ids the judge says failed")
     judge_reason: str
-    judge_faithful: bool = pa.Field(nullable=True, description="paraphrases: the judge says it follows the human "
-                                    "solution's steps; null for solves and unparsable replies")
+    judge_faithful: bool = pa.Field(
+        nullable=True,
+        description="paraphrases: the judge says it follows the human solution's steps; null for solves and unparsable replies",
+    )
     judge_truncated: bool = pa.Field(description="the trace was longer than the judge's context allows; it cannot pass")
     judge_error: str = pa.Field(nullable=True)
     judge_model: str

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from trace_assets.styles.library import Style
 
+
 def verdict_schema(criteria_ids: list[str]) -> dict:
     """The judge's JSON schema for one style: failed criteria can only be that style's rubric ids.
 
@@ -19,7 +20,9 @@ def verdict_schema(criteria_ids: list[str]) -> dict:
         "properties": {
             "conforms": {"type": "boolean"},
             "failed_criteria": {
-                "type": "array", "items": {"type": "string", "enum": criteria_ids}, "maxItems": len(criteria_ids),
+                "type": "array",
+                "items": {"type": "string", "enum": criteria_ids},
+                "maxItems": len(criteria_ids),
             },
             "reason": {"type": "string", "maxLength": 120},
         },
@@ -76,8 +79,11 @@ def faithfulness_messages(question: str, reference_solution: str, paraphrase: st
             "extra explanation may differ; a different method does not count. Reply with JSON only: "
             '{"faithful": <true or false>, "reason": "<a few words>"}',
         },
-        {"role": "user", "content": f"Problem:\n{question.strip()}\n\nOriginal solution:\n{reference_solution.strip()}"
-                                    f"\n\nRewritten solution:\n{shown}"},
+        {
+            "role": "user",
+            "content": f"Problem:\n{question.strip()}\n\nOriginal solution:\n{reference_solution.strip()}"
+            f"\n\nRewritten solution:\n{shown}",
+        },
     ]
 
 

@@ -18,5 +18,7 @@ def lineage_views(data: DataResource) -> dg.MaterializeResult:
         for name, query in LINEAGE_VIEWS.items():
             connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
             counts[name] = connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-    return dg.MaterializeResult(metadata={f"{name}_rows": count for name, count in counts.items()}
-                                | {"views": dg.MetadataValue.md("\n\n".join(f"**{n}**\n```sql\n{q.strip()}\n```" for n, q in LINEAGE_VIEWS.items()))})
+    return dg.MaterializeResult(
+        metadata={f"{name}_rows": count for name, count in counts.items()}
+        | {"views": dg.MetadataValue.md("\n\n".join(f"**{n}**\n```sql\n{q.strip()}\n```" for n, q in LINEAGE_VIEWS.items()))}
+    )

@@ -14,9 +14,7 @@ def problems_checks(problems: pl.DataFrame, contaminated: list[str]) -> list[dg.
     duplicate_ids = problems.group_by(["split", "problem_id"]).len().filter(pl.col("len") > 1).height
     return [
         dg.AssetCheckResult(check_name="non_empty", passed=problems.height > 0, metadata={"rows": problems.height}),
-        dg.AssetCheckResult(
-            check_name="unique_ids", passed=duplicate_ids == 0, metadata={"duplicate_ids": duplicate_ids}
-        ),
+        dg.AssetCheckResult(check_name="unique_ids", passed=duplicate_ids == 0, metadata={"duplicate_ids": duplicate_ids}),
         dg.AssetCheckResult(
             check_name="no_train_test_contamination",
             passed=not contaminated,
@@ -27,8 +25,15 @@ def problems_checks(problems: pl.DataFrame, contaminated: list[str]) -> list[dg.
 
 
 def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("problems", "problems", {"python", "duckdb"}, table=ProblemSchema,
-                               checks=("non_empty", "unique_ids", "no_train_test_contamination")))
+    @dg.asset(
+        **asset_settings(
+            "problems",
+            "problems",
+            {"python", "duckdb"},
+            table=ProblemSchema,
+            checks=("non_empty", "unique_ids", "no_train_test_contamination"),
+        )
+    )
     def problems(context: dg.AssetExecutionContext):
         """Train and test problems from the experiment's source, normalised to GSM8K's format."""
         frame, report = load_problems(settings, seed)
@@ -47,9 +52,13 @@ def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefini
                 "duplicates_dropped": report.duplicates_dropped,
                 "contaminated": len(contaminated),
                 "near_duplicates_removed": len(report.contaminated),
-                "near_duplicate_pairs": dg.MetadataValue.md("\n".join(
-                    f"- train {hit.train_id} ~ test {hit.test_id} (similarity {hit.similarity:.2f})"
-                    for hit in report.contaminated[:20]) or "none"),
+                "near_duplicate_pairs": dg.MetadataValue.md(
+                    "\n".join(
+                        f"- train {hit.train_id} ~ test {hit.test_id} (similarity {hit.similarity:.2f})"
+                        for hit in report.contaminated[:20]
+                    )
+                    or "none"
+                ),
                 "difficulty": counts_table(frame, ["split", "difficulty"]),
                 "preview": preview(frame, ["problem_id", "split", "difficulty", "answer", "question"]),
             },

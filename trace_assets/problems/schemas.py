@@ -1,7 +1,6 @@
 """Schema of the ``problems`` table."""
 
 import pandera.polars as pa
-import polars as pl
 
 
 class ProblemSchema(pa.DataFrameModel):

@@ -36,7 +36,7 @@ class LoadReport:
     duplicates_dropped: int = 0
     # Train problems (of the whole train pool, before sampling) that equal or nearly duplicate a
     # sampled test question; they were removed from the train split.
-    contaminated: list["ContaminationHit"] = field(default_factory=list)
+    contaminated: list[ContaminationHit] = field(default_factory=list)
 
 
 def problem_id(question: str) -> str:
@@ -132,8 +132,10 @@ def read_jsonl(path: Path, split: str, skip_bad_lines: bool, report: LoadReport)
         raise ProblemFileError(f"{path}: cannot read the problem file ({error.strerror or error})") from None
     if not rows:
         skipped = f" ({len(report.skipped_lines)} bad lines skipped)" if report.skipped_lines else ""
-        raise ProblemFileError(f"{path}: no problems in the file{skipped}; expected one JSON object per line "
-                               "with 'question' and 'answer' (GSM8K format)")
+        raise ProblemFileError(
+            f"{path}: no problems in the file{skipped}; expected one JSON object per line "
+            "with 'question' and 'answer' (GSM8K format)"
+        )
     return rows
 
 
@@ -151,8 +153,12 @@ def read_gsm8k(dataset: str, config: str) -> dict[str, list[dict]]:
 def synthetic_rows(settings: ProblemsConfig, seed: int) -> dict[str, list[dict]]:
     n_train, n_test = settings.n_train or 32, settings.n_test or 16
     problems = generate_problems(
-        n_train + n_test, seed, settings.synthetic.min_steps, settings.synthetic.max_steps,
-        tuple(settings.synthetic.operations), settings.synthetic.max_number,
+        n_train + n_test,
+        seed,
+        settings.synthetic.min_steps,
+        settings.synthetic.max_steps,
+        tuple(settings.synthetic.operations),
+        settings.synthetic.max_number,
     )
     rows = [normalise_record(p.question, p.solution, "", "synthetic") for p in problems]
     for row in rows[:n_train]:
@@ -198,8 +204,10 @@ def load_problems(settings: ProblemsConfig, seed: int) -> tuple[pl.DataFrame, Lo
     train_pool = _dedupe(by_split["train"], report)
     test = _sample(_dedupe(by_split["test"], report), settings.n_test, seed)
     report.contaminated = near_duplicates(
-        {row["problem_id"]: row["question"] for row in train_pool}, {row["problem_id"]: row["question"] for row in test},
-        NEAR_DUPLICATE_THRESHOLD, NEAR_DUPLICATE_NGRAM,
+        {row["problem_id"]: row["question"] for row in train_pool},
+        {row["problem_id"]: row["question"] for row in test},
+        NEAR_DUPLICATE_THRESHOLD,
+        NEAR_DUPLICATE_NGRAM,
     )
     removed = {hit.train_id for hit in report.contaminated}
     train = _sample([row for row in train_pool if row["problem_id"] not in removed], settings.n_train, seed)
@@ -236,9 +244,7 @@ def shingles(question: str, n: int = 5) -> frozenset[tuple[str, ...]]:
     return frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
-def near_duplicates(
-    train: dict[str, str], test: dict[str, str], threshold: float = 0.8, n: int = 5
-) -> list[ContaminationHit]:
+def near_duplicates(train: dict[str, str], test: dict[str, str], threshold: float = 0.8, n: int = 5) -> list[ContaminationHit]:
     """Train questions whose number-masked word ``n``-grams overlap a test question's by at least
     ``threshold`` (Jaccard), or that equal one after whitespace/case folding; the closest test
     question per train question. ``train``/``test`` map problem ids to question texts."""
@@ -271,6 +277,7 @@ def near_duplicates(
 def contamination(problems: pl.DataFrame, threshold: float = 0.8, n: int = 5) -> list[str]:
     """Train problem ids whose question equals (after whitespace/case folding) or nearly duplicates
     (numbers masked, word ``n``-gram Jaccard >= ``threshold``) a test question."""
+
     def questions(split: str) -> dict[str, str]:
         rows = problems.filter(pl.col("split") == split)
         return dict(zip(rows["problem_id"], rows["question"]))

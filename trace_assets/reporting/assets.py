@@ -20,29 +20,38 @@ EAGER = dg.AutomationCondition.eager()
 
 
 def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("failure_modes", "reporting", {"vllm", "duckdb"}, table=FailureModeSchema,
-                               gpus=judge.gpus, automation_condition=EAGER))
-    def failure_modes(context: dg.AssetExecutionContext, generation: GenerationResource,
-                      eval_results: pl.DataFrame, problems: pl.DataFrame):
+    @dg.asset(
+        **asset_settings(
+            "failure_modes", "reporting", {"vllm", "duckdb"}, table=FailureModeSchema, gpus=judge.gpus, automation_condition=EAGER
+        )
+    )
+    def failure_modes(
+        context: dg.AssetExecutionContext, generation: GenerationResource, eval_results: pl.DataFrame, problems: pl.DataFrame
+    ):
         """Each wrong answer classified into the failure taxonomy: rules propose, the judge decides."""
         wrong = eval_results.filter(~pl.col("is_correct"))
         problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
         spec, sampling = generation.settings(judge, n=1)
         decided, asked = [], []  # (row key, proposal[, request])
         for row in wrong.iter_rows(named=True):
-            proposal = classify_by_rules(row["completion"], row["extracted_answer"], row["reference_answer"],
-                                         row["degenerate_loop"], row["hit_length_limit"])
+            proposal = classify_by_rules(
+                row["completion"],
+                row["extracted_answer"],
+                row["reference_answer"],
+                row["degenerate_loop"],
+                row["hit_length_limit"],
+            )
             base = {k: row[k] for k in ("dataset", "student", "seed", "problem_id")}
             if proposal.decisive:
                 decided.append((base, proposal))
                 continue
             problem = problem_rows[base["problem_id"]]
             messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
-            asked.append((base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA),
-                                                  messages, FAILURE_SCHEMA)))
+            asked.append(
+                (base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
+            )
         result = generation.generate(spec, sampling, [r for *_, r in asked], context.log.info) if asked else None
-        rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))}
-                for base, proposal in decided]
+        rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))} for base, proposal in decided]
         for base, proposal, request in asked:
             completion = result.completions.get((request.key, 0))
             # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
@@ -50,29 +59,34 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
             rows.append({**base, "category": category, "source": source, "evidence": evidence})
         frame = frame_of(rows, FailureModeSchema)
         counts = frame.group_by(["dataset", "student", "category"]).len().sort(["student", "dataset", "category"])
-        yield dg.Output(frame, metadata={
-            "dagster/row_count": frame.height,
-            **{f"source_{source}": int((frame["source"] == source).sum()) for source in SOURCES},
-            "judge_agreed_with_rules": int((frame["source"] == "rules+judge").sum()),
-            "counts": preview(counts, rows=counts.height),
-        })
+        yield dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                **{f"source_{source}": int((frame["source"] == source).sum()) for source in SOURCES},
+                "judge_agreed_with_rules": int((frame["source"] == "rules+judge").sum()),
+                "counts": preview(counts, rows=counts.height),
+            },
+        )
 
     return failure_modes
 
 
 def build_accuracy_asset(seed: int) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("accuracy", "reporting", {"polars", "duckdb"}, table=AccuracySchema,
-                               automation_condition=EAGER))
+    @dg.asset(**asset_settings("accuracy", "reporting", {"polars", "duckdb"}, table=AccuracySchema, automation_condition=EAGER))
     def accuracy(eval_results: pl.DataFrame):
         """Accuracy per student x dataset: mean over seeds, the seed-to-seed SD and a 95% interval."""
         table = accuracy_summary(eval_results, seed)
-        return dg.Output(table, metadata={
-            "dagster/row_count": table.height,
-            "method": METHOD,
-            "noise_floor": noise_floor_note(int(table["n_seeds"].min()) if table.height else 0),
-            "table": preview(table, rows=table.height),
-            "plot": dg.MetadataValue.md(png_markdown(accuracy_png(table), "accuracy")) if table.height else "",
-        })
+        return dg.Output(
+            table,
+            metadata={
+                "dagster/row_count": table.height,
+                "method": METHOD,
+                "noise_floor": noise_floor_note(int(table["n_seeds"].min()) if table.height else 0),
+                "table": preview(table, rows=table.height),
+                "plot": dg.MetadataValue.md(png_markdown(accuracy_png(table), "accuracy")) if table.height else "",
+            },
+        )
 
     return accuracy
 
@@ -82,28 +96,54 @@ def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: 
     ``contrasts``: the experiment's planned comparisons, tested as one Holm family."""
     all_partitions = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 
-    @dg.asset(**asset_settings("report", "reporting", {"markdown"}, automation_condition=EAGER,
-                               ins={"sft_examples": all_partitions, "dataset_exclusions": all_partitions,
-                                    "judged_traces": all_partitions}))
-    def report(context: dg.AssetExecutionContext, data: DataResource, accuracy: pl.DataFrame,
-               eval_results: pl.DataFrame, failure_modes: pl.DataFrame, training_log: pl.DataFrame,
-               trace_stats: pl.DataFrame, checkpoints: pl.DataFrame, sft_examples: pl.DataFrame,
-               dataset_exclusions: pl.DataFrame, judged_traces: pl.DataFrame) -> dg.MaterializeResult:
+    @dg.asset(
+        **asset_settings(
+            "report",
+            "reporting",
+            {"markdown"},
+            automation_condition=EAGER,
+            ins={"sft_examples": all_partitions, "dataset_exclusions": all_partitions, "judged_traces": all_partitions},
+        )
+    )
+    def report(
+        context: dg.AssetExecutionContext,
+        data: DataResource,
+        accuracy: pl.DataFrame,
+        eval_results: pl.DataFrame,
+        failure_modes: pl.DataFrame,
+        training_log: pl.DataFrame,
+        trace_stats: pl.DataFrame,
+        checkpoints: pl.DataFrame,
+        sft_examples: pl.DataFrame,
+        dataset_exclusions: pl.DataFrame,
+        judged_traces: pl.DataFrame,
+    ) -> dg.MaterializeResult:
         """The study's answers as Markdown with PNG plots under <data dir>/report/."""
         folder = data.path / "report"
         folder.mkdir(parents=True, exist_ok=True)
-        tables = StudyTables(accuracy, eval_results, failure_modes, training_log, trace_stats, checkpoints,
-                             sft_examples, dataset_exclusions, judged_traces)
+        tables = StudyTables(
+            accuracy,
+            eval_results,
+            failure_modes,
+            training_log,
+            trace_stats,
+            checkpoints,
+            sft_examples,
+            dataset_exclusions,
+            judged_traces,
+        )
         result = build_report(name, seeds, judge_note, contrasts, tables)
         for file, png in result.plots.items():
             (folder / file).write_bytes(png)
         (folder / "report.md").write_text(result.text)
         context.log.info(f"report written to {folder / 'report.md'}")
-        return dg.MaterializeResult(metadata={
-            "path": dg.MetadataValue.path(str(folder / "report.md")),
-            "report": dg.MetadataValue.md(result.inline()),
-            "planned_contrasts": len(contrasts),
-            "distinguishable_contrasts": result.distinguishable,
-        })
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(folder / "report.md")),
+                "report": dg.MetadataValue.md(result.inline()),
+                "planned_contrasts": len(contrasts),
+                "distinguishable_contrasts": result.distinguishable,
+            }
+        )
 
     return report

@@ -33,8 +33,8 @@ accuracy, so delta_a = 0 would not do).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -43,7 +43,12 @@ from scipy.special import expit
 
 from trace_assets.experiment import BASE_DATASETS, BASELINE
 from trace_assets.reporting.stats import (
-    ALPHA, arm_estimate, arm_terms, contrast_estimate, holm, seed_noise,
+    ALPHA,
+    arm_estimate,
+    arm_terms,
+    contrast_estimate,
+    holm,
+    seed_noise,
 )
 
 SEED_SDS = (0.0, 0.15, 0.3)
@@ -85,8 +90,9 @@ class StudyShape:
         return tuple(np.linspace(0.3, 0.75, len(self.students))) if len(self.students) > 1 else (0.5,)
 
 
-def shape_from_experiment(experiment, contrasts: list[tuple[str, str]] | None = None,
-                          n_problems: int | None = None, n_seeds: int | None = None) -> StudyShape:
+def shape_from_experiment(
+    experiment, contrasts: list[tuple[str, str]] | None = None, n_problems: int | None = None, n_seeds: int | None = None
+) -> StudyShape:
     """The study shape of an experiment: its datasets + "base", students, seeds and test size (null
     n_test: 1,319 for GSM8K, 500 otherwise, as the dry-run assumes); contrasts default to
     ``Experiment.planned_contrasts``."""
@@ -100,8 +106,13 @@ def shape_from_experiment(experiment, contrasts: list[tuple[str, str]] | None = 
     unknown = sorted({name for pair in pairs for name in pair} - set(index))
     if unknown:
         raise ValueError(f"contrasts name arms that are not datasets of the experiment (or 'base'): {unknown}")
-    return StudyShape(arms=arms, students=tuple(experiment.students), n_seeds=n_seeds or len(experiment.training.seeds),
-                      n_problems=n_test, contrasts=tuple((index[a], index[b]) for a, b in pairs))
+    return StudyShape(
+        arms=arms,
+        students=tuple(experiment.students),
+        n_seeds=n_seeds or len(experiment.training.seeds),
+        n_problems=n_test,
+        contrasts=tuple((index[a], index[b]) for a, b in pairs),
+    )
 
 
 @dataclass
@@ -157,11 +168,16 @@ def simulate_outcomes(rng: np.random.Generator, shape: StudyShape, world: World,
 def study_frame(outcomes: np.ndarray, shape: StudyShape) -> pl.DataFrame:
     """One simulated study, (students, arms, seeds, problems) outcomes, as an eval_results frame."""
     s, a, k, j = np.meshgrid(*[np.arange(d) for d in outcomes.shape], indexing="ij")
-    return pl.DataFrame({
-        "dataset": np.array(shape.arms)[a.ravel()], "student": np.array(shape.students)[s.ravel()],
-        "seed": k.ravel().astype(np.int64), "problem_id": np.char.add("p", j.ravel().astype(str)),
-        "is_correct": outcomes.ravel().astype(bool), "difficulty": np.ones(outcomes.size, dtype=np.int64),
-    })
+    return pl.DataFrame(
+        {
+            "dataset": np.array(shape.arms)[a.ravel()],
+            "student": np.array(shape.students)[s.ravel()],
+            "seed": k.ravel().astype(np.int64),
+            "problem_id": np.char.add("p", j.ravel().astype(str)),
+            "is_correct": outcomes.ravel().astype(bool),
+            "difficulty": np.ones(outcomes.size, dtype=np.int64),
+        }
+    )
 
 
 @dataclass
@@ -175,7 +191,7 @@ class Tally:
     power_trials: int = 0
     detected: int = 0
 
-    def add(self, other: "Tally") -> None:
+    def add(self, other: Tally) -> None:
         for name in vars(self):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -204,7 +220,7 @@ def study_statistics(outcomes: np.ndarray, shape: StudyShape):
     low = np.stack([b[0] for b in bounds], axis=-1)
     high = np.stack([b[1] for b in bounds], axis=-1)
     if not shape.contrasts:
-        empty = np.zeros(outcomes.shape[:2] + (0,))
+        empty = np.zeros((*outcomes.shape[:2], 0))
         return low, high, empty, empty
     estimates = [contrast_estimate(terms[a], terms[b], noise[a], noise[b]) for a, b in shape.contrasts]
     p = np.stack([e.p_value() for e in estimates], axis=-1)
@@ -213,8 +229,9 @@ def study_statistics(outcomes: np.ndarray, shape: StudyShape):
     return low, high, adjusted, diff
 
 
-def null_tally(rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_studies: int, chunk: int = 25,
-               world: World | None = None) -> Tally:
+def null_tally(
+    rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_studies: int, chunk: int = 25, world: World | None = None
+) -> Tally:
     """FWER and coverage over ``n_studies`` null studies (all arms truly equal, or ``world``): a false
     positive is a distinguishable contrast between two arms of equal true accuracy."""
     tally = Tally()
@@ -227,7 +244,7 @@ def null_tally(rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_st
         tally.intervals += low.size
         tally.covered += int(np.sum((low <= truth) & (truth <= high)))
         null = np.array([[np.isclose(row[a], row[b]) for a, b in shape.contrasts] for row in truth], dtype=bool)
-        false_positive = (adjusted < ALPHA) & null.reshape((1,) + null.shape)
+        false_positive = (adjusted < ALPHA) & null.reshape((1, *null.shape))
         tally.any_false_positive += int(np.sum(false_positive.reshape(size, -1).any(axis=1)))
         tally.studies += size
         done += size
@@ -244,8 +261,9 @@ def power_contrast(shape: StudyShape) -> int | None:
     return 0
 
 
-def power_tally(rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_studies: int,
-                effect: float = POWER_EFFECT, chunk: int = 25) -> Tally:
+def power_tally(
+    rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_studies: int, effect: float = POWER_EFFECT, chunk: int = 25
+) -> Tally:
     """Power: arm a of the target contrast is truly ``effect`` better than every other arm."""
     tally = Tally()
     target = power_contrast(shape)
@@ -265,8 +283,14 @@ def power_tally(rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_s
     return tally
 
 
-def calibrate(shape: StudyShape, studies: int, seed: int = 0, seed_sds: tuple[float, ...] = SEED_SDS,
-              power_shape: StudyShape | None = None, log: Callable[[str], None] = print) -> tuple[Tally, dict[float, Tally]]:
+def calibrate(
+    shape: StudyShape,
+    studies: int,
+    seed: int = 0,
+    seed_sds: tuple[float, ...] = SEED_SDS,
+    power_shape: StudyShape | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Tally, dict[float, Tally]]:
     """Null and power studies split evenly over ``seed_sds``; returns the pooled tally and one per level."""
     rng = np.random.default_rng(seed)
     power_shape = power_shape or shape
@@ -278,13 +302,21 @@ def calibrate(shape: StudyShape, studies: int, seed: int = 0, seed_sds: tuple[fl
         tally.add(power_tally(rng, power_shape, sd, n))
         by_level[sd] = tally
         pooled.add(tally)
-        log(f"seed_sd={sd:g}: {n} null + {n} power studies: fwer={tally.fwer:.3f} coverage={tally.coverage:.3f} "
-            f"power={tally.power:.3f} ({time.perf_counter() - start:.1f} s)")
+        log(
+            f"seed_sd={sd:g}: {n} null + {n} power studies: fwer={tally.fwer:.3f} coverage={tally.coverage:.3f} "
+            f"power={tally.power:.3f} ({time.perf_counter() - start:.1f} s)"
+        )
     return pooled, by_level
 
 
-def run_calibration(experiment, studies: int = 2000, seed: int = 0, contrasts: list[tuple[str, str]] | None = None,
-                    seed_sds: tuple[float, ...] = SEED_SDS, log: Callable[[str], None] = print) -> Tally:
+def run_calibration(
+    experiment,
+    studies: int = 2000,
+    seed: int = 0,
+    contrasts: list[tuple[str, str]] | None = None,
+    seed_sds: tuple[float, ...] = SEED_SDS,
+    log: Callable[[str], None] = print,
+) -> Tally:
     """``trace-assets calibrate``: simulate ``studies`` null studies shaped like ``experiment`` (and as many
     power studies at 1,319 problems x 3 seeds), print progress, and end with the line
     ``fwer=<x> coverage=<y> power=<z>`` pooled over all studies."""
@@ -292,16 +324,23 @@ def run_calibration(experiment, studies: int = 2000, seed: int = 0, contrasts: l
     power_shape = shape_from_experiment(experiment, contrasts, n_problems=POWER_PROBLEMS, n_seeds=POWER_SEEDS)
     names = [(shape.arms[a], shape.arms[b]) for a, b in shape.contrasts]
     target = power_contrast(shape)
-    log(f"experiment {experiment.name}: arms {list(shape.arms)}, {len(shape.students)} students, {shape.n_seeds} seeds, "
+    log(
+        f"experiment {experiment.name}: arms {list(shape.arms)}, {len(shape.students)} students, {shape.n_seeds} seeds, "
         f"{shape.n_problems} problems; {len(names)} contrasts per student (Holm over {len(names) * len(shape.students)}): "
-        f"{', '.join(f'{a}-{b}' for a, b in names)}")
-    log(f"world: problem logit sd {PROBLEM_SD}, arm x problem sd {ARM_PROBLEM_SD}, training noise (arm x seed logit sd) "
+        f"{', '.join(f'{a}-{b}' for a, b in names)}"
+    )
+    log(
+        f"world: problem logit sd {PROBLEM_SD}, arm x problem sd {ARM_PROBLEM_SD}, training noise (arm x seed logit sd) "
         f"{', '.join(f'{sd:g}' for sd in seed_sds)}; power: {names[target][0]} +{POWER_EFFECT * 100:g} points in "
         f"{names[target][0]}-{names[target][1]} at {POWER_PROBLEMS} problems x {POWER_SEEDS} seeds"
-        if target is not None else "world: no contrasts, no fwer or power")
+        if target is not None
+        else "world: no contrasts, no fwer or power"
+    )
     start = time.perf_counter()
     pooled, _ = calibrate(shape, studies, seed, seed_sds, power_shape, log)
-    log(f"{pooled.studies} null studies, {pooled.intervals} intervals, {pooled.power_trials} power trials in "
-        f"{time.perf_counter() - start:.0f} s")
+    log(
+        f"{pooled.studies} null studies, {pooled.intervals} intervals, {pooled.power_trials} power trials in "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     log(f"fwer={pooled.fwer:.3f} coverage={pooled.coverage:.3f} power={pooled.power:.3f}")
     return pooled

@@ -35,8 +35,12 @@ from trace_assets.judging.verdicts import json_reply
 
 RULE_CATEGORIES = ["loop_degeneration", "no_answer_format", "arithmetic_slip", "answer_overwritten"]
 JUDGE_CATEGORIES = [
-    "relation_inverted", "premise_forgotten", "intermediate_dropped", "scope_confused",
-    "aggregation_error", "operation_omitted",
+    "relation_inverted",
+    "premise_forgotten",
+    "intermediate_dropped",
+    "scope_confused",
+    "aggregation_error",
+    "operation_omitted",
 ]
 CATEGORIES = RULE_CATEGORIES + JUDGE_CATEGORIES + ["unclassified"]
 DECISIVE_CATEGORIES = ["loop_degeneration", "no_answer_format"]  # the judge is not asked about these
@@ -62,11 +66,33 @@ CATEGORY_DESCRIPTIONS = {
 # --------------------------------------------------------------------------------------------------
 
 _REPLACEMENTS = [
-    ("\u2212", "-"), ("\u2013", "-"), ("\u2012", "-"), ("\ufe63", "-"), ("\uff0d", "-"),  # minus signs, dashes
-    ("\u00a0", " "), ("\u2009", " "), ("\u202f", " "), ("\uff1d", "="),
-    ("\\times", " × "), ("\\cdot", " × "), ("\\div", " ÷ "), ("⋅", " × "), ("·", " × "), ("✕", " × "),
-    ("\\$", "$"), ("\\%", "%"), ("\\left", ""), ("\\right", ""), ("\\,", ""), ("\\!", ""),
-    ("\\(", " "), ("\\)", " "), ("\\[", " "), ("\\]", " "), ("²", "^2"), ("³", "^3"),
+    ("\u2212", "-"),
+    ("\u2013", "-"),
+    ("\u2012", "-"),
+    ("\ufe63", "-"),
+    ("\uff0d", "-"),  # minus signs, dashes
+    ("\u00a0", " "),
+    ("\u2009", " "),
+    ("\u202f", " "),
+    ("\uff1d", "="),
+    ("\\times", " × "),
+    ("\\cdot", " × "),
+    ("\\div", " ÷ "),
+    ("⋅", " × "),
+    ("·", " × "),
+    ("✕", " × "),
+    ("\\$", "$"),
+    ("\\%", "%"),
+    ("\\left", ""),
+    ("\\right", ""),
+    ("\\,", ""),
+    ("\\!", ""),
+    ("\\(", " "),
+    ("\\)", " "),
+    ("\\[", " "),
+    ("\\]", " "),
+    ("²", "^2"),
+    ("³", "^3"),
 ]
 _FRAC = re.compile(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
@@ -121,7 +147,7 @@ def _number_token(match: re.Match, text: str) -> Token:
         value, end = value / 100, end + 1
     if percent:
         value /= 100
-    return Token("num", text[match.start():end], match.start(), end, value, decimals, percent)
+    return Token("num", text[match.start() : end], match.start(), end, value, decimals, percent)
 
 
 def tokenize(text: str) -> list[Token]:
@@ -141,8 +167,7 @@ def tokenize(text: str) -> list[Token]:
         after_operand = previous is not None and previous.kind in ("num", "rp")
         if match := _TIME.match(text, position):
             tokens.append(Token("other", match.group(), position, match.end()))
-        elif (match := _MIXED.match(text, position)) and int(match.group(2)) < int(match.group(3)) \
-                and int(match.group(3)) > 0:
+        elif (match := _MIXED.match(text, position)) and int(match.group(2)) < int(match.group(3)) and int(match.group(3)) > 0:
             whole, numerator, denominator = (int(g) for g in match.groups())
             tokens.append(Token("num", match.group(), position, match.end(), whole + Fraction(numerator, denominator)))
         elif (char.isdigit() or char in "$€£.") and (match := _NUM.match(text, position)) and match.group(0).strip("$€£ "):
@@ -163,9 +188,14 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("eq", "=", position, position + 1))
         elif match := _WORD.match(text, position):
             word = match.group()
-            nxt = re.match(r"\s*[$€£]?\d", text[match.end():match.end() + 4])
-            if word.lower() == "of" and nxt and previous is not None and previous.kind == "num" and (
-                    previous.percent or (len(tokens) >= 2 and tokens[-2].text == "/")):
+            nxt = re.match(r"\s*[$€£]?\d", text[match.end() : match.end() + 4])
+            if (
+                word.lower() == "of"
+                and nxt
+                and previous is not None
+                and previous.kind == "num"
+                and (previous.percent or (len(tokens) >= 2 and tokens[-2].text == "/"))
+            ):
                 tokens.append(Token("op", "*", position, match.end()))  # "20% of 50", "2/3 of 12"
             elif word.lower() == "mod" and after_operand and nxt:
                 tokens.append(Token("op", "mod", position, match.end()))
@@ -185,6 +215,7 @@ def tokenize(text: str) -> list[Token]:
 # A tiny exact evaluator (recursive descent over tokens; never eval)
 # --------------------------------------------------------------------------------------------------
 
+
 class _Unparsable(Exception):
     pass
 
@@ -197,8 +228,13 @@ class _Parser:
     ``values`` overrides number values by token index (for rounding intervals).
     """
 
-    def __init__(self, tokens: list[Token], precedence: bool = True, relative_percent: bool = False,
-                 values: dict[int, Fraction] | None = None):
+    def __init__(
+        self,
+        tokens: list[Token],
+        precedence: bool = True,
+        relative_percent: bool = False,
+        values: dict[int, Fraction] | None = None,
+    ):
         self.tokens, self.precedence, self.relative_percent = tokens, precedence, relative_percent
         self.values = values or {}
         self.index = 0
@@ -239,7 +275,8 @@ class _Parser:
     def term(self) -> Fraction:
         value = self.unary()
         while (token := self.peek()) is not None and (
-                token.kind == "lp" or (token.kind == "op" and token.text in ("*", "/", "//", "mod"))):
+            token.kind == "lp" or (token.kind == "op" and token.text in ("*", "/", "//", "mod"))
+        ):
             if token.kind == "lp":  # implicit multiplication: 2(3 + 4)
                 value = self.apply(value, "*", self.unary(), None)
                 continue
@@ -285,8 +322,9 @@ class _Parser:
 
     def apply(self, left: Fraction, op: str, right: Fraction, right_token: Token | None) -> Fraction:
         self.binary_ops += 1
-        relative = self.relative_percent and op in "+-" and right_token is not None and right_token.kind == "num" \
-            and right_token.percent  # "50 + 20%" read as 50 * 1.2
+        relative = (
+            self.relative_percent and op in "+-" and right_token is not None and right_token.kind == "num" and right_token.percent
+        )  # "50 + 20%" read as 50 * 1.2
         if op == "+":
             return left * (1 + right) if relative else left + right
         if op == "-":
@@ -306,8 +344,9 @@ class _Parser:
         return left % right  # mod
 
 
-def evaluate(tokens: list[Token], precedence: bool = True, relative_percent: bool = False,
-             values: dict[int, Fraction] | None = None) -> tuple[Fraction, int]:
+def evaluate(
+    tokens: list[Token], precedence: bool = True, relative_percent: bool = False, values: dict[int, Fraction] | None = None
+) -> tuple[Fraction, int]:
     """(value, number of binary operations) of an arithmetic token list; raises ValueError if unparsable."""
     parser = _Parser(tokens, precedence, relative_percent, values)
     try:
@@ -333,7 +372,9 @@ _ARITH = ("num", "op", "lp", "rp")
 MAX_EXPRESSION_TOKENS = 40  # longer runs are not calculations a person checks by eye (and would be slow)
 _REMAINDER = re.compile(  # "3 remainder 2", "3 R 2", "3 r2", "3 with a remainder of 2", "3 with 2 left over"
     r"\s*,?\s*(?:(?:remainder|rem\.?|r)\s*(?:of\s*)?(\d+)\b|with\s+a\s+remainder\s+of\s+(\d+)"
-    r"|with\s+(\d+)\s+(?:left|remaining|leftover|extra|remainder|over)\b)", re.IGNORECASE)
+    r"|with\s+(\d+)\s+(?:left|remaining|leftover|extra|remainder|over)\b)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -384,7 +425,7 @@ def equations(text: str) -> list[Equation]:
         stop = index + 1
         while stop < len(tokens) and tokens[stop].kind in _ARITH and stop - index <= MAX_EXPRESSION_TOKENS:
             stop += 1
-        left_run, right_run = tokens[start:index], tokens[index + 1:stop]
+        left_run, right_run = tokens[start:index], tokens[index + 1 : stop]
         left = _strip_to_parsable(left_run, from_left=True)
         if left is None or left[2] == 0 or not right_run:
             continue
@@ -414,13 +455,20 @@ def equations(text: str) -> list[Equation]:
         if not stated:
             continue
         end = stated_token.end if stated_token is not None else right_run[-1].end
-        found.append(Equation(
-            left_text=normalized[left_tokens[0].start:left_tokens[-1].end].strip(),
-            stated_text=normalized[right_run[0].start:end].strip(),
-            value=value, left=tuple(left_tokens), stated=tuple(stated), stated_token=stated_token,
-            position=right_run[0].start, end=end,
-            operands=tuple(t.value for t in left_tokens if t.kind == "num"), alternatives=tuple(alternatives),
-        ))
+        found.append(
+            Equation(
+                left_text=normalized[left_tokens[0].start : left_tokens[-1].end].strip(),
+                stated_text=normalized[right_run[0].start : end].strip(),
+                value=value,
+                left=tuple(left_tokens),
+                stated=tuple(stated),
+                stated_token=stated_token,
+                position=right_run[0].start,
+                end=end,
+                operands=tuple(t.value for t in left_tokens if t.kind == "num"),
+                alternatives=tuple(alternatives),
+            )
+        )
     return found
 
 
@@ -434,7 +482,7 @@ def _close(value: Fraction, stated: Fraction, token: Token | None) -> bool:
     if token is not None and token.percent:
         decimals += 2
     if decimals:
-        return abs(value - stated) < Fraction(1, 10 ** decimals)  # 10/3 = 3.33, 3.333, 3.3; 2/3 = 0.66
+        return abs(value - stated) < Fraction(1, 10**decimals)  # 10/3 = 3.33, 3.333, 3.3; 2/3 = 0.66
     # 17/5 = 3 full boxes; 45/4 = 12 vans (floor, ceiling or rounding of a non-integer to a whole number)
     return stated.denominator == 1 and value.denominator != 1 and abs(value - stated) < 1
 
@@ -446,8 +494,10 @@ def _interval(left: list[Token], precedence: bool, relative: bool) -> tuple[Frac
         return None
     values = []
     for signs in itertools.product((-1, 1), repeat=len(rounded)):
-        overrides = {i: left[i].value + sign * Fraction(1, 2 * 10 ** (left[i].decimals + (2 if left[i].percent else 0)))
-                     for i, sign in zip(rounded, signs)}
+        overrides = {
+            i: left[i].value + sign * Fraction(1, 2 * 10 ** (left[i].decimals + (2 if left[i].percent else 0)))
+            for i, sign in zip(rounded, signs)
+        }
         try:
             values.append(evaluate(left, precedence, relative, overrides)[0])
         except ValueError:
@@ -475,8 +525,7 @@ def is_slip(equation: Equation, text: str) -> bool:
     readings = [(True, False), (False, False)]
     if any(t.percent for t in equation.left):
         readings += [(True, True), (False, True)]
-    for left, (precedence, relative) in itertools.product([list(equation.left), *map(list, equation.alternatives)],
-                                                          readings):
+    for left, (precedence, relative) in itertools.product([list(equation.left), *map(list, equation.alternatives)], readings):
         try:
             value = evaluate(left, precedence, relative)[0]
         except ValueError:
@@ -488,7 +537,7 @@ def is_slip(equation: Equation, text: str) -> bool:
             bounds = _interval(left, precedence, relative)
             if bounds is not None:
                 decimals = token.decimals if token is not None else 0
-                slack = Fraction(1, 10 ** decimals) if decimals else Fraction(0)  # the result's own rounding
+                slack = Fraction(1, 10**decimals) if decimals else Fraction(0)  # the result's own rounding
                 if bounds[0] - slack <= stated <= bounds[1] + slack:  # 3.33 * 3 = 10; 3.3 * 3 = 10
                     return False
     return True
@@ -539,8 +588,7 @@ _NUMBER_IN_TEXT = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 def _final_position(normalized: str, final: str) -> int:
     """Where the final answer is declared, mirroring the extractors: its first ``####``, else its first
     ``ANSWER:`` line, else its last answer phrase, else its last occurrence; the text's end if not found."""
-    for pattern, pick in ((_STRICT_DECLARATION, 0), (_LABEL_DECLARATION, 0), (_FINAL_DECLARATION, -1),
-                          (_NUMBER_IN_TEXT, -1)):
+    for pattern, pick in ((_STRICT_DECLARATION, 0), (_LABEL_DECLARATION, 0), (_FINAL_DECLARATION, -1), (_NUMBER_IN_TEXT, -1)):
         matches = [m for m in pattern.finditer(normalized) if numbers_match(m.group(m.lastindex or 0), final)]
         if matches:
             return matches[pick].start()
@@ -577,8 +625,9 @@ def answer_reached(text: str, reference: str, before: int | None = None) -> tupl
     for equation in found:
         if equation.position >= limit or not any(value == target for value in equation.stated):
             continue
-        used_later = any(later.position > equation.end and target in later.operands for later in found) \
-            or _used_as_operand(normalized, target, equation.end, len(normalized))
+        used_later = any(later.position > equation.end and target in later.operands for later in found) or _used_as_operand(
+            normalized, target, equation.end, len(normalized)
+        )
         if not used_later:
             reached.append((equation.position, _evidence(equation, normalized)))
     for match in _DECLARATION.finditer(normalized):
@@ -600,6 +649,7 @@ def reached_then_overwritten(text: str, reference: str, final: str | None) -> bo
 # Rules propose
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RuleProposal:
     """What the rules say about one wrong answer.
@@ -618,8 +668,6 @@ class RuleProposal:
         return not self.decisive
 
 
-
-
 def _declares_answer(text: str) -> bool:
     return _FINAL_DECLARATION.search(normalize(text)) is not None
 
@@ -635,15 +683,16 @@ def classify_by_rules(text: str, extracted: str | None, reference: str, degenera
     if degenerate:
         return RuleProposal("loop_degeneration", "the completion repeats itself verbatim", decisive=True)
     if extracted is None:
-        return RuleProposal("no_answer_format", "hit the length limit" if hit_limit else "no number to extract",
-                            decisive=True)
+        return RuleProposal("no_answer_format", "hit the length limit" if hit_limit else "no number to extract", decisive=True)
     if hit_limit and not _declares_answer(text):
-        return RuleProposal("no_answer_format", f"hit the length limit before declaring an answer "
-                                                f"(last number {extracted})", decisive=True)
+        return RuleProposal(
+            "no_answer_format", f"hit the length limit before declaring an answer (last number {extracted})", decisive=True
+        )
     normalized = normalize(text)
     final_at = _final_position(normalized, extracted)
-    slips = [(eq.position, _evidence(eq, normalized)) for eq in equations(text)
-             if eq.position < final_at and is_slip(eq, normalized)]
+    slips = [
+        (eq.position, _evidence(eq, normalized)) for eq in equations(text) if eq.position < final_at and is_slip(eq, normalized)
+    ]
     reached = None if numbers_match(extracted, reference) else answer_reached(text, reference, final_at)
     if reached is not None and all(position < reached[0] for position, _ in slips):
         return RuleProposal("answer_overwritten", f"reached {reference} ({reached[1][:80]}) but answered {extracted}")
@@ -665,21 +714,30 @@ FAILURE_SCHEMA = {
 }
 
 
-def failure_judge_messages(question: str, reference_solution: str, completion: str,
-                           proposal: RuleProposal | None = None) -> list[dict]:
+def failure_judge_messages(
+    question: str, reference_solution: str, completion: str, proposal: RuleProposal | None = None
+) -> list[dict]:
     """Messages asking the judge for one category out of all of them, showing the rules' proposal if any."""
     listing = "\n".join(f"- {name}: {CATEGORY_DESCRIPTIONS[name]}" for name in CATEGORIES)
     if proposal is not None and proposal.category:
-        hint = (f"\n\nAn automatic check proposes: {proposal.category} (evidence: {proposal.evidence[:300]}). "
-                "Confirm it if it is the main reason the final answer is wrong; otherwise pick the right category.")
+        hint = (
+            f"\n\nAn automatic check proposes: {proposal.category} (evidence: {proposal.evidence[:300]}). "
+            "Confirm it if it is the main reason the final answer is wrong; otherwise pick the right category."
+        )
     else:
         hint = "\n\nNo automatic check fired; decide from the solution."
     return [
-        {"role": "system", "content": "You diagnose why a student's solution to a math word problem got the wrong "
-         f"answer. Pick the one category that best explains the wrong final answer:\n{listing}\n"
-         'Reply with JSON only: {"category": "<one category>", "reason": "<a few words>"}'},
-        {"role": "user", "content": f"Problem:\n{question}\n\nCorrect solution:\n{reference_solution}\n\n"
-         f"Student's wrong solution:\n{completion[:3000]}{hint}"},
+        {
+            "role": "system",
+            "content": "You diagnose why a student's solution to a math word problem got the wrong "
+            f"answer. Pick the one category that best explains the wrong final answer:\n{listing}\n"
+            'Reply with JSON only: {"category": "<one category>", "reason": "<a few words>"}',
+        },
+        {
+            "role": "user",
+            "content": f"Problem:\n{question}\n\nCorrect solution:\n{reference_solution}\n\n"
+            f"Student's wrong solution:\n{completion[:3000]}{hint}",
+        },
     ]
 
 
@@ -726,14 +784,29 @@ def decide(proposal: RuleProposal, judge_reply: str | None) -> tuple[str, str, s
 # --------------------------------------------------------------------------------------------------
 
 SUMMARY_SCHEMA = {
-    "student": pl.Utf8, "dataset": pl.Utf8, "category": pl.Utf8, "n_seeds": pl.Int64, "problems": pl.Float64,
-    "count_mean": pl.Float64, "count_sd": pl.Float64, "rate_mean": pl.Float64, "rate_sd": pl.Float64,
-    "delta_vs_base": pl.Float64, "delta_ci_low": pl.Float64, "delta_ci_high": pl.Float64,
+    "student": pl.Utf8,
+    "dataset": pl.Utf8,
+    "category": pl.Utf8,
+    "n_seeds": pl.Int64,
+    "problems": pl.Float64,
+    "count_mean": pl.Float64,
+    "count_sd": pl.Float64,
+    "rate_mean": pl.Float64,
+    "rate_sd": pl.Float64,
+    "delta_vs_base": pl.Float64,
+    "delta_ci_low": pl.Float64,
+    "delta_ci_high": pl.Float64,
 }
 
 
-def _side(eval_results: pl.DataFrame, failure_modes: pl.DataFrame, student: str, dataset: str,
-          problems: list[str], categories: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _side(
+    eval_results: pl.DataFrame,
+    failure_modes: pl.DataFrame,
+    student: str,
+    dataset: str,
+    problems: list[str],
+    categories: list[str],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(evaluated, {category: failed}) as seeds x problems 0/1 matrices of one student x dataset."""
     evaluated = eval_results.filter((pl.col("student") == student) & (pl.col("dataset") == dataset))
     seeds = sorted(evaluated["seed"].unique().to_list())
@@ -759,9 +832,14 @@ def _bootstrap_rates(mask: np.ndarray, failed: np.ndarray, weights: np.ndarray, 
     return np.nanmean(drawn, axis=1)
 
 
-def failure_summary(failure_modes: pl.DataFrame, eval_results: pl.DataFrame, n_resamples: int = 2000,
-                    level: float = 0.95, seed: int = 0,
-                    baselines: Mapping[str, str] | None = None) -> pl.DataFrame:
+def failure_summary(
+    failure_modes: pl.DataFrame,
+    eval_results: pl.DataFrame,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    baselines: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
     """Failure counts per student x dataset x category, per seed, and their change against the base model.
 
     For each training seed: ``count`` = wrong answers in the category, ``rate`` = count / problems that
@@ -778,7 +856,8 @@ def failure_summary(failure_modes: pl.DataFrame, eval_results: pl.DataFrame, n_r
     single seed per side only the former).
     """
     evaluated = eval_results.group_by(["student", "dataset", "seed"]).agg(
-        pl.col("problem_id").n_unique().cast(pl.Float64).alias("problems"))
+        pl.col("problem_id").n_unique().cast(pl.Float64).alias("problems")
+    )
     categories = sorted(failure_modes["category"].unique().to_list())
     if evaluated.is_empty() or not categories:
         return pl.DataFrame(schema=SUMMARY_SCHEMA)
@@ -790,22 +869,30 @@ def failure_summary(failure_modes: pl.DataFrame, eval_results: pl.DataFrame, n_r
         .with_columns((pl.col("count") / pl.col("problems")).alias("rate"))
     )
     summary = per_seed.group_by(["student", "dataset", "category"]).agg(
-        pl.len().cast(pl.Int64).alias("n_seeds"), pl.col("problems").mean(),
-        pl.col("count").mean().alias("count_mean"), pl.col("count").std().alias("count_sd"),
-        pl.col("rate").mean().alias("rate_mean"), pl.col("rate").std().alias("rate_sd"),
+        pl.len().cast(pl.Int64).alias("n_seeds"),
+        pl.col("problems").mean(),
+        pl.col("count").mean().alias("count_mean"),
+        pl.col("count").std().alias("count_sd"),
+        pl.col("rate").mean().alias("rate_mean"),
+        pl.col("rate").std().alias("rate_sd"),
     )
     baselines = dict(baselines or {})
     baseline_of = pl.col("student").replace_strict(baselines, default=BASE_DATASET, return_dtype=pl.Utf8)
     untrained = pl.col("dataset").is_in(list(BASE_DATASETS))
     base = summary.filter(pl.col("dataset") == baseline_of).select("student", "category", pl.col("rate_mean").alias("base_rate"))
     summary = summary.join(base, on=["student", "category"], how="left").with_columns(
-        pl.when(~untrained).then(pl.col("rate_mean") - pl.col("base_rate")).otherwise(None).alias("delta_vs_base"))
+        pl.when(~untrained).then(pl.col("rate_mean") - pl.col("base_rate")).otherwise(None).alias("delta_vs_base")
+    )
 
     rng = np.random.default_rng(seed)
     alpha = (1 - level) / 2
     intervals = []
-    pairs = summary.filter(~untrained & pl.col("base_rate").is_not_null()) \
-        .select("student", "dataset").unique().sort(["student", "dataset"])
+    pairs = (
+        summary.filter(~untrained & pl.col("base_rate").is_not_null())
+        .select("student", "dataset")
+        .unique()
+        .sort(["student", "dataset"])
+    )
     for student, dataset in pairs.iter_rows():
         baseline = baselines.get(student, BASE_DATASET)
         both = eval_results.filter((pl.col("student") == student) & pl.col("dataset").is_in([dataset, baseline]))
@@ -818,17 +905,29 @@ def failure_summary(failure_modes: pl.DataFrame, eval_results: pl.DataFrame, n_r
         seeds_d = rng.integers(0, mask_d.shape[0], size=(n_resamples, mask_d.shape[0]))
         seeds_b = rng.integers(0, mask_b.shape[0], size=(n_resamples, mask_b.shape[0]))
         for category in categories:
-            deltas = _bootstrap_rates(mask_d, failed_d[category], weights, seeds_d) \
-                - _bootstrap_rates(mask_b, failed_b[category], weights, seeds_b)
+            deltas = _bootstrap_rates(mask_d, failed_d[category], weights, seeds_d) - _bootstrap_rates(
+                mask_b, failed_b[category], weights, seeds_b
+            )
             deltas = deltas[~np.isnan(deltas)]
-            low, high = (float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1 - alpha))) if deltas.size \
-                else (None, None)
-            intervals.append({"student": student, "dataset": dataset, "category": category,
-                              "delta_ci_low": low, "delta_ci_high": high})
-    interval_frame = pl.DataFrame(intervals, schema={"student": pl.Utf8, "dataset": pl.Utf8, "category": pl.Utf8,
-                                                     "delta_ci_low": pl.Float64, "delta_ci_high": pl.Float64})
+            low, high = (
+                (float(np.quantile(deltas, alpha)), float(np.quantile(deltas, 1 - alpha))) if deltas.size else (None, None)
+            )
+            intervals.append(
+                {"student": student, "dataset": dataset, "category": category, "delta_ci_low": low, "delta_ci_high": high}
+            )
+    interval_frame = pl.DataFrame(
+        intervals,
+        schema={
+            "student": pl.Utf8,
+            "dataset": pl.Utf8,
+            "category": pl.Utf8,
+            "delta_ci_low": pl.Float64,
+            "delta_ci_high": pl.Float64,
+        },
+    )
     return (
         summary.join(interval_frame, on=["student", "dataset", "category"], how="left")
-        .select(list(SUMMARY_SCHEMA)).cast(SUMMARY_SCHEMA)
+        .select(list(SUMMARY_SCHEMA))
+        .cast(SUMMARY_SCHEMA)
         .sort(["student", "dataset", "category"])
     )

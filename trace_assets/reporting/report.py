@@ -19,7 +19,12 @@ from trace_assets.metadata import markdown_table
 from trace_assets.plots import accessibility_png, accuracy_png, loss_curves_png, png_markdown
 from trace_assets.reporting.failures import failure_summary
 from trace_assets.reporting.stats import (
-    METHOD, accuracy_summary, contrast_table, difficulty_bucket, noise_floor_note, stronger_baselines,
+    METHOD,
+    accuracy_summary,
+    contrast_table,
+    difficulty_bucket,
+    noise_floor_note,
+    stronger_baselines,
 )
 
 
@@ -68,80 +73,126 @@ def _interval(low: float | None, high: float | None) -> str:
 
 def results_table(accuracy: pl.DataFrame) -> pl.DataFrame:
     return accuracy.select(
-        "student", "dataset", "n", "n_seeds",
-        pl.struct("accuracy", "sd_seeds").map_elements(lambda r: _pm(r["accuracy"], r["sd_seeds"]),
-                                                       return_dtype=pl.Utf8).alias("accuracy (mean ± SD over seeds)"),
-        pl.struct("ci_low", "ci_high").map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]),
-                                                    return_dtype=pl.Utf8).alias("95% interval"),
+        "student",
+        "dataset",
+        "n",
+        "n_seeds",
+        pl.struct("accuracy", "sd_seeds")
+        .map_elements(lambda r: _pm(r["accuracy"], r["sd_seeds"]), return_dtype=pl.Utf8)
+        .alias("accuracy (mean ± SD over seeds)"),
+        pl.struct("ci_low", "ci_high")
+        .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
+        .alias("95% interval"),
         "accuracy_strict",
     )
 
 
 def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
     shown = contrasts.select(
-        "student", "a", "b", "n_problems", "accuracy_a", "accuracy_b", "diff",
-        pl.struct("ci_low", "ci_high").map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]),
-                                                    return_dtype=pl.Utf8).alias("95% interval"),
-        "p_value", "p_adjusted", "direction", "distinguishable",
+        "student",
+        "a",
+        "b",
+        "n_problems",
+        "accuracy_a",
+        "accuracy_b",
+        "diff",
+        pl.struct("ci_low", "ci_high")
+        .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
+        .alias("95% interval"),
+        "p_value",
+        "p_adjusted",
+        "direction",
+        "distinguishable",
     )
     verdicts = []
     for r in contrasts.iter_rows(named=True):
         if r["p_adjusted"] is None:
             verdicts.append(f"- **{r['a']}** vs **{r['b']}** ({r['student']}): too few shared problems to test")
         elif r["distinguishable"]:
-            verdicts.append(f"- **{r['a']}** {r['direction'][1]} **{r['b']}** ({r['student']}): difference {r['diff']:+.3f} "
-                            f"{_interval(r['ci_low'], r['ci_high'])}, Holm-adjusted p = {r['p_adjusted']:.3g}")
+            verdicts.append(
+                f"- **{r['a']}** {r['direction'][1]} **{r['b']}** ({r['student']}): difference {r['diff']:+.3f} "
+                f"{_interval(r['ci_low'], r['ci_high'])}, Holm-adjusted p = {r['p_adjusted']:.3g}"
+            )
         else:
-            verdicts.append(f"- **{r['a']}** vs **{r['b']}** ({r['student']}): not distinguishable "
-                            f"(difference {r['diff']:+.3f}, adjusted p = {r['p_adjusted']:.2f}, n = {r['n_problems']})")
+            verdicts.append(
+                f"- **{r['a']}** vs **{r['b']}** ({r['student']}): not distinguishable "
+                f"(difference {r['diff']:+.3f}, adjusted p = {r['p_adjusted']:.2f}, n = {r['n_problems']})"
+            )
     return [table(shown), "\n".join(verdicts) or "_(no planned contrast has both arms)_"]
 
 
 def by_difficulty(eval_results: pl.DataFrame) -> pl.DataFrame:
     """Accuracy with intervals per difficulty bucket: the same estimator, within each bucket."""
     bucketed = eval_results.with_columns(
-        pl.col("difficulty").map_elements(difficulty_bucket, return_dtype=pl.Utf8).alias("bucket"))
-    frames = [accuracy_summary(group.drop("bucket")).with_columns(pl.lit(bucket).alias("bucket"))
-              for (bucket,), group in bucketed.group_by(["bucket"])]
+        pl.col("difficulty").map_elements(difficulty_bucket, return_dtype=pl.Utf8).alias("bucket")
+    )
+    frames = [
+        accuracy_summary(group.drop("bucket")).with_columns(pl.lit(bucket).alias("bucket"))
+        for (bucket,), group in bucketed.group_by(["bucket"])
+    ]
     if not frames:
         return pl.DataFrame()
-    return pl.concat(frames).select(
-        "student", "dataset", "bucket", "n", "accuracy",
-        pl.struct("ci_low", "ci_high").map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]),
-                                                    return_dtype=pl.Utf8).alias("95% interval"),
-    ).sort(["student", "dataset", "bucket"])
+    return (
+        pl.concat(frames)
+        .select(
+            "student",
+            "dataset",
+            "bucket",
+            "n",
+            "accuracy",
+            pl.struct("ci_low", "ci_high")
+            .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
+            .alias("95% interval"),
+        )
+        .sort(["student", "dataset", "bucket"])
+    )
 
 
 def judge_agreement(judged: pl.DataFrame) -> pl.DataFrame:
     """Per style, how often the format rules and the judge agree on traces both ruled on."""
     both = judged.filter(pl.col("judge_parsed") & pl.col("judge_conforms").is_not_null())
-    return both.group_by("style").agg(
-        pl.len().alias("traces"),
-        (pl.col("rules_pass") == pl.col("judge_conforms")).mean().alias("agreement"),
-        (pl.col("rules_pass") & ~pl.col("judge_conforms")).sum().alias("rules_pass_judge_fails"),
-        (~pl.col("rules_pass") & pl.col("judge_conforms")).sum().alias("rules_fail_judge_passes"),
-    ).sort("style")
+    return (
+        both.group_by("style")
+        .agg(
+            pl.len().alias("traces"),
+            (pl.col("rules_pass") == pl.col("judge_conforms")).mean().alias("agreement"),
+            (pl.col("rules_pass") & ~pl.col("judge_conforms")).sum().alias("rules_pass_judge_fails"),
+            (~pl.col("rules_pass") & pl.col("judge_conforms")).sum().alias("rules_fail_judge_passes"),
+        )
+        .sort("style")
+    )
 
 
-def build_report(name: str, seeds: list[int], judge_note: str, contrasts: list[tuple[str, str]],
-                 tables: StudyTables) -> Report:
+def build_report(name: str, seeds: list[int], judge_note: str, contrasts: list[tuple[str, str]], tables: StudyTables) -> Report:
     accuracy, evals = tables.accuracy, tables.eval_results
     baselines = stronger_baselines(evals)
     planned = contrast_table(evals, contrasts, baselines=baselines)
     failures = failure_summary(tables.failure_modes, evals, baselines=baselines)
     failures = failures.filter(pl.col("count_mean") > 0) if failures.height else failures
-    base_rows = accuracy.filter(pl.col("dataset").str.starts_with("base")).select("student", "dataset", "accuracy", "ci_low", "ci_high")
-    removed = (tables.sft_examples.group_by("dataset").agg(pl.len().alias("examples"), pl.col("n_tokens").sum().alias("tokens"),
-                                                            pl.col("removed_tokens").sum().alias("removed_tokens"))
-               .sort("dataset"))
+    base_rows = accuracy.filter(pl.col("dataset").str.starts_with("base")).select(
+        "student", "dataset", "accuracy", "ci_low", "ci_high"
+    )
+    removed = (
+        tables.sft_examples.group_by("dataset")
+        .agg(
+            pl.len().alias("examples"),
+            pl.col("n_tokens").sum().alias("tokens"),
+            pl.col("removed_tokens").sum().alias("removed_tokens"),
+        )
+        .sort("dataset")
+    )
     budgets = tables.trace_stats.select("dataset", "student", "n_examples", "total_tokens", "mean_tokens", "nll_before")
     trained = tables.checkpoints.filter(pl.col("status") == "trained").select(
-        "dataset", "student", "seed", "train_examples", "train_tokens", "wall_s")
-    points = accuracy.join(tables.trace_stats.select("dataset", "student", "nll_before"),
-                           on=["dataset", "student"]).drop_nulls("nll_before")
-    candidates = {"accuracy.png": accuracy_png(accuracy) if accuracy.height else None,
-                  "loss_curves.png": loss_curves_png(tables.training_log) if tables.training_log.height else None,
-                  "accessibility.png": accessibility_png(points) if points.height else None}
+        "dataset", "student", "seed", "train_examples", "train_tokens", "wall_s"
+    )
+    points = accuracy.join(tables.trace_stats.select("dataset", "student", "nll_before"), on=["dataset", "student"]).drop_nulls(
+        "nll_before"
+    )
+    candidates = {
+        "accuracy.png": accuracy_png(accuracy) if accuracy.height else None,
+        "loss_curves.png": loss_curves_png(tables.training_log) if tables.training_log.height else None,
+        "accessibility.png": accessibility_png(points) if points.height else None,
+    }
     plots = {file: png for file, png in candidates.items() if png}
     n_seeds = int(accuracy["n_seeds"].min()) if accuracy.height else 0
     formats = "\n".join(f"- `{column}`: {text}" for column, text in ACCEPTED_FORMATS.items())
@@ -161,15 +212,22 @@ def build_report(name: str, seeds: list[int], judge_note: str, contrasts: list[t
         table(base_rows),
         "## Planned contrasts (paired by problem, Holm-adjusted across the family)",
         *contrasts_section(planned),
-        "## Accuracy by difficulty", table(by_difficulty(evals)),
+        "## Accuracy by difficulty",
+        table(by_difficulty(evals)),
         "## Failure modes: per-seed rates and change against the stronger baseline",
         table(failures),
-        "## Exclusions per arm, by reason", table(exclusion_counts(tables.dataset_exclusions)),
-        "## Training tokens per arm (and tokens removed by trimming or its control)", table(removed),
-        "## Token budgets and distributional accessibility (student NLL before training)", table(budgets),
-        "## Judge: agreement with the format rules", table(judge_agreement(tables.judged_traces)),
-        "## Training runs", table(trained),
-        "## Plots", *[f"![{file}]({file})" for file in plots],
+        "## Exclusions per arm, by reason",
+        table(exclusion_counts(tables.dataset_exclusions)),
+        "## Training tokens per arm (and tokens removed by trimming or its control)",
+        table(removed),
+        "## Token budgets and distributional accessibility (student NLL before training)",
+        table(budgets),
+        "## Judge: agreement with the format rules",
+        table(judge_agreement(tables.judged_traces)),
+        "## Training runs",
+        table(trained),
+        "## Plots",
+        *[f"![{file}]({file})" for file in plots],
     ]
     distinguishable = int(planned["distinguishable"].sum()) if planned.height else 0
     return Report("\n\n".join(sections) + "\n", plots, distinguishable)

@@ -28,10 +28,14 @@ class AccuracySchema(pa.DataFrameModel):
     n: int = pa.Field(ge=0, description="test problems")
     n_seeds: int = pa.Field(ge=1)
     accuracy: float = pa.Field(ge=0, le=1, description="mean over training seeds and problems")
-    sd_seeds: float = pa.Field(nullable=True, description="standard deviation of the per-seed accuracies (noise floor); null with one seed")
+    sd_seeds: float = pa.Field(
+        nullable=True, description="standard deviation of the per-seed accuracies (noise floor); null with one seed"
+    )
     ci_low: float = pa.Field(nullable=True, description="95% interval: see trace_assets.reporting.stats.METHOD")
     ci_high: float = pa.Field(nullable=True)
-    accuracy_strict: float = pa.Field(ge=0, le=1, nullable=True, description="accuracy counting only the `#### N` line the prompt asks for")
+    accuracy_strict: float = pa.Field(
+        ge=0, le=1, nullable=True, description="accuracy counting only the `#### N` line the prompt asks for"
+    )
 
     class Config:
         strict = True

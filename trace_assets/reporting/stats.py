@@ -76,6 +76,7 @@ METHOD = (
 # numpy cores: outcomes are (..., seeds, problems) 0/1 arrays; leading axes are independent batches
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Estimate:
     """Point estimate, its variance and Satterthwaite df; arrays over any leading batch axes."""
@@ -96,8 +97,7 @@ class Estimate:
 
         se = np.sqrt(self.variance)
         with np.errstate(divide="ignore", invalid="ignore"):
-            stat = np.where(se > 0, np.abs(self.estimate) / np.where(se > 0, se, 1.0),
-                            np.where(self.estimate == 0, 0.0, np.inf))
+            stat = np.where(se > 0, np.abs(self.estimate) / np.where(se > 0, se, 1.0), np.where(self.estimate == 0, 0.0, np.inf))
         return np.where(np.isnan(self.variance), np.nan, 2 * t.sf(stat, self.df))
 
 
@@ -167,7 +167,8 @@ def seed_noise(arms: list[ArmTerms]) -> SeedNoise:
             scale = np.where(arm.slope > 0, weight / (arm.n * np.square(arm.slope)), 0.0)
         total = total + scale * (arm.ms_seeds - arm.ms_residual)
         denominator = denominator + np.square(scale) * (
-            np.square(arm.ms_seeds) / (arm.k - 1) + np.square(arm.ms_residual) / ((arm.k - 1) * (arm.n - 1)))
+            np.square(arm.ms_seeds) / (arm.k - 1) + np.square(arm.ms_residual) / ((arm.k - 1) * (arm.n - 1))
+        )
     positive = total > 0
     return SeedNoise(np.where(positive, total, 0.0), np.where(positive, denominator, 0.0), df)
 
@@ -192,8 +193,9 @@ def arm_estimate(arm: ArmTerms, noise: SeedNoise) -> Estimate:
     return _estimate(arm.mean, problem_term, arm.n, [(noise, np.square(arm.slope) / max(arm.k, 1))])
 
 
-def contrast_estimate(a: ArmTerms, b: ArmTerms, noise_a: SeedNoise, noise_b: SeedNoise,
-                      columns_a=slice(None), columns_b=slice(None)) -> Estimate:
+def contrast_estimate(
+    a: ArmTerms, b: ArmTerms, noise_a: SeedNoise, noise_b: SeedNoise, columns_a=slice(None), columns_b=slice(None)
+) -> Estimate:
     """Difference a - b on the same problems (``columns_*`` pick them, in the same order, from each arm's
     problems). Paired by problem; each arm adds its seed variance / k (one part when both share a pool)."""
     per_problem = a.problem_means[..., columns_a] - b.problem_means[..., columns_b]
@@ -243,15 +245,20 @@ def direction(diff: float) -> str:
 def noise_floor_note(n_seeds: int) -> str:
     """One sentence for the report on what the seeds allow."""
     if n_seeds < 2:
-        return ("Single training seed: there is no noise floor. Intervals and tests cover problem sampling only and "
-                "are conditional on this one training run; another seed could move accuracy by more than they show.")
-    return (f"{n_seeds} training seeds: sd_seeds is the seed-to-seed spread of accuracy (the noise floor); training "
-            f"noise, pooled over each student's trained arms, widens every interval and test.")
+        return (
+            "Single training seed: there is no noise floor. Intervals and tests cover problem sampling only and "
+            "are conditional on this one training run; another seed could move accuracy by more than they show."
+        )
+    return (
+        f"{n_seeds} training seeds: sd_seeds is the seed-to-seed spread of accuracy (the noise floor); training "
+        f"noise, pooled over each student's trained arms, widens every interval and test."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # polars wrappers used by the report
 # --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Arm:
@@ -312,16 +319,26 @@ def accuracy_summary(eval_results: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
     strict = "is_correct_strict" in eval_results.columns
     arms, noise = _arms_and_noise(eval_results)
     strict_means = (
-        {(d, s): v for d, s, v in eval_results.group_by(["dataset", "student"])
-         .agg(pl.col("is_correct_strict").cast(pl.Float64).mean()).iter_rows()} if strict else {}
+        {
+            (d, s): v
+            for d, s, v in eval_results.group_by(["dataset", "student"])
+            .agg(pl.col("is_correct_strict").cast(pl.Float64).mean())
+            .iter_rows()
+        }
+        if strict
+        else {}
     )
     rows = []
     for (dataset, student), arm in arms.items():
         estimate = arm_estimate(arm.terms, noise[(dataset, student)])
         low, high = estimate.interval()
         row = {
-            "dataset": dataset, "student": student, "n": len(arm.problems), "n_seeds": len(arm.seeds),
-            "accuracy": _none_if_nan(estimate.estimate), "sd_seeds": _none_if_nan(seed_sd(arm.matrix)),
+            "dataset": dataset,
+            "student": student,
+            "n": len(arm.problems),
+            "n_seeds": len(arm.seeds),
+            "accuracy": _none_if_nan(estimate.estimate),
+            "sd_seeds": _none_if_nan(seed_sd(arm.matrix)),
             "ci_low": None if np.isnan(low) else float(np.clip(low, 0.0, 1.0)),
             "ci_high": None if np.isnan(high) else float(np.clip(high, 0.0, 1.0)),
         }
@@ -335,24 +352,44 @@ def stronger_baselines(eval_results: pl.DataFrame) -> dict[str, str]:
     """Per student, the untrained evaluation with the higher accuracy (zero-shot ``base`` or
     ``base_few_shot``): what "gain over base" is measured from. Ties go to zero-shot."""
     untrained = eval_results.filter(pl.col("dataset").is_in(list(BASE_DATASETS)))
-    accuracy = {(student, dataset): value for student, dataset, value in untrained.group_by(["student", "dataset"])
-                .agg(pl.col("is_correct").cast(pl.Float64).mean()).iter_rows()}
+    accuracy = {
+        (student, dataset): value
+        for student, dataset, value in untrained.group_by(["student", "dataset"])
+        .agg(pl.col("is_correct").cast(pl.Float64).mean())
+        .iter_rows()
+    }
     return {
-        student: max((d for d in BASE_DATASETS if (student, d) in accuracy),
-                     key=lambda d: (accuracy[(student, d)], -BASE_DATASETS.index(d)))
+        student: max(
+            (d for d in BASE_DATASETS if (student, d) in accuracy),
+            key=lambda d: (accuracy[(student, d)], -BASE_DATASETS.index(d)),
+        )
         for student in sorted({student for student, _ in accuracy})
     }
 
 
 CONTRAST_SCHEMA = {
-    "student": pl.Utf8, "a": pl.Utf8, "b": pl.Utf8, "n_problems": pl.Int64, "n_seeds_a": pl.Int64, "n_seeds_b": pl.Int64,
-    "accuracy_a": pl.Float64, "accuracy_b": pl.Float64, "diff": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-    "df": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64, "direction": pl.Utf8, "distinguishable": pl.Boolean,
+    "student": pl.Utf8,
+    "a": pl.Utf8,
+    "b": pl.Utf8,
+    "n_problems": pl.Int64,
+    "n_seeds_a": pl.Int64,
+    "n_seeds_b": pl.Int64,
+    "accuracy_a": pl.Float64,
+    "accuracy_b": pl.Float64,
+    "diff": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "df": pl.Float64,
+    "p_value": pl.Float64,
+    "p_adjusted": pl.Float64,
+    "direction": pl.Utf8,
+    "distinguishable": pl.Boolean,
 }
 
 
-def contrast_table(eval_results: pl.DataFrame, contrasts: list[tuple[str, str]], seed: int = 0,
-                   baselines: dict[str, str] | None = None) -> pl.DataFrame:
+def contrast_table(
+    eval_results: pl.DataFrame, contrasts: list[tuple[str, str]], seed: int = 0, baselines: dict[str, str] | None = None
+) -> pl.DataFrame:
     """Planned contrasts a - b for every student, Holm-adjusted across the whole family (student x contrast).
 
     Columns: student, a, b, n_problems (problems both arms answered with every seed), n_seeds_a, n_seeds_b,
@@ -377,17 +414,25 @@ def contrast_table(eval_results: pl.DataFrame, contrasts: list[tuple[str, str]],
             shared = [(i, index_b[p]) for i, p in enumerate(arm_a.problems) if p in index_b]
             columns_a = np.array([i for i, _ in shared], dtype=int)
             columns_b = np.array([j for _, j in shared], dtype=int)
-            estimate = contrast_estimate(arm_a.terms, arm_b.terms, noise[(a, student)], noise[(b, student)],
-                                         columns_a, columns_b)
+            estimate = contrast_estimate(arm_a.terms, arm_b.terms, noise[(a, student)], noise[(b, student)], columns_a, columns_b)
             low, high = estimate.interval()
-            rows.append({
-                "student": student, "a": a, "b": b, "n_problems": len(shared), "n_seeds_a": len(arm_a.seeds),
-                "n_seeds_b": len(arm_b.seeds),
-                "accuracy_a": _none_if_nan(arm_a.matrix[:, columns_a].mean()) if shared else None,
-                "accuracy_b": _none_if_nan(arm_b.matrix[:, columns_b].mean()) if shared else None,
-                "diff": _none_if_nan(estimate.estimate), "ci_low": _none_if_nan(low), "ci_high": _none_if_nan(high),
-                "df": _none_if_nan(estimate.df), "p_value": float(estimate.p_value()),
-            })
+            rows.append(
+                {
+                    "student": student,
+                    "a": a,
+                    "b": b,
+                    "n_problems": len(shared),
+                    "n_seeds_a": len(arm_a.seeds),
+                    "n_seeds_b": len(arm_b.seeds),
+                    "accuracy_a": _none_if_nan(arm_a.matrix[:, columns_a].mean()) if shared else None,
+                    "accuracy_b": _none_if_nan(arm_b.matrix[:, columns_b].mean()) if shared else None,
+                    "diff": _none_if_nan(estimate.estimate),
+                    "ci_low": _none_if_nan(low),
+                    "ci_high": _none_if_nan(high),
+                    "df": _none_if_nan(estimate.df),
+                    "p_value": float(estimate.p_value()),
+                }
+            )
     adjusted = holm(np.array([r["p_value"] for r in rows], dtype=float))
     for row, p_adj in zip(rows, adjusted):
         row["p_value"] = _none_if_nan(row["p_value"])

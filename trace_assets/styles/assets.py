@@ -27,8 +27,11 @@ def style_row(style: Style) -> dict:
 
 
 def build_style_asset(styles_dir: Path, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("style_prompts", "styles", {"yaml", "duckdb"}, table=StylePromptSchema,
-                               partitions=partitions, partition_expr="style"))
+    @dg.asset(
+        **asset_settings(
+            "style_prompts", "styles", {"yaml", "duckdb"}, table=StylePromptSchema, partitions=partitions, partition_expr="style"
+        )
+    )
     def style_prompts(context: dg.AssetExecutionContext):
         """Teacher instruction, judge rubric and format checks of each style file, with its content hash."""
         # One partition per run (no single-run backfill): each style gets its own data version.

@@ -101,12 +101,14 @@ class StyleFile(BaseModel):
         return _distinct_ids(checks, "format_checks")
 
     @model_validator(mode="after")
-    def _example_conforms(self) -> "StyleFile":
+    def _example_conforms(self) -> StyleFile:
         if self.example is not None:
             failed = failed_format_checks(self.example.solution, self.format_checks)
             if failed:
-                raise ValueError(f"example.solution fails the style's own format checks {failed}; "
-                                 "the teacher would imitate a non-conforming trace")
+                raise ValueError(
+                    f"example.solution fails the style's own format checks {failed}; "
+                    "the teacher would imitate a non-conforming trace"
+                )
         return self
 
 

@@ -15,9 +15,19 @@ from trace_assets.traces.schemas import TeacherTraceSchema
 def build_teacher_traces_asset(
     teacher: ModelConfig, paraphrase_styles: frozenset[str], min_correct_rate: float, partitions: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
-    @dg.asset(**asset_settings("teacher_traces", "traces", {"vllm", "duckdb"}, table=TeacherTraceSchema,
-                               partitions=partitions, partition_expr="style", single_run=True, gpus=teacher.gpus,
-                               checks=("no_empty_completions", "correct_rate_above_threshold")))
+    @dg.asset(
+        **asset_settings(
+            "teacher_traces",
+            "traces",
+            {"vllm", "duckdb"},
+            table=TeacherTraceSchema,
+            partitions=partitions,
+            partition_expr="style",
+            single_run=True,
+            gpus=teacher.gpus,
+            checks=("no_empty_completions", "correct_rate_above_threshold"),
+        )
+    )
     def teacher_traces(
         context: dg.AssetExecutionContext,
         generation: GenerationResource,
@@ -49,12 +59,16 @@ def build_teacher_traces_asset(
             },
         )
         yield dg.AssetCheckResult(
-            check_name="no_empty_completions", passed=empty == 0, severity=dg.AssetCheckSeverity.ERROR,
+            check_name="no_empty_completions",
+            passed=empty == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
             metadata={"empty": empty, "rows": frame.height},
         )
         yield dg.AssetCheckResult(
-            check_name="correct_rate_above_threshold", passed=correct_rate >= min_correct_rate,
-            severity=dg.AssetCheckSeverity.WARN, metadata={"correct_rate": correct_rate, "threshold": min_correct_rate},
+            check_name="correct_rate_above_threshold",
+            passed=correct_rate >= min_correct_rate,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"correct_rate": correct_rate, "threshold": min_correct_rate},
         )
 
     return teacher_traces

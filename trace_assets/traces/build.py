@@ -11,9 +11,9 @@ from trace_assets.answers import extract_answer, numbers_match
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
 from trace_assets.styles.library import Style
+from trace_assets.tables import frame_of
 from trace_assets.traces.prompts import paraphrase_messages, prompt_hash, teacher_messages
 from trace_assets.traces.schemas import TeacherTraceSchema
-from trace_assets.tables import frame_of
 
 Planned = tuple[Style, str, dict, Request]
 
@@ -57,22 +57,24 @@ def trace_rows(
             completion = completions.get((request.key, index))
             if completion is None:
                 continue
-            rows.append({
-                "trace_id": f"{request.key}-{index}",
-                "problem_id": problem["problem_id"],
-                "style": style.name,
-                "kind": kind,
-                "style_version": style.version,
-                "prompt_hash": prompt_hash(request.messages),
-                "request_hash": request.key,
-                "model": model,
-                "sampling": sampling_json,
-                "sample_index": index,
-                "completion": completion.text,
-                "finish_reason": completion.finish_reason,
-                "prompt_tokens": completion.prompt_tokens,
-                "n_tokens": completion.output_tokens,
-                "reference_answer": problem["answer"],
-                **score_completion(completion.text, problem["answer"]),
-            })
+            rows.append(
+                {
+                    "trace_id": f"{request.key}-{index}",
+                    "problem_id": problem["problem_id"],
+                    "style": style.name,
+                    "kind": kind,
+                    "style_version": style.version,
+                    "prompt_hash": prompt_hash(request.messages),
+                    "request_hash": request.key,
+                    "model": model,
+                    "sampling": sampling_json,
+                    "sample_index": index,
+                    "completion": completion.text,
+                    "finish_reason": completion.finish_reason,
+                    "prompt_tokens": completion.prompt_tokens,
+                    "n_tokens": completion.output_tokens,
+                    "reference_answer": problem["answer"],
+                    **score_completion(completion.text, problem["answer"]),
+                }
+            )
     return frame_of(rows, TeacherTraceSchema)

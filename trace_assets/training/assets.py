@@ -28,27 +28,40 @@ def loss_plot_markdown(log: pl.DataFrame) -> dg.MarkdownMetadataValue:
 def build_checkpoints_asset(
     students: dict[str, StudentConfig], config: TrainingConfig, partitions: dg.MultiPartitionsDefinition
 ) -> dg.AssetsDefinition:
-    table_out = {"kinds": {"pytorch", "duckdb"}, "code_version": CODE_VERSION,
-                 "metadata": {"partition_expr": {"dataset": "dataset", "student": "student"}}}
+    table_out = {
+        "kinds": {"pytorch", "duckdb"},
+        "code_version": CODE_VERSION,
+        "metadata": {"partition_expr": {"dataset": "dataset", "student": "student"}},
+    }
+
     @dg.multi_asset(
         **asset_settings("checkpoints", "training", gpus=config.processes),
         partitions_def=partitions,
         can_subset=False,
         outs={
             "checkpoints": dg.AssetOut(
-                dagster_type=table_type(CheckpointSchema), **table_out,
+                dagster_type=table_type(CheckpointSchema),
+                **table_out,
                 description="Fine-tuned student checkpoints (path, content hash, config, tokens, wall time) per seed.",
             ),
             "training_log": dg.AssetOut(
-                dagster_type=table_type(TrainingLogSchema), **table_out,
+                dagster_type=table_type(TrainingLogSchema),
+                **table_out,
                 description="Step, train loss, eval loss, learning rate and tokens seen of every training run.",
             ),
         },
-        ins={"sft_examples": dg.AssetIn(partition_mapping=dg.MultiToSingleDimensionPartitionMapping("dataset")),
-             "problems": dg.AssetIn()},
+        ins={
+            "sft_examples": dg.AssetIn(partition_mapping=dg.MultiToSingleDimensionPartitionMapping("dataset")),
+            "problems": dg.AssetIn(),
+        },
     )
-    def checkpoints(context: dg.AssetExecutionContext, data: DataResource, gpu: GPUResource,
-                    sft_examples: pl.DataFrame, problems: pl.DataFrame):
+    def checkpoints(
+        context: dg.AssetExecutionContext,
+        data: DataResource,
+        gpu: GPUResource,
+        sft_examples: pl.DataFrame,
+        problems: pl.DataFrame,
+    ):
         """Fine-tune each student on each dataset with TRL SFT, once per training seed."""
         key = context.partition_key.keys_by_dimension
         dataset, student_name = key["dataset"], key["student"]
@@ -61,9 +74,17 @@ def build_checkpoints_asset(
         ]
         rows, logs = [], []
         for seed in config.seeds:
-            record = {"dataset": dataset, "student": student_name, "seed": seed, "base_model": base_path,
-                      "config": config.model_dump_json(), "train_examples": 0, "eval_examples": 0,
-                      "train_tokens": 0, "wall_s": 0.0}
+            record = {
+                "dataset": dataset,
+                "student": student_name,
+                "seed": seed,
+                "base_model": base_path,
+                "config": config.model_dump_json(),
+                "train_examples": 0,
+                "eval_examples": 0,
+                "train_tokens": 0,
+                "wall_s": 0.0,
+            }
             if dataset in BASE_DATASETS:
                 rows.append({**record, "status": "base", "path": base_path, "content_hash": directory_hash_safe(base_path)})
                 continue
@@ -75,34 +96,53 @@ def build_checkpoints_asset(
             output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
             result = load_trained(output)
             if result is None:
-                context.log.info(f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, "
-                                 f"on {gpu.torch_device()} x {config.processes}")
+                context.log.info(
+                    f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, "
+                    f"on {gpu.torch_device()} x {config.processes}"
+                )
                 run = TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype)
                 result = train(gpu, run, config, context.log.info)
                 save_result(output, result)
             else:
                 context.log.info(f"reusing {output}: same base model, examples, settings and seed")
-            rows.append({**record, "status": "trained", "path": result.path, "content_hash": result.content_hash,
-                         "train_examples": result.train_examples, "eval_examples": result.eval_examples,
-                         "train_tokens": result.train_tokens, "wall_s": result.wall_s})
+            rows.append(
+                {
+                    **record,
+                    "status": "trained",
+                    "path": result.path,
+                    "content_hash": result.content_hash,
+                    "train_examples": result.train_examples,
+                    "eval_examples": result.eval_examples,
+                    "train_tokens": result.train_tokens,
+                    "wall_s": result.wall_s,
+                }
+            )
             logs += [{"dataset": dataset, "student": student_name, "seed": seed, **row} for row in result.log]
             context.log.info(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
         frame = frame_of(rows, CheckpointSchema)
         log = frame_of(logs, TrainingLogSchema)
         trained = frame.filter(pl.col("status") == "trained")
         wall = float(trained["wall_s"].sum())
-        yield dg.Output(frame, output_name="checkpoints", metadata={
-            "dagster/row_count": frame.height,
-            "status": ", ".join(frame["status"].to_list()),
-            "train_tokens": int(trained["train_tokens"].sum()),
-            "train_tokens_per_s": float(trained["train_tokens"].sum()) / wall if wall else 0.0,
-            "checkpoints": preview(frame, ["seed", "status", "content_hash", "train_examples", "train_tokens", "wall_s"]),
-        })
-        yield dg.Output(log, output_name="training_log", metadata={
-            "dagster/row_count": log.height,
-            "final_train_loss": float(log["train_loss"].drop_nulls()[-1]) if log["train_loss"].drop_nulls().len() else 0.0,
-            "loss_curves": loss_plot_markdown(log),
-        })
+        yield dg.Output(
+            frame,
+            output_name="checkpoints",
+            metadata={
+                "dagster/row_count": frame.height,
+                "status": ", ".join(frame["status"].to_list()),
+                "train_tokens": int(trained["train_tokens"].sum()),
+                "train_tokens_per_s": float(trained["train_tokens"].sum()) / wall if wall else 0.0,
+                "checkpoints": preview(frame, ["seed", "status", "content_hash", "train_examples", "train_tokens", "wall_s"]),
+            },
+        )
+        yield dg.Output(
+            log,
+            output_name="training_log",
+            metadata={
+                "dagster/row_count": log.height,
+                "final_train_loss": float(log["train_loss"].drop_nulls()[-1]) if log["train_loss"].drop_nulls().len() else 0.0,
+                "loss_curves": loss_plot_markdown(log),
+            },
+        )
 
     return checkpoints
 
@@ -121,10 +161,14 @@ def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable
 
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:
     """Identity of a training run: what it starts from, what it sees, how, and with which seed."""
-    payload = json.dumps({
-        "base": base_path, "config": config_json, "seed": seed,
-        "examples": sorted((e["example_id"], e["prompt"], e["completion"]) for e in examples),
-    })
+    payload = json.dumps(
+        {
+            "base": base_path,
+            "config": config_json,
+            "seed": seed,
+            "examples": sorted((e["example_id"], e["prompt"], e["completion"]) for e in examples),
+        }
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -11,7 +11,10 @@ def student_prompt(question: str, tokenizer, shots: list[tuple[str, str]] = ()) 
     if getattr(tokenizer, "chat_template", None):
         messages = []
         for shot_question, shot_solution in shots:
-            messages += [{"role": "user", "content": shot_question.strip()}, {"role": "assistant", "content": shot_solution.strip()}]
+            messages += [
+                {"role": "user", "content": shot_question.strip()},
+                {"role": "assistant", "content": shot_solution.strip()},
+            ]
         messages.append({"role": "user", "content": question.strip()})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prefix = "".join(f"Question: {q.strip()}\nAnswer: {s.strip()}\n\n" for q, s in shots)

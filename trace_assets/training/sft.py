@@ -92,13 +92,15 @@ def log_rows(log_history: list[dict]) -> list[dict]:
     for entry in log_history:
         if "loss" not in entry and "eval_loss" not in entry:
             continue
-        rows.append({
-            "step": int(entry.get("step", 0)),
-            "train_loss": entry.get("loss"),
-            "eval_loss": entry.get("eval_loss"),
-            "learning_rate": entry.get("learning_rate"),
-            "tokens_seen": int(entry["num_tokens"]) if entry.get("num_tokens") is not None else None,
-        })
+        rows.append(
+            {
+                "step": int(entry.get("step", 0)),
+                "train_loss": entry.get("loss"),
+                "eval_loss": entry.get("eval_loss"),
+                "learning_rate": entry.get("learning_rate"),
+                "tokens_seen": int(entry["num_tokens"]) if entry.get("num_tokens") is not None else None,
+            }
+        )
     return rows
 
 
@@ -121,14 +123,12 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
         train = curriculum_order(train)
 
     def to_dataset(rows: list[dict]):
-        return Dataset.from_list([
-            {"prompt": student_prompt(row["prompt"], tokenizer), "completion": row["completion"].strip()} for row in rows
-        ])
+        return Dataset.from_list(
+            [{"prompt": student_prompt(row["prompt"], tokenizer), "completion": row["completion"].strip()} for row in rows]
+        )
 
     use_bf16 = device == "cuda" and dtype in ("auto", "bfloat16")
-    model = AutoModelForCausalLM.from_pretrained(
-        base_model, dtype=torch.bfloat16 if use_bf16 else torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
     staging = output_dir.with_name(output_dir.name + ".partial")
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 owns the files
     if main_process:
@@ -195,10 +195,20 @@ def train_sft_launched(run: TrainRun, config: TrainingConfig, env: dict[str, str
     with tempfile.TemporaryDirectory(prefix="trace_assets_sft_") as folder:
         job, result_path = Path(folder) / "job.json", Path(folder) / "result.json"
         job.write_text(json.dumps({"run": run.to_json(), "config": config.model_dump_json(), "result_path": str(result_path)}))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.processes}",
-                   "-m", "trace_assets.training.launch", str(job)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={config.processes}",
+            "-m",
+            "trace_assets.training.launch",
+            str(job),
+        ]
         completed = subprocess.run(command, env={**os.environ, **env}, stdout=sys.stderr)
         if completed.returncode != 0 or not result_path.exists():
-            raise RuntimeError(f"SFT with {config.processes} process(es) failed (torchrun exit {completed.returncode}); "
-                               f"its log is above. Nothing was saved at {run.output_dir}.")
+            raise RuntimeError(
+                f"SFT with {config.processes} process(es) failed (torchrun exit {completed.returncode}); "
+                f"its log is above. Nothing was saved at {run.output_dir}."
+            )
         return TrainResult.read(result_path)
