@@ -48,10 +48,12 @@ Declarations are looked for in the last ``MAX_SCAN_CHARS`` characters.
 
 from __future__ import annotations
 
+import enum
 import re
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Final
 
 MAX_SCAN_CHARS = 100_000  # declarations (####, ANSWER:) are looked for in this many trailing characters
 FLEXIBLE_TAIL_CHARS = 2_000  # the flexible extractor reads only the ending
@@ -76,14 +78,19 @@ decimal, fraction or mixed number; times like 3:30 are not numbers."""
 _CURRENCY = "$€£¥₹"
 
 
-class _NotNumeric:
-    """A number-like answer that is not a number: a time or ratio such as ``3:30``."""
+class _NotNumeric(enum.Enum):
+    """A number-like answer that is not a number: a time or ratio such as ``3:30``.
+
+    A one-member enum rather than a plain object, so that ``value is _NOT_NUMERIC`` narrows types.
+    """
+
+    NOT_NUMERIC = "NOT_NUMERIC"
 
     def __repr__(self) -> str:
         return "NOT_NUMERIC"
 
 
-_NOT_NUMERIC = _NotNumeric()
+_NOT_NUMERIC: Final = _NotNumeric.NOT_NUMERIC
 
 # --------------------------------------------------------------------------------------------
 # Normalisation: one plain-text spelling of numbers and operators.
@@ -174,6 +181,13 @@ _LATEX_HINT = re.compile(r"[\\^{]")
 _OPS = {"+": "+", "-": "-", "*": "*", "×": "*", "x": "*", "X": "*", "/": "/", "÷": "/", "=": "="}
 
 
+def _skip(pattern: re.Pattern[str], text: str, pos: int = 0) -> int:
+    """Where the run of ``pattern`` starting at ``pos`` ends; for patterns that match the empty string."""
+    match = pattern.match(text, pos)
+    assert match is not None, f"{pattern.pattern!r} matches the empty string, so always matches"
+    return match.end()
+
+
 def _read_number(text: str, pos: int, fractions: bool):
     """The number starting at ``pos``: ``(Fraction | _NOT_NUMERIC | None, end)``, or None if none starts there.
 
@@ -219,7 +233,7 @@ def _tokens(text: str, pos: int) -> list | _NotNumeric | None:
     expect_value, depth = True, 0
     while len(tokens) < _MAX_TOKENS:
         if expect_value:
-            pos = _SPACES.match(text, pos).end()
+            pos = _skip(_SPACES, text, pos)
             if pos >= len(text):
                 break
             char = text[pos]
@@ -275,7 +289,8 @@ def _evaluate(tokens: list) -> Fraction | _NotNumeric | None:
         if "=" not in tokens:
             return _NOT_NUMERIC
         tokens = ["-" if token == "r-" else token for token in tokens]
-    segments, current = [], []
+    segments: list[list] = []
+    current: list = []
     for token in tokens:
         if token == "=":
             segments.append(current)
@@ -347,10 +362,10 @@ class _Expression:
 def _read_plain(raw: str, skip_words: bool) -> Fraction | _NotNumeric | None:
     """The number or arithmetic at the start of ``raw``, without math-verify."""
     text = _normalise(raw)
-    start = _LEADING_JUNK.match(text).end()
+    start = _skip(_LEADING_JUNK, text)
     tokens = _tokens(text, start)
     if tokens is None and skip_words and (words := _LEADING_WORDS.match(text, start)):
-        tokens = _tokens(text, _LEADING_JUNK.match(text, words.end()).end())
+        tokens = _tokens(text, _skip(_LEADING_JUNK, text, words.end()))
     if tokens is _NOT_NUMERIC:
         return _NOT_NUMERIC
     return _evaluate(tokens) if tokens else None
@@ -417,17 +432,19 @@ def _sympy_value(expression, depth: int) -> Fraction | None:
             return _bounded(Fraction(int(expression.p), int(expression.q)))
         if getattr(expression, "is_Float", False):
             return _bounded(Fraction(str(expression)))
-        args = [_sympy_value(argument, depth + 1) for argument in getattr(expression, "args", ())]
-        if not args or any(argument is None for argument in args):
+        values = [_sympy_value(argument, depth + 1) for argument in getattr(expression, "args", ())]
+        args = [value for value in values if value is not None]
+        if not args or len(args) < len(values):
             return None
         if getattr(expression, "is_Add", False):
             return _bounded(sum(args, Fraction(0)))
         if getattr(expression, "is_Mul", False):
             product = Fraction(1)
             for argument in args:
-                product = _bounded(product * argument)
-                if product is None:
+                bounded = _bounded(product * argument)
+                if bounded is None:
                     return None
+                product = bounded
             return product
         if getattr(expression, "is_Pow", False):
             base, exponent = args
@@ -564,7 +581,7 @@ def _answer_region(text: str) -> str:
 
 
 def _clause(text: str, end: int) -> str:
-    start = _CLAUSE_START_RE.match(text, end).end()
+    start = _skip(_CLAUSE_START_RE, text, end)
     stop = text.find("\n", start, start + _CLAUSE_CHARS)
     return text[start : stop if stop != -1 else start + _CLAUSE_CHARS]
 

@@ -461,7 +461,10 @@ class Experiment(_Section):
 
     def paraphrase_styles(self) -> frozenset[str]:
         """Styles the teacher must also paraphrase the human solutions into (for ``H_style`` recipes)."""
-        return frozenset(recipe.style for recipe in self.datasets.values() if recipe.recipe == "H_style")
+        # (DatasetRecipe's validator requires a style for every recipe but H; the check only narrows the type)
+        return frozenset(
+            recipe.style for recipe in self.datasets.values() if recipe.recipe == "H_style" and recipe.style is not None
+        )
 
     def self_graded(self) -> bool:
         """The judge is the teacher model grading its own traces."""

@@ -62,7 +62,7 @@ def check_problems(experiment: Experiment) -> int:
         return problems.n_train or 7473
     if problems.source == "synthetic":
         try:
-            rows = synthetic_rows(problems, experiment.seed)
+            synthetic = synthetic_rows(problems, experiment.seed)
         except RuntimeError as error:
             raise _fail(
                 experiment,
@@ -70,7 +70,7 @@ def check_problems(experiment: Experiment) -> int:
                 f"the generator cannot make the problems asked for: {error}; "
                 "allow more operations, steps or a larger max_number, or ask for fewer",
             ) from None
-        return len(rows["train"])
+        return len(synthetic["train"])
     assert problems.jsonl is not None
     counts = {}
     for split in ("train", "test"):

@@ -316,6 +316,7 @@ def _draft(
         arm.eligible_problems = len(arm.chosen)
         return arm
     style = recipe.style
+    assert style is not None, "DatasetRecipe's validator requires a style for every recipe but H"
     kind = "paraphrase" if recipe.recipe == "H_style" else "solve"
     pool = pools.get((style, kind), {})
     arm.candidates = sum(len(traces) for traces in pool.values())
@@ -373,7 +374,7 @@ def _flawed_version(
         candidate = _example(wrong[0], "teacher", flaw="wrong")
         if is_flawed_version(source.completion, candidate.completion, reference, answer_format):
             return replace(candidate, is_correct=False)
-    if flaw in ("corrupted", "both"):
+    if flaw in ("corrupted", "both") and source.final is not None:  # no final answer, no step yielding it
         rng = random.Random(f"{seed}:corrupt:{source.trace_id}")
         corrupted = corrupt_final_step(source.completion, source.final, answer_format, rng)
         if corrupted is not None and is_flawed_version(source.completion, corrupted, reference, answer_format):
@@ -386,7 +387,9 @@ def _trim(example: _Example, trim: str, answer_format: AnswerFormat, seed: int, 
     """The example trimmed after its conclusion, or (control) with as many tokens removed before it;
     None when the control can't remove that many."""
     text = example.completion
-    conclusion = find_conclusion(text, example.final, answer_format) if example.final is not None else None
+    if example.final is None:
+        return example
+    conclusion = find_conclusion(text, example.final, answer_format)
     if conclusion is None:
         return example
     line = declared_answers(text, answer_format).last_line or answer_line(example.final, answer_format)
