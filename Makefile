@@ -8,7 +8,7 @@ export DAGSTER_HOME := $(abspath $(DATA_DIR))/dagster_home
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup browser-deps test test-fast demo dev validate bench clean-data
+.PHONY: setup browser-deps lint test test-fast demo dev validate bench clean-data
 
 $(BIN)/.installed: pyproject.toml requirements/cpu-constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,13 @@ browser-deps:
 	elif sudo -n true 2>/dev/null; then sudo -n $(APT) || { sudo -n apt-get update -qq && sudo -n $(APT); }; \
 	else echo "note: not root and no sudo; the browser test will be skipped"; fi
 
-test: setup browser-deps
+# ruff's and mypy's settings, and the modules mypy checks, are in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup browser-deps lint
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: setup

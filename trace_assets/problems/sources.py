@@ -122,6 +122,7 @@ def read_jsonl(path: Path, split: str, skip_bad_lines: bool, report: LoadReport)
                 try:
                     if problem is not None:
                         raise ValueError(problem)
+                    assert line is not None, "_lines yields either a line's text or its problem"
                     rows.append(parse_record(line, split))
                 except ValueError as error:
                     message = f"{path}:{line_number}: {error}"
