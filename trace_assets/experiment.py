@@ -253,7 +253,15 @@ class TrainingConfig(_Section):
     batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=16)
-    packing: bool = False
+    packing: bool = Field(
+        False,
+        description="pack examples into rows of max_length tokens (best-fit decreasing), padding-free: "
+        "position ids restart at each example and attention never crosses examples",
+    )
+    attention: Literal["auto", "sdpa", "flex_attention", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto: flex_attention (document masks) for packed training on a GPU, else sdpa"
+    )
+    compile: bool = Field(True, description="torch.compile the student on a GPU (ignored on CPU, where it costs more than it saves)")
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     curriculum: bool = False
     processes: int = Field(1, ge=1, description="data-parallel SFT processes (one GPU each), launched with torchrun")

@@ -60,3 +60,65 @@ def test_two_process_sft_under_torchrun(tiny_model, tmp_path):
             TrainRun(str(tmp_path / "no-such-model"), rows, 0, str(tmp_path / "bad"), "cpu", "float32"), config, env={}
         )
     assert not (tmp_path / "bad").exists()
+
+
+def _rows(count: int) -> list[dict]:
+    return [
+        {
+            "example_id": f"e{i}",
+            "difficulty": 1,
+            "prompt": f"Mia has {i} pens and buys {i + 2} more. How many pens?",
+            "completion": f"She has {i} pens. {i} + {i + 2} = {2 * i + 2}.\n#### {2 * i + 2}",
+        }
+        for i in range(count)
+    ]
+
+
+def test_packed_sequences_do_not_attend_across_examples(tiny_model):
+    """The padding-free batch TRL builds for packed training (one flattened sequence, position ids
+    restarting at each example) gives every example the same per-token loss as running it alone, and
+    changing one example's tokens leaves the others' losses unchanged: no attention leaks across."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="sdpa").eval()
+    texts = [row["prompt"] + " " + row["completion"] for row in _rows(3)]
+    examples = [{"input_ids": tokenizer(text)["input_ids"]} for text in texts]
+    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+
+    def token_losses(batch) -> torch.Tensor:
+        with torch.no_grad():
+            # use_cache=False as in training (TRL sets it): with a KV cache transformers skips the packed-sequence mask
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0, :-1]
+        targets = batch["labels"][0, 1:]
+        return torch.nn.functional.cross_entropy(logits, targets.clamp(min=0), reduction="none")[targets != -100]
+
+    packed = token_losses(collate(examples))
+    alone = torch.cat([token_losses(collate([example])) for example in examples])
+    assert packed.shape == alone.shape and packed.numel() == sum(len(e["input_ids"]) - 1 for e in examples)
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-4)
+
+    changed = [examples[0], {"input_ids": list(reversed(examples[1]["input_ids"]))}, examples[2]]
+    after = token_losses(collate(changed))
+    first, third = len(examples[0]["input_ids"]) - 1, len(examples[2]["input_ids"]) - 1
+    torch.testing.assert_close(after[:first], packed[:first], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after[-third:], packed[-third:], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(after[first:-third], packed[first:-third])  # the changed example itself did change
+
+
+def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
+    """One optimiser step over the same examples, packed into one padding-free row or padded as a
+    batch, has the same loss (completion tokens only) and leads to the same second-step loss."""
+    from trace_assets.experiment import TrainingConfig
+    from trace_assets.training.sft import TrainRun, train_sft
+
+    rows = _rows(6)
+    losses = {}
+    for packing in (False, True):
+        config = TrainingConfig(max_steps=2, batch_size=6, max_length=512, eval_fraction=0.0, packing=packing, learning_rate=1e-3)
+        result = train_sft(TrainRun(tiny_model, rows, 0, str(tmp_path / f"packing-{packing}"), "cpu", "float32"), config)
+        losses[packing] = [r["train_loss"] for r in result.log if r["train_loss"] is not None]
+    assert len(losses[True]) == len(losses[False]) == 2
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)

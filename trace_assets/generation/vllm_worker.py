@@ -21,10 +21,12 @@ and its completion and chunk events carry ``"model": tag`` (the tag defaults to 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 RESULT_PREFIX = "@@trace_assets@@ "
+_PROCESS_STARTED = time.perf_counter()  # the engine's start-up counts from here: imports are part of it
 
 
 def _emit(payload: dict) -> None:
@@ -55,35 +57,68 @@ def _models(job: dict) -> list[dict]:
     return [{"model": job["model"], "sampling": job["sampling"], "requests": job["requests"]}]
 
 
+def _external_id(request_id: str) -> str:
+    """vLLM adds a random suffix (``"12-1a2b3c4d"``) to the ids it hands back; outputs carry the plain one."""
+    return request_id.split("-", 1)[0]
+
+
+def _enqueue(llm, requests: list[dict], params: list) -> dict[str, int]:
+    """Every request into the engine at once (raw prompts, then chats); request id -> its index."""
+    order: dict[str, int] = {}
+    raw = [i for i, request in enumerate(requests) if request.get("prompt") is not None]
+    chat = [i for i, request in enumerate(requests) if request.get("prompt") is None]
+    if raw:
+        ids = llm.enqueue([requests[i]["prompt"] for i in raw], [params[i] for i in raw], use_tqdm=False)
+        order.update({_external_id(rid): i for rid, i in zip(ids, raw)})
+    if chat:
+        ids = llm.enqueue_chat([requests[i]["messages"] for i in chat], [params[i] for i in chat], use_tqdm=False)
+        order.update({_external_id(rid): i for rid, i in zip(ids, chat)})
+    return order
+
+
 def _generate(llm, job: dict, model: dict, tag: dict) -> None:
-    """One model's requests in chunks; a chunk's completions, then its ``chunk`` event."""
+    """One model's requests, all in the engine at once so its batches stay full to the last request.
+
+    Completions stream out as their requests finish; every ``chunk_size`` finished requests (and
+    after the last) a ``chunk`` event tells the caller to persist what came since the previous one,
+    so a killed run loses at most one chunk. ``generate_s`` of the chunks sums to the wall time.
+    """
+    from tqdm import tqdm
+
     requests = model["requests"]
-    chunk_size = max(1, job.get("chunk_size") or len(requests) or 1)
+    flush_every = max(1, job.get("chunk_size") or len(requests) or 1)
     per_request_seed = job.get("per_request_seed", True)
-    for offset in range(0, len(requests), chunk_size):
-        chunk = requests[offset : offset + chunk_size]
-        chunk_started = time.perf_counter()
-        params = [_sampling_params(model["sampling"], request.get("json_schema"), per_request_seed) for request in chunk]
-        if chunk[0].get("prompt") is not None:
-            outputs = llm.generate([request["prompt"] for request in chunk], params, use_tqdm=True)
-        else:
-            outputs = llm.chat([request["messages"] for request in chunk], params, use_tqdm=True)
-        elapsed = time.perf_counter() - chunk_started
-        for request, output in zip(chunk, outputs):
-            for index, sample in enumerate(output.outputs):
-                _emit(
-                    {
-                        "event": "completion",
-                        **tag,
-                        "key": request["key"],
-                        "sample_index": index,
-                        "text": sample.text,
-                        "finish_reason": sample.finish_reason or "unknown",
-                        "prompt_tokens": len(output.prompt_token_ids or []),
-                        "output_tokens": len(sample.token_ids),
-                    }
-                )
-        _emit({"event": "chunk", **tag, "generate_s": elapsed, "requests": len(chunk)})
+    last_flush = time.perf_counter()
+    params = [_sampling_params(model["sampling"], request.get("json_schema"), per_request_seed) for request in requests]
+    order = _enqueue(llm, requests, params)
+    pending = 0
+    with tqdm(total=len(requests), desc="Processed prompts", file=sys.stderr, mininterval=2.0) as progress:
+        while llm.llm_engine.has_unfinished_requests():
+            for output in llm.llm_engine.step():
+                if not output.finished:
+                    continue
+                request = requests[order[_external_id(output.request_id)]]
+                for index, sample in enumerate(output.outputs):
+                    _emit(
+                        {
+                            "event": "completion",
+                            **tag,
+                            "key": request["key"],
+                            "sample_index": index,
+                            "text": sample.text,
+                            "finish_reason": sample.finish_reason or "unknown",
+                            "prompt_tokens": len(output.prompt_token_ids or []),
+                            "output_tokens": len(sample.token_ids),
+                        }
+                    )
+                pending += 1
+                progress.update(1)
+                if pending >= flush_every:
+                    now = time.perf_counter()
+                    _emit({"event": "chunk", **tag, "generate_s": now - last_flush, "requests": pending})
+                    last_flush, pending = now, 0
+    if pending or not requests:
+        _emit({"event": "chunk", **tag, "generate_s": time.perf_counter() - last_flush, "requests": pending})
 
 
 def run(job: dict) -> None:
@@ -94,7 +129,6 @@ def run(job: dict) -> None:
     models = _models(job)
     multi = "models" in job
     first = models[0]["model"]
-    started = time.perf_counter()
     llm = LLM(
         model=first["path"],
         dtype=first["dtype"],
@@ -106,7 +140,7 @@ def run(job: dict) -> None:
         enforce_eager=job.get("enforce_eager", False),
         **({"worker_extension_cls": WORKER_EXTENSION} if len(models) > 1 else {}),
     )
-    _emit({"event": "ready", "startup_s": time.perf_counter() - started})
+    _emit({"event": "ready", "startup_s": time.perf_counter() - _PROCESS_STARTED})
     loaded = first["path"]
     for index, model in enumerate(models):
         tag = {"model": model.get("tag", index)} if multi else {}
@@ -127,6 +161,18 @@ def run(job: dict) -> None:
             _emit({"event": "model", **tag, "path": model["model"]["path"], "swapped": swapped, "swap_s": swap_s})
         _generate(llm, job, model, tag)
     _emit({"event": "done"})
+    _shutdown(llm)
+
+
+def _shutdown(llm) -> None:
+    """Stop the engine's own processes (they clean up their shared memory), then leave at once:
+    the interpreter's teardown of torch and vLLM takes seconds and has nothing left to save."""
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def checkpoint_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:  # noqa
         raise FileNotFoundError(f"no *.safetensors in {path}")
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for name in handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
                 yield name, handle.get_tensor(name)
 
 

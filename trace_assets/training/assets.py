@@ -92,7 +92,7 @@ def build_checkpoints_asset(
                 context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
                 rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                 continue
-            key = training_key(base_path, examples, config.model_dump_json(), seed)
+            key = training_key(base_path, examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed)
             output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
             result = load_trained(output)
             if result is None:
@@ -157,6 +157,10 @@ def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable
         if cards:
             log(f"SFT on GPU(s) {','.join(cards)}")
         return train_sft_launched(run, config, env=gpu.environment(cards))
+
+
+# How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints.
+EXECUTION_ONLY = {"attention", "compile"}
 
 
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:

@@ -53,6 +53,7 @@ class TrainResult:
     wall_s: float
     log: list[dict] = field(default_factory=list)
     world_size: int = 1  # data-parallel processes that trained it
+    steady_tokens_per_s: float | None = None  # after the warm-up steps (see Throughput); None for very short runs
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -127,8 +128,11 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
             [{"prompt": student_prompt(row["prompt"], tokenizer), "completion": row["completion"].strip()} for row in rows]
         )
 
-    use_bf16 = device == "cuda" and dtype in ("auto", "bfloat16")
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if use_bf16 else torch.float32)
+    cuda = device.startswith("cuda")
+    use_bf16 = cuda and dtype in ("auto", "bfloat16")
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model, dtype=torch.bfloat16 if use_bf16 else torch.float32, attn_implementation=attention_for(config, cuda)
+    )
     staging = output_dir.with_name(output_dir.name + ".partial")
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 owns the files
     if main_process:
@@ -143,7 +147,14 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_length=config.max_length,
+        # Packed rows are flattened into one padding-free sequence whose position ids restart at every
+        # example; the attention mask is built from them, so no token attends across examples.
         packing=config.packing,
+        packing_strategy="bfd",
+        # one shape per row count, so a compiled model is not recompiled for every batch
+        pad_to_multiple_of=config.max_length if config.packing and cuda else None,
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        torch_compile=config.compile and cuda,
         completion_only_loss=True,
         shuffle_dataset=not config.curriculum,
         train_sampling_strategy="sequential" if config.curriculum else "random",
@@ -156,12 +167,14 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
         use_cpu=device == "cpu",
         disable_tqdm=False,
     )
+    throughput = Throughput()
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=to_dataset(train),
         eval_dataset=to_dataset(held_out) if held_out else None,
         processing_class=tokenizer,
+        callbacks=[throughput],
     )
     started = time.perf_counter()
     trainer.train()
@@ -182,7 +195,49 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
     shutil.rmtree(staging, ignore_errors=True)
     rows = log_rows(trainer.state.log_history)
     tokens = max((r["tokens_seen"] or 0 for r in rows), default=0)
-    return TrainResult(str(output_dir), content_hash, len(train), len(held_out), tokens, wall, rows, args.world_size)
+    return TrainResult(
+        str(output_dir), content_hash, len(train), len(held_out), tokens, wall, rows, args.world_size, throughput.tokens_per_s()
+    )
+
+
+def attention_for(config: TrainingConfig, cuda: bool) -> str:
+    """The attention kernel: FlexAttention's document masks for packed rows on a GPU (flash-attn has
+    no wheel for our GPU machines), PyTorch's SDPA otherwise. Both honour the packed position ids."""
+    if config.attention != "auto":
+        return config.attention
+    return "flex_attention" if cuda and config.packing else "sdpa"
+
+
+class Throughput:
+    """A trainer callback: training tokens/s once the first ``warmup`` steps (compilation, allocator
+    growth) are over, from the tokens the trainer counts at each logged step."""
+
+    def __init__(self, warmup: int = 3):
+        self.warmup = warmup
+        self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at each logged step
+
+    def __getattr__(self, name: str):  # the other TrainerCallback events: nothing to do
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if logs and "num_tokens" in logs and "loss" in logs:
+            _synchronize()
+            self.marks.append((time.perf_counter(), int(logs["num_tokens"])))
+
+    def tokens_per_s(self) -> float | None:
+        if len(self.marks) <= self.warmup + 1:
+            return None
+        (t0, n0), (t1, n1) = self.marks[self.warmup], self.marks[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else None
+
+
+def _synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def train_sft_launched(run: TrainRun, config: TrainingConfig, env: dict[str, str]) -> TrainResult:
