@@ -1,13 +1,19 @@
 """A plain vLLM script: the baseline our generation step is compared against.
 
-    python bench/bare_vllm.py PROMPTS.json MODEL_PATH [--eager] [--max-tokens N] [--temperature T]
+    python bench/bare_vllm.py PROMPTS.json MODEL_PATH [--eager] [--max-tokens N] [--temperature T] [--n N]
+    python bench/bare_vllm.py PROMPTS.json MODEL_PATH --shapes '[{"name": "greedy", "temperature": 0, ...}]' [--raw]
 
-PROMPTS.json is a list of chat message lists. Prints one JSON line with startup and throughput.
+PROMPTS.json is a list of chat message lists (or, with --raw, of prompt strings). One engine;
+each shape is one ``LLM.chat`` (``LLM.generate``) call over all prompts, timed around that call.
+A shape with a ``seed`` gives every request that seed, as our step does on a GPU. Prints one JSON
+line per shape with the engine's start-up (import included) and the throughput.
 """
 
 import argparse
 import json
 import time
+
+STARTED = time.perf_counter()
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
@@ -19,14 +25,22 @@ if __name__ == "__main__":
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-p", type=float, default=0.95)
     parser.add_argument("--n", type=int, default=1)
+    parser.add_argument("--shapes", help="JSON list of sampling settings; overrides the single-shape flags")
+    parser.add_argument("--raw", action="store_true", help="prompts are strings for LLM.generate")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     args = parser.parse_args()
 
     from vllm import LLM, SamplingParams
 
     with open(args.prompts) as handle:
-        conversations = json.load(handle)
-    started = time.perf_counter()
+        prompts = json.load(handle)
+    shapes = (
+        json.loads(args.shapes)
+        if args.shapes
+        else [
+            {"name": "default", "temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_tokens, "n": args.n}
+        ]
+    )
     llm = LLM(
         model=args.model,
         dtype=args.dtype,
@@ -35,20 +49,29 @@ if __name__ == "__main__":
         gpu_memory_utilization=args.gpu_memory_utilization,
         seed=0,
     )
-    startup = time.perf_counter() - started
-    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, n=args.n)
-    started = time.perf_counter()
-    outputs = llm.chat(conversations, params)
-    elapsed = time.perf_counter() - started
-    tokens = sum(len(sample.token_ids) for o in outputs for sample in o.outputs)
-    print(
-        json.dumps(
-            {
-                "bare": True,
-                "startup_s": startup,
-                "generate_s": elapsed,
-                "output_tokens": tokens,
-                "output_tokens_per_s": tokens / elapsed,
-            }
+    startup = time.perf_counter() - STARTED
+    for shape in shapes:
+        params = SamplingParams(
+            temperature=shape["temperature"],
+            top_p=shape.get("top_p", 1.0),
+            max_tokens=shape["max_tokens"],
+            n=shape.get("n", 1),
+            seed=shape.get("seed"),
         )
-    )
+        started = time.perf_counter()
+        outputs = llm.generate(prompts, params) if args.raw else llm.chat(prompts, params)
+        elapsed = time.perf_counter() - started
+        tokens = sum(len(sample.token_ids) for o in outputs for sample in o.outputs)
+        print(
+            json.dumps(
+                {
+                    "bare": True,
+                    "shape": shape["name"],
+                    "startup_s": round(startup, 2),
+                    "generate_s": round(elapsed, 3),
+                    "output_tokens": tokens,
+                    "output_tokens_per_s": round(tokens / elapsed, 1),
+                }
+            ),
+            flush=True,
+        )

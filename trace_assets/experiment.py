@@ -261,7 +261,9 @@ class TrainingConfig(_Section):
     attention: Literal["auto", "sdpa", "flex_attention", "eager", "flash_attention_2"] = Field(
         "auto", description="auto: flex_attention (document masks) for packed training on a GPU, else sdpa"
     )
-    compile: bool = Field(True, description="torch.compile the student on a GPU (ignored on CPU, where it costs more than it saves)")
+    compile: bool = Field(
+        True, description="torch.compile the student on a GPU (ignored on CPU, where it costs more than it saves)"
+    )
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     curriculum: bool = False
     processes: int = Field(1, ge=1, description="data-parallel SFT processes (one GPU each), launched with torchrun")

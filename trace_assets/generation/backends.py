@@ -155,6 +155,7 @@ class VllmBackend(Backend):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
             json.dump(job, handle)
         env = dict(self.env)
+        launched = time.perf_counter()
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         try:
@@ -170,7 +171,10 @@ class VllmBackend(Backend):
                 assert process.stdout is not None
                 for line in process.stdout:
                     if line.startswith(RESULT_PREFIX):
-                        events.put((engine, json.loads(line[len(RESULT_PREFIX) :])))
+                        event = json.loads(line[len(RESULT_PREFIX) :])
+                        if event["event"] == "ready":  # start-up as the caller sees it: process start and imports too
+                            event["startup_s"] = time.perf_counter() - launched
+                        events.put((engine, event))
                     else:
                         sys.stderr.write(line)  # vLLM's own log lines
             finally:
@@ -251,6 +255,7 @@ class VllmBackend(Backend):
         batches: dict[tuple[int, int], list[Completion]] = {}
         busy_s: dict[tuple[int, int], float] = {}
         done, failures, running = set(), [], engines
+        finished_at: dict[int, float] = {}
         while running:
             engine, event = events.get()
             kind = event.pop("event")
@@ -283,8 +288,13 @@ class VllmBackend(Backend):
                 )
             elif kind == "done":
                 done.add(engine)
+                finished_at[engine] = time.perf_counter()
             elif kind == "exit":
                 running -= 1
+                if engine in finished_at:
+                    stats[0].extra["teardown_s"] = max(
+                        stats[0].extra.get("teardown_s", 0.0), time.perf_counter() - finished_at[engine]
+                    )
                 if event["code"] != 0 or engine not in done:
                     failures.append(f"engine {engine} exited with code {event['code']}")
         return failures

