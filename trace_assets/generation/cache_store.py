@@ -6,11 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from trace_assets.generation.types import Completion
 from trace_assets.storage import connect
 
 CACHE_TABLE = "generation_cache"
+_BATCH_SCHEMA = {
+    "request_hash": pl.String,
+    "sample_index": pl.Int32,
+    "model": pl.String,
+    "text": pl.String,
+    "finish_reason": pl.String,
+    "prompt_tokens": pl.Int32,
+    "output_tokens": pl.Int32,
+}
 
 
 def _ensure_cache(connection: duckdb.DuckDBPyConnection) -> None:
@@ -37,8 +47,8 @@ def cached_completions(path: Path, request_hashes: list[str]) -> dict[tuple[str,
         return {}
     with connect(path) as connection:
         _ensure_cache(connection)
-        connection.execute("CREATE TEMP TABLE wanted (request_hash VARCHAR)")
-        connection.executemany("INSERT INTO wanted VALUES (?)", [(h,) for h in set(request_hashes)])
+        wanted = pl.DataFrame({"request_hash": sorted(set(request_hashes))}, schema={"request_hash": pl.String})
+        connection.register("wanted", wanted)  # one bulk scan: executemany costs milliseconds a row
         rows = connection.execute(
             f"SELECT c.request_hash, c.sample_index, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens "
             f"FROM {CACHE_TABLE} c JOIN wanted USING (request_hash)"
@@ -48,19 +58,24 @@ def cached_completions(path: Path, request_hashes: list[str]) -> dict[tuple[str,
 
 def store_completions(path: Path, model: str, completions: list[Completion]) -> int:
     """Persist completions (errors are not cached, so a re-run retries them); returns rows written."""
-    rows = [
-        (c.key, c.sample_index, model, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens)
-        for c in completions
-        if c.error is None
-    ]
-    if not rows:
+    kept = [c for c in completions if c.error is None]
+    if not kept:
         return 0
+    batch = pl.DataFrame(
+        {
+            "request_hash": [c.key for c in kept],
+            "sample_index": [c.sample_index for c in kept],
+            "model": [model] * len(kept),
+            "text": [c.text for c in kept],
+            "finish_reason": [c.finish_reason for c in kept],
+            "prompt_tokens": [c.prompt_tokens for c in kept],
+            "output_tokens": [c.output_tokens for c in kept],
+        },
+        schema=_BATCH_SCHEMA,
+    )
     with connect(path) as connection:
         _ensure_cache(connection)
-        connection.executemany(
-            f"INSERT OR REPLACE INTO {CACHE_TABLE} "
-            "(request_hash, sample_index, model, text, finish_reason, prompt_tokens, output_tokens) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    return len(rows)
+        # one bulk insert from the frame: executemany took 34 s for 5,276 rows (a teacher chunk)
+        connection.register("batch", batch)
+        connection.execute(f"INSERT OR REPLACE INTO {CACHE_TABLE} BY NAME SELECT * FROM batch")
+    return len(kept)
