@@ -50,6 +50,9 @@ if __name__ == "__main__":
         seed=0,
     )
     startup = time.perf_counter() - STARTED
+    for shape in shapes:  # warm-up, untimed: kernels compiled at their first use (sampling) aren't the work
+        warm = SamplingParams(temperature=shape["temperature"], max_tokens=16, n=shape.get("n", 1), seed=shape.get("seed"))
+        llm.generate(prompts[:64], warm, use_tqdm=False) if args.raw else llm.chat(prompts[:64], warm, use_tqdm=False)
     for shape in shapes:
         params = SamplingParams(
             temperature=shape["temperature"],

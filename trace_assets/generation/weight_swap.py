@@ -143,6 +143,11 @@ class WeightSwapExtension:
     def reseed(self, seed: int) -> None:
         """The random state a fresh engine started with ``seed`` has (vLLM reseeds at the end of
         start-up): a model's sampled completions then don't depend on what the engine ran before."""
+        import inspect
+
         from vllm.utils.torch_utils import set_random_seed
 
-        set_random_seed(seed, self.parallel_config.data_parallel_index)
+        if "data_parallel_index" in inspect.signature(set_random_seed).parameters:  # vLLM >= 0.27
+            set_random_seed(seed, self.parallel_config.data_parallel_index)
+        else:  # vLLM 0.26, the release built for the GPU machines' torch 2.11
+            set_random_seed(seed)
