@@ -81,6 +81,8 @@ class CountdownSource(_Section):
     max_numbers: int = Field(4, ge=2, le=8)
     max_number: int = Field(25, ge=2, le=1000, description="largest given number")
     max_target: int = Field(200, ge=1, le=100_000, description="largest target")
+    n_train: int = Field(32, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="train problems when problems.n_train is null")
+    n_test: int = Field(16, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="test problems when problems.n_test is null")
 
     @model_validator(mode="after")
     def _ordered(self) -> CountdownSource:
@@ -124,8 +126,11 @@ class ProblemsConfig(_Section):
         gsm8k = "gsm8k" in self.tasks
         if gsm8k and self.source == "jsonl" and self.jsonl is None:
             raise ValueError("source 'jsonl' needs a 'jsonl' section with 'train' and 'test' file paths")
-        generated = (gsm8k and self.source == "synthetic") or "countdown" in self.tasks
-        if generated and (self.n_train or 32) + (self.n_test or 16) > MAX_SYNTHETIC_PROBLEMS:
+        if "countdown" in self.tasks:
+            total = (self.n_train or self.countdown.n_train) + (self.n_test or self.countdown.n_test)
+            if total > MAX_SYNTHETIC_PROBLEMS:
+                raise ValueError(f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} Countdown problems (got {total:,})")
+        if gsm8k and self.source == "synthetic" and (self.n_train or 32) + (self.n_test or 16) > MAX_SYNTHETIC_PROBLEMS:
             raise ValueError(
                 f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} synthetic problems "
                 f"(got {(self.n_train or 32) + (self.n_test or 16):,})"

@@ -57,6 +57,7 @@ def _parse(latex: str):
     return parse(
         latex,
         extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
+        fallback_mode="no_fallback",  # text that is no mathematics is unparsable, not compared as a string
         parsing_timeout=1 if main_thread else None,  # signal.alarm only works in the main thread
     )
 

@@ -186,7 +186,7 @@ class CountdownTask:
         from trace_assets.problems.sources import problem_id
 
         config = settings.countdown
-        n_train, n_test = settings.n_train or 32, settings.n_test or 16
+        n_train, n_test = settings.n_train or config.n_train, settings.n_test or config.n_test
         generated = generate_problems(
             n_train + n_test, seed, config.min_numbers, config.max_numbers, config.max_number, config.max_target
         )
