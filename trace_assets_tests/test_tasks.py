@@ -38,7 +38,7 @@ def test_every_task_loads_and_its_reference_solutions_verify(problems):
     counts = dict(problems.group_by("task").len().iter_rows())
     assert counts == dict.fromkeys(TASK_NAMES, 7)
     for row in problems.iter_rows(named=True):
-        extraction, check, strict = grade(row["reference_solution"], row)
+        _extraction, check, strict = grade(row["reference_solution"], row)
         assert check.correct and strict.correct, (row["task"], row["question"][:80], check)
         if row["task"] != "gsm8k":
             assert get_task(row["task"]).instruction in row["question"]  # every model sees the answer format
@@ -187,7 +187,7 @@ def test_math_reads_hash_lines_then_boxed(problems):
     row = first(problems, "math")
     answer = row["answer"]
     assert grade(f"so the answer is \\boxed{{{answer}}}", row)[1].correct  # flexible: the last \boxed{}
-    extraction, check, strict = grade(f"\\boxed{{{answer}}}\n#### 123456", row)
+    extraction, check, _strict = grade(f"\\boxed{{{answer}}}\n#### 123456", row)
     assert extraction.method == "strict" and not check.correct  # the declared line wins over a box
     assert last_boxed("\\boxed{\\frac{1}{2}} then \\boxed{x^{2}}") == "x^{2}" and last_boxed("\\boxed{unclosed") is None
 
@@ -229,7 +229,7 @@ def test_mbpp_right_wrong_and_malformed_code(problems):
     row = mbpp_row(problems)
     right = row["reference_solution"]
     assert grade(f"Here it is:\n{right}", row)[1].correct
-    extraction, check, strict = grade("```\n" + right.split("\n", 1)[1], row)  # an untagged fence: flexible only
+    _extraction, check, strict = grade("```\n" + right.split("\n", 1)[1], row)  # an untagged fence: flexible only
     assert check.correct and not strict.correct
     name = right.split("def ", 1)[1].split("(", 1)[0]
     cases = {
