@@ -1,4 +1,5 @@
-"""Problem sources (synthetic, GSM8K from the hub, local JSONL) normalised into one table."""
+"""Problem sources normalised into one table: GSM8K (synthetic, the hub, local JSONL) and, through
+``trace_assets.tasks``, Countdown, MATH and MBPP."""
 
 from __future__ import annotations
 
