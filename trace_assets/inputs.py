@@ -67,12 +67,12 @@ def _check_task_problems(experiment: Experiment, task: str) -> int:
         from trace_assets.tasks import get_task
 
         try:
-            rows = get_task(task).load(problems, experiment.seed, LoadReport())
+            generated = get_task(task).load(problems, experiment.seed, LoadReport())
         except RuntimeError as error:
             raise _fail(
                 experiment, "problems.countdown", f"{error}; allow more numbers, larger numbers or targets, or ask for fewer"
             ) from None
-        return len(rows["train"])
+        return len(generated["train"])
     if task in ("math", "mbpp"):
         from trace_assets.tasks.competition_math import parse_math_record
         from trace_assets.tasks.mbpp import parse_mbpp_record
@@ -85,10 +85,10 @@ def _check_task_problems(experiment: Experiment, task: str) -> int:
             if path.is_dir():
                 raise _fail(experiment, f"problems.{task}.{split}", f"{path} is a folder; expected a JSONL file")
             try:
-                rows = read_jsonl(path, split, files.skip_bad_lines, LoadReport(), parse, f"the {task.upper()} format's keys")
+                records = read_jsonl(path, split, files.skip_bad_lines, LoadReport(), parse, f"the {task.upper()} format's keys")
             except ProblemFileError as error:
                 raise _fail(experiment, f"problems.{task}.{split}", str(error)) from None
-            counts[split] = len({row["problem_id"] for row in rows})
+            counts[split] = len({row["problem_id"] for row in records})
         return counts["train"] if problems.n_train is None else min(problems.n_train, counts["train"])
     if problems.source == "gsm8k":
         return problems.n_train or 7473

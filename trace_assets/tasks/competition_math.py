@@ -129,7 +129,7 @@ def parse_math_record(text: str, split: str) -> dict:
 class MathTask:
     name = "math"
     instruction = INSTRUCTION
-    failure_categories = ("unparsable_answer",)
+    failure_categories: tuple[str, ...] = ("unparsable_answer",)
     numbers_matter = False
 
     def load(self, settings, seed: int, report) -> dict[str, list[dict]]:

@@ -46,8 +46,8 @@ def question_text(numbers: list[int], target: int) -> str:
     )
 
 
-def _combine(rng: random.Random, left: tuple[int, str], right: tuple[int, str]) -> tuple[int, str, str] | None:
-    """A random operation on two (value, expression) items: (value, expression, solution line), or None."""
+def _combine(rng: random.Random, left: tuple[int, str], right: tuple[int, str]) -> tuple[int, str, str]:
+    """A random operation on two (value, expression) items: (value, expression, solution line)."""
     (a, a_text), (b, b_text) = left, right
     if a < b:
         (a, a_text), (b, b_text) = (b, b_text), (a, a_text)
@@ -79,7 +79,8 @@ def generate_problem(rng: random.Random, count: int, max_number: int, max_target
 def generate_problems(count: int, seed: int, min_numbers: int, max_numbers: int, max_number: int, max_target: int) -> list[dict]:
     """``count`` distinct problems reproducible from ``seed``; RuntimeError if the settings can't make them."""
     rng = random.Random(f"countdown:{seed}")
-    problems, seen = [], set()
+    problems: list[dict] = []
+    seen: set[tuple] = set()
     for _ in range(count * 50):
         if len(problems) == count:
             break
@@ -133,14 +134,16 @@ def _check_nodes(node: ast.AST, depth: int) -> None:
 def literals(node: ast.expr) -> list[int]:
     if isinstance(node, ast.BinOp):
         return literals(node.left) + literals(node.right)
-    assert isinstance(node, ast.Constant)
+    assert isinstance(node, ast.Constant) and type(node.value) is int
     return [node.value]
 
 
 def evaluate(node: ast.expr) -> Fraction:
     """Exact value of a tree that passed ``parse_expression``; ZeroDivisionError on a division by zero."""
     if isinstance(node, ast.Constant):
+        assert type(node.value) is int
         return Fraction(node.value)
+    assert isinstance(node, ast.BinOp)
     left, right = evaluate(node.left), evaluate(node.right)
     op = _OPERATORS[type(node.op)]
     if op == "+":
@@ -179,7 +182,7 @@ def verify(expression: str | None, numbers: list[int], target: int) -> Check:
 class CountdownTask:
     name = "countdown"
     instruction = INSTRUCTION
-    failure_categories = ("invalid_expression", "number_misuse", "wrong_value")
+    failure_categories: tuple[str, ...] = ("invalid_expression", "number_misuse", "wrong_value")
     numbers_matter = True
 
     def load(self, settings, seed: int, report) -> dict[str, list[dict]]:

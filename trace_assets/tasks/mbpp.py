@@ -87,7 +87,7 @@ def _run(code: str, tests: tuple[str, ...], setup: str) -> Check:
 class MbppTask:
     name = "mbpp"
     instruction = INSTRUCTION
-    failure_categories = tuple(status for status in STATUSES if status != "passed")
+    failure_categories: tuple[str, ...] = tuple(status for status in STATUSES if status != "passed")
     numbers_matter = False
 
     def load(self, settings, seed: int, report) -> dict[str, list[dict]]:

@@ -230,6 +230,7 @@ def run_tests(
                 preexec_fn=_limits(memory_mb, cpu_s, file_mb),
                 close_fds=True,
             )
+            assert process.stdin is not None
             try:
                 process.stdin.write((token + "\n").encode())
                 process.stdin.close()
