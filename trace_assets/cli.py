@@ -58,10 +58,27 @@ def sft_tokens_per_s(billions: float, processes: int = 1) -> float:
     return single * (1.0 if processes == 1 else DP_EFFICIENCY)
 
 
+# Full sizes (train, test) assumed for a task whose n_train / n_test is null: GSM8K from the hub, the MATH
+# and MBPP releases; Countdown makes its own n_train / n_test.
+FULL_SIZES = {"gsm8k": (7473, 1319), "math": (7500, 5000), "mbpp": (374, 500)}
+
+
+def problem_counts(problems) -> tuple[int, int]:
+    """Train and test problems over the experiment's tasks (``n_train`` / ``n_test`` apply per task)."""
+    n_train = n_test = 0
+    for task in problems.tasks:
+        if task == "countdown":
+            full = (problems.countdown.n_train, problems.countdown.n_test)
+        else:
+            full = FULL_SIZES[task] if task != "gsm8k" or problems.source == "gsm8k" else (1000, 500)
+        n_train += problems.n_train or full[0]
+        n_test += problems.n_test or full[1]
+    return n_train, n_test
+
+
 def plan(experiment: Experiment) -> list[dict]:
     problems = experiment.problems
-    n_train = problems.n_train or (7473 if problems.source == "gsm8k" else 1000)
-    n_test = problems.n_test or (1319 if problems.source == "gsm8k" else 500)
+    n_train, n_test = problem_counts(problems)
     teacher, judge = experiment.teacher, experiment.judge
     n_paraphrase_styles = len(experiment.paraphrase_styles())
     teacher_generations = (

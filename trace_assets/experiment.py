@@ -74,19 +74,63 @@ class Gsm8kSource(_Section):
 MAX_SYNTHETIC_PROBLEMS = 100_000
 
 
+class CountdownSource(_Section):
+    """Seeded Countdown problems: reach ``target`` from the given numbers with + - * / (each at most once)."""
+
+    min_numbers: int = Field(3, ge=2, le=8, description="fewest numbers in a problem (its difficulty)")
+    max_numbers: int = Field(4, ge=2, le=8)
+    max_number: int = Field(25, ge=2, le=1000, description="largest given number")
+    max_target: int = Field(200, ge=1, le=100_000, description="largest target")
+    n_train: int = Field(32, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="train problems when problems.n_train is null")
+    n_test: int = Field(16, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="test problems when problems.n_test is null")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CountdownSource:
+        if self.min_numbers > self.max_numbers:
+            raise ValueError(f"min_numbers ({self.min_numbers}) must be <= max_numbers ({self.max_numbers})")
+        return self
+
+
+class TaskFiles(_Section):
+    """Local JSONL files of a task (MATH: problem, solution, level, type; MBPP: text, code, test_list)."""
+
+    train: str = Field(min_length=1, description="path of the train split's JSONL file")
+    test: str = Field(min_length=1, description="path of the test split's JSONL file")
+    skip_bad_lines: bool = False
+
+
+TaskName = Literal["gsm8k", "countdown", "math", "mbpp"]
+
+
 class ProblemsConfig(_Section):
-    source: Literal["synthetic", "gsm8k", "jsonl"] = "synthetic"
-    n_train: int | None = Field(32, ge=1, description="train problems to sample; null keeps all")
-    n_test: int | None = Field(16, ge=1, description="test problems to sample; null keeps all")
+    tasks: list[TaskName] = Field(
+        ["gsm8k"], min_length=1, description="the tasks whose problems the study runs on; gsm8k comes from 'source'"
+    )
+    source: Literal["synthetic", "gsm8k", "jsonl"] = Field("synthetic", description="where the gsm8k task's problems come from")
+    n_train: int | None = Field(32, ge=1, description="train problems to sample per task; null keeps all")
+    n_test: int | None = Field(16, ge=1, description="test problems to sample per task; null keeps all")
     synthetic: SyntheticSource = SyntheticSource()
     jsonl: JsonlSource | None = None
     gsm8k: Gsm8kSource = Gsm8kSource()
+    countdown: CountdownSource = CountdownSource()
+    math: TaskFiles | None = None
+    mbpp: TaskFiles | None = None
 
     @model_validator(mode="after")
     def _source_settings(self) -> ProblemsConfig:
-        if self.source == "jsonl" and self.jsonl is None:
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct (got {self.tasks})")
+        for task in ("math", "mbpp"):
+            if task in self.tasks and getattr(self, task) is None:
+                raise ValueError(f"task '{task}' needs a '{task}' section with 'train' and 'test' JSONL file paths")
+        gsm8k = "gsm8k" in self.tasks
+        if gsm8k and self.source == "jsonl" and self.jsonl is None:
             raise ValueError("source 'jsonl' needs a 'jsonl' section with 'train' and 'test' file paths")
-        if self.source == "synthetic" and (self.n_train or 32) + (self.n_test or 16) > MAX_SYNTHETIC_PROBLEMS:
+        if "countdown" in self.tasks:
+            total = (self.n_train or self.countdown.n_train) + (self.n_test or self.countdown.n_test)
+            if total > MAX_SYNTHETIC_PROBLEMS:
+                raise ValueError(f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} Countdown problems (got {total:,})")
+        if gsm8k and self.source == "synthetic" and (self.n_train or 32) + (self.n_test or 16) > MAX_SYNTHETIC_PROBLEMS:
             raise ValueError(
                 f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} synthetic problems "
                 f"(got {(self.n_train or 32) + (self.n_test or 16):,})"

@@ -54,10 +54,42 @@ def check_models(experiment: Experiment) -> None:
 
 
 def check_problems(experiment: Experiment) -> int:
-    """Reads or generates the problems as a run would; returns how many train problems there are."""
+    """Reads or generates the problems as a run would; returns the fewest train problems of any task."""
+    counts = [_check_task_problems(experiment, task) for task in experiment.problems.tasks]
+    return min(counts)
+
+
+def _check_task_problems(experiment: Experiment, task: str) -> int:
     from trace_assets.problems.sources import LoadReport, ProblemFileError, read_jsonl, synthetic_rows
 
     problems = experiment.problems
+    if task == "countdown":
+        from trace_assets.tasks import get_task
+
+        try:
+            generated = get_task(task).load(problems, experiment.seed, LoadReport())
+        except RuntimeError as error:
+            raise _fail(
+                experiment, "problems.countdown", f"{error}; allow more numbers, larger numbers or targets, or ask for fewer"
+            ) from None
+        return len(generated["train"])
+    if task in ("math", "mbpp"):
+        from trace_assets.tasks.competition_math import parse_math_record
+        from trace_assets.tasks.mbpp import parse_mbpp_record
+
+        files = getattr(problems, task)
+        parse = parse_math_record if task == "math" else parse_mbpp_record
+        counts = {}
+        for split in ("train", "test"):
+            path = experiment.resolve(getattr(files, split))
+            if path.is_dir():
+                raise _fail(experiment, f"problems.{task}.{split}", f"{path} is a folder; expected a JSONL file")
+            try:
+                records = read_jsonl(path, split, files.skip_bad_lines, LoadReport(), parse, f"the {task.upper()} format's keys")
+            except ProblemFileError as error:
+                raise _fail(experiment, f"problems.{task}.{split}", str(error)) from None
+            counts[split] = len({row["problem_id"] for row in records})
+        return counts["train"] if problems.n_train is None else min(problems.n_train, counts["train"])
     if problems.source == "gsm8k":
         return problems.n_train or 7473
     if problems.source == "synthetic":
@@ -95,7 +127,7 @@ def check_inputs(experiment: Experiment) -> Experiment:
         raise _fail(
             experiment,
             "evaluation.few_shot_k",
-            f"{k} few-shot exemplars, but there are only {n_train} train problems to take them from",
+            f"{k} few-shot exemplars, but there are only {n_train} train problems (of a task) to take them from",
         )
     return experiment
 

@@ -25,13 +25,25 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BASELINE_VERSION = 1  # files written before the version was recorded
 VERSION_TABLE = "schema_version"
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def _v1_to_v2(connection: duckdb.DuckDBPyConnection) -> None:
+    """Tasks: every problem and evaluation so far was GSM8K's; problems gain their task-specific fields."""
+    tables = _main_tables(connection)
+    if "problems" in tables:
+        connection.execute("ALTER TABLE problems ADD COLUMN task VARCHAR DEFAULT 'gsm8k'")
+        connection.execute("ALTER TABLE problems ADD COLUMN task_metadata VARCHAR DEFAULT '{}'")
+    if "eval_results" in tables:
+        connection.execute("ALTER TABLE eval_results ADD COLUMN task VARCHAR DEFAULT 'gsm8k'")
+
+
 # MIGRATIONS[n] turns a version-n file into a version-(n + 1) file.
-MIGRATIONS: dict[int, Migration] = {}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
 
 
 class SchemaVersionError(RuntimeError):

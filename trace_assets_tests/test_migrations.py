@@ -54,12 +54,27 @@ def test_the_fixture_is_todays_schema_without_a_recorded_version(v1_database):
         assert stored_version(db) == 1
 
 
-def test_opening_todays_database_keeps_every_row_and_records_its_version(v1_database):
+def test_opening_a_v1_database_migrates_it_to_tasks_keeping_every_row(v1_database):
     before = contents(v1_database)
     with connect(v1_database) as db:
-        assert stored_version(db) == SCHEMA_VERSION == 1
-    assert contents(v1_database) == before
-    assert versions(v1_database) == [1]
+        assert stored_version(db) == SCHEMA_VERSION == 2
+    after = contents(v1_database)
+    assert after["generation_cache"] == before["generation_cache"] and after["style_prompts"] == before["style_prompts"]
+    # every v1 problem was a GSM8K-format problem: the task columns are added and filled, nothing else changes
+    assert sorted(row[:-2] for row in after["problems"]) == sorted(before["problems"])
+    assert {row[-2:] for row in after["problems"]} == {("gsm8k", "{}")}
+    with duckdb.connect(str(v1_database), read_only=True) as db:
+        columns = [
+            row[0]
+            for row in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'problems' ORDER BY ordinal_position"
+            ).fetchall()
+        ]
+    from trace_assets.problems.schemas import ProblemSchema
+    from trace_assets.tables import polars_schema
+
+    assert columns == list(polars_schema(ProblemSchema))  # the IO manager can write the migrated table again
+    assert versions(v1_database) == [2]
     # the generation cache in it is still served as such
     cached = cached_completions(v1_database, ["hash00", "hash04"])
     assert sorted(cached) == [("hash00", 0), ("hash00", 1), ("hash04", 0), ("hash04", 1)]

@@ -43,10 +43,12 @@ from trace_assets.datasets.selection import (
     policy_reason,
     problem_key,
     rank_key,
+    task_declaration,
 )
 from trace_assets.datasets.trimming import find_conclusion, remove_random_span, trim_after_conclusion
 from trace_assets.experiment import ComparisonsConfig, DatasetRecipe, EligibilityPolicy, TokenMatchGroup
 from trace_assets.tables import polars_schema
+from trace_assets.tasks import task_of
 
 __all__ = [
     "EXCLUSION_SCHEMA",
@@ -222,16 +224,20 @@ def _annotate(
         answer_format = answer_formats.get(row["style"])
         if answer_format is None:
             continue  # a style no recipe uses
-        declaration = declared_answers(row["completion"], answer_format)
-        final = declaration.final
-        if final is None and not policy.require_declared_answer and has_fallback:
-            final = row["extracted_answer"]
         problem = train.get(row["problem_id"])
+        if problem is None or task_of(problem).name == "gsm8k":
+            declaration = declared_answers(row["completion"], answer_format)
+            final = declaration.final
+            if final is None and not policy.require_declared_answer and has_fallback:
+                final = row["extracted_answer"]
+            correct = problem is not None and numbers_match(final, problem["answer"])
+        else:
+            declaration, final, correct = task_declaration(row["completion"], problem, policy.require_declared_answer)
         trace = _Trace(
             row=row,
             declaration=declaration,
             final=final,
-            correct=problem is not None and numbers_match(final, problem["answer"]),
+            correct=correct,
             reason=policy_reason(row, declaration, policy),
             rank=rank_key(seed, row["style"], row["kind"], row["problem_id"], row["trace_id"]),
         )
@@ -344,7 +350,7 @@ def _draft(
         for problem_id in list(arm.chosen):
             source_example = arm.chosen[problem_id][0]
             flawed = _flawed_version(
-                source_example, wrong.get(problem_id, []), recipe.flaw, train[problem_id]["answer"], answer_format, seed
+                source_example, wrong.get(problem_id, []), recipe.flaw, train[problem_id], answer_format, seed
             )
             if flawed is None:
                 arm.drop(problem_id, "no_flawed_version", f"flaw '{recipe.flaw}'")
@@ -367,9 +373,17 @@ def _draft(
 
 
 def _flawed_version(
-    source: _Example, wrong: list[_Trace], flaw: str, reference: str, answer_format: AnswerFormat, seed: int
+    source: _Example, wrong: list[_Trace], flaw: str, problem: dict, answer_format: AnswerFormat, seed: int
 ) -> _Example | None:
-    """The problem's flawed version under the declared procedure, checked to differ in reasoning and answer."""
+    """The problem's flawed version under the declared procedure, checked to differ in reasoning and answer.
+    Tasks other than gsm8k have no numeric final step to corrupt: their flawed version is the style's
+    wrong trace, whose declared answer the task's verifier found wrong."""
+    reference = problem["answer"]
+    if task_of(problem).name != "gsm8k":
+        candidate = _example(wrong[0], "teacher", flaw="wrong") if flaw in ("wrong", "both") and wrong else None
+        if candidate is not None and candidate.final is not None and candidate.completion.strip() != source.completion.strip():
+            return replace(candidate, is_correct=False)
+        return None
     if flaw in ("wrong", "both") and wrong:
         candidate = _example(wrong[0], "teacher", flaw="wrong")
         if is_flawed_version(source.completion, candidate.completion, reference, answer_format):

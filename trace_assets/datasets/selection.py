@@ -18,6 +18,7 @@ from typing import Literal
 
 from trace_assets.answers import canonical_number
 from trace_assets.experiment import EligibilityPolicy
+from trace_assets.tasks import task_of
 
 AnswerFormat = Literal["hash", "label"]
 
@@ -81,6 +82,20 @@ def declared_answers(text: str, answer_format: AnswerFormat) -> Declaration:
         first_start=first,
         last_line=own[-1].group(0).strip() if own else None,
     )
+
+
+def task_declaration(text: str, problem: dict, require_declared: bool) -> tuple[Declaration, str | None, bool]:
+    """(declaration, final answer, correct) of a trace for a task other than gsm8k, read and verified by
+    the task: its declared answers (``####`` / ``ANSWER:`` lines, MBPP's last code block), the last
+    declared one as final (the looser reading when the policy allows undeclared answers)."""
+    task = task_of(problem)
+    extraction = task.read(text)
+    final = extraction.strict or extraction.label
+    if final is None and not require_declared:
+        final = extraction.flexible
+    correct = final is not None and task.check(final, problem).correct
+    declaration = Declaration(values=extraction.declared_answers, other_values=(), first_start=None, last_line=None)
+    return declaration, final, correct
 
 
 def answer_line(value: str, answer_format: AnswerFormat) -> str:

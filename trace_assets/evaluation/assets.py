@@ -39,21 +39,26 @@ def build_eval_results_asset(
         One step evaluates every checkpoint of its partitions: one engine start per model
         architecture, each further checkpoint's weights loaded into it."""
         test = problems.filter(pl.col("split") == "test")
-        exemplars = few_shot_examples(problems.filter(pl.col("split") == "train"), settings.few_shot_k, seed)
+        train = problems.filter(pl.col("split") == "train")
+        # Few-shot exemplars come from the test problem's own task.
+        exemplars = {
+            task: few_shot_examples(train.filter(pl.col("task") == task), settings.few_shot_k, seed)
+            for task in test["task"].unique().to_list()
+        }
         evaluated, jobs = [], []
         for checkpoint in checkpoints.filter(pl.col("status").is_in(["trained", "base"])).iter_rows(named=True):
             # The few-shot baseline always gets the exemplars; trained students get the experiment's format.
             few_shot = checkpoint["dataset"] == BASE_FEW_SHOT or (
                 checkpoint["dataset"] != BASE_DATASET and settings.prompt_format == "few_shot"
             )
-            shots = exemplars if few_shot else []
+            shots = exemplars if few_shot else {}
             dtype = generation.gpu.resolve_dtype(students[checkpoint["student"]].dtype)
             spec = ModelSpec(name=checkpoint["path"], path=checkpoint["path"], dtype=dtype)
             sampling = Sampling(temperature=0.0, max_tokens=settings.max_tokens, n=1, seed=checkpoint["seed"])
             tokenizer = load_tokenizer(checkpoint["path"])
             requests = {
                 row["problem_id"]: prompt_request(
-                    student_prompt(row["question"], tokenizer, shots), checkpoint["content_hash"], sampling
+                    student_prompt(row["question"], tokenizer, shots.get(row["task"], [])), checkpoint["content_hash"], sampling
                 )
                 for row in test.iter_rows(named=True)
             }

@@ -6,11 +6,11 @@ import random
 
 import polars as pl
 
-from trace_assets.answers import extract_answer, numbers_match
 from trace_assets.evaluation.degeneration import is_degenerate_loop
 from trace_assets.evaluation.schemas import EvalResultSchema
 from trace_assets.generation.types import Completion, Request
 from trace_assets.tables import frame_of
+from trace_assets.tasks import grade
 
 
 def few_shot_examples(train: pl.DataFrame, k: int, seed: int) -> list[tuple[str, str]]:
@@ -26,7 +26,7 @@ def eval_rows(
     for problem in test.iter_rows(named=True):
         completion = completions.get((requests[problem["problem_id"]].key, 0))
         text = completion.text if completion else ""
-        extraction = extract_answer(text)
+        extraction, check, strict = grade(text, problem)
         finish = completion.finish_reason if completion else "error"
         rows.append(
             {
@@ -38,12 +38,13 @@ def eval_rows(
                 "flexible_answer": extraction.flexible,
                 "extracted_answer": extraction.answer,
                 "reference_answer": problem["answer"],
-                "is_correct": numbers_match(extraction.answer, problem["answer"]),
-                "is_correct_strict": numbers_match(extraction.strict, problem["answer"]),  # only the asked-for `#### N`
+                "is_correct": check.correct,
+                "is_correct_strict": strict.correct,  # only the form the prompt asks for (`#### N` for gsm8k)
                 "output_tokens": completion.output_tokens if completion else 0,
                 "finish_reason": finish,
                 "hit_length_limit": finish == "length",
                 "degenerate_loop": is_degenerate_loop(text),
+                "task": problem.get("task") or "gsm8k",
             }
         )
     return frame_of(rows, EvalResultSchema)

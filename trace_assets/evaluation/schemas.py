@@ -2,6 +2,8 @@
 
 import pandera.polars as pa
 
+from trace_assets.tasks.registry import TASK_NAMES
+
 
 class EvalResultSchema(pa.DataFrameModel):
     """A student's greedy answer to one test problem."""
@@ -23,6 +25,7 @@ class EvalResultSchema(pa.DataFrameModel):
     finish_reason: str
     hit_length_limit: bool
     degenerate_loop: bool
+    task: str = pa.Field(isin=list(TASK_NAMES), description="the problem's task (problems.task)")
 
     class Config:
         strict = True

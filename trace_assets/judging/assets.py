@@ -47,7 +47,8 @@ def build_judged_traces_asset(
         problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
         faithful = faithfulness_requests(teacher_traces, problem_rows, judge.model, sampling, max_chars)
         result = generation.generate(spec, sampling, [*requests.values(), *faithful.values()], context.log.info)
-        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model, max_chars, faithful)
+        tasks = dict(zip(problems["problem_id"], problems["task"]))
+        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model, max_chars, faithful, tasks)
         truncated = int(frame["judge_truncated"].sum())
         if truncated:
             context.log.warning(f"{truncated} traces were longer than the judge's context ({max_chars} chars): cut, never passed")

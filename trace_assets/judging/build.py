@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
 from trace_assets.generation.cached import request_key
@@ -18,6 +20,9 @@ from trace_assets.judging.verdicts import (
 )
 from trace_assets.styles.library import Style, failed_format_checks
 from trace_assets.tables import frame_of
+
+# The format check that reads a GSM8K answer line; other tasks declare answers their own way.
+ANSWER_CHECK = "answer_line"
 
 
 def judge_requests(
@@ -55,14 +60,24 @@ def verdict_rows(
     judge_model: str,
     max_chars: int,
     faithful: dict[str, Request] | None = None,
+    tasks: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """``faithful``: the faithfulness requests of paraphrase traces (see ``faithfulness_requests``)."""
+    """``faithful``: the faithfulness requests of paraphrase traces (see ``faithfulness_requests``);
+    ``tasks``: problem id -> task (default gsm8k). A style's format check ``answer_line`` checks the
+    form of a GSM8K answer; for other tasks the task's own reading takes its place: the trace must
+    declare an answer in the form the task asks for (``strict_answer`` or ``label_answer``)."""
     faithful = faithful or {}
+    tasks = tasks or {}
     rows = []
     for trace in traces.iter_rows(named=True):
         style = styles[trace["style"]]
         checks = list(style.spec.format_checks)
+        task = tasks.get(trace["problem_id"], "gsm8k")
+        if task != "gsm8k":
+            checks = [check for check in checks if check.id != ANSWER_CHECK]
         rules_failed = failed_format_checks(trace["completion"], checks)
+        if task != "gsm8k" and trace.get("strict_answer") is None and trace.get("label_answer") is None:
+            rules_failed.append(ANSWER_CHECK)
         completion = completions.get((requests[trace["trace_id"]].key, 0))
         if completion is None:
             verdict = JudgeVerdict(False, None, (), "", error="judge generation failed")

@@ -35,7 +35,7 @@ def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefini
         )
     )
     def problems(context: dg.AssetExecutionContext):
-        """Train and test problems from the experiment's source, normalised to GSM8K's format."""
+        """Train and test problems of the experiment's tasks (GSM8K from its source, Countdown, MATH, MBPP) in one table."""
         frame, report = load_problems(settings, seed)
         contaminated = contamination(frame)
         if report.skipped_lines:
@@ -44,6 +44,8 @@ def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefini
             frame,
             metadata={
                 "source": settings.source,
+                "tasks": ", ".join(settings.tasks),
+                "per_task": counts_table(frame, ["task", "split"]),
                 "dagster/row_count": frame.height,
                 "train": frame.filter(pl.col("split") == "train").height,
                 "test": frame.filter(pl.col("split") == "test").height,
@@ -60,7 +62,7 @@ def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefini
                     or "none"
                 ),
                 "difficulty": counts_table(frame, ["split", "difficulty"]),
-                "preview": preview(frame, ["problem_id", "split", "difficulty", "answer", "question"]),
+                "preview": preview(frame, ["problem_id", "task", "split", "difficulty", "answer", "question"]),
             },
         )
         yield from problems_checks(frame, contaminated)

@@ -1,18 +1,37 @@
 """Schema of the ``problems`` table."""
 
 import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+
+from trace_assets.tasks.registry import TASK_NAMES
+
+NUMERIC_ANSWER = r"^-?\d+(\.\d+)?(/\d+)?$"
 
 
 class ProblemSchema(pa.DataFrameModel):
-    """One math word problem with its human reference solution."""
+    """One problem of one task with its human reference solution."""
 
-    problem_id: str = pa.Field(str_matches=r"^p_[0-9a-f]{12}$", description="hash of the normalised question")
+    problem_id: str = pa.Field(str_matches=r"^p_[0-9a-f]{12}$", description="hash of the normalised question (and task)")
     split: str = pa.Field(isin=["train", "test"])
-    question: str = pa.Field(str_length={"min_value": 1})
-    reference_solution: str = pa.Field(description="GSM8K-format solution, calculator annotations removed")
-    answer: str = pa.Field(str_matches=r"^-?\d+(\.\d+)?(/\d+)?$", description="canonical final answer")
-    difficulty: int = pa.Field(ge=0, description="reasoning steps in the reference solution")
+    question: str = pa.Field(
+        str_length={"min_value": 1}, description="as every model sees it, with the task's answer instruction"
+    )
+    reference_solution: str = pa.Field(description="the human solution, ending in the task's answer format")
+    answer: str = pa.Field(
+        str_length={"min_value": 1},
+        description="reference answer: canonical number (gsm8k), target (countdown), LaTeX (math), test asserts (mbpp)",
+    )
+    difficulty: int = pa.Field(ge=0, description="gsm8k: reasoning steps; countdown: numbers; math: level; mbpp: code lines")
     source: str = pa.Field(isin=["synthetic", "gsm8k", "jsonl"])
+    task: str = pa.Field(isin=list(TASK_NAMES), description="the task whose verifier scores answers to it")
+    task_metadata: str = pa.Field(description="JSON of task-specific fields (countdown numbers, math level/type, mbpp tests)")
+
+    @pa.dataframe_check
+    @classmethod
+    def numeric_answers(cls, data: PolarsData) -> pl.LazyFrame:
+        """Tasks with numeric answers (gsm8k, countdown) store them canonical."""
+        return data.lazyframe.select(pl.col("task").is_in(["math", "mbpp"]) | pl.col("answer").str.contains(NUMERIC_ANSWER))
 
     class Config:
         strict = True

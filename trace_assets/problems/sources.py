@@ -1,4 +1,5 @@
-"""Problem sources (synthetic, GSM8K from the hub, local JSONL) normalised into one table."""
+"""Problem sources normalised into one table: GSM8K (synthetic, the hub, local JSONL) and, through
+``trace_assets.tasks``, Countdown, MATH and MBPP."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +40,11 @@ class LoadReport:
     contaminated: list[ContaminationHit] = field(default_factory=list)
 
 
-def problem_id(question: str) -> str:
-    """A stable id from the normalised question text, so the same problem has the same id in every run."""
-    return "p_" + hashlib.sha1(normalise_question(question).encode()).hexdigest()[:12]
+def problem_id(question: str, task: str = "gsm8k") -> str:
+    """A stable id from the normalised question text, so the same problem has the same id in every run.
+    Other tasks than gsm8k (whose ids predate tasks) hash the task's name with it."""
+    key = normalise_question(question) if task == "gsm8k" else f"{task}:{normalise_question(question)}"
+    return "p_" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def normalise_question(question: str) -> str:
@@ -59,6 +62,8 @@ def normalise_record(question: str, solution: str, split: str, source: str) -> d
         "answer": reference_answer(clean_solution),
         "difficulty": count_reasoning_steps(clean_solution),
         "source": source,
+        "task": "gsm8k",
+        "task_metadata": "{}",
     }
 
 
@@ -109,8 +114,17 @@ def _lines(handle) -> Iterator[tuple[int, str | None, str | None]]:
             yield number, None, f"not UTF-8 text (byte {raw[error.start]:#04x} at column {error.start + 1})"
 
 
-def read_jsonl(path: Path, split: str, skip_bad_lines: bool, report: LoadReport) -> list[dict]:
-    """Parse a GSM8K-format JSONL file; a bad line is an error naming file and line, or counted when skipping."""
+def read_jsonl(
+    path: Path,
+    split: str,
+    skip_bad_lines: bool,
+    report: LoadReport,
+    parse: Callable[[str, str], dict] = parse_record,
+    expected: str = "'question' and 'answer' (GSM8K format)",
+) -> list[dict]:
+    """Parse a JSONL problem file line by line with ``parse`` (default: GSM8K's format); a bad line is an
+    error naming file and line, or counted when skipping. ``expected`` describes a record for the error
+    about a file without any."""
     if not path.exists():
         raise ProblemFileError(f"{path}: problem file not found")
     rows = []
@@ -123,7 +137,7 @@ def read_jsonl(path: Path, split: str, skip_bad_lines: bool, report: LoadReport)
                     if problem is not None:
                         raise ValueError(problem)
                     assert line is not None, "_lines yields either a line's text or its problem"
-                    rows.append(parse_record(line, split))
+                    rows.append(parse(line, split))
                 except ValueError as error:
                     message = f"{path}:{line_number}: {error}"
                     if not skip_bad_lines:
@@ -133,10 +147,7 @@ def read_jsonl(path: Path, split: str, skip_bad_lines: bool, report: LoadReport)
         raise ProblemFileError(f"{path}: cannot read the problem file ({error.strerror or error})") from None
     if not rows:
         skipped = f" ({len(report.skipped_lines)} bad lines skipped)" if report.skipped_lines else ""
-        raise ProblemFileError(
-            f"{path}: no problems in the file{skipped}; expected one JSON object per line "
-            "with 'question' and 'answer' (GSM8K format)"
-        )
+        raise ProblemFileError(f"{path}: no problems in the file{skipped}; expected one JSON object per line with {expected}")
     return rows
 
 
@@ -185,34 +196,47 @@ def _sample(rows: list[dict], count: int | None, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, count)
 
 
-def load_problems(settings: ProblemsConfig, seed: int) -> tuple[pl.DataFrame, LoadReport]:
-    """All problems of the experiment's source, deduplicated within each split and sampled with its seed.
-
-    Train problems that equal or nearly duplicate (``near_duplicates``) a sampled test question are
-    removed from the train pool before the train sample is drawn, and listed in ``report.contaminated``.
-    """
-    report = LoadReport()
+def gsm8k_rows(settings: ProblemsConfig, seed: int, report: LoadReport) -> dict[str, list[dict]]:
+    """The gsm8k task's problems from the experiment's ``source``: synthetic, the hub, or local JSONL."""
     if settings.source == "synthetic":
-        by_split = synthetic_rows(settings, seed)
-    elif settings.source == "gsm8k":
-        by_split = read_gsm8k(settings.gsm8k.dataset, settings.gsm8k.config)
-    else:
-        assert settings.jsonl is not None
-        by_split = {
-            split: read_jsonl(resolve_path(getattr(settings.jsonl, split)), split, settings.jsonl.skip_bad_lines, report)
-            for split in ("train", "test")
-        }
-    train_pool = _dedupe(by_split["train"], report)
-    test = _sample(_dedupe(by_split["test"], report), settings.n_test, seed)
-    report.contaminated = near_duplicates(
-        {row["problem_id"]: row["question"] for row in train_pool},
-        {row["problem_id"]: row["question"] for row in test},
-        NEAR_DUPLICATE_THRESHOLD,
-        NEAR_DUPLICATE_NGRAM,
-    )
-    removed = {hit.train_id for hit in report.contaminated}
-    train = _sample([row for row in train_pool if row["problem_id"] not in removed], settings.n_train, seed)
-    rows = train + test
+        return synthetic_rows(settings, seed)
+    if settings.source == "gsm8k":
+        return read_gsm8k(settings.gsm8k.dataset, settings.gsm8k.config)
+    assert settings.jsonl is not None
+    return {
+        split: read_jsonl(resolve_path(getattr(settings.jsonl, split)), split, settings.jsonl.skip_bad_lines, report)
+        for split in ("train", "test")
+    }
+
+
+def load_problems(settings: ProblemsConfig, seed: int) -> tuple[pl.DataFrame, LoadReport]:
+    """All problems of the experiment's tasks, deduplicated within each split and sampled with its seed
+    (``n_train`` / ``n_test`` per task).
+
+    Train problems that equal or nearly duplicate (``near_duplicates``) a sampled test question of the
+    same task are removed from the train pool before the train sample is drawn, and listed in
+    ``report.contaminated``. For tasks whose numbers are the problem (Countdown), only equal questions count.
+    """
+    from trace_assets.tasks import get_task
+
+    report = LoadReport()
+    rows: list[dict] = []
+    for name in settings.tasks:
+        task = get_task(name)
+        by_split = task.load(settings, seed, report)
+        train_pool = _dedupe(by_split["train"], report)
+        test = _sample(_dedupe(by_split["test"], report), settings.n_test, seed)
+        hits = near_duplicates(
+            {row["problem_id"]: row["question"] for row in train_pool},
+            {row["problem_id"]: row["question"] for row in test},
+            NEAR_DUPLICATE_THRESHOLD if not task.numbers_matter else 1.0,
+            NEAR_DUPLICATE_NGRAM,
+            mask_numbers=not task.numbers_matter,
+        )
+        report.contaminated += hits
+        removed = {hit.train_id for hit in hits}
+        train = _sample([row for row in train_pool if row["problem_id"] not in removed], settings.n_train, seed)
+        rows += train + test
     frame = frame_of(rows, ProblemSchema)
     return frame.sort(["split", "problem_id"]), report
 
@@ -221,6 +245,7 @@ NEAR_DUPLICATE_THRESHOLD = 0.8  # Jaccard overlap of number-masked word 5-grams
 NEAR_DUPLICATE_NGRAM = 5
 _NUMBER_TOKEN = re.compile(r"\$?\d[\d,]*(?:\.\d+)?%?")
 _WORD = re.compile(r"[a-z]+|<n>")
+_WORD_OR_NUMBER = re.compile(r"[a-z]+|\d+")
 
 
 @dataclass(frozen=True)
@@ -238,19 +263,22 @@ def masked_words(question: str) -> list[str]:
     return _WORD.findall(_NUMBER_TOKEN.sub(" <n> ", question.lower()))
 
 
-def shingles(question: str, n: int = 5) -> frozenset[tuple[str, ...]]:
-    words = masked_words(question)
+def shingles(question: str, n: int = 5, mask_numbers: bool = True) -> frozenset[tuple[str, ...]]:
+    words = masked_words(question) if mask_numbers else _WORD_OR_NUMBER.findall(question.lower())
     if len(words) <= n:
         return frozenset([tuple(words)]) if words else frozenset()
     return frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
-def near_duplicates(train: dict[str, str], test: dict[str, str], threshold: float = 0.8, n: int = 5) -> list[ContaminationHit]:
+def near_duplicates(
+    train: dict[str, str], test: dict[str, str], threshold: float = 0.8, n: int = 5, mask_numbers: bool = True
+) -> list[ContaminationHit]:
     """Train questions whose number-masked word ``n``-grams overlap a test question's by at least
     ``threshold`` (Jaccard), or that equal one after whitespace/case folding; the closest test
-    question per train question. ``train``/``test`` map problem ids to question texts."""
+    question per train question. ``train``/``test`` map problem ids to question texts.
+    ``mask_numbers`` False: numbers are words like any other (where the numbers are the problem)."""
     index: dict[tuple[str, ...], list[str]] = {}
-    test_shingles = {pid: shingles(q, n) for pid, q in test.items()}
+    test_shingles = {pid: shingles(q, n, mask_numbers) for pid, q in test.items()}
     for pid, grams in test_shingles.items():
         for gram in grams:
             index.setdefault(gram, []).append(pid)
@@ -260,7 +288,7 @@ def near_duplicates(train: dict[str, str], test: dict[str, str], threshold: floa
         if normalise_question(question) in exact:
             hits.append(ContaminationHit(train_id, exact[normalise_question(question)], 1.0))
             continue
-        grams = shingles(question, n)
+        grams = shingles(question, n, mask_numbers)
         shared: dict[str, int] = {}
         for gram in grams:
             for test_id in index.get(gram, ()):
@@ -277,10 +305,22 @@ def near_duplicates(train: dict[str, str], test: dict[str, str], threshold: floa
 
 def contamination(problems: pl.DataFrame, threshold: float = 0.8, n: int = 5) -> list[str]:
     """Train problem ids whose question equals (after whitespace/case folding) or nearly duplicates
-    (numbers masked, word ``n``-gram Jaccard >= ``threshold``) a test question."""
+    (numbers masked, word ``n``-gram Jaccard >= ``threshold``) a test question of the same task;
+    for tasks whose numbers are the problem, only equal questions count."""
+    from trace_assets.tasks import get_task
 
-    def questions(split: str) -> dict[str, str]:
-        rows = problems.filter(pl.col("split") == split)
-        return dict(zip(rows["problem_id"], rows["question"]))
+    hits: set[str] = set()
+    tasks = problems["task"].unique().to_list() if "task" in problems.columns else [None]
+    for task in tasks:
+        rows = problems if task is None else problems.filter(pl.col("task") == task)
+        exact_only = task is not None and get_task(task).numbers_matter
 
-    return sorted({hit.train_id for hit in near_duplicates(questions("train"), questions("test"), threshold, n)})
+        def questions(split: str, rows=rows) -> dict[str, str]:
+            chosen = rows.filter(pl.col("split") == split)
+            return dict(zip(chosen["problem_id"], chosen["question"]))
+
+        found = near_duplicates(
+            questions("train"), questions("test"), 1.0 if exact_only else threshold, n, mask_numbers=not exact_only
+        )
+        hits |= {hit.train_id for hit in found}
+    return sorted(hits)

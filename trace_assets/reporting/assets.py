@@ -9,7 +9,14 @@ from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Request
 from trace_assets.metadata import preview
 from trace_assets.plots import accuracy_png, png_markdown
-from trace_assets.reporting.failures import FAILURE_SCHEMA, SOURCES, classify_by_rules, decide, failure_judge_messages
+from trace_assets.reporting.failures import (
+    FAILURE_SCHEMA,
+    SOURCES,
+    classify_by_rules,
+    classify_task_failure,
+    decide,
+    failure_judge_messages,
+)
 from trace_assets.reporting.report import StudyTables, build_report
 from trace_assets.reporting.schemas import AccuracySchema, FailureModeSchema
 from trace_assets.reporting.stats import METHOD, accuracy_summary, noise_floor_note
@@ -34,18 +41,21 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
         spec, sampling = generation.settings(judge, n=1)
         decided, asked = [], []  # (row key, proposal[, request])
         for row in wrong.iter_rows(named=True):
-            proposal = classify_by_rules(
-                row["completion"],
-                row["extracted_answer"],
-                row["reference_answer"],
-                row["degenerate_loop"],
-                row["hit_length_limit"],
-            )
+            problem = problem_rows[row["problem_id"]]
+            if row["task"] == "gsm8k":
+                proposal = classify_by_rules(
+                    row["completion"],
+                    row["extracted_answer"],
+                    row["reference_answer"],
+                    row["degenerate_loop"],
+                    row["hit_length_limit"],
+                )
+            else:
+                proposal = classify_task_failure(row["completion"], problem, row["degenerate_loop"], row["hit_length_limit"])
             base = {k: row[k] for k in ("dataset", "student", "seed", "problem_id")}
             if proposal.decisive:
                 decided.append((base, proposal))
                 continue
-            problem = problem_rows[base["problem_id"]]
             messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
             asked.append(
                 (base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
@@ -117,6 +127,7 @@ def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: 
         sft_examples: pl.DataFrame,
         dataset_exclusions: pl.DataFrame,
         judged_traces: pl.DataFrame,
+        problems: pl.DataFrame,
     ) -> dg.MaterializeResult:
         """The study's answers as Markdown with PNG plots under <data dir>/report/."""
         folder = data.path / "report"
@@ -131,6 +142,7 @@ def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: 
             sft_examples,
             dataset_exclusions,
             judged_traces,
+            problems,
         )
         result = build_report(name, seeds, judge_note, contrasts, tables)
         for file, png in result.plots.items():

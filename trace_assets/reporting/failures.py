@@ -32,6 +32,7 @@ import polars as pl
 from trace_assets.answers import VULGAR_FRACTIONS, numbers_match, parse_number
 from trace_assets.experiment import BASE_DATASET, BASE_DATASETS
 from trace_assets.judging.verdicts import json_reply
+from trace_assets.tasks import TASK_NAMES, get_task, grade, task_of
 
 RULE_CATEGORIES = ["loop_degeneration", "no_answer_format", "arithmetic_slip", "answer_overwritten"]
 JUDGE_CATEGORIES = [
@@ -43,6 +44,10 @@ JUDGE_CATEGORIES = [
     "operation_omitted",
 ]
 CATEGORIES = RULE_CATEGORIES + JUDGE_CATEGORIES + ["unclassified"]
+# What the verifiers of the other tasks decide by themselves (Countdown: invalid_expression, ...; MBPP:
+# test_failed, timeout, ...); the judge is never asked to pick these.
+TASK_CATEGORIES = list(dict.fromkeys(c for name in TASK_NAMES for c in get_task(name).failure_categories if c not in CATEGORIES))
+ALL_CATEGORIES = CATEGORIES + TASK_CATEGORIES
 DECISIVE_CATEGORIES = ["loop_degeneration", "no_answer_format"]  # the judge is not asked about these
 SOURCES = ["rules", "judge", "rules+judge", "unparsable"]
 
@@ -700,6 +705,29 @@ def classify_by_rules(text: str, extracted: str | None, reference: str, degenera
         unique = list(dict.fromkeys(evidence for _, evidence in slips))
         return RuleProposal("arithmetic_slip", "; ".join(unique[:3]))
     return RuleProposal(None, "")
+
+
+def classify_task_failure(text: str, problem: Mapping, degenerate: bool, hit_limit: bool) -> RuleProposal:
+    """The rules' proposal for a wrong answer to a problem of a task other than gsm8k.
+
+    Loops and missing answers as for gsm8k; then the category the task's verifier already decided
+    (Countdown: invalid expression, number misuse, wrong value; MBPP: the sandbox's outcome; MATH: an
+    answer math-verify could not read), decisive; otherwise (a wrong MATH answer) the gsm8k rules'
+    proposal, for the judge to confirm or override."""
+    text = text or ""
+    if degenerate:
+        return RuleProposal("loop_degeneration", "the completion repeats itself verbatim", decisive=True)
+    extraction, check, _ = grade(text, problem)
+    if extraction.answer is None:
+        return RuleProposal(
+            "no_answer_format", "hit the length limit" if hit_limit else "no answer in the task's form", decisive=True
+        )
+    if hit_limit and extraction.strict is None and extraction.label is None:
+        return RuleProposal("no_answer_format", "hit the length limit before declaring an answer", decisive=True)
+    decided = task_of(problem).failure_rule(check)
+    if decided is not None:
+        return RuleProposal(decided[0], decided[1][:300], decisive=True)
+    return classify_by_rules(text, extraction.answer, problem["answer"], degenerate, hit_limit)
 
 
 # --------------------------------------------------------------------------------------------------

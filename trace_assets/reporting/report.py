@@ -55,6 +55,7 @@ class StudyTables:
     sft_examples: pl.DataFrame
     dataset_exclusions: pl.DataFrame
     judged_traces: pl.DataFrame
+    problems: pl.DataFrame | None = None  # for per-task breakdowns (MATH level and type)
 
 
 def table(frame: pl.DataFrame) -> str:
@@ -148,6 +149,65 @@ def by_difficulty(eval_results: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _grouped_accuracy(evals: pl.DataFrame, column: str) -> pl.DataFrame:
+    """The accuracy table's estimator within each value of ``column``."""
+    frames = [
+        accuracy_summary(group.drop(column)).with_columns(pl.lit(value).cast(pl.Utf8).alias(column))
+        for (value,), group in evals.group_by([column])
+    ]
+    if not frames:
+        return pl.DataFrame()
+    return (
+        pl.concat(frames)
+        .select(
+            column,
+            "student",
+            "dataset",
+            "n",
+            "accuracy",
+            pl.struct("ci_low", "ci_high")
+            .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
+            .alias("95% interval"),
+            "accuracy_strict",
+        )
+        .sort([column, "student", "dataset"])
+    )
+
+
+def task_sections(evals: pl.DataFrame, contrasts: list[tuple[str, str]], problems: pl.DataFrame | None) -> list[str]:
+    """Per task: accuracy, the planned contrasts (each task its own Holm family, as separate studies would
+    be), and for MATH accuracy per level and per subject type. Empty for a study of GSM8K alone."""
+    tasks = sorted(evals["task"].unique().to_list()) if "task" in evals.columns and evals.height else []
+    if tasks in ([], ["gsm8k"]):
+        return []
+    sections = [
+        "## Results per task",
+        "Every statistic above pools the tasks' test problems; here each task is its own study: the same "
+        "estimator per task, and the planned contrasts Holm-adjusted within each task.",
+        table(_grouped_accuracy(evals, "task")),
+    ]
+    for task in tasks:
+        subset = evals.filter(pl.col("task") == task)
+        sections += [
+            f"### {task}: planned contrasts",
+            *contrasts_section(contrast_table(subset, contrasts, baselines=stronger_baselines(subset))),
+        ]
+    if "math" in tasks and problems is not None and "task_metadata" in problems.columns:
+        math = problems.filter(pl.col("task") == "math").select(
+            "problem_id",
+            pl.col("task_metadata").str.json_path_match("$.level").alias("level"),
+            pl.col("task_metadata").str.json_path_match("$.type").alias("type"),
+        )
+        subset = evals.filter(pl.col("task") == "math").join(math, on="problem_id", how="inner")
+        sections += [
+            "### math: accuracy per level",
+            table(_grouped_accuracy(subset.drop("type"), "level")),
+            "### math: accuracy per type",
+            table(_grouped_accuracy(subset.drop("level"), "type")),
+        ]
+    return sections
+
+
 def judge_agreement(judged: pl.DataFrame) -> pl.DataFrame:
     """Per style, how often the format rules and the judge agree on traces both ruled on."""
     both = judged.filter(pl.col("judge_parsed") & pl.col("judge_conforms").is_not_null())
@@ -214,6 +274,7 @@ def build_report(name: str, seeds: list[int], judge_note: str, contrasts: list[t
         *contrasts_section(planned),
         "## Accuracy by difficulty",
         table(by_difficulty(evals)),
+        *task_sections(evals, contrasts, tables.problems),
         "## Failure modes: per-seed rates and change against the stronger baseline",
         table(failures),
         "## Exclusions per arm, by reason",

@@ -2,7 +2,7 @@
 
 import pandera.polars as pa
 
-from trace_assets.reporting.failures import CATEGORIES, SOURCES
+from trace_assets.reporting.failures import ALL_CATEGORIES, SOURCES
 
 
 class FailureModeSchema(pa.DataFrameModel):
@@ -12,7 +12,7 @@ class FailureModeSchema(pa.DataFrameModel):
     student: str
     seed: int
     problem_id: str
-    category: str = pa.Field(isin=CATEGORIES)
+    category: str = pa.Field(isin=ALL_CATEGORIES)
     source: str = pa.Field(isin=SOURCES, description="rules (decisive, or no judge), judge, rules+judge (agreed), unparsable")
     evidence: str
 

@@ -7,11 +7,11 @@ from dataclasses import asdict
 
 import polars as pl
 
-from trace_assets.answers import extract_answer, numbers_match
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
 from trace_assets.styles.library import Style
 from trace_assets.tables import frame_of
+from trace_assets.tasks import grade
 from trace_assets.traces.prompts import paraphrase_messages, prompt_hash, teacher_messages
 from trace_assets.traces.schemas import TeacherTraceSchema
 
@@ -34,15 +34,16 @@ def teacher_requests(
     return planned
 
 
-def score_completion(text: str, reference: str) -> dict:
-    extraction = extract_answer(text)
+def score_completion(text: str, problem: dict) -> dict:
+    """The answers a completion declares and whether it is right, under the problem's task's verifier."""
+    extraction, check, _ = grade(text, problem)
     return {
         "strict_answer": extraction.strict,
         "label_answer": extraction.label,
         "flexible_answer": extraction.flexible,
         "extracted_answer": extraction.answer,
         "extraction_method": extraction.method,
-        "is_correct": numbers_match(extraction.answer, reference),
+        "is_correct": check.correct,
     }
 
 
@@ -74,7 +75,7 @@ def trace_rows(
                     "prompt_tokens": completion.prompt_tokens,
                     "n_tokens": completion.output_tokens,
                     "reference_answer": problem["answer"],
-                    **score_completion(completion.text, problem["answer"]),
+                    **score_completion(completion.text, problem),
                 }
             )
     return frame_of(rows, TeacherTraceSchema)
