@@ -78,9 +78,11 @@ def build_assets(experiment: Experiment) -> list:
     thresholds = experiment.thresholds
     return with_column_schemas(
         [
-            build_problems_asset(experiment.problems, experiment.seed),
+            build_problems_asset(experiment.problems, experiment.seed, experiment.validation_fraction()),
             build_style_asset(experiment.resolve(experiment.styles_dir), styles),
-            build_teacher_traces_asset(experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles),
+            build_teacher_traces_asset(
+                experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles, experiment.confidence
+            ),
             build_judged_traces_asset(experiment.judge, experiment.judge_note(), thresholds.min_conformance_rate, styles),
             build_sft_examples_asset(
                 experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets

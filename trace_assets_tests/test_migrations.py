@@ -54,16 +54,22 @@ def test_the_fixture_is_todays_schema_without_a_recorded_version(v1_database):
         assert stored_version(db) == 1
 
 
-def test_opening_todays_database_keeps_every_row_and_records_its_version(v1_database):
+def test_opening_a_version_1_database_migrates_it_keeping_every_row(v1_database):
+    """Version 2 gave the generation cache per-token log-probabilities; version-1 rows keep theirs null."""
     before = contents(v1_database)
     with connect(v1_database) as db:
-        assert stored_version(db) == SCHEMA_VERSION == 1
-    assert contents(v1_database) == before
-    assert versions(v1_database) == [1]
-    # the generation cache in it is still served as such
+        assert stored_version(db) == SCHEMA_VERSION == 2
+        cache = db.execute("SELECT * EXCLUDE (token_logprobs, token_ends) FROM generation_cache").fetchall()
+        recorded = db.execute("SELECT count(*) FROM generation_cache WHERE token_logprobs IS NOT NULL").fetchone()[0]
+    assert sorted(cache, key=repr) == before["generation_cache"] and recorded == 0
+    with duckdb.connect(str(v1_database), read_only=True) as db:
+        for table in ("problems", "style_prompts"):
+            assert sorted(db.execute(f"SELECT * FROM {table}").fetchall(), key=repr) == before[table]
+    assert versions(v1_database) == [2]
+    # the generation cache in it is still served as such, without log-probabilities
     cached = cached_completions(v1_database, ["hash00", "hash04"])
     assert sorted(cached) == [("hash00", 0), ("hash00", 1), ("hash04", 0), ("hash04", 1)]
-    assert cached[("hash04", 1)].text.endswith("#### 5")
+    assert cached[("hash04", 1)].text.endswith("#### 5") and cached[("hash04", 1)].token_logprobs is None
     with connect(v1_database, read_only=True):  # a current file opens read-only too
         pass
 
