@@ -112,10 +112,19 @@ def build_definitions(experiment: Experiment, folder: Path, executor: dg.Executo
         style_partitions(experiment),
         dataset_partitions(experiment),
     )
+    assets, sensors = build_assets(experiment), [style_sensor]
+    if experiment.revision is not None:
+        from trace_assets.loop.assets import build_loop_assets, loop_settings
+        from trace_assets.loop.rounds import round_gpu_hours
+        from trace_assets.loop.sensors import build_next_round_sensor
+
+        assets += with_column_schemas(build_loop_assets(loop_settings(experiment), experiment.name))
+        hours = {style: round_gpu_hours(experiment, style) for style in experiment.revision.styles}
+        sensors.append(build_next_round_sensor(experiment.revision, folder / "trace_assets.duckdb", hours))
     return dg.Definitions(
-        assets=build_assets(experiment),
+        assets=assets,
         resources=build_resources(experiment, folder),
-        sensors=[style_sensor],
+        sensors=sensors,
         schedules=[schedule] if schedule else [],
         executor=executor,
     )

@@ -1,5 +1,7 @@
 """``failure_modes``, ``accuracy`` and ``report``: what the study found."""
 
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 
@@ -19,6 +21,41 @@ from trace_assets.tables import frame_of
 EAGER = dg.AutomationCondition.eager()
 
 
+def classify_wrong_answers(
+    generation: GenerationResource,
+    judge: ModelConfig,
+    wrong: pl.DataFrame,
+    problem_rows: dict[str, dict],
+    keys: tuple[str, ...],
+    log: Callable[[str], None],
+) -> list[dict]:
+    """Rows of ``wrong`` (eval rows with a wrong answer) classified: rules propose, the judge decides.
+    Each result is ``keys`` of its row plus category, source and evidence."""
+    spec, sampling = generation.settings(judge, n=1)
+    decided, asked = [], []  # (row key, proposal[, request])
+    for row in wrong.iter_rows(named=True):
+        proposal = classify_by_rules(
+            row["completion"], row["extracted_answer"], row["reference_answer"], row["degenerate_loop"], row["hit_length_limit"]
+        )
+        base = {k: row[k] for k in keys}
+        if proposal.decisive:
+            decided.append((base, proposal))
+            continue
+        problem = problem_rows[row["problem_id"]]
+        messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
+        asked.append(
+            (base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
+        )
+    result = generation.generate(spec, sampling, [r for *_, r in asked], log) if asked else None
+    rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))} for base, proposal in decided]
+    for base, proposal, request in asked:
+        completion = result.completions.get((request.key, 0)) if result else None
+        # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
+        category, source, evidence = decide(proposal, completion.text if completion else "")
+        rows.append({**base, "category": category, "source": source, "evidence": evidence})
+    return rows
+
+
 def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
     @dg.asset(
         **asset_settings(
@@ -31,32 +68,9 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
         """Each wrong answer classified into the failure taxonomy: rules propose, the judge decides."""
         wrong = eval_results.filter(~pl.col("is_correct"))
         problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
-        spec, sampling = generation.settings(judge, n=1)
-        decided, asked = [], []  # (row key, proposal[, request])
-        for row in wrong.iter_rows(named=True):
-            proposal = classify_by_rules(
-                row["completion"],
-                row["extracted_answer"],
-                row["reference_answer"],
-                row["degenerate_loop"],
-                row["hit_length_limit"],
-            )
-            base = {k: row[k] for k in ("dataset", "student", "seed", "problem_id")}
-            if proposal.decisive:
-                decided.append((base, proposal))
-                continue
-            problem = problem_rows[base["problem_id"]]
-            messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
-            asked.append(
-                (base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
-            )
-        result = generation.generate(spec, sampling, [r for *_, r in asked], context.log.info) if asked else None
-        rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))} for base, proposal in decided]
-        for base, proposal, request in asked:
-            completion = result.completions.get((request.key, 0))
-            # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
-            category, source, evidence = decide(proposal, completion.text if completion else "")
-            rows.append({**base, "category": category, "source": source, "evidence": evidence})
+        rows = classify_wrong_answers(
+            generation, judge, wrong, problem_rows, ("dataset", "student", "seed", "problem_id"), context.log.info
+        )
         frame = frame_of(rows, FailureModeSchema)
         counts = frame.group_by(["dataset", "student", "category"]).len().sort(["student", "dataset", "category"])
         yield dg.Output(
