@@ -560,6 +560,15 @@ class Experiment(_Section):
         """Share of the train problems carved out as validation: only when the loop runs."""
         return self.revision.validation_fraction if self.revision else 0.0
 
+    def confidence_pairs(self) -> list[tuple[str, str]]:
+        """(step-confidence arm, its control): recipes alike but for ``keep_by``, the control ranking by the mean."""
+        pairs = []
+        for name, recipe in self.datasets.items():
+            if recipe.keep_by == "step_confidence":
+                twin = recipe.model_copy(update={"keep_by": "mean_logprob"})
+                pairs += [(name, other) for other, candidate in self.datasets.items() if candidate == twin][:1]
+        return pairs
+
     def dataset_rules(self) -> DatasetRules:
         return DatasetRules(eligibility=self.eligibility, comparisons=self.comparisons, token_matching=self.token_matching)
 

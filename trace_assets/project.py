@@ -93,7 +93,11 @@ def build_assets(experiment: Experiment) -> list:
             build_failure_modes_asset(experiment.judge),
             build_accuracy_asset(experiment.seed),
             build_report_asset(
-                experiment.name, experiment.training.seeds, experiment.judge_note(), experiment.planned_contrasts()
+                experiment.name,
+                experiment.training.seeds,
+                experiment.judge_note(),
+                experiment.planned_contrasts(),
+                experiment.confidence_pairs(),
             ),
             lineage_views,
         ]

@@ -194,3 +194,17 @@ def test_early_stop_ends_sampling_of_confident_problems_and_counts_what_it_saved
     assert result.frame["trace_id"].n_unique() == result.frame.height
     assert sorted(result.frame.filter(pl.col("problem_id") == problems["problem_id"][2])["sample_index"]) == [0, 1, 2, 3]
     assert result.metadata()["generations_saved_by_early_stop"] == 6
+
+
+def test_the_report_compares_each_confidence_arm_with_its_control():
+    from trace_assets.reporting.report import confidence_section
+
+    rows = []
+    for dataset, correct in (("G_step", 14), ("G_mean", 9)):
+        for seed in (0, 1):
+            for i in range(20):
+                rows.append({"dataset": dataset, "student": "s", "seed": seed, "problem_id": f"p{i}", "is_correct": i < correct})
+    examples = pl.DataFrame({"dataset": ["G_step"] * 5 + ["G_mean"] * 5})
+    text = "\n".join(confidence_section([("G_step", "G_mean")], pl.DataFrame(rows), examples))
+    assert "| G_step | G_mean | 5 | 5 |" in text and "0.250" in text
+    assert confidence_section([], pl.DataFrame(rows), examples) == []

@@ -116,12 +116,12 @@ def loop_definitions(tmp_path, model):
     defs = build_definitions(experiment, tmp_path / "data")
     resources = dict(defs.resources)
     resources["generation"] = LoopGeneration(gpu=resources["gpu"], data=resources["data"])
-    return dg.Definitions(assets=list(defs.assets), resources=resources, sensors=list(defs.sensors)), experiment
+    return dg.Definitions(assets=list(defs.assets), resources=resources, sensors=list(defs.sensors))
 
 
 def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tmp_path, tiny_model, instance):
     LoopBackend.reviser_prompts.clear()
-    defs, experiment = loop_definitions(tmp_path, tiny_model)
+    defs = loop_definitions(tmp_path, tiny_model)
     run_stage(defs, instance, ["problems"])
     database = tmp_path / "data" / "trace_assets.duckdb"
     with duckdb.connect(str(database), read_only=True) as db:
@@ -213,3 +213,15 @@ def test_stop_rule():
     assert stop_reason([*flat, RoundOutcome(2, True)], config, 1.0) is None
     assert "rounds done" in stop_reason([*flat, RoundOutcome(2, True), RoundOutcome(3, True)], config, 1.0)
     assert "budget" in stop_reason(flat, config, 4.0)  # round 2 would bring the chain to 3 x 4 h > 10 h
+
+
+def test_loop_definitions_load_as_dagster_dev_loads_them(tmp_path, tiny_model):
+    defs = loop_definitions(tmp_path, tiny_model)
+    graph = defs.resolve_asset_graph()
+    for name in ("round_styles", "round_traces", "round_examples", "round_checkpoints", "round_evals", "round_failures"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == "loop" and node.description
+        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) and node.partitions_def.name == "style_rounds"
+        assert node.metadata["dagster/column_schema"].columns
+    defs.get_repository_def().load_all_definitions()
+    assert defs.resolve_sensor_def("next_round").job_name == "style_round"

@@ -108,8 +108,8 @@ def build_next_round_sensor(revision: RevisionConfig, database: Path, hours_per_
 def run_loop(defs: dg.Definitions, instance: dg.DagsterInstance, log=print, max_ticks: int = 100) -> list[str]:
     """Tick ``next_round`` and run what it asks for, in this process, until it has nothing to start;
     returns the round keys run, in order."""
-    sensor = defs.get_sensor_def("next_round")
-    job = defs.get_job_def(ROUND_JOB)
+    sensor = defs.resolve_sensor_def("next_round")
+    job = defs.resolve_job_def(ROUND_JOB)
     ran = []
     for _ in range(max_ticks):
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))

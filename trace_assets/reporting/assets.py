@@ -105,7 +105,13 @@ def build_accuracy_asset(seed: int) -> dg.AssetsDefinition:
     return accuracy
 
 
-def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: list[tuple[str, str]]) -> dg.AssetsDefinition:
+def build_report_asset(
+    name: str,
+    seeds: list[int],
+    judge_note: str,
+    contrasts: list[tuple[str, str]],
+    confidence_pairs: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> dg.AssetsDefinition:
     """``judge_note``: who graded the traces (says SELF-GRADED when the judge is the teacher);
     ``contrasts``: the experiment's planned comparisons, tested as one Holm family."""
     all_partitions = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
@@ -146,7 +152,7 @@ def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: 
             dataset_exclusions,
             judged_traces,
         )
-        result = build_report(name, seeds, judge_note, contrasts, tables)
+        result = build_report(name, seeds, judge_note, contrasts, tables, list(confidence_pairs))
         for file, png in result.plots.items():
             (folder / file).write_bytes(png)
         (folder / "report.md").write_text(result.text)
