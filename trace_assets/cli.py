@@ -124,6 +124,19 @@ def plan(experiment: Experiment) -> list[dict]:
                 "gpus": 1,
             }
         )
+    if experiment.revision is not None:
+        from trace_assets.loop.rounds import round_gpu_hours
+
+        for style in experiment.revision.styles:
+            per_round = round_gpu_hours(experiment, style)
+            rows.append(
+                {
+                    "asset": f"round_*[{style}_r0..r{experiment.revision.rounds}]",
+                    "work": f"{experiment.revision.rounds + 1} rounds at most, ~{per_round:.2f} GPU h each",
+                    "gpu_hours": per_round * (experiment.revision.rounds + 1),
+                    "gpus": max(teacher.gpus, judge.gpus),
+                }
+            )
     return rows
 
 

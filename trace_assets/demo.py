@@ -72,6 +72,12 @@ def main() -> None:
         for stage in STAGES:
             seconds = run_stage(defs, instance, stage)
             print(f"materialized {', '.join(stage)} in {seconds:.0f}s", flush=True)
+        if experiment.revision is not None:  # the closed loop: what the next_round sensor does under dagster dev
+            from trace_assets.loop.sensors import run_loop
+
+            rounds = run_loop(defs, instance, log=lambda line: print(line, flush=True))
+            run_stage(defs, instance, ["rounds_report"])
+            print(f"loop: ran rounds {', '.join(rounds)}; report in {folder / 'report' / 'rounds.md'}", flush=True)
     from trace_assets.summary import print_summary
 
     print_summary(folder)

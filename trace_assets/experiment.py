@@ -215,6 +215,13 @@ class DatasetRecipe(_Section):
         "control: remove as many tokens from a seeded random span of the reasoning before that point",
     )
     per_problem: int = Field(1, ge=1, description="traces taken per problem, best-ranked first")
+    keep_by: Literal["all", "step_confidence", "mean_logprob"] = Field(
+        "all",
+        description="step_confidence: keep the keep_fraction of problems whose trace's least confident step is most "
+        "confident (each problem's most confident eligible sample); mean_logprob: the same by the trace's mean token "
+        "log-probability, the control. Traces without recorded log-probabilities are excluded",
+    )
+    keep_fraction: float = Field(1.0, gt=0, le=1, description="keep_by: the share of the arm's problems kept")
     pair_correct_wrong: bool = Field(
         False, description="G/W/mixture: only problems where the style has both an eligible right and an eligible wrong trace"
     )
@@ -242,6 +249,10 @@ class DatasetRecipe(_Section):
             raise ValueError("'trim' applies to teacher traces, not to recipe 'H'")
         if self.pair_correct_wrong and self.recipe not in ("G", "W", "mixture"):
             raise ValueError("'pair_correct_wrong' applies to recipes G, W and mixture")
+        if self.keep_by != "all" and self.recipe not in ("G", "W", "H_style"):
+            raise ValueError("'keep_by' ranks teacher traces: it applies to recipes G, W and H_style")
+        if (self.keep_by == "all") != (self.keep_fraction == 1.0):
+            raise ValueError("'keep_by' and 'keep_fraction' go together: a fraction below 1 of the traces ranked by one score")
         return self
 
 
@@ -287,6 +298,40 @@ class TokenMatchGroup(_Section):
 
     datasets: list[str] = Field(min_length=2)
     tolerance: float = Field(0.01, ge=0, lt=1, description="largest allowed relative gap to the smallest total")
+
+
+class EarlyStopConfig(_Section):
+    """Sample a problem one sample at a time (up to the teacher's ``n``) and stop once it has enough
+    confident traces. Each wave is one generation call (one engine start with vLLM)."""
+
+    confident_traces: int = Field(1, ge=1, description="stop sampling a problem once this many of its traces are confident")
+    min_step_confidence: float = Field(le=0, description="confident: step-level confidence (a log-probability) at least this")
+
+
+class ConfidenceConfig(_Section):
+    """Step-level confidence of teacher traces (trace_assets/traces/confidence.py)."""
+
+    window: int = Field(8, ge=1, description="tokens of the sliding window inside a step")
+    early_stop: EarlyStopConfig | None = None
+
+
+class RevisionConfig(_Section):
+    """The closed loop (trace_assets/loop/): each round a reviser model rewrites a style from the students'
+    failures on a validation split carved from the train problems; the round's traces, datasets,
+    checkpoints and evaluations follow, until ``rounds`` or the stop rule."""
+
+    styles: list[str] = Field(min_length=1, description="styles to revise, each its own chain of rounds")
+    rounds: int = Field(2, ge=1, le=50, description="revision rounds after round 0 (the style file as written)")
+    validation_fraction: float = Field(
+        0.25, gt=0, lt=1, description="share of the train problems set aside (seeded) as the validation split"
+    )
+    reviser: ModelConfig | None = Field(None, description="the model that revises styles; null: the teacher")
+    examples_per_category: int = Field(2, ge=1, le=20, description="failure examples the reviser sees per category")
+    max_attempts: int = Field(2, ge=1, le=10, description="reviser calls before a round keeps its parent's text")
+    stop_after: int = Field(
+        1, ge=1, description="stop a chain after this many rounds in a row without a distinguishable gain on validation"
+    )
+    gpu_hours: float | None = Field(None, gt=0, description="stop before a round that would pass this dry-run estimate")
 
 
 class TrainingConfig(_Section):
@@ -405,6 +450,8 @@ class Experiment(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
     gpu: GpuConfig = GpuConfig()
+    confidence: ConfidenceConfig = ConfidenceConfig()
+    revision: RevisionConfig | None = None
 
     # Where the file was loaded from; relative paths inside it resolve against the project root.
     source_path: str = ""
@@ -469,6 +516,16 @@ class Experiment(_Section):
                     )
             if a == b:
                 raise ValueError(f"contrasts.{number}: compares '{a}' with itself")
+        return self
+
+    @model_validator(mode="after")
+    def _revised_styles(self) -> Experiment:
+        if self.revision is not None:
+            for style in self.revision.styles:
+                if style not in self.styles:
+                    raise ValueError(f"revision.styles: '{style}' is not one of styles {self.styles}")
+                if not self.datasets_using_style(style):
+                    raise ValueError(f"revision.styles: no dataset uses style '{style}', so a round would train nothing")
         return self
 
     @model_validator(mode="after")
@@ -538,6 +595,23 @@ class Experiment(_Section):
             return list(self.contrasts)
         trained = list(self.datasets)
         return [(trained[0], BASELINE)] + [(other, trained[0]) for other in trained[1:]] if trained else []
+
+    def reviser(self) -> ModelConfig:
+        """The model that revises styles: ``revision.reviser``, else the teacher."""
+        return (self.revision.reviser if self.revision else None) or self.teacher
+
+    def validation_fraction(self) -> float:
+        """Share of the train problems carved out as validation: only when the loop runs."""
+        return self.revision.validation_fraction if self.revision else 0.0
+
+    def confidence_pairs(self) -> list[tuple[str, str]]:
+        """(step-confidence arm, its control): recipes alike but for ``keep_by``, the control ranking by the mean."""
+        pairs = []
+        for name, recipe in self.datasets.items():
+            if recipe.keep_by == "step_confidence":
+                twin = recipe.model_copy(update={"keep_by": "mean_logprob"})
+                pairs += [(name, other) for other, candidate in self.datasets.items() if candidate == twin][:1]
+        return pairs
 
     def dataset_rules(self) -> DatasetRules:
         return DatasetRules(eligibility=self.eligibility, comparisons=self.comparisons, token_matching=self.token_matching)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BASELINE_VERSION = 1  # files written before the version was recorded
 VERSION_TABLE = "schema_version"
 
@@ -42,8 +42,17 @@ def _v1_to_v2(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute("ALTER TABLE eval_results ADD COLUMN task VARCHAR DEFAULT 'gsm8k'")
 
 
+def _v2_to_v3(connection: duckdb.DuckDBPyConnection) -> None:
+    """The generation cache records each output token's log-probability and where its text ends
+    (step-level confidence); rows generated before stay, with both null."""
+    tables = _main_tables(connection)
+    if "generation_cache" in tables:
+        connection.execute("ALTER TABLE generation_cache ADD COLUMN token_logprobs DOUBLE[]")
+        connection.execute("ALTER TABLE generation_cache ADD COLUMN token_ends INTEGER[]")
+
+
 # MIGRATIONS[n] turns a version-n file into a version-(n + 1) file.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class SchemaVersionError(RuntimeError):

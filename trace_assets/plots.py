@@ -69,3 +69,33 @@ def accuracy_png(accuracy: pl.DataFrame) -> bytes:
     ax.set_xticks(range(len(values)), labels, fontsize=6, rotation=45, ha="right")
     ax.set_ylabel("accuracy (95% CI)")
     return _png(fig)
+
+
+def accuracy_by_round_png(rounds: pl.DataFrame) -> bytes:
+    """Validation (solid) and test (dashed) accuracy by round, one line per chain x dataset x student,
+    with 95% intervals. ``rounds``: the loop report's rounds table."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for (style, dataset, student), group in rounds.sort("round").group_by(["style", "dataset", "student"], maintain_order=True):
+        label = f"{style}/{dataset}/{student}"
+        line = None
+        for split, dash in (("validation", "-o"), ("test", "--s")):
+            values = group[f"{split}_accuracy"].to_list()
+            low = [v - (v if lo is None else lo) for v, lo in zip(values, group[f"{split}_ci_low"].to_list())]
+            high = [(v if hi is None else hi) - v for v, hi in zip(values, group[f"{split}_ci_high"].to_list())]
+            drawn = ax.errorbar(
+                group["round"],
+                values,
+                yerr=[low, high],
+                fmt=dash,
+                capsize=3,
+                label=f"{label} {split}",
+                color=line.get_color() if line else None,
+            )
+            line = line or drawn.lines[0]
+    ax.set_xlabel("revision round")
+    ax.set_xticks(sorted(set(rounds["round"].to_list())))
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=6)
+    return _png(fig)

@@ -78,9 +78,11 @@ def build_assets(experiment: Experiment) -> list:
     thresholds = experiment.thresholds
     return with_column_schemas(
         [
-            build_problems_asset(experiment.problems, experiment.seed),
+            build_problems_asset(experiment.problems, experiment.seed, experiment.validation_fraction()),
             build_style_asset(experiment.resolve(experiment.styles_dir), styles),
-            build_teacher_traces_asset(experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles),
+            build_teacher_traces_asset(
+                experiment.teacher, experiment.paraphrase_styles(), thresholds.min_correct_rate, styles, experiment.confidence
+            ),
             build_judged_traces_asset(experiment.judge, experiment.judge_note(), thresholds.min_conformance_rate, styles),
             build_sft_examples_asset(
                 experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets
@@ -91,7 +93,11 @@ def build_assets(experiment: Experiment) -> list:
             build_failure_modes_asset(experiment.judge),
             build_accuracy_asset(experiment.seed),
             build_report_asset(
-                experiment.name, experiment.training.seeds, experiment.judge_note(), experiment.planned_contrasts()
+                experiment.name,
+                experiment.training.seeds,
+                experiment.judge_note(),
+                experiment.planned_contrasts(),
+                experiment.confidence_pairs(),
             ),
             lineage_views,
         ]
@@ -110,10 +116,19 @@ def build_definitions(experiment: Experiment, folder: Path, executor: dg.Executo
         style_partitions(experiment),
         dataset_partitions(experiment),
     )
+    assets, sensors = build_assets(experiment), [style_sensor]
+    if experiment.revision is not None:
+        from trace_assets.loop.assets import build_loop_assets, loop_settings
+        from trace_assets.loop.rounds import round_gpu_hours
+        from trace_assets.loop.sensors import build_next_round_sensor
+
+        assets += with_column_schemas(build_loop_assets(loop_settings(experiment), experiment.name))
+        hours = {style: round_gpu_hours(experiment, style) for style in experiment.revision.styles}
+        sensors.append(build_next_round_sensor(experiment.revision, folder / "trace_assets.duckdb", hours))
     return dg.Definitions(
-        assets=build_assets(experiment),
+        assets=assets,
         resources=build_resources(experiment, folder),
-        sensors=[style_sensor],
+        sensors=sensors,
         schedules=[schedule] if schedule else [],
         executor=executor,
     )

@@ -54,12 +54,17 @@ def test_the_fixture_is_todays_schema_without_a_recorded_version(v1_database):
         assert stored_version(db) == 1
 
 
-def test_opening_a_v1_database_migrates_it_to_tasks_keeping_every_row(v1_database):
+def test_opening_a_v1_database_migrates_it_to_the_current_schema_keeping_every_row(v1_database):
+    """v2: problems and evaluations carry their task (all v1 rows were GSM8K's); v3: the generation
+    cache records per-token log-probabilities, null for rows generated before."""
     before = contents(v1_database)
     with connect(v1_database) as db:
-        assert stored_version(db) == SCHEMA_VERSION == 2
+        assert stored_version(db) == SCHEMA_VERSION == 3
+        cache = db.execute("SELECT * EXCLUDE (token_logprobs, token_ends) FROM generation_cache").fetchall()
+        recorded = db.execute("SELECT count(*) FROM generation_cache WHERE token_logprobs IS NOT NULL").fetchone()[0]
+    assert sorted(cache, key=repr) == before["generation_cache"] and recorded == 0
     after = contents(v1_database)
-    assert after["generation_cache"] == before["generation_cache"] and after["style_prompts"] == before["style_prompts"]
+    assert after["style_prompts"] == before["style_prompts"]
     # every v1 problem was a GSM8K-format problem: the task columns are added and filled, nothing else changes
     assert sorted(row[:-2] for row in after["problems"]) == sorted(before["problems"])
     assert {row[-2:] for row in after["problems"]} == {("gsm8k", "{}")}
@@ -74,11 +79,11 @@ def test_opening_a_v1_database_migrates_it_to_tasks_keeping_every_row(v1_databas
     from trace_assets.tables import polars_schema
 
     assert columns == list(polars_schema(ProblemSchema))  # the IO manager can write the migrated table again
-    assert versions(v1_database) == [2]
-    # the generation cache in it is still served as such
+    assert versions(v1_database) == [2, 3]
+    # the generation cache in it is still served as such, without log-probabilities
     cached = cached_completions(v1_database, ["hash00", "hash04"])
     assert sorted(cached) == [("hash00", 0), ("hash00", 1), ("hash04", 0), ("hash04", 1)]
-    assert cached[("hash04", 1)].text.endswith("#### 5")
+    assert cached[("hash04", 1)].text.endswith("#### 5") and cached[("hash04", 1)].token_logprobs is None
     with connect(v1_database, read_only=True):  # a current file opens read-only too
         pass
 

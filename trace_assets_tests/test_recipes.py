@@ -172,6 +172,8 @@ def reasons_fixture():
         )
     )
     rows.append(trace("solve-outside", ps[9], right(ps[9])))
+    for row in rows:  # keep_by: the right solves have a step-level confidence, the rest no log-probabilities
+        row["step_confidence"] = -0.1 * len(row["trace_id"]) if row["trace_id"].startswith("solve-right-p") else None
     return train_frame(ps[:9]), rows
 
 
@@ -185,6 +187,7 @@ REASON_RECIPES = {
     "G_control": DatasetRecipe(recipe="G", style="normal", trim="control"),
     "G_tok": DatasetRecipe(recipe="G", style="normal"),
     "H_tok": DatasetRecipe(recipe="H"),
+    "G_conf": DatasetRecipe(recipe="G", style="normal", keep_by="step_confidence", keep_fraction=0.5),
 }
 
 

@@ -36,6 +36,11 @@ def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
     assert set(by_key) == {(k, i) for k in "abc" for i in range(2)}
     assert all(c.finish_reason in {"stop", "length"} for c in by_key.values())
     assert by_key[("c", 0)].text.lstrip().startswith("{")  # guided decoding forced JSON
+    # every sampled token's log-probability, and where its text ends in the completion
+    for completion in by_key.values():
+        assert len(completion.token_logprobs) == len(completion.token_ends) == completion.output_tokens
+        assert all(value <= 0 for value in completion.token_logprobs)
+        assert completion.token_ends == sorted(completion.token_ends) and completion.token_ends[-1] <= len(completion.text)
 
 
 def perturbed_copy(source, target, scale: float, seed: int):
@@ -168,6 +173,7 @@ def test_openai_backend_against_a_real_vllm_server(vllm_server, monkeypatch):
     assert stats.completions == 12 and stats.failures == 0
     judged = [c for b in batches for c in b if c.key == "j"]
     assert all(c.text.lstrip().startswith("{") for c in judged)
+    assert all(c.token_logprobs and all(v <= 0 for v in c.token_logprobs) for b in batches for c in b)
 
 
 def test_openai_backend_records_auth_failures_without_retrying(vllm_server, monkeypatch):

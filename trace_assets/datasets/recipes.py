@@ -130,6 +130,7 @@ class _Example:
     flaw: str = "none"
     trimmed_chars: int = 0
     removed_tokens: int = 0
+    score: float | None = None  # keep_by: the confidence the arm ranks this example by
 
 
 @dataclass
@@ -333,8 +334,13 @@ def _draft(
     for trace, reason, detail in rejected:
         arm.exclude(trace.row["problem_id"], trace.row["trace_id"], reason, detail)
     source = "paraphrase" if recipe.recipe == "H_style" else "teacher"
+    if recipe.keep_by != "all":
+        eligible = _by_confidence(arm, eligible, recipe.keep_by)
     for problem_id, traces in eligible.items():
-        arm.chosen[problem_id] = [_example(t, source) for t in traces[: recipe.per_problem]]
+        arm.chosen[problem_id] = [
+            replace(_example(t, source), score=t.row.get(recipe.keep_by) if recipe.keep_by != "all" else None)
+            for t in traces[: recipe.per_problem]
+        ]
         for trace in traces[recipe.per_problem :]:
             arm.exclude(problem_id, trace.row["trace_id"], "not_selected")
 
@@ -370,6 +376,31 @@ def _draft(
                 del arm.chosen[problem_id]
     arm.eligible_problems = len(arm.chosen)
     return arm
+
+
+def _by_confidence(arm: _Arm, eligible: dict[str, list[_Trace]], score: str) -> dict[str, list[_Trace]]:
+    """keep_by: each problem's eligible traces, most confident first (ties by the fixed rank); traces
+    without a score (no recorded log-probabilities) are excluded."""
+    ranked = {}
+    for problem_id, traces in eligible.items():
+        scored = [t for t in traces if t.row.get(score) is not None]
+        for trace in traces:
+            if trace.row.get(score) is None:
+                arm.exclude(problem_id, trace.row["trace_id"], "no_logprobs")
+        if scored:
+            ranked[problem_id] = sorted(scored, key=lambda t: (-t.row[score], t.rank))
+    return ranked
+
+
+def _keep_confident(arm: _Arm, seed: int) -> None:
+    """keep_by: the round(keep_fraction x problems) problems whose (first) example is most confident.
+    Applied after the common-problem intersection, so an arm and its control (same fraction, the other
+    score) choose from the same problems and end with as many."""
+    recipe = arm.recipe
+    order = sorted(arm.chosen, key=lambda p: (-(arm.chosen[p][0].score or 0.0), problem_key(seed, "confidence", p)))
+    keep = math.floor(recipe.keep_fraction * len(order) + 0.5)
+    for problem_id in order[keep:]:
+        arm.drop(problem_id, "low_confidence", f"{recipe.keep_by} {arm.chosen[problem_id][0].score:.3f}")
 
 
 def _flawed_version(
@@ -579,6 +610,8 @@ def build_datasets(
     for arm in arms.values():
         if arm.recipe.recipe == "mixture":
             _apply_flaws(arm, seed)
+        if arm.recipe.keep_by != "all":
+            _keep_confident(arm, seed)
 
     matched = {name: group for group in token_matching for name in group.datasets}
     rows, summary = [], []

@@ -22,6 +22,8 @@ EXCLUSION_REASONS = (
     "not_in_common_problems",  # another arm of the comparison group has no eligible trace for the problem
     "replaced_by_flawed",  # mixture: the problem's correct trace gave way to its flawed version
     "over_token_budget",  # token matching dropped it (per student)
+    "no_logprobs",  # keep_by: the trace has no recorded token log-probabilities to rank it by
+    "low_confidence",  # keep_by: outside the kept fraction of the arm's problems by confidence
 )
 
 

@@ -300,6 +300,22 @@ class VllmBackend(Backend):
         return failures
 
 
+def _choice_logprobs(choice: dict) -> dict:
+    """``token_logprobs`` and ``token_ends`` from an OpenAI-style choice's ``logprobs.content``; empty when
+    the server sent none or something malformed (model output and servers are untrusted)."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list) or not content:
+        return {}
+    values, ends, end = [], [], 0
+    for item in content:
+        if not isinstance(item, dict) or not isinstance(item.get("logprob"), (int, float)):
+            return {}
+        values.append(float(item["logprob"]))
+        end += len(str(item.get("token") or ""))
+        ends.append(end)
+    return {"token_logprobs": values, "token_ends": ends}
+
+
 class OpenAIBackend(Backend):
     """OpenAI-compatible HTTP client. The API key comes only from the environment variable named in the spec."""
 
@@ -339,6 +355,7 @@ class OpenAIBackend(Backend):
             "max_tokens": sampling.max_tokens,
             "n": sampling.n,
             "seed": sampling.seed,
+            "logprobs": True,  # the sampled tokens' log-probabilities (step-level confidence); servers may omit them
         }
         if request.json_schema:
             payload["response_format"] = {
@@ -360,6 +377,7 @@ class OpenAIBackend(Backend):
                 finish_reason=choice.get("finish_reason") or "unknown",
                 prompt_tokens=usage.get("prompt_tokens") or 0,
                 output_tokens=per_choice_tokens,
+                **_choice_logprobs(choice),
             )
             for i, choice in enumerate(choices)
         ]

@@ -1,5 +1,8 @@
 """The generation cache's table in the project's DuckDB file: every completion ever generated,
-keyed by (request hash, sample index). Errors are never stored, so a re-run retries them."""
+keyed by (request hash, sample index). Errors are never stored, so a re-run retries them.
+
+``token_logprobs`` and ``token_ends`` (schema version 2) are null for rows generated before they
+were recorded, or by a backend that does not return them: such rows are served without them."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ _BATCH_SCHEMA = {
     "finish_reason": pl.String,
     "prompt_tokens": pl.Int32,
     "output_tokens": pl.Int32,
+    "token_logprobs": pl.List(pl.Float64),
+    "token_ends": pl.List(pl.Int32),
 }
 
 
@@ -35,6 +40,8 @@ def _ensure_cache(connection: duckdb.DuckDBPyConnection) -> None:
             prompt_tokens INTEGER NOT NULL,
             output_tokens INTEGER NOT NULL,
             created_at TIMESTAMP DEFAULT current_timestamp,
+            token_logprobs DOUBLE[],
+            token_ends INTEGER[],
             PRIMARY KEY (request_hash, sample_index)
         )
         """
@@ -50,10 +57,18 @@ def cached_completions(path: Path, request_hashes: list[str]) -> dict[tuple[str,
         wanted = pl.DataFrame({"request_hash": sorted(set(request_hashes))}, schema={"request_hash": pl.String})
         connection.register("wanted", wanted)  # one bulk scan: executemany costs milliseconds a row
         rows = connection.execute(
-            f"SELECT c.request_hash, c.sample_index, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens "
-            f"FROM {CACHE_TABLE} c JOIN wanted USING (request_hash)"
+            f"SELECT c.request_hash, c.sample_index, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens, "
+            f"c.token_logprobs, c.token_ends FROM {CACHE_TABLE} c JOIN wanted USING (request_hash)"
         ).fetchall()
-    return {(row[0], row[1]): Completion(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows}
+    return {
+        (row[0], row[1]): Completion(*row[:6], token_logprobs=_recorded(row[6], row[7]), token_ends=_recorded(row[7], row[6]))
+        for row in rows
+    }
+
+
+def _recorded(values: list | None, partner: list | None) -> list | None:
+    """A per-token list, only when it and its partner were both recorded for every token."""
+    return list(values) if values is not None and partner is not None and len(values) == len(partner) else None
 
 
 def store_completions(path: Path, model: str, completions: list[Completion]) -> int:
@@ -70,6 +85,8 @@ def store_completions(path: Path, model: str, completions: list[Completion]) -> 
             "finish_reason": [c.finish_reason for c in kept],
             "prompt_tokens": [c.prompt_tokens for c in kept],
             "output_tokens": [c.output_tokens for c in kept],
+            "token_logprobs": [c.token_logprobs for c in kept],
+            "token_ends": [c.token_ends for c in kept],
         },
         schema=_BATCH_SCHEMA,
     )

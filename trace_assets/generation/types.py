@@ -58,6 +58,10 @@ class Completion:
     prompt_tokens: int
     output_tokens: int
     error: str | None = None
+    # Per output token: the sampled token's log-probability and where its text ends in ``text``
+    # (characters). None where the backend or an older cache row did not record them.
+    token_logprobs: list[float] | None = None
+    token_ends: list[int] | None = None
 
 
 @dataclass

@@ -48,7 +48,25 @@ def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed:
         # engine-level seed set in LLM(...) is what makes a run reproducible.
         seed=sampling["seed"] if per_request_seed else None,
         structured_outputs=structured,
+        logprobs=0,  # the sampled token's own log-probability, for step-level confidence
     )
+
+
+def token_logprobs(sample) -> tuple[list[float], list[int]] | tuple[None, None]:
+    """The sampled tokens' log-probabilities and the character offset in ``sample.text`` where each
+    token's text ends (from vLLM's decoded tokens); (None, None) when vLLM returned none."""
+    if not sample.logprobs:
+        return None, None
+    values, ends, end = [], [], 0
+    for position, token_id in enumerate(sample.token_ids):
+        entry = sample.logprobs[position] if position < len(sample.logprobs) else None
+        chosen = entry.get(token_id) if entry else None
+        if chosen is None:
+            return None, None
+        values.append(float(chosen.logprob))
+        end = min(len(sample.text), end + len(chosen.decoded_token or ""))
+        ends.append(end)
+    return values, ends
 
 
 def _models(job: dict) -> list[dict]:
@@ -99,6 +117,7 @@ def _generate(llm, job: dict, model: dict, tag: dict) -> None:
                     continue
                 request = requests[order[_external_id(output.request_id)]]
                 for index, sample in enumerate(output.outputs):
+                    logprobs, ends = token_logprobs(sample)
                     _emit(
                         {
                             "event": "completion",
@@ -109,6 +128,8 @@ def _generate(llm, job: dict, model: dict, tag: dict) -> None:
                             "finish_reason": sample.finish_reason or "unknown",
                             "prompt_tokens": len(output.prompt_token_ids or []),
                             "output_tokens": len(sample.token_ids),
+                            "token_logprobs": logprobs,
+                            "token_ends": ends,
                         }
                     )
                 pending += 1

@@ -102,6 +102,8 @@ def verdict_rows(
                 "n_tokens": trace["n_tokens"],
                 "extracted_answer": trace["extracted_answer"],
                 "is_correct": trace["is_correct"],
+                "step_confidence": trace.get("step_confidence"),
+                "mean_logprob": trace.get("mean_logprob"),
                 "rules_failed": ",".join(rules_failed),
                 "rules_pass": not rules_failed,
                 "judge_parsed": verdict.parsed,

@@ -16,6 +16,8 @@ class JudgedTraceSchema(pa.DataFrameModel):
     n_tokens: int = pa.Field(ge=0)
     extracted_answer: str = pa.Field(nullable=True)
     is_correct: bool
+    step_confidence: float = pa.Field(nullable=True, description="from teacher_traces: the least confident step")
+    mean_logprob: float = pa.Field(nullable=True, description="from teacher_traces: mean token log-probability")
     rules_failed: str = pa.Field(description="comma-separated ids of failed format checks")
     rules_pass: bool
     judge_parsed: bool

@@ -8,6 +8,7 @@ from trace_assets.experiment import ProblemsConfig
 from trace_assets.metadata import counts_table, preview
 from trace_assets.problems.schemas import ProblemSchema
 from trace_assets.problems.sources import contamination, load_problems
+from trace_assets.problems.validation import VALIDATION, carve_validation
 
 
 def problems_checks(problems: pl.DataFrame, contaminated: list[str]) -> list[dg.AssetCheckResult]:
@@ -24,7 +25,9 @@ def problems_checks(problems: pl.DataFrame, contaminated: list[str]) -> list[dg.
     ]
 
 
-def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefinition:
+def build_problems_asset(settings: ProblemsConfig, seed: int, validation_fraction: float = 0.0) -> dg.AssetsDefinition:
+    """``validation_fraction``: the share of train problems the closed loop holds out (0: none)."""
+
     @dg.asset(
         **asset_settings(
             "problems",
@@ -37,6 +40,7 @@ def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefini
     def problems(context: dg.AssetExecutionContext):
         """Train and test problems of the experiment's tasks (GSM8K from its source, Countdown, MATH, MBPP) in one table."""
         frame, report = load_problems(settings, seed)
+        frame = carve_validation(frame, validation_fraction, seed)
         contaminated = contamination(frame)
         if report.skipped_lines:
             context.log.warning(f"skipped {len(report.skipped_lines)} bad lines: " + "; ".join(report.skipped_lines[:5]))
@@ -49,6 +53,7 @@ def build_problems_asset(settings: ProblemsConfig, seed: int) -> dg.AssetsDefini
                 "dagster/row_count": frame.height,
                 "train": frame.filter(pl.col("split") == "train").height,
                 "test": frame.filter(pl.col("split") == "test").height,
+                "validation": frame.filter(pl.col("split") == VALIDATION).height,
                 "skipped_lines": len(report.skipped_lines),
                 "skipped_examples": dg.MetadataValue.md("\n".join(f"- {m}" for m in report.skipped_lines[:20]) or "none"),
                 "duplicates_dropped": report.duplicates_dropped,

@@ -13,7 +13,7 @@ class ProblemSchema(pa.DataFrameModel):
     """One problem of one task with its human reference solution."""
 
     problem_id: str = pa.Field(str_matches=r"^p_[0-9a-f]{12}$", description="hash of the normalised question (and task)")
-    split: str = pa.Field(isin=["train", "test"])
+    split: str = pa.Field(isin=["train", "validation", "test"], description="validation: train problems the loop holds out")
     question: str = pa.Field(
         str_length={"min_value": 1}, description="as every model sees it, with the task's answer instruction"
     )

@@ -1,5 +1,7 @@
 """``failure_modes``, ``accuracy`` and ``report``: what the study found."""
 
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 
@@ -26,6 +28,48 @@ from trace_assets.tables import frame_of
 EAGER = dg.AutomationCondition.eager()
 
 
+def classify_wrong_answers(
+    generation: GenerationResource,
+    judge: ModelConfig,
+    wrong: pl.DataFrame,
+    problem_rows: dict[str, dict],
+    keys: tuple[str, ...],
+    log: Callable[[str], None],
+) -> list[dict]:
+    """Rows of ``wrong`` (eval rows with a wrong answer) classified: rules propose, the judge decides.
+    Each result is ``keys`` of its row plus category, source and evidence."""
+    spec, sampling = generation.settings(judge, n=1)
+    decided, asked = [], []  # (row key, proposal[, request])
+    for row in wrong.iter_rows(named=True):
+        problem = problem_rows[row["problem_id"]]
+        if row.get("task", "gsm8k") == "gsm8k":
+            proposal = classify_by_rules(
+                row["completion"],
+                row["extracted_answer"],
+                row["reference_answer"],
+                row["degenerate_loop"],
+                row["hit_length_limit"],
+            )
+        else:  # the task's own categories, decided by its verifier
+            proposal = classify_task_failure(row["completion"], problem, row["degenerate_loop"], row["hit_length_limit"])
+        base = {k: row[k] for k in keys}
+        if proposal.decisive:
+            decided.append((base, proposal))
+            continue
+        messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
+        asked.append(
+            (base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
+        )
+    result = generation.generate(spec, sampling, [r for *_, r in asked], log) if asked else None
+    rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))} for base, proposal in decided]
+    for base, proposal, request in asked:
+        completion = result.completions.get((request.key, 0)) if result else None
+        # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
+        category, source, evidence = decide(proposal, completion.text if completion else "")
+        rows.append({**base, "category": category, "source": source, "evidence": evidence})
+    return rows
+
+
 def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
     @dg.asset(
         **asset_settings(
@@ -38,35 +82,9 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
         """Each wrong answer classified into the failure taxonomy: rules propose, the judge decides."""
         wrong = eval_results.filter(~pl.col("is_correct"))
         problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
-        spec, sampling = generation.settings(judge, n=1)
-        decided, asked = [], []  # (row key, proposal[, request])
-        for row in wrong.iter_rows(named=True):
-            problem = problem_rows[row["problem_id"]]
-            if row["task"] == "gsm8k":
-                proposal = classify_by_rules(
-                    row["completion"],
-                    row["extracted_answer"],
-                    row["reference_answer"],
-                    row["degenerate_loop"],
-                    row["hit_length_limit"],
-                )
-            else:
-                proposal = classify_task_failure(row["completion"], problem, row["degenerate_loop"], row["hit_length_limit"])
-            base = {k: row[k] for k in ("dataset", "student", "seed", "problem_id")}
-            if proposal.decisive:
-                decided.append((base, proposal))
-                continue
-            messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
-            asked.append(
-                (base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
-            )
-        result = generation.generate(spec, sampling, [r for *_, r in asked], context.log.info) if asked else None
-        rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))} for base, proposal in decided]
-        for base, proposal, request in asked:
-            completion = result.completions.get((request.key, 0))
-            # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
-            category, source, evidence = decide(proposal, completion.text if completion else "")
-            rows.append({**base, "category": category, "source": source, "evidence": evidence})
+        rows = classify_wrong_answers(
+            generation, judge, wrong, problem_rows, ("dataset", "student", "seed", "problem_id"), context.log.info
+        )
         frame = frame_of(rows, FailureModeSchema)
         counts = frame.group_by(["dataset", "student", "category"]).len().sort(["student", "dataset", "category"])
         yield dg.Output(
@@ -101,7 +119,13 @@ def build_accuracy_asset(seed: int) -> dg.AssetsDefinition:
     return accuracy
 
 
-def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: list[tuple[str, str]]) -> dg.AssetsDefinition:
+def build_report_asset(
+    name: str,
+    seeds: list[int],
+    judge_note: str,
+    contrasts: list[tuple[str, str]],
+    confidence_pairs: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> dg.AssetsDefinition:
     """``judge_note``: who graded the traces (says SELF-GRADED when the judge is the teacher);
     ``contrasts``: the experiment's planned comparisons, tested as one Holm family."""
     all_partitions = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
@@ -144,7 +168,7 @@ def build_report_asset(name: str, seeds: list[int], judge_note: str, contrasts: 
             judged_traces,
             problems,
         )
-        result = build_report(name, seeds, judge_note, contrasts, tables)
+        result = build_report(name, seeds, judge_note, contrasts, tables, list(confidence_pairs))
         for file, png in result.plots.items():
             (folder / file).write_bytes(png)
         (folder / "report.md").write_text(result.text)

@@ -223,7 +223,34 @@ def judge_agreement(judged: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build_report(name: str, seeds: list[int], judge_note: str, contrasts: list[tuple[str, str]], tables: StudyTables) -> Report:
+def confidence_section(pairs: list[tuple[str, str]], evals: pl.DataFrame, examples: pl.DataFrame) -> list[str]:
+    """Each confidence-filtered arm against its control (same fraction by the global mean): their
+    sizes and the paired contrast, Holm-adjusted over these pairs as their own family."""
+    if not pairs:
+        return []
+    sizes = examples.group_by("dataset").len().rename({"len": "examples"})
+    shown = pl.DataFrame({"step_confidence": [a for a, _ in pairs], "mean_logprob": [b for _, b in pairs]})
+    shown = shown.join(
+        sizes.rename({"dataset": "step_confidence", "examples": "examples_step"}), on="step_confidence", how="left"
+    )
+    shown = shown.join(sizes.rename({"dataset": "mean_logprob", "examples": "examples_mean"}), on="mean_logprob", how="left")
+    return [
+        "## Confidence filtering: step-level confidence vs the global mean (its control)",
+        "Each arm keeps the same fraction of its problems, ranked by the least confident step of their trace or by the "
+        "trace's mean token log-probability; the datasets are the same size.",
+        table(shown),
+        *contrasts_section(contrast_table(evals, pairs)),
+    ]
+
+
+def build_report(
+    name: str,
+    seeds: list[int],
+    judge_note: str,
+    contrasts: list[tuple[str, str]],
+    tables: StudyTables,
+    confidence_pairs: list[tuple[str, str]] = (),  # type: ignore[assignment]
+) -> Report:
     accuracy, evals = tables.accuracy, tables.eval_results
     baselines = stronger_baselines(evals)
     planned = contrast_table(evals, contrasts, baselines=baselines)
@@ -272,6 +299,7 @@ def build_report(name: str, seeds: list[int], judge_note: str, contrasts: list[t
         table(base_rows),
         "## Planned contrasts (paired by problem, Holm-adjusted across the family)",
         *contrasts_section(planned),
+        *confidence_section(list(confidence_pairs), evals, tables.sft_examples),
         "## Accuracy by difficulty",
         table(by_difficulty(evals)),
         *task_sections(evals, contrasts, tables.problems),

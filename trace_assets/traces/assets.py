@@ -4,17 +4,24 @@ import dagster as dg
 import polars as pl
 
 from trace_assets.assetdefs import asset_settings
-from trace_assets.experiment import ModelConfig
+from trace_assets.experiment import ConfidenceConfig, ModelConfig
 from trace_assets.metadata import counts_table, preview
 from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import style_from_row
-from trace_assets.traces.build import teacher_requests, trace_rows
+from trace_assets.traces.build import teacher_requests
+from trace_assets.traces.sampling import sample_traces
 from trace_assets.traces.schemas import TeacherTraceSchema
 
 
 def build_teacher_traces_asset(
-    teacher: ModelConfig, paraphrase_styles: frozenset[str], min_correct_rate: float, partitions: dg.PartitionsDefinition
+    teacher: ModelConfig,
+    paraphrase_styles: frozenset[str],
+    min_correct_rate: float,
+    partitions: dg.PartitionsDefinition,
+    confidence: ConfidenceConfig | None = None,
 ) -> dg.AssetsDefinition:
+    confidence = confidence or ConfidenceConfig()
+
     @dg.asset(
         **asset_settings(
             "teacher_traces",
@@ -39,9 +46,18 @@ def build_teacher_traces_asset(
         styles = [style_from_row(row) for row in style_prompts.iter_rows(named=True)]
         train = problems.filter(pl.col("split") == "train")
         planned = teacher_requests(styles, train, teacher.model, sampling, paraphrase_styles)
-        result = generation.generate(spec, sampling, [r for *_, r in planned], context.log.info)
-        frame = trace_rows(planned, result.completions, teacher.model, sampling)
-        expected = len(planned) * sampling.n
+        sampled = sample_traces(
+            generation.generate,
+            spec,
+            sampling,
+            planned,
+            teacher.model,
+            confidence.window,
+            confidence.early_stop,
+            context.log.info,
+        )
+        frame = sampled.frame
+        expected = len(planned) * sampling.n - sampled.saved
         if frame.height < expected:
             context.log.warning(f"{expected - frame.height} of {expected} samples failed; a re-run retries only those")
         empty = frame.filter(pl.col("completion").str.strip_chars() == "").height
@@ -49,7 +65,8 @@ def build_teacher_traces_asset(
         yield dg.Output(
             frame,
             metadata={
-                **result.metadata(frame.height),
+                **sampled.metadata(),
+                "with_logprobs": int(frame["mean_logprob"].is_not_null().sum()),
                 "correct_rate": correct_rate,
                 "empty_completions": empty,
                 "mean_output_tokens": float(frame["n_tokens"].mean() or 0.0),

@@ -12,6 +12,7 @@ from trace_assets.generation.types import Completion, Request, Sampling
 from trace_assets.styles.library import Style
 from trace_assets.tables import frame_of
 from trace_assets.tasks import grade
+from trace_assets.traces.confidence import DEFAULT_WINDOW, trace_confidence
 from trace_assets.traces.prompts import paraphrase_messages, prompt_hash, teacher_messages
 from trace_assets.traces.schemas import TeacherTraceSchema
 
@@ -48,9 +49,14 @@ def score_completion(text: str, problem: dict) -> dict:
 
 
 def trace_rows(
-    planned: list[Planned], completions: dict[tuple[str, int], Completion], model: str, sampling: Sampling
+    planned: list[Planned],
+    completions: dict[tuple[str, int], Completion],
+    model: str,
+    sampling: Sampling,
+    window: int = DEFAULT_WINDOW,
 ) -> pl.DataFrame:
-    """Rows for every planned sample that has a completion; missing samples are simply absent."""
+    """Rows for every planned sample that has a completion; missing samples are simply absent.
+    ``window``: tokens of the sliding window of step-level confidence (``confidence.trace_confidence``)."""
     sampling_json = json.dumps(asdict(sampling), sort_keys=True)
     rows = []
     for style, kind, problem, request in planned:
@@ -58,6 +64,7 @@ def trace_rows(
             completion = completions.get((request.key, index))
             if completion is None:
                 continue
+            confidence = trace_confidence(completion.text, completion.token_logprobs, completion.token_ends, window)
             rows.append(
                 {
                     "trace_id": f"{request.key}-{index}",
@@ -76,6 +83,8 @@ def trace_rows(
                     "n_tokens": completion.output_tokens,
                     "reference_answer": problem["answer"],
                     **score_completion(completion.text, problem),
+                    "step_confidence": confidence.step,
+                    "mean_logprob": confidence.mean,
                 }
             )
     return frame_of(rows, TeacherTraceSchema)

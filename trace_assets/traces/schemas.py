@@ -27,6 +27,10 @@ class TeacherTraceSchema(pa.DataFrameModel):
     extraction_method: str = pa.Field(isin=["strict", "label", "flexible", "none"])
     reference_answer: str
     is_correct: bool
+    step_confidence: float = pa.Field(
+        nullable=True, description="lowest windowed mean token log-probability over the trace's steps; null: none recorded"
+    )
+    mean_logprob: float = pa.Field(nullable=True, description="mean token log-probability of the whole trace")
 
     class Config:
         strict = True

@@ -1,0 +1,227 @@
+"""The closed loop on CPU: two revision rounds of a style through real Dagster runs, DuckDB and tiny
+TRL training, with a scripted teacher, judge, reviser and student (test_data_pipeline's pattern)."""
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from trace_assets.demo import run_stage
+from trace_assets.experiment import PROJECT_ROOT, RevisionConfig, load_experiment
+from trace_assets.generation.types import Completion, GenerationStats
+from trace_assets.loop.report import ROUNDS_VIEW
+from trace_assets.loop.revision import LeakedTestQuestion, check_no_test_text, parse_revision
+from trace_assets.loop.rounds import RoundOutcome, stop_reason
+from trace_assets.loop.sensors import run_loop
+from trace_assets.project import build_definitions
+from trace_assets.resources import GenerationResource
+from trace_assets.styles.library import load_style
+from trace_assets_tests.test_data_pipeline import ScriptedTeacher
+
+
+def with_logprobs(completion: Completion) -> Completion:
+    """Word-sized 'tokens' with log-probabilities that differ between traces."""
+    ends, values, position = [], [], 0
+    for word in completion.text.split(" "):
+        position += len(word) + 1
+        ends.append(min(position, len(completion.text)))
+        values.append(-0.05 * (1 + (len(word) * 7 + len(completion.text)) % 9))
+    completion.token_logprobs, completion.token_ends = values, ends
+    return completion
+
+
+class LoopBackend(ScriptedTeacher):
+    """The teacher solves with the right answer (and a wrong one as a second sample); the reviser
+    answers garbage on its first try in round 1, then a valid revision; the student is ScriptedTeacher's."""
+
+    answers: ClassVar[dict[str, str]] = {}
+    reviser_prompts: ClassVar[list[str]] = []
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        revisions = [r for r in requests if r.json_schema and "instruction" in r.json_schema["properties"]]
+        solves = [
+            r
+            for r in requests
+            if r not in revisions and not r.json_schema and r.prompt is None and r.messages[-1]["content"] in self.answers
+        ]
+        rest = [r for r in requests if r not in revisions and r not in solves]
+        batch = []
+        for request in revisions:
+            text = "\n".join(m["content"] for m in request.messages)
+            LoopBackend.reviser_prompts.append(text)
+            round_number = len(LoopBackend.reviser_prompts)
+            if round_number == 1:  # malformed: must be rejected, then retried
+                reply = "Sure! Here is a better instruction: be careful."
+            else:
+                reply = json.dumps(
+                    {
+                        "instruction": f"Solve the math word problem. Revision {round_number}: restate each quantity before "
+                        'using it and check the operation. End with a last line "#### <number>".',
+                        "changes": f"added a restating rule (call {round_number})",
+                    }
+                )
+            batch.append(Completion(request.key, 0, reply, "stop", 10, 20))
+        for request in solves:
+            answer = self.answers[request.messages[-1]["content"]]
+            for index in range(sampling.n):
+                value = answer if index == 0 else str(int(float(answer)) + 1)
+                text = f"First I read the numbers.\nThen I combine them step by step.\n#### {value}"
+                batch.append(with_logprobs(Completion(request.key, index, text, "stop", 10, len(text.split()))))
+        if batch:
+            on_batch(batch)
+        stats = GenerationStats(completions=len(batch))
+        if rest:
+            scripted = super().generate(spec, sampling, rest, lambda b: on_batch([with_logprobs(c) for c in b]), log)
+            stats.completions += scripted.completions
+        return stats
+
+
+class LoopGeneration(GenerationResource):
+    def backend(self, config):
+        return LoopBackend()
+
+
+EXPERIMENT = """
+name: loop_test
+seed: 0
+problems: {{source: synthetic, n_train: 12, n_test: 3, synthetic: {{min_steps: 1, max_steps: 2}}}}
+styles_dir: {styles}
+styles: [normal]
+teacher: {{model: {model}, sampling: {{temperature: 0.7, max_tokens: 24, n: 2}}}}
+judge: {{model: {model}, sampling: {{temperature: 0.0, max_tokens: 32}}}}
+students: {{tiny: {{model: {model}}}}}
+datasets:
+  G_normal: {{recipe: G, style: normal}}
+  G_step: {{recipe: G, style: normal, keep_by: step_confidence, keep_fraction: 0.5}}
+  G_mean: {{recipe: G, style: normal, keep_by: mean_logprob, keep_fraction: 0.5}}
+eligibility: {{require_conformance: false, require_judge_verdict: false}}
+training: {{max_steps: 1, batch_size: 2, max_length: 128, eval_fraction: 0.0}}
+evaluation: {{max_tokens: 16, few_shot_k: 0}}
+revision: {{styles: [normal], rounds: 2, validation_fraction: 0.25, stop_after: 2, max_attempts: 2}}
+"""
+
+
+def loop_definitions(tmp_path, model):
+    import shutil
+
+    styles = tmp_path / "styles"
+    shutil.copytree(PROJECT_ROOT / "styles", styles)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(EXPERIMENT.format(styles=styles, model=model))
+    experiment = load_experiment(path)
+    defs = build_definitions(experiment, tmp_path / "data")
+    resources = dict(defs.resources)
+    resources["generation"] = LoopGeneration(gpu=resources["gpu"], data=resources["data"])
+    return dg.Definitions(assets=list(defs.assets), resources=resources, sensors=list(defs.sensors))
+
+
+def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tmp_path, tiny_model, instance):
+    LoopBackend.reviser_prompts.clear()
+    defs = loop_definitions(tmp_path, tiny_model)
+    run_stage(defs, instance, ["problems"])
+    database = tmp_path / "data" / "trace_assets.duckdb"
+    with duckdb.connect(str(database), read_only=True) as db:
+        problems = db.sql("SELECT * FROM problems").pl()
+    LoopBackend.answers = dict(zip(problems["question"], problems["answer"]))
+    assert set(problems["split"]) == {"train", "validation", "test"}
+
+    ran = run_loop(defs, instance, log=lambda _: None)
+    assert ran == ["normal_r0", "normal_r1", "normal_r2"]
+    run_stage(defs, instance, ["rounds_report"])
+
+    with duckdb.connect(str(database), read_only=True) as db:
+        styles = db.sql("SELECT * FROM round_styles ORDER BY round").pl()
+        evals = db.sql("SELECT * FROM round_evals").pl()
+        failures = db.sql("SELECT * FROM round_failures").pl()
+        examples = db.sql("SELECT * FROM round_examples").pl()
+        lineage = db.sql(f"{ROUNDS_VIEW} ORDER BY depth, category").pl().filter(pl.col("of_round") == "normal_r2")
+    # round 1 and 2 are revisions with lineage to their parents and the failures that motivated them
+    assert styles["round"].to_list() == [0, 1, 2] and styles["status"].to_list() == ["original", "revised", "revised"]
+    assert styles["parent_key"].to_list() == [None, "normal_r0", "normal_r1"]
+    assert styles["parent_version"].to_list()[1:] == styles["version"].to_list()[:2]
+    assert len(set(styles["version"])) == 3
+    assert styles["attempts"].to_list() == [0, 2, 1] and "not a JSON object" in styles["note"][1]
+    for row in styles.filter(pl.col("round") > 0).iter_rows(named=True):
+        shown = json.loads(row["motivating_failures"])
+        parent_failures = failures.filter(pl.col("round_key") == row["parent_key"])
+        assert shown and set(shown) <= set(parent_failures["failure_id"])
+        # the written file is a style that loads, keeps the answer format, and is what the row says
+        written = load_style(Path(row["path"]).parent, Path(row["path"]).stem)
+        assert written.version == row["version"] and written.spec.answer_format == "hash"
+        assert Path(row["path"]).name == f"normal-r{row['round']}.yaml"
+    # one SQL query: the round-2 style's parent chain and the failure examples each revision was given
+    assert lineage.select("round_key").unique(maintain_order=True)["round_key"].to_list() == [
+        "normal_r2",
+        "normal_r1",
+        "normal_r0",
+    ]
+    given = lineage.filter(pl.col("failure_id").is_not_null())
+    assert set(given["round_key"]) == {"normal_r2", "normal_r1"} and given["category"].null_count() == 0
+
+    # failures are classified on validation only; the test split is evaluated for the report
+    validation = set(problems.filter(pl.col("split") == "validation")["problem_id"])
+    assert set(failures["problem_id"]) <= validation
+    assert set(evals["split"]) == {"validation", "test"} and set(evals["round_key"]) == {"normal_r0", "normal_r1", "normal_r2"}
+    # the test set never appears in a reviser prompt
+    test_questions = problems.filter(pl.col("split") == "test")["question"].to_list()
+    assert len(LoopBackend.reviser_prompts) == 3
+    for prompt in LoopBackend.reviser_prompts:
+        assert not any(q.strip() in prompt for q in test_questions)
+    assert any(q.strip() in LoopBackend.reviser_prompts[-1] for q in problems.filter(pl.col("split") == "validation")["question"])
+    # every round rebuilt the same recipes; the confidence recipe and its control are the same size
+    for key, group in examples.group_by("round_key"):
+        sizes = dict(group.group_by("dataset").len().iter_rows())
+        assert sizes["G_step"] == sizes["G_mean"] > 0 and set(sizes) == {"G_normal", "G_step", "G_mean"}, key
+    report = (tmp_path / "data" / "report" / "rounds.md").read_text()
+    assert "## Accuracy by round" in report and "```diff" in report and "Revision 3" in report
+    assert (tmp_path / "data" / "report" / "accuracy_by_round.png").stat().st_size > 1000
+
+
+def test_a_reviser_prompt_with_a_test_question_is_refused():
+    with pytest.raises(LeakedTestQuestion):
+        check_no_test_text([{"role": "user", "content": "Problem: Ann has 3 cats. How many?"}], ["Ann has 3 cats. How many?"])
+
+
+@pytest.mark.parametrize(
+    "reply, reason",
+    [
+        (None, "not a JSON object"),
+        ('{"changes": "x"}', "no instruction"),
+        (
+            '{"instruction": "Solve the math word problem. Reason step by step, then give the final answer on its own last\\nline in the form \\"#### <number>\\"."}',
+            "unchanged",
+        ),
+        ('{"instruction": "Think hard and give the answer."}', "answer format"),
+        ('{"instruction": "' + "x" * 7000 + ' ####"}', "characters"),
+    ],
+)
+def test_malformed_revisions_are_rejected_with_a_reason(reply, reason):
+    parent = load_style(PROJECT_ROOT / "styles", "normal")
+    outcome = parse_revision(reply, parent)
+    assert outcome.spec is None and reason in outcome.reason
+
+
+def test_stop_rule():
+    config = RevisionConfig(styles=["normal"], rounds=3, stop_after=2, gpu_hours=10)
+    flat = [RoundOutcome(0, None), RoundOutcome(1, False)]
+    assert stop_reason(flat, config, 1.0) is None
+    assert "without a distinguishable gain" in stop_reason([*flat, RoundOutcome(2, False)], config, 1.0)
+    assert stop_reason([*flat, RoundOutcome(2, True)], config, 1.0) is None
+    assert "rounds done" in stop_reason([*flat, RoundOutcome(2, True), RoundOutcome(3, True)], config, 1.0)
+    assert "budget" in stop_reason(flat, config, 4.0)  # round 2 would bring the chain to 3 x 4 h > 10 h
+
+
+def test_loop_definitions_load_as_dagster_dev_loads_them(tmp_path, tiny_model):
+    defs = loop_definitions(tmp_path, tiny_model)
+    graph = defs.resolve_asset_graph()
+    for name in ("round_styles", "round_traces", "round_examples", "round_checkpoints", "round_evals", "round_failures"):
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == "loop" and node.description
+        assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition) and node.partitions_def.name == "style_rounds"
+        assert node.metadata["dagster/column_schema"].columns
+    defs.get_repository_def().load_all_definitions()
+    assert defs.resolve_sensor_def("next_round").job_name == "style_round"
