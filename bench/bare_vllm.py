@@ -60,6 +60,7 @@ if __name__ == "__main__":
             max_tokens=shape["max_tokens"],
             n=shape.get("n", 1),
             seed=shape.get("seed"),
+            logprobs=shape.get("logprobs"),
         )
         started = time.perf_counter()
         outputs = llm.generate(prompts, params) if args.raw else llm.chat(prompts, params)

@@ -149,10 +149,18 @@ def generation_section(args) -> None:
         "greedy": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 256, "n": 1, "seed": 0},
         "sampled": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 256, "n": 4, "seed": 0},
     }
+    # teacher_traces records the sampled tokens' log-probabilities (step-level confidence); evaluation doesn't
+    logprobs = {"greedy": False, "sampled": True}
     bare = {
         shape: run
         for shape, run in zip(
-            shapes, bare_generation(model, prompts_path, [{"name": s, **p} for s, p in shapes.items()], args.memory)
+            shapes,
+            bare_generation(
+                model,
+                prompts_path,
+                [{"name": s, **p, "logprobs": 0 if logprobs[s] else None} for s, p in shapes.items()],
+                args.memory,
+            ),
         )
     }
     figures: dict = {"prompts": len(messages), "bare": bare, "ours": {}}
@@ -161,7 +169,7 @@ def generation_section(args) -> None:
         generation = GenerationResource(gpu=GPUResource(memory_fraction=args.memory), data=data)
         spec = ModelSpec(name="bench-0.5b", path=model, dtype="bfloat16", max_model_len=2048)
         sampling = Sampling(**params)
-        requests = [Request(request_key(m, spec.name, sampling), m) for m in messages]
+        requests = [Request(request_key(m, spec.name, sampling), m, logprobs=logprobs[shape]) for m in messages]
         figures["ours"][shape] = our_generation(generation, spec, sampling, requests)
         figures["ours"][shape]["ratio_vs_bare"] = round(
             figures["ours"][shape]["output_tokens_per_s"] / bare[shape]["output_tokens_per_s"], 3

@@ -25,9 +25,9 @@ def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
     )
     spec = ModelSpec(name="tiny", path=tiny_model, dtype="float32", max_model_len=512)
     requests = [
-        Request("a", chat("Ava has 3 apples.")),
-        Request("b", chat("Ben has 4 pens.")),
-        Request("c", chat("Judge this."), json_schema=VERDICT_SCHEMA),
+        Request("a", chat("Ava has 3 apples."), logprobs=True),
+        Request("b", chat("Ben has 4 pens."), logprobs=True),
+        Request("c", chat("Judge this."), json_schema=VERDICT_SCHEMA),  # log-probabilities not asked for
     ]
     stats = backend.generate(spec, Sampling(temperature=0.8, max_tokens=12, n=2), requests, batches.append, log=lambda m: None)
     assert [len(batch) for batch in batches] == [4, 2]  # two chunks, two samples each
@@ -36,8 +36,9 @@ def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
     assert set(by_key) == {(k, i) for k in "abc" for i in range(2)}
     assert all(c.finish_reason in {"stop", "length"} for c in by_key.values())
     assert by_key[("c", 0)].text.lstrip().startswith("{")  # guided decoding forced JSON
-    # every sampled token's log-probability, and where its text ends in the completion
-    for completion in by_key.values():
+    # every sampled token's log-probability, and where its text ends in the completion, where asked for
+    assert by_key[("c", 0)].token_logprobs is None and by_key[("c", 1)].token_ends is None
+    for completion in (c for (key, _), c in by_key.items() if key != "c"):
         assert len(completion.token_logprobs) == len(completion.token_ends) == completion.output_tokens
         assert all(value <= 0 for value in completion.token_logprobs)
         assert completion.token_ends == sorted(completion.token_ends) and completion.token_ends[-1] <= len(completion.text)
@@ -163,7 +164,7 @@ def test_openai_backend_against_a_real_vllm_server(vllm_server, monkeypatch):
     monkeypatch.setenv("TEST_VLLM_KEY", "test-secret")
     spec = ModelSpec(name="tiny", path="tiny", base_url=vllm_server, api_key_env="TEST_VLLM_KEY", max_concurrency=2, timeout_s=60)
     batches = []
-    requests = [Request(str(i), chat(f"Problem {i}")) for i in range(5)] + [
+    requests = [Request(str(i), chat(f"Problem {i}"), logprobs=True) for i in range(5)] + [
         Request("j", chat("Judge"), json_schema=VERDICT_SCHEMA)
     ]
     stats = OpenAIBackend(batch_size=4).generate(
@@ -173,7 +174,8 @@ def test_openai_backend_against_a_real_vllm_server(vllm_server, monkeypatch):
     assert stats.completions == 12 and stats.failures == 0
     judged = [c for b in batches for c in b if c.key == "j"]
     assert all(c.text.lstrip().startswith("{") for c in judged)
-    assert all(c.token_logprobs and all(v <= 0 for v in c.token_logprobs) for b in batches for c in b)
+    assert all(c.token_logprobs and all(v <= 0 for v in c.token_logprobs) for b in batches for c in b if c.key != "j")
+    assert all(c.token_logprobs is None for c in judged)  # not asked for
 
 
 def test_openai_backend_records_auth_failures_without_retrying(vllm_server, monkeypatch):

@@ -124,7 +124,10 @@ class VllmBackend(Backend):
 
     @staticmethod
     def _requests(requests: list[Request]) -> list[dict]:
-        return [{"key": r.key, "messages": r.messages, "json_schema": r.json_schema, "prompt": r.prompt} for r in requests]
+        return [
+            {"key": r.key, "messages": r.messages, "json_schema": r.json_schema, "prompt": r.prompt, "logprobs": r.logprobs}
+            for r in requests
+        ]
 
     def _job(self, jobs: list[Job], engine: int, engines: int, multi: bool) -> dict:
         """Engine ``engine``'s job file: its share (every ``engines``-th request) of each model's requests.
@@ -355,7 +358,7 @@ class OpenAIBackend(Backend):
             "max_tokens": sampling.max_tokens,
             "n": sampling.n,
             "seed": sampling.seed,
-            "logprobs": True,  # the sampled tokens' log-probabilities (step-level confidence); servers may omit them
+            "logprobs": request.logprobs,  # the sampled tokens' log-probabilities (step-level confidence); servers may omit them
         }
         if request.json_schema:
             payload["response_format"] = {

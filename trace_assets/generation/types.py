@@ -44,6 +44,10 @@ class Request:
     messages: list[dict]
     json_schema: dict | None = None
     prompt: str | None = None  # a raw prompt (already formatted) instead of chat messages
+    # Record the sampled tokens' log-probabilities (teacher traces: step-level confidence). Not part
+    # of the key: they describe a completion, they don't change it. Off elsewhere, since vLLM then
+    # also detokenizes every token on its own.
+    logprobs: bool = False
 
     def __hash__(self) -> int:  # messages are lists; requests are identified by key
         return hash(self.key)

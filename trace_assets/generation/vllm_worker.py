@@ -34,7 +34,7 @@ def _emit(payload: dict) -> None:
     sys.stdout.flush()
 
 
-def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed: bool):
+def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed: bool, logprobs: bool = False):
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
@@ -48,7 +48,7 @@ def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed:
         # engine-level seed set in LLM(...) is what makes a run reproducible.
         seed=sampling["seed"] if per_request_seed else None,
         structured_outputs=structured,
-        logprobs=0,  # the sampled token's own log-probability, for step-level confidence
+        logprobs=0 if logprobs else None,  # 0: the sampled token's own log-probability (step-level confidence)
     )
 
 
@@ -107,7 +107,10 @@ def _generate(llm, job: dict, model: dict, tag: dict) -> None:
     flush_every = max(1, job.get("chunk_size") or len(requests) or 1)
     per_request_seed = job.get("per_request_seed", True)
     last_flush = time.perf_counter()
-    params = [_sampling_params(model["sampling"], request.get("json_schema"), per_request_seed) for request in requests]
+    params = [
+        _sampling_params(model["sampling"], request.get("json_schema"), per_request_seed, request.get("logprobs", False))
+        for request in requests
+    ]
     order = _enqueue(llm, requests, params)
     pending = 0
     with tqdm(total=len(requests), desc="Processed prompts", file=sys.stderr, mininterval=2.0) as progress:

@@ -28,10 +28,12 @@ def teacher_requests(
     for style in styles:
         for problem in problems.iter_rows(named=True):
             messages = teacher_messages(style, problem["question"])
-            planned.append((style, "solve", problem, Request(request_key(messages, model, sampling), messages)))
+            planned.append((style, "solve", problem, Request(request_key(messages, model, sampling), messages, logprobs=True)))
             if style.name in paraphrase_styles:
                 messages = paraphrase_messages(style, problem["question"], problem["reference_solution"])
-                planned.append((style, "paraphrase", problem, Request(request_key(messages, model, sampling), messages)))
+                planned.append(
+                    (style, "paraphrase", problem, Request(request_key(messages, model, sampling), messages, logprobs=True))
+                )
     return planned
 
 

@@ -44,7 +44,7 @@ class SampledTraces:
 def _wave(planned: list[Planned], model: str, sampling: Sampling) -> list[Planned]:
     """The planned requests re-keyed for one wave's sampling (n = 1, its own seed)."""
     return [
-        (style, kind, problem, Request(request_key(r.messages, model, sampling), r.messages))
+        (style, kind, problem, Request(request_key(r.messages, model, sampling), r.messages, logprobs=True))
         for style, kind, problem, r in planned
     ]
 
