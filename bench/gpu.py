@@ -141,7 +141,7 @@ def generation_section(args) -> None:
     from trace_assets.resources import DataResource, GenerationResource, GPUResource
 
     work = Path(args.work)
-    model, _ = build_model(args.tokenizer, work / "model", args.layers, args.hidden)
+    model, parameters = build_model(args.tokenizer, work / "model", args.layers, args.hidden)
     messages = [[{"role": "user", "content": p.question}] for p in test_problems(args.prompts)]
     prompts_path = work / "prompts.json"
     prompts_path.write_text(json.dumps(messages))
@@ -163,7 +163,7 @@ def generation_section(args) -> None:
             ),
         )
     }
-    figures: dict = {"prompts": len(messages), "bare": bare, "ours": {}}
+    figures: dict = {"parameters": parameters, "prompts": len(messages), "bare": bare, "ours": {}}
     for shape, params in shapes.items():
         data = DataResource(data_dir=str(work / f"ours-{shape}"))  # an empty cache: everything is generated
         generation = GenerationResource(gpu=GPUResource(memory_fraction=args.memory), data=data)

@@ -2,8 +2,8 @@
 
     trace-assets dry-run [--experiment experiments/paper.yaml]
 
-prints, per asset, the work an experiment implies and an estimate of GPU hours from throughput
-figures measured by the benchmarks (bench/), scaled by model size.
+prints, per asset, the work an experiment implies and an estimate of GPU hours from the throughput
+measured by bench/gpu.py (bench/results/gpu.json, trace_assets/rates.py), scaled by model size.
 
     trace-assets calibrate [--experiment experiments/paper.yaml] [--studies 2000] [--seed 0]
 
@@ -21,17 +21,11 @@ import sys
 from trace_assets.errors import InputError
 from trace_assets.experiment import Experiment, load_experiment
 from trace_assets.inputs import check_inputs
+from trace_assets.rates import Rates, load_rates
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
 # warm-up run: 11,994 tokens/s on one GPU, 18,926 on two (DDP), i.e. 79% efficiency per added GPU.
-# Used as is for students up to 0.5B. (bench/gpu_sft_eval.py's 7,917 was a cold first run.)
-SFT_TOKENS_PER_S_AT_0_5B = 12000.0
 DP_EFFICIENCY = 18926 / (2 * 11994)
-# Measured on an H200 (device notes): 790 TFLOP/s for bf16 matrix products. Larger models are estimated
-# from FLOPs (6 x params per trained token, 2 x params per generated token) at an assumed utilisation.
-H200_BF16_FLOPS = 790e12
-SFT_UTILISATION = 0.35
-BATCHED_DECODE_UTILISATION = 0.15
 ASSUMED_TRACE_TOKENS = 300  # mean completion length for GSM8K-style traces
 ASSUMED_JUDGE_TOKENS = 60
 
@@ -45,17 +39,21 @@ def model_billions(name: str) -> float:
     return float(match.group(1)) / 1000 if match else 0.5
 
 
-def generation_gpu_hours(tokens: float, billions: float) -> float:
-    """Batched vLLM decoding: 2 FLOPs per parameter per token; tensor parallelism adds GPUs, not speed per GPU."""
-    per_gpu_rate = H200_BF16_FLOPS * BATCHED_DECODE_UTILISATION / (2 * billions * 1e9)
-    return tokens / per_gpu_rate / 3600
+def generation_gpu_hours(tokens: float, billions: float, shape: str, rates: Rates, gpus: int = 1) -> float:
+    """Batched vLLM decoding in ``shape`` ("sampled": teacher, "greedy": judge and evaluation) plus one
+    engine start-up holding the step's ``gpus``; tensor parallelism adds GPUs, not speed per GPU."""
+    return tokens / rates.decode_tokens_per_s(billions, shape) / 3600 + rates.startup_s[shape] * gpus / 3600
 
 
-def sft_tokens_per_s(billions: float, processes: int = 1) -> float:
+def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates) -> float:
+    """A student's evaluations: greedy decoding in one engine per architecture, swapping checkpoints."""
+    decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
+    return (decode + rates.eval_startup_s + rates.eval_swap_s * (checkpoints - 1)) / 3600
+
+
+def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1) -> float:
     """Per GPU; data-parallel processes each lose a share to gradient all-reduce."""
-    # Larger students: FLOPs at an assumed utilisation, but never faster than the measured small one.
-    single = min(SFT_TOKENS_PER_S_AT_0_5B, H200_BF16_FLOPS * SFT_UTILISATION / (6 * billions * 1e9))
-    return single * (1.0 if processes == 1 else DP_EFFICIENCY)
+    return rates.sft_tokens_per_s(billions) * (1.0 if processes == 1 else DP_EFFICIENCY)
 
 
 # Full sizes (train, test) assumed for a task whose n_train / n_test is null: GSM8K from the hub, the MATH
@@ -76,7 +74,8 @@ def problem_counts(problems) -> tuple[int, int]:
     return n_train, n_test
 
 
-def plan(experiment: Experiment) -> list[dict]:
+def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
+    rates = rates or load_rates()
     problems = experiment.problems
     n_train, n_test = problem_counts(problems)
     teacher, judge = experiment.teacher, experiment.judge
@@ -90,13 +89,15 @@ def plan(experiment: Experiment) -> list[dict]:
         {
             "asset": "teacher_traces",
             "work": f"{teacher_generations:,} generations ({teacher.model})",
-            "gpu_hours": generation_gpu_hours(teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b),
+            "gpu_hours": generation_gpu_hours(
+                teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b, "sampled", rates, teacher.gpus
+            ),
             "gpus": teacher.gpus,
         },
         {
             "asset": "judged_traces",
             "work": f"{judge_generations:,} judge calls ({judge.model})",
-            "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b),
+            "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b, "greedy", rates, judge.gpus),
             "gpus": judge.gpus,
         },
     ]
@@ -105,7 +106,7 @@ def plan(experiment: Experiment) -> list[dict]:
     for name, student in experiment.students.items():
         billions = model_billions(student.model)
         processes = experiment.training.processes
-        sft_rate = sft_tokens_per_s(billions, processes)
+        sft_rate = sft_tokens_per_s(billions, rates, processes)
         train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
         rows.append(
             {
@@ -115,12 +116,13 @@ def plan(experiment: Experiment) -> list[dict]:
                 "gpus": processes,
             }
         )
-        evals = (len(experiment.datasets) * seeds + 1) * n_test
+        checkpoints = len(experiment.datasets) * seeds + 1  # the base model is evaluated too
+        evals = checkpoints * n_test
         rows.append(
             {
                 "asset": f"eval_results[*|{name}]",
                 "work": f"{evals:,} eval generations",
-                "gpu_hours": generation_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions),
+                "gpu_hours": eval_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions, checkpoints, rates),
                 "gpus": 1,
             }
         )
@@ -128,7 +130,7 @@ def plan(experiment: Experiment) -> list[dict]:
         from trace_assets.loop.rounds import round_gpu_hours
 
         for style in experiment.revision.styles:
-            per_round = round_gpu_hours(experiment, style)
+            per_round = round_gpu_hours(experiment, style, rates)
             rows.append(
                 {
                     "asset": f"round_*[{style}_r0..r{experiment.revision.rounds}]",
@@ -140,9 +142,10 @@ def plan(experiment: Experiment) -> list[dict]:
     return rows
 
 
-def dry_run(experiment: Experiment) -> str:
+def dry_run(experiment: Experiment, rates: Rates | None = None) -> str:
     check_inputs(experiment)  # every file the experiment names, before any estimate
-    rows = plan(experiment)
+    rates = rates or load_rates()
+    rows = plan(experiment, rates)
     width = max(len(r["asset"]) for r in rows)
     lines = [
         f"experiment {experiment.name}: {len(experiment.styles)} styles, {len(experiment.datasets)} datasets, "
@@ -154,10 +157,7 @@ def dry_run(experiment: Experiment) -> str:
         for r in rows
     ]
     lines.append(f"  {'total':<{width}}  {'':<48}  ~{sum(r['gpu_hours'] for r in rows):8.2f} GPU h")
-    lines.append(
-        "  (H200-class GPUs; small-student SFT rates measured by bench/gpu_scaling.py, the rest from FLOPs at assumed "
-        "utilisation; wall time is per step run alone)"
-    )
+    lines.append(f"  ({rates.describe()}; wall time is per step run alone)")
     return "\n".join(lines)
 
 

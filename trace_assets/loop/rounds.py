@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from trace_assets.cli import ASSUMED_JUDGE_TOKENS, ASSUMED_TRACE_TOKENS, generation_gpu_hours, model_billions, sft_tokens_per_s
+from trace_assets.cli import (
+    ASSUMED_JUDGE_TOKENS,
+    ASSUMED_TRACE_TOKENS,
+    eval_gpu_hours,
+    generation_gpu_hours,
+    model_billions,
+    sft_tokens_per_s,
+)
 from trace_assets.experiment import DatasetRecipe, DatasetRules, Experiment, RevisionConfig
+from trace_assets.rates import Rates, load_rates
 from trace_assets.reporting.stats import ALPHA, contrast_table, holm
 
 ROUND_PARTITIONS = "style_rounds"
@@ -86,23 +94,26 @@ def improved(change: pl.DataFrame) -> bool:
     return bool(change.height and change.filter(pl.col("distinguishable") & (pl.col("diff") > 0)).height)
 
 
-def round_gpu_hours(experiment: Experiment, style: str) -> float:
-    """Dry-run's estimate (trace_assets/cli.py rates) of one round of ``style``'s chain: its teacher
-    samples and judge calls, its datasets' training runs and their validation + test evaluations."""
+def round_gpu_hours(experiment: Experiment, style: str, rates: Rates | None = None) -> float:
+    """Dry-run's estimate (trace_assets/cli.py, with the measured rates of trace_assets/rates.py) of one
+    round of ``style``'s chain: its teacher samples and judge calls, its datasets' training runs and
+    their validation + test evaluations, engine start-ups included."""
+    rates = rates or load_rates()
     problems = experiment.problems
     n_train = problems.n_train or 1000
     n_test = problems.n_test or 500
     fraction = experiment.validation_fraction()
     n_validation = n_train * fraction
     samples = (n_train - n_validation) * experiment.teacher.sampling.n
-    hours = generation_gpu_hours(samples * ASSUMED_TRACE_TOKENS, model_billions(experiment.teacher.model))
-    hours += generation_gpu_hours(samples * ASSUMED_JUDGE_TOKENS, model_billions(experiment.judge.model))
+    teacher, judge = experiment.teacher, experiment.judge
+    hours = generation_gpu_hours(samples * ASSUMED_TRACE_TOKENS, model_billions(teacher.model), "sampled", rates, teacher.gpus)
+    hours += generation_gpu_hours(samples * ASSUMED_JUDGE_TOKENS, model_billions(judge.model), "greedy", rates, judge.gpus)
     runs = len(round_recipes(experiment.datasets, style)) * len(experiment.training.seeds)
     for student in experiment.students.values():
         billions = model_billions(student.model)
         tokens = (n_train - n_validation) * ASSUMED_TRACE_TOKENS * experiment.training.epochs * runs
-        hours += tokens / sft_tokens_per_s(billions, experiment.training.processes) / 3600
-        hours += generation_gpu_hours(runs * (n_validation + n_test) * experiment.evaluation.max_tokens * 0.5, billions)
+        hours += tokens / sft_tokens_per_s(billions, rates, experiment.training.processes) / 3600
+        hours += eval_gpu_hours(runs * (n_validation + n_test) * experiment.evaluation.max_tokens * 0.5, billions, runs, rates)
     return hours
 
 

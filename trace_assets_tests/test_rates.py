@@ -1,0 +1,178 @@
+"""Dry-run's rates come from the GPU benchmark's results file (trace_assets/rates.py), here a fixture
+written by the test, so that re-running the benchmark changes no assertion."""
+
+import copy
+import json
+import re
+
+import pytest
+
+from trace_assets.cli import dry_run, main, plan
+from trace_assets.experiment import PROJECT_ROOT, RevisionConfig, load_experiment
+from trace_assets.loop.rounds import round_gpu_hours
+from trace_assets.rates import BUILT_IN, BenchResultsError, load_rates
+
+# The keys bench/gpu.py writes, with figures from an H200 run (bench/results/gpu.json's shape).
+RESULTS = {
+    "device": "NVIDIA H200",
+    "generation_ratio_greedy": 1.274,
+    "generation_ratio_sampled": 0.797,
+    "eval_checkpoints": 8,
+    "eval_engine_starts": 2,
+    "eval_seconds": 136.2,
+    "eval_bare_generate_seconds": 88.7,
+    "sft_tokens_per_s": 115477,
+    "sft_mfu": 0.2857,
+    "sft_ratio_vs_bare": 0.766,
+    "sections": {
+        "generation": {
+            "prompts": 1319,
+            "ours": {
+                "greedy": {"engine_startup_s": 39.22, "output_tokens_per_s": 32427.0},
+                "sampled": {"engine_startup_s": 32.73, "output_tokens_per_s": 23594.2},
+            },
+        },
+        "eval": {"checkpoints": 8, "engine_starts": 2, "engine_startup_s": 56.6, "swap_s": [0.0, 0.0, 0.35, 0.2]},
+        "sft": {
+            "model": "Qwen2.5-0.5B shape, 402M parameters, vocab 49152",
+            "flops_per_token": 2447597264,
+            "peak_flops": 989.4e12,
+            "ours_tokens_per_s": 115477,
+            "ours_mfu": 0.2857,
+        },
+    },
+}
+
+
+@pytest.fixture
+def results_file(tmp_path, monkeypatch):
+    """Write ``results`` (the H200 figures by default) where TRACE_ASSETS_BENCH_RESULTS points."""
+
+    def write(results=RESULTS):
+        path = tmp_path / "gpu.json"
+        path.write_text(json.dumps(results))
+        monkeypatch.setenv("TRACE_ASSETS_BENCH_RESULTS", str(path))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_experiment(PROJECT_ROOT / "experiments" / "paper.yaml")
+
+
+def test_rates_are_the_measured_figures(results_file):
+    path = results_file()
+    rates = load_rates()
+    assert rates.source == str(path) and rates.device == "NVIDIA H200"
+    assert rates.sft_tokens_per_s(0.402) == 115477
+    assert rates.decode_tokens_per_s(0.402, "greedy") == 32427.0
+    assert rates.decode_tokens_per_s(0.402, "sampled") == 23594.2
+    assert rates.startup_s == {"greedy": 39.22, "sampled": 32.73}
+    assert rates.eval_startup_s == pytest.approx(28.3) and rates.eval_swap_s == pytest.approx(0.275)
+    # a larger model: scaled by FLOPs per token (proportional to parameters) at the measured utilisation
+    assert rates.sft_tokens_per_s(4.02) == pytest.approx(11547.7)
+    assert rates.decode_tokens_per_s(40.2, "greedy") == pytest.approx(324.27)
+
+
+@pytest.mark.parametrize("shape", ["sft", "greedy", "sampled"])
+def test_larger_models_are_never_faster_than_the_measured_size(results_file, shape):
+    results_file()
+    rates = load_rates()
+    rate = rates.sft_tokens_per_s if shape == "sft" else lambda b: rates.decode_tokens_per_s(b, shape)
+    sizes = [0.05, 0.135, 0.402, 0.5, 1.5, 3, 7, 72]
+    per_size = [rate(b) for b in sizes]
+    assert per_size == sorted(per_size, reverse=True)
+    assert max(per_size) == rate(0.402)  # smaller models: the measured rate, not faster
+
+
+def test_dry_run_note_names_the_measurement(results_file, paper):
+    path = results_file()
+    note = dry_run(paper).splitlines()[-1]
+    assert f"measured on NVIDIA H200 by bench/gpu.py ({path}" in note
+    assert "SFT 115k tok/s at 0.40B (MFU 0.29)" in note and "decode 32k tok/s greedy / 24k sampled" in note
+    assert "larger models scaled by FLOPs" in note and "upper bound" in note
+
+
+def test_the_committed_file_is_named_relative_to_the_repository(monkeypatch):
+    monkeypatch.delenv("TRACE_ASSETS_BENCH_RESULTS", raising=False)
+    path = PROJECT_ROOT / "bench" / "results" / "gpu.json"
+    if not path.exists():
+        pytest.skip("no bench/results/gpu.json in this checkout")
+    assert load_rates().source == "bench/results/gpu.json"
+    assert "(bench/results/gpu.json, " in load_rates().describe()  # with its commit date or "not committed"
+
+
+def test_estimates_follow_the_measured_rates(results_file, paper):
+    results_file()
+    before = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
+    looped = paper.model_copy(update={"revision": RevisionConfig(styles=["normal"])})
+    rounds_before = round_gpu_hours(looped, "normal")
+    faster = copy.deepcopy(RESULTS)
+    faster["sft_tokens_per_s"] *= 2
+    faster["sections"]["generation"]["ours"]["sampled"]["output_tokens_per_s"] *= 2
+    results_file(faster)
+    after = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
+    assert after["checkpoints[*|qwen7b]"] == pytest.approx(before["checkpoints[*|qwen7b]"] / 2)
+    startup = 32.73 * paper.teacher.gpus / 3600  # the engine start-up does not get faster
+    assert after["teacher_traces"] - startup == pytest.approx((before["teacher_traces"] - startup) / 2)
+    assert after["eval_results[*|qwen7b]"] == before["eval_results[*|qwen7b]"]  # greedy unchanged
+    assert round_gpu_hours(looped, "normal") < rounds_before  # the loop's budget uses the same rates
+
+
+def test_engine_start_up_is_counted_per_generation_step(results_file, paper):
+    results_file()
+    slow_start = copy.deepcopy(RESULTS)
+    slow_start["sections"]["eval"]["engine_startup_s"] += 2 * 3600  # two starts: +1 h each
+    slow_start["sections"]["generation"]["ours"]["greedy"]["engine_startup_s"] += 3600
+    before = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
+    results_file(slow_start)
+    after = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
+    assert after["eval_results[*|qwen0_5b]"] == pytest.approx(before["eval_results[*|qwen0_5b]"] + 1)
+    assert after["judged_traces"] == pytest.approx(before["judged_traces"] + paper.judge.gpus)  # every GPU waits
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["sft_tokens_per_s", "sections.generation.ours.greedy.output_tokens_per_s", "sections.eval.engine_startup_s"],
+)
+def test_a_missing_figure_is_an_error_naming_the_file_and_key(results_file, key, capsys):
+    broken = copy.deepcopy(RESULTS)
+    *parents, last = key.split(".")
+    holder = broken
+    for part in parents:
+        holder = holder[part]
+    del holder[last]
+    path = results_file(broken)
+    with pytest.raises(BenchResultsError, match=re.escape(f"{path}: no '{key}'")):
+        load_rates()
+    with pytest.raises(SystemExit) as exit:  # the command line: one message, status 2
+        main(["dry-run", "--experiment", "experiments/paper.yaml"])
+    assert exit.value.code == 2 and f"no '{key}'" in capsys.readouterr().err
+
+
+def test_malformed_figures_are_errors(results_file):
+    zero = copy.deepcopy(RESULTS)
+    zero["sections"]["generation"]["ours"]["sampled"]["output_tokens_per_s"] = 0
+    results_file(zero)
+    with pytest.raises(BenchResultsError, match=re.escape("'sections.generation.ours.sampled.output_tokens_per_s' is 0")):
+        load_rates()
+    unsized = copy.deepcopy(RESULTS)
+    unsized["sections"]["sft"]["model"] = "a model"
+    results_file(unsized)
+    with pytest.raises(BenchResultsError, match=re.escape("'sections.sft.model'")):
+        load_rates()
+    path = results_file()
+    path.write_text("{not json")
+    with pytest.raises(BenchResultsError, match=re.escape(f"{path}: cannot read")):
+        load_rates()
+
+
+def test_without_a_results_file_the_built_in_rates_are_used_and_said(tmp_path, monkeypatch, paper):
+    monkeypatch.setenv("TRACE_ASSETS_BENCH_RESULTS", str(tmp_path / "absent.json"))
+    assert load_rates() is BUILT_IN
+    assert "no bench/results/gpu.json" in dry_run(paper).splitlines()[-1]
+    # the earlier constants, as they were: 12,000 tok/s up to 3.84B, then FLOPs at 35% of 790 TFLOP/s
+    assert BUILT_IN.sft_tokens_per_s(0.5) == 12000 and BUILT_IN.sft_tokens_per_s(7) == pytest.approx(790e12 * 0.35 / 42e9)
+    assert BUILT_IN.decode_tokens_per_s(72, "sampled") == pytest.approx(790e12 * 0.15 / 144e9)
