@@ -68,10 +68,16 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_instance(Path(os.environ.setdefault("DAGSTER_HOME", str(folder / "dagster_home"))), overwrite=False)
     defs = build_definitions(experiment, folder)
+    started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        for stage in STAGES:
+        for number, stage in enumerate(STAGES, 1):
+            print(f"[{number}/{len(STAGES)}] {', '.join(stage)} ...", flush=True)
             seconds = run_stage(defs, instance, stage)
-            print(f"materialized {', '.join(stage)} in {seconds:.0f}s", flush=True)
+            print(
+                f"[{number}/{len(STAGES)}] materialized {', '.join(stage)} in {seconds:.0f}s "
+                f"({time.perf_counter() - started:.0f}s so far)",
+                flush=True,
+            )
         if experiment.revision is not None:  # the closed loop: what the next_round sensor does under dagster dev
             from trace_assets.loop.sensors import run_loop
 
