@@ -122,3 +122,18 @@ def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
         losses[packing] = [r["train_loss"] for r in result.log if r["train_loss"] is not None]
     assert len(losses[True]) == len(losses[False]) == 2
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+
+
+def test_a_run_record_is_written_whole_and_a_broken_one_means_train_again(tmp_path):
+    from trace_assets.training.assets import RUN_RECORD, load_trained, save_result
+    from trace_assets.training.sft import TrainResult
+
+    result = TrainResult(str(tmp_path), "abc", 8, 2, 640, 3.5, [{"step": 1, "train_loss": 2.0}])
+    assert load_trained(tmp_path) is None
+    save_result(tmp_path, result)
+    assert load_trained(tmp_path) == result
+    assert [p.name for p in tmp_path.iterdir()] == [RUN_RECORD]  # no staging file left behind
+    (tmp_path / RUN_RECORD).write_text('{"path": "x", "content_hash": "ab')  # cut short by a crash
+    assert load_trained(tmp_path) is None
+    (tmp_path / RUN_RECORD).write_text('{"path": "x"}')  # fields missing
+    assert load_trained(tmp_path) is None

@@ -184,9 +184,16 @@ def save_result(output: Path, result: TrainResult) -> None:
 
 
 def load_trained(output: Path) -> TrainResult | None:
-    """A finished run's result if this exact run is already on disk (a re-run trains nothing)."""
+    """A finished run's result if this exact run is already on disk (a re-run trains nothing).
+    A record that can't be read (cut short by a crash before records were written atomically, or
+    edited by hand) does not count: the run is trained again."""
     record = output / RUN_RECORD
-    return TrainResult.read(record) if record.exists() else None
+    if not record.exists():
+        return None
+    try:
+        return TrainResult.read(record)
+    except (ValueError, TypeError):  # broken JSON, missing or unknown fields
+        return None
 
 
 def directory_hash_safe(path: str) -> str:

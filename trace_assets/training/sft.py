@@ -56,7 +56,10 @@ class TrainResult:
     steady_tokens_per_s: float | None = None  # after the warm-up steps (see Throughput); None for very short runs
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self)))
+        """Atomically: a process killed while writing leaves the old file or none, never half a record."""
+        staging = path.with_name(path.name + ".partial")
+        staging.write_text(json.dumps(asdict(self)))
+        os.replace(staging, path)
 
     @classmethod
     def read(cls, path: Path) -> TrainResult:
