@@ -137,3 +137,27 @@ def test_a_run_record_is_written_whole_and_a_broken_one_means_train_again(tmp_pa
     assert load_trained(tmp_path) is None
     (tmp_path / RUN_RECORD).write_text('{"path": "x"}')  # fields missing
     assert load_trained(tmp_path) is None
+
+
+def test_the_same_run_in_two_data_folders_has_the_same_key_and_hash(tmp_path):
+    """A training run is identified by what it starts from and learns, not by where the data folder
+    is: the same run in another data folder reuses the key, and the same weights hash the same even
+    though the trainer's pickled arguments (training_args.bin) name the output folder."""
+    from trace_assets.training.assets import base_identity, training_key
+    from trace_assets.training.sft import directory_hash
+
+    rows = examples(3)
+    keys, hashes = set(), set()
+    for folder in (tmp_path / "one", tmp_path / "two"):
+        base = folder / "models" / "smollm2-135m-instruct"
+        keys.add(training_key(base_identity(str(base), folder), rows, "{}", 0))
+        model = folder / "checkpoints" / "run"
+        model.mkdir(parents=True)
+        (model / "model.safetensors").write_bytes(b"weights")
+        (model / "training_args.bin").write_bytes(f"output_dir={model}".encode())
+        hashes.add(directory_hash(model))
+    assert len(keys) == 1 and len(hashes) == 1
+    assert base_identity("Qwen/Qwen2.5-0.5B", tmp_path) == "Qwen/Qwen2.5-0.5B"  # hub ids as given
+    assert base_identity("/opt/models/mine", tmp_path) == "/opt/models/mine"  # folders outside the data folder too
+    (model / "model.safetensors").write_bytes(b"other weights")
+    assert directory_hash(model) not in hashes

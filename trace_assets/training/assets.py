@@ -92,7 +92,9 @@ def build_checkpoints_asset(
                 context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
                 rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                 continue
-            key = training_key(base_path, examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed)
+            key = training_key(
+                base_identity(base_path, data.path), examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed
+            )
             output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
             result = load_trained(output)
             if result is None:
@@ -161,6 +163,16 @@ def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable
 
 # How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints.
 EXECUTION_ONLY = {"attention", "compile"}
+
+
+def base_identity(base_path: str, data_dir: Path) -> str:
+    """The base model as the training key names it: a hub id or outside folder as given, a model built
+    into the data folder (``local:...``) by its place there, so moving the data folder, or the same
+    run in another one, keeps the key (and the checkpoints trained under it)."""
+    path = Path(base_path)
+    if path.is_absolute() and path.resolve().is_relative_to(data_dir.resolve()):
+        return "<data>/" + path.resolve().relative_to(data_dir.resolve()).as_posix()
+    return base_path
 
 
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:
