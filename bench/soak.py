@@ -3,16 +3,18 @@
     .venv/bin/python bench/soak.py --kills 24 --seed 0 --work /tmp/trace_assets_soak
 
 1. The reference: every stage of the experiment materialized once, uninterrupted, in
-   ``WORK/reference`` (its own data folder and DAGSTER_HOME); each stage's wall time and the time
-   its first step started are recorded (``--reuse-reference`` keeps an earlier one).
+   ``WORK/reference`` (its own data folder and DAGSTER_HOME); each stage's wall time and when the
+   step of its first asset started are recorded (``--reuse-reference`` keeps an earlier one).
 2. The soak, in ``WORK/soak``, with ``dagster-daemon`` running on its instance (run monitoring, as
    under ``dagster dev``): the same stages, each a Dagster run in a child process of its own process
    group. In the stages that generate (teacher_traces), judge (judged_traces), train (checkpoints),
    evaluate (eval_results) and judge failures (failure_modes, accuracy, report), the child's whole
    process group, vLLM engine processes included, is SIGKILLed at a seeded random moment between
-   its first step starting and the reference's end of that stage, then the stage is executed again,
-   until it runs through; ``--kills`` kills are spread over those stages. A killed run holds the
-   ``gpu`` pool's slot until run monitoring marks it failed, so a re-execution also waits on that.
+   that step starting (it holds the ``gpu`` pool's slot then) and when it should end (the
+   reference's time, less what earlier attempts left cached), then the stage is executed again,
+   until it runs through. ``--kills`` kills are spread over those stages; a stage that finishes
+   before its kill passes its remaining kills on to the next one. A killed run holds the ``gpu``
+   pool's slot until run monitoring marks it failed, so a re-execution also waits on that.
 3. Every table of both DuckDB files is compared (scripts/table_digests.py, provenance columns left
    out): rows of the reference missing from the soak (lost), rows the soak has more often than the
    reference (duplicated; a key, where the table has one, counted once), rows that differ, and
@@ -71,6 +73,9 @@ KEYS = {
     "eval_results": ["dataset", "student", "seed", "problem_id"],
     "accuracy": ["dataset", "student"],
 }
+# The share of a stage's time an attempt spends again after a kill (process and engine start-up, model
+# loading) before it makes new progress: the next attempt's kill is drawn within the time left.
+RESTART_SHARE = 0.3
 RUN_ID = re.compile(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b")
 STEP_START = "STEP_START"
 
@@ -122,10 +127,12 @@ def environment(folder: Path, experiment: str, chunk_size: int) -> dict[str, str
 
 
 class Attempt:
-    """One child process running one stage; its output goes to ``log_path``, and the moment its first
-    step starts and the run id it logs are noted as they appear."""
+    """One child process running one stage; its output goes to ``log_path``, and the moment the step of
+    the stage's first asset starts (it has its ``gpu`` pool slot then) and the run id it logs are noted
+    as they appear."""
 
     def __init__(self, stage: int, env: dict[str, str], log_path: Path):
+        self.step_start = f" - {STAGES[stage][0]} - {STEP_START} - "  # the stage's own step, not a side asset's
         self.started = time.monotonic()
         self.step_started: float | None = None
         self.run_ids: list[str] = []
@@ -147,7 +154,7 @@ class Attempt:
         with log_path.open("a") as handle:
             for line in self.process.stdout:
                 handle.write(line)
-                if STEP_START in line and self.step_started is None:
+                if self.step_start in line and self.step_started is None:
                     self.step_started = time.monotonic()
                     self.step_event.set()
                 match = RUN_ID.search(line)
@@ -189,7 +196,7 @@ def failed(attempt: Attempt, log_path: Path, what: str) -> SystemExit:
 
 
 def run_reference(folder: Path, experiment: str, chunk_size: int) -> dict:
-    """Every stage once, uninterrupted; per stage: seconds to its first step and in all."""
+    """Every stage once, uninterrupted; per stage: seconds until its first asset's step started, and in all."""
     env = environment(folder, experiment, chunk_size)
     timings = {}
     started = time.monotonic()
@@ -201,7 +208,7 @@ def run_reference(folder: Path, experiment: str, chunk_size: int) -> dict:
         total = time.monotonic() - attempt.started
         to_step = (attempt.step_started or attempt.started) - attempt.started
         timings[stage[0]] = {"total_s": round(total, 1), "to_first_step_s": round(to_step, 1)}
-        log(f"reference: {', '.join(stage)} in {total:.0f} s (first step after {to_step:.0f} s)")
+        log(f"reference: {', '.join(stage)} in {total:.0f} s (its step started after {to_step:.0f} s)")
     result = {"stages": timings, "wall_s": round(time.monotonic() - started, 1), "chunk_size": chunk_size}
     (folder / "timings.json").write_text(json.dumps(result, indent=2))
     return result
@@ -249,14 +256,15 @@ def run_soak(folder: Path, experiment: str, chunk_size: int, reference: dict, ki
             killed = 0
             timing = reference["stages"][name]
             work_s = max(1.0, timing["total_s"] - timing["to_first_step_s"])
+            expected_s = work_s  # how long this attempt's steps should take, shrinking as kills leave work cached
             log_path = folder / f"stage{index}-{name}.log"
             attempt_number = 0
             while True:
                 attempt_number += 1
                 attempt = Attempt(index, env, log_path)
                 if killed < wanted:
-                    # a random moment between the first step starting and the reference's end of the stage
-                    delay = rng.uniform(0.02, 0.95) * work_s
+                    # a random moment between its step starting and when it should end
+                    delay = rng.uniform(0.05, 0.9) * expected_s
                     while not attempt.step_event.wait(1) and attempt.process.poll() is None:
                         pass
                     if attempt.step_started is not None and attempt.wait(delay) is None:
@@ -264,6 +272,8 @@ def run_soak(folder: Path, experiment: str, chunk_size: int, reference: dict, ki
                         killed_at = time.time()
                         killed += 1
                         after = time.monotonic() - (attempt.step_started or attempt.started)
+                        restart_s = RESTART_SHARE * work_s
+                        expected_s = max(restart_s, expected_s - max(0.0, after - restart_s))
                         record.append(
                             {
                                 "stage": name,
@@ -275,7 +285,7 @@ def run_soak(folder: Path, experiment: str, chunk_size: int, reference: dict, ki
                             }
                         )
                         log(
-                            f"soak: {name} attempt {attempt_number}: SIGKILL {after:.0f} s after its first step started "
+                            f"soak: {name} attempt {attempt_number}: SIGKILL {after:.0f} s after its step started "
                             f"({sum(1 for r in record)} of {kills} kills)"
                         )
                         continue
