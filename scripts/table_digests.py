@@ -8,7 +8,8 @@ A table's digest is the SHA-256 of its rows sorted by every column (so row order
 DuckDB stores them in don't matter) and of its column names and types. ``--compare`` prints the
 tables whose digest, row count or columns changed and exits 1 if any did. Paths inside the data
 folder (checkpoints, base models) and the checkout (style files) are written relative to them, so
-runs in two data folders or checkouts compare equal.
+runs in two data folders or checkouts compare equal. The columns in ``PROVENANCE`` record when or
+how long something ran, not what it produced, and are left out (bench/soak.py compares with it).
 """
 
 from __future__ import annotations
@@ -21,40 +22,57 @@ from pathlib import Path
 
 import duckdb
 
-# The generation cache records when each row was written; every other table is a pure result.
-SKIPPED = {"generation_cache"}
+# Columns that say when a row was written or how long its work took: they differ between any two
+# runs, so they are not part of a table's digest. Everything else is a result.
+PROVENANCE = {
+    "checkpoints": {"wall_s"},  # seconds the training run took
+    "generation_cache": {"created_at"},  # when the completion was stored
+    "schema_version": {"recorded_at"},  # when the file was stamped or migrated
+}
 
 
 def _relative(value: object, folder: str, root: str) -> object:
     return value.replace(folder, "<data>").replace(root, "<project>") if isinstance(value, str) else value
 
 
+def asset_tables(connection: duckdb.DuckDBPyConnection) -> list[str]:
+    return [
+        row[0]
+        for row in connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
+            "ORDER BY table_name"
+        ).fetchall()
+    ]
+
+
+def table_rows(connection: duckdb.DuckDBPyConnection, table: str, folder: str, root: str) -> tuple[list[tuple], list[list]]:
+    """(columns as (name, type), rows) of ``table`` without its provenance columns, paths made relative,
+    rows in a canonical order."""
+    columns = [
+        (name, data_type)
+        for name, data_type in connection.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        if name not in PROVENANCE.get(table, set())
+    ]
+    selected = ", ".join(f'"{name}"' for name, _ in columns)
+    rows = [
+        [_relative(value, folder, root) for value in row]
+        for row in connection.execute(f'SELECT {selected} FROM "{table}" ORDER BY {selected}').fetchall()
+    ]
+    rows.sort(key=repr)
+    return columns, rows
+
+
 def table_digests(database: str, root: str = str(Path(__file__).resolve().parent.parent)) -> dict[str, dict]:
     """``root``: the checkout whose style files the run read (style_prompts records their paths)."""
     folder = str(Path(database).resolve().parent)
     with duckdb.connect(database, read_only=True) as connection:
-        tables = [
-            row[0]
-            for row in connection.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_type = 'BASE TABLE' "
-                "ORDER BY table_name"
-            ).fetchall()
-        ]
         digests = {}
-        for table in tables:
-            if table in SKIPPED:
-                continue
-            columns = connection.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
-                [table],
-            ).fetchall()
-            order = ", ".join(f'"{name}"' for name, _ in columns)
-            rows = [
-                [_relative(value, folder, root) for value in row]
-                for row in connection.execute(f'SELECT * FROM "{table}" ORDER BY {order}').fetchall()
-            ]
-            rows.sort(key=repr)
+        for table in asset_tables(connection):
+            columns, rows = table_rows(connection, table, folder, root)
             digest = hashlib.sha256(json.dumps([columns, rows], default=str).encode()).hexdigest()
             digests[table] = {"rows": len(rows), "columns": [name for name, _ in columns], "sha256": digest}
     return digests

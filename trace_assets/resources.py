@@ -143,7 +143,6 @@ class GenerationResource(dg.ConfigurableResource):
             enforce_eager=eager,
             chunk_size=self.chunk_size,
             env=self.gpu.environment(),
-            per_request_seed=self.gpu.has_cuda(),
             claim=self.gpu.claim,
             cpu_kv_cache=not self.gpu.has_cuda(),
         )

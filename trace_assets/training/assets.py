@@ -92,7 +92,9 @@ def build_checkpoints_asset(
                 context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
                 rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                 continue
-            key = training_key(base_path, examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed)
+            key = training_key(
+                base_identity(base_path, data.path), examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed
+            )
             output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
             result = load_trained(output)
             if result is None:
@@ -163,6 +165,16 @@ def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable
 EXECUTION_ONLY = {"attention", "compile"}
 
 
+def base_identity(base_path: str, data_dir: Path) -> str:
+    """The base model as the training key names it: a hub id or outside folder as given, a model built
+    into the data folder (``local:...``) by its place there, so moving the data folder, or the same
+    run in another one, keeps the key (and the checkpoints trained under it)."""
+    path = Path(base_path)
+    if path.is_absolute() and path.resolve().is_relative_to(data_dir.resolve()):
+        return "<data>/" + path.resolve().relative_to(data_dir.resolve()).as_posix()
+    return base_path
+
+
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:
     """Identity of a training run: what it starts from, what it sees, how, and with which seed."""
     payload = json.dumps(
@@ -184,9 +196,16 @@ def save_result(output: Path, result: TrainResult) -> None:
 
 
 def load_trained(output: Path) -> TrainResult | None:
-    """A finished run's result if this exact run is already on disk (a re-run trains nothing)."""
+    """A finished run's result if this exact run is already on disk (a re-run trains nothing).
+    A record that can't be read (cut short by a crash before records were written atomically, or
+    edited by hand) does not count: the run is trained again."""
     record = output / RUN_RECORD
-    return TrainResult.read(record) if record.exists() else None
+    if not record.exists():
+        return None
+    try:
+        return TrainResult.read(record)
+    except (ValueError, TypeError):  # broken JSON, missing or unknown fields
+        return None
 
 
 def directory_hash_safe(path: str) -> str:

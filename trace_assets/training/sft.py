@@ -56,7 +56,10 @@ class TrainResult:
     steady_tokens_per_s: float | None = None  # after the warm-up steps (see Throughput); None for very short runs
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self)))
+        """Atomically: a process killed while writing leaves the old file or none, never half a record."""
+        staging = path.with_name(path.name + ".partial")
+        staging.write_text(json.dumps(asdict(self)))
+        os.replace(staging, path)
 
     @classmethod
     def read(cls, path: Path) -> TrainResult:
@@ -76,10 +79,16 @@ def curriculum_order(examples: list[dict]) -> list[dict]:
     return sorted(examples, key=lambda e: (e["difficulty"], e["example_id"]))
 
 
+# Files a training run leaves in its model folder that say where and how it ran, not what it learnt:
+# the trainer's pickled arguments name the output folder, so they differ between data folders.
+NOT_HASHED = frozenset({"training_args.bin"})
+
+
 def directory_hash(folder: Path) -> str:
-    """Hash of every weight and config file in a saved model folder."""
+    """Hash of every weight and config file in a saved model folder (``NOT_HASHED`` aside), so the
+    same weights trained in two data folders have the same hash."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in NOT_HASHED):
         digest.update(file.relative_to(folder).as_posix().encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
