@@ -395,6 +395,13 @@ def compare(reference: Path, soak: Path) -> dict:
     return tables
 
 
+def code_commit() -> str:
+    """The checkout's commit, marked ``+changes`` when its tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode != 0
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
 def device() -> dict:
     cpu = "unknown"
     try:
@@ -473,6 +480,7 @@ def main() -> None:
             )
         ),
         "experiment": os.path.relpath(args.experiment, ROOT),
+        "commit": code_commit(),
         "device": device(),
         "generation_chunk_size": args.chunk_size,
         "kills": len(soak["kills"]),
