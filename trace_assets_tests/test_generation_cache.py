@@ -113,3 +113,13 @@ def test_a_batch_is_stored_whole_or_not_at_all(tmp_path):
     assert cached_completions(db, [c.key for c in good]) == {}
     assert store_completions(db, "m", good) == 3
     assert set(cached_completions(db, [c.key for c in good])) == {(c.key, 0) for c in good}
+
+
+def test_each_request_gets_its_own_seed_from_the_experiments_seed_and_its_key():
+    """One seed for every request would give every prompt the same random draws."""
+    from trace_assets.generation.vllm_worker import request_seed
+
+    seeds = {request_seed(0, f"key{i}") for i in range(1000)}
+    assert len(seeds) == 1000 and all(0 <= s < 2**31 for s in seeds)
+    assert request_seed(0, "key1") == request_seed(0, "key1")  # a resumed run draws what the first one did
+    assert request_seed(1, "key1") != request_seed(0, "key1")  # and the experiment's seed still matters

@@ -20,6 +20,7 @@ and its completion and chunk events carry ``"model": tag`` (the tag defaults to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -34,10 +35,19 @@ def _emit(payload: dict) -> None:
     sys.stdout.flush()
 
 
-def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed: bool, logprobs: bool = False):
+def request_seed(seed: int, key: str) -> int:
+    """A request's own seed: the experiment's seed and the request's key. One seed for every request
+    would give every prompt the same random draws (its samples correlated across prompts); a seed of
+    the key alone would not follow the experiment's seed."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1  # a non-negative 31-bit seed
+
+
+def _sampling_params(sampling: dict, request: dict, per_request_seed: bool):
     from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
+    json_schema, logprobs = request.get("json_schema"), request.get("logprobs", False)
     structured = StructuredOutputsParams(json=json_schema) if json_schema else None
     return SamplingParams(
         temperature=sampling["temperature"],
@@ -47,7 +57,7 @@ def _sampling_params(sampling: dict, json_schema: dict | None, per_request_seed:
         # Each request draws from its own generator, so its samples don't depend on which other
         # requests share the engine: a run resumed after a crash (only the uncached requests) samples
         # what the uninterrupted run did. On CPU that needs chunked prefill off (see ``run``).
-        seed=sampling["seed"] if per_request_seed else None,
+        seed=request_seed(sampling["seed"], request["key"]) if per_request_seed else None,
         structured_outputs=structured,
         logprobs=0 if logprobs else None,  # 0: the sampled token's own log-probability (step-level confidence)
     )
@@ -118,10 +128,7 @@ def _generate(llm, job: dict, model: dict, tag: dict) -> None:
     flush_every = max(1, job.get("chunk_size") or len(requests) or 1)
     per_request_seed = job.get("per_request_seed", True)
     last_flush = time.perf_counter()
-    params = [
-        _sampling_params(model["sampling"], request.get("json_schema"), per_request_seed, request.get("logprobs", False))
-        for request in requests
-    ]
+    params = [_sampling_params(model["sampling"], request, per_request_seed) for request in requests]
     order = _enqueue(llm, requests, params)
     pending = 0
     with tqdm(total=len(requests), desc="Processed prompts", file=sys.stderr, mininterval=2.0) as progress:
