@@ -72,6 +72,15 @@ def _interval(low: float | None, high: float | None) -> str:
     return "–" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
 
+def _interval_column() -> pl.Expr:
+    """The "95% interval" column shown for every accuracy and contrast, from ci_low and ci_high."""
+    return (
+        pl.struct("ci_low", "ci_high")
+        .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
+        .alias("95% interval")
+    )
+
+
 def results_table(accuracy: pl.DataFrame) -> pl.DataFrame:
     return accuracy.select(
         "student",
@@ -81,9 +90,7 @@ def results_table(accuracy: pl.DataFrame) -> pl.DataFrame:
         pl.struct("accuracy", "sd_seeds")
         .map_elements(lambda r: _pm(r["accuracy"], r["sd_seeds"]), return_dtype=pl.Utf8)
         .alias("accuracy (mean ± SD over seeds)"),
-        pl.struct("ci_low", "ci_high")
-        .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
-        .alias("95% interval"),
+        _interval_column(),
         "accuracy_strict",
     )
 
@@ -97,9 +104,7 @@ def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
         "accuracy_a",
         "accuracy_b",
         "diff",
-        pl.struct("ci_low", "ci_high")
-        .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
-        .alias("95% interval"),
+        _interval_column(),
         "p_value",
         "p_adjusted",
         "direction",
@@ -141,9 +146,7 @@ def by_difficulty(eval_results: pl.DataFrame) -> pl.DataFrame:
             "bucket",
             "n",
             "accuracy",
-            pl.struct("ci_low", "ci_high")
-            .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
-            .alias("95% interval"),
+            _interval_column(),
         )
         .sort(["student", "dataset", "bucket"])
     )
@@ -165,9 +168,7 @@ def _grouped_accuracy(evals: pl.DataFrame, column: str) -> pl.DataFrame:
             "dataset",
             "n",
             "accuracy",
-            pl.struct("ci_low", "ci_high")
-            .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
-            .alias("95% interval"),
+            _interval_column(),
             "accuracy_strict",
         )
         .sort([column, "student", "dataset"])
