@@ -63,7 +63,7 @@ from trace_assets.styles.library import Style, StyleFile, load_style
 from trace_assets.tables import empty_frame, frame_of
 from trace_assets.traces.build import teacher_requests
 from trace_assets.traces.sampling import sample_traces
-from trace_assets.training.assets import load_trained, save_result, train, training_key
+from trace_assets.training.assets import checkpoint_key, load_trained, save_result, train
 from trace_assets.training.format import student_prompt
 
 GROUP = "loop"
@@ -396,7 +396,7 @@ def build_round_checkpoints_asset(settings: LoopSettings) -> dg.AssetsDefinition
                         context.log.warning(f"{key}: dataset {dataset} is empty; nothing to train for {student_name}")
                         rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                         continue
-                    run_key = training_key(base_path, examples, config.model_dump_json(), seed)
+                    run_key = checkpoint_key(base_path, data.path, examples, config, seed)
                     # keyed by content, not round: a round whose examples did not change reuses its parent's checkpoint
                     output = data.path / "checkpoints" / "rounds" / dataset / student_name / f"seed{seed}-{run_key}"
                     result = load_trained(output)

@@ -92,9 +92,7 @@ def build_checkpoints_asset(
                 context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
                 rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                 continue
-            key = training_key(
-                base_identity(base_path, data.path), examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed
-            )
+            key = checkpoint_key(base_path, data.path, examples, config, seed)
             output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
             result = load_trained(output)
             if result is None:
@@ -173,6 +171,12 @@ def base_identity(base_path: str, data_dir: Path) -> str:
     if path.is_absolute() and path.resolve().is_relative_to(data_dir.resolve()):
         return "<data>/" + path.resolve().relative_to(data_dir.resolve()).as_posix()
     return base_path
+
+
+def checkpoint_key(base_path: str, data_dir: Path, examples: list[dict], config: TrainingConfig, seed: int) -> str:
+    """The training key of a checkpoint, as both the study's and the loop's checkpoints name their folders:
+    the base model by its place in the data folder, the config without its execution-only fields."""
+    return training_key(base_identity(base_path, data_dir), examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed)
 
 
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:
