@@ -85,34 +85,36 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     )
     judge_generations = teacher_generations
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
+    # a completion is at most max_tokens long
+    trace_tokens = min(ASSUMED_TRACE_TOKENS, teacher.sampling.max_tokens)
+    judge_tokens = min(ASSUMED_JUDGE_TOKENS, judge.sampling.max_tokens)
     rows = [
         {
             "asset": "teacher_traces",
             "work": f"{teacher_generations:,} generations ({teacher.model})",
-            "gpu_hours": generation_gpu_hours(
-                teacher_generations * ASSUMED_TRACE_TOKENS, teacher_b, "sampled", rates, teacher.gpus
-            ),
+            "gpu_hours": generation_gpu_hours(teacher_generations * trace_tokens, teacher_b, "sampled", rates, teacher.gpus),
             "gpus": teacher.gpus,
         },
         {
             "asset": "judged_traces",
             "work": f"{judge_generations:,} judge calls ({judge.model})",
-            "gpu_hours": generation_gpu_hours(judge_generations * ASSUMED_JUDGE_TOKENS, judge_b, "greedy", rates, judge.gpus),
+            "gpu_hours": generation_gpu_hours(judge_generations * judge_tokens, judge_b, "greedy", rates, judge.gpus),
             "gpus": judge.gpus,
         },
     ]
     seeds = len(experiment.training.seeds)
-    tokens_per_dataset = n_train * ASSUMED_TRACE_TOKENS * experiment.training.epochs
+    tokens_per_dataset = n_train * trace_tokens * experiment.training.epochs
     for name, student in experiment.students.items():
         billions = model_billions(student.model)
         processes = experiment.training.processes
         sft_rate = sft_tokens_per_s(billions, rates, processes)
         train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
+        runs = len(experiment.datasets) * seeds
         rows.append(
             {
                 "asset": f"checkpoints[*|{name}]",
-                "work": f"{len(experiment.datasets) * seeds} runs, ~{train_tokens:,.0f} training tokens",
-                "gpu_hours": train_tokens / sft_rate / 3600,
+                "work": f"{runs} runs, ~{train_tokens:,.0f} training tokens",
+                "gpu_hours": (train_tokens / sft_rate + runs * rates.sft_run_overhead_s * processes) / 3600,
                 "gpus": processes,
             }
         )

@@ -22,8 +22,11 @@ from trace_assets.instance import write_instance
 from trace_assets.project import build_definitions
 
 
-def run_stage(defs: dg.Definitions, instance: dg.DagsterInstance, names: list[str]) -> float:
-    """Materialise ``names`` (assets sharing one partitioning) in one run; returns wall seconds."""
+def run_stage(
+    defs: dg.Definitions, instance: dg.DagsterInstance, names: list[str], step_seconds: dict[str, float] | None = None
+) -> float:
+    """Materialise ``names`` (assets sharing one partitioning) in one run; returns wall seconds.
+    ``step_seconds``, when given, gets each successful step's own seconds added under its step key."""
     graph = defs.resolve_asset_graph()
     keys = [dg.AssetKey(name) for name in names]
     present = [key for key in keys if graph.has(key)]
@@ -44,11 +47,23 @@ def run_stage(defs: dg.Definitions, instance: dg.DagsterInstance, names: list[st
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(present))
     for run in runs:
         result = job.execute_in_process(instance=instance, raise_on_error=False, **run)
+        if step_seconds is not None:
+            for step, seconds in step_durations(result.all_events).items():
+                step_seconds[step] = step_seconds.get(step, 0.0) + seconds
         if not result.success:
             for failure in (event for event in result.all_events if event.is_step_failure):
                 print(failure.event_specific_data.error.to_string(), file=sys.stderr)
             raise SystemExit(f"stage {[k.to_user_string() for k in present]} {run} failed")
     return time.perf_counter() - started
+
+
+def step_durations(events) -> dict[str, float]:
+    """Each successful step's own seconds, as Dagster timed it (its step-success event)."""
+    return {
+        event.step_key: event.event_specific_data.duration_ms / 1000
+        for event in events
+        if event.is_step_success and event.step_key is not None
+    }
 
 
 STAGES = [

@@ -353,6 +353,12 @@ class TrainingConfig(_Section):
     compile: bool = Field(
         True, description="torch.compile the student on a GPU (ignored on CPU, where it costs more than it saves)"
     )
+    logging_steps: int | None = Field(
+        None,
+        ge=1,
+        description="log the loss every N optimizer steps; null: every step on CPU, every 10 on a GPU, where "
+        "each logged step waits for the GPU and so keeps the host from queueing the next step",
+    )
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     curriculum: bool = False
     processes: int = Field(1, ge=1, description="data-parallel SFT processes (one GPU each), launched with torchrun")

@@ -64,6 +64,7 @@ class Rates:
     eval_swap_s: float  # loading the next checkpoint's weights into that engine
     sft_mfu: float | None = None
     peak_flops: float | None = None
+    sft_run_overhead_s: float = 0.0  # one SFT run's launch, imports, model load, compilation and save
 
     def sft_tokens_per_s(self, billions: float) -> float:
         return self.sft.at(billions)
@@ -91,7 +92,7 @@ class Rates:
             f"{greedy.tokens_per_s / 1e3:.0f}k tok/s greedy / {sampled.tokens_per_s / 1e3:.0f}k sampled at "
             f"{greedy.billions:.2f}B{utilisation}; engine start-up {self.startup_s['sampled']:.0f} s per teacher "
             f"engine, {self.startup_s['greedy']:.0f} s per judge engine, {self.eval_startup_s:.0f} s per student "
-            "evaluated; larger models scaled by FLOPs at the measured utilisation (for generation an upper "
+            f"evaluated, {self.sft_run_overhead_s:.0f} s per SFT run besides its tokens; larger models scaled by FLOPs at the measured utilisation (for generation an upper "
             "bound: larger models decode at higher utilisation), smaller ones at the measured rates"
         )
 
@@ -169,6 +170,7 @@ def load_rates(path: Path | None = None) -> Rates:
         # null where bench/gpu.py knows no peak FLOPs for the device
         sft_mfu=optional("sft_mfu"),
         peak_flops=optional("sections.sft.peak_flops"),
+        sft_run_overhead_s=optional("sections.sft.run_overhead_s") or 0.0,
     )
 
 

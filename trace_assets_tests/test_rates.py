@@ -176,3 +176,27 @@ def test_without_a_results_file_the_built_in_rates_are_used_and_said(tmp_path, m
     # the earlier constants, as they were: 12,000 tok/s up to 3.84B, then FLOPs at 35% of 790 TFLOP/s
     assert BUILT_IN.sft_tokens_per_s(0.5) == 12000 and BUILT_IN.sft_tokens_per_s(7) == pytest.approx(790e12 * 0.35 / 42e9)
     assert BUILT_IN.decode_tokens_per_s(72, "sampled") == pytest.approx(790e12 * 0.15 / 144e9)
+
+
+def test_each_sft_run_costs_its_measured_overhead_and_completions_are_capped_at_max_tokens(results_file, paper):
+    results_file()
+    before = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
+    with_overhead = copy.deepcopy(RESULTS)
+    with_overhead["sections"]["sft"]["run_overhead_s"] = 3600.0  # an hour a run besides its tokens
+    results_file(with_overhead)
+    after = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
+    runs = len(paper.datasets) * len(paper.training.seeds)
+    assert after["checkpoints[*|qwen0_5b]"] == pytest.approx(before["checkpoints[*|qwen0_5b]"] + runs)
+    assert "3600 s per SFT run" in load_rates().describe()
+    # traces assumed 300 tokens long, but a teacher allowed 150 writes at most that
+    short = paper.model_copy(
+        update={
+            "teacher": paper.teacher.model_copy(
+                update={"sampling": paper.teacher.sampling.model_copy(update={"max_tokens": 150})}
+            )
+        }
+    )
+    results_file()
+    startup = 32.73 * paper.teacher.gpus / 3600
+    capped = {row["asset"]: row["gpu_hours"] for row in plan(short)}
+    assert capped["teacher_traces"] - startup == pytest.approx((before["teacher_traces"] - startup) / 2)

@@ -161,3 +161,32 @@ def test_the_same_run_in_two_data_folders_has_the_same_key_and_hash(tmp_path):
     assert base_identity("/opt/models/mine", tmp_path) == "/opt/models/mine"  # folders outside the data folder too
     (model / "model.safetensors").write_bytes(b"other weights")
     assert directory_hash(model) not in hashes
+
+
+def test_throughput_counts_only_logged_steps_after_the_warm_up(monkeypatch):
+    from types import SimpleNamespace
+
+    from trace_assets.training import sft
+
+    meter = sft.Throughput(warmup=3)
+    clock = iter([10.0, 12.0, 16.0])
+    monkeypatch.setattr(sft.time, "perf_counter", lambda: next(clock))
+    for step, tokens in ((2, 200), (4, 400), (6, 600), (10, 1400)):  # step 2: still warming up
+        meter.on_log(None, SimpleNamespace(global_step=step), None, logs={"loss": 1.0, "num_tokens": tokens})
+    meter.on_log(None, SimpleNamespace(global_step=11), None, logs={"eval_loss": 1.0})  # not a training log
+    monkeypatch.undo()
+    assert meter.tokens_per_s() == pytest.approx((1400 - 400) / (16.0 - 10.0))
+    assert sft.Throughput().tokens_per_s() is None
+
+
+def test_the_loss_is_logged_every_logging_steps_and_it_is_not_part_of_the_key(tiny_model, tmp_path):
+    from trace_assets.experiment import TrainingConfig
+    from trace_assets.training.assets import checkpoint_key
+    from trace_assets.training.sft import TrainRun, train_sft
+
+    config = TrainingConfig(max_steps=4, batch_size=2, max_length=256, eval_fraction=0.0, logging_steps=2)
+    result = train_sft(TrainRun(tiny_model, _rows(8), 0, str(tmp_path / "run"), "cpu", "float32"), config)
+    assert [r["step"] for r in result.log if r["train_loss"] is not None] == [2, 4]
+    every_step = config.model_copy(update={"logging_steps": 1})
+    key = lambda c: checkpoint_key(tiny_model, tmp_path, _rows(8), c, 0)  # noqa: E731
+    assert key(config) == key(every_step)

@@ -220,3 +220,23 @@ def test_openai_backend_retries_then_gives_up_on_a_dead_endpoint():
         spec, Sampling(max_tokens=4), [Request("x", chat("hi"))], batches.append, log=lambda m: None
     )
     assert stats.failures == 1 and "gave up after 3 attempts" in batches[0][0].error
+
+
+def test_token_logprobs_reads_flat_and_per_position_logprobs_alike():
+    from types import SimpleNamespace
+
+    from vllm.logprobs import FlatLogprobs, Logprob
+
+    from trace_assets.generation.vllm_worker import token_logprobs
+
+    positions = [{5: Logprob(-0.5, 1, "Ab")}, {7: Logprob(-0.25, 1, " c")}, {9: Logprob(-1.0, 1, "d!!")}]
+    flat = FlatLogprobs()
+    flat.extend(positions)
+    # the text stops short of the last token's decoded text (a stop string cut it): ends are capped
+    for logprobs in (flat, positions):
+        sample = SimpleNamespace(token_ids=[5, 7, 9], logprobs=logprobs, text="Ab cd")
+        assert token_logprobs(sample) == ([-0.5, -0.25, -1.0], [2, 4, 5])
+    # a position without the sampled token, or fewer positions than tokens: none rather than misaligned
+    assert token_logprobs(SimpleNamespace(token_ids=[5, 8, 9], logprobs=flat, text="x")) == (None, None)
+    assert token_logprobs(SimpleNamespace(token_ids=[5, 7, 9, 1], logprobs=positions, text="x")) == (None, None)
+    assert token_logprobs(SimpleNamespace(token_ids=[5], logprobs=None, text="x")) == (None, None)

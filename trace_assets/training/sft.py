@@ -167,7 +167,10 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
         completion_only_loss=True,
         shuffle_dataset=not config.curriculum,
         train_sampling_strategy="sequential" if config.curriculum else "random",
-        logging_steps=1,
+        logging_steps=config.logging_steps or (10 if cuda else 1),
+        # True checks every step's loss for NaN on the host, a GPU sync a step (the host can then never
+        # queue work ahead); a NaN loss is better seen in the log than averaged away anyway
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if held_out else "no",
         eval_steps=max(1, config.max_steps // 4) if config.max_steps > 0 else 0.25,
         save_strategy="no",
@@ -243,12 +246,12 @@ def attention_for(config: TrainingConfig, cuda: bool) -> str:
 
 
 class Throughput:
-    """A trainer callback: training tokens/s once the first ``warmup`` steps (compilation, allocator
-    growth) are over, from the tokens the trainer counts at each logged step."""
+    """A trainer callback: training tokens/s once the first ``warmup`` optimizer steps (compilation,
+    allocator growth) are over, from the tokens the trainer counts at each logged step."""
 
     def __init__(self, warmup: int = 3):
         self.warmup = warmup
-        self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at each logged step
+        self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at logged steps after the warm-up
 
     def __getattr__(self, name: str):  # the other TrainerCallback events: nothing to do
         if name.startswith("on_"):
@@ -256,14 +259,14 @@ class Throughput:
         raise AttributeError(name)
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:
-        if logs and "num_tokens" in logs and "loss" in logs:
-            _synchronize()
+        if logs and "num_tokens" in logs and "loss" in logs and state.global_step >= self.warmup:
+            _synchronize()  # a logged step has synchronised for its loss already: this costs nothing more
             self.marks.append((time.perf_counter(), int(logs["num_tokens"])))
 
     def tokens_per_s(self) -> float | None:
-        if len(self.marks) <= self.warmup + 1:
+        if len(self.marks) < 2:
             return None
-        (t0, n0), (t1, n1) = self.marks[self.warmup], self.marks[-1]
+        (t0, n0), (t1, n1) = self.marks[0], self.marks[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else None
 
 
