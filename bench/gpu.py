@@ -93,7 +93,8 @@ def merge_results(path: Path, section: str, figures: dict, summary: dict) -> Non
     """Write ``figures`` under ``section`` and the top-level ``summary`` keys into the results file."""
     results = json.loads(path.read_text()) if path.exists() else {}
     results.update(summary)
-    results.setdefault("sections", {})[section] = figures
+    # sections can come from different runs and cards: each names its own
+    results.setdefault("sections", {})[section] = {"device": device_name(), **figures}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({section: figures, **summary}, indent=2))

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # the steps that hold a GPU: dry-run estimates each (its rows are named after them)
-GPU_STEPS = ("teacher_traces", "judged_traces", "checkpoints", "eval_results")
+GPU_STEPS = ("teacher_traces", "judged_traces", "checkpoints", "eval_results", "failure_modes")
 
 
 def estimate(experiment) -> dict[str, float]:
@@ -45,7 +45,14 @@ def main() -> None:
     parser.add_argument("--experiment", default=str(ROOT / "experiments" / "gpu_smoke.yaml"))
     parser.add_argument("--data", default="/tmp/gpu_smoke")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "gpu.json"))
+    parser.add_argument(
+        "--stop-after-s",
+        type=float,
+        default=None,
+        help="start no further stage after this many seconds (a command limit); run again to go on",
+    )
     args = parser.parse_args()
+    began = time.perf_counter()
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     os.environ["TRACE_ASSETS_EXPERIMENT"] = args.experiment
@@ -73,6 +80,9 @@ def main() -> None:
             if name in times["stages"]:
                 print(f"{name}: done in an earlier call ({times['stages'][name]:.0f} s)", flush=True)
                 continue
+            if args.stop_after_s is not None and time.perf_counter() - began > args.stop_after_s:
+                print(f"stopping before {name}: {args.stop_after_s:.0f} s have passed; run again to go on", flush=True)
+                return
             print(f"{name} ...", flush=True)
             steps: dict[str, float] = {}
             seconds = run_stage(defs, instance, stage, steps)

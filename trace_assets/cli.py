@@ -103,6 +103,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         },
     ]
     seeds = len(experiment.training.seeds)
+    all_evals = 0
     tokens_per_dataset = n_train * trace_tokens * experiment.training.epochs
     for name, student in experiment.students.items():
         billions = model_billions(student.model)
@@ -120,6 +121,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         )
         checkpoints = len(experiment.datasets) * seeds + 1  # the base model is evaluated too
         evals = checkpoints * n_test
+        all_evals += evals
         rows.append(
             {
                 "asset": f"eval_results[*|{name}]",
@@ -128,6 +130,15 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 "gpus": 1,
             }
         )
+    rows.append(
+        {
+            # an upper bound: only wrong answers whose category the rules can't settle go to the judge
+            "asset": "failure_modes",
+            "work": f"<= {all_evals:,} judge calls ({judge.model})",
+            "gpu_hours": generation_gpu_hours(all_evals * judge_tokens, judge_b, "greedy", rates, judge.gpus),
+            "gpus": judge.gpus,
+        }
+    )
     if experiment.revision is not None:
         from trace_assets.loop.rounds import round_gpu_hours
 
