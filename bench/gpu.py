@@ -133,6 +133,10 @@ def our_generation(generation, spec, sampling, requests) -> dict:
         "output_tokens": tokens,
         "output_tokens_per_s": round(tokens / (wall - result.stats.startup_s), 1),
         "generated": result.generated,
+        # where the call's time went besides the engine's start: the worker's own loop (enqueue to
+        # last completion, as bare's LLM.chat) and the engine's shutdown after the last completion
+        "worker_loop_s": round(result.stats.generate_s, 2),
+        "teardown_s": round(result.stats.extra.get("teardown_s", 0.0), 2),
     }
 
 
