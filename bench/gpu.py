@@ -497,7 +497,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.02)
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--max-length", type=int, default=4096)
-    parser.add_argument("--rows-per-step", type=int, default=4)
+    parser.add_argument("--rows-per-step", type=int, default=8)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--log-every", type=int, default=10, help="SFT: logging_steps (each logged step syncs)")
     parser.add_argument("--layers", type=int, default=24, help="smaller for a quick check of the script on CPU")

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 from dagster._core.storage.db_io_manager import DbIOManager
 from dagster_duckdb.io_manager import DuckDbClient
-from dagster_duckdb_polars import DuckDBPolarsIOManager
+from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
 
 from trace_assets.migrations import ensure_schema
 
@@ -76,8 +76,27 @@ def _explain(error: duckdb.Error, table_slice) -> Exception:
     return error
 
 
+class EmptyTablePolarsTypeHandler(DuckDBPolarsTypeHandler):
+    """dagster-duckdb-polars' handler, except that an empty frame still creates its table (with the
+    frame's columns): the stock handler skips the write, and every reader of a table that was empty
+    the first time (a training log of runs shorter than the logging interval, no failures to
+    classify) failed with "Table ... does not exist"."""
+
+    def handle_output(self, context, table_slice, obj, connection):
+        if not obj.is_empty():
+            return super().handle_output(context, table_slice, obj, connection)
+        empty = obj.to_arrow()  # noqa: F841  # read by the query below
+        connection.execute(f"create schema if not exists {table_slice.schema};")
+        connection.execute(f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty")
+        context.add_output_metadata({"row_count": 0})
+
+
 class TransactionalDuckDBPolarsIOManager(DuckDBPolarsIOManager):
-    """The polars DuckDB IO manager over :class:`TransactionalDuckDbClient`."""
+    """The polars DuckDB IO manager over :class:`TransactionalDuckDbClient`, creating empty tables too."""
+
+    @staticmethod
+    def type_handlers():
+        return [EmptyTablePolarsTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
         return DbIOManager(

@@ -103,3 +103,27 @@ def test_three_runs_at_once_while_the_file_is_locked(tmp_path):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         statuses = [run.status for run in instance.get_runs()]
     assert statuses == [dg.DagsterRunStatus.SUCCESS] * 3
+
+
+def test_an_empty_output_creates_its_table_and_clears_its_partition(tmp_path):
+    """dagster-duckdb-polars skips empty frames, so a table empty the first time never existed and
+    every reader failed; here it exists with the frame's columns, and an empty re-run of a partition
+    still removes that partition's old rows."""
+    rows = {"a": [], "b": [1]}
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b"]), metadata={"partition_expr": "p"})
+    def table(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        values = rows[context.partition_key]
+        return pl.DataFrame({"p": [context.partition_key] * len(values), "x": values}, schema={"p": pl.Utf8, "x": pl.Int64})
+
+    database = tmp_path / "db.duckdb"
+    resources = {"io_manager": TransactionalDuckDBPolarsIOManager(database=str(database), schema="main")}
+    assert dg.materialize([table], resources=resources, partition_key="a").success
+    with duckdb.connect(str(database)) as db:
+        assert db.execute("DESCRIBE main.table").fetchall()[1][:2] == ("x", "BIGINT")
+        assert db.execute("SELECT count(*) FROM main.table").fetchone() == (0,)
+    assert dg.materialize([table], resources=resources, partition_key="b").success
+    rows["b"] = []
+    assert dg.materialize([table], resources=resources, partition_key="b").success
+    with duckdb.connect(str(database)) as db:
+        assert db.execute("SELECT count(*) FROM main.table").fetchone() == (0,)

@@ -179,14 +179,16 @@ def test_throughput_counts_only_logged_steps_after_the_warm_up(monkeypatch):
     assert sft.Throughput().tokens_per_s() is None
 
 
-def test_the_loss_is_logged_every_logging_steps_and_it_is_not_part_of_the_key(tiny_model, tmp_path):
+def test_the_loss_is_logged_every_logging_steps_and_at_the_end_and_it_is_not_part_of_the_key(tiny_model, tmp_path):
     from trace_assets.experiment import TrainingConfig
     from trace_assets.training.assets import checkpoint_key
     from trace_assets.training.sft import TrainRun, train_sft
 
-    config = TrainingConfig(max_steps=4, batch_size=2, max_length=256, eval_fraction=0.0, logging_steps=2)
-    result = train_sft(TrainRun(tiny_model, _rows(8), 0, str(tmp_path / "run"), "cpu", "float32"), config)
-    assert [r["step"] for r in result.log if r["train_loss"] is not None] == [2, 4]
-    every_step = config.model_copy(update={"logging_steps": 1})
-    key = lambda c: checkpoint_key(tiny_model, tmp_path, _rows(8), c, 0)  # noqa: E731
+    config = TrainingConfig(max_steps=5, batch_size=2, max_length=256, eval_fraction=0.0, logging_steps=2)
+    result = train_sft(TrainRun(tiny_model, _rows(10), 0, str(tmp_path / "run"), "cpu", "float32"), config)
+    # every second step, and the last one: a run shorter than the interval still logs its loss
+    assert [r["step"] for r in result.log if r["train_loss"] is not None] == [2, 4, 5]
+    every_step = config.model_copy(update={"logging_steps": 1, "gradient_checkpointing": True})
+    key = lambda c: checkpoint_key(tiny_model, tmp_path, _rows(10), c, 0)  # noqa: E731
     assert key(config) == key(every_step)
+    assert key(config) != key(config.model_copy(update={"learning_rate": 1e-3}))

@@ -160,7 +160,7 @@ def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable
 
 
 # How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints.
-EXECUTION_ONLY = {"attention", "compile", "logging_steps"}
+EXECUTION_ONLY = {"attention", "compile", "logging_steps", "gradient_checkpointing"}
 
 
 def base_identity(base_path: str, data_dir: Path) -> str:

@@ -163,6 +163,7 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
         # one shape per row count, so a compiled model is not recompiled for every batch
         pad_to_multiple_of=config.max_length if config.packing and cuda else None,
         optim="adamw_torch_fused" if cuda else "adamw_torch",
+        gradient_checkpointing=config.gradient_checkpointing,  # TRL's default is on
         torch_compile=config.compile and cuda,
         completion_only_loss=True,
         shuffle_dataset=not config.curriculum,
@@ -186,7 +187,7 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
         train_dataset=to_dataset(train),
         eval_dataset=to_dataset(held_out) if held_out else None,
         processing_class=tokenizer,
-        callbacks=[throughput],
+        callbacks=[throughput, LogFinalStep()],
     )
     started = time.perf_counter()
     trainer.train()
@@ -245,18 +246,22 @@ def attention_for(config: TrainingConfig, cuda: bool) -> str:
     return "flex_attention" if cuda and config.packing else "sdpa"
 
 
-class Throughput:
+class _Callback:
+    """A trainer callback without importing transformers here: events it doesn't define do nothing."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+class Throughput(_Callback):
     """A trainer callback: training tokens/s once the first ``warmup`` optimizer steps (compilation,
     allocator growth) are over, from the tokens the trainer counts at each logged step."""
 
     def __init__(self, warmup: int = 3):
         self.warmup = warmup
         self.marks: list[tuple[float, int]] = []  # (time, tokens seen) at logged steps after the warm-up
-
-    def __getattr__(self, name: str):  # the other TrainerCallback events: nothing to do
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:
         if logs and "num_tokens" in logs and "loss" in logs and state.global_step >= self.warmup:
@@ -268,6 +273,15 @@ class Throughput:
             return None
         (t0, n0), (t1, n1) = self.marks[0], self.marks[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else None
+
+
+class LogFinalStep(_Callback):
+    """Log the last step's loss too, so a run shorter than ``logging_steps`` still has a loss."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
 
 
 def _synchronize() -> None:
