@@ -31,6 +31,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
 
     from vllm import LLM, SamplingParams
+    from vllm.platforms import current_platform
 
     with open(args.prompts) as handle:
         prompts = json.load(handle)
@@ -48,6 +49,8 @@ if __name__ == "__main__":
         enforce_eager=args.eager,
         gpu_memory_utilization=args.gpu_memory_utilization,
         seed=0,
+        # as our worker: seeded requests on vLLM-CPU need whole-prompt prefills (vllm_worker._cpu_seeding)
+        **({"enable_chunked_prefill": False} if current_platform.is_cpu() else {}),
     )
     startup = time.perf_counter() - STARTED
     for shape in shapes:  # warm-up, untimed: kernels compiled at their first use (sampling) aren't the work
@@ -61,6 +64,7 @@ if __name__ == "__main__":
             n=shape.get("n", 1),
             seed=shape.get("seed"),
             logprobs=shape.get("logprobs"),
+            flat_logprobs=shape.get("flat_logprobs", False),
         )
         started = time.perf_counter()
         outputs = llm.generate(prompts, params) if args.raw else llm.chat(prompts, params)
