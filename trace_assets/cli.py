@@ -56,6 +56,20 @@ def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1) -> float
     return rates.sft_tokens_per_s(billions) * (1.0 if processes == 1 else DP_EFFICIENCY)
 
 
+def sft_gpu_hours(tokens: float, runs: int, billions: float, rates: Rates, processes: int = 1) -> float:
+    """``runs`` SFT runs over ``tokens`` in all: the tokens at the measured rate, and each run's fixed
+    cost (launch, model load, compilation, save) on each of its processes' GPUs."""
+    return (tokens / sft_tokens_per_s(billions, rates, processes) + runs * rates.sft_run_overhead_s * processes) / 3600
+
+
+def completion_tokens(experiment: Experiment) -> tuple[int, int]:
+    """Assumed tokens of one teacher trace and one judge verdict: a completion is at most max_tokens long."""
+    return (
+        min(ASSUMED_TRACE_TOKENS, experiment.teacher.sampling.max_tokens),
+        min(ASSUMED_JUDGE_TOKENS, experiment.judge.sampling.max_tokens),
+    )
+
+
 # Full sizes (train, test) assumed for a task whose n_train / n_test is null: GSM8K from the hub, the MATH
 # and MBPP releases; Countdown makes its own n_train / n_test.
 FULL_SIZES = {"gsm8k": (7473, 1319), "math": (7500, 5000), "mbpp": (374, 500)}
@@ -85,9 +99,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     )
     judge_generations = teacher_generations
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
-    # a completion is at most max_tokens long
-    trace_tokens = min(ASSUMED_TRACE_TOKENS, teacher.sampling.max_tokens)
-    judge_tokens = min(ASSUMED_JUDGE_TOKENS, judge.sampling.max_tokens)
+    trace_tokens, judge_tokens = completion_tokens(experiment)
     rows = [
         {
             "asset": "teacher_traces",
@@ -108,14 +120,13 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     for name, student in experiment.students.items():
         billions = model_billions(student.model)
         processes = experiment.training.processes
-        sft_rate = sft_tokens_per_s(billions, rates, processes)
         train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
         runs = len(experiment.datasets) * seeds
         rows.append(
             {
                 "asset": f"checkpoints[*|{name}]",
                 "work": f"{runs} runs, ~{train_tokens:,.0f} training tokens",
-                "gpu_hours": (train_tokens / sft_rate + runs * rates.sft_run_overhead_s * processes) / 3600,
+                "gpu_hours": sft_gpu_hours(train_tokens, runs, billions, rates, processes),
                 "gpus": processes,
             }
         )

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import polars as pl
 
 from trace_assets.cli import (
-    ASSUMED_JUDGE_TOKENS,
-    ASSUMED_TRACE_TOKENS,
+    completion_tokens,
     eval_gpu_hours,
     generation_gpu_hours,
     model_billions,
-    sft_tokens_per_s,
+    sft_gpu_hours,
 )
 from trace_assets.experiment import DatasetRecipe, DatasetRules, Experiment, RevisionConfig
 from trace_assets.rates import Rates, load_rates
@@ -106,13 +105,14 @@ def round_gpu_hours(experiment: Experiment, style: str, rates: Rates | None = No
     n_validation = n_train * fraction
     samples = (n_train - n_validation) * experiment.teacher.sampling.n
     teacher, judge = experiment.teacher, experiment.judge
-    hours = generation_gpu_hours(samples * ASSUMED_TRACE_TOKENS, model_billions(teacher.model), "sampled", rates, teacher.gpus)
-    hours += generation_gpu_hours(samples * ASSUMED_JUDGE_TOKENS, model_billions(judge.model), "greedy", rates, judge.gpus)
+    trace_tokens, judge_tokens = completion_tokens(experiment)
+    hours = generation_gpu_hours(samples * trace_tokens, model_billions(teacher.model), "sampled", rates, teacher.gpus)
+    hours += generation_gpu_hours(samples * judge_tokens, model_billions(judge.model), "greedy", rates, judge.gpus)
     runs = len(round_recipes(experiment.datasets, style)) * len(experiment.training.seeds)
     for student in experiment.students.values():
         billions = model_billions(student.model)
-        tokens = (n_train - n_validation) * ASSUMED_TRACE_TOKENS * experiment.training.epochs * runs
-        hours += tokens / sft_tokens_per_s(billions, rates, experiment.training.processes) / 3600
+        tokens = (n_train - n_validation) * trace_tokens * experiment.training.epochs * runs
+        hours += sft_gpu_hours(tokens, runs, billions, rates, experiment.training.processes)
         hours += eval_gpu_hours(runs * (n_validation + n_test) * experiment.evaluation.max_tokens * 0.5, billions, runs, rates)
     return hours
 
