@@ -17,7 +17,7 @@ import polars as pl
 import yaml
 
 from trace_assets.assetdefs import asset_settings
-from trace_assets.datasets.recipes import build_datasets, student_rows
+from trace_assets.datasets.recipes import build_datasets
 from trace_assets.evaluation.build import eval_rows
 from trace_assets.experiment import (
     ConfidenceConfig,
@@ -63,7 +63,7 @@ from trace_assets.styles.library import Style, StyleFile, load_style
 from trace_assets.tables import empty_frame, frame_of
 from trace_assets.traces.build import teacher_requests
 from trace_assets.traces.sampling import sample_traces
-from trace_assets.training.assets import checkpoint_key, load_trained, save_result, train
+from trace_assets.training.assets import trained_checkpoint, trained_row, training_examples
 from trace_assets.training.format import student_prompt
 
 GROUP = "loop"
@@ -370,15 +370,11 @@ def build_round_checkpoints_asset(settings: LoopSettings) -> dg.AssetsDefinition
         """Every student fine-tuned on each of the round's datasets, once per training seed."""
         key = context.partition_key
         config = settings.training
-        difficulty = dict(zip(problems["problem_id"], problems["difficulty"]))
         rows = []
         for dataset in settings.style_recipes(round_styles["style"][0]):
             for student_name, student in settings.students.items():
                 base_path = student_path(student, data)
-                examples = [
-                    {**row, "difficulty": difficulty.get(row["problem_id"], 0)}
-                    for row in student_rows(round_examples, dataset, student_name).iter_rows(named=True)
-                ]
+                examples = training_examples(round_examples, dataset, student_name, problems)
                 for seed in config.seeds:
                     record = {
                         "round_key": key,
@@ -396,28 +392,10 @@ def build_round_checkpoints_asset(settings: LoopSettings) -> dg.AssetsDefinition
                         context.log.warning(f"{key}: dataset {dataset} is empty; nothing to train for {student_name}")
                         rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                         continue
-                    run_key = checkpoint_key(base_path, data.path, examples, config, seed)
                     # keyed by content, not round: a round whose examples did not change reuses its parent's checkpoint
-                    output = data.path / "checkpoints" / "rounds" / dataset / student_name / f"seed{seed}-{run_key}"
-                    result = load_trained(output)
-                    if result is None:
-                        from trace_assets.training.sft import TrainRun
-
-                        run = TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype)
-                        result = train(gpu, run, config, context.log.info)
-                        save_result(output, result)
-                    rows.append(
-                        {
-                            **record,
-                            "status": "trained",
-                            "path": result.path,
-                            "content_hash": result.content_hash,
-                            "train_examples": result.train_examples,
-                            "eval_examples": result.eval_examples,
-                            "train_tokens": result.train_tokens,
-                            "wall_s": result.wall_s,
-                        }
-                    )
+                    folder = data.path / "checkpoints" / "rounds" / dataset / student_name
+                    result = trained_checkpoint(gpu, data, student, base_path, examples, config, seed, folder, context.log.info)
+                    rows.append(trained_row(record, result))
         frame = frame_of(rows, RoundCheckpointSchema)
         yield dg.Output(
             frame,

@@ -67,11 +67,7 @@ def build_checkpoints_asset(
         dataset, student_name = key["dataset"], key["student"]
         student = students[student_name]
         base_path = student_path(student, data)
-        difficulty = dict(zip(problems["problem_id"], problems["difficulty"]))
-        examples = [
-            {**row, "difficulty": difficulty.get(row["problem_id"], 0)}
-            for row in student_rows(sft_examples, dataset, student_name).iter_rows(named=True)
-        ]
+        examples = training_examples(sft_examples, dataset, student_name, problems)
         rows, logs = [], []
         for seed in config.seeds:
             record = {
@@ -92,33 +88,10 @@ def build_checkpoints_asset(
                 context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
                 rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                 continue
-            key = checkpoint_key(base_path, data.path, examples, config, seed)
-            output = data.path / "checkpoints" / dataset / student_name / f"seed{seed}-{key}"
-            result = load_trained(output)
-            if result is None:
-                context.log.info(
-                    f"training {student_name} on {dataset} ({len(examples)} examples), seed {seed}, "
-                    f"on {gpu.torch_device()} x {config.processes}"
-                )
-                run = TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype)
-                result = train(gpu, run, config, context.log.info)
-                save_result(output, result)
-            else:
-                context.log.info(f"reusing {output}: same base model, examples, settings and seed")
-            rows.append(
-                {
-                    **record,
-                    "status": "trained",
-                    "path": result.path,
-                    "content_hash": result.content_hash,
-                    "train_examples": result.train_examples,
-                    "eval_examples": result.eval_examples,
-                    "train_tokens": result.train_tokens,
-                    "wall_s": result.wall_s,
-                }
-            )
+            folder = data.path / "checkpoints" / dataset / student_name
+            result = trained_checkpoint(gpu, data, student, base_path, examples, config, seed, folder, context.log.info)
+            rows.append(trained_row(record, result))
             logs += [{"dataset": dataset, "student": student_name, "seed": seed, **row} for row in result.log]
-            context.log.info(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
         frame = frame_of(rows, CheckpointSchema)
         log = frame_of(logs, TrainingLogSchema)
         trained = frame.filter(pl.col("status") == "trained")
@@ -145,6 +118,56 @@ def build_checkpoints_asset(
         )
 
     return checkpoints
+
+
+def training_examples(frame: pl.DataFrame, dataset: str, student: str, problems: pl.DataFrame) -> list[dict]:
+    """A dataset's rows for one student, each with its problem's difficulty (for the curriculum)."""
+    difficulty = dict(zip(problems["problem_id"], problems["difficulty"]))
+    return [
+        {**row, "difficulty": difficulty.get(row["problem_id"], 0)}
+        for row in student_rows(frame, dataset, student).iter_rows(named=True)
+    ]
+
+
+def trained_checkpoint(
+    gpu: GPUResource,
+    data: DataResource,
+    student: StudentConfig,
+    base_path: str,
+    examples: list[dict],
+    config: TrainingConfig,
+    seed: int,
+    folder: Path,
+    log: Callable[[str], None],
+) -> TrainResult:
+    """The checkpoint of ``examples`` for one seed, in ``folder`` (``.../<dataset>/<student>``) under its
+    training key: the saved one when a run with the same key finished before, else trained now and saved."""
+    output = folder / f"seed{seed}-{checkpoint_key(base_path, data.path, examples, config, seed)}"
+    result = load_trained(output)
+    if result is not None:
+        log(f"reusing {output}: same base model, examples, settings and seed")
+        return result
+    log(
+        f"training {folder.name} on {folder.parent.name} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()} x {config.processes}"
+    )
+    result = train(gpu, TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype), config, log)
+    save_result(output, result)
+    log(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
+    return result
+
+
+def trained_row(record: dict, result: TrainResult) -> dict:
+    """A checkpoints-table row for a trained (or reused) checkpoint."""
+    return {
+        **record,
+        "status": "trained",
+        "path": result.path,
+        "content_hash": result.content_hash,
+        "train_examples": result.train_examples,
+        "eval_examples": result.eval_examples,
+        "train_tokens": result.train_tokens,
+        "wall_s": result.wall_s,
+    }
 
 
 def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable[[str], None]) -> TrainResult:
