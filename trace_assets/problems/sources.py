@@ -67,8 +67,12 @@ def normalise_record(question: str, solution: str, split: str, source: str) -> d
     }
 
 
-def parse_record(text: str, split: str) -> dict:
-    """One JSONL line as a problem row; ValueError saying what is wrong with it."""
+GSM8K_RECORD = "'question' and 'answer' (GSM8K format)"  # what a line of a GSM8K JSONL file holds
+
+
+def json_object(text: str, keys: str) -> dict:
+    """One JSONL line's JSON object; a ValueError saying what is wrong otherwise (``keys``: what the
+    object should hold, for the message)."""
     try:
         record = json.loads(text)
     except RecursionError:
@@ -76,7 +80,13 @@ def parse_record(text: str, split: str) -> dict:
     except json.JSONDecodeError as error:
         raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object with 'question' and 'answer', got a JSON {type(record).__name__}")
+        raise ValueError(f"expected a JSON object with {keys}, got a JSON {type(record).__name__}")
+    return record
+
+
+def parse_record(text: str, split: str) -> dict:
+    """One JSONL line as a problem row; ValueError saying what is wrong with it."""
+    record = json_object(text, "'question' and 'answer'")
     missing = [key for key in ("question", "answer") if not isinstance(record.get(key), str)]
     if missing:
         raise ValueError(f"missing or non-string key(s) {missing}; expected 'question' and 'answer' strings")
@@ -120,7 +130,7 @@ def read_jsonl(
     skip_bad_lines: bool,
     report: LoadReport,
     parse: Callable[[str, str], dict] = parse_record,
-    expected: str = "'question' and 'answer' (GSM8K format)",
+    expected: str = GSM8K_RECORD,
 ) -> list[dict]:
     """Parse a JSONL problem file line by line with ``parse`` (default: GSM8K's format); a bad line is an
     error naming file and line, or counted when skipping. ``expected`` describes a record for the error
@@ -149,6 +159,17 @@ def read_jsonl(
         skipped = f" ({len(report.skipped_lines)} bad lines skipped)" if report.skipped_lines else ""
         raise ProblemFileError(f"{path}: no problems in the file{skipped}; expected one JSON object per line with {expected}")
     return rows
+
+
+def read_jsonl_splits(
+    files, report: LoadReport, parse: Callable[[str, str], dict] = parse_record, expected: str = GSM8K_RECORD
+) -> dict[str, list[dict]]:
+    """The train and test files a task's settings name (``files.train``, ``files.test``,
+    ``files.skip_bad_lines``), each read with :func:`read_jsonl`."""
+    return {
+        split: read_jsonl(resolve_path(getattr(files, split)), split, files.skip_bad_lines, report, parse, expected)
+        for split in ("train", "test")
+    }
 
 
 def read_gsm8k(dataset: str, config: str) -> dict[str, list[dict]]:
@@ -203,10 +224,7 @@ def gsm8k_rows(settings: ProblemsConfig, seed: int, report: LoadReport) -> dict[
     if settings.source == "gsm8k":
         return read_gsm8k(settings.gsm8k.dataset, settings.gsm8k.config)
     assert settings.jsonl is not None
-    return {
-        split: read_jsonl(resolve_path(getattr(settings.jsonl, split)), split, settings.jsonl.skip_bad_lines, report)
-        for split in ("train", "test")
-    }
+    return read_jsonl_splits(settings.jsonl, report)
 
 
 def load_problems(settings: ProblemsConfig, seed: int) -> tuple[pl.DataFrame, LoadReport]:

@@ -91,18 +91,9 @@ def equivalent(answer: str | None, reference: str) -> Check:
 
 def parse_math_record(text: str, split: str) -> dict:
     """One MATH-format JSONL line as a problem row; ValueError saying what is wrong with it."""
-    from trace_assets.problems.sources import problem_id
+    from trace_assets.problems.sources import json_object, problem_id
 
-    try:
-        record = json.loads(text)
-    except RecursionError:
-        raise ValueError("not a problem record (JSON nested too deeply)") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(record, dict):
-        raise ValueError(
-            f"expected a JSON object with 'problem', 'solution', 'level' and 'type', got a JSON {type(record).__name__}"
-        )
+    record = json_object(text, "'problem', 'solution', 'level' and 'type'")
     missing = [key for key in ("problem", "solution", "type") if not isinstance(record.get(key), str) or not record[key].strip()]
     if missing:
         raise ValueError(f"missing, empty or non-string key(s) {missing}; expected 'problem', 'solution', 'level' and 'type'")
@@ -133,21 +124,10 @@ class MathTask:
     numbers_matter = False
 
     def load(self, settings, seed: int, report) -> dict[str, list[dict]]:
-        from trace_assets.experiment import resolve_path
-        from trace_assets.problems.sources import read_jsonl
+        from trace_assets.problems.sources import read_jsonl_splits
 
-        files = settings.math
-        return {
-            split: read_jsonl(
-                resolve_path(getattr(files, split)),
-                split,
-                files.skip_bad_lines,
-                report,
-                parse_math_record,
-                "'problem', 'solution' (with \\boxed{}), 'level' and 'type' (MATH format)",
-            )
-            for split in ("train", "test")
-        }
+        expected = "'problem', 'solution' (with \\boxed{}), 'level' and 'type' (MATH format)"
+        return read_jsonl_splits(settings.math, report, parse_math_record, expected)
 
     def read(self, completion: str | None) -> Extraction:
         return line_extraction(completion, flexible=last_boxed((completion or "")[-2000:]))

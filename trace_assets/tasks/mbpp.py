@@ -37,16 +37,9 @@ def question_text(description: str, tests: list[str]) -> str:
 
 def parse_mbpp_record(text: str, split: str) -> dict:
     """One MBPP-format JSONL line as a problem row; ValueError saying what is wrong with it."""
-    from trace_assets.problems.sources import problem_id
+    from trace_assets.problems.sources import json_object, problem_id
 
-    try:
-        record = json.loads(text)
-    except RecursionError:
-        raise ValueError("not a problem record (JSON nested too deeply)") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object with 'text', 'code' and 'test_list', got a JSON {type(record).__name__}")
+    record = json_object(text, "'text', 'code' and 'test_list'")
     missing = [key for key in ("text", "code") if not isinstance(record.get(key), str) or not record[key].strip()]
     if missing:
         raise ValueError(f"missing, empty or non-string key(s) {missing}; expected 'text', 'code' and 'test_list'")
@@ -91,21 +84,9 @@ class MbppTask:
     numbers_matter = False
 
     def load(self, settings, seed: int, report) -> dict[str, list[dict]]:
-        from trace_assets.experiment import resolve_path
-        from trace_assets.problems.sources import read_jsonl
+        from trace_assets.problems.sources import read_jsonl_splits
 
-        files = settings.mbpp
-        return {
-            split: read_jsonl(
-                resolve_path(getattr(files, split)),
-                split,
-                files.skip_bad_lines,
-                report,
-                parse_mbpp_record,
-                "'text', 'code' and 'test_list' (MBPP format)",
-            )
-            for split in ("train", "test")
-        }
+        return read_jsonl_splits(settings.mbpp, report, parse_mbpp_record, "'text', 'code' and 'test_list' (MBPP format)")
 
     def read(self, completion: str | None) -> Extraction:
         blocks = code_blocks(completion)
