@@ -63,7 +63,7 @@ from trace_assets.styles.library import Style, StyleFile, load_style
 from trace_assets.tables import empty_frame, frame_of
 from trace_assets.traces.build import teacher_requests
 from trace_assets.traces.sampling import sample_traces
-from trace_assets.training.assets import trained_checkpoint, trained_row, training_examples
+from trace_assets.training.assets import trained_checkpoint, trained_row, training_examples, untrained_record
 from trace_assets.training.format import student_prompt
 
 GROUP = "loop"
@@ -376,18 +376,7 @@ def build_round_checkpoints_asset(settings: LoopSettings) -> dg.AssetsDefinition
                 base_path = student_path(student, data)
                 examples = training_examples(round_examples, dataset, student_name, problems)
                 for seed in config.seeds:
-                    record = {
-                        "round_key": key,
-                        "dataset": dataset,
-                        "student": student_name,
-                        "seed": seed,
-                        "base_model": base_path,
-                        "config": config.model_dump_json(),
-                        "train_examples": 0,
-                        "eval_examples": 0,
-                        "train_tokens": 0,
-                        "wall_s": 0.0,
-                    }
+                    record = {"round_key": key, **untrained_record(dataset, student_name, seed, base_path, config)}
                     if not examples:
                         context.log.warning(f"{key}: dataset {dataset} is empty; nothing to train for {student_name}")
                         rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})

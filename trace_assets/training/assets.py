@@ -70,17 +70,7 @@ def build_checkpoints_asset(
         examples = training_examples(sft_examples, dataset, student_name, problems)
         rows, logs = [], []
         for seed in config.seeds:
-            record = {
-                "dataset": dataset,
-                "student": student_name,
-                "seed": seed,
-                "base_model": base_path,
-                "config": config.model_dump_json(),
-                "train_examples": 0,
-                "eval_examples": 0,
-                "train_tokens": 0,
-                "wall_s": 0.0,
-            }
+            record = untrained_record(dataset, student_name, seed, base_path, config)
             if dataset in BASE_DATASETS:
                 rows.append({**record, "status": "base", "path": base_path, "content_hash": directory_hash_safe(base_path)})
                 continue
@@ -154,6 +144,21 @@ def trained_checkpoint(
     save_result(output, result)
     log(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
     return result
+
+
+def untrained_record(dataset: str, student: str, seed: int, base_path: str, config: TrainingConfig) -> dict:
+    """A checkpoints-table row's identity and settings, with nothing trained yet (status and path to add)."""
+    return {
+        "dataset": dataset,
+        "student": student,
+        "seed": seed,
+        "base_model": base_path,
+        "config": config.model_dump_json(),
+        "train_examples": 0,
+        "eval_examples": 0,
+        "train_tokens": 0,
+        "wall_s": 0.0,
+    }
 
 
 def trained_row(record: dict, result: TrainResult) -> dict:
