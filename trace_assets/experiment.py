@@ -91,12 +91,9 @@ class CountdownSource(_Section):
         return self
 
 
-class TaskFiles(_Section):
-    """Local JSONL files of a task (MATH: problem, solution, level, type; MBPP: text, code, test_list)."""
-
-    train: str = Field(min_length=1, description="path of the train split's JSONL file")
-    test: str = Field(min_length=1, description="path of the test split's JSONL file")
-    skip_bad_lines: bool = False
+class TaskFiles(JsonlSource):
+    """Local JSONL files of a task (MATH: problem, solution, level, type; MBPP: text, code, test_list):
+    the same train, test and skip_bad_lines as the gsm8k task's JSONL source."""
 
 
 TaskName = Literal["gsm8k", "countdown", "math", "mbpp"]
