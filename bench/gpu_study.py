@@ -1,0 +1,207 @@
+"""The first real study on one GPU (issue 24): run it, bring its tables back, and write its results.
+
+    python bench/gpu_study.py run [--experiment experiments/gpu_study.yaml] [--data /tmp/gpu_study] [--stop-after-s S]
+    python bench/gpu_study.py run --shrink --data /tmp/gpu_study_cpu                # the same file, CPU-sized
+    python bench/gpu_study.py export --data /tmp/gpu_study --out $OUT       # tables as one tar of Parquet files
+    python bench/gpu_study.py results --tables DIR [--output bench/results/gpu_study]
+
+``run`` materializes the experiment stage by stage through Dagster (bench/study_run.py), resumable
+over device calls; dry-run's per-step estimate is taken before the first stage. ``--shrink`` is the
+rehearsal on a CPU: the same file (every arm, contrast, rule and style) at tiny sizes (see SHRINK). ``export`` writes
+the report's input tables (and the stage times) as Parquet into one tar that fits the device
+tool's 16 MiB per file. ``results`` rebuilds the report from those tables with this checkout's
+statistics (so the figures are the committed code's, not the device run's) and writes, under
+``--output``: report.md with its plots, and results.json with per-arm accuracy and interval, the
+planned contrasts, each arm's measured seed-to-seed SD, the loop's rounds, GPU seconds per step
+and dry-run's estimate per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_EXPERIMENT = "experiments/gpu_study.yaml"
+# the report's inputs (StudyTables) and the loop's rounds; large text columns the report never reads
+# are dropped so the tar stays under the device tool's 16 MiB per file
+TABLES = (
+    "problems",
+    "accuracy",
+    "eval_results",
+    "failure_modes",
+    "training_log",
+    "trace_stats",
+    "checkpoints",
+    "sft_examples",
+    "dataset_exclusions",
+    "judged_traces",
+    "rounds",
+)
+# the rehearsal's sizes: every arm still gets examples, and the run fits a 2-core CPU in minutes
+SHRINK = {
+    "problems": {"n_train": 24, "n_test": 12},
+    "teacher": {"sampling": {"n": 4, "max_tokens": 128}},
+    "judge": {"sampling": {"max_tokens": 64}},
+    "training": {"max_steps": 2, "batch_size": 4, "max_length": 512, "packing": False, "eval_fraction": 0.0},
+    "evaluation": {"max_tokens": 128},
+    "gpu": {"devices": [], "memory_fraction": 0.3},
+}
+HEAVY_COLUMNS = {"judged_traces": ["completion", "judge_completion", "token_logprobs", "token_ends"]}
+
+
+def export(data: Path, out: Path) -> Path:
+    import polars as pl
+
+    from trace_assets.experiment import database_path
+    from trace_assets.storage import connect
+
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "gpu_study_tables.tar"
+    with connect(database_path(data), read_only=True) as connection, tarfile.open(target, "w") as tar:
+        present = {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        for table in TABLES:
+            if table not in present:
+                continue
+            frame = connection.sql(f"SELECT * FROM {table}").pl()
+            frame = frame.drop([c for c in HEAVY_COLUMNS.get(table, []) if c in frame.columns])
+            buffer = io.BytesIO()
+            frame.write_parquet(buffer, compression="zstd", compression_level=19)
+            info = tarfile.TarInfo(f"{table}.parquet")
+            info.size = buffer.tell()
+            buffer.seek(0)
+            tar.addfile(info, buffer)
+            print(f"{table}: {frame.height} rows, {info.size / 1e6:.1f} MB", flush=True)
+        for extra in ("study_times.json",):
+            if (data / extra).exists():
+                tar.add(data / extra, arcname=extra)
+        for path in sorted((data / "report").glob("*")):
+            tar.add(path, arcname=f"device_report/{path.name}")
+        del pl
+    print(f"{target}: {target.stat().st_size / 1e6:.1f} MB", flush=True)
+    return target
+
+
+def shrunk(experiment_path: str, data: Path) -> str:
+    """The experiment file with SHRINK's sizes merged in, written into the data folder."""
+    import yaml
+
+    def merge(base: dict, change: dict) -> dict:
+        return {**base, **{k: merge(base.get(k) or {}, v) if isinstance(v, dict) else v for k, v in change.items()}}
+
+    spec = merge(yaml.safe_load(Path(experiment_path).read_text()), SHRINK)
+    spec["name"] += "_cpu"
+    data.mkdir(parents=True, exist_ok=True)
+    target = data / "experiment.yaml"
+    target.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(target)
+
+
+def read_tables(folder: Path) -> dict:
+    import polars as pl
+
+    if folder.is_file():  # the tar as it came back
+        with tarfile.open(folder) as tar:
+            return {
+                Path(member.name).stem: pl.read_parquet(io.BytesIO(tar.extractfile(member).read()))  # type: ignore[union-attr]
+                for member in tar.getmembers()
+                if member.name.endswith(".parquet")
+            } | {"_times": json.loads(tar.extractfile("study_times.json").read())}  # type: ignore[union-attr]
+    return {path.stem: pl.read_parquet(path) for path in folder.glob("*.parquet")} | {
+        "_times": json.loads((folder / "study_times.json").read_text())
+    }
+
+
+def seed_spread(eval_results) -> list[dict]:
+    """Each arm's accuracy per training seed and its seed-to-seed SD, in points and in logits."""
+    import math
+
+    import polars as pl
+
+    per_seed = (
+        eval_results.group_by(["dataset", "student", "seed"])
+        .agg(pl.col("is_correct").mean().alias("accuracy"), pl.len().alias("n"))
+        .sort(["student", "dataset", "seed"])
+    )
+    rows = []
+    for (dataset, student), group in per_seed.group_by(["dataset", "student"], maintain_order=True):
+        accuracies = group["accuracy"].to_list()
+        logits = [math.log(max(a, 1e-3) / max(1 - a, 1e-3)) for a in accuracies]
+        rows.append(
+            {
+                "dataset": dataset,
+                "student": student,
+                "seeds": group["seed"].to_list(),
+                "accuracy_per_seed": [round(a, 4) for a in accuracies],
+                "seed_sd_points": round(float(pl.Series(accuracies).std() or 0.0) * 100, 2) if len(accuracies) > 1 else None,
+                "seed_sd_logit": round(float(pl.Series(logits).std() or 0.0), 3) if len(logits) > 1 else None,
+            }
+        )
+    return rows
+
+
+def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
+    from bench.study_run import time_figures
+    from trace_assets.experiment import load_experiment
+    from trace_assets.reporting.report import StudyTables, build_report
+
+    experiment = load_experiment(experiment_path)
+    tables = read_tables(tables_path)
+    study = StudyTables(*(tables[name] for name in TABLES[:10] if name != "problems"), tables["problems"])  # type: ignore[call-arg]
+    report = build_report(
+        experiment.name, experiment.training.seeds, experiment.judge_note(), experiment.planned_contrasts(), study
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    for name, png in report.plots.items():
+        (output / name).write_bytes(png)
+    (output / "report.md").write_text(report.text)
+    accuracy = tables["accuracy"]
+    figures = {
+        "experiment": experiment_path,
+        "accuracy": accuracy.to_dicts(),
+        "seed_spread": seed_spread(tables["eval_results"]),
+        "distinguishable_contrasts": report.distinguishable,
+        "loop_rounds": tables["rounds"].to_dicts() if "rounds" in tables else None,
+        "times": time_figures(tables["_times"], experiment_path, ROOT),
+    }
+    (output / "results.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    print(report.text)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run")
+    run.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    run.add_argument("--data", default="/tmp/gpu_study")
+    run.add_argument("--stop-after-s", type=float, default=None)
+    run.add_argument("--shrink", action="store_true", help="the CPU rehearsal: the same file at tiny sizes")
+    exporter = sub.add_parser("export")
+    exporter.add_argument("--data", default="/tmp/gpu_study")
+    exporter.add_argument("--out", required=True)
+    rebuild = sub.add_parser("results")
+    rebuild.add_argument("--tables", required=True, help="the exported tar, or a folder of its Parquet files")
+    rebuild.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    rebuild.add_argument("--output", default=str(ROOT / "bench" / "results" / "gpu_study"))
+    args = parser.parse_args()
+    if args.command == "run":
+        from bench.study_run import run_study
+
+        experiment = shrunk(args.experiment, Path(args.data)) if args.shrink else args.experiment
+        _, done = run_study(experiment, Path(args.data), args.stop_after_s)
+        print("study complete" if done else "study not complete: run again with the same --data", flush=True)
+    elif args.command == "export":
+        export(Path(args.data), Path(args.out))
+    else:
+        results(Path(args.tables), Path(args.output), args.experiment)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Materialize an experiment stage by stage through Dagster, resumable over several command calls.
+
+Used by bench/gpu_smoke.py and bench/gpu_study.py on the GPU machine, where one command may run
+10 minutes at most. Stages are trace_assets.demo's, then the closed loop's rounds when the
+experiment has a ``revision`` section. Each stage's wall time and each step's own seconds (from its
+Dagster success event) are kept in ``DATA/study_times.json`` as the stage ends: a call cut off by a
+limit is run again with the same data folder and goes on from the first unfinished stage (the
+generation cache and the checkpoints already saved are reused, so a stage cut mid-way loses little).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+# the steps that hold a GPU: dry-run estimates each (its rows are named after them)
+GPU_STEPS = ("teacher_traces", "judged_traces", "checkpoints", "eval_results", "failure_modes")
+LOOP_STAGE = "loop rounds"
+TIMES_FILE = "study_times.json"
+
+
+def estimate(experiment) -> dict[str, float]:
+    """dry-run's seconds per GPU asset (its GPU-hours; one GPU each here)."""
+    from trace_assets.cli import plan
+
+    seconds: dict[str, float] = {}
+    for row in plan(experiment):
+        asset = row["asset"].split("[")[0]
+        seconds[asset] = seconds.get(asset, 0.0) + row["gpu_hours"] * 3600
+    return seconds
+
+
+def load_times(data: Path) -> dict:
+    path = data / TIMES_FILE
+    return json.loads(path.read_text()) if path.exists() else {"stages": {}, "steps": {}}
+
+
+def run_study(experiment_path: str, data: Path, stop_after_s: float | None = None) -> tuple[dict, bool]:
+    """Run every stage not yet done; returns (the stage and step times so far, whether all are done).
+    The dry-run estimate is taken once, before the first stage runs, and kept with the times."""
+    began = time.perf_counter()
+    data.mkdir(parents=True, exist_ok=True)
+    os.environ["TRACE_ASSETS_EXPERIMENT"] = experiment_path
+    os.environ["TRACE_ASSETS_DATA_DIR"] = str(data)
+    os.environ.setdefault("DAGSTER_HOME", str(data / "dagster_home"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import dagster as dg
+
+    from trace_assets.demo import STAGES, run_stage
+    from trace_assets.experiment import load_experiment
+    from trace_assets.inputs import check_inputs
+    from trace_assets.instance import write_instance
+    from trace_assets.project import build_definitions
+
+    experiment = check_inputs(load_experiment(experiment_path))
+    times = load_times(data)
+    times.setdefault("estimate_before_run_s", estimate(experiment))
+    write_instance(Path(os.environ["DAGSTER_HOME"]), overwrite=False)
+    defs = build_definitions(experiment, data)
+    stages: list[list[str] | str] = [*STAGES, *([LOOP_STAGE] if experiment.revision is not None else [])]
+
+    def save() -> None:
+        (data / TIMES_FILE).write_text(json.dumps(times, indent=2))
+
+    with dg.DagsterInstance.get() as instance:
+        for stage in stages:
+            name = stage if isinstance(stage, str) else ", ".join(stage)
+            if name in times["stages"]:
+                print(f"{name}: done in an earlier call ({times['stages'][name]:.0f} s)", flush=True)
+                continue
+            if stop_after_s is not None and time.perf_counter() - began > stop_after_s:
+                print(f"stopping before {name}: {stop_after_s:.0f} s have passed; run again to go on", flush=True)
+                save()
+                return times, False
+            print(f"{name} ...", flush=True)
+            steps: dict[str, float] = {}
+            started = time.perf_counter()
+            if isinstance(stage, str):
+                from trace_assets.loop.sensors import run_loop
+
+                rounds = run_loop(defs, instance, log=lambda line: print(line, flush=True))
+                run_stage(defs, instance, ["rounds_report"], steps)
+                times["loop_rounds"] = rounds
+            else:
+                run_stage(defs, instance, stage, steps)
+            times["stages"][name] = time.perf_counter() - started
+            for step, seconds in steps.items():
+                times["steps"][step] = times["steps"].get(step, 0.0) + seconds
+            save()
+            print(f"{name}: {times['stages'][name]:.0f} s {json.dumps({k: round(v, 1) for k, v in steps.items()})}", flush=True)
+    return times, True
+
+
+def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
+    """Per-step GPU seconds against dry-run's estimate made before the run, per step and in total."""
+    wall = sum(times["stages"].values())
+    gpu_steps = {step: round(times["steps"].get(step, 0.0), 1) for step in GPU_STEPS}
+    gpu_seconds = sum(gpu_steps.values())
+    estimated = times["estimate_before_run_s"]
+    estimate_s = sum(estimated.values())
+    per_step = {
+        step: {
+            "measured_s": gpu_steps[step],
+            "estimate_s": round(estimated.get(step, 0.0), 1),
+            "estimate_over_measured": round(estimated.get(step, 0.0) / gpu_steps[step], 3) if gpu_steps[step] else None,
+        }
+        for step in GPU_STEPS
+    }
+    path = Path(experiment_path)
+    return {
+        "experiment": str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else experiment_path,
+        "wall_s": round(wall, 1),
+        "stage_wall_s": {name: round(seconds, 1) for name, seconds in times["stages"].items()},
+        "step_s": {step: round(seconds, 1) for step, seconds in times["steps"].items()},
+        "gpu_step_s": gpu_steps,
+        "gpu_hours": round(gpu_seconds / 3600, 4),
+        "dry_run_estimate_s": {asset: round(seconds, 1) for asset, seconds in estimated.items()},
+        "dry_run_gpu_hours": round(estimate_s / 3600, 4),
+        "per_step_vs_estimate": per_step,
+        # the estimate covers the GPU steps; the rest of the wall time (problems, prompts, datasets,
+        # report, Dagster's own run overhead) is CPU work it does not claim
+        "estimate_over_gpu_steps": round(estimate_s / gpu_seconds, 3) if gpu_seconds else None,
+        "estimate_over_wall": round(estimate_s / wall, 3) if wall else None,
+        "within_30_percent": bool(gpu_seconds) and abs(estimate_s / gpu_seconds - 1) <= 0.30,
+        "every_step_within_30_percent": all(
+            figure["estimate_over_measured"] is not None and abs(figure["estimate_over_measured"] - 1) <= 0.30
+            for figure in per_step.values()
+            if figure["measured_s"] or figure["estimate_s"]
+        ),
+        "measured_at": time.strftime("%Y-%m-%d"),
+    }
