@@ -51,6 +51,7 @@ def build_resources(experiment: Experiment, folder: Path) -> dict:
         devices=",".join(str(d) for d in experiment.gpu.devices),
         memory_fraction=experiment.gpu.memory_fraction,
         cpu_memory_fraction=experiment.gpu.cpu_memory_fraction,
+        compile_cache=str(folder / "compile_cache"),
     )
     return {
         "io_manager": TransactionalDuckDBPolarsIOManager(database=str(data.database), schema="main"),

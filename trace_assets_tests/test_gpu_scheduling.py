@@ -157,3 +157,17 @@ def test_the_instance_sizes_the_gpu_pool_to_the_machine(tmp_path, monkeypatch):
     path.write_text("telemetry: {enabled: false}\n")
     instance.write_instance(tmp_path / "home", overwrite=False)  # the demo keeps a home's own settings
     assert "concurrency" not in yaml.safe_load(path.read_text())
+
+
+def test_compile_caches_live_in_the_configured_folder_unless_the_environment_names_them(tmp_path, monkeypatch):
+    from trace_assets.resources import COMPILE_CACHES
+
+    monkeypatch.delenv("VLLM_CACHE_ROOT", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/else")
+    env = GPUResource(compile_cache=str(tmp_path / "cache")).environment()
+    assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "cache" / "vllm")
+    assert env["TRITON_CACHE_DIR"] == str(tmp_path / "cache" / "triton")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/else"  # the user's choice wins
+    assert set(COMPILE_CACHES) <= set(env)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    assert "TRITON_CACHE_DIR" not in GPUResource().environment()  # no folder configured: the tools' defaults
