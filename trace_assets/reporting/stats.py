@@ -342,8 +342,10 @@ def trained_noise(
             continue
         scale, residual, scale_df, slope_ratio = by_student[student]
         factor, factor_dof = moderated.get(dataset, prior)
-        # the arm's mean square is the product of two estimates: combine their df (Satterthwaite, equal CVs)
-        df = 1.0 / (1.0 / factor_dof + 1.0 / scale_df)
+        # the arm's mean square is the product of two estimates: their df combine as for independent ones
+        # (Satterthwaite, equal CVs), the scale counted without the arm's own runs, which the factor has
+        others = scale_df - (terms.k - 1 if _measured(terms) else 0)
+        df = 1.0 / (1.0 / factor_dof + 1.0 / others) if others > 0 else factor_dof
         if _measured(terms):
             out[(dataset, student)] = TrainingNoise(
                 scale * factor,
