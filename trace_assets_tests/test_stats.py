@@ -364,7 +364,7 @@ def test_each_world_is_calibrated(name):
 def test_planned_power_matches_the_simulation():
     """At the smallest difference planned to be found with 80% power, the simulated study finds it about that often."""
     shape = StudyShape(("base", "A", "B", "C"), ("s",), 3, 800, (("A", "baseline"), ("B", "A"), ("C", "A")), (), (0.5,))
-    noise = PlanningNoise(0.15, np.inf, "test")
+    noise = PlanningNoise(0.15, 6.0, "test")  # 3 trained arms x 2 df: what the study measures
     effect = detectable_difference("pair", 800, 3, 3, noise)
     assert 0.03 < effect < 0.2
     world = World("power", 0.15, accuracy_shift={"B": effect}, declared_sd=0.15)

@@ -334,7 +334,7 @@ def calibrate(
             shape.n_problems,
             shape.n_seeds,
             family_size(shape),
-            PlanningNoise(seed_sd, np.inf, "simulated"),
+            PlanningNoise(seed_sd, float(len(shape.trained) * (shape.n_seeds - 1)) if shape.n_seeds > 1 else np.inf, "simulated"),
         )
         log(
             f"power: {target[0]} +{effect * 100:g} points in {target[0]} - {target[1]} at training noise {seed_sd:g}: "

@@ -337,6 +337,7 @@ def build_report(
     noise = noise_table(evals, settings)
     students = evals["student"].unique(maintain_order=True).to_list()
     untrained = evals.filter(pl.col("dataset").str.starts_with("base"))["dataset"].n_unique()
+    trained_arms = evals.filter(~pl.col("dataset").str.starts_with("base"))["dataset"].n_unique()
     power = power_lines(
         [*contrasts, *plan.replicates],
         plan.interactions,
@@ -346,6 +347,7 @@ def build_report(
         settings,
         plan.target_difference,
         untrained,
+        trained_arms,
     )
     failures = failure_summary(tables.failure_modes, evals, baselines=baselines)
     failures = failures.filter(pl.col("count_mean") > 0) if failures.height else failures

@@ -60,7 +60,7 @@ and few-shot), each row in the family: choosing the larger after looking would b
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +311,7 @@ def trained_noise(
         datasets, factors, dfs = _dataset_factors(study, scales)
         d0, f0 = variance_prior(factors[~flagged], dfs[~flagged])
     by_student = scales
+    outliers = {dataset for dataset, outlier in zip(datasets, flagged) if outlier}
     total_df = float(dfs[~flagged].sum())
     if np.isnan(f0):
         f0 = 1.0
@@ -345,7 +346,12 @@ def trained_noise(
         # the arm's mean square is the product of two estimates: their df combine as for independent ones
         # (Satterthwaite, equal CVs), the scale counted without the arm's own runs, which the factor has
         others = scale_df - (terms.k - 1 if _measured(terms) else 0)
-        df = 1.0 / (1.0 / factor_dof + 1.0 / others) if others > 0 else factor_dof
+        if np.isinf(d0) and dataset not in outliers:  # every factor is the prior: the student's pooled scale
+            df = scale_df
+        elif others > 0:
+            df = 1.0 / (1.0 / factor_dof + 1.0 / others)
+        else:
+            df = min(factor_dof, scale_df)
         if _measured(terms):
             out[(dataset, student)] = TrainingNoise(
                 scale * factor,
@@ -900,11 +906,15 @@ def power_lines(
     settings: NoiseSettings,
     target: float | None = None,
     untrained: int = 2,
+    trained_arms: int = 1,
 ) -> list[str]:
     """One line per planned contrast and interaction: the smallest difference detectable with 80% power (Holm
-    over the whole family) at k seeds and n problems, per student, and the seeds ``target`` needs."""
+    over the whole family) at k seeds and n problems, per student, and the seeds ``target`` needs. With k > 1
+    the study measures its own training noise from ``trained_arms`` arms per student: the test has their df."""
     family = holm_family_size(contrasts, len(students), len(interactions), untrained)
     noise = {student: planning_noise(student, settings) for student in students}
+    if k > 1:  # the study will measure its training noise from its own seeds: the test has their df
+        noise = {s: replace(p, df=float(trained_arms * (k - 1))) for s, p in noise.items()}
     lines = [
         f"power (80%, Holm over {family}, {k} seeds, {n} problems); training noise: "
         + "; ".join(f"{s}: logit SD {p.logit_sd:.3f}, {p.source}" for s, p in noise.items())
@@ -945,6 +955,7 @@ def experiment_power_lines(experiment, n_test: int, database: Path) -> list[str]
         settings,
         experiment.statistics.target_difference,
         untrained,
+        len(experiment.datasets),
     )
 
 
