@@ -5,10 +5,13 @@
 prints, per asset, the work an experiment implies and an estimate of GPU hours from the throughput
 measured by bench/gpu.py (bench/results/gpu.json, trace_assets/rates.py), scaled by model size.
 
-    trace-assets calibrate [--experiment experiments/paper.yaml] [--studies 2000] [--seed 0]
+and, per planned contrast, the smallest difference detectable with 80% power at its seeds and test size
+(trace_assets/reporting/stats.py ``power_lines``).
 
-simulates studies shaped like the experiment through the report's statistics and ends with the line
-``fwer=<x> coverage=<y> power=<z>`` (trace_assets/reporting/calibration.py).
+    trace-assets calibrate [--experiment experiments/paper.yaml] [--studies 1000] [--seed 0] [--output FILE]
+
+simulates studies shaped like the experiment in several worlds through the report's statistics and ends
+with the line ``fwer=<worst> coverage=<worst> power=<p>`` (trace_assets/reporting/calibration.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import sys
 
 from trace_assets.errors import InputError
-from trace_assets.experiment import Experiment, load_experiment
+from trace_assets.experiment import Experiment, database_path, load_experiment
 from trace_assets.inputs import check_inputs
 from trace_assets.rates import Rates, load_rates
 
@@ -182,6 +185,9 @@ def dry_run(experiment: Experiment, rates: Rates | None = None) -> str:
     ]
     lines.append(f"  {'total':<{width}}  {'':<48}  ~{sum(r['gpu_hours'] for r in rows):8.2f} GPU h")
     lines.append(f"  ({rates.describe()}; wall time is per step run alone)")
+    from trace_assets.reporting.stats import experiment_power_lines
+
+    lines += experiment_power_lines(experiment, problem_counts(experiment.problems)[1], database_path())
     return "\n".join(lines)
 
 
@@ -207,15 +213,17 @@ def main(argv: list[str] | None = None) -> None:
     dry.add_argument("--experiment", default=None, help="experiment file (default: TRACE_ASSETS_EXPERIMENT or smoke)")
     calibrate = commands.add_parser("calibrate", help="measure the report statistics' error rates by simulation")
     calibrate.add_argument("--experiment", default="experiments/paper.yaml", help="experiment file whose shape is simulated")
-    calibrate.add_argument("--studies", type=int, default=2000, help="null studies (and as many power studies)")
+    calibrate.add_argument("--studies", type=int, default=1000, help="studies per world")
     calibrate.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+    calibrate.add_argument("--output", default=None, help="also write the figures as JSON to this file")
     args = parser.parse_args(argv)
     if args.command == "dry-run":
         print(dry_run(load_experiment(args.experiment)))
     elif args.command == "calibrate":
         from trace_assets.reporting.calibration import run_calibration
 
-        run_calibration(load_experiment(args.experiment), studies=args.studies, seed=args.seed)
+        command = " ".join(["trace-assets", *(argv if argv is not None else sys.argv[1:])])
+        run_calibration(load_experiment(args.experiment), args.studies, args.seed, args.output, command)
 
 
 if __name__ == "__main__":

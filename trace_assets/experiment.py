@@ -222,6 +222,11 @@ class DatasetRecipe(_Section):
     pair_correct_wrong: bool = Field(
         False, description="G/W/mixture: only problems where the style has both an eligible right and an eligible wrong trace"
     )
+    replicate_of: str | None = Field(
+        None,
+        description="an A/A control: the same examples as this dataset, trained again with other training seeds "
+        "(each seed plus REPLICATE_SEED_OFFSET); written in the file as `NAME: {replicate_of: DATASET}` alone",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -435,6 +440,52 @@ class DatasetRules(_Section):
     token_matching: list[TokenMatchGroup]
 
 
+# A replicate (A/A control) trains with each seed plus this offset (times its number among the replicates
+# of one dataset), so its runs are really other training runs of the same examples.
+REPLICATE_SEED_OFFSET = 1000
+
+
+class StatisticsConfig(_Section):
+    """What the report's statistics and power planning may assume (trace_assets/reporting/stats.py)."""
+
+    seed_sd: float | None = Field(
+        None,
+        gt=0,
+        le=5,
+        description="training noise, the logit SD of one run's shift from seed to seed (0.15 is about 3-4 accuracy "
+        "points near 50%): used for single-seed arms when no run of the student has two seeds, and in power planning",
+    )
+    target_difference: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="the accuracy difference the study should detect (0.03: 3 points); dry-run prints the seeds it needs",
+    )
+
+
+class InteractionContrast(_Section):
+    """``(a - b) at student S1 vs (a - b) at student S2``: does a data change act differently on two students?"""
+
+    difference: tuple[str, str] = Field(description="[a, b]: the datasets whose difference a - b is compared")
+    between: tuple[str, str] = Field(description="[S1, S2]: the two students it is compared between")
+
+
+def _contrast_entry(number: int, entry):
+    """A ``contrasts:`` entry: ``[a, b]`` or ``{difference: [a, b], between: [S1, S2]}``."""
+    if isinstance(entry, (list, tuple)) and len(entry) == 2 and all(isinstance(x, str) for x in entry):
+        return tuple(entry)
+    if isinstance(entry, InteractionContrast):
+        return entry
+    if isinstance(entry, dict) and set(entry) == {"difference", "between"}:
+        try:
+            return InteractionContrast.model_validate(entry)
+        except ValidationError as error:
+            raise ValueError(f"contrasts.{number}: {error.errors()[0]['msg']} in {entry!r}") from None
+    raise ValueError(
+        f"contrasts.{number}: expected [a, b] or {{difference: [a, b], between: [student1, student2]}}, got {entry!r}"
+    )
+
+
 class Experiment(_Section):
     name: str = Field(min_length=1)
     seed: int = 0
@@ -448,12 +499,14 @@ class Experiment(_Section):
     eligibility: EligibilityPolicy = EligibilityPolicy()
     comparisons: ComparisonsConfig = ComparisonsConfig()
     token_matching: list[TokenMatchGroup] = []
-    contrasts: list[tuple[str, str]] | None = Field(
+    contrasts: list[tuple[str, str] | InteractionContrast] | None = Field(
         None,
-        description="planned comparisons (a, b): is a different from b? Names are datasets, 'base', "
-        "'base_few_shot' or 'baseline' (the student's stronger untrained baseline). Null: the first dataset vs "
-        "baseline, then every other dataset vs the first",
+        description="planned comparisons [a, b]: is a different from b? Names are datasets, 'base', "
+        "'base_few_shot' or 'baseline' (tested against each untrained evaluation). Or interactions "
+        "{difference: [a, b], between: [S1, S2]}: is a - b different at student S1 and at S2? Null: the first "
+        "dataset vs baseline, then every other dataset vs the first",
     )
+    statistics: StatisticsConfig = StatisticsConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     thresholds: ThresholdsConfig = ThresholdsConfig()
@@ -463,6 +516,36 @@ class Experiment(_Section):
 
     # Where the file was loaded from; relative paths inside it resolve against the project root.
     source_path: str = ""
+
+    @field_validator("contrasts", mode="before")
+    @classmethod
+    def _contrast_entries(cls, entries):
+        if isinstance(entries, list):
+            return [_contrast_entry(number, entry) for number, entry in enumerate(entries)]
+        return entries
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_replicates(cls, data):
+        """``NAME: {replicate_of: DATASET}`` takes DATASET's recipe, with ``replicate_of`` set."""
+        datasets = data.get("datasets") if isinstance(data, dict) else None
+        if not isinstance(datasets, dict):
+            return data
+        expanded = dict(datasets)
+        for name, entry in datasets.items():
+            source = entry.get("replicate_of") if isinstance(entry, dict) else None
+            if source is None:
+                continue
+            if set(entry) != {"replicate_of"}:
+                raise ValueError(f"datasets.{name}: a replicate takes its recipe from '{source}'; give only 'replicate_of'")
+            original = datasets.get(source)
+            if original is None:
+                raise ValueError(f"datasets.{name}.replicate_of: '{source}' is not a dataset of this experiment")
+            original = original.model_dump() if isinstance(original, BaseModel) else original
+            if not isinstance(original, dict) or original.get("replicate_of"):
+                raise ValueError(f"datasets.{name}.replicate_of: '{source}' is itself a replicate; name the original")
+            expanded[name] = {**original, "replicate_of": source}
+        return {**data, "datasets": expanded}
 
     @field_validator("styles")
     @classmethod
@@ -515,7 +598,20 @@ class Experiment(_Section):
             if recipe.style is not None and recipe.style not in self.styles:
                 raise ValueError(f"datasets.{name}.style: '{recipe.style}' is not one of styles {self.styles}")
         known = {*self.datasets, *BASE_DATASETS, BASELINE}
-        for number, (a, b) in enumerate(self.contrasts or []):
+        for number, entry in enumerate(self.contrasts or []):
+            if isinstance(entry, InteractionContrast):
+                for student in entry.between:
+                    if student not in self.students:
+                        raise ValueError(f"contrasts.{number}.between: '{student}' is not a student of this experiment")
+                if entry.between[0] == entry.between[1]:
+                    raise ValueError(f"contrasts.{number}.between: compares student '{entry.between[0]}' with itself")
+                a, b = entry.difference
+                if BASELINE in entry.difference:
+                    raise ValueError(
+                        f"contrasts.{number}.difference: name the untrained arm ('{BASE_DATASET}' or '{BASE_FEW_SHOT}')"
+                    )
+            else:
+                a, b = entry
             for arm in (a, b):
                 if arm not in known:
                     raise ValueError(
@@ -551,6 +647,14 @@ class Experiment(_Section):
                     seen[name] = number
 
         groups = self.comparisons.groups
+        replicates = {name for name, recipe in self.datasets.items() if recipe.replicate_of}
+        for section, named in (
+            ("comparisons.groups", groups or []),
+            ("token_matching", [g.datasets for g in self.token_matching]),
+        ):
+            for number, group in enumerate(named):
+                for name in sorted(replicates & set(group)):
+                    raise ValueError(f"{section}[{number}]: '{name}' is a replicate; it takes its examples from its original")
         check("comparisons.groups", groups or [])
         check("token_matching", [group.datasets for group in self.token_matching])
         for group in self.token_matching:
@@ -561,7 +665,7 @@ class Experiment(_Section):
             # Mixtures of one style and flaw are nested only if they are built over the same problems.
             where: dict[tuple, set[int | None]] = {}
             for name, recipe in self.datasets.items():
-                if recipe.recipe == "mixture":
+                if recipe.recipe == "mixture" and not recipe.replicate_of:
                     number = next((i for i, group in enumerate(groups) if name in group), None) if groups is not None else 0
                     where.setdefault((recipe.style, recipe.flaw, recipe.pair_correct_wrong), set()).add(number)
             for (style, flaw, _), numbers in where.items():
@@ -598,11 +702,28 @@ class Experiment(_Section):
         return f"independent judge {self.judge.model} (teacher {self.teacher.model})"
 
     def planned_contrasts(self) -> list[tuple[str, str]]:
-        """The comparisons the report tests, Holm-adjusted as one family: declared, or the default."""
+        """The pairwise comparisons the report tests (with the interactions, one Holm family): declared, or
+        the default (replicates left out: they are A/A controls, ``replicate_pairs``)."""
         if self.contrasts is not None:
-            return list(self.contrasts)
-        trained = list(self.datasets)
+            return [entry for entry in self.contrasts if isinstance(entry, tuple)]
+        trained = [name for name, recipe in self.datasets.items() if not recipe.replicate_of]
         return [(trained[0], BASELINE)] + [(other, trained[0]) for other in trained[1:]] if trained else []
+
+    def interactions(self) -> list[tuple[str, str, str, str]]:
+        """Declared interactions as (a, b, student 1, student 2): (a - b) at student 1 vs at student 2."""
+        return [(*entry.difference, *entry.between) for entry in self.contrasts or [] if isinstance(entry, InteractionContrast)]
+
+    def replicate_pairs(self) -> list[tuple[str, str]]:
+        """The A/A controls: (replicate, its original)."""
+        return [(name, recipe.replicate_of) for name, recipe in self.datasets.items() if recipe.replicate_of]
+
+    def training_seed_offsets(self) -> dict[str, int]:
+        """Per replicate, what its training seeds add to the experiment's seeds (its runs must differ)."""
+        offsets, count = {}, {}
+        for name, source in self.replicate_pairs():
+            count[source] = count.get(source, 0) + 1
+            offsets[name] = REPLICATE_SEED_OFFSET * count[source]
+        return offsets
 
     def reviser(self) -> ModelConfig:
         """The model that revises styles: ``revision.reviser``, else the teacher."""

@@ -19,6 +19,7 @@ from trace_assets.judging.assets import build_judged_traces_asset
 from trace_assets.lineage.assets import lineage_views
 from trace_assets.problems.assets import build_problems_asset
 from trace_assets.reporting.assets import build_accuracy_asset, build_failure_modes_asset, build_report_asset
+from trace_assets.reporting.report import statistics_plan
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
 from trace_assets.storage import TransactionalDuckDBPolarsIOManager
 from trace_assets.styles.assets import build_style_asset
@@ -89,16 +90,18 @@ def build_assets(experiment: Experiment) -> list:
                 experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets
             ),
             build_trace_stats_asset(experiment.students, datasets),
-            build_checkpoints_asset(experiment.students, experiment.training, models),
+            build_checkpoints_asset(experiment.students, experiment.training, models, experiment.training_seed_offsets()),
             build_eval_results_asset(experiment.students, experiment.evaluation, experiment.seed, models),
             build_failure_modes_asset(experiment.judge),
-            build_accuracy_asset(experiment.seed),
+            build_accuracy_asset(experiment.seed, experiment.dataset_keys(), experiment.statistics.seed_sd),
             build_report_asset(
                 experiment.name,
                 experiment.training.seeds,
                 experiment.judge_note(),
                 experiment.planned_contrasts(),
                 experiment.confidence_pairs(),
+                statistics_plan(experiment),
+                experiment.dataset_keys(),
             ),
             lineage_views,
         ]

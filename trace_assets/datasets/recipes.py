@@ -572,6 +572,9 @@ def build_datasets(
     """
     comparisons = comparisons or ComparisonsConfig()
     token_matching = list(token_matching)
+    order = {name: index for index, name in enumerate(recipes)}
+    replicates = {name: recipe.replicate_of for name, recipe in recipes.items() if recipe.replicate_of}
+    recipes = {name: recipe for name, recipe in recipes.items() if name not in replicates}
     _check_columns(judged, JUDGED_COLUMNS, "judged")
     _check_columns(train, TRAIN_COLUMNS, "train")
     if policy.paraphrase_judge:
@@ -640,7 +643,7 @@ def build_datasets(
                 rows += arm_rows
                 summary.append(_summary(arm, arm_rows, student, budget, target))
     exclusions = [row for arm in arms.values() for row in arm.exclusions]
-    order = {name: index for index, name in enumerate(recipes)}
+    rows, exclusions, summary = (_with_replicates(part, replicates) for part in (rows, exclusions, summary))
     return DatasetBuild(
         examples=pl.DataFrame(rows, schema=SFT_SCHEMA).sort(
             pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "example_id"
@@ -652,6 +655,19 @@ def build_datasets(
             pl.col("dataset").replace_strict(order, return_dtype=pl.Int64), "student", nulls_last=True
         ),
     )
+
+
+def _with_replicates(rows: list[dict], replicates: Mapping[str, str]) -> list[dict]:
+    """``rows`` plus, for each replicate (an A/A control), its original's rows under its own name."""
+    copies = []
+    for name, source in replicates.items():
+        for row in rows:
+            if row["dataset"] == source:
+                copy = {**row, "dataset": name}
+                if "example_id" in copy:
+                    copy["example_id"] = name + copy["example_id"][len(source) :]
+                copies.append(copy)
+    return rows + copies
 
 
 def student_rows(examples: pl.DataFrame, dataset: str, student: str) -> pl.DataFrame:

@@ -1,5 +1,6 @@
 """``failure_modes``, ``accuracy`` and ``report``: what the study found."""
 
+import dataclasses
 from collections.abc import Callable
 
 import dagster as dg
@@ -19,9 +20,9 @@ from trace_assets.reporting.failures import (
     decide,
     failure_judge_messages,
 )
-from trace_assets.reporting.report import StudyTables, build_report
+from trace_assets.reporting.report import StatisticsPlan, StudyTables, build_report
 from trace_assets.reporting.schemas import AccuracySchema, FailureModeSchema
-from trace_assets.reporting.stats import METHOD, accuracy_summary, noise_floor_note
+from trace_assets.reporting.stats import METHOD, NoiseSettings, accuracy_summary, earlier_runs, noise_floor_note, noise_table
 from trace_assets.resources import DataResource, GenerationResource
 from trace_assets.tables import frame_of
 
@@ -100,17 +101,31 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
     return failure_modes
 
 
-def build_accuracy_asset(seed: int) -> dg.AssetsDefinition:
+def noise_settings(
+    data: DataResource, eval_results: pl.DataFrame, datasets: list[str], declared_sd: float | None
+) -> NoiseSettings:
+    """Training noise beyond the study's own seeds: the declared value, and earlier multi-seed runs of the same
+    students in this database (eval_results rows of datasets this experiment does not have), named."""
+    students = eval_results["student"].unique().to_list()
+    reference, names = earlier_runs(data.database, students, datasets)
+    return NoiseSettings(declared_sd=declared_sd, reference=reference, reference_name=names)
+
+
+def build_accuracy_asset(seed: int, datasets: list[str] | None = None, declared_sd: float | None = None) -> dg.AssetsDefinition:
+    """``datasets``: the experiment's dataset partitions (the others in the database are earlier runs);
+    ``declared_sd``: ``statistics.seed_sd``."""
+
     @dg.asset(**asset_settings("accuracy", "reporting", {"polars", "duckdb"}, table=AccuracySchema, automation_condition=EAGER))
-    def accuracy(eval_results: pl.DataFrame):
+    def accuracy(data: DataResource, eval_results: pl.DataFrame):
         """Accuracy per student x dataset: mean over seeds, the seed-to-seed SD and a 95% interval."""
-        table = accuracy_summary(eval_results, seed)
+        settings = noise_settings(data, eval_results, datasets or [], declared_sd)
+        table = accuracy_summary(eval_results, seed, settings)
         return dg.Output(
             table,
             metadata={
                 "dagster/row_count": table.height,
                 "method": METHOD,
-                "noise_floor": noise_floor_note(int(table["n_seeds"].min()) if table.height else 0),
+                "noise_floor": noise_floor_note(noise_table(eval_results, settings)),
                 "table": preview(table, rows=table.height),
                 "plot": dg.MetadataValue.md(png_markdown(accuracy_png(table), "accuracy")) if table.height else "",
             },
@@ -125,9 +140,14 @@ def build_report_asset(
     judge_note: str,
     contrasts: list[tuple[str, str]],
     confidence_pairs: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    plan: StatisticsPlan | None = None,
+    datasets: list[str] | None = None,
 ) -> dg.AssetsDefinition:
     """``judge_note``: who graded the traces (says SELF-GRADED when the judge is the teacher);
-    ``contrasts``: the experiment's planned comparisons, tested as one Holm family."""
+    ``contrasts``: the experiment's planned comparisons, tested as one Holm family with ``plan``'s
+    interactions and A/A controls; ``datasets``: the experiment's dataset partitions (any other in the
+    database is an earlier run, whose training noise the statistics may use, named)."""
+    plan = plan or StatisticsPlan()
     all_partitions = dg.AssetIn(partition_mapping=dg.AllPartitionMapping())
 
     @dg.asset(
@@ -168,7 +188,10 @@ def build_report_asset(
             judged_traces,
             problems,
         )
-        result = build_report(name, seeds, judge_note, contrasts, tables, list(confidence_pairs))
+        settings = noise_settings(data, eval_results, datasets or [], plan.settings.declared_sd)
+        result = build_report(
+            name, seeds, judge_note, contrasts, tables, list(confidence_pairs), dataclasses.replace(plan, settings=settings)
+        )
         for file, png in result.plots.items():
             (folder / file).write_bytes(png)
         (folder / "report.md").write_text(result.text)

@@ -1,62 +1,64 @@
 """``trace-assets calibrate``: how often the report's statistics are wrong, measured by simulation.
 
-Synthetic studies shaped like an experiment file (its datasets plus "base", its students, seeds and
-test size) are pushed through the numpy cores of ``accuracy_summary`` and ``contrast_table``
-(``arm_terms``, ``seed_noise``, ``arm_estimate``, ``contrast_estimate``, ``holm`` in
-trace_assets/reporting/stats.py, via ``study_statistics``), and three
-figures are counted:
+Synthetic studies shaped like an experiment file (its untrained arms and datasets, students, seeds,
+test size, planned contrasts and interactions) are pushed, one study at a time, through the functions
+the report itself calls (trace_assets/reporting/stats.py: ``study_noise``, ``summary_rows`` behind
+``accuracy_summary``, ``contrast_rows`` behind ``contrast_table``; only the eval_results frame -> arms
+reshaping, ``arms_of``, is skipped, and a test checks the frame path gives the same numbers). Per world:
 
-* fwer: share of null studies (every arm, base included, has the same true accuracy) in which at
-  least one planned contrast of any student is called distinguishable (Holm-adjusted p < 0.05);
-* coverage: share of 95% accuracy intervals (every arm of every student of every null study) that
-  contain the arm's true accuracy;
-* power: share of (study, student) pairs in a world where one arm is truly 5 points better than all
-  others in which its planned contrast is distinguishable in the right direction, at 1,319 problems x 3
-  seeds (the figures of experiments/paper.yaml).
+* fwer: share of null studies (every arm, untrained ones included, has the same true accuracy) in which
+  at least one contrast or interaction is called distinguishable (Holm-adjusted p < 0.05);
+* coverage: share of 95% accuracy intervals (every arm of every student of every study) that contain
+  the arm's true accuracy (for an arm whose training noise is unknown, the interval is labelled
+  conditional on its run, and is checked against that run's own expected accuracy); also the worst
+  single arm's coverage;
+* power (a world of its own): share of (study, student) pairs in which a trained arm truly ``effect``
+  better than every other arm is found distinguishable in the right direction by its planned contrast.
 
-The world. Problem j has a logit difficulty theta_j ~ Normal(0, problem_sd) shared by all arms and
-students (plus a student offset setting that student's accuracy), each arm has its own per-problem
-deviation v_aj ~ Normal(0, arm_problem_sd) (arms are good at different problems), and each training
-run (arm x seed) a logit shift u_as ~ Normal(0, seed_sd): the seed-to-seed training noise. A trained
-run answers problem j correctly with probability logistic(offset + theta_j + v_aj + delta_a + u_as),
-independently per run. "base" is the untrained student: no training noise, evaluated once, its
-outcomes copied to every seed (greedy decoding of one model). Studies are split evenly over the
-seed_sd levels (default 0, 0.15, 0.3: none, the issue's example, twice it).
+The worlds: equal training noise; one trained arm at 3x and at 8x the others' SD; one seed everywhere with
+``statistics.seed_sd`` declared (the true value) and without (then nothing may be called distinguishable);
+one arm with a single seed while the others have the experiment's; two untrained arms (zero-shot and
+few-shot) against which ``baseline`` contrasts are tested; and no training noise at all.
 
-An arm's true accuracy is the estimand of the report: the expected accuracy over problems drawn from
-the population and over training seeds, E[logistic(offset + delta_a + Z * sqrt(problem_sd^2 +
-arm_problem_sd^2 + seed_sd^2))] (Gauss-Hermite quadrature); delta_a is solved so that arms that are
-meant to be equal have exactly equal true accuracy (a logit shift of mean zero changes the mean
-accuracy, so delta_a = 0 would not do).
+The world's model. Problem j has a logit difficulty theta_j ~ Normal(0, problem_sd) shared by all arms
+and students (plus a student offset setting that student's accuracy), each arm has its own per-problem
+deviation v_aj ~ Normal(0, arm_problem_sd), and each training run (arm x seed) a logit shift
+u_as ~ Normal(0, seed_sd x the arm's factor): the training noise. A trained run answers problem j
+correctly with probability logistic(offset + theta_j + v_aj + delta_a + u_as), independently per run.
+The untrained arms are evaluated once, their outcomes copied to every seed (greedy decoding of one model).
+An arm's true accuracy is E[logistic(offset + delta_a + Z sqrt(problem_sd^2 + arm_problem_sd^2 +
+seed_sd_a^2))] (Gauss-Hermite quadrature); delta_a is solved so that arms meant to be equal have exactly
+equal true accuracy.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-import polars as pl
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from trace_assets.experiment import BASE_DATASETS, BASELINE
+from trace_assets.experiment import BASE_DATASETS
 from trace_assets.reporting.stats import (
-    ALPHA,
-    arm_estimate,
-    arm_terms,
-    contrast_estimate,
-    holm,
-    seed_noise,
+    ASSUMED_SEED_SD,
+    PLANNING_ARM_PROBLEM_SD,
+    PLANNING_PROBLEM_SD,
+    Interaction,
+    NoiseSettings,
+    PlanningNoise,
+    contrast_rows,
+    detectable_difference,
+    holm_family_size,
+    make_arm,
+    study_noise,
+    summary_rows,
 )
 
-SEED_SDS = (0.0, 0.15, 0.3)
-PROBLEM_SD = 1.5
-ARM_PROBLEM_SD = 0.5
 POWER_EFFECT = 0.05
-POWER_PROBLEMS = 1319
-POWER_SEEDS = 3
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(80)
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
@@ -73,14 +75,15 @@ def logit_mean_for(accuracy: float, logit_sd: float) -> float:
 
 @dataclass(frozen=True)
 class StudyShape:
-    """What a simulated study looks like: arm names (the first is "base"), students, seeds, problems,
-    the planned contrasts as (a, b) index pairs into ``arms``."""
+    """What a simulated study looks like: arm names (untrained ones first), students, seeds, problems,
+    the planned contrasts by name (``baseline`` allowed) and interactions (a, b, student 1, student 2)."""
 
     arms: tuple[str, ...]
     students: tuple[str, ...]
     n_seeds: int
     n_problems: int
-    contrasts: tuple[tuple[int, int], ...]
+    contrasts: tuple[tuple[str, str], ...]
+    interactions: tuple[Interaction, ...] = ()
     student_accuracies: tuple[float, ...] = ()
 
     def accuracies(self) -> tuple[float, ...]:
@@ -89,95 +92,107 @@ class StudyShape:
             return self.student_accuracies
         return tuple(np.linspace(0.3, 0.75, len(self.students))) if len(self.students) > 1 else (0.5,)
 
+    @property
+    def trained(self) -> tuple[str, ...]:
+        return tuple(arm for arm in self.arms if arm not in BASE_DATASETS)
 
-def shape_from_experiment(
-    experiment, contrasts: list[tuple[str, str]] | None = None, n_problems: int | None = None, n_seeds: int | None = None
-) -> StudyShape:
-    """The study shape of an experiment: its datasets + "base", students, seeds and test size (null
-    n_test: 1,319 for GSM8K, 500 otherwise, as the dry-run assumes); contrasts default to
-    ``Experiment.planned_contrasts``."""
-    arms = ("base", *experiment.datasets)
+
+def shape_from_experiment(experiment, n_problems: int | None = None, n_seeds: int | None = None) -> StudyShape:
+    """The study shape of an experiment: its dataset partitions (untrained ones included), students, seeds,
+    test size (null n_test: 1,319 for GSM8K, 500 otherwise, as the dry-run assumes), planned contrasts
+    (A/A controls included) and interactions."""
     problems = experiment.problems
-    n_test = n_problems or problems.n_test or (1319 if problems.source == "gsm8k" else 500)
-    declared = contrasts if contrasts is not None else experiment.planned_contrasts()
-    # The simulation has one untrained arm; the stronger baseline of a real run is one of two.
-    pairs = [tuple("base" if arm in (BASELINE, *BASE_DATASETS) else arm for arm in pair) for pair in declared]
-    index = {name: i for i, name in enumerate(arms)}
-    unknown = sorted({name for pair in pairs for name in pair} - set(index))
-    if unknown:
-        raise ValueError(f"contrasts name arms that are not datasets of the experiment (or 'base'): {unknown}")
     return StudyShape(
-        arms=arms,
+        arms=tuple(experiment.dataset_keys()),
         students=tuple(experiment.students),
         n_seeds=n_seeds or len(experiment.training.seeds),
-        n_problems=n_test,
-        contrasts=tuple((index[a], index[b]) for a, b in pairs),
+        n_problems=n_problems or problems.n_test or (1319 if problems.source == "gsm8k" else 500),
+        contrasts=tuple(experiment.planned_contrasts()) + tuple(experiment.replicate_pairs()),
+        interactions=tuple(experiment.interactions()),
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class World:
-    """True effects: ``accuracy_shift[arm]`` added to the common true accuracy of every student."""
+    """One simulated world: training noise ``seed_sd`` (logit SD), per-arm factors on it, per-arm seed
+    counts, true accuracy shifts, and the ``statistics.seed_sd`` the analysis is told (None: nothing)."""
 
+    name: str
     seed_sd: float
-    accuracy_shift: dict[int, float] = field(default_factory=dict)
-    seed_sd_scale: dict[int, float] = field(default_factory=dict)  # arm -> factor on seed_sd (unequal noise)
-    problem_sd: float = PROBLEM_SD
-    arm_problem_sd: float = ARM_PROBLEM_SD
+    seed_sd_scale: dict[str, float] = field(default_factory=dict)
+    seeds: dict[str, int] = field(default_factory=dict)
+    all_seeds: int | None = None  # every arm's seed count (one seed everywhere)
+    accuracy_shift: dict[str, float] = field(default_factory=dict)
+    declared_sd: float | None = None
+    problem_sd: float = PLANNING_PROBLEM_SD
+    arm_problem_sd: float = PLANNING_ARM_PROBLEM_SD
 
-    def arm_seed_sd(self, arm: int) -> float:
-        """Training noise of an arm; base (arm 0) has none."""
-        return 0.0 if arm == 0 else self.seed_sd * self.seed_sd_scale.get(arm, 1.0)
+    def arm_seed_sd(self, arm: str) -> float:
+        return 0.0 if arm in BASE_DATASETS else self.seed_sd * self.seed_sd_scale.get(arm, 1.0)
 
-    def logit_means(self, shape: StudyShape) -> tuple[np.ndarray, np.ndarray]:
-        """(students x arms) logit means giving the intended true accuracies, and those accuracies."""
-        n_arms = len(shape.arms)
-        means = np.zeros((len(shape.students), n_arms))
-        truth = np.zeros_like(means)
-        for s, accuracy in enumerate(shape.accuracies()):
-            for a in range(n_arms):
-                target = accuracy + self.accuracy_shift.get(a, 0.0)
-                sd = np.hypot(np.hypot(self.problem_sd, self.arm_problem_sd), self.arm_seed_sd(a))
-                means[s, a] = logit_mean_for(target, sd)
-                truth[s, a] = target
-        return means, truth
+    def arm_seeds(self, arm: str, shape: StudyShape) -> int:
+        return self.seeds.get(arm, self.all_seeds or shape.n_seeds)
 
 
-def simulate_outcomes(rng: np.random.Generator, shape: StudyShape, world: World, n_studies: int) -> tuple[np.ndarray, np.ndarray]:
-    """0/1 outcomes of ``n_studies`` studies, (studies, students, arms, seeds, problems) bool, and the
-    (students, arms) true accuracies. Arm 0 is base: one evaluation copied to every seed."""
-    means, truth = world.logit_means(shape)
-    n_students, n_arms = means.shape
-    k, n = shape.n_seeds, shape.n_problems
-    f32 = np.float32
-    logits = rng.standard_normal((n_studies, 1, 1, 1, n), dtype=f32) * f32(world.problem_sd)
-    logits = logits + rng.standard_normal((n_studies, n_students, n_arms, 1, n), dtype=f32) * f32(world.arm_problem_sd)
-    logits = logits + means[None, :, :, None, None].astype(f32)
-    if world.seed_sd > 0:
-        sds = np.array([world.arm_seed_sd(a) for a in range(n_arms)], dtype=f32)  # base: untrained, 0
-        logits = logits + rng.standard_normal((n_studies, n_students, n_arms, k, 1), dtype=f32) * sds[:, None, None]
-    else:
-        logits = np.broadcast_to(logits, (n_studies, n_students, n_arms, k, n))
-    # correct when u < logistic(x), i.e. logit(u) < x: one log per draw instead of an exp per logit
-    draws = rng.random((n_studies, n_students, n_arms, k, n), dtype=f32)
-    draws[:, :, 0] = draws[:, :, 0, :1]  # base: one evaluation, the same answers for every seed
-    with np.errstate(divide="ignore"):
-        return np.log(draws) - np.log1p(-draws) < logits, truth
+def worlds(shape: StudyShape, seed_sd: float) -> list[World]:
+    """The null worlds ``calibrate`` runs, at the experiment's training noise ``seed_sd``."""
+    first = shape.trained[0]
+    return [
+        World("equal noise", seed_sd),
+        World("one arm at 3x SD", seed_sd, seed_sd_scale={first: 3.0}),
+        World("one arm at 8x SD", seed_sd, seed_sd_scale={first: 8.0}),
+        World("one seed, seed_sd declared", seed_sd, all_seeds=1, declared_sd=seed_sd),
+        World("one seed, nothing declared", seed_sd, all_seeds=1),
+        World("one arm with one seed", seed_sd, seeds={first: 1}),
+        World("no training noise", 0.0),
+    ]
 
 
-def study_frame(outcomes: np.ndarray, shape: StudyShape) -> pl.DataFrame:
-    """One simulated study, (students, arms, seeds, problems) outcomes, as an eval_results frame."""
-    s, a, k, j = np.meshgrid(*[np.arange(d) for d in outcomes.shape], indexing="ij")
-    return pl.DataFrame(
-        {
-            "dataset": np.array(shape.arms)[a.ravel()],
-            "student": np.array(shape.students)[s.ravel()],
-            "seed": k.ravel().astype(np.int64),
-            "problem_id": np.char.add("p", j.ravel().astype(str)),
-            "is_correct": outcomes.ravel().astype(bool),
-            "difficulty": np.ones(outcomes.size, dtype=np.int64),
-        }
-    )
+def with_two_baselines(shape: StudyShape) -> StudyShape:
+    """The shape with both untrained arms (zero-shot and few-shot), the stronger-baseline world."""
+    if all(base in shape.arms for base in BASE_DATASETS):
+        return shape
+    return replace(shape, arms=(*BASE_DATASETS, *shape.trained))
+
+
+def _truth(shape: StudyShape, world: World) -> tuple[np.ndarray, np.ndarray, float]:
+    """(students x arms) logit means and true accuracies, and the problem-level logit SD."""
+    spread = float(np.hypot(world.problem_sd, world.arm_problem_sd))
+    means = np.zeros((len(shape.students), len(shape.arms)))
+    truth = np.zeros_like(means)
+    for s, accuracy in enumerate(shape.accuracies()):
+        for a, arm in enumerate(shape.arms):
+            truth[s, a] = accuracy + world.accuracy_shift.get(arm, 0.0)
+            means[s, a] = logit_mean_for(truth[s, a], float(np.hypot(spread, world.arm_seed_sd(arm))))
+    return means, truth, spread
+
+
+def simulate(rng: np.random.Generator, shape: StudyShape, world: World, n_studies: int):
+    """Outcomes of ``n_studies`` studies: per arm a (studies, students, seeds, problems) bool array and the
+    (studies, students, seeds) conditional truth of each run; and the (students, arms) true accuracies."""
+    means, truth, spread = _truth(shape, world)
+    n, f32 = shape.n_problems, np.float32
+    theta = rng.standard_normal((n_studies, 1, 1, n), dtype=f32) * f32(world.problem_sd)
+    outcomes, run_truth = {}, {}
+    for a, arm in enumerate(shape.arms):
+        k, sd = world.arm_seeds(arm, shape), world.arm_seed_sd(arm)
+        logits = theta + rng.standard_normal((n_studies, len(shape.students), 1, n), dtype=f32) * f32(world.arm_problem_sd)
+        logits = logits + means[None, :, a, None, None].astype(f32)
+        shift = rng.standard_normal((n_studies, len(shape.students), k), dtype=f32) * f32(sd)
+        logits = logits + shift[..., None]
+        draws = rng.random((n_studies, len(shape.students), 1 if arm in BASE_DATASETS else k, n), dtype=f32)
+        with np.errstate(divide="ignore"):
+            correct = np.log(draws) - np.log1p(-draws) < logits  # u < logistic(x)
+        outcomes[arm] = np.broadcast_to(correct, (n_studies, len(shape.students), k, n))
+        grid = np.linspace(-6 * sd - 1e-9, 6 * sd + 1e-9, 61)
+        run_truth[arm] = np.stack(
+            [
+                np.interp(shift[:, s], grid, [population_accuracy(means[s, a] + g, spread) for g in grid])
+                for s in range(len(shape.students))
+            ],
+            axis=1,
+        )
+    return outcomes, run_truth, truth
 
 
 @dataclass
@@ -190,10 +205,8 @@ class Tally:
     covered: int = 0
     power_trials: int = 0
     detected: int = 0
-
-    def add(self, other: Tally) -> None:
-        for name in vars(self):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+    arm_intervals: dict[str, int] = field(default_factory=dict)
+    arm_covered: dict[str, int] = field(default_factory=dict)
 
     @property
     def fwer(self) -> float:
@@ -204,143 +217,181 @@ class Tally:
         return self.covered / self.intervals if self.intervals else float("nan")
 
     @property
+    def worst_arm_coverage(self) -> float:
+        return min((self.arm_covered[a] / c for a, c in self.arm_intervals.items() if c), default=float("nan"))
+
+    @property
     def power(self) -> float:
         return self.detected / self.power_trials if self.power_trials else float("nan")
 
 
-def study_statistics(outcomes: np.ndarray, shape: StudyShape):
-    """What the report computes, for a batch of studies: (studies, students, arms, seeds, problems)
-    outcomes -> the arms' interval bounds (studies, students, arms) and the contrasts' Holm-adjusted
-    p-values and differences (studies, students, contrasts). Arm 0 (base) uses its own training-noise
-    estimate, the others one pooled per student, as ``accuracy_summary`` and ``contrast_table`` do."""
-    terms = [arm_terms(outcomes[:, :, a]) for a in range(outcomes.shape[2])]
-    pooled = seed_noise(terms[1:])
-    noise = [seed_noise(terms[:1])] + [pooled] * (len(terms) - 1)
-    bounds = [arm_estimate(t, z).interval() for t, z in zip(terms, noise)]
-    low = np.stack([b[0] for b in bounds], axis=-1)
-    high = np.stack([b[1] for b in bounds], axis=-1)
-    if not shape.contrasts:
-        empty = np.zeros((*outcomes.shape[:2], 0))
-        return low, high, empty, empty
-    estimates = [contrast_estimate(terms[a], terms[b], noise[a], noise[b]) for a, b in shape.contrasts]
-    p = np.stack([e.p_value() for e in estimates], axis=-1)
-    diff = np.stack([e.estimate for e in estimates], axis=-1)
-    adjusted = holm(p.reshape(p.shape[0], -1)).reshape(p.shape)  # one family per study: students x contrasts
-    return low, high, adjusted, diff
+PROBLEM_IDS: dict[int, np.ndarray] = {}
 
 
-def null_tally(
-    rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_studies: int, chunk: int = 25, world: World | None = None
+def problem_ids(n: int) -> np.ndarray:
+    """Sorted problem ids p0000..., one array per size (shared by every arm: the same test problems)."""
+    if n not in PROBLEM_IDS:
+        PROBLEM_IDS[n] = np.char.add("p", np.char.zfill(np.arange(n).astype(str), 6))
+    return PROBLEM_IDS[n]
+
+
+def study_results(outcomes: dict[str, np.ndarray], shape: StudyShape, world: World, study: int):
+    """The report's numbers for study ``study`` of a simulated batch: (summary rows, contrast rows, noise)."""
+    problems = problem_ids(shape.n_problems)
+    arms = {
+        (arm, student): make_arm(outcomes[arm][study, s], problems)
+        for s, student in enumerate(shape.students)
+        for arm in shape.arms
+    }
+    noise = study_noise(arms, NoiseSettings(declared_sd=world.declared_sd))
+    return summary_rows(arms, noise), contrast_rows(arms, noise, shape.contrasts, None, shape.interactions), noise
+
+
+def run_world(
+    rng: np.random.Generator, shape: StudyShape, world: World, n_studies: int, target: str | None = None, chunk: int = 20
 ) -> Tally:
-    """FWER and coverage over ``n_studies`` null studies (all arms truly equal, or ``world``): a false
-    positive is a distinguishable contrast between two arms of equal true accuracy."""
+    """Simulate ``n_studies`` studies of ``world``; count false positives and coverage (a null world) or,
+    with ``target`` (an arm shifted in ``world.accuracy_shift``), how often its planned contrasts find it."""
     tally = Tally()
-    world = world or World(seed_sd=seed_sd)
+    _, truth, _ = _truth(shape, world)
+    arm_index = {arm: a for a, arm in enumerate(shape.arms)}
+    student_index = {student: s for s, student in enumerate(shape.students)}
     done = 0
     while done < n_studies:
         size = min(chunk, n_studies - done)
-        outcomes, truth = simulate_outcomes(rng, shape, world, size)
-        low, high, adjusted, _ = study_statistics(outcomes, shape)
-        tally.intervals += low.size
-        tally.covered += int(np.sum((low <= truth) & (truth <= high)))
-        null = np.array([[np.isclose(row[a], row[b]) for a, b in shape.contrasts] for row in truth], dtype=bool)
-        false_positive = (adjusted < ALPHA) & null.reshape((1, *null.shape))
-        tally.any_false_positive += int(np.sum(false_positive.reshape(size, -1).any(axis=1)))
-        tally.studies += size
+        outcomes, run_truth, _ = simulate(rng, shape, world, size)
+        for i in range(size):
+            summary, contrasts, noise = study_results(outcomes, shape, world, i)
+            if target is not None:
+                found = {r["student"] for r in contrasts if r["a"] == target and r["distinguishable"] and r["diff"] > 0}
+                tally.power_trials += len(shape.students)
+                tally.detected += len(found)
+                continue
+            for row in summary:
+                if row["ci_low"] is None:
+                    continue
+                key = (row["dataset"], row["student"])
+                s, a = student_index[row["student"]], arm_index[row["dataset"]]
+                true = truth[s, a] if noise[key].known else float(run_truth[row["dataset"]][i, s].mean())
+                hit = int(row["ci_low"] <= true <= row["ci_high"])
+                tally.intervals += 1
+                tally.covered += hit
+                tally.arm_intervals[row["dataset"]] = tally.arm_intervals.get(row["dataset"], 0) + 1
+                tally.arm_covered[row["dataset"]] = tally.arm_covered.get(row["dataset"], 0) + hit
+            tally.any_false_positive += int(any(row["distinguishable"] for row in contrasts))
+            tally.studies += 1
         done += size
     return tally
 
 
-def power_contrast(shape: StudyShape) -> int | None:
-    """Index of the contrast a power study targets: the first one between two trained arms, else the first."""
-    if not shape.contrasts:
-        return None
-    for i, (a, b) in enumerate(shape.contrasts):
-        if a != 0 and b != 0:
-            return i
-    return 0
-
-
-def power_tally(
-    rng: np.random.Generator, shape: StudyShape, seed_sd: float, n_studies: int, effect: float = POWER_EFFECT, chunk: int = 25
-) -> Tally:
-    """Power: arm a of the target contrast is truly ``effect`` better than every other arm."""
-    tally = Tally()
-    target = power_contrast(shape)
-    if target is None:
-        return tally
-    better = shape.contrasts[target][0]
-    world = World(seed_sd=seed_sd, accuracy_shift={better: effect})
-    done = 0
-    while done < n_studies:
-        size = min(chunk, n_studies - done)
-        outcomes, _ = simulate_outcomes(rng, shape, world, size)
-        _, _, adjusted, diff = study_statistics(outcomes, shape)
-        hit = (adjusted[:, :, target] < ALPHA) & (diff[:, :, target] > 0)
-        tally.power_trials += hit.size
-        tally.detected += int(hit.sum())
-        done += size
-    return tally
+def power_target(shape: StudyShape) -> tuple[str, str] | None:
+    """The contrast a power study targets: the first one between two trained arms, else the first."""
+    for a, b in shape.contrasts:
+        if a in shape.trained and b in shape.trained:
+            return a, b
+    return shape.contrasts[0] if shape.contrasts else None
 
 
 def calibrate(
     shape: StudyShape,
     studies: int,
+    seed_sd: float,
+    declared_sd: float | None = None,
+    effect: float = POWER_EFFECT,
     seed: int = 0,
-    seed_sds: tuple[float, ...] = SEED_SDS,
-    power_shape: StudyShape | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[Tally, dict[float, Tally]]:
-    """Null and power studies split evenly over ``seed_sds``; returns the pooled tally and one per level."""
+) -> dict:
+    """Every world of ``worlds`` plus the two-baseline world and a power world, ``studies`` studies each;
+    returns the per-world figures and the summary (worst fwer, worst coverage, power)."""
     rng = np.random.default_rng(seed)
-    power_shape = power_shape or shape
-    pooled, by_level = Tally(), {}
-    for i, sd in enumerate(seed_sds):
-        n = studies // len(seed_sds) + (1 if i < studies % len(seed_sds) else 0)
+    results = []
+    runs = [(w, shape) for w in worlds(shape, seed_sd)]
+    runs.insert(6, (World("two untrained arms (baseline = each)", seed_sd), with_two_baselines(shape)))
+    for world, world_shape in runs:
         start = time.perf_counter()
-        tally = null_tally(rng, shape, sd, n)
-        tally.add(power_tally(rng, power_shape, sd, n))
-        by_level[sd] = tally
-        pooled.add(tally)
-        log(
-            f"seed_sd={sd:g}: {n} null + {n} power studies: fwer={tally.fwer:.3f} coverage={tally.coverage:.3f} "
-            f"power={tally.power:.3f} ({time.perf_counter() - start:.1f} s)"
+        tally = run_world(rng, world_shape, world, studies)
+        results.append(
+            {
+                "world": world.name,
+                "studies": tally.studies,
+                "fwer": round(tally.fwer, 4),
+                "coverage": round(tally.coverage, 4),
+                "worst_arm_coverage": round(tally.worst_arm_coverage, 4),
+            }
         )
-    return pooled, by_level
+        log(
+            f"{world.name:<38} fwer={tally.fwer:.3f} coverage={tally.coverage:.3f} "
+            f"(worst arm {tally.worst_arm_coverage:.3f}), {tally.studies} studies, {time.perf_counter() - start:.1f} s"
+        )
+    target = power_target(shape)
+    power = float("nan")
+    if target is not None:
+        world = World("power", seed_sd, accuracy_shift={target[0]: effect}, declared_sd=declared_sd)
+        tally = run_world(rng, shape, world, studies, target=target[0])
+        power = tally.power
+        planned = detectable_difference(
+            "pair" if target[1] in shape.trained else "baseline",
+            shape.n_problems,
+            shape.n_seeds,
+            family_size(shape),
+            PlanningNoise(seed_sd, float(len(shape.trained) * (shape.n_seeds - 1)) if shape.n_seeds > 1 else np.inf, "simulated"),
+        )
+        log(
+            f"power: {target[0]} +{effect * 100:g} points in {target[0]} - {target[1]} at training noise {seed_sd:g}: "
+            f"{power:.3f} ({tally.power_trials} trials); planned detectable difference at 80%: {planned * 100:.1f} points"
+        )
+    worst_fwer = max(r["fwer"] for r in results)
+    worst_coverage = max((r["coverage"] for r in results), key=lambda c: abs(c - 0.95))
+    return {"worlds": results, "fwer": worst_fwer, "coverage": worst_coverage, "power": round(power, 4)}
+
+
+def family_size(shape: StudyShape) -> int:
+    untrained = sum(base in shape.arms for base in BASE_DATASETS)
+    return holm_family_size(shape.contrasts, len(shape.students), len(shape.interactions), untrained)
 
 
 def run_calibration(
     experiment,
-    studies: int = 2000,
+    studies: int = 1000,
     seed: int = 0,
-    contrasts: list[tuple[str, str]] | None = None,
-    seed_sds: tuple[float, ...] = SEED_SDS,
+    output: str | None = None,
+    command: str = "",
     log: Callable[[str], None] = print,
-) -> Tally:
-    """``trace-assets calibrate``: simulate ``studies`` null studies shaped like ``experiment`` (and as many
-    power studies at 1,319 problems x 3 seeds), print progress, and end with the line
-    ``fwer=<x> coverage=<y> power=<z>`` pooled over all studies."""
-    shape = shape_from_experiment(experiment, contrasts)
-    power_shape = shape_from_experiment(experiment, contrasts, n_problems=POWER_PROBLEMS, n_seeds=POWER_SEEDS)
-    names = [(shape.arms[a], shape.arms[b]) for a, b in shape.contrasts]
-    target = power_contrast(shape)
+) -> dict:
+    """``trace-assets calibrate``: ``studies`` studies per world shaped like ``experiment`` at its training
+    noise (``statistics.seed_sd``, else the assumed 0.15 logit), printing one line per world and ending
+    with ``fwer=<worst world> coverage=<worst world> power=<at the experiment's training noise>``;
+    ``output``: also write the figures as JSON there."""
+    shape = shape_from_experiment(experiment)
+    statistics = experiment.statistics
+    seed_sd = statistics.seed_sd if statistics.seed_sd is not None else ASSUMED_SEED_SD
+    effect = statistics.target_difference or POWER_EFFECT
     log(
         f"experiment {experiment.name}: arms {list(shape.arms)}, {len(shape.students)} students, {shape.n_seeds} seeds, "
-        f"{shape.n_problems} problems; {len(names)} contrasts per student (Holm over {len(names) * len(shape.students)}): "
-        f"{', '.join(f'{a}-{b}' for a, b in names)}"
-    )
-    log(
-        f"world: problem logit sd {PROBLEM_SD}, arm x problem sd {ARM_PROBLEM_SD}, training noise (arm x seed logit sd) "
-        f"{', '.join(f'{sd:g}' for sd in seed_sds)}; power: {names[target][0]} +{POWER_EFFECT * 100:g} points in "
-        f"{names[target][0]}-{names[target][1]} at {POWER_PROBLEMS} problems x {POWER_SEEDS} seeds"
-        if target is not None
-        else "world: no contrasts, no fwer or power"
+        f"{shape.n_problems} problems; {len(shape.contrasts)} contrasts per student and {len(shape.interactions)} "
+        f"interactions (Holm over {family_size(shape)}); training noise logit SD {seed_sd:g}"
     )
     start = time.perf_counter()
-    pooled, _ = calibrate(shape, studies, seed, seed_sds, power_shape, log)
-    log(
-        f"{pooled.studies} null studies, {pooled.intervals} intervals, {pooled.power_trials} power trials in "
-        f"{time.perf_counter() - start:.0f} s"
-    )
-    log(f"fwer={pooled.fwer:.3f} coverage={pooled.coverage:.3f} power={pooled.power:.3f}")
-    return pooled
+    result = calibrate(shape, studies, seed_sd, statistics.seed_sd, effect, seed, log)
+    log(f"{studies} studies per world in {time.perf_counter() - start:.0f} s")
+    log(f"fwer={result['fwer']:.3f} coverage={result['coverage']:.3f} power={result['power']:.3f}")
+    if output:
+        payload = {
+            "command": command,
+            "experiment": experiment.name,
+            "seed": seed,
+            "studies_per_world": studies,
+            "training_noise_logit_sd": seed_sd,
+            "power_effect": effect,
+            "shape": {
+                "arms": list(shape.arms),
+                "students": list(shape.students),
+                "seeds": shape.n_seeds,
+                "problems": shape.n_problems,
+            },
+            **result,
+        }
+        with open(output, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+    return result

@@ -9,7 +9,7 @@ with the format rules. Every statistic comes from ``reporting.stats`` / ``report
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -20,10 +20,14 @@ from trace_assets.plots import accessibility_png, accuracy_png, loss_curves_png,
 from trace_assets.reporting.failures import failure_summary
 from trace_assets.reporting.stats import (
     METHOD,
+    Interaction,
+    NoiseSettings,
     accuracy_summary,
     contrast_table,
     difficulty_bucket,
     noise_floor_note,
+    noise_table,
+    power_lines,
     stronger_baselines,
 )
 
@@ -114,6 +118,12 @@ def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
     for r in contrasts.iter_rows(named=True):
         if r["p_adjusted"] is None:
             verdicts.append(f"- **{r['a']}** vs **{r['b']}** ({r['student']}): too few shared problems to test")
+        elif r["conditional"]:
+            verdicts.append(
+                f"- **{r['a']}** vs **{r['b']}** ({r['student']}): needs at least two seeds (or a declared "
+                f"`statistics.seed_sd`): training noise unknown. Per-run test, conditional on these runs only: difference "
+                f"{r['diff']:+.3f}, adjusted p = {r['p_adjusted']:.2g}"
+            )
         elif r["distinguishable"]:
             verdicts.append(
                 f"- **{r['a']}** {r['direction'][1]} **{r['b']}** ({r['student']}): difference {r['diff']:+.3f} "
@@ -175,7 +185,9 @@ def _grouped_accuracy(evals: pl.DataFrame, column: str) -> pl.DataFrame:
     )
 
 
-def task_sections(evals: pl.DataFrame, contrasts: list[tuple[str, str]], problems: pl.DataFrame | None) -> list[str]:
+def task_sections(
+    evals: pl.DataFrame, contrasts: list[tuple[str, str]], problems: pl.DataFrame | None, settings: NoiseSettings | None = None
+) -> list[str]:
     """Per task: accuracy, the planned contrasts (each task its own Holm family, as separate studies would
     be), and for MATH accuracy per level and per subject type. Empty for a study of GSM8K alone."""
     tasks = sorted(evals["task"].unique().to_list()) if "task" in evals.columns and evals.height else []
@@ -191,7 +203,7 @@ def task_sections(evals: pl.DataFrame, contrasts: list[tuple[str, str]], problem
         subset = evals.filter(pl.col("task") == task)
         sections += [
             f"### {task}: planned contrasts",
-            *contrasts_section(contrast_table(subset, contrasts, baselines=stronger_baselines(subset))),
+            *contrasts_section(contrast_table(subset, contrasts, settings=settings)),
         ]
     if "math" in tasks and problems is not None and "task_metadata" in problems.columns:
         math = problems.filter(pl.col("task") == "math").select(
@@ -224,7 +236,9 @@ def judge_agreement(judged: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def confidence_section(pairs: list[tuple[str, str]], evals: pl.DataFrame, examples: pl.DataFrame) -> list[str]:
+def confidence_section(
+    pairs: list[tuple[str, str]], evals: pl.DataFrame, examples: pl.DataFrame, settings: NoiseSettings | None = None
+) -> list[str]:
     """Each confidence-filtered arm against its control (same fraction by the global mean): their
     sizes and the paired contrast, Holm-adjusted over these pairs as their own family."""
     if not pairs:
@@ -240,8 +254,63 @@ def confidence_section(pairs: list[tuple[str, str]], evals: pl.DataFrame, exampl
         "Each arm keeps the same fraction of its problems, ranked by the least confident step of their trace or by the "
         "trace's mean token log-probability; the datasets are the same size.",
         table(shown),
-        *contrasts_section(contrast_table(evals, pairs)),
+        *contrasts_section(contrast_table(evals, pairs, settings=settings)),
     ]
+
+
+def aa_section(aa: pl.DataFrame) -> list[str]:
+    """The A/A controls: a replicate (the same examples, other training seeds) against its original."""
+    if aa.is_empty():
+        return []
+    verdicts = []
+    for r in aa.iter_rows(named=True):
+        pair = f"**{r['a']}** vs **{r['b']}** ({r['student']})"
+        if r["p_adjusted"] is None:
+            verdicts.append(f"- {pair}: too few shared problems to test")
+        elif r["conditional"]:
+            verdicts.append(
+                f"- {pair}: not checkable yet: one seed and no training-noise estimate (run two seeds or declare "
+                f"`statistics.seed_sd`); per-run difference {r['diff']:+.3f}"
+            )
+        elif r["distinguishable"]:
+            verdicts.append(
+                f"- {pair}: **DISTINGUISHABLE** (difference {r['diff']:+.3f}, adjusted p = {r['p_adjusted']:.2g}). Two trainings "
+                "of the same examples should not differ: the runs (nondeterminism, a failed run) or the statistics are off; "
+                "distrust the other contrasts until this is explained"
+            )
+        else:
+            verdicts.append(
+                f"- {pair}: not distinguishable, as it should be (difference {r['diff']:+.3f} "
+                f"{_interval(r['ci_low'], r['ci_high'])}, adjusted p = {r['p_adjusted']:.2f})"
+            )
+    return [
+        "## A/A control: the same examples trained again with other seeds",
+        "Each replicate has its original's examples and other training seeds; tested like every contrast (in the same "
+        "Holm family), it should never be distinguishable.",
+        table(aa.select("student", "a", "b", "n_problems", "diff", _interval_column(), "p_adjusted", "distinguishable")),
+        "\n".join(verdicts),
+    ]
+
+
+@dataclass(frozen=True)
+class StatisticsPlan:
+    """What the experiment tells the statistics beyond its contrasts: interactions, A/A controls
+    (replicate, original), where training noise comes from, and the difference to detect."""
+
+    interactions: tuple[Interaction, ...] = ()
+    replicates: tuple[tuple[str, str], ...] = ()
+    settings: NoiseSettings = field(default_factory=NoiseSettings)
+    target_difference: float | None = None
+
+
+def statistics_plan(experiment) -> StatisticsPlan:
+    """The experiment's ``StatisticsPlan`` (its interactions, A/A controls and ``statistics`` section)."""
+    return StatisticsPlan(
+        tuple(experiment.interactions()),
+        tuple(experiment.replicate_pairs()),
+        NoiseSettings(declared_sd=experiment.statistics.seed_sd),
+        experiment.statistics.target_difference,
+    )
 
 
 def build_report(
@@ -251,10 +320,35 @@ def build_report(
     contrasts: list[tuple[str, str]],
     tables: StudyTables,
     confidence_pairs: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    plan: StatisticsPlan | None = None,
 ) -> Report:
+    plan = plan or StatisticsPlan()
+    settings = plan.settings
     accuracy, evals = tables.accuracy, tables.eval_results
     baselines = stronger_baselines(evals)
-    planned = contrast_table(evals, contrasts, baselines=baselines)
+    tested = contrast_table(evals, [*contrasts, *plan.replicates], interactions=plan.interactions, settings=settings)
+    replicate_pairs = set(plan.replicates)
+    is_aa = pl.Series([(a, b) in replicate_pairs for a, b in zip(tested["a"], tested["b"])], dtype=pl.Boolean)
+    planned, aa = tested.filter(~is_aa), tested.filter(is_aa)
+    pairs, interactions = (
+        planned.filter(~pl.col("student").str.contains(" vs ")),
+        planned.filter(pl.col("student").str.contains(" vs ")),
+    )
+    noise = noise_table(evals, settings)
+    students = evals["student"].unique(maintain_order=True).to_list()
+    untrained = evals.filter(pl.col("dataset").str.starts_with("base"))["dataset"].n_unique()
+    trained_arms = evals.filter(~pl.col("dataset").str.starts_with("base"))["dataset"].n_unique()
+    power = power_lines(
+        [*contrasts, *plan.replicates],
+        plan.interactions,
+        students,
+        evals["problem_id"].n_unique(),
+        len(seeds),
+        settings,
+        plan.target_difference,
+        untrained,
+        trained_arms,
+    )
     failures = failure_summary(tables.failure_modes, evals, baselines=baselines)
     failures = failures.filter(pl.col("count_mean") > 0) if failures.height else failures
     base_rows = accuracy.filter(pl.col("dataset").str.starts_with("base")).select(
@@ -282,28 +376,40 @@ def build_report(
         "accessibility.png": accessibility_png(points) if points.height else None,
     }
     plots = {file: png for file, png in candidates.items() if png}
-    n_seeds = int(accuracy["n_seeds"].min()) if accuracy.height else 0
     formats = "\n".join(f"- `{column}`: {text}" for column, text in ACCEPTED_FORMATS.items())
     sections = [
         f"# trace_assets report: {name}",
         f"Test problems: {evals['problem_id'].n_unique()}; training seeds: {seeds}.",
         f"**Judge:** {judge_note}",
-        f"**Noise floor:** {noise_floor_note(n_seeds)}",
+        f"**Noise floor:** {noise_floor_note(noise)}",
         "## Accuracy by student and dataset",
         f"Method: {METHOD}.",
         table(results_table(accuracy)),
         "`accuracy` counts the declared answer, else the flexible reading; `accuracy_strict` only the `#### N` "
         f"line the prompt asks for. Formats each reading accepts:\n{formats}",
         "## Baselines: the untrained students",
-        "Zero-shot (`base`) and few-shot (`base_few_shot`, fixed train exemplars). Gains are measured from the "
-        "stronger one: " + ", ".join(f"{student}: `{dataset}`" for student, dataset in sorted(baselines.items())) + ".",
+        "Zero-shot (`base`) and few-shot (`base_few_shot`, fixed train exemplars). A `baseline` contrast is tested "
+        "against each of them (a row each, all in the Holm family): picking the stronger after looking would bias the "
+        "gain. The stronger one, which failure modes compare against: "
+        + ", ".join(f"{student}: `{dataset}`" for student, dataset in sorted(baselines.items()))
+        + ".",
         table(base_rows),
+        "## Training noise per arm",
+        table(noise),
         "## Planned contrasts (paired by problem, Holm-adjusted across the family)",
-        *contrasts_section(planned),
-        *confidence_section(list(confidence_pairs), evals, tables.sft_examples),
+        *contrasts_section(pairs),
+        *(
+            ["### Interactions: (a - b) at one student vs at another", *contrasts_section(interactions)]
+            if interactions.height
+            else []
+        ),
+        *aa_section(aa),
+        "## Power: the smallest differences this design detects",
+        "```\n" + "\n".join(power) + "\n```",
+        *confidence_section(list(confidence_pairs), evals, tables.sft_examples, settings),
         "## Accuracy by difficulty",
         table(by_difficulty(evals)),
-        *task_sections(evals, contrasts, tables.problems),
+        *task_sections(evals, contrasts, tables.problems, settings),
         "## Failure modes: per-seed rates and change against the stronger baseline",
         table(failures),
         "## Exclusions per arm, by reason",

@@ -1,9 +1,9 @@
 """Statistics for the report. Pure functions over numpy/scipy/polars; no Dagster.
 
-The unit of analysis is one student trained on one dataset ("an arm"), evaluated with several
+The unit of analysis is one student trained on one dataset ("an arm"), evaluated with one or more
 training seeds on the same test problems. An arm's accuracy means: the expected accuracy over the
 distribution of training runs (seeds) and over the population of problems the test set samples.
-Two sources of noise therefore enter every interval and every test:
+Two sources of noise enter every interval and every test:
 
 * problem sampling: which problems happen to be in the test set, and which way each run's answer
   to each of them falls;
@@ -15,44 +15,53 @@ variance of its mean accuracy is
 
     Var = MS_problems / (n k)  +  sigma2_seed / k
 
-the first term being the problem-level variance of the seed-averaged outcomes over n (it contains
-the per-run answer noise too), the second the training noise: sigma2_seed is the variance of one
-run's accuracy from seed to seed, by moments (MS_seeds - MS_residual) / n. Three seeds estimate it
-from two degrees of freedom, too few for a t test after a multiplicity correction (a t quantile
-with 2 df at Holm's first step, 0.05/27, is 22), and the Welch-Satterthwaite t interval with an
-arm's own two-df estimate is liberal in the tail, up to ten times the nominal rate (measured on
-paper.yaml's shape at logit SD 0.15-0.3: coverage 0.92-0.93, family-wise false positives 0.09). So training noise is modelled as in a mixed model with a common
-arm x seed random effect per student: a logit shift of variance sigma2_logit shared by the
-student's trained arms, estimated by pooling their moment estimates (2 df per arm, 16-18 per
-student); arm a's seed variance is sigma2_logit * g_a^2, with g_a = mean over problems of
-p(1 - p), the slope of accuracy in a logit shift, so arms at different accuracies share the
-noise on the scale the noise lives on. The interval is mean +- t(0.975, df) sqrt(Var), df by
-Satterthwaite. The untrained "base" arm has no training noise and is not pooled: its own estimate
-(zero when its seeds' answers are identical) is used. The price of pooling is an assumption: arms of
-one student are about equally noisy. Measured (calibration.py's World.seed_sd_scale): arms
-alternating between logit SD 0.15 and 0.3 keep the family-wise rate at 0.05; one arm three times
-as noisy as the rest, or arms alternating 0.1 and 0.45, raise it to 0.06-0.07. sd_seeds, printed
-per arm, shows such an arm.
+the first term the problem-level variance of the seed-averaged outcomes over n (it contains the
+per-run answer noise too), the second the training noise: sigma2_seed, the variance of one run's
+accuracy from seed to seed, is (MS_seeds - MS_residual) / n by moments.
+
+Training noise per arm, moderated (``student_noise``). Training noise is a logit shift per run: an
+arm's seed mean square in logit units is w = MS_seeds / (n g^2), with k - 1 degrees of freedom,
+where g = mean over problems of p(1 - p) is the slope of accuracy in a logit shift (so arms at
+different accuracies are compared on the scale the noise lives on). Three seeds give each arm two
+degrees of freedom, too few to trust one arm's own w, and pooling all arms of a student assumes
+they are equally noisy (one arm eight times as noisy as the rest then covers its truth 65% of the
+time). So each arm's w is shrunk towards the student's typical value by an amount the data decide,
+as limma moderates per-gene variances (Smyth 2004): the prior df d0 and prior value s0^2 of a
+scaled inverse chi-square are fitted to the student's arms' log w by the method of moments
+(digamma / trigamma, ``variance_prior``), and each arm gets the posterior
+
+    w~ = (d0 s0^2 + d w) / (d0 + d)     with d0 + d degrees of freedom (at most the pooled df).
+
+Arms that really are equally noisy give a large d0 (close to pooling); one arm far out makes d0
+small, so that arm keeps most of its own estimate. sigma2_seed = g^2 (w~ - MS_residual / (n g^2)).
+The untrained arms ("base", "base_few_shot") have no training noise: their own estimate is used
+(zero when their seeds' answers are identical).
+
+Single-seed arms. An arm with one seed has no seed variance of its own and 0/1 problem means (its
+own slope is 0): it borrows the pooled training noise of the student's multi-seed runs (this study's
+and earlier runs of the same student in the database, named), with a slope g = m(1 - m) times the
+ratio g / (m(1 - m)) those runs show. When no run of the student has two seeds, the experiment's
+declared ``statistics.seed_sd`` (a logit SD) is used, with g from the student's arms pooled per
+problem. With neither, the training noise is unknown: the arm's interval covers problem sampling
+only (conditional on that run), and its contrasts are per-run tests conditional on those runs,
+never called distinguishable (``conditional``); the report lists them as needing two seeds.
 
 A difference between two arms is paired by problem (same problems): its problem term is the
 variance over problems of the difference of seed-averaged outcomes, over n, and each arm adds its
-seed variance / k (the seeds of two arms are independent training runs that only share a number,
-so nothing is paired across seeds). The test is the matching t test with Satterthwaite df; p-values
-are Holm-adjusted across the whole family (student x contrast). ``trace-assets calibrate``
-(trace_assets/reporting/calibration.py) measures what all this achieves.
-
-An arm with a single seed has no estimate of training noise (and a student with single-seed arms
-only has none to pool): its interval and tests are conditional on that one training run, problem
-sampling only; ``noise_floor_note`` says so for the report.
-
-The numpy cores (``arm_terms``, ``seed_noise``, ``arm_estimate``, ``contrast_estimate``, ``holm``)
-take arrays with any leading batch axes, so the calibration simulation runs thousands of studies
-through the same arithmetic as the polars wrappers (``accuracy_summary``, ``contrast_table``).
+own seed variance / k (the seeds of two arms are independent training runs that only share a number,
+so nothing is paired across seeds). An interaction, (a - b) at student S1 vs (a - b) at S2, is the
+same on the per-problem difference of differences with four arms' seed variances. Tests are t tests
+with Satterthwaite df; p-values are Holm-adjusted across the whole family (every student x contrast
+and every interaction). ``baseline`` in a contrast is tested against each untrained arm (zero-shot
+and few-shot), each row in the family: choosing the larger after looking would bias the gain.
+``trace-assets calibrate`` (trace_assets/reporting/calibration.py) measures what all this achieves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -63,17 +72,26 @@ from trace_assets.tables import frame_of
 
 LEVEL = 0.95
 ALPHA = 0.05
+POWER = 0.80
 METHOD = (
     "accuracy = mean over training seeds and problems; 95% t interval from a crossed problems x seeds "
     "variance-components model: problem-level variance of seed-averaged outcomes / n + seed-to-seed variance / k, "
-    "the training noise a logit shift whose variance is pooled over the student's trained arms (moment estimates, "
-    "Satterthwaite df); contrasts paired by problem with both arms' seed variance, t test, Holm-adjusted across all "
-    "student x contrast pairs; distinguishable when adjusted p < 0.05"
+    "the training noise a logit shift whose per-arm variance is moderated towards the student's typical value "
+    "(empirical Bayes, limma's method of moments; a single-seed arm borrows the pooled or declared value), "
+    "Satterthwaite df; contrasts and interactions paired by problem with each arm's seed variance, t test, "
+    "Holm-adjusted across all of them; 'baseline' tested against each untrained arm; distinguishable when "
+    "adjusted p < 0.05 and the training noise is known"
 )
+# The world power planning assumes about problems (the calibration simulates the same one): logit
+# difficulty SD across problems, and each arm's own per-problem deviation.
+PLANNING_PROBLEM_SD = 1.5
+PLANNING_ARM_PROBLEM_SD = 0.5
+# Training noise assumed in planning when nothing is measured or declared: seed 000's scale (logit SD).
+ASSUMED_SEED_SD = 0.15
 
 
 # --------------------------------------------------------------------------------------------------
-# numpy cores: outcomes are (..., seeds, problems) 0/1 arrays; leading axes are independent batches
+# numpy cores: outcomes are (seeds, problems) 0/1 arrays (leading batch axes allowed in arm_terms)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -86,19 +104,19 @@ class Estimate:
     df: np.ndarray
 
     def interval(self, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-        from scipy.stats import t
+        from scipy.special import stdtrit  # the t quantile as a ufunc: scipy.stats.t.ppf's checks cost 1 ms a call
 
-        half = t.ppf(0.5 + level / 2, self.df) * np.sqrt(self.variance)
+        half = stdtrit(self.df, 0.5 + level / 2) * np.sqrt(self.variance)
         return self.estimate - half, self.estimate + half
 
     def p_value(self) -> np.ndarray:
         """Two-sided p of estimate = 0 (1 when estimate and variance are both 0, 0 when only the variance is)."""
-        from scipy.stats import t
+        from scipy.special import stdtr
 
         se = np.sqrt(self.variance)
         with np.errstate(divide="ignore", invalid="ignore"):
             stat = np.where(se > 0, np.abs(self.estimate) / np.where(se > 0, se, 1.0), np.where(self.estimate == 0, 0.0, np.inf))
-        return np.where(np.isnan(self.variance), np.nan, 2 * t.sf(stat, self.df))
+        return np.where(np.isnan(self.variance), np.nan, 2 * stdtr(self.df, -stat))
 
 
 @dataclass(frozen=True)
@@ -137,74 +155,262 @@ def arm_terms(outcomes: np.ndarray) -> ArmTerms:
 
 
 @dataclass(frozen=True)
-class SeedNoise:
-    """Training noise of a pool of arms: the variance of a logit shift per training run, and the
-    Satterthwaite denominator sum(c_i^2 MS_i^2 / df_i) of that estimate; ``df`` its degrees of freedom
-    (sum of k - 1 over the pooled arms; 0: no estimate, the analysis is conditional on the runs)."""
+class TrainingNoise:
+    """Training noise of one arm's runs: ``mean_square`` (logit units; minus ``residual``, the answer
+    noise inside it, it is the logit variance of one run) with ``df`` degrees of freedom (inf: declared),
+    ``slope`` (accuracy per logit unit for this arm), where it comes from, and whether it is known at all."""
 
-    logit_var: np.ndarray
-    denominator: np.ndarray
-    df: int
+    mean_square: float
+    residual: float
+    df: float
+    residual_df: float
+    slope: float
+    source: str
+    known: bool = True
+
+    @property
+    def seed_variance(self) -> float:
+        """Variance of one run's accuracy from seed to seed."""
+        return float(self.slope**2 * max(self.mean_square - self.residual, 0.0))
 
 
-def seed_noise(arms: list[ArmTerms]) -> SeedNoise:
-    """Pooled moment estimate of the training noise of ``arms`` (one student's trained arms, or one arm alone).
+NO_NOISE = TrainingNoise(0.0, 0.0, np.inf, np.inf, 1.0, "untrained: no training noise")
 
-    Per arm, sigma2_seed = (MS_seeds - MS_residual) / n estimates the seed-to-seed variance of its
-    accuracy; divided by its slope g^2 it is a logit-shift variance. These are averaged with weights
-    k - 1 and truncated at zero (then the estimate adds nothing to the df either).
+
+def trigamma_inverse(value: float) -> float:
+    """x with trigamma(x) = value (scipy's polygamma(1, .) is decreasing on (0, inf))."""
+    from scipy.optimize import brentq
+    from scipy.special import polygamma
+
+    if value <= 1e-8:
+        return 1e8
+    return float(brentq(lambda x: float(polygamma(1, x)) - value, 1e-10, 1e9, xtol=1e-12, rtol=1e-10))
+
+
+def variance_prior(values: np.ndarray, dfs: np.ndarray) -> tuple[float, float]:
+    """Prior df d0 and value s0^2 of a scaled inverse chi-square fitted to sample variances ``values``
+    with ``dfs`` degrees of freedom, by limma's method of moments on log values (``fitFDist``):
+    d0 = inf when the values scatter no more than chance alone would (then every arm gets s0^2)."""
+    from scipy.special import digamma, polygamma
+
+    values, dfs = np.asarray(values, dtype=float), np.asarray(dfs, dtype=float)
+    keep = (values > 0) & (dfs > 0)
+    values, dfs = values[keep], dfs[keep]
+    if values.size == 0:
+        return 0.0, float("nan")
+    if values.size == 1:
+        return 0.0, float(values[0])
+    e = np.log(values) - digamma(dfs / 2) + np.log(dfs / 2)
+    excess = e.var(ddof=1) - float(np.mean(polygamma(1, dfs / 2)))
+    if excess <= 0:
+        return float("inf"), float(np.exp(e.mean()))
+    d0 = 2 * trigamma_inverse(excess)
+    return d0, float(np.exp(e.mean() + digamma(d0 / 2) - np.log(d0 / 2)))
+
+
+def moderation_prior(values: np.ndarray, dfs: np.ndarray, flag_level: float = 0.05) -> tuple[float, float, np.ndarray]:
+    """``variance_prior`` made robust to values far above the rest (as limma's ``robust=True`` is): each value
+    is checked against the prior fitted to the others (value / s0^2 ~ F(df, d0) under the prior), those
+    above its upper ``flag_level`` quantile are flagged (they keep their own estimate), and the prior is
+    refitted without them. Returns (d0, s0^2, flagged)."""
+    from scipy.special import fdtrc
+
+    values, dfs = np.asarray(values, dtype=float), np.asarray(dfs, dtype=float)
+    flagged = np.zeros(values.size, dtype=bool)
+    if values.size >= 3:
+        for i in range(values.size):
+            others = np.arange(values.size) != i
+            d0, s0 = variance_prior(values[others], dfs[others])
+            if s0 > 0 and d0 > 0:
+                flagged[i] = fdtrc(dfs[i], min(d0, 1e6), values[i] / s0) < flag_level
+    d0, s0 = variance_prior(values[~flagged], dfs[~flagged])
+    return d0, s0, flagged
+
+
+def _measured(terms: ArmTerms) -> bool:
+    return terms.k > 1 and terms.n > 1 and float(terms.slope) > 0
+
+
+def untrained_noise(terms: ArmTerms) -> TrainingNoise:
+    """An untrained arm (greedy decoding of one model): its own seeds' spread, zero when they agree."""
+    if terms.k < 2 or terms.n < 2:
+        return NO_NOISE
+    return TrainingNoise(
+        float(terms.ms_seeds) / terms.n,
+        float(terms.ms_residual) / terms.n,
+        terms.k - 1,
+        (terms.k - 1) * (terms.n - 1),
+        1.0,
+        "untrained: its own seeds' spread",
+    )
+
+
+def _logit_mean_squares(terms: ArmTerms) -> tuple[float, float]:
+    """(w, tau): an arm's seed mean square and its residual (answer-noise) part, in logit units."""
+    scale = terms.n * float(terms.slope) ** 2
+    return float(terms.ms_seeds) / scale, float(terms.ms_residual) / scale
+
+
+def _student_scales(runs: dict[tuple[str, str], ArmTerms], skip: set[str]) -> dict[str, tuple[float, float, float, float | None]]:
+    """Per student with multi-seed runs (of datasets not in ``skip``): its scale (pooled logit seed mean
+    square), the pooled answer-noise part of it, their df, and its slope ratio g / (m(1 - m))."""
+    by_student: dict[str, list[ArmTerms]] = {}
+    for (dataset, student), terms in runs.items():
+        if _measured(terms) and dataset not in skip:
+            by_student.setdefault(student, []).append(terms)
+    scales = {}
+    for student, measured in by_student.items():
+        d = np.array([t.k - 1 for t in measured], dtype=float)
+        w, tau = np.array([_logit_mean_squares(t) for t in measured]).T
+        bernoulli = sum(float(t.mean) * (1 - float(t.mean)) for t in measured)
+        ratio = sum(float(t.slope) for t in measured) / bernoulli if bernoulli > 0 else None
+        scales[student] = (float(d @ w / d.sum()), float(d @ tau / d.sum()), float(d.sum()), ratio)
+    return scales
+
+
+def _dataset_factors(study: dict[tuple[str, str], ArmTerms], scales: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per dataset with multi-seed arms: the df-weighted mean over students of w / the student's scale, and its df."""
+    total: dict[str, float] = {}
+    dof: dict[str, float] = {}
+    for (dataset, student), terms in study.items():
+        if _measured(terms) and scales[student][0] > 0:
+            total[dataset] = total.get(dataset, 0.0) + (terms.k - 1) * _logit_mean_squares(terms)[0] / scales[student][0]
+            dof[dataset] = dof.get(dataset, 0.0) + terms.k - 1
+    datasets = sorted(dof)
+    return datasets, np.array([total[a] / dof[a] for a in datasets]), np.array([dof[a] for a in datasets])
+
+
+def trained_noise(
+    study: dict[tuple[str, str], ArmTerms],
+    reference: dict[tuple[str, str], ArmTerms] | None = None,
+    reference_name: str = "",
+    declared_sd: float | None = None,
+    cross_arm_ratios: dict[str, float | None] | None = None,
+) -> dict[tuple[str, str], TrainingNoise]:
+    """The training noise of every trained arm ``study`` ((dataset, student) -> terms).
+
+    Model: an arm's logit seed mean square is its student's scale times its dataset's factor. A student's
+    scale is the pooled w of its multi-seed runs (``study`` and ``reference``: (student, terms) of earlier
+    runs, named by ``reference_name``); a dataset's factor is the df-weighted mean of w / scale over every
+    student trained on it (2 df per student with 3 seeds), moderated across the datasets as limma moderates
+    gene variances (``variance_prior``): data that make training unstable are found from all students'
+    seeds, and one dataset far from the rest keeps its own factor (small prior df). A single-seed arm
+    gets its student's scale times its dataset's moderated factor (the prior when no student has seeds of
+    it), minus the typical answer noise; its slope is m(1 - m) times the ratio g / (m(1 - m)) of the
+    student's multi-seed runs, else ``cross_arm_ratios[student]``. With no multi-seed run of its student:
+    ``declared_sd`` (a logit SD), else unknown (``known`` False).
     """
-    pooled = [arm for arm in arms if arm.k > 1 and arm.n > 1]
-    df = sum(arm.k - 1 for arm in pooled)
-    shape = np.shape(arms[0].mean) if arms else ()
-    if not pooled:
-        return SeedNoise(np.zeros(shape), np.zeros(shape), 0)
-    total = np.zeros(shape)
-    denominator = np.zeros(shape)
-    for arm in pooled:
-        weight = (arm.k - 1) / df
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(arm.slope > 0, weight / (arm.n * np.square(arm.slope)), 0.0)
-        total = total + scale * (arm.ms_seeds - arm.ms_residual)
-        denominator = denominator + np.square(scale) * (
-            np.square(arm.ms_seeds) / (arm.k - 1) + np.square(arm.ms_residual) / ((arm.k - 1) * (arm.n - 1))
-        )
-    positive = total > 0
-    return SeedNoise(np.where(positive, total, 0.0), np.where(positive, denominator, 0.0), df)
+    ratios = cross_arm_ratios or {}
+    runs = {**(reference or {}), **study}
+    scales = _student_scales(runs, set())
+    datasets, factors, dfs = _dataset_factors(study, scales)
+    d0, f0, flagged = moderation_prior(factors, dfs) if datasets else (0.0, 1.0, np.zeros(0, dtype=bool))
+    if flagged.any():  # the students' scales again without the flagged datasets, which would inflate them
+        skip = {dataset for dataset, outlier in zip(datasets, flagged) if outlier}
+        scales = {**scales, **_student_scales(runs, skip)}  # a student with only flagged runs keeps its first scale
+        datasets, factors, dfs = _dataset_factors(study, scales)
+        d0, f0 = variance_prior(factors[~flagged], dfs[~flagged])
+    by_student = scales
+    outliers = {dataset for dataset, outlier in zip(datasets, flagged) if outlier}
+    total_df = float(dfs[~flagged].sum())
+    if np.isnan(f0):
+        f0 = 1.0
+    moderated: dict[str, tuple[float, float]] = {}
+    for dataset, value, df, outlier in zip(datasets, factors, dfs, flagged):
+        if outlier:  # noisier than the others: its own factor, its own df
+            moderated[dataset] = (float(value), float(df))
+        elif np.isinf(d0):
+            moderated[dataset] = (f0, total_df)
+        elif d0 == 0:
+            moderated[dataset] = (float(value), float(df))
+        else:
+            moderated[dataset] = ((d0 * f0 + df * value) / (d0 + df), min(d0 + df, total_df))
+    prior = (f0, total_df if np.isinf(d0) or d0 == 0 else min(d0, total_df))
+    where = "this study's multi-seed arms" + (f" and earlier runs ({reference_name})" if reference and reference_name else "")
+    out = {}
+    for (dataset, student), terms in study.items():
+        if student not in by_student:
+            bernoulli_a = float(terms.mean) * (1 - float(terms.mean)) if terms.n else 0.0
+            if declared_sd is not None:
+                slope = bernoulli_a * (ratios.get(student) or 1.0)
+                out[(dataset, student)] = TrainingNoise(
+                    declared_sd**2, 0.0, np.inf, np.inf, slope, f"declared statistics.seed_sd = {declared_sd:g}"
+                )
+            else:
+                out[(dataset, student)] = TrainingNoise(
+                    0.0, 0.0, np.inf, np.inf, 0.0, "unknown: one seed, nothing measured or declared", False
+                )
+            continue
+        scale, residual, scale_df, slope_ratio = by_student[student]
+        factor, factor_dof = moderated.get(dataset, prior)
+        # the arm's mean square is the product of two estimates: their df combine as for independent ones
+        # (Satterthwaite, equal CVs), the scale counted without the arm's own runs, which the factor has
+        others = scale_df - (terms.k - 1 if _measured(terms) else 0)
+        if np.isinf(d0) and dataset not in outliers:  # every factor is the prior: the student's pooled scale
+            df = scale_df
+        elif others > 0:
+            df = 1.0 / (1.0 / factor_dof + 1.0 / others)
+        else:
+            df = min(factor_dof, scale_df)
+        if _measured(terms):
+            out[(dataset, student)] = TrainingNoise(
+                scale * factor,
+                _logit_mean_squares(terms)[1],
+                df,
+                (terms.k - 1) * (terms.n - 1),
+                float(terms.slope),
+                f"own {terms.k} seeds; {student}'s scale x {dataset}'s factor {factor:.2f}, moderated "
+                f"(prior df {d0:.3g}) over {where}",
+            )
+        else:
+            bernoulli_a = float(terms.mean) * (1 - float(terms.mean)) if terms.n else 0.0
+            out[(dataset, student)] = TrainingNoise(
+                max(scale * factor - residual, 0.0),
+                0.0,
+                df,
+                np.inf,
+                bernoulli_a * (slope_ratio or 1.0),
+                f"borrowed: {student}'s scale x {dataset}'s factor {factor:.2f} over {where}",
+            )
+    return out
 
 
-def _estimate(value: np.ndarray, problem_term: np.ndarray, n: int, seed_parts: list[tuple[SeedNoise, np.ndarray]]) -> Estimate:
-    """value with variance problem_term + sum(coefficient * noise.logit_var) and Satterthwaite df; arms
-    sharing one pooled estimate must come as one (noise, summed coefficient) part."""
+def _estimate(value, problem_term, n: int, parts: Sequence[tuple[float, TrainingNoise]]) -> Estimate:
+    """value with variance problem_term + sum(coefficient * seed variance) and Satterthwaite df."""
     if n < 2:
         nan = np.full(np.shape(value), np.nan)
         return Estimate(np.asarray(value, dtype=float), nan, nan)
-    variance = problem_term + sum(c * noise.logit_var for noise, c in seed_parts)
-    denominator = np.square(problem_term) / (n - 1) + sum(np.square(c) * noise.denominator for noise, c in seed_parts)
+    variance = problem_term + sum(c * noise.seed_variance for c, noise in parts)
+    # The arms' training-noise estimates share their student's scale and the datasets' prior, so they are
+    # correlated: their Satterthwaite terms are added as if perfectly so (sqrt of each term's share), which
+    # is conservative.
+    denominator = np.square(problem_term) / (n - 1)
+    shared, residual = 0.0, 0.0
+    for c, noise in parts:
+        if noise.seed_variance > 0:
+            scale = c * noise.slope**2
+            shared += scale * noise.mean_square / np.sqrt(noise.df)
+            residual += np.square(scale * noise.residual) / noise.residual_df
+    denominator = denominator + shared**2 + residual
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(denominator > 0, np.square(variance) / np.where(denominator > 0, denominator, 1.0), float(n - 1))
     return Estimate(np.asarray(value, dtype=float), variance, np.maximum(df, 1.0))
 
 
-def arm_estimate(arm: ArmTerms, noise: SeedNoise) -> Estimate:
+def arm_estimate(arm: ArmTerms, noise: TrainingNoise) -> Estimate:
     """Accuracy of one arm (mean over seeds and problems), the variance of that mean under problem sampling
-    plus training noise (``noise``: the arm's pool), and Satterthwaite's df."""
+    plus its training noise, and Satterthwaite's df."""
     problem_term = arm.ms_problems / (arm.n * max(arm.k, 1))
-    return _estimate(arm.mean, problem_term, arm.n, [(noise, np.square(arm.slope) / max(arm.k, 1))])
+    return _estimate(arm.mean, problem_term, arm.n, [(1 / max(arm.k, 1), noise)])
 
 
-def contrast_estimate(
-    a: ArmTerms, b: ArmTerms, noise_a: SeedNoise, noise_b: SeedNoise, columns_a=slice(None), columns_b=slice(None)
-) -> Estimate:
-    """Difference a - b on the same problems (``columns_*`` pick them, in the same order, from each arm's
-    problems). Paired by problem; each arm adds its seed variance / k (one part when both share a pool)."""
-    per_problem = a.problem_means[..., columns_a] - b.problem_means[..., columns_b]
+def paired_estimate(per_problem: np.ndarray, parts: Sequence[tuple[float, TrainingNoise]]) -> Estimate:
+    """Mean of a per-problem difference (of seed-averaged outcomes; last axis problems) with its problem
+    term and the arms' seed variances (``parts``: (1 / k, noise) per arm)."""
     n = per_problem.shape[-1]
     problem_term = per_problem.var(axis=-1, ddof=1) / n if n > 1 else np.full(per_problem.shape[:-1], np.nan)
-    coef_a = np.square(a.slope) / max(a.k, 1)
-    coef_b = np.square(b.slope) / max(b.k, 1)
-    parts = [(noise_a, coef_a + coef_b)] if noise_a is noise_b else [(noise_a, coef_a), (noise_b, coef_b)]
-    return _estimate(per_problem.mean(axis=-1) if n else np.full(per_problem.shape[:-1], np.nan), problem_term, n, parts)
+    value = per_problem.mean(axis=-1) if n else np.full(per_problem.shape[:-1], np.nan)
+    return _estimate(value, problem_term, n, parts)
 
 
 def seed_sd(outcomes: np.ndarray) -> np.ndarray:
@@ -242,54 +448,86 @@ def direction(diff: float) -> str:
     return "a>b" if diff > 0 else "a<b" if diff < 0 else "="
 
 
-def noise_floor_note(n_seeds: int) -> str:
-    """One sentence for the report on what the seeds allow."""
-    if n_seeds < 2:
-        return (
-            "Single training seed: there is no noise floor. Intervals and tests cover problem sampling only and "
-            "are conditional on this one training run; another seed could move accuracy by more than they show."
-        )
-    return (
-        f"{n_seeds} training seeds: sd_seeds is the seed-to-seed spread of accuracy (the noise floor); training "
-        f"noise, pooled over each student's trained arms, widens every interval and test."
-    )
-
-
 # --------------------------------------------------------------------------------------------------
-# polars wrappers used by the report
+# one study: its arms, their training noise, the report's tables (the calibration calls these too)
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Arm:
+class Arm:
+    """One (dataset, student): its seeds x problems 0/1 matrix, the problem ids (sorted) and seeds."""
+
     matrix: np.ndarray
-    problems: list[str]
-    seeds: list[int]
+    problems: np.ndarray
+    seeds: tuple[int, ...]
     terms: ArmTerms
 
 
-def _arm(group: pl.DataFrame) -> _Arm:
-    """(seeds x problems) 0/1 matrix of one arm, keeping problems every seed answered, sorted by id."""
-    wide = group.pivot(on="seed", index="problem_id", values="is_correct", aggregate_function="first")
-    seeds = sorted(int(c) for c in wide.columns if c != "problem_id")
-    wide = wide.drop_nulls().sort("problem_id")
-    matrix = wide.select([str(s) for s in seeds]).to_numpy().T.astype(float).reshape(len(seeds), wide.height)
-    return _Arm(matrix, wide["problem_id"].cast(pl.Utf8).to_list(), seeds, arm_terms(matrix))
+def make_arm(matrix: np.ndarray, problems: np.ndarray, seeds: Sequence[int] | None = None) -> Arm:
+    matrix = np.asarray(matrix, dtype=float)
+    return Arm(matrix, problems, tuple(seeds if seeds is not None else range(matrix.shape[0])), arm_terms(matrix))
 
 
-def _arms_and_noise(eval_results: pl.DataFrame) -> tuple[dict[tuple[str, str], _Arm], dict[tuple[str, str], SeedNoise]]:
-    """Every (dataset, student) arm, and the training-noise estimate each uses: pooled over the student's
-    trained arms, its own for each untrained baseline."""
-    arms = {key: _arm(group) for key, group in eval_results.group_by(["dataset", "student"], maintain_order=True)}
-    noise = {}
-    for student in {s for _, s in arms}:
-        trained = [key for key in arms if key[1] == student and key[0] not in BASE_DATASETS]
-        pooled = seed_noise([arms[key].terms for key in trained])
-        noise.update({key: pooled for key in trained})
-        for base in BASE_DATASETS:  # the untrained students have no training noise of their own to pool
-            if (base, student) in arms:
-                noise[(base, student)] = seed_noise([arms[(base, student)].terms])
-    return arms, noise
+Arms = dict[tuple[str, str], Arm]  # (dataset, student) -> Arm
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """Where training noise comes from besides the study's own seeds: ``declared_sd`` (the experiment's
+    ``statistics.seed_sd``, a logit SD) and ``reference``, earlier runs of the same students (named)."""
+
+    declared_sd: float | None = None
+    reference: Arms = field(default_factory=dict)
+    reference_name: str = ""
+
+
+def arms_of(eval_results: pl.DataFrame) -> Arms:
+    """Every (dataset, student) arm, keeping problems every seed answered."""
+    arms = {}
+    for (dataset, student), group in eval_results.group_by(["dataset", "student"], maintain_order=True):
+        wide = group.pivot(on="seed", index="problem_id", values="is_correct", aggregate_function="first")
+        seeds = sorted(int(c) for c in wide.columns if c != "problem_id")
+        wide = wide.drop_nulls().sort("problem_id")
+        matrix = wide.select([str(s) for s in seeds]).to_numpy().T.astype(float).reshape(len(seeds), wide.height)
+        arms[(dataset, student)] = make_arm(matrix, wide["problem_id"].cast(pl.Utf8).to_numpy().astype(str), seeds)
+    return arms
+
+
+def _cross_arm_ratio(arms: Sequence[Arm]) -> float | None:
+    """g / (m(1 - m)) from the arms' answers pooled per problem (an unbiased p(1 - p) per problem answered
+    at least twice): the slope ratio for single-seed arms when no run has two seeds. Treating different arms
+    as draws of one probability overstates p(1 - p) a little: the borrowed noise errs on the wide side."""
+    if not arms:
+        return None
+    ids, inverse = np.unique(np.concatenate([arm.problems for arm in arms]), return_inverse=True)
+    right = np.bincount(inverse, weights=np.concatenate([arm.matrix.sum(axis=0) for arm in arms]), minlength=ids.size)
+    runs = np.bincount(inverse, weights=np.concatenate([np.full(arm.matrix.shape[1], arm.matrix.shape[0]) for arm in arms]))
+    keep = runs >= 2
+    if not keep.any():
+        return None
+    p, total = right[keep] / runs[keep], runs[keep]
+    slope = float(np.mean(p * (1 - p) * total / (total - 1)))
+    m = float(right[keep].sum() / total.sum())
+    return slope / (m * (1 - m)) if 0 < m < 1 else None
+
+
+def study_noise(arms: Arms, settings: NoiseSettings | None = None) -> dict[tuple[str, str], TrainingNoise]:
+    """Training noise of every arm: ``trained_noise`` over the trained arms, the untrained arms their own
+    (``untrained_noise``)."""
+    settings = settings or NoiseSettings()
+    trained = {key: arm.terms for key, arm in arms.items() if key[0] not in BASE_DATASETS}
+    students = list(dict.fromkeys(s for _, s in arms))
+    ratios = {
+        student: _cross_arm_ratio([arm for key, arm in arms.items() if key[1] == student and key in trained])
+        for student in students
+        if any(terms.k < 2 for key, terms in trained.items() if key[1] == student)
+    }
+    reference = {key: arm.terms for key, arm in settings.reference.items()}
+    noise = trained_noise(trained, reference, settings.reference_name, settings.declared_sd, ratios)
+    for key, arm in arms.items():
+        if key[0] in BASE_DATASETS:
+            noise[key] = untrained_noise(arm.terms)
+    return noise
 
 
 def seed_accuracies(eval_results: pl.DataFrame) -> pl.DataFrame:
@@ -306,51 +544,107 @@ def _none_if_nan(value) -> float | None:
     return None if np.isnan(value) else value
 
 
-def accuracy_summary(eval_results: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
+def summary_rows(arms: Arms, noise: dict[tuple[str, str], TrainingNoise]) -> list[dict]:
+    """accuracy_summary's rows (without accuracy_strict) from a study's arms and their noise."""
+    rows = []
+    for (dataset, student), arm in arms.items():
+        estimate = arm_estimate(arm.terms, noise[(dataset, student)])
+        low, high = estimate.interval()
+        rows.append(
+            {
+                "dataset": dataset,
+                "student": student,
+                "n": arm.terms.n,
+                "n_seeds": arm.terms.k,
+                "accuracy": _none_if_nan(estimate.estimate),
+                "sd_seeds": _none_if_nan(seed_sd(arm.matrix)),
+                "ci_low": None if np.isnan(low) else float(np.clip(low, 0.0, 1.0)),
+                "ci_high": None if np.isnan(high) else float(np.clip(high, 0.0, 1.0)),
+            }
+        )
+    return rows
+
+
+def accuracy_summary(eval_results: pl.DataFrame, seed: int = 0, settings: NoiseSettings | None = None) -> pl.DataFrame:
     """Accuracy per dataset x student with its noise floor and 95% interval.
 
     Columns: dataset, student, n (problems answered by every seed), n_seeds, accuracy (mean over seeds
     and problems), sd_seeds (standard deviation of the per-seed accuracies; null with one seed), ci_low,
-    ci_high (``METHOD``; null when n < 2), accuracy_strict (mean of ``is_correct_strict``; null when that
-    column is absent): the ``accuracy`` table's ``AccuracySchema``. Sorted by student, then accuracy descending. ``seed`` is accepted for call
-    compatibility; the interval is analytic and draws no random numbers.
+    ci_high (``METHOD``; null when n < 2; conditional on the run when its training noise is unknown, see
+    ``noise_table``), accuracy_strict (mean of ``is_correct_strict``; null when that column is absent): the
+    ``accuracy`` table's ``AccuracySchema``. Sorted by student, then accuracy descending. ``seed`` is
+    accepted for call compatibility; nothing is random.
     """
     del seed
-    strict = "is_correct_strict" in eval_results.columns
-    arms, noise = _arms_and_noise(eval_results)
-    strict_means = (
-        {
+    arms = arms_of(eval_results)
+    rows = summary_rows(arms, study_noise(arms, settings))
+    if "is_correct_strict" in eval_results.columns:
+        strict = {
             (d, s): v
             for d, s, v in eval_results.group_by(["dataset", "student"])
             .agg(pl.col("is_correct_strict").cast(pl.Float64).mean())
             .iter_rows()
         }
-        if strict
-        else {}
-    )
-    rows = []
-    for (dataset, student), arm in arms.items():
-        estimate = arm_estimate(arm.terms, noise[(dataset, student)])
-        low, high = estimate.interval()
-        row = {
-            "dataset": dataset,
-            "student": student,
-            "n": len(arm.problems),
-            "n_seeds": len(arm.seeds),
-            "accuracy": _none_if_nan(estimate.estimate),
-            "sd_seeds": _none_if_nan(seed_sd(arm.matrix)),
-            "ci_low": None if np.isnan(low) else float(np.clip(low, 0.0, 1.0)),
-            "ci_high": None if np.isnan(high) else float(np.clip(high, 0.0, 1.0)),
-        }
-        if strict:
-            row["accuracy_strict"] = strict_means[(dataset, student)]
-        rows.append(row)
+        rows = [{**row, "accuracy_strict": strict[(row["dataset"], row["student"])]} for row in rows]
     return frame_of(rows, AccuracySchema).sort(["student", "accuracy"], descending=[False, True])
+
+
+NOISE_SCHEMA = {
+    "student": pl.Utf8,
+    "dataset": pl.Utf8,
+    "n_seeds": pl.Int64,
+    "training_sd": pl.Float64,
+    "df": pl.Float64,
+    "known": pl.Boolean,
+    "source": pl.Utf8,
+}
+
+
+def noise_table(eval_results: pl.DataFrame, settings: NoiseSettings | None = None) -> pl.DataFrame:
+    """Per arm, the training noise its interval and tests use: training_sd (SD of one run's accuracy
+    from seed to seed), its df, whether it is known, and where it comes from (the per-arm noise floor)."""
+    arms = arms_of(eval_results)
+    noise = study_noise(arms, settings)
+    rows = [
+        {
+            "student": student,
+            "dataset": dataset,
+            "n_seeds": arms[(dataset, student)].terms.k,
+            "training_sd": float(np.sqrt(n.seed_variance)) if n.known else None,
+            "df": None if np.isinf(n.df) else float(n.df),
+            "known": n.known,
+            "source": n.source,
+        }
+        for (dataset, student), n in noise.items()
+    ]
+    return pl.DataFrame(rows, schema=NOISE_SCHEMA).sort(["student", "dataset"])
+
+
+def noise_floor_note(noise: pl.DataFrame) -> str:
+    """What the seeds allow, per arm (``noise_table``): which arms have no training-noise estimate."""
+    if noise.is_empty():
+        return "No arms."
+    unknown = noise.filter(~pl.col("known"))
+    borrowed = noise.filter(pl.col("known") & pl.col("source").str.starts_with("borrowed"))
+    declared = noise.filter(pl.col("known") & pl.col("source").str.starts_with("declared"))
+    parts = [f"training noise is estimated per arm (table below); seeds per arm: {sorted(set(noise['n_seeds']))}."]
+    if borrowed.height:
+        parts.append(f"{borrowed.height} single-seed arm(s) borrow the pooled value of their student's multi-seed runs.")
+    if declared.height:
+        parts.append(f"{declared.height} single-seed arm(s) use the declared statistics.seed_sd.")
+    if unknown.height:
+        names = ", ".join(f"{r['dataset']} ({r['student']})" for r in unknown.iter_rows(named=True))
+        parts.append(
+            f"There is no noise floor for {names}: one training seed and nothing measured or declared, so their intervals and "
+            "tests cover problem sampling only, conditional on that run; another seed could move accuracy by more."
+        )
+    return " ".join(parts)
 
 
 def stronger_baselines(eval_results: pl.DataFrame) -> dict[str, str]:
     """Per student, the untrained evaluation with the higher accuracy (zero-shot ``base`` or
-    ``base_few_shot``): what "gain over base" is measured from. Ties go to zero-shot."""
+    ``base_few_shot``): described in the report and used for failure modes. Ties go to zero-shot.
+    Contrasts do not use it (chosen after looking, it biases the gain): see ``contrast_table``."""
     untrained = eval_results.filter(pl.col("dataset").is_in(list(BASE_DATASETS)))
     accuracy = {
         (student, dataset): value
@@ -384,62 +678,310 @@ CONTRAST_SCHEMA = {
     "p_adjusted": pl.Float64,
     "direction": pl.Utf8,
     "distinguishable": pl.Boolean,
+    "conditional": pl.Boolean,
 }
+
+Interaction = tuple[str, str, str, str]  # (a, b, student 1, student 2): (a - b) at student 1 vs at student 2
+
+
+def _shared_columns(*arms: Arm) -> list[np.ndarray]:
+    """Column indices, per arm, of the problems every arm answered, in one order."""
+    common = arms[0].problems
+    if all(arm.problems is common for arm in arms):  # the calibration's arms share one array
+        return [np.arange(common.size)] * len(arms)
+    for arm in arms[1:]:
+        common = np.intersect1d(common, arm.problems, assume_unique=True)
+    return [np.searchsorted(arm.problems, common) for arm in arms]
+
+
+def _pairs(declared: tuple[str, str], student: str, arms: Arms, baselines: dict[str, str] | None) -> list[tuple[str, str]]:
+    """The arm pairs a declared contrast tests for ``student``: ``baseline`` is every untrained arm (or the
+    one ``baselines`` names, declared in advance); pairs with a missing arm are skipped."""
+
+    def names(arm: str) -> list[str]:
+        if arm != BASELINE:
+            return [arm]
+        return [baselines.get(student, BASE_DATASETS[0])] if baselines is not None else list(BASE_DATASETS)
+
+    return [(a, b) for a in names(declared[0]) for b in names(declared[1]) if (a, student) in arms and (b, student) in arms]
+
+
+def _row(student: str, a: str, b: str, k_a: int, k_b: int, mean_a, mean_b, estimate: Estimate, conditional: bool) -> dict:
+    low, high = estimate.interval()
+    return {
+        "student": student,
+        "a": a,
+        "b": b,
+        "n_problems": None,
+        "n_seeds_a": k_a,
+        "n_seeds_b": k_b,
+        "accuracy_a": _none_if_nan(mean_a),
+        "accuracy_b": _none_if_nan(mean_b),
+        "diff": _none_if_nan(estimate.estimate),
+        "ci_low": _none_if_nan(low),
+        "ci_high": _none_if_nan(high),
+        "df": _none_if_nan(estimate.df),
+        "p_value": float(estimate.p_value()),
+        "conditional": conditional,
+    }
+
+
+def contrast_rows(
+    arms: Arms,
+    noise: dict[tuple[str, str], TrainingNoise],
+    contrasts: Sequence[tuple[str, str]],
+    baselines: dict[str, str] | None = None,
+    interactions: Sequence[Interaction] = (),
+) -> list[dict]:
+    """contrast_table's rows from a study's arms and their noise: every student x contrast pair, then every
+    interaction; Holm over the rows whose training noise is known, and separately (per-run tests, never
+    distinguishable) over the conditional ones."""
+    rows = []
+    for student in dict.fromkeys(s for _, s in arms):
+        for declared in contrasts:
+            for a, b in _pairs(declared, student, arms, baselines):
+                arm_a, arm_b = arms[(a, student)], arms[(b, student)]
+                cols_a, cols_b = _shared_columns(arm_a, arm_b)
+                per_problem = arm_a.terms.problem_means[cols_a] - arm_b.terms.problem_means[cols_b]
+                noise_a, noise_b = noise[(a, student)], noise[(b, student)]
+                estimate = paired_estimate(per_problem, [(1 / arm_a.terms.k, noise_a), (1 / arm_b.terms.k, noise_b)])
+                shared = cols_a.size > 0
+                row = _row(
+                    student,
+                    a,
+                    b,
+                    arm_a.terms.k,
+                    arm_b.terms.k,
+                    arm_a.matrix[:, cols_a].mean() if shared else np.nan,
+                    arm_b.matrix[:, cols_b].mean() if shared else np.nan,
+                    estimate,
+                    not (noise_a.known and noise_b.known),
+                )
+                rows.append({**row, "n_problems": int(cols_a.size)})
+    for a, b, first, second in interactions:
+        keys = [(a, first), (b, first), (a, second), (b, second)]
+        if any(key not in arms for key in keys):
+            continue
+        four = [arms[key] for key in keys]
+        cols = _shared_columns(*four)
+        means = [arm.terms.problem_means[c] for arm, c in zip(four, cols)]
+        estimate = paired_estimate(
+            (means[0] - means[1]) - (means[2] - means[3]), [(1 / arm.terms.k, noise[key]) for arm, key in zip(four, keys)]
+        )
+        n = int(cols[0].size)
+        row = _row(
+            f"{first} vs {second}",
+            f"{a}-{b}@{first}",
+            f"{a}-{b}@{second}",
+            min(four[0].terms.k, four[1].terms.k),
+            min(four[2].terms.k, four[3].terms.k),
+            float(np.mean(means[0] - means[1])) if n else np.nan,
+            float(np.mean(means[2] - means[3])) if n else np.nan,
+            estimate,
+            not all(noise[key].known for key in keys),
+        )
+        rows.append({**row, "n_problems": n})
+    for conditional in (False, True):
+        family = [row for row in rows if row["conditional"] == conditional]
+        adjusted = holm(np.array([row["p_value"] for row in family], dtype=float))
+        for row, p_adj in zip(family, adjusted):
+            row["p_value"] = _none_if_nan(row["p_value"])
+            row["p_adjusted"] = _none_if_nan(p_adj)
+            row["direction"] = direction(row["diff"]) if row["diff"] is not None else None
+            row["distinguishable"] = bool(not conditional and row["p_adjusted"] is not None and row["p_adjusted"] < ALPHA)
+    return rows
 
 
 def contrast_table(
-    eval_results: pl.DataFrame, contrasts: list[tuple[str, str]], seed: int = 0, baselines: dict[str, str] | None = None
+    eval_results: pl.DataFrame,
+    contrasts: Sequence[tuple[str, str]],
+    seed: int = 0,
+    baselines: dict[str, str] | None = None,
+    interactions: Sequence[Interaction] = (),
+    settings: NoiseSettings | None = None,
 ) -> pl.DataFrame:
-    """Planned contrasts a - b for every student, Holm-adjusted across the whole family (student x contrast).
+    """Planned contrasts a - b for every student and interactions, Holm-adjusted across the whole family.
 
     Columns: student, a, b, n_problems (problems both arms answered with every seed), n_seeds_a, n_seeds_b,
     accuracy_a, accuracy_b (on those problems), diff (a - b), ci_low, ci_high (95%), df, p_value, p_adjusted
-    (Holm over every row with a p-value), direction ("a>b", "a<b" or "=": the sign of diff), distinguishable
-    (p_adjusted < 0.05). A contrast whose arm is missing for a student is skipped; one with fewer than 2 shared
-    problems has null interval and p and is not part of the family. ``BASELINE`` in a contrast is the
-    student's entry in ``baselines`` (default: ``stronger_baselines``), so the row names which baseline
-    it used. ``seed`` is accepted for call compatibility (nothing is random).
+    (Holm over every row with a p-value and known training noise), direction ("a>b", "a<b" or "="),
+    distinguishable (p_adjusted < 0.05, never for a conditional row), conditional (an arm's training noise
+    is unknown: a per-run test, conditional on those runs, adjusted in its own family). A contrast whose arm
+    is missing for a student is skipped; one with fewer than 2 shared problems has null interval and p.
+    ``baseline`` in a contrast is tested against every untrained arm (one row each), unless ``baselines``
+    names one per student (declared in advance). An interaction (a, b, s1, s2) is a row with student
+    "s1 vs s2", a "a-b@s1", b "a-b@s2", accuracy_a and accuracy_b the two differences.
+    ``seed`` is accepted for call compatibility (nothing is random).
     """
     del seed
-    arms, noise = _arms_and_noise(eval_results)
-    baselines = stronger_baselines(eval_results) if baselines is None else baselines
-    rows = []
-    for student in eval_results["student"].unique(maintain_order=True).to_list():
-        for declared in contrasts:
-            a, b = (baselines.get(student, BASE_DATASETS[0]) if arm == BASELINE else arm for arm in declared)
-            if (a, student) not in arms or (b, student) not in arms:
-                continue
-            arm_a, arm_b = arms[(a, student)], arms[(b, student)]
-            index_b = {p: i for i, p in enumerate(arm_b.problems)}
-            shared = [(i, index_b[p]) for i, p in enumerate(arm_a.problems) if p in index_b]
-            columns_a = np.array([i for i, _ in shared], dtype=int)
-            columns_b = np.array([j for _, j in shared], dtype=int)
-            estimate = contrast_estimate(arm_a.terms, arm_b.terms, noise[(a, student)], noise[(b, student)], columns_a, columns_b)
-            low, high = estimate.interval()
-            rows.append(
-                {
-                    "student": student,
-                    "a": a,
-                    "b": b,
-                    "n_problems": len(shared),
-                    "n_seeds_a": len(arm_a.seeds),
-                    "n_seeds_b": len(arm_b.seeds),
-                    "accuracy_a": _none_if_nan(arm_a.matrix[:, columns_a].mean()) if shared else None,
-                    "accuracy_b": _none_if_nan(arm_b.matrix[:, columns_b].mean()) if shared else None,
-                    "diff": _none_if_nan(estimate.estimate),
-                    "ci_low": _none_if_nan(low),
-                    "ci_high": _none_if_nan(high),
-                    "df": _none_if_nan(estimate.df),
-                    "p_value": float(estimate.p_value()),
-                }
-            )
-    adjusted = holm(np.array([r["p_value"] for r in rows], dtype=float))
-    for row, p_adj in zip(rows, adjusted):
-        row["p_value"] = _none_if_nan(row["p_value"])
-        row["p_adjusted"] = _none_if_nan(p_adj)
-        row["direction"] = direction(row["diff"]) if row["diff"] is not None else None
-        row["distinguishable"] = bool(row["p_adjusted"] is not None and row["p_adjusted"] < ALPHA)
+    arms = arms_of(eval_results)
+    rows = contrast_rows(arms, study_noise(arms, settings), contrasts, baselines, interactions)
     return pl.DataFrame(rows, schema=CONTRAST_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------------
+# power planning: the smallest difference a design detects, before the GPU-hours are spent
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanningNoise:
+    """The training noise a plan assumes for one student (a logit SD), its df and where it comes from."""
+
+    logit_sd: float
+    df: float
+    source: str
+    accuracy: float = 0.5
+
+
+def planning_noise(student: str, settings: NoiseSettings) -> PlanningNoise:
+    """Measured in earlier multi-seed runs of ``student`` (pooled moment estimate), else declared, else assumed."""
+    measured = [arm.terms for (_, s), arm in settings.reference.items() if s == student and _measured(arm.terms)]
+    if measured:
+        d = np.array([t.k - 1 for t in measured], dtype=float)
+        logit = np.array([(float(t.ms_seeds) - float(t.ms_residual)) / (t.n * float(t.slope) ** 2) for t in measured])
+        variance = max(float(np.sum(d * logit) / d.sum()), 0.0)
+        names = sorted(d for (d, s) in settings.reference if s == student)
+        return PlanningNoise(
+            float(np.sqrt(variance)),
+            float(d.sum()),
+            f"measured in earlier runs of {student} ({', '.join(names)})",
+            float(np.mean([float(t.mean) for t in measured])),
+        )
+    if settings.declared_sd is not None:
+        return PlanningNoise(settings.declared_sd, np.inf, "declared statistics.seed_sd")
+    return PlanningNoise(ASSUMED_SEED_SD, np.inf, f"assumed {ASSUMED_SEED_SD:g} (nothing measured or declared)")
+
+
+def _planning_problem_terms(accuracy: float) -> tuple[float, float]:
+    """(D, B) at ``accuracy`` in the planning world: D the variance over problems of p_a - p_b for two arms
+    of equal accuracy, B the mean of p(1 - p) (the per-answer variance, and the logit slope)."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(40_000) * PLANNING_PROBLEM_SD
+    v_a, v_b = rng.standard_normal((2, 40_000)) * PLANNING_ARM_PROBLEM_SD
+    accuracy = min(max(accuracy, 0.02), 0.98)
+    mu = brentq(lambda m: float(expit(m + theta + v_a).mean()) - accuracy, -30, 30)
+    p_a, p_b = expit(mu + theta + v_a), expit(mu + theta + v_b)
+    return float(np.var(p_a - p_b)), float(np.mean(p_a * (1 - p_a)))
+
+
+def detectable_difference(kind: str, n: int, k: int, family: int, noise: PlanningNoise, power: float = POWER) -> float:
+    """Smallest true difference a two-sided t test finds with probability ``power`` at Holm's strictest step
+    (alpha / family), for ``kind`` "pair" (two trained arms), "baseline" (a trained arm against an untrained
+    one) or "interaction" (a difference of differences across two students), n problems, k seeds per arm."""
+    from scipy.stats import t
+
+    d, b = _planning_problem_terms(noise.accuracy)
+    seed = b**2 * noise.logit_sd**2 / k  # one trained arm's seed variance of its mean
+    pair = (d + 2 * b / k) / n + 2 * seed
+    variance = {"pair": pair, "baseline": (d + b / k + b) / n + seed, "interaction": 2 * pair}[kind]
+    df = noise.df if np.isfinite(noise.df) else 1e6
+    return float((t.ppf(1 - ALPHA / (2 * max(family, 1)), df) + t.ppf(power, df)) * np.sqrt(variance))
+
+
+def seeds_needed(target: float, kind: str, n: int, family: int, noise: PlanningNoise, most: int = 100) -> int | None:
+    """Fewest seeds per arm at which ``target`` is detectable with 80% power; None when even ``most`` are not enough."""
+    return next((k for k in range(1, most + 1) if detectable_difference(kind, n, k, family, noise) <= target), None)
+
+
+def holm_family_size(contrasts: Sequence[tuple[str, str]], students: int, interactions: int, untrained: int = 2) -> int:
+    """Rows of the Holm family: every contrast per student (a ``baseline`` one once per untrained arm), and
+    every interaction."""
+    return sum(untrained if BASELINE in pair else 1 for pair in contrasts) * students + interactions
+
+
+def contrast_kind(a: str, b: str) -> str:
+    return "baseline" if {a, b} & {BASELINE, *BASE_DATASETS} else "pair"
+
+
+def power_lines(
+    contrasts: Sequence[tuple[str, str]],
+    interactions: Sequence[Interaction],
+    students: Sequence[str],
+    n: int,
+    k: int,
+    settings: NoiseSettings,
+    target: float | None = None,
+    untrained: int = 2,
+    trained_arms: int = 1,
+) -> list[str]:
+    """One line per planned contrast and interaction: the smallest difference detectable with 80% power (Holm
+    over the whole family) at k seeds and n problems, per student, and the seeds ``target`` needs. With k > 1
+    the study measures its own training noise from ``trained_arms`` arms per student: the test has their df."""
+    family = holm_family_size(contrasts, len(students), len(interactions), untrained)
+    noise = {student: planning_noise(student, settings) for student in students}
+    if k > 1:  # the study will measure its training noise from its own seeds: the test has their df
+        noise = {s: replace(p, df=float(trained_arms * (k - 1))) for s, p in noise.items()}
+    lines = [
+        f"power (80%, Holm over {family}, {k} seeds, {n} problems); training noise: "
+        + "; ".join(f"{s}: logit SD {p.logit_sd:.3f}, {p.source}" for s, p in noise.items())
+    ]
+
+    def line(label: str, kind: str, per: list[tuple[str, PlanningNoise]]) -> str:
+        def each(values: list[str]) -> str:
+            same = len(set(values)) == 1 and len(values) > 1
+            return f"{values[0]} (every student)" if same else ", ".join(f"{v} ({s})" for (s, _), v in zip(per, values))
+
+        found = [f"{detectable_difference(kind, n, k, family, p) * 100:.1f}" for _, p in per]
+        text = f"  {label}: detectable difference {each(found)} points"
+        if target is not None:
+            needed = [seeds_needed(target, kind, n, family, p) for _, p in per]
+            text += f"; seeds per arm for {target * 100:g} points: " + each(["over 100" if x is None else str(x) for x in needed])
+        return text
+
+    lines += [line(f"{a} - {b}", contrast_kind(a, b), list(noise.items())) for a, b in contrasts]
+    for a, b, first, second in interactions:
+        worse = max((noise[first], noise[second]), key=lambda p: p.logit_sd)
+        lines.append(line(f"({a} - {b}) at {first} vs {second}", "interaction", [(f"{first}/{second}", worse)]))
+    return lines
+
+
+def experiment_power_lines(experiment, n_test: int, database: Path) -> list[str]:
+    """``power_lines`` for an experiment before it runs (``trace-assets dry-run``): its planned contrasts and
+    interactions at its seeds and ``n_test`` problems, with the training noise of earlier runs of its students
+    in ``database``, else its declared ``statistics.seed_sd``."""
+    reference, names = earlier_runs(database, experiment.students, experiment.dataset_keys())
+    settings = NoiseSettings(experiment.statistics.seed_sd, reference, names)
+    untrained = sum(key in BASE_DATASETS for key in experiment.dataset_keys())
+    return power_lines(
+        experiment.planned_contrasts() + experiment.replicate_pairs(),
+        experiment.interactions(),
+        list(experiment.students),
+        n_test,
+        len(experiment.training.seeds),
+        settings,
+        experiment.statistics.target_difference,
+        untrained,
+        len(experiment.datasets),
+    )
+
+
+def earlier_runs(database: Path, students: Iterable[str], current: Iterable[str]) -> tuple[Arms, str]:
+    """Earlier runs of ``students`` in this database: their eval_results rows for datasets not in ``current``
+    (the experiment's dataset partitions), arms with two or more seeds; and their names for the report.
+    Empty when the database or table is missing or locked by a writer."""
+    import duckdb
+
+    if not database.exists():
+        return {}, ""
+    students, current = list(students), list(current)
+    try:
+        with duckdb.connect(str(database), read_only=True) as connection:
+            tables = {row[0] for row in connection.execute("select table_name from information_schema.tables").fetchall()}
+            if "eval_results" not in tables:
+                return {}, ""
+            frame = connection.execute(
+                "select dataset, student, seed, problem_id, is_correct from main.eval_results "
+                "where list_contains(?, student) and not list_contains(?, dataset)",
+                [students, current],
+            ).pl()
+    except duckdb.Error:
+        return {}, ""
+    arms = {key: arm for key, arm in arms_of(frame).items() if arm.terms.k > 1 and key[0] not in BASE_DATASETS}
+    return arms, ", ".join(f"{d}|{s}" for d, s in sorted(arms))
 
 
 def difficulty_bucket(steps: int) -> str:

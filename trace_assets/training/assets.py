@@ -26,8 +26,13 @@ def loss_plot_markdown(log: pl.DataFrame) -> dg.MarkdownMetadataValue:
 
 
 def build_checkpoints_asset(
-    students: dict[str, StudentConfig], config: TrainingConfig, partitions: dg.MultiPartitionsDefinition
+    students: dict[str, StudentConfig],
+    config: TrainingConfig,
+    partitions: dg.MultiPartitionsDefinition,
+    seed_offsets: dict[str, int] | None = None,
 ) -> dg.AssetsDefinition:
+    """``seed_offsets``: per replicate dataset (an A/A control), what its training seeds add to each seed."""
+    seed_offsets = seed_offsets or {}
     table_out = {
         "kinds": {"pytorch", "duckdb"},
         "code_version": CODE_VERSION,
@@ -79,7 +84,8 @@ def build_checkpoints_asset(
                 rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                 continue
             folder = data.path / "checkpoints" / dataset / student_name
-            result = trained_checkpoint(gpu, data, student, base_path, examples, config, seed, folder, context.log.info)
+            training_seed = seed + seed_offsets.get(dataset, 0)
+            result = trained_checkpoint(gpu, data, student, base_path, examples, config, training_seed, folder, context.log.info)
             rows.append(trained_row(record, result))
             logs += [{"dataset": dataset, "student": student_name, "seed": seed, **row} for row in result.log]
         frame = frame_of(rows, CheckpointSchema)
