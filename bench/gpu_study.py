@@ -2,12 +2,15 @@
 
     python bench/gpu_study.py run [--experiment experiments/gpu_study.yaml] [--data /tmp/gpu_study] [--stop-after-s S]
     python bench/gpu_study.py run --shrink --data /tmp/gpu_study_cpu                # the same file, CPU-sized
+    python bench/gpu_study.py run --styles normal ...                              # only the arms of these styles
     python bench/gpu_study.py export --data /tmp/gpu_study --out $OUT       # tables as one tar of Parquet files
     python bench/gpu_study.py results --tables DIR [--output bench/results/gpu_study]
 
 ``run`` materializes the experiment stage by stage through Dagster (bench/study_run.py), resumable
 over device calls; dry-run's per-step estimate is taken before the first stage. ``--shrink`` is the
-rehearsal on a CPU: the same file (every arm, contrast, rule and style) at tiny sizes (see SHRINK). ``export`` writes
+rehearsal on a CPU: the same file (every arm, contrast, rule and style) at tiny sizes (see SHRINK).
+``--styles`` keeps only those styles and the arms, contrasts and groups that need no other: a study
+cut to what one device session's time allows, with the rest run later (it says so in its name). ``export`` writes
 the report's input tables (and the stage times) as Parquet into one tar that fits the device
 tool's 16 MiB per file. ``results`` rebuilds the report from those tables with this checkout's
 statistics (so the figures are the committed code's, not the device run's) and writes, under
@@ -88,15 +91,43 @@ def export(data: Path, out: Path) -> Path:
     return target
 
 
-def shrunk(experiment_path: str, data: Path) -> str:
-    """The experiment file with SHRINK's sizes merged in, written into the data folder."""
+def only_styles(spec: dict, styles: list[str]) -> dict:
+    """``spec`` with only ``styles``, the datasets that use no other style (a replicate with its
+    original; an arm that exists to be token-matched goes with its group), and the contrasts,
+    comparison groups and token-matching groups among those."""
+    kept = {name: recipe for name, recipe in spec["datasets"].items() if recipe.get("style", styles[0]) in styles}
+    for group in spec.get("token_matching") or []:
+        if not set(group["datasets"]) <= set(kept):
+            kept = {name: recipe for name, recipe in kept.items() if name not in group["datasets"]}
+    kept = {name: recipe for name, recipe in kept.items() if recipe.get("replicate_of", name) in kept}
+    names = {*kept, "base", "base_few_shot", "baseline"}
+    contrasts = [c for c in spec.get("contrasts") or [] if isinstance(c, list) and set(c) <= names]
+    groups = [[n for n in group if n in kept] for group in (spec.get("comparisons") or {}).get("groups") or []]
+    matching = [g for g in spec.get("token_matching") or [] if set(g["datasets"]) <= set(kept)]
+    return {
+        **spec,
+        "name": f"{spec['name']}_{'_'.join(styles)}",
+        "styles": styles,
+        "datasets": kept,
+        "contrasts": contrasts,
+        "comparisons": {**(spec.get("comparisons") or {}), "groups": [g for g in groups if len(g) > 1]},
+        "token_matching": matching,
+    }
+
+
+def derived(experiment_path: str, data: Path, shrink: bool, styles: list[str] | None) -> str:
+    """The experiment file, CPU-sized (SHRINK) and/or cut to ``styles``, written into the data folder."""
     import yaml
 
     def merge(base: dict, change: dict) -> dict:
         return {**base, **{k: merge(base.get(k) or {}, v) if isinstance(v, dict) else v for k, v in change.items()}}
 
-    spec = merge(yaml.safe_load(Path(experiment_path).read_text()), SHRINK)
-    spec["name"] += "_cpu"
+    spec = yaml.safe_load(Path(experiment_path).read_text())
+    if styles:
+        spec = only_styles(spec, styles)
+    if shrink:
+        spec = merge(spec, SHRINK)
+        spec["name"] += "_cpu"
     data.mkdir(parents=True, exist_ok=True)
     target = data / "experiment.yaml"
     target.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -183,18 +214,20 @@ def main() -> None:
     run.add_argument("--data", default="/tmp/gpu_study")
     run.add_argument("--stop-after-s", type=float, default=None)
     run.add_argument("--shrink", action="store_true", help="the CPU rehearsal: the same file at tiny sizes")
+    run.add_argument("--styles", nargs="+", help="keep only these styles and the arms that need no other")
     exporter = sub.add_parser("export")
     exporter.add_argument("--data", default="/tmp/gpu_study")
     exporter.add_argument("--out", required=True)
     rebuild = sub.add_parser("results")
     rebuild.add_argument("--tables", required=True, help="the exported tar, or a folder of its Parquet files")
-    rebuild.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    rebuild.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="the file the run used (its data folder's copy if cut)")
     rebuild.add_argument("--output", default=str(ROOT / "bench" / "results" / "gpu_study"))
     args = parser.parse_args()
     if args.command == "run":
         from bench.study_run import run_study
 
-        experiment = shrunk(args.experiment, Path(args.data)) if args.shrink else args.experiment
+        cut = args.shrink or args.styles
+        experiment = derived(args.experiment, Path(args.data), args.shrink, args.styles) if cut else args.experiment
         _, done = run_study(experiment, Path(args.data), args.stop_after_s)
         print("study complete" if done else "study not complete: run again with the same --data", flush=True)
     elif args.command == "export":
