@@ -29,22 +29,15 @@ from trace_assets.experiment import Experiment, load_experiment
 from trace_assets.inputs import check_inputs
 from trace_assets.rates import Rates, load_rates
 
-# Full sizes (train, test) assumed for a task whose n_train / n_test is null: GSM8K from the hub, the MATH
-# and MBPP releases; Countdown makes its own n_train / n_test.
-FULL_SIZES = {"gsm8k": (7473, 1319), "math": (7500, 5000), "mbpp": (374, 500)}
-
 
 def problem_counts(problems) -> tuple[int, int]:
-    """Train and test problems over the experiment's tasks (``n_train`` / ``n_test`` apply per task)."""
-    n_train = n_test = 0
-    for task in problems.tasks:
-        if task == "countdown":
-            full = (problems.countdown.n_train, problems.countdown.n_test)
-        else:
-            full = FULL_SIZES[task] if task != "gsm8k" or problems.source == "gsm8k" else (1000, 500)
-        n_train += problems.n_train or full[0]
-        n_test += problems.n_test or full[1]
-    return n_train, n_test
+    """Train and test problems over the experiment's tasks (``n_train`` / ``n_test`` apply per task;
+    where null, each task's ``full_sizes``)."""
+    from trace_assets.tasks import get_task
+    from trace_assets.tasks.base import sizes
+
+    counts = [sizes(get_task(task), problems) for task in problems.tasks]
+    return sum(n_train for n_train, _ in counts), sum(n_test for _, n_test in counts)
 
 
 def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:

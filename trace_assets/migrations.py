@@ -151,4 +151,3 @@ def _ensure(connection, path, read_only: bool, target: int, migrations: Mapping[
         raise
     connection.commit()
     return version if version is not None else target
-
