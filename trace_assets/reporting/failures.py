@@ -33,7 +33,7 @@ from trace_assets.answers import ANSWER_LABEL, VULGAR_FRACTIONS, numbers_match, 
 from trace_assets.arithmetic import Token, evaluate
 from trace_assets.experiment import BASE_DATASET, BASE_DATASETS
 from trace_assets.judging.verdicts import json_reply
-from trace_assets.tasks import TASK_NAMES, get_task, grade, task_of
+from trace_assets.tasks import TASKS, grade, task_of
 
 RULE_CATEGORIES = ["loop_degeneration", "no_answer_format", "arithmetic_slip", "answer_overwritten"]
 JUDGE_CATEGORIES = [
@@ -47,7 +47,14 @@ JUDGE_CATEGORIES = [
 CATEGORIES = RULE_CATEGORIES + JUDGE_CATEGORIES + ["unclassified"]
 # What the verifiers of the other tasks decide by themselves (Countdown: invalid_expression, ...; MBPP:
 # test_failed, timeout, ...); the judge is never asked to pick these.
-TASK_CATEGORIES = list(dict.fromkeys(c for name in TASK_NAMES for c in get_task(name).failure_categories if c not in CATEGORIES))
+
+
+def all_categories() -> list[str]:
+    """The shared categories, then those the registered tasks' verifiers decide (each once, in order)."""
+    return CATEGORIES + list(dict.fromkeys(c for task in TASKS.values() for c in task.failure_categories if c not in CATEGORIES))
+
+
+TASK_CATEGORIES = [c for c in all_categories() if c not in CATEGORIES]  # of the project's own tasks
 ALL_CATEGORIES = CATEGORIES + TASK_CATEGORIES
 DECISIVE_CATEGORIES = ["loop_degeneration", "no_answer_format"]  # the judge is not asked about these
 SOURCES = ["rules", "judge", "rules+judge", "unparsable"]
