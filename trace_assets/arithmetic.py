@@ -113,7 +113,10 @@ class _Parser:
             raise _Unparsable
         if token.kind == "num":
             self.index += 1
-            return self.values.get(self.index - 1, token.value)
+            value = self.values.get(self.index - 1, token.value)
+            if value is None:  # a number token always has a value; this keeps the type exact
+                raise _Unparsable
+            return value
         if token.kind == "lp":
             self.index += 1
             value = self.expression()
