@@ -43,7 +43,9 @@ class ExperimentError(InputError):
 
 class _ProblemsFields(_Section):
     tasks: list[str] = Field(
-        ["gsm8k"], min_length=1, description="the tasks whose problems the study runs on; gsm8k comes from 'source'"
+        ["gsm8k"],
+        min_length=1,
+        description="the registered tasks (trace_assets/tasks/registry.py) whose problems the study runs on",
     )
     n_train: int | None = Field(32, ge=1, description="train problems to sample per task; null keeps all")
     n_test: int | None = Field(16, ge=1, description="test problems to sample per task; null keeps all")

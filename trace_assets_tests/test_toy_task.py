@@ -126,9 +126,19 @@ def test_its_settings_are_checked_in_the_experiment_file(adding, tmp_path):
         load_experiment(path)
 
 
-def test_unregistered_it_is_unknown(tmp_path):
+def test_unregistered_it_is_unknown():
     with pytest.raises(ValueError, match="adding"):
         ProblemsConfig(tasks=["adding"])
+
+
+def test_a_task_cannot_take_another_tasks_name_or_settings(adding):
+    with pytest.raises(ValueError, match="already registered"):
+        register(AddingTask())
+    thief = AddingTask()
+    thief.name, thief.settings = "thief", {"countdown": (AddingSettings, AddingSettings())}
+    with pytest.raises(ValueError, match=r"\['countdown'\] belong to \['countdown'\]"):
+        register(thief)
+    assert "thief" not in TASKS
 
 
 def test_whole_graph_runs_on_the_toy_task(adding, tmp_path, tiny_model, instance, monkeypatch):

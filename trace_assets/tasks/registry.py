@@ -14,9 +14,14 @@ TASKS: dict[str, Task] = {}  # name -> task, in the order registered
 
 
 def register(task: Task) -> Task:
-    """Add ``task`` under its name (an error if another task has the name)."""
+    """Add ``task`` under its name (an error if another task has the name or one of its settings' keys)."""
     if task.name in TASKS and TASKS[task.name] is not task:
         raise ValueError(f"a task named {task.name!r} is already registered")
+    taken = {key: other.name for other in TASKS.values() if other is not task for key in other.settings}
+    taken |= dict.fromkeys(("tasks", "n_train", "n_test"), "every task")
+    clashes = sorted(key for key in task.settings if key in taken)
+    if clashes:
+        raise ValueError(f"task {task.name!r}: settings key(s) {clashes} belong to {sorted({taken[k] for k in clashes})}")
     TASKS[task.name] = task
     return task
 
