@@ -1,11 +1,12 @@
 """Everything about an experiment's input files that can be known before any work starts.
 
 :func:`load_experiment` checks the experiment file itself; :func:`check_inputs` reads the files it
-names: every style file, the JSONL problem files (every line), the synthetic generator's output
-(it must be able to make the problems asked for; each task's ``check_problems``), local model
-folders, and the sizes that follow from them (few-shot exemplars vs. train problems). ``trace-assets dry-run`` and the Dagster code
-location (trace_assets/definitions.py, so ``dagster definitions validate`` too) run it; a failure
-is an :class:`ExperimentError` naming the experiment file, the key, and the named file and line.
+names: every style file, each task's problems as a run would read or generate them (its
+``check_problems``: every line of JSONL files, the generators' output), local model folders, and
+the sizes that follow from them (few-shot exemplars vs. train problems). ``trace-assets dry-run``
+and the Dagster code location (trace_assets/definitions.py, so ``dagster definitions validate``
+too) run it; a failure is an :class:`ExperimentError` naming the experiment file, the key, and the
+named file and line.
 Problems from the hub are not read here (they may need the network).
 """
 
