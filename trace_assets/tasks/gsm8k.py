@@ -1,6 +1,8 @@
 """GSM8K-format arithmetic word problems: the project's original task, unchanged.
 
-Problems come from the experiment's ``source`` (synthetic, the hub, local JSONL); answers are read
+Problems come from the experiment's ``problems.source``: ``synthetic`` (the generator of
+:mod:`trace_assets.problems.synthetic`, set by ``problems.synthetic``), ``gsm8k`` (the hub,
+``problems.gsm8k``) or ``jsonl`` (local files, ``problems.jsonl``); answers are read
 by :mod:`trace_assets.answers` and compared as exact numbers; failures are classified by the rules
 and judge of :mod:`trace_assets.reporting.failures`.
 """
@@ -165,7 +167,7 @@ class Gsm8kTask:
         return count_jsonl(problems.jsonl, "jsonl", problems.n_train, parse_record, GSM8K_RECORD)
 
     def full_sizes(self, problems) -> tuple[int, int]:
-        return (7473, 1319) if problems.source == "gsm8k" else (1000, 500)
+        return (7473, 1319) if problems.source == "gsm8k" else (1000, 500)  # the hub's; dry-run's guess otherwise
 
     def read(self, completion: str | None) -> Extraction:
         return extract_answer(completion)
