@@ -16,6 +16,8 @@ opening the file, and:
 To change the schema: write ``def _v1_to_v2(connection)`` (DDL and data moves that keep every
 row), register it as ``MIGRATIONS[1]``, raise ``SCHEMA_VERSION`` to 2 and commit a fixture file of
 version 1 for the test (trace_assets_tests/test_migrations.py shows how).
+
+``python -m trace_assets.storage [FILE]`` prints a file's version and this code's.
 """
 
 from __future__ import annotations
@@ -149,14 +151,3 @@ def _ensure(connection, path, read_only: bool, target: int, migrations: Mapping[
         raise
     connection.commit()
     return version if version is not None else target
-
-
-if __name__ == "__main__":
-    import sys
-
-    from trace_assets.experiment import database_path
-    from trace_assets.storage import connect
-
-    file = Path(sys.argv[1]) if len(sys.argv) > 1 else database_path()
-    with connect(file) as db:
-        print(f"{file}: schema version {stored_version(db)} (this code: {SCHEMA_VERSION})")

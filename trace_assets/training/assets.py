@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
-from trace_assets.datasets.recipes import student_rows
+from trace_assets.datasets.schemas import student_rows
 from trace_assets.experiment import BASE_DATASETS, StudentConfig, TrainingConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
