@@ -9,12 +9,13 @@ whole process group is SIGKILLed (the fault soak, a stopped run, the OOM killer)
 too, and its segments stay in RAM (``/dev/shm`` is tmpfs) until the machine restarts.
 
 A segment is **orphaned** when its name is one of multiprocessing's (``psm_``, ``sem.mp-``), it is
-owned by this user, has not changed for ``min_age_s`` seconds, and no process on this machine maps
-it or holds it open (``/proc/*/maps`` and ``/proc/*/fd``). Such a segment can no longer be used: its
-creator and every process attached to it are gone. Segments are created mode 0600, so only this
-user's processes (and root's) can attach; if one of this user's processes can't be inspected
-(PID 1 aside), nothing is removed. This assumes ``/dev/shm`` is not shared with processes of another PID namespace
-(a container has a ``/dev/shm`` of its own by default).
+owned by this user, has not changed for ``min_age_s`` seconds (not one being handed over this very
+moment), and no process on this machine maps it or holds it open (``/proc/*/maps``, ``/proc/*/fd``).
+Such a segment can no longer be used: its creator and every process attached to it are gone.
+Segments are created mode 0600, so only this user's processes (and root's) can attach; if one of
+this user's processes can't be inspected (PID 1 aside), nothing is removed. This assumes
+``/dev/shm`` is not shared with processes of another PID namespace (a container has a ``/dev/shm``
+of its own by default).
 
 ``GenerationResource`` removes orphaned segments when a step that generates starts (its
 ``setup_for_execution``); ``bench/soak.py`` counts what is left at the end.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
 PREFIXES = ("psm_", "sem.mp-")
-MIN_AGE_S = 10.0
+MIN_AGE_S = 2.0
 
 
 def _candidates(shm_dir: Path, prefixes: tuple[str, ...]) -> list[Path]:

@@ -64,7 +64,7 @@ def test_only_segments_no_live_process_maps_or_holds_open_are_orphaned(tmp_path)
 
 
 def _age(path: Path, seconds: float = 60) -> None:
-    """Make a segment look as old as one a killed run left (the cleanup leaves segments under 10 s alone)."""
+    """Make a segment look as old as one a killed run left (the cleanup leaves segments under MIN_AGE_S alone)."""
     then = time.time() - seconds
     os.utime(path, (then, then))
 
@@ -100,7 +100,7 @@ def test_a_killed_process_groups_shared_memory_is_removed_when_the_next_step_sta
         creator.wait()
         time.sleep(0.5)
         assert (shm / name).exists(), "the kill should leave the segment behind (else this test shows nothing)"
-        assert name not in [p.name for p in orphaned_segments()]  # under 10 s old: left alone
+        assert name not in [p.name for p in orphaned_segments()]  # too young to judge: left alone
         _age(shm / name)
         logged = _start_generation_hook(tmp_path, capsys)
         assert name in logged and ours.name.lstrip("/") not in logged
