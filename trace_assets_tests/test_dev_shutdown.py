@@ -61,6 +61,22 @@ def _dev_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def _start_in_session(command: list[str], tmp_path: Path, preexec_fn) -> tuple[subprocess.Popen, Path]:
+    """COMMAND in a session of its own (its output in dev.log), as a terminal or a script starts it."""
+    log_path = tmp_path / "dev.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=_dev_env(tmp_path),
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
+        )
+    return process, log_path
+
+
 def _wait_until_served(process: subprocess.Popen, port: int, log: Path) -> None:
     deadline = time.monotonic() + 120
     while True:
@@ -101,17 +117,7 @@ def test_make_dev_stops_within_ten_seconds(tmp_path, stop):
     import psutil
 
     port = _free_port()
-    log_path = tmp_path / "dev.log"
-    log = log_path.open("w")
-    make = subprocess.Popen(
-        _make_dev_command(port),
-        cwd=PROJECT_ROOT,
-        env=_dev_env(tmp_path),
-        start_new_session=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_terminal_signals,
-    )
+    make, log_path = _start_in_session(_make_dev_command(port), tmp_path, _terminal_signals)
     try:
         _wait_until_served(make, port, log_path)
         assert (tmp_path / "data" / "dagster_home" / "dagster.yaml").exists()
@@ -127,7 +133,6 @@ def test_make_dev_stops_within_ten_seconds(tmp_path, stop):
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
             make.wait(10)
-        log.close()
 
 
 def _ignore_interrupts() -> None:
@@ -157,17 +162,7 @@ def test_make_dev_in_a_script_stops_within_ten_seconds_of_sigterm(tmp_path, targ
     port = _free_port()
     pid_file = tmp_path / "make.pid"
     script = f"{shlex.join(_make_dev_command(port))} & echo $! > {shlex.quote(str(pid_file))}; wait"
-    log_path = tmp_path / "dev.log"
-    log = log_path.open("w")
-    shell = subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=PROJECT_ROOT,
-        env=_dev_env(tmp_path),
-        start_new_session=True,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_ignore_interrupts,
-    )
+    shell, log_path = _start_in_session(["bash", "-c", script], tmp_path, _ignore_interrupts)
     try:
         _wait_until_served(shell, port, log_path)
         make_pid = int(pid_file.read_text())
@@ -188,7 +183,6 @@ def test_make_dev_in_a_script_stops_within_ten_seconds_of_sigterm(tmp_path, targ
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         shell.wait(10)
-        log.close()
 
 
 # The launcher alone, on toy commands: fast, and independent of how long dagster takes to stop.
