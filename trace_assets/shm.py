@@ -10,7 +10,8 @@ too, and its segments stay in RAM (``/dev/shm`` is tmpfs) until the machine rest
 
 A segment is **orphaned** when its name is one of multiprocessing's (``psm_``, ``sem.mp-``), it is
 owned by this user, has not changed for ``min_age_s`` seconds (not one being handed over this very
-moment), and no process on this machine maps it or holds it open (``/proc/*/maps``, ``/proc/*/fd``).
+moment), and no process on this machine maps it or holds it open (``/proc/*/maps``, ``/proc/*/fd``,
+matched by inode).
 Such a segment can no longer be used: its creator and every process attached to it are gone.
 Segments are created mode 0600, so only this user's processes (and root's) can attach; if one of
 this user's processes can't be inspected (PID 1 aside), nothing is removed. This assumes
@@ -39,32 +40,45 @@ def _candidates(shm_dir: Path, prefixes: tuple[str, ...]) -> list[Path]:
     return sorted(path for path in shm_dir.iterdir() if path.name.startswith(prefixes))
 
 
-def _opened_by(pid_dir: Path, shm_dir: Path) -> set[str]:
-    """Names under SHM_DIR that the process maps or has open."""
+def _inodes_opened_by(pid_dir: Path, shm_dir: Path) -> set[int]:
+    """Inodes of files under SHM_DIR that the process maps or has open. By inode, not name: a named
+    semaphore's creator maps it under the temporary name glibc made it with (``sem.XXXXXX (deleted)``)."""
     prefix = f"{shm_dir}/"
-    names = set()
+    inodes = set()
     for line in (pid_dir / "maps").read_text().splitlines():
         fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
-        path = fields[5] if len(fields) == 6 else ""
-        if path.startswith(prefix):
-            names.add(path[len(prefix) :].removesuffix(" (deleted)"))
+        if len(fields) == 6 and fields[5].startswith(prefix):
+            inodes.add(int(fields[4]))
     for fd in (pid_dir / "fd").iterdir():
         with contextlib.suppress(OSError):  # closed since the listing
-            target = os.readlink(fd)
-            if target.startswith(prefix):
-                names.add(target[len(prefix) :].removesuffix(" (deleted)"))
+            if os.readlink(fd).startswith(prefix):
+                inodes.add(fd.stat().st_ino)
+    return inodes
+
+
+def _by_inode(shm_dir: Path) -> dict[int, str]:
+    names = {}
+    for path in shm_dir.iterdir() if shm_dir.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            names[path.stat().st_ino] = path.name
     return names
+
+
+def opened_by(pid: int, shm_dir: Path = SHM_DIR) -> set[str]:
+    """Names under SHM_DIR that process PID maps or has open."""
+    names = _by_inode(shm_dir)
+    return {names[inode] for inode in _inodes_opened_by(Path(f"/proc/{pid}"), shm_dir) if inode in names}
 
 
 def segments_in_use(shm_dir: Path = SHM_DIR, proc: Path = Path("/proc")) -> set[str] | None:
     """Names under SHM_DIR mapped or held open by a live process; None when a process of this user
     could not be inspected (then nobody can tell which segments are free)."""
-    in_use: set[str] = set()
+    in_use: set[int] = set()
     for pid_dir in proc.iterdir():
         if not pid_dir.name.isdigit():
             continue
         try:
-            in_use |= _opened_by(pid_dir, shm_dir)
+            in_use |= _inodes_opened_by(pid_dir, shm_dir)
         except (FileNotFoundError, ProcessLookupError):
             continue  # ended while we looked
         except PermissionError:
@@ -73,7 +87,7 @@ def segments_in_use(shm_dir: Path = SHM_DIR, proc: Path = Path("/proc")) -> set[
             with contextlib.suppress(OSError):
                 if pid_dir.stat().st_uid == os.geteuid():
                     return None
-    return in_use
+    return {name for inode, name in _by_inode(shm_dir).items() if inode in in_use}
 
 
 def orphaned_segments(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S, prefixes: tuple[str, ...] = PREFIXES) -> list[Path]:

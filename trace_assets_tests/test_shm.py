@@ -63,6 +63,20 @@ def test_only_segments_no_live_process_maps_or_holds_open_are_orphaned(tmp_path)
     assert [p.name for p in orphaned_segments(tmp_path)] == ["psm_held", "psm_mapped"]
 
 
+def test_a_live_named_semaphore_is_in_use_though_its_creator_maps_it_under_another_name():
+    """glibc makes a named semaphore under a temporary name and links it into place, so its creator's
+    mapping reads ``/dev/shm/sem.XXXXXX (deleted)``: only the inode says it is ``sem.mp-*``."""
+    import multiprocessing
+
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm")
+    lock = multiprocessing.get_context("spawn").Lock()  # spawn keeps the name, for children to open
+    name = "sem." + lock._semlock.name.lstrip("/")
+    assert (Path("/dev/shm") / name).exists()
+    assert name in (segments_in_use() or set())
+    assert name not in [p.name for p in orphaned_segments(min_age_s=0)]
+
+
 def _age(path: Path, seconds: float = 60) -> None:
     """Make a segment look as old as one a killed run left (the cleanup leaves segments under MIN_AGE_S alone)."""
     then = time.time() - seconds
@@ -133,7 +147,7 @@ def test_a_killed_vllm_engine_leaves_psm_segments_that_the_next_step_removes(tin
     import psutil
 
     from trace_assets.experiment import PROJECT_ROOT
-    from trace_assets.shm import _opened_by
+    from trace_assets.shm import opened_by
 
     shm = Path("/dev/shm")
     if not shm.is_dir():
@@ -152,7 +166,7 @@ def test_a_killed_vllm_engine_leaves_psm_segments_that_the_next_step_removes(tin
         engine = [psutil.Process(run.pid), *psutil.Process(run.pid).children(recursive=True)]
         names = {"VLLM::EngineCore", "VLLM::Worker"}
         assert names <= {p.name() for p in engine}
-        segments = {n for p in engine for n in _opened_by(Path(f"/proc/{p.pid}"), shm) if n.startswith("psm_")}
+        segments = {n for p in engine for n in opened_by(p.pid) if n.startswith("psm_")}
         assert segments, "vLLM's engine maps no psm_ segment"
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
