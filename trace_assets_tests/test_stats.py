@@ -130,7 +130,7 @@ def test_variance_prior_recovers_limmas_prior():
     sigma2 = s0 * d0 / rng.chisquare(d0, 4000)
     values = sigma2 * rng.chisquare(d, 4000) / d
     fitted_d0, fitted_s0 = variance_prior(values, np.full(4000, d))
-    assert fitted_d0 == pytest.approx(d0, rel=0.3) and fitted_s0 == pytest.approx(s0, rel=0.1)
+    assert fitted_d0 == pytest.approx(d0, rel=0.4) and fitted_s0 == pytest.approx(s0, rel=0.1)
     assert variance_prior(np.full(5, 2.0), np.full(5, 2.0))[0] == np.inf  # no more scatter than chance: pool
 
 
@@ -177,6 +177,7 @@ def test_contrast_direction_interval_and_holm_across_the_family():
         "p_adjusted",
         "direction",
         "distinguishable",
+        "conditional",
     ]
     assert table.height == 6
     forward = table.filter((pl.col("a") == "good") & (pl.col("student") == "s1")).row(0, named=True)
@@ -255,7 +256,7 @@ def test_contrasts_use_the_problems_both_arms_answered():
 def test_planned_contrasts_default_and_declared(smoke_experiment):
     assert ("H", "baseline") in smoke_experiment.planned_contrasts()  # smoke.yaml declares its own
     undeclared = smoke_experiment.model_copy(update={"contrasts": None})
-    first, *others = undeclared.datasets
+    first, *others = [name for name, recipe in undeclared.datasets.items() if not recipe.replicate_of]
     assert undeclared.planned_contrasts() == [(first, "baseline")] + [(o, first) for o in others]
     declared = smoke_experiment.model_copy(update={"contrasts": [("W_normal", "G_normal")]})
     assert declared.planned_contrasts() == [("W_normal", "G_normal")]

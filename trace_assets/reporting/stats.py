@@ -208,7 +208,7 @@ def variance_prior(values: np.ndarray, dfs: np.ndarray) -> tuple[float, float]:
     return d0, float(np.exp(e.mean() + digamma(d0 / 2) - np.log(d0 / 2)))
 
 
-def moderation_prior(values: np.ndarray, dfs: np.ndarray, flag_level: float = 0.05) -> tuple[float, float, np.ndarray]:
+def moderation_prior(values: np.ndarray, dfs: np.ndarray, flag_level: float = 0.01) -> tuple[float, float, np.ndarray]:
     """``variance_prior`` made robust to values far above the rest (as limma's ``robust=True`` is): each value
     is checked against the prior fitted to the others (value / s0^2 ~ F(df, d0) under the prior), those
     above its upper ``flag_level`` quantile are flagged (they keep their own estimate), and the prior is
@@ -251,9 +251,9 @@ def _logit_mean_squares(terms: ArmTerms) -> tuple[float, float]:
     return float(terms.ms_seeds) / scale, float(terms.ms_residual) / scale
 
 
-def _student_scales(runs: dict[tuple[str, str], ArmTerms], skip: set[str]) -> dict[str, tuple[float, float, float, float | None]]:
+def _student_scales(runs: dict[tuple[str, str], ArmTerms], skip: set[str]) -> dict[str, tuple[float, float, float | None]]:
     """Per student with multi-seed runs (of datasets not in ``skip``): its scale (pooled logit seed mean
-    square), the pooled answer-noise part of it, their df, and its slope ratio g / (m(1 - m))."""
+    square), its Satterthwaite df, and its slope ratio g / (m(1 - m))."""
     by_student: dict[str, list[ArmTerms]] = {}
     for (dataset, student), terms in runs.items():
         if _measured(terms) and dataset not in skip:
@@ -261,10 +261,12 @@ def _student_scales(runs: dict[tuple[str, str], ArmTerms], skip: set[str]) -> di
     scales = {}
     for student, measured in by_student.items():
         d = np.array([t.k - 1 for t in measured], dtype=float)
-        w, tau = np.array([_logit_mean_squares(t) for t in measured]).T
+        w = np.array([_logit_mean_squares(t)[0] for t in measured])
         bernoulli = sum(float(t.mean) * (1 - float(t.mean)) for t in measured)
         ratio = sum(float(t.slope) for t in measured) / bernoulli if bernoulli > 0 else None
-        scales[student] = (float(d @ w / d.sum()), float(d @ tau / d.sum()), float(d.sum()), ratio)
+        # Satterthwaite's df of the pooled mean square from the arms' own values: the sum of their df when they
+        # agree, fewer when they do not (as the pooled estimate then leans on a few arms)
+        scales[student] = (float(d @ w / d.sum()), float((d @ w) ** 2 / (d @ w**2)) if w.any() else float(d.sum()), ratio)
     return scales
 
 
@@ -296,7 +298,7 @@ def trained_noise(
     gene variances (``variance_prior``): data that make training unstable are found from all students'
     seeds, and one dataset far from the rest keeps its own factor (small prior df). A single-seed arm
     gets its student's scale times its dataset's moderated factor (the prior when no student has seeds of
-    it), minus the typical answer noise; its slope is m(1 - m) times the ratio g / (m(1 - m)) of the
+    it), answer noise included (never zero; errs wide); its slope is m(1 - m) times the ratio g / (m(1 - m)) of the
     student's multi-seed runs, else ``cross_arm_ratios[student]``. With no multi-seed run of its student:
     ``declared_sd`` (a logit SD), else unknown (``known`` False).
     """
@@ -313,8 +315,10 @@ def trained_noise(
     by_student = scales
     outliers = {dataset for dataset, outlier in zip(datasets, flagged) if outlier}
     total_df = float(dfs[~flagged].sum())
-    if np.isnan(f0):
-        f0 = 1.0
+    if np.isinf(d0) or np.isnan(f0):
+        # pooled: the datasets' df-weighted mean factor (limma's exp(mean log) would assume the factors scatter
+        # as chi-squares do, but they are normalised by scales fitted to the same runs); none: the typical, 1
+        f0 = float(dfs[~flagged] @ factors[~flagged] / total_df) if total_df > 0 else 1.0
     moderated: dict[str, tuple[float, float]] = {}
     for dataset, value, df, outlier in zip(datasets, factors, dfs, flagged):
         if outlier:  # noisier than the others: its own factor, its own df
@@ -325,7 +329,7 @@ def trained_noise(
             moderated[dataset] = (float(value), float(df))
         else:
             moderated[dataset] = ((d0 * f0 + df * value) / (d0 + df), min(d0 + df, total_df))
-    prior = (f0, total_df if np.isinf(d0) or d0 == 0 else min(d0, total_df))
+    prior = (f0, np.inf if total_df == 0 else total_df if np.isinf(d0) or d0 == 0 else min(d0, total_df))
     where = "this study's multi-seed arms" + (f" and earlier runs ({reference_name})" if reference and reference_name else "")
     out = {}
     for (dataset, student), terms in study.items():
@@ -341,7 +345,7 @@ def trained_noise(
                     0.0, 0.0, np.inf, np.inf, 0.0, "unknown: one seed, nothing measured or declared", False
                 )
             continue
-        scale, residual, scale_df, slope_ratio = by_student[student]
+        scale, scale_df, slope_ratio = by_student[student]
         factor, factor_dof = moderated.get(dataset, prior)
         # the arm's mean square is the product of two estimates: their df combine as for independent ones
         # (Satterthwaite, equal CVs), the scale counted without the arm's own runs, which the factor has
@@ -365,7 +369,7 @@ def trained_noise(
         else:
             bernoulli_a = float(terms.mean) * (1 - float(terms.mean)) if terms.n else 0.0
             out[(dataset, student)] = TrainingNoise(
-                max(scale * factor - residual, 0.0),
+                scale * factor,  # the answer noise in it is counted twice (its problem term has it): errs wide, never 0
                 0.0,
                 df,
                 np.inf,
