@@ -873,7 +873,7 @@ def _planning_problem_terms(accuracy: float) -> tuple[float, float]:
 
 
 def detectable_difference(kind: str, n: int, k: int, family: int, noise: PlanningNoise, power: float = POWER) -> float:
-    """Smallest true difference a two-sided t test finds with probability ``power`` at Holm's strictest step
+    """Smallest true difference a two-sided t test finds with probability ``power`` (noncentral t) at Holm's strictest step
     (alpha / family), for ``kind`` "pair" (two trained arms), "baseline" (a trained arm against an untrained
     one) or "interaction" (a difference of differences across two students), n problems, k seeds per arm."""
     from scipy.stats import t
@@ -882,8 +882,19 @@ def detectable_difference(kind: str, n: int, k: int, family: int, noise: Plannin
     seed = b**2 * noise.logit_sd**2 / k  # one trained arm's seed variance of its mean
     pair = (d + 2 * b / k) / n + 2 * seed
     variance = {"pair": pair, "baseline": (d + b / k + b) / n + seed, "interaction": 2 * pair}[kind]
-    df = noise.df if np.isfinite(noise.df) else 1e6
-    return float((t.ppf(1 - ALPHA / (2 * max(family, 1)), df) + t.ppf(power, df)) * np.sqrt(variance))
+    from scipy.optimize import brentq
+    from scipy.stats import nct, norm
+
+    level = ALPHA / (2 * max(family, 1))
+    if noise.df > 1000:  # a declared (known) noise: the normal test
+        critical = norm.isf(level)
+        rejects = lambda d: norm.sf(critical - d) + norm.cdf(-critical - d)  # noqa: E731
+    else:
+        critical = t.isf(level, noise.df)
+        rejects = lambda d: nct.sf(critical, noise.df, d) + nct.cdf(-critical, noise.df, d)  # noqa: E731
+    # the noncentrality at which the test rejects with probability ``power``
+    shift = brentq(lambda d: np.nan_to_num(rejects(d), nan=1.0) - power, 0.0, 3 * critical + 10)
+    return float(shift * np.sqrt(variance))
 
 
 def seeds_needed(target: float, kind: str, n: int, family: int, noise: PlanningNoise, most: int = 100) -> int | None:
@@ -917,8 +928,10 @@ def power_lines(
     the study measures its own training noise from ``trained_arms`` arms per student: the test has their df."""
     family = holm_family_size(contrasts, len(students), len(interactions), untrained)
     noise = {student: planning_noise(student, settings) for student in students}
-    if k > 1:  # the study will measure its training noise from its own seeds: the test has their df
-        noise = {s: replace(p, df=float(trained_arms * (k - 1))) for s, p in noise.items()}
+    if k > 1:  # the study measures its training noise from its own seeds: the test has their df, which
+        # Satterthwaite's estimate from the arms' own values puts at about D^2 / (D + 2) (D = arms x (k - 1))
+        pooled = float(trained_arms * (k - 1))
+        noise = {s: replace(p, df=pooled**2 / (pooled + 2)) for s, p in noise.items()}
     lines = [
         f"power (80%, Holm over {family}, {k} seeds, {n} problems); training noise: "
         + "; ".join(f"{s}: logit SD {p.logit_sd:.3f}, {p.source}" for s, p in noise.items())
