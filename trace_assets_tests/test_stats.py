@@ -339,24 +339,26 @@ def test_report_wrappers_compute_what_the_simulation_counts():
     assert table["p_adjusted"].to_list() == pytest.approx([row["p_adjusted"] for row in rows])
 
 
+# Four students, as a noisy dataset is found from every student's seeds (with two students and four datasets
+# a 3x-noisy one still raises fwer to about 0.09: README, "Statistics and their calibration").
 SMALL = StudyShape(
-    ("base", "base_few_shot", "A", "B", "C", "D"),
-    ("s1", "s2"),
+    ("base", "base_few_shot", *"ABCDEF"),
+    ("s1", "s2", "s3", "s4"),
     3,
     300,
-    (("A", "baseline"), ("B", "A"), ("C", "A"), ("D", "A")),
+    (("A", "baseline"), ("B", "A"), ("C", "A"), ("D", "A"), ("E", "A")),
     (("B", "A", "s1", "s2"),),
 )
 
 
 @pytest.mark.parametrize("name", [world.name for world in worlds(SMALL, 0.15)])
 def test_each_world_is_calibrated(name):
-    """250 null studies of a small shape per calibrate world: fwer <= 0.05 and coverage 0.93-0.97, within
+    """200 null studies of a small shape per calibrate world: fwer <= 0.05 and coverage 0.93-0.97, within
     Monte Carlo error (2.5 standard errors; the seed makes it reproducible). The full run is calibrate's."""
     world = next(world for world in worlds(SMALL, 0.15) if world.name == name)
-    tally = run_world(np.random.default_rng(7), SMALL, world, 250)
-    assert tally.studies == 250
-    assert tally.fwer <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 250)
+    tally = run_world(np.random.default_rng(7), SMALL, world, 200)
+    assert tally.studies == 200
+    assert tally.fwer <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 200)
     assert 0.93 - 0.01 <= tally.coverage <= 0.97 + 0.01
     if name == "one seed, nothing declared":
         assert tally.any_false_positive == 0  # nothing may be called distinguishable
