@@ -912,6 +912,13 @@ def contrast_kind(a: str, b: str) -> str:
     return "baseline" if {a, b} & {BASELINE, *BASE_DATASETS} else "pair"
 
 
+def planning_df(trained_arms: int, k: int) -> float:
+    """The df of a study's own training-noise estimate: D = arms x (k - 1), which Satterthwaite's estimate
+    from the arms' own values (``_student_scales``) puts at about D^2 / (D + 2)."""
+    pooled = float(trained_arms * (k - 1))
+    return pooled**2 / (pooled + 2) if pooled > 0 else np.inf
+
+
 def power_lines(
     contrasts: Sequence[tuple[str, str]],
     interactions: Sequence[Interaction],
@@ -928,10 +935,8 @@ def power_lines(
     the study measures its own training noise from ``trained_arms`` arms per student: the test has their df."""
     family = holm_family_size(contrasts, len(students), len(interactions), untrained)
     noise = {student: planning_noise(student, settings) for student in students}
-    if k > 1:  # the study measures its training noise from its own seeds: the test has their df, which
-        # Satterthwaite's estimate from the arms' own values puts at about D^2 / (D + 2) (D = arms x (k - 1))
-        pooled = float(trained_arms * (k - 1))
-        noise = {s: replace(p, df=pooled**2 / (pooled + 2)) for s, p in noise.items()}
+    if k > 1:  # the study measures its training noise from its own seeds: the test has their df
+        noise = {s: replace(p, df=planning_df(trained_arms, k)) for s, p in noise.items()}
     lines = [
         f"power (80%, Holm over {family}, {k} seeds, {n} problems); training noise: "
         + "; ".join(f"{s}: logit SD {p.logit_sd:.3f}, {p.source}" for s, p in noise.items())
