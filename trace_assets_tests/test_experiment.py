@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from trace_assets.experiment import PROJECT_ROOT, ExperimentError, load_experiment
@@ -189,3 +190,17 @@ def test_interaction_contrasts_and_statistics_are_validated(tmp_path):
             load_experiment(_write(tmp_path, two + f"contrasts:\n  - {entry}\n"))
     with pytest.raises(ExperimentError, match=r"statistics\.seed_sd"):
         load_experiment(_write(tmp_path, two + "statistics: {seed_sd: -1}\n"))
+
+
+def test_a_replicate_has_its_originals_examples_under_its_own_name():
+    from trace_assets.experiment import DatasetRecipe
+    from trace_assets_tests.test_recipes import SAMPLES, TRAIN, build
+
+    original = DatasetRecipe(recipe="G", style="normal", trim="conclusion")
+    replicate = original.model_copy(update={"replicate_of": "G"})
+    result = build({"G": original, "G_aa": replicate}, SAMPLES, TRAIN)
+    rows = {name: result.examples.filter(pl.col("dataset") == name) for name in ("G", "G_aa")}
+    assert rows["G"].height > 0
+    assert rows["G_aa"].drop("dataset", "example_id").equals(rows["G"].drop("dataset", "example_id"))
+    assert all(example.startswith("G_aa:") for example in rows["G_aa"]["example_id"])  # a training key of its own
+    assert result.summary.filter(pl.col("dataset") == "G_aa").height == 1
