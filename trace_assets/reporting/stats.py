@@ -333,6 +333,11 @@ def trained_noise(
     where = "this study's multi-seed arms" + (f" and earlier runs ({reference_name})" if reference and reference_name else "")
     out = {}
     for (dataset, student), terms in study.items():
+        if terms.k > 1 and not _measured(terms):  # seeds that answer every problem alike: no spread to see
+            out[(dataset, student)] = TrainingNoise(
+                0.0, 0.0, terms.k - 1, np.inf, 0.0, f"own {terms.k} seeds answer every problem alike: no spread"
+            )
+            continue
         if student not in by_student:
             bernoulli_a = float(terms.mean) * (1 - float(terms.mean)) if terms.n else 0.0
             if declared_sd is not None:
@@ -947,7 +952,7 @@ def power_lines(
             same = len(set(values)) == 1 and len(values) > 1
             return f"{values[0]} (every student)" if same else ", ".join(f"{v} ({s})" for (s, _), v in zip(per, values))
 
-        found = [f"{detectable_difference(kind, n, k, family, p) * 100:.1f}" for _, p in per]
+        found = ["over 100" if (d := detectable_difference(kind, n, k, family, p)) > 1 else f"{d * 100:.1f}" for _, p in per]
         text = f"  {label}: detectable difference {each(found)} points"
         if target is not None:
             needed = [seeds_needed(target, kind, n, family, p) for _, p in per]
