@@ -614,9 +614,10 @@ class Experiment(_Section):
             ("comparisons.groups", groups or []),
             ("token_matching", [g.datasets for g in self.token_matching]),
         ):
-            for number, group in enumerate(named):
-                for name in sorted(replicates & set(group)):
-                    raise ValueError(f"{section}[{number}]: '{name}' is a replicate; it takes its examples from its original")
+            for index, members in enumerate(named):
+                listed = sorted(replicates & set(members))
+                if listed:
+                    raise ValueError(f"{section}[{index}]: '{listed[0]}' is a replicate; it takes its examples from its original")
         check("comparisons.groups", groups or [])
         check("token_matching", [group.datasets for group in self.token_matching])
         for group in self.token_matching:
@@ -681,7 +682,8 @@ class Experiment(_Section):
 
     def training_seed_offsets(self) -> dict[str, int]:
         """Per replicate, what its training seeds add to the experiment's seeds (its runs must differ)."""
-        offsets, count = {}, {}
+        offsets: dict[str, int] = {}
+        count: dict[str, int] = {}
         for name, source in self.replicate_pairs():
             count[source] = count.get(source, 0) + 1
             offsets[name] = REPLICATE_SEED_OFFSET * count[source]
