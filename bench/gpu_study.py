@@ -49,7 +49,7 @@ SHRINK = {
     "problems": {"n_train": 24, "n_test": 12},
     "teacher": {"sampling": {"n": 4, "max_tokens": 128}},
     "judge": {"sampling": {"max_tokens": 64}},
-    "training": {"max_steps": 2, "batch_size": 4, "max_length": 512, "packing": False, "eval_fraction": 0.0},
+    "training": {"seeds": [0, 1], "max_steps": 2, "batch_size": 4, "max_length": 512, "packing": False, "eval_fraction": 0.0},
     "evaluation": {"max_tokens": 128},
     "gpu": {"devices": [], "memory_fraction": 0.3},
 }

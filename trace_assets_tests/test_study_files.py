@@ -1,0 +1,80 @@
+"""The shipped GPU study files, shrunk to test sizes, run through the whole graph on a CPU: every arm,
+rule, replicate and planned contrast of the real file, with a scripted teacher and judge and a tiny
+random-weight student (the real run needs a GPU: bench/gpu_study.py)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+import yaml
+
+from trace_assets.demo import STAGES, run_stage
+from trace_assets.experiment import PROJECT_ROOT, load_experiment
+from trace_assets.project import build_definitions
+from trace_assets_tests.test_tasks_pipeline import ScriptedTasks, ScriptedTasksGeneration
+
+SIZES = {
+    "problems": {"n_train": 6, "n_test": 4},
+    "teacher": {"sampling": {"n": 2, "max_tokens": 24}},
+    "judge": {"sampling": {"max_tokens": 32}},
+    "training": {"seeds": [0, 1], "max_steps": 1, "batch_size": 2, "max_length": 256, "packing": False},
+    "evaluation": {"max_tokens": 16, "few_shot_k": 1},
+    "gpu": {"devices": []},
+}
+
+
+def shrunk(name: str, folder, model: str):
+    def merge(base: dict, change: dict) -> dict:
+        return {**base, **{k: merge(base.get(k) or {}, v) if isinstance(v, dict) else v for k, v in change.items()}}
+
+    spec = merge(yaml.safe_load((PROJECT_ROOT / "experiments" / name).read_text()), SIZES)
+    for role in ("teacher", "judge"):
+        spec[role]["model"] = model
+    spec["students"] = {student: {"model": model} for student in spec["students"]}
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return load_experiment(path)
+
+
+@pytest.mark.parametrize("name", ["gpu_study.yaml", "gpu_study_countdown.yaml"])
+def test_gpu_study_file_runs_shrunk(tmp_path, tiny_model, instance, name):
+    from trace_assets.inputs import check_inputs
+
+    experiment = check_inputs(shrunk(name, tmp_path, tiny_model))
+    defs = build_definitions(experiment, tmp_path / "data")
+    resources = dict(defs.resources)
+    resources["generation"] = ScriptedTasksGeneration(gpu=resources["gpu"], data=resources["data"])
+    defs = dg.Definitions(assets=list(defs.assets), resources=resources)
+    run_stage(defs, instance, STAGES[0])
+    database = tmp_path / "data" / "trace_assets.duckdb"
+    with duckdb.connect(str(database), read_only=True) as db:
+        problems = db.sql("SELECT * FROM problems").pl()
+    ScriptedTasks.problems = {row["question"]: row for row in problems.iter_rows(named=True)}
+    for stage in STAGES[1:]:
+        run_stage(defs, instance, stage)
+
+    with duckdb.connect(str(database), read_only=True) as db:
+        examples = db.sql("SELECT * FROM sft_examples").pl()
+        checkpoints = db.sql("SELECT * FROM checkpoints").pl()
+        accuracy = db.sql("SELECT * FROM accuracy").pl()
+    sizes = dict(examples.group_by("dataset").len().iter_rows())
+    assert set(sizes) == set(experiment.datasets)  # every arm has examples
+    # the A/A replicate trains on its original's examples, under other seeds, as runs of its own
+    same = lambda name: sorted(examples.filter(pl.col("dataset") == name)["completion"])  # noqa: E731
+    assert same("H_aa") == same("H")
+    runs = checkpoints.filter(pl.col("dataset").is_in(["H", "H_aa"]))
+    assert runs["path"].n_unique() == runs.height == 2 * len(experiment.training.seeds)
+    with duckdb.connect(str(database), read_only=True) as db:
+        first_losses = db.sql("SELECT dataset, seed, train_loss FROM training_log WHERE step = 1 ORDER BY seed").pl()
+    loss = lambda name: first_losses.filter(pl.col("dataset") == name)["train_loss"].to_list()  # noqa: E731
+    assert loss("H_aa") != loss("H")  # other training seeds: other batches
+    # G and W on the same problems (pair_correct_wrong)
+    problems_of = lambda name: set(examples.filter(pl.col("dataset") == name)["problem_id"])  # noqa: E731
+    assert problems_of("G_normal") == problems_of("W_normal")
+    assert set(accuracy["dataset"]) >= {"base", "base_few_shot", *experiment.datasets}
+    report = (tmp_path / "data" / "report" / "report.md").read_text()
+    for a, b in experiment.planned_contrasts():
+        assert f"{a}" in report and f"{b}" in report
+    assert "A/A" in report
