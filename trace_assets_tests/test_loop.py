@@ -21,6 +21,7 @@ from trace_assets.project import build_definitions
 from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import load_style
 from trace_assets_tests.test_data_pipeline import ScriptedTeacher
+from trace_assets_tests.test_tasks_pipeline import ScriptedTasks, write_task_experiment
 
 
 def with_logprobs(completion: Completion) -> Completion:
@@ -225,3 +226,67 @@ def test_loop_definitions_load_as_dagster_dev_loads_them(tmp_path, tiny_model):
         assert node.metadata["dagster/column_schema"].columns
     defs.get_repository_def().load_all_definitions()
     assert defs.resolve_sensor_def("next_round").job_name == "style_round"
+
+
+class CountdownLoopBackend(ScriptedTasks):
+    """ScriptedTasks, with the teacher's right answers written "#### (<expression>)": Countdown's form,
+    which GSM8K's answer_line check ("#### <number>") refuses; records the students' prompts."""
+
+    student_prompts: ClassVar[list[str]] = []
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        CountdownLoopBackend.student_prompts += [r.prompt for r in requests if r.prompt is not None]
+
+        def parenthesized(batch):
+            for completion in batch:
+                head, marker, expression = completion.text.rpartition("#### ")
+                if marker and expression and not expression.startswith("("):
+                    completion.text = f"{head}#### ({expression.strip()})"
+            on_batch(batch)
+
+        return super().generate(spec, sampling, requests, parenthesized, log)
+
+
+class CountdownLoopGeneration(GenerationResource):
+    def backend(self, config):
+        return CountdownLoopBackend()
+
+
+def test_a_loop_on_countdown_is_judged_by_countdowns_checker_and_evaluated_few_shot(tmp_path, tiny_model, instance):
+    """The loop's round_traces read answers with the problems' task, as judged_traces does (a trace
+    ending "#### (3 + 4) * 2" declares a Countdown answer; GSM8K's answer_line rule would fail it), and
+    round_evals prompts as evaluation.prompt_format says, as eval_results does."""
+    from trace_assets.styles.library import failed_format_checks
+
+    path = write_task_experiment(tmp_path, tiny_model, ["countdown"])
+    text = path.read_text().replace("few_shot_k: 1}", "few_shot_k: 1, prompt_format: few_shot}")
+    text += "revision: {styles: [normal], rounds: 1, validation_fraction: 0.25, stop_after: 1, max_attempts: 1}\n"
+    path.write_text(text)
+    defs = build_definitions(load_experiment(path), tmp_path / "data")
+    resources = dict(defs.resources)
+    resources["generation"] = CountdownLoopGeneration(gpu=resources["gpu"], data=resources["data"])
+    defs = dg.Definitions(assets=list(defs.assets), resources=resources, sensors=list(defs.sensors))
+    run_stage(defs, instance, ["problems"])
+    database = tmp_path / "data" / "trace_assets.duckdb"
+    with duckdb.connect(str(database), read_only=True) as db:
+        problems = db.sql("SELECT * FROM problems").pl()
+    ScriptedTasks.problems = {row["question"]: row for row in problems.iter_rows(named=True)}
+    CountdownLoopBackend.student_prompts.clear()
+
+    assert run_loop(defs, instance, log=lambda _: None) == ["normal_r0", "normal_r1"]
+
+    with duckdb.connect(str(database), read_only=True) as db:
+        traces = db.sql("SELECT * FROM round_traces WHERE kind = 'solve'").pl()
+        evals = db.sql("SELECT * FROM round_evals").pl()
+    style = load_style(tmp_path / "styles", "normal")
+    refused_by_gsm8k = [t for t in traces["completion"] if "answer_line" in failed_format_checks(t, style.spec.format_checks)]
+    assert traces.height and len(refused_by_gsm8k) == traces.height  # every trace needs the task's reading to pass
+    assert traces["rules_pass"].all() and set(traces["rules_failed"]) == {""}
+    assert traces["is_correct"].any() and not traces["is_correct"].all()  # Countdown's verifier scored them
+    # few-shot: every student prompt shows a train problem (never a validation or test one) before its question
+    train = problems.filter(pl.col("split") == "train")["question"].to_list()
+    held_out = problems.filter(pl.col("split") != "train")["question"].to_list()
+    assert set(evals["split"]) == {"validation", "test"} and CountdownLoopBackend.student_prompts
+    for prompt in CountdownLoopBackend.student_prompts:
+        assert any(question in prompt for question in train)
+        assert sum(question in prompt for question in held_out) == 1
