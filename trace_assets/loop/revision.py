@@ -235,6 +235,13 @@ def _dump(data: dict) -> str:
     return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=float("inf"))
 
 
+def _loads(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
 def round_style_text(parent_text: str, spec: StyleFile) -> str:
     """The file text of a round whose style is ``spec``, written from its parent's file text.
 
@@ -254,7 +261,7 @@ def round_style_text(parent_text: str, spec: StyleFile) -> str:
         if not parent_text[start:end].endswith("\n"):  # a one-line scalar: the line's own break follows it
             replacement = replacement.removesuffix("\n")
         text = parent_text[:start] + replacement + parent_text[end:]
-        if yaml.safe_load(text) == {**parent, "instruction": spec.instruction}:
+        if _loads(text) == {**parent, "instruction": spec.instruction}:
             return text
     return _dump({**parent, "instruction": spec.instruction})
 
