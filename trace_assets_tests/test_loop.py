@@ -9,6 +9,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+import yaml
 
 from trace_assets.demo import run_stage
 from trace_assets.experiment import PROJECT_ROOT, RevisionConfig, load_experiment
@@ -47,8 +48,10 @@ def with_logprobs(completion: Completion) -> Completion:
 
 
 class LoopBackend(ScriptedTeacher):
-    """The teacher solves with the right answer (and a wrong one as a second sample); the reviser
-    answers garbage on its first try in round 1, then a valid revision; the student is ScriptedTeacher's."""
+    """The teacher solves with the right answer (and a wrong one as a second sample); the reviser's
+    first reply in round 1 is cut off at the token limit, its second a valid revision without the
+    answer line; in round 2 it answers prose twice (the round keeps its parent); the student is
+    ScriptedTeacher's."""
 
     answers: ClassVar[dict[str, str]] = {}
     reviser_prompts: ClassVar[list[str]] = []
@@ -65,18 +68,21 @@ class LoopBackend(ScriptedTeacher):
         for request in revisions:
             text = "\n".join(m["content"] for m in request.messages)
             LoopBackend.reviser_prompts.append(text)
-            round_number = len(LoopBackend.reviser_prompts)
-            if round_number == 1:  # malformed: must be rejected, then retried
-                reply = "Sure! Here is a better instruction: be careful."
-            else:
+            call = len(LoopBackend.reviser_prompts)
+            finish = "stop"
+            if call == 1:  # cut off: rejected as such, then retried
+                reply, finish = '{"instruction":"Solve the math word problem. Restate each quantity', "length"
+            elif call == 2:  # no answer line: the system adds it
                 reply = json.dumps(
                     {
-                        "instruction": f"Solve the math word problem. Revision {round_number}: restate each quantity before "
-                        'using it and check the operation. End with a last line "#### <number>".',
-                        "changes": f"added a restating rule (call {round_number})",
+                        "instruction": f"Solve the math word problem. Revision {call}: restate each quantity before "
+                        "using it and check the operation.",
+                        "changes": f"added a restating rule (call {call})",
                     }
                 )
-            batch.append(Completion(request.key, 0, reply, "stop", 10, 20))
+            else:  # prose, twice: round 2 keeps its parent
+                reply = "Sure! Here is a better instruction: be careful."
+            batch.append(Completion(request.key, 0, reply, finish, 10, sampling.max_tokens if finish == "length" else 20))
         for request in solves:
             answer = self.answers[request.messages[-1]["content"]]
             for index in range(sampling.n):
@@ -151,12 +157,20 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
         failures = db.sql("SELECT * FROM round_failures").pl()
         examples = db.sql("SELECT * FROM round_examples").pl()
         lineage = db.sql(f"{ROUNDS_VIEW} ORDER BY depth, category").pl().filter(pl.col("of_round") == "normal_r2")
-    # round 1 and 2 are revisions with lineage to their parents and the failures that motivated them
-    assert styles["round"].to_list() == [0, 1, 2] and styles["status"].to_list() == ["original", "revised", "revised"]
+    # round 1 is a revision, round 2 keeps it; both with lineage to their parents and the failures shown
+    assert styles["round"].to_list() == [0, 1, 2] and styles["status"].to_list() == ["original", "revised", "kept_parent"]
     assert styles["parent_key"].to_list() == [None, "normal_r0", "normal_r1"]
     assert styles["parent_version"].to_list()[1:] == styles["version"].to_list()[:2]
-    assert len(set(styles["version"])) == 3
-    assert styles["attempts"].to_list() == [0, 2, 1] and "not a JSON object" in styles["note"][1]
+    assert styles["version"][2] == styles["version"][1] != styles["version"][0]
+    assert styles["attempts"].to_list() == [0, 2, 2]
+    assert "attempt 1: the reply was cut off at the token limit (1200 tokens)" in styles["note"][1]
+    assert "not a JSON object" in styles["note"][2] and "kept the parent's text" in styles["note"][2]
+    # the revision left out the answer line and the system appended it; the kept round is its parent byte for byte
+    assert yaml.safe_load(styles["style_yaml"][1])["instruction"].endswith(ANSWER_LINES["hash"] + "\n")
+    assert styles["style_yaml"][2] == styles["style_yaml"][1]
+    assert Path(styles["path"][2]).read_bytes() == Path(styles["path"][1]).read_bytes()
+    original = (tmp_path / "styles" / "normal.yaml").read_text(encoding="utf-8")
+    assert styles["style_yaml"][0] == original
     for row in styles.filter(pl.col("round") > 0).iter_rows(named=True):
         shown = json.loads(row["motivating_failures"])
         parent_failures = failures.filter(pl.col("round_key") == row["parent_key"])
@@ -180,7 +194,7 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
     assert set(evals["split"]) == {"validation", "test"} and set(evals["round_key"]) == {"normal_r0", "normal_r1", "normal_r2"}
     # the test set never appears in a reviser prompt
     test_questions = problems.filter(pl.col("split") == "test")["question"].to_list()
-    assert len(LoopBackend.reviser_prompts) == 3
+    assert len(LoopBackend.reviser_prompts) == 4
     for prompt in LoopBackend.reviser_prompts:
         assert not any(q.strip() in prompt for q in test_questions)
     assert any(q.strip() in LoopBackend.reviser_prompts[-1] for q in problems.filter(pl.col("split") == "validation")["question"])
@@ -189,7 +203,15 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
         sizes = dict(group.group_by("dataset").len().iter_rows())
         assert sizes["G_step"] == sizes["G_mean"] > 0 and set(sizes) == {"G_normal", "G_step", "G_mean"}, key
     report = (tmp_path / "data" / "report" / "rounds.md").read_text()
-    assert "## Accuracy by round" in report and "```diff" in report and "Revision 3" in report
+    assert "## Accuracy by round" in report and "```diff" in report and "Revision 2" in report
+    kept_section = report.split("### normal_r2 (kept_parent)")[1]
+    assert kept_section.split("```diff\n")[1].startswith("(no change)\n```")
+    # the revision's diff shows the instruction's lines and nothing else of the file
+    revised_diff = report.split("### normal_r1 (revised)")[1].split("```diff\n")[1].split("```")[0]
+    assert [line for line in revised_diff.splitlines()[2:] if line[:1] in "+-"] == [
+        *[f"-  {line}" for line in yaml.safe_load(original)["instruction"].splitlines()],
+        *[f"+  {line}" for line in yaml.safe_load(styles["style_yaml"][1])["instruction"].splitlines()],
+    ]
     assert (tmp_path / "data" / "report" / "accuracy_by_round.png").stat().st_size > 1000
 
 
