@@ -219,7 +219,9 @@ def parse_revision(completion: Completion | None, parent: Style) -> Revision:
     except ValidationError as error:
         return Revision(None, f"the revised style is invalid: {error.errors()[0]['msg']}")
     changes = data.get("changes")
-    return Revision(spec, _normal(changes)[:MAX_CHANGES_CHARS] if isinstance(changes, str) and changes.strip() else "no summary given")
+    return Revision(
+        spec, _normal(changes)[:MAX_CHANGES_CHARS] if isinstance(changes, str) and changes.strip() else "no summary given"
+    )
 
 
 class _BlockDumper(yaml.SafeDumper):
