@@ -29,18 +29,16 @@ from trace_assets.experiment import (
     StudentConfig,
     TrainingConfig,
 )
-from trace_assets.generation.cached import request_key
-from trace_assets.generation.types import Request, Sampling
 from trace_assets.judging.step import judge_traces
 from trace_assets.loop.report import ROUNDS_VIEW, rounds_report_text
 from trace_assets.loop.revision import (
-    REVISION_SCHEMA,
     check_no_test_text,
     parse_revision,
     pick_examples,
     prompt_hash,
     reviser_messages,
-    write_style,
+    revision_request,
+    write_round_style,
 )
 from trace_assets.loop.rounds import ROUND_PARTITIONS, parent_key, parse_round_key, round_recipes, round_rules
 from trace_assets.loop.schemas import (
@@ -170,23 +168,21 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         notes, revised, attempts = [], None, 0
         for attempt in range(settings.revision.max_attempts):
             attempts += 1
-            attempt_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + attempt})
-            request = Request(
-                request_key(messages, settings.reviser.model, attempt_sampling, REVISION_SCHEMA), messages, REVISION_SCHEMA
-            )
+            attempt_sampling, request = revision_request(messages, settings.reviser.model, sampling, attempt)
             result = generation.generate(spec, attempt_sampling, [request], context.log.info)
-            completion = result.completions.get((request.key, 0))
-            outcome = parse_revision(completion.text if completion else None, parent_style)
+            outcome = parse_revision(result.completions.get((request.key, 0)), parent_style)
             if outcome.spec is not None:
                 revised = outcome
                 break
             notes.append(f"attempt {attempt + 1}: {outcome.reason}")
             context.log.warning(f"round {key}: reviser attempt {attempt + 1} rejected: {outcome.reason}")
+        # the parent's file as written (round 0: the style file itself): a kept round is its bytes
+        folder, parent_text = data.path / "styles" / "rounds", parent_style.path.read_text(encoding="utf-8")
         if revised is not None:
-            written = write_style(data.path / "styles" / "rounds", style, number, revised.spec)
+            written = write_round_style(folder, style, number, parent_text, revised.spec)
             status, note, version_style = "revised", "; ".join([*notes, f"changes: {revised.reason}"]), written
         else:  # the round re-measures its parent's text, and says so
-            written = write_style(data.path / "styles" / "rounds", style, number, parent_style.spec)
+            written = write_round_style(folder, style, number, parent_text, parent_style.spec)
             status, note, version_style = "kept_parent", "; ".join(notes) + "; kept the parent's text", written
         row = _row(
             key,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
-from trace_assets.loop.revision import style_diff, style_yaml
+from trace_assets.loop.revision import style_diff
 from trace_assets.loop.rounds import round_change
 from trace_assets.metadata import markdown_table
 from trace_assets.reporting.stats import METHOD, accuracy_summary
-from trace_assets.styles.library import style_from_row
 
 # One query: a round's style back through its parents, with the failure examples each revision was shown.
 ROUNDS_VIEW = """
@@ -168,7 +168,7 @@ def rounds_report_text(name: str, styles: pl.DataFrame, evals: pl.DataFrame) -> 
         lines += ["", f"### {row['round_key']} ({row['status']})", "", f"{row['note']}", ""]
         lines.append(f"Failures it was given: {row['failure_counts']}")
         if parent is not None:
-            texts = [style_yaml(style_from_row(version).spec) for version in (parent, row)]
+            texts = [Path(version["path"]).read_text(encoding="utf-8") for version in (parent, row)]
             diff = style_diff(*texts, parent["path"], row["path"])
             lines += ["", "```diff", diff.rstrip() or "(no change)", "```"]
     png = None
