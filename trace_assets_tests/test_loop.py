@@ -167,11 +167,11 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
     assert "attempt 1: the reply was cut off at the token limit (1200 tokens)" in styles["note"][1]
     assert "not a JSON object" in styles["note"][2] and "kept the parent's text" in styles["note"][2]
     # the revision left out the answer line and the system appended it; the kept round is its parent byte for byte
-    assert yaml.safe_load(styles["style_yaml"][1])["instruction"].endswith(ANSWER_LINES["hash"] + "\n")
-    assert styles["style_yaml"][2] == styles["style_yaml"][1]
+    assert styles["instruction"][1].endswith(ANSWER_LINES["hash"] + "\n")
+    assert styles["instruction"][2] == styles["instruction"][1]
     assert Path(styles["path"][2]).read_bytes() == Path(styles["path"][1]).read_bytes()
     original = (tmp_path / "styles" / "normal.yaml").read_text(encoding="utf-8")
-    assert styles["style_yaml"][0] == original
+    assert Path(styles["path"][0]).read_text(encoding="utf-8") == original
     for row in styles.filter(pl.col("round") > 0).iter_rows(named=True):
         shown = json.loads(row["motivating_failures"])
         parent_failures = failures.filter(pl.col("round_key") == row["parent_key"])
@@ -211,7 +211,7 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
     revised_diff = report.split("### normal_r1 (revised)")[1].split("```diff\n")[1].split("```")[0]
     assert [line for line in revised_diff.splitlines()[2:] if line[:1] in "+-"] == [
         *[f"-  {line}" for line in yaml.safe_load(original)["instruction"].splitlines()],
-        *[f"+  {line}" for line in yaml.safe_load(styles["style_yaml"][1])["instruction"].splitlines()],
+        *[f"+  {line}" for line in styles["instruction"][1].splitlines()],
     ]
     assert (tmp_path / "data" / "report" / "accuracy_by_round.png").stat().st_size > 1000
 
