@@ -7,7 +7,7 @@
 Every section builds a Qwen2.5-0.5B-shaped model with random weights from a config (there is no
 model hub on the GPU machine; see _student.py): the speed figures are those of a real 0.5B model,
 its answers are noise. Each section merges its figures into bench/results/gpu.json (``--output``),
-keyed as the README's performance section quotes them, with the device it ran on.
+keyed as docs/benchmarks.md quotes them, with the device it ran on.
 
 What is compared, and how:
 - generation: 1,319 chat prompts (the size of GSM8K's test set). Bare: one ``LLM.chat`` over all

@@ -1,6 +1,11 @@
-"""Fault soak: the smoke experiment with its runs SIGKILLed at random moments, against an uninterrupted run.
+"""Fault soak: the loop experiment with its runs SIGKILLed at random moments, against an uninterrupted run.
 
     .venv/bin/python bench/soak.py --kills 24 --seed 0 --work /tmp/trace_assets_soak
+
+The experiment (``--experiment``, by default experiments/loop.yaml) runs the study's stages as the
+demo does, then, when it has a ``revision:`` section, the closed loop's rounds: the rounds to run
+come from the ``next_round`` sensor, as under ``dagster dev``, and each round's assets
+(round_styles ... round_failures) run one per stage, then rounds_report.
 
 1. The reference: every stage of the experiment materialized once, uninterrupted, in
    ``WORK/reference`` (its own data folder and DAGSTER_HOME); each stage's wall time and when the
@@ -8,21 +13,25 @@
 2. The soak, in ``WORK/soak``, with ``dagster-daemon`` running on its instance (run monitoring, as
    under ``dagster dev``): the same stages, each a Dagster run in a child process of its own process
    group. In the stages that generate (teacher_traces), judge (judged_traces), train (checkpoints),
-   evaluate (eval_results) and judge failures (failure_modes, accuracy, report), the child's whole
-   process group, vLLM engine processes included, is SIGKILLed at a seeded random moment between
-   that step starting (it holds the ``gpu`` pool's slot then) and when it should end (the
-   reference's time, less what earlier attempts left cached), then the stage is executed again,
-   until it runs through. ``--kills`` kills are spread over those stages; a stage that finishes
-   before its kill passes its remaining kills on to the next one. A killed run holds the ``gpu``
-   pool's slot until run monitoring marks it failed, so a re-execution also waits on that.
+   evaluate (eval_results) and judge failures (failure_modes, accuracy, report), and in every round
+   the ones that revise the style (round_styles after round 0), generate, train, evaluate and judge
+   failures, the child's whole process group, vLLM engine processes included, is SIGKILLed at a
+   seeded random moment between that step starting (it holds the ``gpu`` pool's slot then) and
+   when it should end (the reference's time, less what earlier attempts left cached), then the
+   stage is executed again, until it runs through. ``--kills`` kills are spread over those stages
+   (as they ran in the reference; a step under ``MIN_KILL_WINDOW_S`` is not killed); a stage that
+   finishes before its kill passes its remaining kills on to the next one. A killed run holds the
+   ``gpu`` pool's slot until run monitoring marks it failed, so a re-execution also waits on that.
 3. Every table of both DuckDB files is compared (scripts/table_digests.py, provenance columns left
    out): rows of the reference missing from the soak (lost), rows the soak has more often than the
    reference (duplicated; a key, where the table has one, counted once), rows that differ, and
    whether every table, accuracy included, is identical. Also: how many killed runs run monitoring
-   marked failed, and how long after the kill.
+   marked failed, and how long after the kill; and the shared-memory segments (``/dev/shm/psm_*``,
+   vLLM's message queues) that no live process uses any more and were not there before: killed
+   engines leave theirs, and the next step that generates removes them (trace_assets/shm.py).
 
 Writes ``bench/results/soak.json`` (``--output``) and prints progress lines as it goes. Exits 1
-if anything was lost, duplicated or different.
+if anything was lost, duplicated or different, or shared memory was left behind.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.table_digests import PROVENANCE, asset_tables, table_rows  # noqa: E402
 
 # The demo's stages (trace_assets/demo.py), with generation and judging in runs of their own.
-STAGES: list[list[str]] = [
+STUDY_STAGES: list[list[str]] = [
     ["problems"],
     ["style_prompts"],
     ["teacher_traces"],
@@ -59,9 +70,27 @@ STAGES: list[list[str]] = [
     ["eval_results"],
     ["failure_modes", "accuracy", "report", "lineage_views"],
 ]
-# Stages whose runs are killed, by what they are doing.
+# A round of the closed loop (loop/sensors.py's style_round job), one asset a stage.
+ROUND_STAGES: list[list[str]] = [
+    ["round_styles"],
+    ["round_traces"],
+    ["round_examples"],
+    ["round_checkpoints"],
+    ["round_evals"],
+    ["round_failures"],
+]
+# Stages whose runs are killed, by their first asset: what they are doing.
 KILLED = {"teacher_traces": "generation", "judged_traces": "judging", "checkpoints": "SFT", "eval_results": "evaluation"}
 KILLED["failure_modes"] = "failure judging"
+KILLED |= {
+    "round_styles": "revision",
+    "round_traces": "round generation",
+    "round_checkpoints": "round SFT",
+    "round_evals": "round evaluation",
+    "round_failures": "round failure judging",
+}
+# A stage whose step took less than this in the reference (round 0's style, a copy of the file) is not killed.
+MIN_KILL_WINDOW_S = 2.0
 # A table's natural key, where it has one: a key seen twice is a duplicated row even if the copies differ.
 KEYS = {
     "problems": ["problem_id"],
@@ -78,20 +107,50 @@ KEYS = {
 RESTART_SHARE = 0.3
 RUN_ID = re.compile(r"\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b")
 STEP_START = "STEP_START"
+ROUNDS_LINE = "@@soak rounds@@ "
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Assets materialized in one run; ``partition``: the loop round they belong to."""
+
+    assets: tuple[str, ...]
+    partition: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.assets[0] + (f"[{self.partition}]" if self.partition else "")
+
+    def argv(self) -> list[str]:
+        return ["--child", ",".join(self.assets)] + (["--partition", self.partition] if self.partition else [])
+
+
+def stages(next_rounds: Callable[[], list[str]]) -> Iterator[Stage]:
+    """The study's stages, then each round the ``next_round`` sensor starts (asked once the stages
+    before have run), then rounds_report."""
+    for assets in STUDY_STAGES:
+        yield Stage(tuple(assets))
+    looped = False
+    while keys := next_rounds():
+        looped = True
+        for key in keys:
+            for assets in ROUND_STAGES:
+                yield Stage(tuple(assets), key)
+    if looped:
+        yield Stage(("rounds_report",))
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def child(stage: int) -> None:
-    """One stage as one Dagster run, the way ``python -m trace_assets.demo`` runs it."""
+def soak_definitions():
+    """The experiment's definitions, with generation persisted every ``SOAK_CHUNK_SIZE`` prompts."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".* is currently in beta")
     import dagster as dg
 
-    from trace_assets.demo import run_stage
     from trace_assets.experiment import data_dir, load_experiment
     from trace_assets.inputs import check_inputs
     from trace_assets.instance import write_instance
@@ -102,15 +161,60 @@ def child(stage: int) -> None:
     defs = build_definitions(check_inputs(load_experiment()), data_dir())
     generation = defs.resources["generation"]
     chunked = GenerationResource(gpu=generation.gpu, data=generation.data, chunk_size=int(os.environ["SOAK_CHUNK_SIZE"]))
-    defs = dg.Definitions(
+    return dg.Definitions(
         assets=defs.assets,
         resources={**defs.resources, "generation": chunked},
         sensors=defs.sensors,
         schedules=defs.schedules,
         executor=defs.executor,
     )
+
+
+def child(assets: list[str], partition: str | None) -> None:
+    """One stage as one Dagster run: the study's the way ``python -m trace_assets.demo`` runs it, a
+    round's the way the ``style_round`` job does, for that round's partition only."""
+    import dagster as dg
+
+    from trace_assets.demo import run_stage
+
+    defs = soak_definitions()
     with dg.DagsterInstance.get() as instance:
-        run_stage(defs, instance, STAGES[stage])
+        if partition is None:
+            run_stage(defs, instance, assets)
+            return
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(a) for a in assets})
+        result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False)
+        if not result.success:
+            for failure in (event for event in result.all_events if event.is_step_failure):
+                print(failure.event_specific_data.error.to_string(), file=sys.stderr)
+            raise SystemExit(f"stage {assets} [{partition}] failed")
+
+
+def child_next_rounds() -> None:
+    """One tick of the ``next_round`` sensor: add the rounds it starts as partitions and print their keys."""
+    import dagster as dg
+
+    defs = soak_definitions()
+    keys: list[str] = []
+    if any(sensor.name == "next_round" for sensor in defs.sensors or []):
+        with dg.DagsterInstance.get() as instance:
+            result = defs.resolve_sensor_def("next_round")(dg.build_sensor_context(instance=instance, definitions=defs))
+            if isinstance(result, dg.SensorResult):
+                for request in result.dynamic_partitions_requests or []:
+                    instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+                keys = [request.partition_key for request in result.run_requests or []]
+    print(ROUNDS_LINE + json.dumps(keys), flush=True)
+
+
+def next_rounds(env: dict[str, str]) -> list[str]:
+    """The rounds the loop starts now (none without a ``revision:`` section), from a child process."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--next-rounds"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith(ROUNDS_LINE)]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"asking for the next rounds failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(ROUNDS_LINE) :])
 
 
 def environment(folder: Path, experiment: str, chunk_size: int) -> dict[str, str]:
@@ -131,14 +235,14 @@ class Attempt:
     the stage's first asset starts (it has its ``gpu`` pool slot then) and the run id it logs are noted
     as they appear."""
 
-    def __init__(self, stage: int, env: dict[str, str], log_path: Path):
-        self.step_start = f" - {STAGES[stage][0]} - {STEP_START} - "  # the stage's own step, not a side asset's
+    def __init__(self, stage: Stage, env: dict[str, str], log_path: Path):
+        self.step_start = f" - {stage.assets[0]} - {STEP_START} - "  # the stage's own step, not a side asset's
         self.started = time.monotonic()
         self.step_started: float | None = None
         self.run_ids: list[str] = []
         self.step_event = threading.Event()
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--child", str(stage)],
+            [sys.executable, str(Path(__file__).resolve()), *stage.argv()],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -200,26 +304,38 @@ def run_reference(folder: Path, experiment: str, chunk_size: int) -> dict:
     env = environment(folder, experiment, chunk_size)
     timings = {}
     started = time.monotonic()
-    for index, stage in enumerate(STAGES):
-        log_path = folder / f"stage{index}-{stage[0]}.log"
-        attempt = Attempt(index, env, log_path)
+    for index, stage in enumerate(stages(lambda: next_rounds(env))):
+        log_path = folder / log_name(index, stage)
+        attempt = Attempt(stage, env, log_path)
         if attempt.wait() != 0:
-            raise failed(attempt, log_path, f"reference stage {stage[0]}")
+            raise failed(attempt, log_path, f"reference stage {stage.label}")
         total = time.monotonic() - attempt.started
         to_step = (attempt.step_started or attempt.started) - attempt.started
-        timings[stage[0]] = {"total_s": round(total, 1), "to_first_step_s": round(to_step, 1)}
-        log(f"reference: {', '.join(stage)} in {total:.0f} s (its step started after {to_step:.0f} s)")
+        timings[stage.label] = {"total_s": round(total, 1), "to_first_step_s": round(to_step, 1)}
+        log(
+            f"reference: {', '.join(stage.assets)} {stage.partition or ''} in {total:.0f} s (its step started after {to_step:.0f} s)"
+        )
     result = {"stages": timings, "wall_s": round(time.monotonic() - started, 1), "chunk_size": chunk_size}
     (folder / "timings.json").write_text(json.dumps(result, indent=2))
     return result
 
 
-def plan_kills(kills: int, rng: random.Random) -> dict[str, int]:
-    """``kills`` spread evenly over the killed stages, the remainder to stages drawn at random."""
-    stages = list(KILLED)
-    plan = {stage: kills // len(stages) for stage in stages}
-    for stage in rng.sample(stages, kills % len(stages)):
-        plan[stage] += 1
+def log_name(index: int, stage: Stage) -> str:
+    return f"stage{index}-{stage.assets[0]}" + (f"-{stage.partition}" if stage.partition else "") + ".log"
+
+
+def killable(label: str, timing: dict) -> bool:
+    """A stage of a killed kind (``KILLED``, by its first asset) whose step ran long enough to be killed."""
+    return label.split("[")[0] in KILLED and timing["total_s"] - timing["to_first_step_s"] >= MIN_KILL_WINDOW_S
+
+
+def plan_kills(kills: int, timings: dict[str, dict], rng: random.Random) -> dict[str, int]:
+    """``kills`` spread evenly over the stages of the reference that are killed (``killable``, by
+    label, rounds included), the remainder to stages drawn at random."""
+    labels = [label for label, timing in timings.items() if killable(label, timing)]
+    plan = {label: kills // len(labels) for label in labels}
+    for label in rng.sample(labels, kills % len(labels)):
+        plan[label] += 1
     return plan
 
 
@@ -242,26 +358,29 @@ def run_soak(folder: Path, experiment: str, chunk_size: int, reference: dict, ki
     from trace_assets.instance import write_instance
 
     write_instance(folder / "dagster_home")
-    plan = plan_kills(kills, rng)
+    plan = plan_kills(kills, reference["stages"], rng)
     log(f"soak: kills planned per stage: {plan}")
     carried = 0  # kills a stage did not get because it finished first go to the next killed stage
     record: list[dict] = []
     started = time.monotonic()
     daemon = start_daemon(folder, env)
     try:
-        for index, stage in enumerate(STAGES):
-            name = stage[0]
-            wanted = plan.get(name, 0) + (carried if name in KILLED else 0)
-            carried = 0 if name in KILLED else carried
+        for index, stage in enumerate(stages(lambda: next_rounds(env))):
+            name = stage.label
+            if name not in reference["stages"]:
+                log(f"soak: {name} did not run in the reference (its tables will differ)")
+            timing = reference["stages"].get(name, {"total_s": 60.0, "to_first_step_s": 0.0})
+            kills_here = killable(name, timing)
+            wanted = plan.get(name, 0) + (carried if kills_here else 0)
+            carried = 0 if kills_here else carried
             killed = 0
-            timing = reference["stages"][name]
             work_s = max(1.0, timing["total_s"] - timing["to_first_step_s"])
             expected_s = work_s  # how long this attempt's steps should take, shrinking as kills leave work cached
-            log_path = folder / f"stage{index}-{name}.log"
+            log_path = folder / log_name(index, stage)
             attempt_number = 0
             while True:
                 attempt_number += 1
-                attempt = Attempt(index, env, log_path)
+                attempt = Attempt(stage, env, log_path)
                 if killed < wanted:
                     # a random moment between its step starting and when it should end
                     delay = rng.uniform(0.05, 0.9) * expected_s
@@ -277,7 +396,7 @@ def run_soak(folder: Path, experiment: str, chunk_size: int, reference: dict, ki
                         record.append(
                             {
                                 "stage": name,
-                                "doing": KILLED[name],
+                                "doing": KILLED[stage.assets[0]],
                                 "attempt": attempt_number,
                                 "after_step_start_s": round(after, 1),
                                 "killed_at": killed_at,
@@ -292,10 +411,10 @@ def run_soak(folder: Path, experiment: str, chunk_size: int, reference: dict, ki
                 if attempt.wait() != 0:
                     raise failed(attempt, log_path, f"soak stage {name} attempt {attempt_number}")
                 total = time.monotonic() - attempt.started
-                if name in KILLED and killed < wanted:
+                if kills_here and killed < wanted:
                     carried = wanted - killed
                     log(f"soak: {name} finished before its kill; {carried} kill(s) move to the next killed stage")
-                log(f"soak: {', '.join(stage)} done on attempt {attempt_number} ({total:.0f} s)")
+                log(f"soak: {name} done on attempt {attempt_number} ({total:.0f} s)")
                 break
         if carried:
             log(f"soak: {carried} planned kill(s) were left over after the last killed stage")
@@ -395,6 +514,13 @@ def compare(reference: Path, soak: Path) -> dict:
     return tables
 
 
+def leftover_segments() -> set[str]:
+    """Names of the ``/dev/shm/psm_*`` segments that no live process maps or holds open."""
+    from trace_assets.shm import orphaned_segments
+
+    return {path.name for path in orphaned_segments(min_age_s=0, prefixes=("psm_",))}
+
+
 def code_commit() -> str:
     """The checkout's commit, marked ``+changes`` when its tracked files differ from it."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -427,7 +553,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=24, help="SIGKILLs in all, spread over the killed stages")
     parser.add_argument("--seed", type=int, default=0, help="seeds the kill plan and the kill moments")
     parser.add_argument("--work", default="/tmp/trace_assets_soak", help="folder for both runs' data (wiped first)")
-    parser.add_argument("--experiment", default=str(ROOT / "experiments" / "smoke.yaml"))
+    parser.add_argument("--experiment", default=str(ROOT / "experiments" / "loop.yaml"))
     parser.add_argument(
         "--chunk-size",
         type=int,
@@ -437,11 +563,17 @@ def main() -> None:
     )
     parser.add_argument("--reuse-reference", action="store_true", help="keep WORK/reference from an earlier soak")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "soak.json"))
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # comma-separated assets: run them as one stage
+    parser.add_argument("--partition", help=argparse.SUPPRESS)  # ... for this loop round
+    parser.add_argument("--next-rounds", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child)
+        child(args.child.split(","), args.partition)
         return
+    if args.next_rounds:
+        child_next_rounds()
+        return
+    orphaned_before = leftover_segments()
     work = Path(args.work)
     reference_dir, soak_dir = work / "reference", work / "soak"
     rng = random.Random(args.seed)
@@ -464,6 +596,9 @@ def main() -> None:
         if not outcome["identical"]:
             log(f"compare: {table} differs: {outcome}")
     by_stage = collections.Counter(kill["stage"] for kill in soak["kills"])
+    left = sorted(leftover_segments() - orphaned_before)
+    in_use = sorted(path.name for path in Path("/dev/shm").glob("psm_*")) if Path("/dev/shm").is_dir() else []
+    log(f"shared memory: {len(left)} psm_* segment(s) left behind by the runs, {len(in_use)} in /dev/shm in all")
     result = {
         "command": " ".join(
             [
@@ -475,7 +610,7 @@ def main() -> None:
             ]
             + (
                 [f"--experiment {os.path.relpath(args.experiment, ROOT)}"]
-                if Path(args.experiment) != ROOT / "experiments/smoke.yaml"
+                if Path(args.experiment) != ROOT / "experiments/loop.yaml"
                 else []
             )
         ),
@@ -484,7 +619,10 @@ def main() -> None:
         "device": device(),
         "generation_chunk_size": args.chunk_size,
         "kills": len(soak["kills"]),
-        "kills_by_stage": {stage: by_stage.get(stage, 0) for stage in KILLED},
+        "kills_by_stage": {
+            label: by_stage.get(label, 0) for label, timing in reference["stages"].items() if killable(label, timing)
+        },
+        "kills_by_kind": dict(collections.Counter(kill["doing"] for kill in soak["kills"])),
         "lost_rows": sum(t["lost"] for t in tables.values()),
         "duplicated_rows": sum(t["duplicated"] for t in tables.values()),
         "differing_rows": sum(t["differing"] + t["unexpected"] for t in tables.values()),
@@ -492,6 +630,9 @@ def main() -> None:
         "tables_compared": len(tables),
         "provenance_columns_left_out": {table: sorted(columns) for table, columns in PROVENANCE.items()},
         "run_monitoring": soak["monitoring"],
+        "psm_segments_left": len(left),  # /dev/shm/psm_* no live process uses, not there before the soak
+        "psm_segments_left_names": left,
+        "psm_segments_at_end": len(in_use),  # all of them, those of other processes on the machine included
         "reference_wall_s": reference["wall_s"],
         "soak_wall_s": soak["wall_s"],
         "reference_stage_timings": reference["stages"],
@@ -504,7 +645,8 @@ def main() -> None:
         f"done: {result['kills']} kills, {result['lost_rows']} lost, {result['duplicated_rows']} duplicated, "
         f"{result['differing_rows']} differing rows, tables identical: {result['tables_identical']} -> {args.output}"
     )
-    sys.exit(0 if result["tables_identical"] and not result["lost_rows"] and not result["duplicated_rows"] else 1)
+    clean = result["tables_identical"] and not result["lost_rows"] and not result["duplicated_rows"] and not left
+    sys.exit(0 if clean else 1)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import duckdb
 # runs, so they are not part of a table's digest. Everything else is a result.
 PROVENANCE = {
     "checkpoints": {"wall_s"},  # seconds the training run took
+    "round_checkpoints": {"wall_s"},  # the same, for the closed loop's rounds
     "generation_cache": {"created_at"},  # when the completion was stored
     "schema_version": {"recorded_at"},  # when the file was stamped or migrated
 }

@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
+from trace_assets.arithmetic import Token, evaluate
+
 MAX_SCAN_CHARS = 100_000  # declarations (####, ANSWER:) are looked for in this many trailing characters
 FLEXIBLE_TAIL_CHARS = 2_000  # the flexible extractor reads only the ending
 _CLAUSE_CHARS = 240  # how much of a line after a declaration marker is read
@@ -300,63 +302,26 @@ def _evaluate(tokens: list) -> Fraction | _NotNumeric | None:
     segments.append(current)
     for segment in reversed(segments):
         if segment:
-            value = _Expression(segment).value()
+            value = _value(segment)
             if value is not None:
                 return _bounded(value)
     return None
 
 
-class _Expression:
-    """Recursive descent over numbers, ``+ - * /``, unary signs and parentheses."""
+_TOKEN_KINDS = {"(": "lp", ")": "rp", "+": "op", "-": "op", "*": "op", "/": "op", "u-": "op"}
 
-    def __init__(self, tokens: list):
-        self.tokens, self.index = tokens, 0
 
-    def value(self) -> Fraction | None:
-        try:
-            result = self._sum()
-        except (ValueError, ZeroDivisionError, IndexError):
-            return None
-        return result if self.index == len(self.tokens) else None
-
-    def _peek(self):
-        return self.tokens[self.index] if self.index < len(self.tokens) else None
-
-    def _sum(self) -> Fraction:
-        result = self._product()
-        while self._peek() in ("+", "-"):
-            operator = self.tokens[self.index]
-            self.index += 1
-            right = self._product()
-            result = result + right if operator == "+" else result - right
-        return result
-
-    def _product(self) -> Fraction:
-        result = self._unary()
-        while self._peek() in ("*", "/"):
-            operator = self.tokens[self.index]
-            self.index += 1
-            right = self._unary()
-            result = result * right if operator == "*" else result / right
-        return result
-
-    def _unary(self) -> Fraction:
-        token = self._peek()
-        if token in ("u-", "u+"):
-            self.index += 1
-            value = self._unary()
-            return -value if token == "u-" else value
-        if token == "(":
-            self.index += 1
-            value = self._sum()
-            if self._peek() != ")":
-                raise ValueError("unbalanced parenthesis")
-            self.index += 1
-            return value
-        if isinstance(token, Fraction):
-            self.index += 1
-            return token
-        raise ValueError(f"unexpected {token!r}")
+def _value(segment: list) -> Fraction | None:
+    """The exact value of numbers, ``+ - * /``, unary signs and parentheses, by the shared evaluator."""
+    tokens = [
+        Token("num", "", 0, 0, token) if isinstance(token, Fraction) else Token(_TOKEN_KINDS[token], token.lstrip("u"), 0, 0)
+        for token in segment
+        if token != "u+"  # a unary plus changes nothing
+    ]
+    try:
+        return evaluate(tokens)[0]
+    except ValueError:
+        return None
 
 
 def _read_plain(raw: str, skip_words: bool) -> Fraction | _NotNumeric | None:
@@ -560,9 +525,11 @@ def numbers_match(predicted: str | None, reference: str | None) -> bool:
 # Declarations: ``#### N`` and ``ANSWER: N``.
 
 _STRICT_MARK_RE = re.compile(r"(?<!#)####(?!#)")
-_LABEL_MARK_RE = re.compile(
-    r"^[ \t>*_-]*(?:\*\*|__)?ANSWER[ \t]*(?:\*\*|__)?[ \t]*:(?:[ \t]*(?:\*\*|__))?", re.IGNORECASE | re.MULTILINE
-)
+# An ``ANSWER:`` label at the start of a line (quoted, bulleted or in bold allowed), up to its colon;
+# compile it with re.IGNORECASE | re.MULTILINE. The one definition: the tasks' line reader
+# (trace_assets/tasks/base.py) and the failure rules (trace_assets/reporting/failures.py) use it too.
+ANSWER_LABEL = r"^[ \t>*_-]*(?:\*\*|__)?ANSWER[ \t]*(?:\*\*|__)?[ \t]*:"
+_LABEL_MARK_RE = re.compile(ANSWER_LABEL + r"(?:[ \t]*(?:\*\*|__))?", re.IGNORECASE | re.MULTILINE)
 _NEW_TURN_RE = re.compile(
     r"^[ \t]*(?:\*\*|#+[ \t]*)?(?:(?:Question|Problem)[ \t]*\d*[ \t]*(?:\*\*)?[ \t]*[:.)]|Q[ \t]*\d*[ \t]*:|(?:User|Human)[ \t]*:)",
     re.IGNORECASE | re.MULTILINE,

@@ -17,6 +17,9 @@ from trace_assets.scaling import GPU_POOL, gpu_op_tags
 
 CODE_VERSION = "1"
 
+# Materialise as soon as the inputs are new (the report assets, under dagster dev's automation).
+EAGER = dg.AutomationCondition.eager()
+
 
 @functools.cache
 def table_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:

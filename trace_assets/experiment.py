@@ -6,16 +6,27 @@ names the key, its place in the file and what was expected.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from trace_assets.errors import InputError, read_yaml
+from trace_assets.settings import PROJECT_ROOT, resolve_path
+from trace_assets.settings import Section as _Section
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPERIMENT = "experiments/smoke.yaml"
 _PARTITION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # The dataset partitions of the untrained students: no examples, evaluated as they are, zero-shot and
@@ -27,112 +38,63 @@ BASE_DATASETS = (BASE_DATASET, BASE_FEW_SHOT)
 BASELINE = "baseline"
 
 
-def resolve_path(path: str) -> Path:
-    """A path from an experiment file: absolute as given, else relative to the project root."""
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
-
-
 class ExperimentError(InputError):
     """The experiment file is missing, not YAML, or does not match the expected structure."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class SyntheticSource(_Section):
-    min_steps: int = Field(2, ge=1, le=12)
-    max_steps: int = Field(5, ge=1, le=12)
-    operations: list[Literal["find", "buy", "give", "gift_multiple", "share", "lose_fraction"]] = Field(
-        ["find", "buy", "give", "gift_multiple", "share", "lose_fraction"],
+class _ProblemsFields(_Section):
+    tasks: list[str] = Field(
+        ["gsm8k"],
         min_length=1,
-        description="operations a step may use; add/subtract only ('find', 'give') makes problems a tiny model can solve",
+        description="the registered tasks (trace_assets/tasks/registry.py) whose problems the study runs on",
     )
-    max_number: int = Field(60, ge=4, le=10_000, description="largest starting amount (and added amount, up to 15)")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SyntheticSource:
-        if self.min_steps > self.max_steps:
-            raise ValueError(f"min_steps ({self.min_steps}) must be <= max_steps ({self.max_steps})")
-        return self
-
-
-class JsonlSource(_Section):
-    train: str = Field(min_length=1, description="path of the train split's JSONL file")
-    test: str = Field(min_length=1, description="path of the test split's JSONL file")
-    skip_bad_lines: bool = False
-
-
-class Gsm8kSource(_Section):
-    dataset: str = "openai/gsm8k"
-    config: str = "main"
-
-
-# The synthetic generator runs when an experiment is checked (trace_assets/inputs.py); past this many
-# problems it takes seconds, and no study here needs more than GSM8K's 8,792.
-MAX_SYNTHETIC_PROBLEMS = 100_000
-
-
-class CountdownSource(_Section):
-    """Seeded Countdown problems: reach ``target`` from the given numbers with + - * / (each at most once)."""
-
-    min_numbers: int = Field(3, ge=2, le=8, description="fewest numbers in a problem (its difficulty)")
-    max_numbers: int = Field(4, ge=2, le=8)
-    max_number: int = Field(25, ge=2, le=1000, description="largest given number")
-    max_target: int = Field(200, ge=1, le=100_000, description="largest target")
-    n_train: int = Field(32, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="train problems when problems.n_train is null")
-    n_test: int = Field(16, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="test problems when problems.n_test is null")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> CountdownSource:
-        if self.min_numbers > self.max_numbers:
-            raise ValueError(f"min_numbers ({self.min_numbers}) must be <= max_numbers ({self.max_numbers})")
-        return self
-
-
-class TaskFiles(JsonlSource):
-    """Local JSONL files of a task (MATH: problem, solution, level, type; MBPP: text, code, test_list):
-    the same train, test and skip_bad_lines as the gsm8k task's JSONL source."""
-
-
-TaskName = Literal["gsm8k", "countdown", "math", "mbpp"]
-
-
-class ProblemsConfig(_Section):
-    tasks: list[TaskName] = Field(
-        ["gsm8k"], min_length=1, description="the tasks whose problems the study runs on; gsm8k comes from 'source'"
-    )
-    source: Literal["synthetic", "gsm8k", "jsonl"] = Field("synthetic", description="where the gsm8k task's problems come from")
     n_train: int | None = Field(32, ge=1, description="train problems to sample per task; null keeps all")
     n_test: int | None = Field(16, ge=1, description="test problems to sample per task; null keeps all")
-    synthetic: SyntheticSource = SyntheticSource()
-    jsonl: JsonlSource | None = None
-    gsm8k: Gsm8kSource = Gsm8kSource()
-    countdown: CountdownSource = CountdownSource()
-    math: TaskFiles | None = None
-    mbpp: TaskFiles | None = None
 
-    @model_validator(mode="after")
-    def _source_settings(self) -> ProblemsConfig:
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be distinct (got {self.tasks})")
-        for task in ("math", "mbpp"):
-            if task in self.tasks and getattr(self, task) is None:
-                raise ValueError(f"task '{task}' needs a '{task}' section with 'train' and 'test' JSONL file paths")
-        gsm8k = "gsm8k" in self.tasks
-        if gsm8k and self.source == "jsonl" and self.jsonl is None:
-            raise ValueError("source 'jsonl' needs a 'jsonl' section with 'train' and 'test' file paths")
-        if "countdown" in self.tasks:
-            total = (self.n_train or self.countdown.n_train) + (self.n_test or self.countdown.n_test)
-            if total > MAX_SYNTHETIC_PROBLEMS:
-                raise ValueError(f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} Countdown problems (got {total:,})")
-        if gsm8k and self.source == "synthetic" and (self.n_train or 32) + (self.n_test or 16) > MAX_SYNTHETIC_PROBLEMS:
-            raise ValueError(
-                f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} synthetic problems "
-                f"(got {(self.n_train or 32) + (self.n_test or 16):,})"
-            )
-        return self
+
+def _problems_model() -> type[_ProblemsFields]:
+    """The ``problems:`` section with every registered task's settings as keys (``Task.settings``) and
+    ``tasks`` limited to the registered names."""
+    from trace_assets.tasks.registry import TASKS
+
+    return _problems_model_of(tuple(TASKS))
+
+
+@functools.cache
+def _problems_model_of(names: tuple[str, ...]) -> type[_ProblemsFields]:
+    from trace_assets.tasks.registry import TASKS
+
+    fields: dict[str, Any] = {"tasks": (list[Literal[names]], _ProblemsFields.model_fields["tasks"])}  # type: ignore[valid-type]
+    for name in names:
+        fields |= TASKS[name].settings
+    return create_model("ProblemsConfig", __base__=_ProblemsFields, **fields)
+
+
+class ProblemsConfig(_ProblemsFields):
+    """Which tasks, and how many problems of each; every other key is a task's setting (its
+    ``settings``: trace_assets/tasks), validated by the task's types and its ``check_settings``. A
+    task's settings are attributes (``problems.countdown``), defaults filled in."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _task_settings(cls, data: Any, handler: ModelWrapValidatorHandler[ProblemsConfig]) -> ProblemsConfig:
+        if isinstance(data, ProblemsConfig):
+            return handler(data)
+        checked = _problems_model().model_validate(data)  # each key with its task's type and default
+        problems = handler(dict(checked))
+        if len(set(problems.tasks)) != len(problems.tasks):
+            raise ValueError(f"tasks must be distinct (got {problems.tasks})")
+        from trace_assets.tasks import get_task
+
+        for name in problems.tasks:
+            get_task(name).check_settings(problems)
+        return problems
 
 
 class SamplingConfig(_Section):
@@ -498,7 +460,7 @@ class Experiment(_Section):
     datasets: dict[str, DatasetRecipe]
     eligibility: EligibilityPolicy = EligibilityPolicy()
     comparisons: ComparisonsConfig = ComparisonsConfig()
-    token_matching: list[TokenMatchGroup] = []
+    token_matching: list[TokenMatchGroup] = Field(default_factory=list)
     contrasts: list[tuple[str, str] | InteractionContrast] | None = Field(
         None,
         description="planned comparisons [a, b]: is a different from b? Names are datasets, 'base', "
@@ -652,9 +614,10 @@ class Experiment(_Section):
             ("comparisons.groups", groups or []),
             ("token_matching", [g.datasets for g in self.token_matching]),
         ):
-            for number, group in enumerate(named):
-                for name in sorted(replicates & set(group)):
-                    raise ValueError(f"{section}[{number}]: '{name}' is a replicate; it takes its examples from its original")
+            for index, members in enumerate(named):
+                listed = sorted(replicates & set(members))
+                if listed:
+                    raise ValueError(f"{section}[{index}]: '{listed[0]}' is a replicate; it takes its examples from its original")
         check("comparisons.groups", groups or [])
         check("token_matching", [group.datasets for group in self.token_matching])
         for group in self.token_matching:
@@ -719,7 +682,8 @@ class Experiment(_Section):
 
     def training_seed_offsets(self) -> dict[str, int]:
         """Per replicate, what its training seeds add to the experiment's seeds (its runs must differ)."""
-        offsets, count = {}, {}
+        offsets: dict[str, int] = {}
+        count: dict[str, int] = {}
         for name, source in self.replicate_pairs():
             count[source] = count.get(source, 0) + 1
             offsets[name] = REPLICATE_SEED_OFFSET * count[source]

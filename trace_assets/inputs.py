@@ -1,12 +1,13 @@
 """Everything about an experiment's input files that can be known before any work starts.
 
 :func:`load_experiment` checks the experiment file itself; :func:`check_inputs` reads the files it
-names: every style file, the JSONL problem files (every line), the synthetic generator's output
-(it must be able to make the problems asked for), local model folders, and the sizes that follow
-from them (few-shot exemplars vs. train problems). ``trace-assets dry-run`` and the Dagster code
-location (trace_assets/definitions.py, so ``dagster definitions validate`` too) run it; a failure
-is an :class:`ExperimentError` naming the experiment file, the key, and the named file and line.
-GSM8K from the hub is not read here (it may need the network).
+names: every style file, each task's problems as a run would read or generate them (its
+``check_problems``: every line of JSONL files, the generators' output), local model folders, and
+the sizes that follow from them (few-shot exemplars vs. train problems). ``trace-assets dry-run``
+and the Dagster code location (trace_assets/definitions.py, so ``dagster definitions validate``
+too) run it; a failure is an :class:`ExperimentError` naming the experiment file, the key, and the
+named file and line.
+Problems from the hub are not read here (they may need the network).
 """
 
 from __future__ import annotations
@@ -60,61 +61,13 @@ def check_problems(experiment: Experiment) -> int:
 
 
 def _check_task_problems(experiment: Experiment, task: str) -> int:
-    from trace_assets.problems.sources import LoadReport, ProblemFileError, read_jsonl, synthetic_rows
+    from trace_assets.settings import SettingsError
+    from trace_assets.tasks import get_task
 
-    problems = experiment.problems
-    if task == "countdown":
-        from trace_assets.tasks import get_task
-
-        try:
-            generated = get_task(task).load(problems, experiment.seed, LoadReport())
-        except RuntimeError as error:
-            raise _fail(
-                experiment, "problems.countdown", f"{error}; allow more numbers, larger numbers or targets, or ask for fewer"
-            ) from None
-        return len(generated["train"])
-    if task in ("math", "mbpp"):
-        from trace_assets.tasks.competition_math import parse_math_record
-        from trace_assets.tasks.mbpp import parse_mbpp_record
-
-        files = getattr(problems, task)
-        parse = parse_math_record if task == "math" else parse_mbpp_record
-        counts = {}
-        for split in ("train", "test"):
-            path = experiment.resolve(getattr(files, split))
-            if path.is_dir():
-                raise _fail(experiment, f"problems.{task}.{split}", f"{path} is a folder; expected a JSONL file")
-            try:
-                records = read_jsonl(path, split, files.skip_bad_lines, LoadReport(), parse, f"the {task.upper()} format's keys")
-            except ProblemFileError as error:
-                raise _fail(experiment, f"problems.{task}.{split}", str(error)) from None
-            counts[split] = len({row["problem_id"] for row in records})
-        return counts["train"] if problems.n_train is None else min(problems.n_train, counts["train"])
-    if problems.source == "gsm8k":
-        return problems.n_train or 7473
-    if problems.source == "synthetic":
-        try:
-            synthetic = synthetic_rows(problems, experiment.seed)
-        except RuntimeError as error:
-            raise _fail(
-                experiment,
-                "problems.synthetic",
-                f"the generator cannot make the problems asked for: {error}; "
-                "allow more operations, steps or a larger max_number, or ask for fewer",
-            ) from None
-        return len(synthetic["train"])
-    assert problems.jsonl is not None
-    counts = {}
-    for split in ("train", "test"):
-        path = experiment.resolve(getattr(problems.jsonl, split))
-        if path.is_dir():
-            raise _fail(experiment, f"problems.jsonl.{split}", f"{path} is a folder; expected a JSONL file")
-        try:
-            rows = read_jsonl(path, split, problems.jsonl.skip_bad_lines, LoadReport())
-        except ProblemFileError as error:
-            raise _fail(experiment, f"problems.jsonl.{split}", str(error)) from None
-        counts[split] = len({row["problem_id"] for row in rows})
-    return counts["train"] if problems.n_train is None else min(problems.n_train, counts["train"])
+    try:
+        return get_task(task).check_problems(experiment.problems, experiment.seed)
+    except SettingsError as error:
+        raise _fail(experiment, f"problems.{error.key}", str(error)) from None
 
 
 def check_inputs(experiment: Experiment) -> Experiment:

@@ -16,6 +16,8 @@ opening the file, and:
 To change the schema: write ``def _v1_to_v2(connection)`` (DDL and data moves that keep every
 row), register it as ``MIGRATIONS[1]``, raise ``SCHEMA_VERSION`` to 2 and commit a fixture file of
 version 1 for the test (trace_assets_tests/test_migrations.py shows how).
+
+``python -m trace_assets.storage [FILE]`` prints a file's version and this code's.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BASELINE_VERSION = 1  # files written before the version was recorded
 VERSION_TABLE = "schema_version"
 
@@ -51,8 +53,29 @@ def _v2_to_v3(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute("ALTER TABLE generation_cache ADD COLUMN token_ends INTEGER[]")
 
 
+def _v3_to_v4(connection: duckdb.DuckDBPyConnection) -> None:
+    """The loop's ``round_styles`` holds a style as ``style_prompts`` does, one column per field of the
+    style file, instead of the file's YAML text: each row's text is read back into those columns (its
+    version, path and lineage kept), in the table's new column order, which the IO manager writes by."""
+    if "round_styles" not in _main_tables(connection):
+        return
+    import yaml
+
+    from trace_assets.loop.schemas import RoundStyleSchema
+    from trace_assets.styles.library import Style, StyleFile, style_row
+    from trace_assets.tables import frame_of
+
+    rows = []
+    for row in connection.execute("SELECT * FROM round_styles").pl().iter_rows(named=True):
+        spec = StyleFile.model_validate(yaml.safe_load(row.pop("style_yaml")))
+        rows.append({**row, **style_row(Style(row["style"], Path(row["path"]), row["version"], spec))})
+    migrated = frame_of(rows, RoundStyleSchema)  # noqa: F841  # read by the query below
+    connection.execute("DROP TABLE round_styles")
+    connection.execute("CREATE TABLE round_styles AS SELECT * FROM migrated")
+
+
 # MIGRATIONS[n] turns a version-n file into a version-(n + 1) file.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 class SchemaVersionError(RuntimeError):
@@ -149,14 +172,3 @@ def _ensure(connection, path, read_only: bool, target: int, migrations: Mapping[
         raise
     connection.commit()
     return version if version is not None else target
-
-
-if __name__ == "__main__":
-    import sys
-
-    from trace_assets.experiment import database_path
-    from trace_assets.storage import connect
-
-    file = Path(sys.argv[1]) if len(sys.argv) > 1 else database_path()
-    with connect(file) as db:
-        print(f"{file}: schema version {stored_version(db)} (this code: {SCHEMA_VERSION})")

@@ -133,6 +133,15 @@ class GenerationResource(dg.ConfigurableResource):
     chunk_size: int = 1024
     enforce_eager: str = "auto"  # "auto": eager on CPU, where torch.compile costs minutes and gains little
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A step that may start engines starts by removing the shared memory that engines of killed
+        runs left in /dev/shm (only segments no live process uses: trace_assets/shm.py)."""
+        from trace_assets.shm import remove_orphaned_segments
+
+        removed = remove_orphaned_segments()
+        if removed and context.log is not None:
+            context.log.info(f"removed {len(removed)} orphaned shared-memory segment(s) of killed runs: {', '.join(removed)}")
+
     def settings(self, config: ModelConfig, **sampling_overrides) -> tuple[ModelSpec, Sampling]:
         """The one conversion from an experiment's model section to what a backend needs: the model
         resolved to a loadable path and dtype on this machine, and the sampling parameters."""

@@ -107,3 +107,14 @@ class TransactionalDuckDBPolarsIOManager(DuckDBPolarsIOManager):
             default_load_type=self.default_load_type(),
             io_manager_name="DuckDBIOManager",
         )
+
+
+if __name__ == "__main__":
+    import sys
+
+    from trace_assets.experiment import database_path
+    from trace_assets.migrations import SCHEMA_VERSION, stored_version
+
+    file = Path(sys.argv[1]) if len(sys.argv) > 1 else database_path()
+    with connect(file) as db:
+        print(f"{file}: schema version {stored_version(db)} (this code: {SCHEMA_VERSION})")

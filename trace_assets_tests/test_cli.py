@@ -35,3 +35,8 @@ def test_dry_run_of_the_paper_experiment():
         cwd=PROJECT_ROOT,
     ).stdout
     assert "teacher_traces" in output and "GPU h" in output and "total" in output
+    # power planning: one detectable-difference line per planned contrast, A/A control and interaction
+    planned = len(experiment.planned_contrasts()) + len(experiment.replicate_pairs()) + len(experiment.interactions())
+    lines = [line for line in output.splitlines() if "detectable difference" in line]
+    assert len(lines) == planned and all("seeds per arm for 3 points" in line for line in lines)
+    assert "declared statistics.seed_sd" in output and "Holm over 40" in output

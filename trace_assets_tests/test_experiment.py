@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from trace_assets.experiment import PROJECT_ROOT, ExperimentError, load_experiment
@@ -133,3 +134,73 @@ def test_study_experiments_run_as_the_studies_did():
     assert fractions == [0, 0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0]
     for experiment in (paper, study):
         assert dry_run(experiment).startswith(f"experiment {experiment.name}:")
+
+
+def test_replicate_of_takes_its_originals_recipe_and_is_checked(tmp_path):
+    text = BASE.replace(
+        "datasets: {G_normal: {recipe: G, style: normal}}",
+        "datasets: {G_normal: {recipe: G, style: normal}, G_aa: {replicate_of: G_normal}}",
+    )
+    experiment = load_experiment(_write(tmp_path, text))
+    assert experiment.datasets["G_aa"].model_copy(update={"replicate_of": None}) == experiment.datasets["G_normal"]
+    assert experiment.replicate_pairs() == [("G_aa", "G_normal")]
+    assert experiment.training_seed_offsets() == {"G_aa": 1000}
+    assert ("G_aa", "G_normal") not in experiment.planned_contrasts() and "G_aa" in experiment.dataset_keys()
+    for datasets, message in [
+        ("{G_normal: {recipe: G, style: normal}, G_aa: {replicate_of: G_normal, trim: control}}", "give only 'replicate_of'"),
+        (
+            "{G_normal: {recipe: G, style: normal}, G_aa: {replicate_of: G_nope}}",
+            r"datasets\.G_aa\.replicate_of: 'G_nope' is not",
+        ),
+        (
+            "{G_normal: {recipe: G, style: normal}, G_aa: {replicate_of: G_normal}, G_ab: {replicate_of: G_aa}}",
+            "is itself a replicate",
+        ),
+    ]:
+        with pytest.raises(ExperimentError, match=message):
+            load_experiment(
+                _write(tmp_path, BASE.replace("datasets: {G_normal: {recipe: G, style: normal}}", f"datasets: {datasets}"))
+            )
+    grouped = text + "comparisons: {groups: [[G_normal, G_aa]]}\n"
+    with pytest.raises(ExperimentError, match=r"comparisons\.groups\[0\]: 'G_aa' is a replicate"):
+        load_experiment(_write(tmp_path, grouped))
+
+
+def test_interaction_contrasts_and_statistics_are_validated(tmp_path):
+    two = BASE.replace("students: {s: {model: local:smollm2-135m-instruct}}", "students: {s: {model: m}, t: {model: m}}")
+    two = two.replace(
+        "datasets: {G_normal: {recipe: G, style: normal}}", "datasets: {G_normal: {recipe: G, style: normal}, H: {recipe: H}}"
+    )
+    ok = (
+        two
+        + "contrasts:\n  - [H, G_normal]\n  - {difference: [H, G_normal], between: [s, t]}\nstatistics: {seed_sd: 0.15, target_difference: 0.03}\n"
+    )
+    experiment = load_experiment(_write(tmp_path, ok))
+    assert experiment.planned_contrasts() == [("H", "G_normal")]
+    assert experiment.interactions() == [("H", "G_normal", "s", "t")]
+    assert experiment.statistics.seed_sd == 0.15 and experiment.statistics.target_difference == 0.03
+    for entry, message in [
+        ("{difference: [H, G_normal], between: [s, u]}", r"contrasts\.0\.between: 'u' is not a student"),
+        ("{difference: [H, G_normal], between: [s, s]}", r"contrasts\.0\.between: compares student 's' with itself"),
+        ("{difference: [H, G_nope], between: [s, t]}", r"contrasts\.0: 'G_nope' is not a dataset"),
+        ("{difference: [H, G_normal], among: [s, t]}", r"contrasts\.0: expected \[a, b\] or \{difference"),
+        ("[H, G_normal, base]", r"contrasts\.0: expected \[a, b\]"),
+    ]:
+        with pytest.raises(ExperimentError, match=message):
+            load_experiment(_write(tmp_path, two + f"contrasts:\n  - {entry}\n"))
+    with pytest.raises(ExperimentError, match=r"statistics\.seed_sd"):
+        load_experiment(_write(tmp_path, two + "statistics: {seed_sd: -1}\n"))
+
+
+def test_a_replicate_has_its_originals_examples_under_its_own_name():
+    from trace_assets.experiment import DatasetRecipe
+    from trace_assets_tests.test_recipes import SAMPLES, TRAIN, build
+
+    original = DatasetRecipe(recipe="G", style="normal", trim="conclusion")
+    replicate = original.model_copy(update={"replicate_of": "G"})
+    result = build({"G": original, "G_aa": replicate}, SAMPLES, TRAIN)
+    rows = {name: result.examples.filter(pl.col("dataset") == name) for name in ("G", "G_aa")}
+    assert rows["G"].height > 0
+    assert rows["G_aa"].drop("dataset", "example_id").equals(rows["G"].drop("dataset", "example_id"))
+    assert all(example.startswith("G_aa:") for example in rows["G_aa"]["example_id"])  # a training key of its own
+    assert result.summary.filter(pl.col("dataset") == "G_aa").height == 1

@@ -9,18 +9,32 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+import yaml
 
 from trace_assets.demo import run_stage
 from trace_assets.experiment import PROJECT_ROOT, RevisionConfig, load_experiment
-from trace_assets.generation.types import Completion, GenerationStats
+from trace_assets.generation.types import Completion, GenerationStats, Sampling
 from trace_assets.loop.report import ROUNDS_VIEW
-from trace_assets.loop.revision import LeakedTestQuestion, check_no_test_text, parse_revision
+from trace_assets.loop.revision import (
+    ANSWER_LINES,
+    REVISION_MAX_TOKENS,
+    REVISION_SCHEMA,
+    LeakedTestQuestion,
+    check_no_test_text,
+    parse_revision,
+    reviser_messages,
+    revision_request,
+    round_style_text,
+    style_diff,
+    write_round_style,
+)
 from trace_assets.loop.rounds import RoundOutcome, stop_reason
 from trace_assets.loop.sensors import run_loop
 from trace_assets.project import build_definitions
 from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import load_style
 from trace_assets_tests.test_data_pipeline import ScriptedTeacher
+from trace_assets_tests.test_tasks_pipeline import ScriptedTasks, write_task_experiment
 
 
 def with_logprobs(completion: Completion) -> Completion:
@@ -35,8 +49,10 @@ def with_logprobs(completion: Completion) -> Completion:
 
 
 class LoopBackend(ScriptedTeacher):
-    """The teacher solves with the right answer (and a wrong one as a second sample); the reviser
-    answers garbage on its first try in round 1, then a valid revision; the student is ScriptedTeacher's."""
+    """The teacher solves with the right answer (and a wrong one as a second sample); the reviser's
+    first reply in round 1 is cut off at the token limit, its second a valid revision without the
+    answer line; in round 2 it answers prose twice (the round keeps its parent); the student is
+    ScriptedTeacher's."""
 
     answers: ClassVar[dict[str, str]] = {}
     reviser_prompts: ClassVar[list[str]] = []
@@ -53,18 +69,21 @@ class LoopBackend(ScriptedTeacher):
         for request in revisions:
             text = "\n".join(m["content"] for m in request.messages)
             LoopBackend.reviser_prompts.append(text)
-            round_number = len(LoopBackend.reviser_prompts)
-            if round_number == 1:  # malformed: must be rejected, then retried
-                reply = "Sure! Here is a better instruction: be careful."
-            else:
+            call = len(LoopBackend.reviser_prompts)
+            finish = "stop"
+            if call == 1:  # cut off: rejected as such, then retried
+                reply, finish = '{"instruction":"Solve the math word problem. Restate each quantity', "length"
+            elif call == 2:  # no answer line: the system adds it
                 reply = json.dumps(
                     {
-                        "instruction": f"Solve the math word problem. Revision {round_number}: restate each quantity before "
-                        'using it and check the operation. End with a last line "#### <number>".',
-                        "changes": f"added a restating rule (call {round_number})",
+                        "instruction": f"Solve the math word problem. Revision {call}: restate each quantity before "
+                        "using it and check the operation.",
+                        "changes": f"added a restating rule (call {call})",
                     }
                 )
-            batch.append(Completion(request.key, 0, reply, "stop", 10, 20))
+            else:  # prose, twice: round 2 keeps its parent
+                reply = "Sure! Here is a better instruction: be careful."
+            batch.append(Completion(request.key, 0, reply, finish, 10, sampling.max_tokens if finish == "length" else 20))
         for request in solves:
             answer = self.answers[request.messages[-1]["content"]]
             for index in range(sampling.n):
@@ -139,12 +158,20 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
         failures = db.sql("SELECT * FROM round_failures").pl()
         examples = db.sql("SELECT * FROM round_examples").pl()
         lineage = db.sql(f"{ROUNDS_VIEW} ORDER BY depth, category").pl().filter(pl.col("of_round") == "normal_r2")
-    # round 1 and 2 are revisions with lineage to their parents and the failures that motivated them
-    assert styles["round"].to_list() == [0, 1, 2] and styles["status"].to_list() == ["original", "revised", "revised"]
+    # round 1 is a revision, round 2 keeps it; both with lineage to their parents and the failures shown
+    assert styles["round"].to_list() == [0, 1, 2] and styles["status"].to_list() == ["original", "revised", "kept_parent"]
     assert styles["parent_key"].to_list() == [None, "normal_r0", "normal_r1"]
     assert styles["parent_version"].to_list()[1:] == styles["version"].to_list()[:2]
-    assert len(set(styles["version"])) == 3
-    assert styles["attempts"].to_list() == [0, 2, 1] and "not a JSON object" in styles["note"][1]
+    assert styles["version"][2] == styles["version"][1] != styles["version"][0]
+    assert styles["attempts"].to_list() == [0, 2, 2]
+    assert "attempt 1: the reply was cut off at the token limit (1200 tokens)" in styles["note"][1]
+    assert "not a JSON object" in styles["note"][2] and "kept the parent's text" in styles["note"][2]
+    # the revision left out the answer line and the system appended it; the kept round is its parent byte for byte
+    assert styles["instruction"][1].endswith(ANSWER_LINES["hash"] + "\n")
+    assert styles["instruction"][2] == styles["instruction"][1]
+    assert Path(styles["path"][2]).read_bytes() == Path(styles["path"][1]).read_bytes()
+    original = (tmp_path / "styles" / "normal.yaml").read_text(encoding="utf-8")
+    assert Path(styles["path"][0]).read_text(encoding="utf-8") == original
     for row in styles.filter(pl.col("round") > 0).iter_rows(named=True):
         shown = json.loads(row["motivating_failures"])
         parent_failures = failures.filter(pl.col("round_key") == row["parent_key"])
@@ -168,7 +195,7 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
     assert set(evals["split"]) == {"validation", "test"} and set(evals["round_key"]) == {"normal_r0", "normal_r1", "normal_r2"}
     # the test set never appears in a reviser prompt
     test_questions = problems.filter(pl.col("split") == "test")["question"].to_list()
-    assert len(LoopBackend.reviser_prompts) == 3
+    assert len(LoopBackend.reviser_prompts) == 4
     for prompt in LoopBackend.reviser_prompts:
         assert not any(q.strip() in prompt for q in test_questions)
     assert any(q.strip() in LoopBackend.reviser_prompts[-1] for q in problems.filter(pl.col("split") == "validation")["question"])
@@ -177,7 +204,15 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
         sizes = dict(group.group_by("dataset").len().iter_rows())
         assert sizes["G_step"] == sizes["G_mean"] > 0 and set(sizes) == {"G_normal", "G_step", "G_mean"}, key
     report = (tmp_path / "data" / "report" / "rounds.md").read_text()
-    assert "## Accuracy by round" in report and "```diff" in report and "Revision 3" in report
+    assert "## Accuracy by round" in report and "```diff" in report and "Revision 2" in report
+    kept_section = report.split("### normal_r2 (kept_parent)")[1]
+    assert kept_section.split("```diff\n")[1].startswith("(no change)\n```")
+    # the revision's diff shows the instruction's lines and nothing else of the file
+    revised_diff = report.split("### normal_r1 (revised)")[1].split("```diff\n")[1].split("```")[0]
+    assert [line for line in revised_diff.splitlines()[2:] if line[:1] in "+-"] == [
+        *[f"-  {line}" for line in yaml.safe_load(original)["instruction"].splitlines()],
+        *[f"+  {line}" for line in styles["instruction"][1].splitlines()],
+    ]
     assert (tmp_path / "data" / "report" / "accuracy_by_round.png").stat().st_size > 1000
 
 
@@ -186,23 +221,118 @@ def test_a_reviser_prompt_with_a_test_question_is_refused():
         check_no_test_text([{"role": "user", "content": "Problem: Ann has 3 cats. How many?"}], ["Ann has 3 cats. How many?"])
 
 
+def reply(text: str, finish_reason: str = "stop", output_tokens: int = 40) -> Completion:
+    return Completion("k", 0, text, finish_reason, 100, output_tokens)
+
+
+NEW_GUIDANCE = "Restate each quantity before you use it, and say which operation combines them and why."
+
+
 @pytest.mark.parametrize(
-    "reply, reason",
+    "completion, reason",
     [
-        (None, "not a JSON object"),
-        ('{"changes": "x"}', "no instruction"),
+        (None, "no reply"),
+        (reply("Sure! Here is a better instruction: be careful."), "not a JSON object"),
+        # a guided reply cut off by max_tokens: named as such, not as "not JSON"
+        (reply('{"instruction":"Solve the problem. Restate every quantity', "length", 160), "cut off at the token limit (160"),
+        (reply('{"instruction":"Solve the problem. Restate every quantity'), "incomplete or malformed"),
+        (reply('{"changes": "x"}'), "no instruction"),
         (
-            '{"instruction": "Solve the math word problem. Reason step by step, then give the final answer on its own last\\nline in the form \\"#### <number>\\"."}',
+            reply(
+                '{"instruction": "Solve the math word problem. Reason step by step, then give the final answer on its '
+                'own last\\nline in the form \\"#### <number>\\"."}'
+            ),
             "unchanged",
         ),
-        ('{"instruction": "Think hard and give the answer."}', "answer format"),
-        ('{"instruction": "' + "x" * 7000 + ' ####"}', "characters"),
+        (reply('{"instruction": "<the full instruction>", "changes": "<one sentence>"}'), "too short"),
+        (reply('{"instruction": "' + "x" * 7000 + ' ####"}'), "characters, over"),
     ],
 )
-def test_malformed_revisions_are_rejected_with_a_reason(reply, reason):
+def test_unusable_revisions_are_rejected_with_a_reason(completion, reason):
     parent = load_style(PROJECT_ROOT / "styles", "normal")
-    outcome = parse_revision(reply, parent)
+    outcome = parse_revision(completion, parent)
     assert outcome.spec is None and reason in outcome.reason
+
+
+@pytest.mark.parametrize("style", ["normal", "titanium"])
+def test_a_revision_without_the_answer_line_is_accepted_with_the_systems_line_appended(style):
+    parent = load_style(PROJECT_ROOT / "styles", style)
+    outcome = parse_revision(reply(json.dumps({"instruction": NEW_GUIDANCE, "changes": "restate quantities"})), parent)
+    assert outcome.spec is not None, outcome.reason
+    assert outcome.spec.instruction == f"{NEW_GUIDANCE}\n{ANSWER_LINES[parent.spec.answer_format]}\n"
+    assert outcome.reason == "restate quantities"
+    # everything but the instruction is the parent's
+    assert outcome.spec.model_dump(exclude={"instruction"}) == parent.spec.model_dump(exclude={"instruction"})
+    # a revision that keeps its own answer line is taken as written
+    own = f"{NEW_GUIDANCE}\nFinish with {'####' if style == 'normal' else 'ANSWER:'} and the number."
+    kept = parse_revision(reply(json.dumps({"instruction": own, "changes": "x"})), parent)
+    assert kept.spec is not None and kept.spec.instruction == own + "\n"
+
+
+def test_the_reviser_is_told_the_answer_line_is_the_systems_and_gets_room_for_its_json():
+    parent = load_style(PROJECT_ROOT / "styles", "normal")
+    prompt = reviser_messages(parent, {"arithmetic_slip": 1}, [])[-1]["content"]
+    assert ANSWER_LINES["hash"] in prompt and "the system itself ends the instruction" in prompt
+    teacher = Sampling(temperature=0.5, max_tokens=160, n=4, seed=3)
+    sampling, request = revision_request([{"role": "user", "content": prompt}], "m", teacher, attempt=1)
+    assert sampling.max_tokens == REVISION_MAX_TOKENS and sampling.n == 1 and sampling.seed == 4
+    assert request.json_schema == REVISION_SCHEMA and request.key != revision_request(request.messages, "m", teacher, 0)[1].key
+    # the grammar closes the JSON within the token floor: both strings bounded, nothing else allowed
+    bounded = sum(field["maxLength"] for field in REVISION_SCHEMA["properties"].values())
+    assert REVISION_SCHEMA["additionalProperties"] is False and bounded // 3 < REVISION_MAX_TOKENS
+    large = Sampling(max_tokens=5000)
+    assert revision_request([], "m", large, 0)[0].max_tokens == 5000  # an explicit larger budget is kept
+
+
+@pytest.mark.parametrize("style", ["normal", "gold", "diamond", "titanium"])
+def test_a_kept_round_is_its_parents_text_and_a_revised_round_changes_only_the_instruction(tmp_path, style):
+    parent = load_style(PROJECT_ROOT / "styles", style)
+    parent_text = parent.path.read_text(encoding="utf-8")
+    kept = write_round_style(tmp_path, style, 1, parent_text, parent.spec)
+    assert kept.path.read_bytes() == parent.path.read_bytes() and kept.version == parent.version
+    assert style_diff(parent_text, kept.path.read_text(encoding="utf-8"), "r0", "r1") == ""
+
+    revised_spec = parse_revision(reply(json.dumps({"instruction": NEW_GUIDANCE, "changes": "x"})), parent).spec
+    revised = write_round_style(tmp_path, style, 2, parent_text, revised_spec)
+    assert revised.spec == revised_spec
+    changed = [
+        line[1:]
+        for line in style_diff(parent_text, revised.path.read_text(encoding="utf-8"), "r0", "r2").splitlines()[2:]
+        if line[:1] in "+-"
+    ]
+    instruction_lines = {line.strip() for line in parent.spec.instruction.splitlines()} | {
+        line.strip() for line in revised_spec.instruction.splitlines()
+    }
+    # only the instruction's lines changed (the key line itself stays); the rest is byte for byte the parent's
+    assert changed and all(line.strip() in instruction_lines for line in changed), changed
+    # a revision of the revision: the same in-place edit, from a file the loop wrote itself
+    again = round_style_text(revised.path.read_text(encoding="utf-8"), parent.spec)
+    assert again == parent_text
+
+
+def test_a_parent_file_that_cannot_be_edited_in_place_is_written_whole_in_its_own_key_order(tmp_path):
+    parent = load_style(PROJECT_ROOT / "styles", "normal")
+    long_description = "A description long enough that a width-limited YAML dump would have wrapped it " * 3
+    flow = json.dumps(
+        {
+            "rubric": [r.model_dump() for r in parent.spec.rubric],
+            "description": long_description.strip(),
+            "instruction": parent.spec.instruction,
+            "answer_format": "hash",
+        }
+    )
+    spec = parent.spec.model_copy(
+        update={"instruction": NEW_GUIDANCE + "\n", "description": long_description.strip(), "format_checks": [], "example": None}
+    )
+    text = round_style_text(flow, spec)
+    assert [line.split(":")[0] for line in text.splitlines() if line[:1].isalpha()] == [
+        "rubric",
+        "description",
+        "instruction",
+        "answer_format",
+    ]
+    assert long_description.strip() in text  # on one line: never rewrapped
+    assert write_round_style(tmp_path, "normal", 1, flow, spec).spec == spec
 
 
 def test_stop_rule():
@@ -225,3 +355,67 @@ def test_loop_definitions_load_as_dagster_dev_loads_them(tmp_path, tiny_model):
         assert node.metadata["dagster/column_schema"].columns
     defs.get_repository_def().load_all_definitions()
     assert defs.resolve_sensor_def("next_round").job_name == "style_round"
+
+
+class CountdownLoopBackend(ScriptedTasks):
+    """ScriptedTasks, with the teacher's right answers written "#### (<expression>)": Countdown's form,
+    which GSM8K's answer_line check ("#### <number>") refuses; records the students' prompts."""
+
+    student_prompts: ClassVar[list[str]] = []
+
+    def generate(self, spec, sampling, requests, on_batch, log=print):
+        CountdownLoopBackend.student_prompts += [r.prompt for r in requests if r.prompt is not None]
+
+        def parenthesized(batch):
+            for completion in batch:
+                head, marker, expression = completion.text.rpartition("#### ")
+                if marker and expression and not expression.startswith("("):
+                    completion.text = f"{head}#### ({expression.strip()})"
+            on_batch(batch)
+
+        return super().generate(spec, sampling, requests, parenthesized, log)
+
+
+class CountdownLoopGeneration(GenerationResource):
+    def backend(self, config):
+        return CountdownLoopBackend()
+
+
+def test_a_loop_on_countdown_is_judged_by_countdowns_checker_and_evaluated_few_shot(tmp_path, tiny_model, instance):
+    """The loop's round_traces read answers with the problems' task, as judged_traces does (a trace
+    ending "#### (3 + 4) * 2" declares a Countdown answer; GSM8K's answer_line rule would fail it), and
+    round_evals prompts as evaluation.prompt_format says, as eval_results does."""
+    from trace_assets.styles.library import failed_format_checks
+
+    path = write_task_experiment(tmp_path, tiny_model, ["countdown"])
+    text = path.read_text().replace("few_shot_k: 1}", "few_shot_k: 1, prompt_format: few_shot}")
+    text += "revision: {styles: [normal], rounds: 1, validation_fraction: 0.25, stop_after: 1, max_attempts: 1}\n"
+    path.write_text(text)
+    defs = build_definitions(load_experiment(path), tmp_path / "data")
+    resources = dict(defs.resources)
+    resources["generation"] = CountdownLoopGeneration(gpu=resources["gpu"], data=resources["data"])
+    defs = dg.Definitions(assets=list(defs.assets), resources=resources, sensors=list(defs.sensors))
+    run_stage(defs, instance, ["problems"])
+    database = tmp_path / "data" / "trace_assets.duckdb"
+    with duckdb.connect(str(database), read_only=True) as db:
+        problems = db.sql("SELECT * FROM problems").pl()
+    ScriptedTasks.problems = {row["question"]: row for row in problems.iter_rows(named=True)}
+    CountdownLoopBackend.student_prompts.clear()
+
+    assert run_loop(defs, instance, log=lambda _: None) == ["normal_r0", "normal_r1"]
+
+    with duckdb.connect(str(database), read_only=True) as db:
+        traces = db.sql("SELECT * FROM round_traces WHERE kind = 'solve'").pl()
+        evals = db.sql("SELECT * FROM round_evals").pl()
+    style = load_style(tmp_path / "styles", "normal")
+    refused_by_gsm8k = [t for t in traces["completion"] if "answer_line" in failed_format_checks(t, style.spec.format_checks)]
+    assert traces.height and len(refused_by_gsm8k) == traces.height  # every trace needs the task's reading to pass
+    assert traces["rules_pass"].all() and set(traces["rules_failed"]) == {""}
+    assert traces["is_correct"].any() and not traces["is_correct"].all()  # Countdown's verifier scored them
+    # few-shot: every student prompt shows a train problem (never a validation or test one) before its question
+    train = problems.filter(pl.col("split") == "train")["question"].to_list()
+    held_out = problems.filter(pl.col("split") != "train")["question"].to_list()
+    assert set(evals["split"]) == {"validation", "test"} and CountdownLoopBackend.student_prompts
+    for prompt in CountdownLoopBackend.student_prompts:
+        assert any(question in prompt for question in train)
+        assert sum(question in prompt for question in held_out) == 1

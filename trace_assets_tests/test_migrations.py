@@ -59,7 +59,7 @@ def test_opening_a_v1_database_migrates_it_to_the_current_schema_keeping_every_r
     cache records per-token log-probabilities, null for rows generated before."""
     before = contents(v1_database)
     with connect(v1_database) as db:
-        assert stored_version(db) == SCHEMA_VERSION == 3
+        assert stored_version(db) == SCHEMA_VERSION == 4
         cache = db.execute("SELECT * EXCLUDE (token_logprobs, token_ends) FROM generation_cache").fetchall()
         recorded = db.execute("SELECT count(*) FROM generation_cache WHERE token_logprobs IS NOT NULL").fetchone()[0]
     assert sorted(cache, key=repr) == before["generation_cache"] and recorded == 0
@@ -79,7 +79,7 @@ def test_opening_a_v1_database_migrates_it_to_the_current_schema_keeping_every_r
     from trace_assets.tables import polars_schema
 
     assert columns == list(polars_schema(ProblemSchema))  # the IO manager can write the migrated table again
-    assert versions(v1_database) == [2, 3]
+    assert versions(v1_database) == [2, 3, 4]
     # the generation cache in it is still served as such, without log-probabilities
     cached = cached_completions(v1_database, ["hash00", "hash04"])
     assert sorted(cached) == [("hash00", 0), ("hash00", 1), ("hash04", 0), ("hash04", 1)]
@@ -167,3 +167,42 @@ def test_a_new_database_is_stamped_with_the_current_version(tmp_path):
     with connect(path) as db:
         assert stored_version(db) == SCHEMA_VERSION
     assert versions(path) == [SCHEMA_VERSION]
+
+
+def test_a_v3_round_styles_table_keeps_its_styles_as_style_prompts_columns(tmp_path):
+    """v4: the loop's round_styles held each style as its YAML text; it now holds the style_prompts
+    columns, read from that text, with the same version, path and lineage, in the order the IO manager writes."""
+    from trace_assets.experiment import PROJECT_ROOT
+    from trace_assets.loop.schemas import RoundStyleSchema
+    from trace_assets.styles.library import load_style, style_from_row
+    from trace_assets.tables import polars_schema
+
+    original = load_style(PROJECT_ROOT / "styles", "normal")
+    path = tmp_path / "trace_assets.duckdb"
+    lineage = ["normal_r0", "normal", 0, original.version, None, None, str(original.path), "original", "as written", 0]
+    with duckdb.connect(str(path)) as db:
+        db.execute(
+            "CREATE TABLE round_styles (round_key VARCHAR, style VARCHAR, round BIGINT, version VARCHAR, "
+            "parent_key VARCHAR, parent_version VARCHAR, path VARCHAR, status VARCHAR, note VARCHAR, attempts BIGINT, "
+            "reviser_model VARCHAR, reviser_prompt_hash VARCHAR, motivating_failures VARCHAR, failure_counts VARCHAR, "
+            "style_yaml VARCHAR)"
+        )
+        db.execute(
+            "INSERT INTO round_styles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, '[]', '{}', ?)",
+            [*lineage, original.path.read_text()],
+        )
+        db.execute(f"CREATE TABLE {VERSION_TABLE} (version INTEGER, recorded_at TIMESTAMP DEFAULT current_timestamp)")
+        db.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (3)")
+    with connect(path) as db:
+        table = db.execute("SELECT * FROM round_styles").pl()
+    assert table.columns == list(polars_schema(RoundStyleSchema))
+    row = table.row(0, named=True)
+    assert [row[k] for k in ("round_key", "version", "path", "status", "parent_key")] == [
+        "normal_r0",
+        original.version,
+        str(original.path),
+        "original",
+        None,
+    ]
+    assert style_from_row(row).spec == original.spec
+    assert versions(path) == [3, 4]

@@ -38,3 +38,29 @@ def test_failure_judge_parsing():
     assert parse_failure_category('{"category": "scope_confused", "reason": "per box"}') == ("scope_confused", "per box")
     assert parse_failure_category('{"category": "made_up"}')[0] == "unclassified"
     assert parse_failure_category("garbage")[0] == "unclassified"
+
+
+def test_aa_section_and_conditional_contrasts_read_plainly():
+    import numpy as np
+    import polars as pl
+
+    from trace_assets.reporting.report import aa_section, contrasts_section
+    from trace_assets.reporting.stats import NoiseSettings, contrast_table
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"dataset": dataset, "student": "s", "seed": seed, "problem_id": f"p{j:03d}", "is_correct": bool(rng.random() < p)}
+        for dataset, p, seeds in (("A", 0.5, 1), ("A_aa", 0.5, 1), ("B", 0.9, 1))
+        for seed in range(seeds)
+        for j in range(300)
+    ]
+    evals = pl.DataFrame(rows)
+    conditional = contrast_table(evals, [("B", "A"), ("A_aa", "A")])
+    text = "\n".join(contrasts_section(conditional.head(1)) + aa_section(conditional.tail(1)))
+    assert "needs at least two seeds" in text and "Per-run test, conditional on these runs" in text
+    assert "## A/A control" in text and "not checkable yet" in text
+    declared = contrast_table(evals, [("B", "A"), ("A_aa", "A")], settings=NoiseSettings(declared_sd=0.15))
+    text = "\n".join(contrasts_section(declared.head(1)) + aa_section(declared.tail(1)))
+    assert "**B** > **A**" in text and "not distinguishable, as it should be" in text
+    off = declared.tail(1).with_columns(pl.lit(True).alias("distinguishable"))
+    assert "DISTINGUISHABLE" in "\n".join(aa_section(off)) and aa_section(declared.head(0)) == []

@@ -130,7 +130,7 @@ def test_variance_prior_recovers_limmas_prior():
     sigma2 = s0 * d0 / rng.chisquare(d0, 4000)
     values = sigma2 * rng.chisquare(d, 4000) / d
     fitted_d0, fitted_s0 = variance_prior(values, np.full(4000, d))
-    assert fitted_d0 == pytest.approx(d0, rel=0.3) and fitted_s0 == pytest.approx(s0, rel=0.1)
+    assert fitted_d0 == pytest.approx(d0, rel=0.4) and fitted_s0 == pytest.approx(s0, rel=0.1)
     assert variance_prior(np.full(5, 2.0), np.full(5, 2.0))[0] == np.inf  # no more scatter than chance: pool
 
 
@@ -177,6 +177,7 @@ def test_contrast_direction_interval_and_holm_across_the_family():
         "p_adjusted",
         "direction",
         "distinguishable",
+        "conditional",
     ]
     assert table.height == 6
     forward = table.filter((pl.col("a") == "good") & (pl.col("student") == "s1")).row(0, named=True)
@@ -255,7 +256,7 @@ def test_contrasts_use_the_problems_both_arms_answered():
 def test_planned_contrasts_default_and_declared(smoke_experiment):
     assert ("H", "baseline") in smoke_experiment.planned_contrasts()  # smoke.yaml declares its own
     undeclared = smoke_experiment.model_copy(update={"contrasts": None})
-    first, *others = undeclared.datasets
+    first, *others = [name for name, recipe in undeclared.datasets.items() if not recipe.replicate_of]
     assert undeclared.planned_contrasts() == [(first, "baseline")] + [(o, first) for o in others]
     declared = smoke_experiment.model_copy(update={"contrasts": [("W_normal", "G_normal")]})
     assert declared.planned_contrasts() == [("W_normal", "G_normal")]
@@ -338,24 +339,26 @@ def test_report_wrappers_compute_what_the_simulation_counts():
     assert table["p_adjusted"].to_list() == pytest.approx([row["p_adjusted"] for row in rows])
 
 
+# Four students, as a noisy dataset is found from every student's seeds (with two students and four datasets
+# a 3x-noisy one still raises fwer to about 0.09: README, "Statistics and their calibration").
 SMALL = StudyShape(
-    ("base", "base_few_shot", "A", "B", "C", "D"),
-    ("s1", "s2"),
+    ("base", "base_few_shot", *"ABCDEF"),
+    ("s1", "s2", "s3", "s4"),
     3,
     300,
-    (("A", "baseline"), ("B", "A"), ("C", "A"), ("D", "A")),
+    (("A", "baseline"), ("B", "A"), ("C", "A"), ("D", "A"), ("E", "A")),
     (("B", "A", "s1", "s2"),),
 )
 
 
 @pytest.mark.parametrize("name", [world.name for world in worlds(SMALL, 0.15)])
 def test_each_world_is_calibrated(name):
-    """250 null studies of a small shape per calibrate world: fwer <= 0.05 and coverage 0.93-0.97, within
+    """200 null studies of a small shape per calibrate world: fwer <= 0.05 and coverage 0.93-0.97, within
     Monte Carlo error (2.5 standard errors; the seed makes it reproducible). The full run is calibrate's."""
     world = next(world for world in worlds(SMALL, 0.15) if world.name == name)
-    tally = run_world(np.random.default_rng(7), SMALL, world, 250)
-    assert tally.studies == 250
-    assert tally.fwer <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 250)
+    tally = run_world(np.random.default_rng(7), SMALL, world, 200)
+    assert tally.studies == 200
+    assert tally.fwer <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 200)
     assert 0.93 - 0.01 <= tally.coverage <= 0.97 + 0.01
     if name == "one seed, nothing declared":
         assert tally.any_false_positive == 0  # nothing may be called distinguishable
@@ -363,13 +366,13 @@ def test_each_world_is_calibrated(name):
 
 def test_planned_power_matches_the_simulation():
     """At the smallest difference planned to be found with 80% power, the simulated study finds it about that often."""
-    shape = StudyShape(("base", "A", "B", "C"), ("s",), 3, 800, (("A", "baseline"), ("B", "A"), ("C", "A")), (), (0.5,))
-    noise = PlanningNoise(0.15, 6.0, "test")  # 3 trained arms x 2 df: what the study measures
+    shape = StudyShape(("base", *"ABCDEF"), ("s",), 3, 800, (("A", "baseline"), ("B", "A"), ("C", "A")), (), (0.5,))
+    noise = PlanningNoise(0.15, 144 / 14, "test")  # 6 trained arms x 2 df, as power_lines plans it
     effect = detectable_difference("pair", 800, 3, 3, noise)
     assert 0.03 < effect < 0.2
     world = World("power", 0.15, accuracy_shift={"B": effect}, declared_sd=0.15)
     tally = run_world(np.random.default_rng(8), shape, world, 120, target="B")
-    assert 0.6 <= tally.power <= 0.97
+    assert 0.65 <= tally.power <= 0.95
     assert seeds_needed(effect, "pair", 800, 3, noise) <= 3 < seeds_needed(effect / 2, "pair", 800, 3, noise)
 
 

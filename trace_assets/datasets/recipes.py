@@ -33,7 +33,7 @@ import polars as pl
 from trace_assets.answers import numbers_match
 from trace_assets.datasets.flaws import corrupt_final_step, is_flawed_version
 from trace_assets.datasets.matching import TokenBudgetError, match_token_totals
-from trace_assets.datasets.schemas import EXCLUSION_REASONS, DatasetExclusionSchema, SftExampleSchema
+from trace_assets.datasets.schemas import EXCLUSION_REASONS, DatasetExclusionSchema, SftExampleSchema, student_rows
 from trace_assets.datasets.selection import (
     AnswerFormat,
     Declaration,
@@ -668,11 +668,6 @@ def _with_replicates(rows: list[dict], replicates: Mapping[str, str]) -> list[di
                     copy["example_id"] = name + copy["example_id"][len(source) :]
                 copies.append(copy)
     return rows + copies
-
-
-def student_rows(examples: pl.DataFrame, dataset: str, student: str) -> pl.DataFrame:
-    """The examples ``student`` trains on from ``dataset``: shared rows, or its own token-matched ones."""
-    return examples.filter((pl.col("dataset") == dataset) & (pl.col("student").is_null() | (pl.col("student") == student)))
 
 
 def exclusion_counts(exclusions: pl.DataFrame) -> pl.DataFrame:

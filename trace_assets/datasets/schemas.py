@@ -1,6 +1,7 @@
 """Schemas of the ``sft_examples``, ``dataset_exclusions`` and ``trace_stats`` tables."""
 
 import pandera.polars as pa
+import polars as pl
 
 # Why an arm did not use a trace (or, with a null trace_id, a problem). The first failing check is recorded.
 EXCLUSION_REASONS = (
@@ -84,3 +85,8 @@ class TraceStatsSchema(pa.DataFrameModel):
 
     class Config:
         strict = True
+
+
+def student_rows(examples: pl.DataFrame, dataset: str, student: str) -> pl.DataFrame:
+    """The examples ``student`` trains on from ``dataset``: shared rows, or its own token-matched ones."""
+    return examples.filter((pl.col("dataset") == dataset) & (pl.col("student").is_null() | (pl.col("student") == student)))

@@ -1,8 +1,10 @@
 """Schema of the ``eval_results`` table."""
 
 import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
 
-from trace_assets.tasks.registry import TASK_NAMES
+from trace_assets.tasks.registry import TASKS
 
 
 class EvalResultSchema(pa.DataFrameModel):
@@ -25,7 +27,12 @@ class EvalResultSchema(pa.DataFrameModel):
     finish_reason: str
     hit_length_limit: bool
     degenerate_loop: bool
-    task: str = pa.Field(isin=list(TASK_NAMES), description="the problem's task (problems.task)")
+    task: str = pa.Field(description="the problem's task (problems.task)")
+
+    @pa.check("task")
+    @classmethod
+    def registered_task(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).is_in(list(TASKS)))
 
     class Config:
         strict = True

@@ -411,8 +411,30 @@ class OpenAIBackend(Backend):
         return stats
 
 
+def _json_grammars(tokenizer, vocab_size: int) -> Callable[[dict], object]:
+    """A compiler of JSON schemas into xgrammar grammars for this tokenizer (the library vLLM guides
+    JSON with), compact as vLLM's are (``disable_any_whitespace``); one compile per schema."""
+    try:
+        import xgrammar as xgr
+    except ImportError as error:
+        raise GenerationError("guided JSON on the transformers backend needs the xgrammar package") from error
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size))
+    return functools.lru_cache(maxsize=None)(
+        lambda schema: compiler.compile_json_schema(schema, any_whitespace=False, separators=(",", ":"))
+    )
+
+
+def _batches(requests: list[Request], size: int) -> list[list[Request]]:
+    """Batches of at most ``size`` requests that share one JSON schema (or none): a batch is guided by one grammar."""
+    by_schema: dict[str, list[Request]] = {}
+    for request in requests:
+        by_schema.setdefault(json.dumps(request.json_schema, sort_keys=True) if request.json_schema else "", []).append(request)
+    return [group[offset : offset + size] for group in by_schema.values() for offset in range(0, len(group), size)]
+
+
 class TransformersBackend(Backend):
-    """``model.generate`` in batches: slow, but runs wherever torch does."""
+    """``model.generate`` in batches: slow, but runs wherever torch does. Requests with a JSON schema
+    are guided by it as on vLLM (xgrammar's logits processor)."""
 
     def __init__(self, device: str = "cpu", batch_size: int = 16):
         self.device = device
@@ -430,10 +452,10 @@ class TransformersBackend(Backend):
         dtype = getattr(torch, spec.dtype) if self.device != "cpu" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(spec.path, dtype=dtype).to(self.device).eval()
         stats.startup_s = time.perf_counter() - started
+        grammars = _json_grammars(tokenizer, model.config.vocab_size) if any(r.json_schema for r in requests) else None
         torch.manual_seed(sampling.seed)
         generate_started = time.perf_counter()
-        for offset in range(0, len(requests), self.batch_size):
-            chunk = requests[offset : offset + self.batch_size]
+        for chunk in _batches(requests, self.batch_size):
             prompts = [
                 r.prompt
                 if r.prompt is not None
@@ -450,6 +472,7 @@ class TransformersBackend(Backend):
                     max_new_tokens=sampling.max_tokens,
                     num_return_sequences=sampling.n,
                     pad_token_id=tokenizer.pad_token_id,
+                    logits_processor=self._guide(grammars, chunk[0].json_schema),
                 )
             prompt_length = encoded["input_ids"].shape[1]
             batch = []
@@ -474,3 +497,12 @@ class TransformersBackend(Backend):
             log(f"transformers: {stats.completions} completions")
         stats.generate_s = time.perf_counter() - generate_started
         return stats
+
+    @staticmethod
+    def _guide(grammars, schema: dict | None) -> list | None:
+        """The logits processors of one ``generate`` call (xgrammar's is single-use: one per call)."""
+        if not schema:
+            return None
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        return [LogitsProcessor(grammars(json.dumps(schema, sort_keys=True)))]

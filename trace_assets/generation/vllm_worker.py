@@ -195,6 +195,11 @@ def run(job: dict) -> None:
         kv_cache_memory_bytes=job.get("kv_cache_bytes"),
         seed=models[0]["sampling"]["seed"],
         enforce_eager=job.get("enforce_eager", False),
+        # Guided JSON without free whitespace between its tokens: with it, a small model fills a reply
+        # with blank lines and runs out of tokens before the JSON closes. vLLM reads this flag from the
+        # engine's config only (the per-request one in StructuredOutputsParams is ignored) and only with
+        # a named backend; xgrammar is what "auto" picks for the project's schemas.
+        structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         **_cpu_seeding(job.get("per_request_seed", True)),
         **({"worker_extension_cls": WORKER_EXTENSION} if len(models) > 1 else {}),
     )

@@ -5,9 +5,8 @@ import polars as pl
 
 from trace_assets.assetdefs import asset_settings
 from trace_assets.experiment import ModelConfig
-from trace_assets.judging.build import faithfulness_requests, judge_requests, verdict_rows
 from trace_assets.judging.schemas import JudgedTraceSchema
-from trace_assets.judging.verdicts import judge_char_budget
+from trace_assets.judging.step import judge_traces
 from trace_assets.metadata import counts_table, preview
 from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import style_from_row
@@ -39,16 +38,9 @@ def build_judged_traces_asset(
         problems: pl.DataFrame,
     ):
         """Format-rule and LLM-judge verdicts on every teacher trace, per style."""
-        spec, sampling = generation.settings(judge, n=1)
         styles = {row["style"]: style_from_row(row) for row in style_prompts.iter_rows(named=True)}
-        questions = dict(zip(problems["problem_id"], problems["question"]))
-        max_chars = judge_char_budget(judge.max_model_len, sampling.max_tokens)
-        requests = judge_requests(teacher_traces, questions, styles, judge.model, sampling, max_chars)
-        problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
-        faithful = faithfulness_requests(teacher_traces, problem_rows, judge.model, sampling, max_chars)
-        result = generation.generate(spec, sampling, [*requests.values(), *faithful.values()], context.log.info)
-        tasks = dict(zip(problems["problem_id"], problems["task"]))
-        frame = verdict_rows(teacher_traces, styles, requests, result.completions, judge.model, max_chars, faithful, tasks)
+        judged = judge_traces(generation, judge, teacher_traces, styles, problems, context.log.info)
+        frame, result, max_chars = judged.frame, judged.result, judged.max_chars
         truncated = int(frame["judge_truncated"].sum())
         if truncated:
             context.log.warning(f"{truncated} traces were longer than the judge's context ({max_chars} chars): cut, never passed")

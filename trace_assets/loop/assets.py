@@ -14,11 +14,10 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import yaml
 
-from trace_assets.assetdefs import asset_settings
-from trace_assets.datasets.recipes import build_datasets
-from trace_assets.evaluation.build import eval_rows
+from trace_assets.assetdefs import EAGER, asset_settings
+from trace_assets.datasets.step import build_sft_datasets
+from trace_assets.evaluation.step import evaluate
 from trace_assets.experiment import (
     ConfidenceConfig,
     DatasetRecipe,
@@ -30,20 +29,16 @@ from trace_assets.experiment import (
     StudentConfig,
     TrainingConfig,
 )
-from trace_assets.generation.cached import prompt_request, request_key
-from trace_assets.generation.types import ModelSpec, Request, Sampling
-from trace_assets.judging.build import faithfulness_requests, judge_requests, verdict_rows
-from trace_assets.judging.verdicts import judge_char_budget
+from trace_assets.judging.step import judge_traces
 from trace_assets.loop.report import ROUNDS_VIEW, rounds_report_text
 from trace_assets.loop.revision import (
-    REVISION_SCHEMA,
     check_no_test_text,
     parse_revision,
     pick_examples,
     prompt_hash,
     reviser_messages,
-    style_yaml,
-    write_style,
+    revision_request,
+    write_round_style,
 )
 from trace_assets.loop.rounds import ROUND_PARTITIONS, parent_key, parse_round_key, round_recipes, round_rules
 from trace_assets.loop.schemas import (
@@ -55,16 +50,13 @@ from trace_assets.loop.schemas import (
     RoundTraceSchema,
 )
 from trace_assets.metadata import preview
-from trace_assets.reporting.assets import EAGER, classify_wrong_answers
+from trace_assets.reporting.step import classify_failures
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
 from trace_assets.storage import connect
-from trace_assets.students import load_tokenizer, student_path
-from trace_assets.styles.library import Style, StyleFile, load_style
-from trace_assets.tables import empty_frame, frame_of
-from trace_assets.traces.build import teacher_requests
-from trace_assets.traces.sampling import sample_traces
-from trace_assets.training.assets import trained_checkpoint, trained_row, training_examples, untrained_record
-from trace_assets.training.format import student_prompt
+from trace_assets.styles.library import Style, load_style, style_from_row, style_row
+from trace_assets.tables import frame_of
+from trace_assets.traces.step import generate_traces
+from trace_assets.training.step import train_checkpoints
 
 GROUP = "loop"
 ROUND_CHAIN = ["round_styles", "round_traces", "round_examples", "round_checkpoints", "round_evals", "round_failures"]
@@ -122,16 +114,6 @@ def round_rows(database: Path, table: str, key: str) -> pl.DataFrame:
         return db.execute(f"SELECT * FROM {table} WHERE round_key = ?", [key]).pl() if exists else pl.DataFrame()
 
 
-def style_of(row: dict) -> Style:
-    """A round_styles row as a Style (named as the chain's style, so recipes find it)."""
-    return Style(
-        name=row["style"],
-        path=Path(row["path"]),
-        version=row["version"],
-        spec=StyleFile.model_validate(yaml.safe_load(row["style_yaml"])),
-    )
-
-
 def _settings(name: str, table, **extra) -> dict:
     return asset_settings(
         name, GROUP, extra.pop("kinds"), table=table, partitions=round_partitions(), partition_expr="round_key", **extra
@@ -170,14 +152,13 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         if parent is None:
             original = load_style(settings.styles_dir, style)
             row = _row(key, style, 0, original, None, None, "original", "the style file as written", 0, None, None, [], {})
-            row["style_yaml"] = original.path.read_text(encoding="utf-8")
             yield dg.Output(frame_of([row], RoundStyleSchema), data_version=dg.DataVersion(original.version))
             return
         parents = round_rows(data.database, "round_styles", parent)
         if parents.is_empty():
             raise RuntimeError(f"round {key}: its parent round {parent} has no style version yet; run {parent} first")
         parent_row = parents.row(0, named=True)
-        parent_style = style_of(parent_row)
+        parent_style = style_from_row(parent_row)
         failures = _parent_failures(data.database, parent, problems)
         counts = dict(failures.group_by("category").len().sort(["len", "category"], descending=[True, False]).iter_rows())
         examples = pick_examples(failures, settings.revision.examples_per_category, settings.seed + number)
@@ -187,23 +168,21 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         notes, revised, attempts = [], None, 0
         for attempt in range(settings.revision.max_attempts):
             attempts += 1
-            attempt_sampling = Sampling(**{**sampling.__dict__, "seed": sampling.seed + attempt})
-            request = Request(
-                request_key(messages, settings.reviser.model, attempt_sampling, REVISION_SCHEMA), messages, REVISION_SCHEMA
-            )
+            attempt_sampling, request = revision_request(messages, settings.reviser.model, sampling, attempt)
             result = generation.generate(spec, attempt_sampling, [request], context.log.info)
-            completion = result.completions.get((request.key, 0))
-            outcome = parse_revision(completion.text if completion else None, parent_style)
+            outcome = parse_revision(result.completions.get((request.key, 0)), parent_style)
             if outcome.spec is not None:
                 revised = outcome
                 break
             notes.append(f"attempt {attempt + 1}: {outcome.reason}")
             context.log.warning(f"round {key}: reviser attempt {attempt + 1} rejected: {outcome.reason}")
+        # the parent's file as written (round 0: the style file itself): a kept round is its bytes
+        folder, parent_text = data.path / "styles" / "rounds", parent_style.path.read_text(encoding="utf-8")
         if revised is not None:
-            written = write_style(data.path / "styles" / "rounds", style, number, revised.spec)
+            written = write_round_style(folder, style, number, parent_text, revised.spec)
             status, note, version_style = "revised", "; ".join([*notes, f"changes: {revised.reason}"]), written
         else:  # the round re-measures its parent's text, and says so
-            written = write_style(data.path / "styles" / "rounds", style, number, parent_style.spec)
+            written = write_round_style(folder, style, number, parent_text, parent_style.spec)
             status, note, version_style = "kept_parent", "; ".join(notes) + "; kept the parent's text", written
         row = _row(
             key,
@@ -220,7 +199,6 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
             [example.failure_id for example in examples],
             counts,
         )
-        row["style_yaml"] = style_yaml(version_style.spec)
         frame = frame_of([row], RoundStyleSchema)
         yield dg.Output(
             frame,
@@ -243,14 +221,15 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
 def _row(
     key, style, number, version: Style, parent, parent_version, status, note, attempts, model, hash_, failures, counts
 ) -> dict:
+    """A round_styles row: ``version`` as a style_prompts row (named as the chain's style, so recipes
+    find it), with the round's lineage."""
     return {
-        "round_key": key,
+        **style_row(version),
         "style": style,
+        "round_key": key,
         "round": number,
-        "version": version.version,
         "parent_key": parent,
         "parent_version": parent_version,
-        "path": str(version.path),
         "status": status,
         "note": note,
         "attempts": attempts,
@@ -258,7 +237,6 @@ def _row(
         "reviser_prompt_hash": hash_,
         "motivating_failures": json.dumps(failures),
         "failure_counts": json.dumps(counts),
-        "style_yaml": "",
     }
 
 
@@ -271,32 +249,11 @@ def build_round_traces_asset(settings: LoopSettings) -> dg.AssetsDefinition:
     ):
         """The teacher's traces of the round's style on the train problems, with the judge's verdicts."""
         key = context.partition_key
-        style = style_of(round_styles.row(0, named=True))
-        train = problems.filter(pl.col("split") == "train")
-        spec, sampling = generation.settings(settings.teacher)
-        planned = teacher_requests([style], train, settings.teacher.model, sampling, settings.paraphrase_styles)
-        confidence = settings.confidence
-        sampled = sample_traces(
-            generation.generate,
-            spec,
-            sampling,
-            planned,
-            settings.teacher.model,
-            confidence.window,
-            confidence.early_stop,
-            context.log.info,
+        style = style_from_row(round_styles.row(0, named=True))
+        sampled, _ = generate_traces(
+            generation, settings.teacher, [style], problems, settings.paraphrase_styles, settings.confidence, context.log.info
         )
-        traces = sampled.frame
-        judge_spec, judge_sampling = generation.settings(settings.judge, n=1)
-        max_chars = judge_char_budget(settings.judge.max_model_len, judge_sampling.max_tokens)
-        questions = dict(zip(problems["problem_id"], problems["question"]))
-        requests = judge_requests(traces, questions, {style.name: style}, settings.judge.model, judge_sampling, max_chars)
-        problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
-        faithful = faithfulness_requests(traces, problem_rows, settings.judge.model, judge_sampling, max_chars)
-        verdicts = generation.generate(judge_spec, judge_sampling, [*requests.values(), *faithful.values()], context.log.info)
-        frame = verdict_rows(
-            traces, {style.name: style}, requests, verdicts.completions, settings.judge.model, max_chars, faithful
-        )
+        frame = judge_traces(generation, settings.judge, sampled.frame, {style.name: style}, problems, context.log.info).frame
         frame = frame.with_columns(pl.lit(key).alias("round_key"))
         yield dg.Output(
             frame,
@@ -324,24 +281,10 @@ def build_round_examples_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         problems: pl.DataFrame,
     ):
         """The round-0 recipes of the style rebuilt from the round's traces, under round 0's rules."""
-        from trace_assets.students import token_counter
-
         key = context.partition_key
-        style = round_styles.row(0, named=True)
-        recipes = settings.style_recipes(style["style"])
+        recipes = settings.style_recipes(round_styles["style"][0])
         rules = round_rules(settings.rules, recipes)
-        counters = {name: token_counter(student_path(student, data)) for name, student in settings.students.items()}
-        build = build_datasets(
-            recipes,
-            rules.eligibility,
-            round_traces,
-            problems.filter(pl.col("split") == "train"),
-            settings.seed,
-            counters,
-            {style["style"]: yaml.safe_load(style["style_yaml"]).get("answer_format", "hash")},
-            rules.comparisons,
-            rules.token_matching,
-        )
+        build = build_sft_datasets(data, recipes, rules, round_traces, problems, round_styles, settings.students, settings.seed)
         frame = build.examples.with_columns(pl.lit(key).alias("round_key"))
         yield dg.Output(
             frame,
@@ -369,23 +312,23 @@ def build_round_checkpoints_asset(settings: LoopSettings) -> dg.AssetsDefinition
     ):
         """Every student fine-tuned on each of the round's datasets, once per training seed."""
         key = context.partition_key
-        config = settings.training
-        rows = []
-        for dataset in settings.style_recipes(round_styles["style"][0]):
-            for student_name, student in settings.students.items():
-                base_path = student_path(student, data)
-                examples = training_examples(round_examples, dataset, student_name, problems)
-                for seed in config.seeds:
-                    record = {"round_key": key, **untrained_record(dataset, student_name, seed, base_path, config)}
-                    if not examples:
-                        context.log.warning(f"{key}: dataset {dataset} is empty; nothing to train for {student_name}")
-                        rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
-                        continue
-                    # keyed by content, not round: a round whose examples did not change reuses its parent's checkpoint
-                    folder = data.path / "checkpoints" / "rounds" / dataset / student_name
-                    result = trained_checkpoint(gpu, data, student, base_path, examples, config, seed, folder, context.log.info)
-                    rows.append(trained_row(record, result))
-        frame = frame_of(rows, RoundCheckpointSchema)
+        # keyed by content, not round: a round whose examples did not change reuses its parent's checkpoint
+        run = train_checkpoints(
+            gpu,
+            data,
+            settings.training,
+            settings.students,
+            round_examples,
+            problems,
+            settings.style_recipes(round_styles["style"][0]),
+            data.path / "checkpoints" / "rounds",
+            context.log.info,
+        )
+        for row in run.rows:
+            row["round_key"] = key
+            if row["status"] == "skipped_empty":
+                context.log.warning(f"{key}: dataset {row['dataset']} is empty; nothing to train for {row['student']}")
+        frame = frame_of(run.rows, RoundCheckpointSchema)
         yield dg.Output(
             frame,
             metadata={
@@ -405,29 +348,17 @@ def build_round_evals_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         """Greedy answers of the round's checkpoints to the validation problems (what the next round
         learns from) and to the test problems (for the report only)."""
         key = context.partition_key
-        splits = {split: problems.filter(pl.col("split") == split) for split in ("validation", "test")}
-        evaluated, jobs = [], []
-        for checkpoint in round_checkpoints.filter(pl.col("status") == "trained").iter_rows(named=True):
-            dtype = generation.gpu.resolve_dtype(settings.students[checkpoint["student"]].dtype)
-            spec = ModelSpec(name=checkpoint["path"], path=checkpoint["path"], dtype=dtype)
-            sampling = Sampling(temperature=0.0, max_tokens=settings.evaluation.max_tokens, n=1, seed=checkpoint["seed"])
-            tokenizer = load_tokenizer(checkpoint["path"])
-            for split, frame in splits.items():
-                requests = {
-                    row["problem_id"]: prompt_request(
-                        student_prompt(row["question"], tokenizer), checkpoint["content_hash"], sampling
-                    )
-                    for row in frame.iter_rows(named=True)
-                }
-                evaluated.append((checkpoint, split, requests))
-                jobs.append((spec, sampling, list(requests.values())))
-        results = generation.generate_many(jobs, context.log.info) if jobs else []
-        frames = []
-        for (checkpoint, split, requests), result in zip(evaluated, results):
-            base = {k: checkpoint[k] for k in ("dataset", "student", "seed")} | {"checkpoint_hash": checkpoint["content_hash"]}
-            rows = eval_rows(splits[split], requests, result.completions, base)
-            frames.append(rows.with_columns(pl.lit(key).alias("round_key"), pl.lit(split).alias("split")))
-        frame = pl.concat(frames) if frames else empty_frame(RoundEvalSchema)
+        trained = round_checkpoints.filter(pl.col("status") == "trained")
+        splits = ["validation", "test"]
+        evaluation = evaluate(
+            generation, settings.students, settings.evaluation, settings.seed, trained, problems, splits, context.log.info
+        )
+        frame = pl.concat(
+            [
+                evaluation.answers[split].with_columns(pl.lit(key).alias("round_key"), pl.lit(split).alias("split"))
+                for split in splits
+            ]
+        )
         accuracy = frame.group_by("split").agg(pl.col("is_correct").mean()).sort("split") if frame.height else frame
         yield dg.Output(
             frame,
@@ -451,13 +382,11 @@ def build_round_failures_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         """The round's wrong validation answers, classified (rules propose, the judge decides): what the
         reviser of the next round is shown. Test answers are never classified here."""
         key = context.partition_key
-        wrong = round_evals.filter((pl.col("split") == "validation") & ~pl.col("is_correct"))
-        problem_rows = {row["problem_id"]: row for row in problems.filter(pl.col("split") == "validation").iter_rows(named=True)}
-        rows = classify_wrong_answers(
+        rows = classify_failures(
             generation,
             settings.judge,
-            wrong,
-            problem_rows,
+            round_evals.filter(pl.col("split") == "validation"),
+            problems.filter(pl.col("split") == "validation"),
             ("round_key", "dataset", "student", "seed", "problem_id"),
             context.log.info,
         )

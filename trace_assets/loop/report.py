@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -167,7 +168,8 @@ def rounds_report_text(name: str, styles: pl.DataFrame, evals: pl.DataFrame) -> 
         lines += ["", f"### {row['round_key']} ({row['status']})", "", f"{row['note']}", ""]
         lines.append(f"Failures it was given: {row['failure_counts']}")
         if parent is not None:
-            diff = style_diff(parent["style_yaml"], row["style_yaml"], parent["path"], row["path"])
+            texts = [Path(version["path"]).read_text(encoding="utf-8") for version in (parent, row)]
+            diff = style_diff(*texts, parent["path"], row["path"])
             lines += ["", "```diff", diff.rstrip() or "(no change)", "```"]
     png = None
     if table.filter(pl.col("validation_accuracy").is_not_null()).height:

@@ -1,10 +1,20 @@
 """The reviser: a style's text and its students' validation failures in, a revised style out. Pure.
 
-The reviser's reply is untrusted model output. It is read as JSON ``{"instruction": ..., "changes": ...}``
-and accepted only if the instruction is new, of sane length, still asks for the style's answer
-format, and the style built from it (same answer format, rubric, format checks and worked example)
-passes the style file's own validation and loads back from the file written for it. Anything else is
-a rejected attempt with its reason; after the experiment's attempts the round keeps its parent's text.
+The reviser's reply is untrusted model output. It is asked for as guided JSON
+``{"instruction": ..., "changes": ...}`` (:data:`REVISION_SCHEMA`, with room for it in
+:func:`revision_request`'s token budget) and accepted only if the instruction is new and of sane
+length, and the style built from it (same answer format, rubric, format checks and worked example)
+passes the style file's own validation and loads back from the file written for it. Anything else
+is a rejected attempt with its reason (a reply cut off at the token limit says so); after the
+experiment's attempts the round keeps its parent's text.
+
+The answer-format line is the system's, not the reviser's: the reviser writes the guidance, and an
+instruction that no longer asks for the style's answer form gets :data:`ANSWER_LINES`' line appended
+(a small model writing ``"#### <number>"`` inside a JSON string ends the string at the first quote).
+
+A round's style file is its parent's file text: byte for byte when the round keeps its parent, with
+only the instruction's value replaced when it is revised, so a diff against the parent shows only
+what changed (:func:`round_style_text`).
 
 The reviser only ever sees validation problems. :func:`check_no_test_text` refuses to send a prompt
 that contains a test question, whatever built it.
@@ -23,18 +33,31 @@ import polars as pl
 import yaml
 from pydantic import ValidationError
 
+from trace_assets.generation.cached import request_key
+from trace_assets.generation.types import Completion, Request, Sampling
 from trace_assets.judging.verdicts import json_reply
 from trace_assets.reporting.failures import CATEGORY_DESCRIPTIONS
 from trace_assets.styles.library import Style, StyleError, StyleFile, load_style
 
+MAX_INSTRUCTION_CHARS = 3000  # the shipped styles' instructions are 150-800 characters
+MIN_INSTRUCTION_CHARS = 40  # shorter is a placeholder or a fragment, not guidance
+MAX_CHANGES_CHARS = 300
+# The grammar bounds both strings, so a guided reply closes its JSON within this many tokens (at
+# about 3 characters a token) unless the model's context ends first.
+REVISION_MAX_TOKENS = (MAX_INSTRUCTION_CHARS + MAX_CHANGES_CHARS) // 3 + 100
 REVISION_SCHEMA = {
     "type": "object",
-    "properties": {"instruction": {"type": "string"}, "changes": {"type": "string"}},
+    "properties": {
+        "instruction": {"type": "string", "maxLength": MAX_INSTRUCTION_CHARS},
+        "changes": {"type": "string", "maxLength": MAX_CHANGES_CHARS},
+    },
     "required": ["instruction", "changes"],
+    "additionalProperties": False,
 }
-MAX_INSTRUCTION_CHARS = 6000
 EXCERPT_CHARS = 600
 ANSWER_MARKERS = {"hash": "####", "label": "ANSWER:"}
+# What the system appends to a revised instruction that no longer asks for the style's answer form.
+ANSWER_LINES = {"hash": "End with a last line: #### <number>", "label": "End with a last line: ANSWER: <number>"}
 
 
 class LeakedTestQuestion(RuntimeError):
@@ -112,8 +135,11 @@ def reviser_messages(style: Style, counts: Mapping[str, int], examples: Iterable
         f"Current instruction:\n<<<\n{style.system_prompt()}\n>>>{example_text}\n\n"
         f"Failures by category:\n" + "\n".join(lines) + "\n\n" + "\n\n".join(shown) + "\n\n"
         f"Rewrite the instruction so that the teacher's solutions teach students to avoid these failures. Keep what "
-        f'works; change the guidance. The solutions must still end with the final answer in the form "{marker} <number>". '
-        f'Reply with JSON: {{"instruction": "<the full new instruction>", "changes": "<one sentence on what you changed>"}}.'
+        f"works; change the guidance. Write only the guidance: you need not say how the final answer is written, "
+        f"because the system itself ends the instruction with the answer-format line ({ANSWER_LINES[style.spec.answer_format]}) "
+        f"whenever yours leaves out {marker}.\n"
+        f"Reply in JSON with two fields: instruction, the whole new instruction (at most {MAX_INSTRUCTION_CHARS} "
+        f"characters), and changes, one sentence on what you changed."
     )
     return [
         {"role": "system", "content": "You revise the instructions a teacher model follows when writing worked solutions."},
@@ -133,50 +159,121 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_revision(text: str | None, parent: Style) -> Revision:
-    """The revised style the reply describes, or why it can't be used."""
-    data = json_reply(text)
+def revision_request(messages: list[dict], model: str, sampling: Sampling, attempt: int) -> tuple[Sampling, Request]:
+    """Attempt ``attempt``'s sampling (one sample, its own seed, at least :data:`REVISION_MAX_TOKENS`:
+    the reviser is often the teacher, whose budget is sized for solutions, not for a whole instruction
+    in JSON) and its guided-JSON request."""
+    sampling = Sampling(
+        **{
+            **sampling.__dict__,
+            "n": 1,
+            "seed": sampling.seed + attempt,
+            "max_tokens": max(sampling.max_tokens, REVISION_MAX_TOKENS),
+        }
+    )
+    return sampling, Request(request_key(messages, model, sampling, REVISION_SCHEMA), messages, REVISION_SCHEMA)
+
+
+def with_answer_line(instruction: str, answer_format: str) -> str:
+    """The instruction as the reviser wrote it if it still asks for the style's answer form, else with
+    the system's answer-format line appended."""
+    if ANSWER_MARKERS[answer_format] in instruction:
+        return instruction
+    return f"{instruction.rstrip()}\n{ANSWER_LINES[answer_format]}"
+
+
+def _unreadable(completion: Completion) -> str:
+    if completion.finish_reason == "length":
+        return (
+            f"the reply was cut off at the token limit ({completion.output_tokens} tokens) before its JSON closed "
+            f"(raise the reviser's sampling.max_tokens or max_model_len)"
+        )
+    if completion.error:
+        return f"the reviser's request failed: {completion.error}"
+    if completion.text.lstrip().startswith("{"):
+        return "the reply's JSON object is incomplete or malformed"
+    return "the reply is not a JSON object"
+
+
+def parse_revision(completion: Completion | None, parent: Style) -> Revision:
+    """The revised style the reviser's reply describes, or why it can't be used."""
+    if completion is None:
+        return Revision(None, "the reviser gave no reply")
+    data = json_reply(completion.text)
     if data is None:
-        return Revision(None, "the reply is not a JSON object")
+        return Revision(None, _unreadable(completion))
     instruction = data.get("instruction")
     if not isinstance(instruction, str) or not instruction.strip():
         return Revision(None, "the reply has no instruction text")
     instruction = instruction.strip()
     if len(instruction) > MAX_INSTRUCTION_CHARS:
         return Revision(None, f"the instruction is {len(instruction)} characters, over {MAX_INSTRUCTION_CHARS}")
+    if len(instruction) < MIN_INSTRUCTION_CHARS:
+        return Revision(None, f"the instruction is {len(instruction)} characters, too short to be guidance: {instruction!r}")
+    instruction = with_answer_line(instruction, parent.spec.answer_format)
     if _normal(instruction) == _normal(parent.spec.instruction):
         return Revision(None, "the instruction is unchanged")
-    marker = ANSWER_MARKERS[parent.spec.answer_format]
-    if marker in parent.spec.instruction and marker not in instruction:
-        return Revision(None, f"the instruction no longer asks for the answer format '{marker} <number>'")
     try:
         spec = parent.spec.model_copy(update={"instruction": instruction + "\n"})
         spec = StyleFile.model_validate(spec.model_dump())  # every check a style file gets
     except ValidationError as error:
         return Revision(None, f"the revised style is invalid: {error.errors()[0]['msg']}")
     changes = data.get("changes")
-    return Revision(spec, _normal(changes)[:300] if isinstance(changes, str) and changes.strip() else "no summary given")
+    return Revision(
+        spec, _normal(changes)[:MAX_CHANGES_CHARS] if isinstance(changes, str) and changes.strip() else "no summary given"
+    )
 
 
-def style_yaml(spec: StyleFile) -> str:
-    """A style file's text: block scalars for multi-line strings, keys in the file format's order."""
-
-    class _Dumper(yaml.SafeDumper):
-        pass
-
-    def text(dumper, value: str):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
-
-    _Dumper.add_representer(str, text)
-    return yaml.dump(spec.model_dump(exclude_none=True), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings as block scalars, and no line ever rewrapped."""
 
 
-def write_style(folder: Path, style: str, number: int, spec: StyleFile) -> Style:
-    """Write round ``number``'s style as ``<folder>/<style>-r<number>.yaml`` and load it back: what is
-    written must be a valid style whose version is that of ``spec``."""
+_BlockDumper.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+)
+
+
+def _dump(data: dict) -> str:
+    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=float("inf"))
+
+
+def _loads(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def round_style_text(parent_text: str, spec: StyleFile) -> str:
+    """The file text of a round whose style is ``spec``, written from its parent's file text.
+
+    Only the instruction may differ from the parent (the reviser changes nothing else), so the text is
+    the parent's with the instruction's value replaced in place, every other byte kept: a round that
+    keeps its parent's instruction gets its parent's text unchanged. A parent file that can't be
+    edited in place (a flow mapping, say) is written out whole in its own key order, never rewrapped.
+    """
+    parent = yaml.safe_load(parent_text)
+    if parent.get("instruction") == spec.instruction:
+        return parent_text
+    node = yaml.compose(parent_text)
+    value = next((v for k, v in node.value if k.value == "instruction"), None) if isinstance(node, yaml.MappingNode) else None
+    if value is not None:
+        start, end = value.start_mark.index, value.end_mark.index
+        replacement = _dump({"instruction": spec.instruction}).removeprefix("instruction: ")
+        if not parent_text[start:end].endswith("\n"):  # a one-line scalar: the line's own break follows it
+            replacement = replacement.removesuffix("\n")
+        text = parent_text[:start] + replacement + parent_text[end:]
+        if _loads(text) == {**parent, "instruction": spec.instruction}:
+            return text
+    return _dump({**parent, "instruction": spec.instruction})
+
+
+def write_round_style(folder: Path, style: str, number: int, parent_text: str, spec: StyleFile) -> Style:
+    """Write round ``number``'s style file ``<folder>/<style>-r<number>.yaml`` from its parent's file text
+    (:func:`round_style_text`) and load it back: what is written must be a valid style that reads as ``spec``."""
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{style}-r{number}"
-    (folder / f"{name}.yaml").write_text(style_yaml(spec), encoding="utf-8")
+    (folder / f"{name}.yaml").write_text(round_style_text(parent_text, spec), encoding="utf-8")
     try:
         loaded = load_style(folder, name)
     except StyleError as error:

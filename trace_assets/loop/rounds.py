@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from trace_assets.cli import (
+from trace_assets.estimates import (
     completion_tokens,
     eval_gpu_hours,
     generation_gpu_hours,
@@ -94,7 +94,7 @@ def improved(change: pl.DataFrame) -> bool:
 
 
 def round_gpu_hours(experiment: Experiment, style: str, rates: Rates | None = None) -> float:
-    """Dry-run's estimate (trace_assets/cli.py, with the measured rates of trace_assets/rates.py) of one
+    """Dry-run's estimate (trace_assets/estimates.py, with the measured rates of trace_assets/rates.py) of one
     round of ``style``'s chain: its teacher samples and judge calls, its datasets' training runs and
     their validation + test evaluations, engine start-ups included."""
     rates = rates or load_rates()

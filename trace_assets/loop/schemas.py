@@ -10,21 +10,21 @@ from trace_assets.datasets.schemas import SftExampleSchema
 from trace_assets.evaluation.schemas import EvalResultSchema
 from trace_assets.judging.schemas import JudgedTraceSchema
 from trace_assets.reporting.failures import CATEGORIES, SOURCES
+from trace_assets.styles.schemas import StylePromptSchema
 from trace_assets.training.schemas import CheckpointSchema
 
 REVISION_STATUSES = ["original", "revised", "kept_parent"]
 
 
-class RoundStyleSchema(pa.DataFrameModel):
-    """One style version of the loop, with its lineage: parent, round, and the failures that motivated it."""
+class RoundStyleSchema(StylePromptSchema):
+    """One style version of the loop: a style_prompts row (named as the chain's style; ``path`` is the
+    user's file in round 0, <data>/styles/rounds/<style>-r<N>.yaml after) with its lineage: parent,
+    round, and the failures that motivated it."""
 
     round_key: str = pa.Field(unique=True, description="<style>_r<round>: the dynamic partition")
-    style: str
     round: int = pa.Field(ge=0)
-    version: str = pa.Field(str_matches=r"^[0-9a-f]{16}$", description="content hash of the style (as style_prompts)")
     parent_key: str = pa.Field(nullable=True, description="round_key of the version it was revised from; null in round 0")
     parent_version: str = pa.Field(nullable=True)
-    path: str = pa.Field(description="the style file: the user's in round 0, <data>/styles/rounds/<style>-r<N>.yaml after")
     status: str = pa.Field(isin=REVISION_STATUSES, description="kept_parent: no valid revision in max_attempts tries")
     note: str = pa.Field(description="why each rejected revision was rejected, or what the reviser said it changed")
     attempts: int = pa.Field(ge=0, description="reviser calls made")
@@ -32,7 +32,6 @@ class RoundStyleSchema(pa.DataFrameModel):
     reviser_prompt_hash: str = pa.Field(nullable=True, description="hash of the messages sent to the reviser")
     motivating_failures: str = pa.Field(description="JSON list of round_failures.failure_id the reviser was shown")
     failure_counts: str = pa.Field(description="JSON {category: count} of the parent's validation failures")
-    style_yaml: str = pa.Field(description="the style file's text, for diffs")
 
     class Config:
         strict = True

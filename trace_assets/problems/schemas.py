@@ -4,7 +4,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
-from trace_assets.tasks.registry import TASK_NAMES
+from trace_assets.tasks.registry import TASKS
 
 NUMERIC_ANSWER = r"^-?\d+(\.\d+)?(/\d+)?$"
 
@@ -20,18 +20,26 @@ class ProblemSchema(pa.DataFrameModel):
     reference_solution: str = pa.Field(description="the human solution, ending in the task's answer format")
     answer: str = pa.Field(
         str_length={"min_value": 1},
-        description="reference answer: canonical number (gsm8k), target (countdown), LaTeX (math), test asserts (mbpp)",
+        description="reference answer in the task's form (a canonical number where the task's answers are numbers)",
     )
-    difficulty: int = pa.Field(ge=0, description="gsm8k: reasoning steps; countdown: numbers; math: level; mbpp: code lines")
+    difficulty: int = pa.Field(
+        ge=0, description="the task's difficulty measure (gsm8k: reasoning steps, countdown: numbers, ...)"
+    )
     source: str = pa.Field(isin=["synthetic", "gsm8k", "jsonl"])
-    task: str = pa.Field(isin=list(TASK_NAMES), description="the task whose verifier scores answers to it")
+    task: str = pa.Field(description="the task whose verifier scores answers to it (a registered task)")
     task_metadata: str = pa.Field(description="JSON of task-specific fields (countdown numbers, math level/type, mbpp tests)")
+
+    @pa.check("task")
+    @classmethod
+    def registered_task(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).is_in(list(TASKS)))
 
     @pa.dataframe_check
     @classmethod
     def numeric_answers(cls, data: PolarsData) -> pl.LazyFrame:
-        """Tasks with numeric answers (gsm8k, countdown) store them canonical."""
-        return data.lazyframe.select(pl.col("task").is_in(["math", "mbpp"]) | pl.col("answer").str.contains(NUMERIC_ANSWER))
+        """Tasks with numeric answers (``Task.numeric_answers``) store them canonical."""
+        other = [name for name, task in TASKS.items() if not task.numeric_answers]
+        return data.lazyframe.select(pl.col("task").is_in(other) | pl.col("answer").str.contains(NUMERIC_ANSWER))
 
     class Config:
         strict = True

@@ -1,74 +1,21 @@
 """``failure_modes``, ``accuracy`` and ``report``: what the study found."""
 
 import dataclasses
-from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
 
-from trace_assets.assetdefs import asset_settings
+from trace_assets.assetdefs import EAGER, asset_settings
 from trace_assets.experiment import ModelConfig
-from trace_assets.generation.cached import request_key
-from trace_assets.generation.types import Request
 from trace_assets.metadata import preview
 from trace_assets.plots import accuracy_png, png_markdown
-from trace_assets.reporting.failures import (
-    FAILURE_SCHEMA,
-    SOURCES,
-    classify_by_rules,
-    classify_task_failure,
-    decide,
-    failure_judge_messages,
-)
+from trace_assets.reporting.failures import SOURCES
 from trace_assets.reporting.report import StatisticsPlan, StudyTables, build_report
 from trace_assets.reporting.schemas import AccuracySchema, FailureModeSchema
 from trace_assets.reporting.stats import METHOD, NoiseSettings, accuracy_summary, earlier_runs, noise_floor_note, noise_table
+from trace_assets.reporting.step import classify_failures
 from trace_assets.resources import DataResource, GenerationResource
 from trace_assets.tables import frame_of
-
-EAGER = dg.AutomationCondition.eager()
-
-
-def classify_wrong_answers(
-    generation: GenerationResource,
-    judge: ModelConfig,
-    wrong: pl.DataFrame,
-    problem_rows: dict[str, dict],
-    keys: tuple[str, ...],
-    log: Callable[[str], None],
-) -> list[dict]:
-    """Rows of ``wrong`` (eval rows with a wrong answer) classified: rules propose, the judge decides.
-    Each result is ``keys`` of its row plus category, source and evidence."""
-    spec, sampling = generation.settings(judge, n=1)
-    decided, asked = [], []  # (row key, proposal[, request])
-    for row in wrong.iter_rows(named=True):
-        problem = problem_rows[row["problem_id"]]
-        if row.get("task", "gsm8k") == "gsm8k":
-            proposal = classify_by_rules(
-                row["completion"],
-                row["extracted_answer"],
-                row["reference_answer"],
-                row["degenerate_loop"],
-                row["hit_length_limit"],
-            )
-        else:  # the task's own categories, decided by its verifier
-            proposal = classify_task_failure(row["completion"], problem, row["degenerate_loop"], row["hit_length_limit"])
-        base = {k: row[k] for k in keys}
-        if proposal.decisive:
-            decided.append((base, proposal))
-            continue
-        messages = failure_judge_messages(problem["question"], problem["reference_solution"], row["completion"], proposal)
-        asked.append(
-            (base, proposal, Request(request_key(messages, judge.model, sampling, FAILURE_SCHEMA), messages, FAILURE_SCHEMA))
-        )
-    result = generation.generate(spec, sampling, [r for *_, r in asked], log) if asked else None
-    rows = [{**base, **dict(zip(("category", "source", "evidence"), decide(proposal, None)))} for base, proposal in decided]
-    for base, proposal, request in asked:
-        completion = result.completions.get((request.key, 0)) if result else None
-        # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
-        category, source, evidence = decide(proposal, completion.text if completion else "")
-        rows.append({**base, "category": category, "source": source, "evidence": evidence})
-    return rows
 
 
 def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
@@ -81,10 +28,8 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, generation: GenerationResource, eval_results: pl.DataFrame, problems: pl.DataFrame
     ):
         """Each wrong answer classified into the failure taxonomy: rules propose, the judge decides."""
-        wrong = eval_results.filter(~pl.col("is_correct"))
-        problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
-        rows = classify_wrong_answers(
-            generation, judge, wrong, problem_rows, ("dataset", "student", "seed", "problem_id"), context.log.info
+        rows = classify_failures(
+            generation, judge, eval_results, problems, ("dataset", "student", "seed", "problem_id"), context.log.info
         )
         frame = frame_of(rows, FailureModeSchema)
         counts = frame.group_by(["dataset", "student", "category"]).len().sort(["student", "dataset", "category"])

@@ -54,6 +54,7 @@ from trace_assets.reporting.stats import (
     detectable_difference,
     holm_family_size,
     make_arm,
+    planning_df,
     study_noise,
     summary_rows,
 )
@@ -304,12 +305,14 @@ def calibrate(
     """Every world of ``worlds`` plus the two-baseline world and a power world, ``studies`` studies each;
     returns the per-world figures and the summary (worst fwer, worst coverage, power)."""
     rng = np.random.default_rng(seed)
-    results = []
+    results, fwers, coverages = [], [], []
     runs = [(w, shape) for w in worlds(shape, seed_sd)]
     runs.insert(6, (World("two untrained arms (baseline = each)", seed_sd), with_two_baselines(shape)))
     for world, world_shape in runs:
         start = time.perf_counter()
         tally = run_world(rng, world_shape, world, studies)
+        fwers.append(round(tally.fwer, 4))
+        coverages.append(round(tally.coverage, 4))
         results.append(
             {
                 "world": world.name,
@@ -334,14 +337,14 @@ def calibrate(
             shape.n_problems,
             shape.n_seeds,
             family_size(shape),
-            PlanningNoise(seed_sd, float(len(shape.trained) * (shape.n_seeds - 1)) if shape.n_seeds > 1 else np.inf, "simulated"),
+            PlanningNoise(seed_sd, planning_df(len(shape.trained), shape.n_seeds), "simulated"),
         )
         log(
             f"power: {target[0]} +{effect * 100:g} points in {target[0]} - {target[1]} at training noise {seed_sd:g}: "
             f"{power:.3f} ({tally.power_trials} trials); planned detectable difference at 80%: {planned * 100:.1f} points"
         )
-    worst_fwer = max(r["fwer"] for r in results)
-    worst_coverage = max((r["coverage"] for r in results), key=lambda c: abs(c - 0.95))
+    worst_fwer = max(fwers)
+    worst_coverage = max(coverages, key=lambda c: abs(c - 0.95))
     return {"worlds": results, "fwer": worst_fwer, "coverage": worst_coverage, "power": round(power, 4)}
 
 

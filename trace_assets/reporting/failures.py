@@ -29,10 +29,11 @@ from fractions import Fraction
 import numpy as np
 import polars as pl
 
-from trace_assets.answers import VULGAR_FRACTIONS, numbers_match, parse_number
+from trace_assets.answers import ANSWER_LABEL, VULGAR_FRACTIONS, numbers_match, parse_number
+from trace_assets.arithmetic import Token, evaluate
 from trace_assets.experiment import BASE_DATASET, BASE_DATASETS
 from trace_assets.judging.verdicts import json_reply
-from trace_assets.tasks import TASK_NAMES, get_task, grade, task_of
+from trace_assets.tasks import TASKS, grade, task_of
 
 RULE_CATEGORIES = ["loop_degeneration", "no_answer_format", "arithmetic_slip", "answer_overwritten"]
 JUDGE_CATEGORIES = [
@@ -46,7 +47,14 @@ JUDGE_CATEGORIES = [
 CATEGORIES = RULE_CATEGORIES + JUDGE_CATEGORIES + ["unclassified"]
 # What the verifiers of the other tasks decide by themselves (Countdown: invalid_expression, ...; MBPP:
 # test_failed, timeout, ...); the judge is never asked to pick these.
-TASK_CATEGORIES = list(dict.fromkeys(c for name in TASK_NAMES for c in get_task(name).failure_categories if c not in CATEGORIES))
+
+
+def all_categories() -> list[str]:
+    """The shared categories, then those the registered tasks' verifiers decide (each once, in order)."""
+    return CATEGORIES + list(dict.fromkeys(c for task in TASKS.values() for c in task.failure_categories if c not in CATEGORIES))
+
+
+TASK_CATEGORIES = [c for c in all_categories() if c not in CATEGORIES]  # of the project's own tasks
 ALL_CATEGORIES = CATEGORIES + TASK_CATEGORIES
 DECISIVE_CATEGORIES = ["loop_degeneration", "no_answer_format"]  # the judge is not asked about these
 SOURCES = ["rules", "judge", "rules+judge", "unparsable"]
@@ -115,17 +123,6 @@ def normalize(text: str) -> str:
         text = text.replace(glyph, fraction)
     text = text.replace("**", " ").replace("__", " ")
     return text
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # num, op, lp, rp, eq, word, other, nl
-    text: str
-    start: int
-    end: int
-    value: Fraction | None = None
-    decimals: int = 0  # digits after the point, for rounding tolerance
-    percent: bool = False
 
 
 _TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s*[ap]\.?m\b\.?)?|\d+:\d+", re.IGNORECASE)
@@ -214,150 +211,6 @@ def tokenize(text: str) -> list[Token]:
             continue
         position = tokens[-1].end
     return tokens
-
-
-# --------------------------------------------------------------------------------------------------
-# A tiny exact evaluator (recursive descent over tokens; never eval)
-# --------------------------------------------------------------------------------------------------
-
-
-class _Unparsable(Exception):
-    pass
-
-
-class _Parser:
-    """Parses ``tokens`` (num/op/lp/rp only) to an exact Fraction.
-
-    ``precedence=False`` reads binary operators strictly left to right (how models often chain
-    ``5 + 3 * 2 = 16``); ``relative_percent=True`` reads ``50 + 20%`` as 50 * 1.2.
-    ``values`` overrides number values by token index (for rounding intervals).
-    """
-
-    def __init__(
-        self,
-        tokens: list[Token],
-        precedence: bool = True,
-        relative_percent: bool = False,
-        values: dict[int, Fraction] | None = None,
-    ):
-        self.tokens, self.precedence, self.relative_percent = tokens, precedence, relative_percent
-        self.values = values or {}
-        self.index = 0
-        self.binary_ops = 0
-
-    def parse(self) -> Fraction:
-        value = self.expression()
-        if self.index != len(self.tokens):
-            raise _Unparsable
-        return value
-
-    def peek(self) -> Token | None:
-        return self.tokens[self.index] if self.index < len(self.tokens) else None
-
-    def expression(self) -> Fraction:
-        if not self.precedence:
-            return self.flat()
-        value = self.term()
-        while (token := self.peek()) is not None and token.kind == "op" and token.text in "+-":
-            self.index += 1
-            right_token = self.peek()
-            right = self.term()
-            value = self.apply(value, token.text, right, right_token)
-        return value
-
-    def flat(self) -> Fraction:
-        value = self.unary()
-        while (token := self.peek()) is not None and token.kind in ("op", "lp"):
-            if token.kind == "lp":  # implicit multiplication: 2(3 + 4)
-                value = self.apply(value, "*", self.unary(), None)
-                continue
-            self.index += 1
-            right_token = self.peek()
-            right = self.unary()
-            value = self.apply(value, token.text, right, right_token)
-        return value
-
-    def term(self) -> Fraction:
-        value = self.unary()
-        while (token := self.peek()) is not None and (
-            token.kind == "lp" or (token.kind == "op" and token.text in ("*", "/", "//", "mod"))
-        ):
-            if token.kind == "lp":  # implicit multiplication: 2(3 + 4)
-                value = self.apply(value, "*", self.unary(), None)
-                continue
-            self.index += 1
-            value = self.apply(value, token.text, self.unary(), None)
-        return value
-
-    def unary(self) -> Fraction:
-        token = self.peek()
-        if token is not None and token.kind == "op" and token.text == "-":
-            self.index += 1
-            return -self.unary()
-        return self.power()
-
-    def power(self) -> Fraction:
-        base = self.atom()
-        token = self.peek()
-        if token is not None and token.kind == "op" and token.text == "^":
-            self.index += 1
-            exponent = self.unary()
-            self.binary_ops += 1
-            if exponent.denominator != 1 or abs(exponent) > 12 or (base == 0 and exponent < 0):
-                raise _Unparsable
-            return base ** int(exponent)
-        return base
-
-    def atom(self) -> Fraction:
-        token = self.peek()
-        if token is None:
-            raise _Unparsable
-        if token.kind == "num":
-            self.index += 1
-            return self.values.get(self.index - 1, token.value)
-        if token.kind == "lp":
-            self.index += 1
-            value = self.expression()
-            closing = self.peek()
-            if closing is None or closing.kind != "rp":
-                raise _Unparsable
-            self.index += 1
-            return value
-        raise _Unparsable
-
-    def apply(self, left: Fraction, op: str, right: Fraction, right_token: Token | None) -> Fraction:
-        self.binary_ops += 1
-        relative = (
-            self.relative_percent and op in "+-" and right_token is not None and right_token.kind == "num" and right_token.percent
-        )  # "50 + 20%" read as 50 * 1.2
-        if op == "+":
-            return left * (1 + right) if relative else left + right
-        if op == "-":
-            return left * (1 - right) if relative else left - right
-        if op == "*":
-            return left * right
-        if op == "^":
-            if right.denominator != 1 or abs(right) > 12 or (left == 0 and right < 0):
-                raise _Unparsable
-            return left ** int(right)
-        if right == 0:
-            raise _Unparsable
-        if op == "/":
-            return left / right
-        if op == "//":
-            return Fraction(left // right)
-        return left % right  # mod
-
-
-def evaluate(
-    tokens: list[Token], precedence: bool = True, relative_percent: bool = False, values: dict[int, Fraction] | None = None
-) -> tuple[Fraction, int]:
-    """(value, number of binary operations) of an arithmetic token list; raises ValueError if unparsable."""
-    parser = _Parser(tokens, precedence, relative_percent, values)
-    try:
-        return parser.parse(), parser.binary_ops
-    except (_Unparsable, ZeroDivisionError, OverflowError, RecursionError) as error:
-        raise ValueError("not an arithmetic expression") from error
 
 
 def evaluate_text(expression: str) -> Fraction | None:
@@ -574,19 +427,19 @@ def _evidence(equation: Equation, normalized: str) -> str:
 
 _NUMBER_TEXT = r"(-?[$€£]?\s?-?\d[\d,]*(?:\.\d+)?)"
 _DECLARATION = re.compile(
-    r"(?:####\s*|^\s*ANSWER\s*:\s*|\\boxed\{\s*|\b(?:final answer|the answer|answer)\s*(?:is|:|=)\s*(?:\$\s*)?"
+    r"(?:####\s*|" + ANSWER_LABEL + r"\s*|\\boxed\{\s*|\b(?:final answer|the answer|answer)\s*(?:is|:|=)\s*(?:\$\s*)?"
     r"|\bthat\s+(?:makes|gives)\s+(?:us\s+)?)" + _NUMBER_TEXT,
     re.IGNORECASE | re.MULTILINE,
 )
 _FOLLOWED_BY_OPERATOR = re.compile(r"\s*(?:[-+*/×÷x]\s*[$€£]?\d|%)")
 _FINAL_DECLARATION = re.compile(
-    r"(?:####\s*|^\s*ANSWER\s*:\s*|\\boxed\{\s*|\b(?:final answer|the answer)\s*(?:is|:|=)\s*(?:\$\s*)?)" + _NUMBER_TEXT,
+    r"(?:####\s*|" + ANSWER_LABEL + r"\s*|\\boxed\{\s*|\b(?:final answer|the answer)\s*(?:is|:|=)\s*(?:\$\s*)?)" + _NUMBER_TEXT,
     re.IGNORECASE | re.MULTILINE,
 )
 
 
 _STRICT_DECLARATION = re.compile(r"####\s*" + _NUMBER_TEXT)
-_LABEL_DECLARATION = re.compile(r"^\s*ANSWER\s*:\s*" + _NUMBER_TEXT, re.IGNORECASE | re.MULTILINE)
+_LABEL_DECLARATION = re.compile(ANSWER_LABEL + r"\s*" + _NUMBER_TEXT, re.IGNORECASE | re.MULTILINE)
 _NUMBER_IN_TEXT = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 

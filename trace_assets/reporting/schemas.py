@@ -1,8 +1,10 @@
 """Schemas of the ``failure_modes`` and ``accuracy`` tables."""
 
 import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
 
-from trace_assets.reporting.failures import ALL_CATEGORIES, SOURCES
+from trace_assets.reporting.failures import SOURCES, all_categories
 
 
 class FailureModeSchema(pa.DataFrameModel):
@@ -12,9 +14,14 @@ class FailureModeSchema(pa.DataFrameModel):
     student: str
     seed: int
     problem_id: str
-    category: str = pa.Field(isin=ALL_CATEGORIES)
+    category: str = pa.Field(description="a shared category or one a registered task's verifier decides")
     source: str = pa.Field(isin=SOURCES, description="rules (decisive, or no judge), judge, rules+judge (agreed), unparsable")
     evidence: str
+
+    @pa.check("category")
+    @classmethod
+    def known_category(cls, data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).is_in(all_categories()))
 
     class Config:
         strict = True

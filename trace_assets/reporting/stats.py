@@ -208,7 +208,7 @@ def variance_prior(values: np.ndarray, dfs: np.ndarray) -> tuple[float, float]:
     return d0, float(np.exp(e.mean() + digamma(d0 / 2) - np.log(d0 / 2)))
 
 
-def moderation_prior(values: np.ndarray, dfs: np.ndarray, flag_level: float = 0.05) -> tuple[float, float, np.ndarray]:
+def moderation_prior(values: np.ndarray, dfs: np.ndarray, flag_level: float = 0.01) -> tuple[float, float, np.ndarray]:
     """``variance_prior`` made robust to values far above the rest (as limma's ``robust=True`` is): each value
     is checked against the prior fitted to the others (value / s0^2 ~ F(df, d0) under the prior), those
     above its upper ``flag_level`` quantile are flagged (they keep their own estimate), and the prior is
@@ -251,9 +251,9 @@ def _logit_mean_squares(terms: ArmTerms) -> tuple[float, float]:
     return float(terms.ms_seeds) / scale, float(terms.ms_residual) / scale
 
 
-def _student_scales(runs: dict[tuple[str, str], ArmTerms], skip: set[str]) -> dict[str, tuple[float, float, float, float | None]]:
+def _student_scales(runs: dict[tuple[str, str], ArmTerms], skip: set[str]) -> dict[str, tuple[float, float, float | None]]:
     """Per student with multi-seed runs (of datasets not in ``skip``): its scale (pooled logit seed mean
-    square), the pooled answer-noise part of it, their df, and its slope ratio g / (m(1 - m))."""
+    square), its Satterthwaite df, and its slope ratio g / (m(1 - m))."""
     by_student: dict[str, list[ArmTerms]] = {}
     for (dataset, student), terms in runs.items():
         if _measured(terms) and dataset not in skip:
@@ -261,10 +261,12 @@ def _student_scales(runs: dict[tuple[str, str], ArmTerms], skip: set[str]) -> di
     scales = {}
     for student, measured in by_student.items():
         d = np.array([t.k - 1 for t in measured], dtype=float)
-        w, tau = np.array([_logit_mean_squares(t) for t in measured]).T
+        w = np.array([_logit_mean_squares(t)[0] for t in measured])
         bernoulli = sum(float(t.mean) * (1 - float(t.mean)) for t in measured)
         ratio = sum(float(t.slope) for t in measured) / bernoulli if bernoulli > 0 else None
-        scales[student] = (float(d @ w / d.sum()), float(d @ tau / d.sum()), float(d.sum()), ratio)
+        # Satterthwaite's df of the pooled mean square from the arms' own values: the sum of their df when they
+        # agree, fewer when they do not (as the pooled estimate then leans on a few arms)
+        scales[student] = (float(d @ w / d.sum()), float((d @ w) ** 2 / (d @ w**2)) if w.any() else float(d.sum()), ratio)
     return scales
 
 
@@ -296,7 +298,7 @@ def trained_noise(
     gene variances (``variance_prior``): data that make training unstable are found from all students'
     seeds, and one dataset far from the rest keeps its own factor (small prior df). A single-seed arm
     gets its student's scale times its dataset's moderated factor (the prior when no student has seeds of
-    it), minus the typical answer noise; its slope is m(1 - m) times the ratio g / (m(1 - m)) of the
+    it), answer noise included (never zero; errs wide); its slope is m(1 - m) times the ratio g / (m(1 - m)) of the
     student's multi-seed runs, else ``cross_arm_ratios[student]``. With no multi-seed run of its student:
     ``declared_sd`` (a logit SD), else unknown (``known`` False).
     """
@@ -313,8 +315,10 @@ def trained_noise(
     by_student = scales
     outliers = {dataset for dataset, outlier in zip(datasets, flagged) if outlier}
     total_df = float(dfs[~flagged].sum())
-    if np.isnan(f0):
-        f0 = 1.0
+    if np.isinf(d0) or np.isnan(f0):
+        # pooled: the datasets' df-weighted mean factor (limma's exp(mean log) would assume the factors scatter
+        # as chi-squares do, but they are normalised by scales fitted to the same runs); none: the typical, 1
+        f0 = float(dfs[~flagged] @ factors[~flagged] / total_df) if total_df > 0 else 1.0
     moderated: dict[str, tuple[float, float]] = {}
     for dataset, value, df, outlier in zip(datasets, factors, dfs, flagged):
         if outlier:  # noisier than the others: its own factor, its own df
@@ -325,10 +329,15 @@ def trained_noise(
             moderated[dataset] = (float(value), float(df))
         else:
             moderated[dataset] = ((d0 * f0 + df * value) / (d0 + df), min(d0 + df, total_df))
-    prior = (f0, total_df if np.isinf(d0) or d0 == 0 else min(d0, total_df))
+    prior = (f0, np.inf if total_df == 0 else total_df if np.isinf(d0) or d0 == 0 else min(d0, total_df))
     where = "this study's multi-seed arms" + (f" and earlier runs ({reference_name})" if reference and reference_name else "")
     out = {}
     for (dataset, student), terms in study.items():
+        if terms.k > 1 and not _measured(terms):  # seeds that answer every problem alike: no spread to see
+            out[(dataset, student)] = TrainingNoise(
+                0.0, 0.0, terms.k - 1, np.inf, 0.0, f"own {terms.k} seeds answer every problem alike: no spread"
+            )
+            continue
         if student not in by_student:
             bernoulli_a = float(terms.mean) * (1 - float(terms.mean)) if terms.n else 0.0
             if declared_sd is not None:
@@ -341,7 +350,7 @@ def trained_noise(
                     0.0, 0.0, np.inf, np.inf, 0.0, "unknown: one seed, nothing measured or declared", False
                 )
             continue
-        scale, residual, scale_df, slope_ratio = by_student[student]
+        scale, scale_df, slope_ratio = by_student[student]
         factor, factor_dof = moderated.get(dataset, prior)
         # the arm's mean square is the product of two estimates: their df combine as for independent ones
         # (Satterthwaite, equal CVs), the scale counted without the arm's own runs, which the factor has
@@ -365,7 +374,7 @@ def trained_noise(
         else:
             bernoulli_a = float(terms.mean) * (1 - float(terms.mean)) if terms.n else 0.0
             out[(dataset, student)] = TrainingNoise(
-                max(scale * factor - residual, 0.0),
+                scale * factor,  # the answer noise in it is counted twice (its problem term has it): errs wide, never 0
                 0.0,
                 df,
                 np.inf,
@@ -869,7 +878,7 @@ def _planning_problem_terms(accuracy: float) -> tuple[float, float]:
 
 
 def detectable_difference(kind: str, n: int, k: int, family: int, noise: PlanningNoise, power: float = POWER) -> float:
-    """Smallest true difference a two-sided t test finds with probability ``power`` at Holm's strictest step
+    """Smallest true difference a two-sided t test finds with probability ``power`` (noncentral t) at Holm's strictest step
     (alpha / family), for ``kind`` "pair" (two trained arms), "baseline" (a trained arm against an untrained
     one) or "interaction" (a difference of differences across two students), n problems, k seeds per arm."""
     from scipy.stats import t
@@ -878,8 +887,19 @@ def detectable_difference(kind: str, n: int, k: int, family: int, noise: Plannin
     seed = b**2 * noise.logit_sd**2 / k  # one trained arm's seed variance of its mean
     pair = (d + 2 * b / k) / n + 2 * seed
     variance = {"pair": pair, "baseline": (d + b / k + b) / n + seed, "interaction": 2 * pair}[kind]
-    df = noise.df if np.isfinite(noise.df) else 1e6
-    return float((t.ppf(1 - ALPHA / (2 * max(family, 1)), df) + t.ppf(power, df)) * np.sqrt(variance))
+    from scipy.optimize import brentq
+    from scipy.stats import nct, norm
+
+    level = ALPHA / (2 * max(family, 1))
+    if noise.df > 1000:  # a declared (known) noise: the normal test
+        critical = norm.isf(level)
+        rejects = lambda d: norm.sf(critical - d) + norm.cdf(-critical - d)  # noqa: E731
+    else:
+        critical = t.isf(level, noise.df)
+        rejects = lambda d: nct.sf(critical, noise.df, d) + nct.cdf(-critical, noise.df, d)  # noqa: E731
+    # the noncentrality at which the test rejects with probability ``power``
+    shift = brentq(lambda d: np.nan_to_num(rejects(d), nan=1.0) - power, 0.0, 3 * critical + 10)
+    return float(shift * np.sqrt(variance))
 
 
 def seeds_needed(target: float, kind: str, n: int, family: int, noise: PlanningNoise, most: int = 100) -> int | None:
@@ -895,6 +915,13 @@ def holm_family_size(contrasts: Sequence[tuple[str, str]], students: int, intera
 
 def contrast_kind(a: str, b: str) -> str:
     return "baseline" if {a, b} & {BASELINE, *BASE_DATASETS} else "pair"
+
+
+def planning_df(trained_arms: int, k: int) -> float:
+    """The df of a study's own training-noise estimate: D = arms x (k - 1), which Satterthwaite's estimate
+    from the arms' own values (``_student_scales``) puts at about D^2 / (D + 2)."""
+    pooled = float(trained_arms * (k - 1))
+    return pooled**2 / (pooled + 2) if pooled > 0 else np.inf
 
 
 def power_lines(
@@ -913,8 +940,8 @@ def power_lines(
     the study measures its own training noise from ``trained_arms`` arms per student: the test has their df."""
     family = holm_family_size(contrasts, len(students), len(interactions), untrained)
     noise = {student: planning_noise(student, settings) for student in students}
-    if k > 1:  # the study will measure its training noise from its own seeds: the test has their df
-        noise = {s: replace(p, df=float(trained_arms * (k - 1))) for s, p in noise.items()}
+    if k > 1:  # the study measures its training noise from its own seeds: the test has their df
+        noise = {s: replace(p, df=planning_df(trained_arms, k)) for s, p in noise.items()}
     lines = [
         f"power (80%, Holm over {family}, {k} seeds, {n} problems); training noise: "
         + "; ".join(f"{s}: logit SD {p.logit_sd:.3f}, {p.source}" for s, p in noise.items())
@@ -925,7 +952,7 @@ def power_lines(
             same = len(set(values)) == 1 and len(values) > 1
             return f"{values[0]} (every student)" if same else ", ".join(f"{v} ({s})" for (s, _), v in zip(per, values))
 
-        found = [f"{detectable_difference(kind, n, k, family, p) * 100:.1f}" for _, p in per]
+        found = ["over 100" if (d := detectable_difference(kind, n, k, family, p)) > 1 else f"{d * 100:.1f}" for _, p in per]
         text = f"  {label}: detectable difference {each(found)} points"
         if target is not None:
             needed = [seeds_needed(target, kind, n, family, p) for _, p in per]

@@ -1,29 +1,13 @@
 """The ``style_prompts`` asset: one partition per style file, versioned by content hash."""
 
-import json
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from trace_assets.assetdefs import asset_settings
-from trace_assets.styles.library import Style, load_style
+from trace_assets.styles.library import load_style, style_row
 from trace_assets.styles.schemas import StylePromptSchema
-
-
-def style_row(style: Style) -> dict:
-    return {
-        "style": style.name,
-        "version": style.version,
-        "path": str(style.path),
-        "description": style.spec.description,
-        "answer_format": style.spec.answer_format,
-        "instruction": style.spec.instruction,
-        "paraphrase_instruction": style.spec.paraphrase_instruction or "",
-        "example": json.dumps(style.spec.example.model_dump()) if style.spec.example else "",
-        "rubric": json.dumps([item.model_dump() for item in style.spec.rubric]),
-        "format_checks": json.dumps([check.model_dump() for check in style.spec.format_checks]),
-    }
 
 
 def build_style_asset(styles_dir: Path, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

@@ -179,6 +179,22 @@ def failed_format_checks(text: str, checks: list[FormatCheck]) -> list[str]:
     return failed
 
 
+def style_row(style: Style) -> dict:
+    """A style as a ``style_prompts`` row (what :func:`style_from_row` reads back)."""
+    return {
+        "style": style.name,
+        "version": style.version,
+        "path": str(style.path),
+        "description": style.spec.description,
+        "answer_format": style.spec.answer_format,
+        "instruction": style.spec.instruction,
+        "paraphrase_instruction": style.spec.paraphrase_instruction or "",
+        "example": json.dumps(style.spec.example.model_dump()) if style.spec.example else "",
+        "rubric": json.dumps([item.model_dump() for item in style.spec.rubric]),
+        "format_checks": json.dumps([check.model_dump() for check in style.spec.format_checks]),
+    }
+
+
 def style_from_row(row: dict) -> Style:
     """Rebuild a Style from a ``style_prompts`` row, so downstream assets use the materialised version."""
     spec = StyleFile(

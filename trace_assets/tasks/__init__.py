@@ -1,35 +1,20 @@
-"""Tasks: GSM8K, Countdown, MATH and MBPP behind one interface (see ``base.Task``)."""
+"""Tasks: GSM8K, Countdown, MATH and MBPP behind one interface (see ``base.Task``), registered in
+``registry``."""
 
 from __future__ import annotations
 
-import functools
-
 from trace_assets.tasks.base import Check, Task
-from trace_assets.tasks.registry import TASK_NAMES
+from trace_assets.tasks.registry import TASK_NAMES, TASKS, register
 
-__all__ = ["TASK_NAMES", "Check", "Task", "get_task", "grade", "task_of"]
+__all__ = ["TASKS", "TASK_NAMES", "Check", "Task", "get_task", "grade", "register", "task_of"]
 
 
-@functools.cache
 def get_task(name: str) -> Task:
-    """The task called ``name`` (one of ``TASK_NAMES``)."""
-    if name == "gsm8k":
-        from trace_assets.tasks.gsm8k import Gsm8kTask
-
-        return Gsm8kTask()
-    if name == "countdown":
-        from trace_assets.tasks.countdown import CountdownTask
-
-        return CountdownTask()
-    if name == "math":
-        from trace_assets.tasks.competition_math import MathTask
-
-        return MathTask()
-    if name == "mbpp":
-        from trace_assets.tasks.mbpp import MbppTask
-
-        return MbppTask()
-    raise ValueError(f"unknown task {name!r}; tasks are {list(TASK_NAMES)}")
+    """The registered task called ``name``."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; tasks are {list(TASKS)}") from None
 
 
 def task_of(problem) -> Task:

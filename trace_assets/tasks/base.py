@@ -1,12 +1,19 @@
-"""What every task provides: a problem source, a prompt instruction for its final answer, a reader
-of final answers, a verifier and the failure categories that make sense for it.
+"""What every task provides, and all that is task-specific: its settings, a problem source, dry-run
+sizes, a prompt instruction for its final answer, a reader of final answers, a verifier and the
+failure categories that make sense for it.
 
-A task is a plug-in behind :class:`Task`; the graph (problems -> traces -> datasets -> checkpoints
--> evaluations -> report), the recipes' eligibility and contrast rules and the statistics are the
-same for every task. Only these points differ:
+A task is a plug-in behind :class:`Task`, registered by one line in :mod:`trace_assets.tasks.registry`;
+the graph (problems -> traces -> datasets -> checkpoints -> evaluations -> report), the recipes'
+eligibility and contrast rules and the statistics are the same for every task. Only these points differ:
 
+- ``settings``: the keys of the experiment's ``problems:`` section the task owns, each with its type
+  and default (a pydantic section, validated with the rest of the file), and ``check_settings``: the
+  checks across keys (a ``ValueError`` names what is wrong);
 - ``load``: the task's train and test problems as ``problems`` rows (``ProblemSchema``; the question
   text already carries the task's answer instruction, so teacher, judge and student all see it);
+- ``check_problems``: reads or generates the problems as a run would, before any work starts, and
+  returns the train problems a run samples (a :class:`~trace_assets.settings.SettingsError` names the key);
+- ``full_sizes``: the (train, test) sizes dry-run assumes when ``n_train`` / ``n_test`` are null;
 - ``read``: the answers a completion declares (an :class:`~trace_assets.answers.Extraction`:
   ``strict`` is the form the task's instruction asks for, ``label`` an ``ANSWER:`` line,
   ``flexible`` a looser reading, ``declared_answers`` every declaration in order);
@@ -23,13 +30,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
-from trace_assets.answers import Extraction
-
-if TYPE_CHECKING:
-    from trace_assets.experiment import ProblemsConfig
-    from trace_assets.problems.sources import LoadReport
+from trace_assets.answers import ANSWER_LABEL, Extraction
+from trace_assets.problems.records import LoadReport
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,38 @@ class Task(Protocol):
     failure_categories: tuple[str, ...]
     # Whether two questions that differ only in their numbers are the same problem (contamination check).
     numbers_matter: bool
+    # Whether reference answers are canonical numbers (the problems table checks their form).
+    numeric_answers: bool
+    # The keys of the experiment's `problems:` section this task owns: key -> (type, default).
+    settings: Mapping[str, tuple[Any, Any]]
 
-    def load(self, settings: ProblemsConfig, seed: int, report: LoadReport) -> dict[str, list[dict]]: ...
+    # ``problems`` below is the experiment's validated ``problems:`` section (experiment.ProblemsConfig):
+    # ``tasks``, ``n_train``, ``n_test`` and every task's settings as attributes.
+    def check_settings(self, problems: Any) -> None: ...
+
+    def load(self, problems: Any, seed: int, report: LoadReport) -> dict[str, list[dict]]: ...
+
+    def check_problems(self, problems: Any, seed: int) -> int: ...
+
+    def full_sizes(self, problems: Any) -> tuple[int, int]: ...
 
     def read(self, completion: str | None) -> Extraction: ...
 
     def check(self, answer: str | None, problem: Mapping) -> Check: ...
 
     def failure_rule(self, check: Check) -> tuple[str, str] | None: ...
+
+
+def sizes(task: Task, problems: Any) -> tuple[int, int]:
+    """The train and test problems a run asks of ``task``: ``n_train`` / ``n_test``, or the task's full sizes."""
+    full_train, full_test = task.full_sizes(problems)
+    return problems.n_train or full_train, problems.n_test or full_test
+
+
+def require_section(problems: Any, name: str) -> None:
+    """A task that reads its own JSONL files needs its section (``train``, ``test``) under ``problems``."""
+    if getattr(problems, name, None) is None:
+        raise ValueError(f"task '{name}' needs a '{name}' section with 'train' and 'test' JSONL file paths")
 
 
 def metadata(problem: Mapping) -> dict:
@@ -74,9 +102,7 @@ def metadata(problem: Mapping) -> dict:
 MAX_ANSWER_CHARS = 2_000  # a declared answer longer than this is not read (and scores as not declared)
 _SCAN_CHARS = 100_000
 _HASH_LINE = re.compile(r"^[ \t>*_]*(?:\*\*)?(?<!#)####(?!#)[ \t]*(?P<answer>[^\n]*)$", re.MULTILINE)
-_LABEL_LINE = re.compile(
-    r"^[ \t>*_-]*(?:\*\*|__)?ANSWER[ \t]*(?:\*\*|__)?[ \t]*:(?P<answer>[^\n]*)$", re.MULTILINE | re.IGNORECASE
-)
+_LABEL_LINE = re.compile(ANSWER_LABEL + r"(?P<answer>[^\n]*)$", re.MULTILINE | re.IGNORECASE)
 _DECORATION = re.compile(r"^(?:\*\*|__|`)+|(?:\*\*|__|`)+$")
 
 

@@ -17,9 +17,12 @@ import json
 import re
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from trace_assets.answers import Extraction
-from trace_assets.tasks.base import Check, line_extraction
+from trace_assets.problems.records import LoadReport, count_jsonl, json_object, problem_id, read_jsonl_splits
+from trace_assets.settings import JsonlSource
+from trace_assets.tasks.base import Check, line_extraction, require_section
 
 INSTRUCTION = (
     'Give the final answer on its own last line as "#### <answer>", in LaTeX where needed (for example "#### \\frac{3}{4}").'
@@ -91,8 +94,6 @@ def equivalent(answer: str | None, reference: str) -> Check:
 
 def parse_math_record(text: str, split: str) -> dict:
     """One MATH-format JSONL line as a problem row; ValueError saying what is wrong with it."""
-    from trace_assets.problems.sources import json_object, problem_id
-
     record = json_object(text, "'problem', 'solution', 'level' and 'type'")
     missing = [key for key in ("problem", "solution", "type") if not isinstance(record.get(key), str) or not record[key].strip()]
     if missing:
@@ -122,12 +123,21 @@ class MathTask:
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = ("unparsable_answer",)
     numbers_matter = False
+    numeric_answers = False
+    settings: Mapping[str, tuple[Any, Any]] = {"math": (JsonlSource | None, None)}  # MATH-format train and test files
 
-    def load(self, settings, seed: int, report) -> dict[str, list[dict]]:
-        from trace_assets.problems.sources import read_jsonl_splits
+    def check_settings(self, problems) -> None:
+        require_section(problems, self.name)
 
+    def load(self, problems, seed: int, report: LoadReport) -> dict[str, list[dict]]:
         expected = "'problem', 'solution' (with \\boxed{}), 'level' and 'type' (MATH format)"
-        return read_jsonl_splits(settings.math, report, parse_math_record, expected)
+        return read_jsonl_splits(problems.math, report, parse_math_record, expected)
+
+    def check_problems(self, problems, seed: int) -> int:
+        return count_jsonl(problems.math, "math", problems.n_train, parse_math_record, "the MATH format's keys")
+
+    def full_sizes(self, problems) -> tuple[int, int]:
+        return 7500, 5000  # the MATH release
 
     def read(self, completion: str | None) -> Extraction:
         return line_extraction(completion, flexible=last_boxed((completion or "")[-2000:]))

@@ -20,9 +20,14 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from fractions import Fraction
+from typing import Any
+
+from pydantic import Field, model_validator
 
 from trace_assets.answers import Extraction
-from trace_assets.tasks.base import Check, line_extraction, metadata
+from trace_assets.problems.records import LoadReport, problem_id
+from trace_assets.settings import MAX_SYNTHETIC_PROBLEMS, Section, SettingsError
+from trace_assets.tasks.base import Check, line_extraction, metadata, sizes
 
 MAX_EXPRESSION_CHARS = 200
 INSTRUCTION = (
@@ -36,6 +41,23 @@ _LATEX = [(re.compile(r"\\(?:times|cdot)"), "*"), (re.compile(r"\\div"), "/"), (
 
 class InvalidExpression(ValueError):
     pass
+
+
+class CountdownSource(Section):
+    """Seeded Countdown problems: reach ``target`` from the given numbers with + - * / (each at most once)."""
+
+    min_numbers: int = Field(3, ge=2, le=8, description="fewest numbers in a problem (its difficulty)")
+    max_numbers: int = Field(4, ge=2, le=8)
+    max_number: int = Field(25, ge=2, le=1000, description="largest given number")
+    max_target: int = Field(200, ge=1, le=100_000, description="largest target")
+    n_train: int = Field(32, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="train problems when problems.n_train is null")
+    n_test: int = Field(16, ge=1, le=MAX_SYNTHETIC_PROBLEMS, description="test problems when problems.n_test is null")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CountdownSource:
+        if self.min_numbers > self.max_numbers:
+            raise ValueError(f"min_numbers ({self.min_numbers}) must be <= max_numbers ({self.max_numbers})")
+        return self
 
 
 def question_text(numbers: list[int], target: int) -> str:
@@ -184,12 +206,28 @@ class CountdownTask:
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = ("invalid_expression", "number_misuse", "wrong_value")
     numbers_matter = True
+    numeric_answers = True
+    settings: Mapping[str, tuple[Any, Any]] = {"countdown": (CountdownSource, CountdownSource())}
 
-    def load(self, settings, seed: int, report) -> dict[str, list[dict]]:
-        from trace_assets.problems.sources import problem_id
+    def check_settings(self, problems) -> None:
+        total = sum(sizes(self, problems))
+        if total > MAX_SYNTHETIC_PROBLEMS:
+            raise ValueError(f"n_train + n_test is at most {MAX_SYNTHETIC_PROBLEMS:,} Countdown problems (got {total:,})")
 
-        config = settings.countdown
-        n_train, n_test = settings.n_train or config.n_train, settings.n_test or config.n_test
+    def full_sizes(self, problems) -> tuple[int, int]:
+        return problems.countdown.n_train, problems.countdown.n_test
+
+    def check_problems(self, problems, seed: int) -> int:
+        try:
+            return len(self.load(problems, seed, LoadReport())["train"])
+        except RuntimeError as error:
+            raise SettingsError(
+                "countdown", f"{error}; allow more numbers, larger numbers or targets, or ask for fewer"
+            ) from None
+
+    def load(self, problems, seed: int, report: LoadReport) -> dict[str, list[dict]]:
+        config = problems.countdown
+        n_train, n_test = sizes(self, problems)
         generated = generate_problems(
             n_train + n_test, seed, config.min_numbers, config.max_numbers, config.max_number, config.max_target
         )

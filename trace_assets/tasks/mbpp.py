@@ -15,9 +15,12 @@ import functools
 import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from trace_assets.answers import Extraction
-from trace_assets.tasks.base import Check, metadata
+from trace_assets.problems.records import LoadReport, count_jsonl, json_object, problem_id, read_jsonl_splits
+from trace_assets.settings import JsonlSource
+from trace_assets.tasks.base import Check, metadata, require_section
 from trace_assets.tasks.sandbox import STATUSES, run_tests
 
 INSTRUCTION = "Reason briefly, then give the complete solution as one Python code block (```python ... ```) at the end."
@@ -37,8 +40,6 @@ def question_text(description: str, tests: list[str]) -> str:
 
 def parse_mbpp_record(text: str, split: str) -> dict:
     """One MBPP-format JSONL line as a problem row; ValueError saying what is wrong with it."""
-    from trace_assets.problems.sources import json_object, problem_id
-
     record = json_object(text, "'text', 'code' and 'test_list'")
     missing = [key for key in ("text", "code") if not isinstance(record.get(key), str) or not record[key].strip()]
     if missing:
@@ -82,11 +83,20 @@ class MbppTask:
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = tuple(status for status in STATUSES if status != "passed")
     numbers_matter = False
+    numeric_answers = False
+    settings: Mapping[str, tuple[Any, Any]] = {"mbpp": (JsonlSource | None, None)}  # MBPP-format train and test files
 
-    def load(self, settings, seed: int, report) -> dict[str, list[dict]]:
-        from trace_assets.problems.sources import read_jsonl_splits
+    def check_settings(self, problems) -> None:
+        require_section(problems, self.name)
 
-        return read_jsonl_splits(settings.mbpp, report, parse_mbpp_record, "'text', 'code' and 'test_list' (MBPP format)")
+    def load(self, problems, seed: int, report: LoadReport) -> dict[str, list[dict]]:
+        return read_jsonl_splits(problems.mbpp, report, parse_mbpp_record, "'text', 'code' and 'test_list' (MBPP format)")
+
+    def check_problems(self, problems, seed: int) -> int:
+        return count_jsonl(problems.mbpp, "mbpp", problems.n_train, parse_mbpp_record, "the MBPP format's keys")
+
+    def full_sizes(self, problems) -> tuple[int, int]:
+        return 374, 500  # the MBPP release
 
     def read(self, completion: str | None) -> Extraction:
         blocks = code_blocks(completion)

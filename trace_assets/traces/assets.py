@@ -8,9 +8,8 @@ from trace_assets.experiment import ConfidenceConfig, ModelConfig
 from trace_assets.metadata import counts_table, preview
 from trace_assets.resources import GenerationResource
 from trace_assets.styles.library import style_from_row
-from trace_assets.traces.build import teacher_requests
-from trace_assets.traces.sampling import sample_traces
 from trace_assets.traces.schemas import TeacherTraceSchema
+from trace_assets.traces.step import generate_traces
 
 
 def build_teacher_traces_asset(
@@ -42,22 +41,10 @@ def build_teacher_traces_asset(
         style_prompts: pl.DataFrame,
     ):
         """Teacher completions for every train problem under each style, generated once and cached."""
-        spec, sampling = generation.settings(teacher)
         styles = [style_from_row(row) for row in style_prompts.iter_rows(named=True)]
-        train = problems.filter(pl.col("split") == "train")
-        planned = teacher_requests(styles, train, teacher.model, sampling, paraphrase_styles)
-        sampled = sample_traces(
-            generation.generate,
-            spec,
-            sampling,
-            planned,
-            teacher.model,
-            confidence.window,
-            confidence.early_stop,
-            context.log.info,
-        )
+        sampled, planned = generate_traces(generation, teacher, styles, problems, paraphrase_styles, confidence, context.log.info)
         frame = sampled.frame
-        expected = len(planned) * sampling.n - sampled.saved
+        expected = planned - sampled.saved
         if frame.height < expected:
             context.log.warning(f"{expected - frame.height} of {expected} samples failed; a re-run retries only those")
         empty = frame.filter(pl.col("completion").str.strip_chars() == "").height

@@ -1,22 +1,15 @@
 """``checkpoints`` and ``training_log``: one fine-tuned student per dataset x student x seed."""
 
-import hashlib
-import json
-from collections.abc import Callable
-from pathlib import Path
-
 import dagster as dg
 import polars as pl
 
 from trace_assets.assetdefs import CODE_VERSION, asset_settings, table_type
-from trace_assets.datasets.recipes import student_rows
-from trace_assets.experiment import BASE_DATASETS, StudentConfig, TrainingConfig
+from trace_assets.experiment import StudentConfig, TrainingConfig
 from trace_assets.metadata import preview
 from trace_assets.resources import DataResource, GPUResource
-from trace_assets.students import student_path
 from trace_assets.tables import frame_of
 from trace_assets.training.schemas import CheckpointSchema, TrainingLogSchema
-from trace_assets.training.sft import TrainResult, TrainRun, directory_hash, train_sft, train_sft_launched
+from trace_assets.training.step import train_checkpoints
 
 
 def loss_plot_markdown(log: pl.DataFrame) -> dg.MarkdownMetadataValue:
@@ -70,26 +63,22 @@ def build_checkpoints_asset(
         """Fine-tune each student on each dataset with TRL SFT, once per training seed."""
         key = context.partition_key.keys_by_dimension
         dataset, student_name = key["dataset"], key["student"]
-        student = students[student_name]
-        base_path = student_path(student, data)
-        examples = training_examples(sft_examples, dataset, student_name, problems)
-        rows, logs = [], []
-        for seed in config.seeds:
-            record = untrained_record(dataset, student_name, seed, base_path, config)
-            if dataset in BASE_DATASETS:
-                rows.append({**record, "status": "base", "path": base_path, "content_hash": directory_hash_safe(base_path)})
-                continue
-            if not examples:
-                context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}, seed {seed}")
-                rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
-                continue
-            folder = data.path / "checkpoints" / dataset / student_name
-            training_seed = seed + seed_offsets.get(dataset, 0)
-            result = trained_checkpoint(gpu, data, student, base_path, examples, config, training_seed, folder, context.log.info)
-            rows.append(trained_row(record, result))
-            logs += [{"dataset": dataset, "student": student_name, "seed": seed, **row} for row in result.log]
-        frame = frame_of(rows, CheckpointSchema)
-        log = frame_of(logs, TrainingLogSchema)
+        run = train_checkpoints(
+            gpu,
+            data,
+            config,
+            {student_name: students[student_name]},
+            sft_examples,
+            problems,
+            [dataset],
+            data.path / "checkpoints",
+            context.log.info,
+            seed_offsets,
+        )
+        if any(row["status"] == "skipped_empty" for row in run.rows):
+            context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}")
+        frame = frame_of(run.rows, CheckpointSchema)
+        log = frame_of(run.log, TrainingLogSchema)
         trained = frame.filter(pl.col("status") == "trained")
         wall = float(trained["wall_s"].sum())
         yield dg.Output(
@@ -114,139 +103,3 @@ def build_checkpoints_asset(
         )
 
     return checkpoints
-
-
-def training_examples(frame: pl.DataFrame, dataset: str, student: str, problems: pl.DataFrame) -> list[dict]:
-    """A dataset's rows for one student, each with its problem's difficulty (for the curriculum)."""
-    difficulty = dict(zip(problems["problem_id"], problems["difficulty"]))
-    return [
-        {**row, "difficulty": difficulty.get(row["problem_id"], 0)}
-        for row in student_rows(frame, dataset, student).iter_rows(named=True)
-    ]
-
-
-def trained_checkpoint(
-    gpu: GPUResource,
-    data: DataResource,
-    student: StudentConfig,
-    base_path: str,
-    examples: list[dict],
-    config: TrainingConfig,
-    seed: int,
-    folder: Path,
-    log: Callable[[str], None],
-) -> TrainResult:
-    """The checkpoint of ``examples`` for one seed, in ``folder`` (``.../<dataset>/<student>``) under its
-    training key: the saved one when a run with the same key finished before, else trained now and saved."""
-    output = folder / f"seed{seed}-{checkpoint_key(base_path, data.path, examples, config, seed)}"
-    result = load_trained(output)
-    if result is not None:
-        log(f"reusing {output}: same base model, examples, settings and seed")
-        return result
-    log(
-        f"training {folder.name} on {folder.parent.name} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()} x {config.processes}"
-    )
-    result = train(gpu, TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype), config, log)
-    save_result(output, result)
-    log(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
-    return result
-
-
-def untrained_record(dataset: str, student: str, seed: int, base_path: str, config: TrainingConfig) -> dict:
-    """A checkpoints-table row's identity and settings, with nothing trained yet (status and path to add)."""
-    return {
-        "dataset": dataset,
-        "student": student,
-        "seed": seed,
-        "base_model": base_path,
-        "config": config.model_dump_json(),
-        "train_examples": 0,
-        "eval_examples": 0,
-        "train_tokens": 0,
-        "wall_s": 0.0,
-    }
-
-
-def trained_row(record: dict, result: TrainResult) -> dict:
-    """A checkpoints-table row for a trained (or reused) checkpoint."""
-    return {
-        **record,
-        "status": "trained",
-        "path": result.path,
-        "content_hash": result.content_hash,
-        "train_examples": result.train_examples,
-        "eval_examples": result.eval_examples,
-        "train_tokens": result.train_tokens,
-        "wall_s": result.wall_s,
-    }
-
-
-def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable[[str], None]) -> TrainResult:
-    """In this process on a CPU; under torchrun on claimed cards on GPUs or with several processes."""
-    if not gpu.has_cuda() and config.processes == 1:
-        result = train_sft(run, config)
-        assert result is not None  # a single process is rank 0
-        return result
-    with gpu.claim(config.processes, log=log) as cards:
-        if cards:
-            log(f"SFT on GPU(s) {','.join(cards)}")
-        return train_sft_launched(run, config, env=gpu.environment(cards))
-
-
-# How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints.
-EXECUTION_ONLY = {"attention", "compile", "logging_steps", "gradient_checkpointing"}
-
-
-def base_identity(base_path: str, data_dir: Path) -> str:
-    """The base model as the training key names it: a hub id or outside folder as given, a model built
-    into the data folder (``local:...``) by its place there, so moving the data folder, or the same
-    run in another one, keeps the key (and the checkpoints trained under it)."""
-    path = Path(base_path)
-    if path.is_absolute() and path.resolve().is_relative_to(data_dir.resolve()):
-        return "<data>/" + path.resolve().relative_to(data_dir.resolve()).as_posix()
-    return base_path
-
-
-def checkpoint_key(base_path: str, data_dir: Path, examples: list[dict], config: TrainingConfig, seed: int) -> str:
-    """The training key of a checkpoint, as both the study's and the loop's checkpoints name their folders:
-    the base model by its place in the data folder, the config without its execution-only fields."""
-    return training_key(base_identity(base_path, data_dir), examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed)
-
-
-def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:
-    """Identity of a training run: what it starts from, what it sees, how, and with which seed."""
-    payload = json.dumps(
-        {
-            "base": base_path,
-            "config": config_json,
-            "seed": seed,
-            "examples": sorted((e["example_id"], e["prompt"], e["completion"]) for e in examples),
-        }
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-RUN_RECORD = "trace_assets_run.json"
-
-
-def save_result(output: Path, result: TrainResult) -> None:
-    result.write(output / RUN_RECORD)
-
-
-def load_trained(output: Path) -> TrainResult | None:
-    """A finished run's result if this exact run is already on disk (a re-run trains nothing).
-    A record that can't be read (cut short by a crash before records were written atomically, or
-    edited by hand) does not count: the run is trained again."""
-    record = output / RUN_RECORD
-    if not record.exists():
-        return None
-    try:
-        return TrainResult.read(record)
-    except (ValueError, TypeError):  # broken JSON, missing or unknown fields
-        return None
-
-
-def directory_hash_safe(path: str) -> str:
-    """Hash of a local base-model folder; hub ids are identified by name."""
-    folder = Path(path)
-    return directory_hash(folder) if folder.is_dir() else f"hub:{path}"
