@@ -246,6 +246,15 @@ NEW_GUIDANCE = "Restate each quantity before you use it, and say which operation
         ),
         (reply('{"instruction": "<the full instruction>", "changes": "<one sentence>"}'), "too short"),
         (reply('{"instruction": "' + "x" * 7000 + ' ####"}'), "characters, over"),
+        # what SmolLM2-135M wrote in a real CPU run of experiments/loop.yaml (accepted before this check)
+        (
+            reply(
+                json.dumps(
+                    {"instruction": "Teach the steps. " + "The guidance is a bit different than the original instructions. " * 20}
+                )
+            ),
+            "repeats itself",
+        ),
     ],
 )
 def test_unusable_revisions_are_rejected_with_a_reason(completion, reason):

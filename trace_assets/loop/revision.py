@@ -33,6 +33,7 @@ import polars as pl
 import yaml
 from pydantic import ValidationError
 
+from trace_assets.evaluation.degeneration import is_degenerate_loop
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import Completion, Request, Sampling
 from trace_assets.judging.verdicts import json_reply
@@ -210,6 +211,8 @@ def parse_revision(completion: Completion | None, parent: Style) -> Revision:
         return Revision(None, f"the instruction is {len(instruction)} characters, over {MAX_INSTRUCTION_CHARS}")
     if len(instruction) < MIN_INSTRUCTION_CHARS:
         return Revision(None, f"the instruction is {len(instruction)} characters, too short to be guidance: {instruction!r}")
+    if is_degenerate_loop(instruction):  # a small reviser stuck repeating itself, as a student can be
+        return Revision(None, "the instruction repeats itself verbatim (a degenerate loop)")
     instruction = with_answer_line(instruction, parent.spec.answer_format)
     if _normal(instruction) == _normal(parent.spec.instruction):
         return Revision(None, "the instruction is unchanged")
