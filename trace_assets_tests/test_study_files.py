@@ -78,3 +78,7 @@ def test_gpu_study_file_runs_shrunk(tmp_path, tiny_model, instance, name):
     for a, b in experiment.planned_contrasts():
         assert f"{a}" in report and f"{b}" in report
     assert "A/A" in report
+    # the UI shows the report with its plots embedded, not only the path of the Markdown file
+    event = instance.get_latest_materialization_event(dg.AssetKey("report"))
+    shown = event.asset_materialization.metadata["report"].value
+    assert shown.count("](data:image/png;base64,") >= 2 and ".png)" not in shown
