@@ -10,10 +10,8 @@ import polars as pl
 import pytest
 import yaml
 
-from trace_assets.demo import STAGES, run_stage
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
-from trace_assets.project import build_definitions
-from trace_assets_tests.test_tasks_pipeline import ScriptedTasks, ScriptedTasksGeneration
+from trace_assets_tests.test_tasks_pipeline import run_scripted_graph
 
 SIZES = {
     "problems": {"n_train": 6, "n_test": 4},
@@ -43,17 +41,7 @@ def test_gpu_study_file_runs_shrunk(tmp_path, tiny_model, instance, name):
     from trace_assets.inputs import check_inputs
 
     experiment = check_inputs(shrunk(name, tmp_path, tiny_model))
-    defs = build_definitions(experiment, tmp_path / "data")
-    resources = dict(defs.resources)
-    resources["generation"] = ScriptedTasksGeneration(gpu=resources["gpu"], data=resources["data"])
-    defs = dg.Definitions(assets=list(defs.assets), resources=resources)
-    run_stage(defs, instance, STAGES[0])
-    database = tmp_path / "data" / "trace_assets.duckdb"
-    with duckdb.connect(str(database), read_only=True) as db:
-        problems = db.sql("SELECT * FROM problems").pl()
-    ScriptedTasks.problems = {row["question"]: row for row in problems.iter_rows(named=True)}
-    for stage in STAGES[1:]:
-        run_stage(defs, instance, stage)
+    _, database = run_scripted_graph(experiment, tmp_path / "data", instance)
 
     with duckdb.connect(str(database), read_only=True) as db:
         examples = db.sql("SELECT * FROM sft_examples").pl()

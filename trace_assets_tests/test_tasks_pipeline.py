@@ -69,6 +69,28 @@ class ScriptedTasksGeneration(GenerationResource):
         return ScriptedTasks()
 
 
+def run_scripted_graph(experiment, folder: Path, instance, monkeypatch=None) -> tuple[dg.Definitions, Path]:
+    """Every stage of ``experiment`` in ``folder`` with the scripted backend (which learns the problems once
+    they are materialized); returns the definitions and the DuckDB file. ``monkeypatch`` restores the
+    backend's problems after the test."""
+    defs = build_definitions(experiment, folder)
+    resources = dict(defs.resources)
+    resources["generation"] = ScriptedTasksGeneration(gpu=resources["gpu"], data=resources["data"])
+    defs = dg.Definitions(assets=list(defs.assets), resources=resources)
+    run_stage(defs, instance, STAGES[0])
+    database = folder / "trace_assets.duckdb"
+    with duckdb.connect(str(database), read_only=True) as db:
+        problems = db.sql("SELECT * FROM problems").pl()
+    by_question = {row["question"]: row for row in problems.iter_rows(named=True)}
+    if monkeypatch is not None:
+        monkeypatch.setattr(ScriptedTasks, "problems", by_question)
+    else:
+        ScriptedTasks.problems = by_question
+    for stage in STAGES[1:]:
+        run_stage(defs, instance, stage)
+    return defs, database
+
+
 def write_task_experiment(folder: Path, model: str, tasks: list[str]) -> Path:
     styles_dir = folder / "styles"
     if not styles_dir.exists():
@@ -112,17 +134,7 @@ def test_whole_graph_runs_on_each_task(tmp_path, tiny_model, instance, tasks):
     from trace_assets.inputs import check_inputs
 
     experiment = check_inputs(load_experiment(write_task_experiment(tmp_path, tiny_model, tasks)))
-    defs = build_definitions(experiment, tmp_path / "data")
-    resources = dict(defs.resources)
-    resources["generation"] = ScriptedTasksGeneration(gpu=resources["gpu"], data=resources["data"])
-    defs = dg.Definitions(assets=list(defs.assets), resources=resources)
-    run_stage(defs, instance, STAGES[0])
-    database = tmp_path / "data" / "trace_assets.duckdb"
-    with duckdb.connect(str(database), read_only=True) as db:
-        problems = db.sql("SELECT * FROM problems").pl()
-    ScriptedTasks.problems = {row["question"]: row for row in problems.iter_rows(named=True)}
-    for stage in STAGES[1:]:
-        run_stage(defs, instance, stage)
+    defs, database = run_scripted_graph(experiment, tmp_path / "data", instance)
 
     with duckdb.connect(str(database), read_only=True) as db:
         assert_tables_match_models(db, defs)

@@ -9,23 +9,20 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 from pydantic import Field
 
 from trace_assets.answers import Extraction
-from trace_assets.demo import STAGES, run_stage
 from trace_assets.experiment import ExperimentError, ProblemsConfig, load_experiment
 from trace_assets.problems.records import LoadReport, problem_id
 from trace_assets.problems.sources import load_problems
-from trace_assets.project import build_definitions
 from trace_assets.settings import Section
 from trace_assets.tasks import TASKS, Check, grade, register
 from trace_assets.tasks.base import line_extraction
 from trace_assets_tests.test_data_pipeline import assert_tables_match_models
-from trace_assets_tests.test_tasks_pipeline import WRONG, ScriptedTasks, ScriptedTasksGeneration
+from trace_assets_tests.test_tasks_pipeline import WRONG
 
 INSTRUCTION = 'Give the sum on its own last line as "#### <number>".'
 
@@ -143,26 +140,17 @@ def test_a_task_cannot_take_another_tasks_name_or_settings(adding):
 
 def test_whole_graph_runs_on_the_toy_task(adding, tmp_path, tiny_model, instance, monkeypatch):
     from trace_assets.inputs import check_inputs
-    from trace_assets_tests.test_tasks_pipeline import write_task_experiment
+    from trace_assets_tests.test_tasks_pipeline import run_scripted_graph, write_task_experiment
 
     monkeypatch.setitem(WRONG, "adding", "I add them.\n#### 1000")
     path = write_task_experiment(tmp_path, tiny_model, ["adding"])
     path.write_text(path.read_text().replace("  source: synthetic\n", "  adding: {max_number: 40}\n"))
     experiment = check_inputs(load_experiment(path))
-    defs = build_definitions(experiment, tmp_path / "data")
-    resources = dict(defs.resources)
-    resources["generation"] = ScriptedTasksGeneration(gpu=resources["gpu"], data=resources["data"])
-    defs = dg.Definitions(assets=list(defs.assets), resources=resources)
-    run_stage(defs, instance, STAGES[0])
-    database = tmp_path / "data" / "trace_assets.duckdb"
-    with duckdb.connect(str(database), read_only=True) as db:
-        problems = db.sql("SELECT * FROM problems").pl()
-    monkeypatch.setattr(ScriptedTasks, "problems", {row["question"]: row for row in problems.iter_rows(named=True)})
-    for stage in STAGES[1:]:
-        run_stage(defs, instance, stage)
+    defs, database = run_scripted_graph(experiment, tmp_path / "data", instance, monkeypatch)
 
     with duckdb.connect(str(database), read_only=True) as db:
         assert_tables_match_models(db, defs)
+        problems = db.sql("SELECT * FROM problems").pl()
         assert set(problems["task"]) == {"adding"} and problems.height == 7
         traces = db.sql("SELECT * FROM teacher_traces WHERE kind = 'solve'").pl()
         assert traces.filter(pl.col("sample_index") == 0)["is_correct"].all()  # the toy task's checker scored them
