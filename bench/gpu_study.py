@@ -22,6 +22,7 @@ and dry-run's estimate per step.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import sys
@@ -60,8 +61,6 @@ HEAVY_COLUMNS = {"judged_traces": ["completion", "judge_completion", "token_logp
 
 
 def export(data: Path, out: Path) -> Path:
-    import polars as pl
-
     from trace_assets.experiment import database_path
     from trace_assets.storage import connect
 
@@ -86,7 +85,6 @@ def export(data: Path, out: Path) -> Path:
                 tar.add(data / extra, arcname=extra)
         for path in sorted((data / "report").glob("*")):
             tar.add(path, arcname=f"device_report/{path.name}")
-        del pl
     print(f"{target}: {target.stat().st_size / 1e6:.1f} MB", flush=True)
     return target
 
@@ -180,13 +178,19 @@ def seed_spread(eval_results) -> list[dict]:
 def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
     from bench.study_run import time_figures
     from trace_assets.experiment import load_experiment
-    from trace_assets.reporting.report import StudyTables, build_report
+    from trace_assets.reporting.report import StudyTables, build_report, statistics_plan
 
     experiment = load_experiment(experiment_path)
     tables = read_tables(tables_path)
-    study = StudyTables(*(tables[name] for name in TABLES[:10] if name != "problems"), tables["problems"])  # type: ignore[call-arg]
+    study = StudyTables(**{field.name: tables[field.name] for field in dataclasses.fields(StudyTables)})
     report = build_report(
-        experiment.name, experiment.training.seeds, experiment.judge_note(), experiment.planned_contrasts(), study
+        experiment.name,
+        experiment.training.seeds,
+        experiment.judge_note(),
+        experiment.planned_contrasts(),
+        study,
+        experiment.confidence_pairs(),
+        statistics_plan(experiment),  # as the report asset builds it
     )
     output.mkdir(parents=True, exist_ok=True)
     for name, png in report.plots.items():
