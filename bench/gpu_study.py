@@ -3,14 +3,16 @@
     python bench/gpu_study.py run [--experiment experiments/gpu_study.yaml] [--data /tmp/gpu_study] [--stop-after-s S]
     python bench/gpu_study.py run --shrink --data /tmp/gpu_study_cpu                # the same file, CPU-sized
     python bench/gpu_study.py run --styles normal ...                              # only the arms of these styles
+    python bench/gpu_study.py run --datasets H H_aa ...                            # only these arms
     python bench/gpu_study.py export --data /tmp/gpu_study --out $OUT       # tables as one tar of Parquet files
     python bench/gpu_study.py results --tables DIR [--output bench/results/gpu_study]
 
 ``run`` materializes the experiment stage by stage through Dagster (bench/study_run.py), resumable
 over device calls; dry-run's per-step estimate is taken before the first stage. ``--shrink`` is the
 rehearsal on a CPU: the same file (every arm, contrast, rule and style) at tiny sizes (see SHRINK).
-``--styles`` keeps only those styles and the arms, contrasts and groups that need no other: a study
-cut to what one device session's time allows, with the rest run later (it says so in its name). ``export`` writes
+``--styles`` keeps only those styles and the arms, contrasts and groups that need no other, ``--datasets``
+only those arms: a study cut to what one device session's time allows, with the rest run later (it
+says so in its name). ``export`` writes
 the report's input tables (and the stage times) as Parquet into one tar that fits the device
 tool's 16 MiB per file. ``results`` rebuilds the report from those tables with this checkout's
 statistics (so the figures are the committed code's, not the device run's) and writes, under
@@ -89,11 +91,16 @@ def export(data: Path, out: Path) -> Path:
     return target
 
 
-def only_styles(spec: dict, styles: list[str]) -> dict:
-    """``spec`` with only ``styles``, the datasets that use no other style (a replicate with its
-    original; an arm that exists to be token-matched goes with its group), and the contrasts,
-    comparison groups and token-matching groups among those."""
-    kept = {name: recipe for name, recipe in spec["datasets"].items() if recipe.get("style", styles[0]) in styles}
+def cut(spec: dict, styles: list[str] | None = None, datasets: list[str] | None = None) -> dict:
+    """``spec`` with only ``styles`` and ``datasets`` (either None: all of them): the datasets that use
+    no other style (a replicate with its original; an arm that exists to be token-matched goes with
+    its group), and the contrasts, comparison groups and token-matching groups among those."""
+    styles = styles or spec["styles"]
+    kept = {
+        name: recipe
+        for name, recipe in spec["datasets"].items()
+        if recipe.get("style", styles[0]) in styles and (datasets is None or name in datasets)
+    }
     for group in spec.get("token_matching") or []:
         if not set(group["datasets"]) <= set(kept):
             kept = {name: recipe for name, recipe in kept.items() if name not in group["datasets"]}
@@ -102,9 +109,11 @@ def only_styles(spec: dict, styles: list[str]) -> dict:
     contrasts = [c for c in spec.get("contrasts") or [] if isinstance(c, list) and set(c) <= names]
     groups = [[n for n in group if n in kept] for group in (spec.get("comparisons") or {}).get("groups") or []]
     matching = [g for g in spec.get("token_matching") or [] if set(g["datasets"]) <= set(kept)]
+    suffix = "_".join(styles) if styles != spec["styles"] else ""
+    suffix += "_cut" if len(kept) < len(spec["datasets"]) else ""
     return {
         **spec,
-        "name": f"{spec['name']}_{'_'.join(styles)}",
+        "name": f"{spec['name']}_{suffix}" if suffix else spec["name"],
         "styles": styles,
         "datasets": kept,
         "contrasts": contrasts,
@@ -113,16 +122,19 @@ def only_styles(spec: dict, styles: list[str]) -> dict:
     }
 
 
-def derived(experiment_path: str, data: Path, shrink: bool, styles: list[str] | None) -> str:
-    """The experiment file, CPU-sized (SHRINK) and/or cut to ``styles``, written into the data folder."""
+def derived(
+    experiment_path: str, data: Path, shrink: bool, styles: list[str] | None, datasets: list[str] | None = None
+) -> str:
+    """The experiment file, CPU-sized (SHRINK) and/or cut to ``styles`` and ``datasets``, written into
+    the data folder."""
     import yaml
 
     def merge(base: dict, change: dict) -> dict:
         return {**base, **{k: merge(base.get(k) or {}, v) if isinstance(v, dict) else v for k, v in change.items()}}
 
     spec = yaml.safe_load(Path(experiment_path).read_text())
-    if styles:
-        spec = only_styles(spec, styles)
+    if styles or datasets:
+        spec = cut(spec, styles, datasets)
     if shrink:
         spec = merge(spec, SHRINK)
         spec["name"] += "_cpu"
@@ -219,6 +231,7 @@ def main() -> None:
     run.add_argument("--stop-after-s", type=float, default=None)
     run.add_argument("--shrink", action="store_true", help="the CPU rehearsal: the same file at tiny sizes")
     run.add_argument("--styles", nargs="+", help="keep only these styles and the arms that need no other")
+    run.add_argument("--datasets", nargs="+", help="keep only these arms (and the contrasts among them)")
     exporter = sub.add_parser("export")
     exporter.add_argument("--data", default="/tmp/gpu_study")
     exporter.add_argument("--out", required=True)
@@ -230,8 +243,10 @@ def main() -> None:
     if args.command == "run":
         from bench.study_run import run_study
 
-        cut = args.shrink or args.styles
-        experiment = derived(args.experiment, Path(args.data), args.shrink, args.styles) if cut else args.experiment
+        changed = args.shrink or args.styles or args.datasets
+        experiment = (
+            derived(args.experiment, Path(args.data), args.shrink, args.styles, args.datasets) if changed else args.experiment
+        )
         _, done = run_study(experiment, Path(args.data), args.stop_after_s)
         print("study complete" if done else "study not complete: run again with the same --data", flush=True)
     elif args.command == "export":
