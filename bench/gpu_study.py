@@ -122,9 +122,7 @@ def cut(spec: dict, styles: list[str] | None = None, datasets: list[str] | None 
     }
 
 
-def derived(
-    experiment_path: str, data: Path, shrink: bool, styles: list[str] | None, datasets: list[str] | None = None
-) -> str:
+def derived(experiment_path: str, data: Path, shrink: bool, styles: list[str] | None, datasets: list[str] | None = None) -> str:
     """The experiment file, CPU-sized (SHRINK) and/or cut to ``styles`` and ``datasets``, written into
     the data folder."""
     import yaml
