@@ -122,9 +122,17 @@ def cut(spec: dict, styles: list[str] | None = None, datasets: list[str] | None 
     }
 
 
-def derived(experiment_path: str, data: Path, shrink: bool, styles: list[str] | None, datasets: list[str] | None = None) -> str:
-    """The experiment file, CPU-sized (SHRINK) and/or cut to ``styles`` and ``datasets``, written into
-    the data folder."""
+def derived(
+    experiment_path: str,
+    data: Path,
+    shrink: bool,
+    styles: list[str] | None,
+    datasets: list[str] | None = None,
+    settings: list[str] | None = None,
+) -> str:
+    """The experiment file, CPU-sized (SHRINK) and/or cut to ``styles`` and ``datasets``, with
+    ``settings`` (``teacher.sampling.n=8``: a dotted key, a YAML value) changed, written into the data
+    folder."""
     import yaml
 
     def merge(base: dict, change: dict) -> dict:
@@ -136,6 +144,15 @@ def derived(experiment_path: str, data: Path, shrink: bool, styles: list[str] | 
     if shrink:
         spec = merge(spec, SHRINK)
         spec["name"] += "_cpu"
+    for setting in settings or []:
+        key, _, value = setting.partition("=")
+        change: dict = {}
+        *parents, leaf = key.split(".")
+        node = change
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+        spec = merge(spec, change)
     data.mkdir(parents=True, exist_ok=True)
     target = data / "experiment.yaml"
     target.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -230,6 +247,7 @@ def main() -> None:
     run.add_argument("--shrink", action="store_true", help="the CPU rehearsal: the same file at tiny sizes")
     run.add_argument("--styles", nargs="+", help="keep only these styles and the arms that need no other")
     run.add_argument("--datasets", nargs="+", help="keep only these arms (and the contrasts among them)")
+    run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="change settings: teacher.sampling.n=8")
     exporter = sub.add_parser("export")
     exporter.add_argument("--data", default="/tmp/gpu_study")
     exporter.add_argument("--out", required=True)
@@ -241,9 +259,11 @@ def main() -> None:
     if args.command == "run":
         from bench.study_run import run_study
 
-        changed = args.shrink or args.styles or args.datasets
+        changed = args.shrink or args.styles or args.datasets or args.set
         experiment = (
-            derived(args.experiment, Path(args.data), args.shrink, args.styles, args.datasets) if changed else args.experiment
+            derived(args.experiment, Path(args.data), args.shrink, args.styles, args.datasets, args.set)
+            if changed
+            else args.experiment
         )
         _, done = run_study(experiment, Path(args.data), args.stop_after_s)
         print("study complete" if done else "study not complete: run again with the same --data", flush=True)
