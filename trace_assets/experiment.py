@@ -158,15 +158,26 @@ class DatasetRecipe(_Section):
       ``style`` that keep the answer and follow the human solution.
     - ``mixture``: ``G`` with ``flawed_fraction`` of its problems given a flawed trace (``flaw``);
       mixtures of one style and flaw are nested (the flawed set at 0.1 is inside the one at 0.25).
+      ``flaw: complete`` with ``flaw_level`` below 1 is a rung of the degradation ladder (a share of
+      each flawed trace's steps corrupted; rungs nest too).
     """
 
     recipe: RecipeKind
     style: str | None = None
     flawed_fraction: float = Field(0.0, ge=0, le=1, description="mixture only: share of problems with a flawed trace")
-    flaw: Literal["wrong", "corrupted", "both"] = Field(
+    flaw: Literal["wrong", "corrupted", "complete", "both"] = Field(
         "wrong",
         description="mixture only. wrong: the style's wrong-answer trace for the problem; corrupted: the G trace with "
-        "the calculation that first yields its answer, and the answer, changed to a wrong value; both: wrong where there is one, else corrupted",
+        "the calculation that first yields its answer, and the answer, changed to a wrong value; complete: the G trace "
+        "with every calculation step corrupted (an operand, the operator and the result) and a wrong answer, for tasks "
+        "with numeric answers (others' problems are excluded as no_flawed_version); both: wrong where there is one, else corrupted",
+    )
+    flaw_level: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="flaw 'complete' only: the share of a trace's calculation steps corrupted (rounded up; the step "
+        "yielding the answer first, so the answer is wrong at every level); 1.0: every step (completely flawed)",
     )
     trim: TrimKind = Field(
         "none",
@@ -207,6 +218,8 @@ class DatasetRecipe(_Section):
             raise ValueError("recipe 'H' (the human solutions) takes no 'style'; use recipe 'H_style' for paraphrases")
         if self.recipe != "mixture" and (self.flawed_fraction != 0 or "flaw" in self.model_fields_set):
             raise ValueError(f"'flawed_fraction' and 'flaw' apply to recipe 'mixture', not '{self.recipe}'")
+        if "flaw_level" in self.model_fields_set and (self.recipe != "mixture" or self.flaw != "complete"):
+            raise ValueError(f"'flaw_level' (the share of steps corrupted) applies to flaw 'complete', not '{self.flaw}'")
         if self.recipe == "mixture" and (self.per_problem != 1 or self.trim != "none"):
             raise ValueError("a mixture takes one trace per problem and is not trimmed (per_problem: 1, trim: none)")
         if self.recipe == "H" and self.trim != "none":
@@ -552,6 +565,20 @@ class Experiment(_Section):
                         f"{what} needs {count} GPUs but gpu.devices lists {len(self.gpu.devices)} "
                         f"({self.gpu.devices}); its steps would wait for cards forever"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _flaws_apply(self) -> Experiment:
+        """A 'complete' mixture corrupts numeric calculations: some task of the study must have numeric answers
+        (the problems of the others are excluded from it, counted as no_flawed_version)."""
+        from trace_assets.tasks import get_task
+
+        complete = [name for name, recipe in self.datasets.items() if recipe.recipe == "mixture" and recipe.flaw == "complete"]
+        if complete and not any(get_task(task).numeric_answers for task in self.problems.tasks):
+            raise ValueError(
+                f"datasets.{complete[0]}: flaw 'complete' corrupts numeric calculation steps, and none of the tasks "
+                f"{self.problems.tasks} has numeric answers; use flaw 'wrong'"
+            )
         return self
 
     @model_validator(mode="after")

@@ -72,6 +72,14 @@ def test_environment_variable_selects_the_file(tmp_path, monkeypatch):
         ("{G: {recipe: G, style: normal, trim_after_answer: true}}", "", "use 'trim: conclusion'"),
         ("{G: {recipe: G, style: normal, match_tokens_with: H}, H: {recipe: H}}", "", "token_matching"),
         ("{G: {recipe: G, style: normal, flaw: wrong}}", "", "apply to recipe 'mixture'"),
+        ("{m: {recipe: mixture, style: normal, flaw: wrnog}}", "", "'wrong', 'corrupted', 'complete' or 'both'"),
+        ("{m: {recipe: mixture, style: normal, flaw: wrong, flaw_level: 0.5}}", "", "applies to flaw 'complete', not 'wrong'"),
+        ("{m: {recipe: mixture, style: normal, flaw: complete, flaw_level: 0}}", "", "flaw_level"),
+        (
+            "{m: {recipe: mixture, style: normal, flaw: complete}}",
+            "problems: {tasks: [math], math: {train: experiments/data/math_train.jsonl, test: experiments/data/math_test.jsonl}}\n",
+            "none of the tasks \\['math'\\] has numeric answers",
+        ),
         ("{H: {recipe: H, trim: conclusion}}", "", "teacher traces"),
         ("{m: {recipe: mixture, style: normal, trim: control}}", "", "not trimmed"),
         ("{H: {recipe: H, pair_correct_wrong: true}}", "", "recipes G, W and mixture"),
@@ -130,8 +138,13 @@ def test_study_experiments_run_as_the_studies_did():
     )
     recipes = sorted(r.recipe for r in study.datasets.values())
     assert recipes.count("G") == recipes.count("W") == recipes.count("H") == recipes.count("H_style") == 1
-    fractions = sorted(r.flawed_fraction for r in study.datasets.values() if r.recipe == "mixture")
+    mixtures = [r for r in study.datasets.values() if r.recipe == "mixture"]
+    assert {r.flaw for r in mixtures} == {"complete"}
+    fractions = sorted(r.flawed_fraction for r in mixtures if r.flaw_level == 1)
     assert fractions == [0, 0.1, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0]
+    assert sorted(r.flaw_level for r in mixtures if r.flaw_level < 1) == [0.25, 0.5, 0.75]
+    mixture_names = [name for name, r in study.datasets.items() if r.recipe == "mixture"]
+    assert {tuple(c) for c in study.contrasts} >= {(name, "H") for name in mixture_names}
     for experiment in (paper, study):
         assert dry_run(experiment).startswith(f"experiment {experiment.name}:")
 

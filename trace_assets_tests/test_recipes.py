@@ -1,3 +1,4 @@
+import json
 import random
 
 import polars as pl
@@ -15,6 +16,7 @@ from trace_assets.datasets.selection import declared_answers, intermediate_quant
 from trace_assets.datasets.stats import gzip_ratio, template_line_share
 from trace_assets.datasets.trimming import find_conclusion
 from trace_assets.experiment import ComparisonsConfig, DatasetRecipe, EligibilityPolicy, TokenMatchGroup
+from trace_assets.tasks import task_of
 
 
 def words(text: str) -> int:
@@ -297,7 +299,7 @@ def test_h_style_must_follow_the_human_solution():
 FRACTIONS = [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]
 
 
-@pytest.mark.parametrize("flaw", ["wrong", "corrupted", "both"])
+@pytest.mark.parametrize("flaw", ["wrong", "corrupted", "complete", "both"])
 def test_mixtures_nest_and_keep_the_same_correct_traces(flaw):
     recipes = {"G": DatasetRecipe(recipe="G", style="normal")}
     recipes |= {
@@ -320,7 +322,7 @@ def test_mixtures_nest_and_keep_the_same_correct_traces(flaw):
             reference = TRAIN.filter(pl.col("problem_id") == row["problem_id"])["answer"][0]
             source = next(s["completion"] for s in SAMPLES if s["trace_id"] == g[row["problem_id"]])
             assert is_flawed_version(source, row["completion"], reference, "hash")
-            assert row["flaw"] == ("corrupted" if flaw == "corrupted" else "wrong")
+            assert row["flaw"] == (flaw if flaw in ("corrupted", "complete") else "wrong")
     assert len(previous) == 20
 
 
@@ -336,6 +338,66 @@ def test_corruption_changes_the_reasoning_and_the_final_answer():
     # a "flaw" that keeps the answer, or only rewrites the answer line, is not a flawed version
     assert not is_flawed_version(text, text.replace("3*4", "4*3"), "17", "hash")
     assert not is_flawed_version(text, text.replace("#### 17", "#### 18"), "17", "hash")
+
+
+def test_completely_flawed_mixtures_and_the_ladder_build_per_task():
+    countdown = {
+        "problem_id": "cd0",
+        "question": "Use 25, 5 and 3 to make 90.",
+        "reference_solution": "25 + 5 = 30\n30 * 3 = 90\n#### (25 + 5) * 3",
+        "answer": "90",
+        "task": "countdown",
+        "task_metadata": json.dumps({"numbers": [25, 5, 3], "target": 90}),
+    }
+    competition = {
+        "problem_id": "math0",
+        "question": "What is half of one?",
+        "reference_solution": "It is \\boxed{\\frac{1}{2}}.",
+        "answer": "\\frac{1}{2}",
+        "task": "math",
+        "task_metadata": json.dumps({"level": 1, "type": "Algebra"}),
+    }
+    gsm = [{**{k: p[k] for k in TRAIN.columns}, "task": "gsm8k", "task_metadata": None} for p in PROBLEMS[:5]]
+    train = pl.DataFrame([*gsm, countdown, competition])
+    rows = [trace(f"{p['problem_id']}-0", p, right(p)) for p in PROBLEMS[:4]]
+    rows += [
+        trace("p04-0", PROBLEMS[4], f"Ava ends with {PROBLEMS[4]['d']} apples.\n#### {PROBLEMS[4]['d']}"),  # no step
+        trace("cd0-0", countdown, "First 25 + 5 = 30, then 30 * 3 = 90.\n#### (25 + 5) * 3"),
+        trace("math0-0", competition, "Half of 1 is 1 / 2 = 0.5.\n#### \\frac{1}{2}"),
+    ]
+    recipes = {
+        "G": DatasetRecipe(recipe="G", style="normal"),
+        "H": DatasetRecipe(recipe="H"),
+        "mix50": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=0.5, flaw="complete"),
+        "deg50": DatasetRecipe(recipe="mixture", style="normal", flawed_fraction=1.0, flaw="complete", flaw_level=0.5),
+    }
+    result = build(recipes, rows, train, comparisons=ComparisonsConfig())
+    SftExampleSchema.validate(result.examples)
+    examples = result.examples
+
+    def problems_of(dataset):
+        return set(examples.filter(pl.col("dataset") == dataset)["problem_id"])
+
+    usable = {"p00", "p01", "p02", "p03", "cd0"}
+    assert problems_of("mix50") == problems_of("deg50") == usable
+    # MATH has no numeric answers to corrupt: the mixtures lack it, and G and H keep it (task by task)
+    assert problems_of("G") == problems_of("H") == usable | {"math0"}
+    excluded = result.exclusions.filter((pl.col("reason") == "no_flawed_version") & (pl.col("dataset") == "deg50"))
+    details = dict(zip(excluded["problem_id"], excluded["detail"]))
+    assert details == {
+        "math0": "flaw 'complete': task 'math' has no numeric answers to corrupt",
+        "p04": "flaw 'complete': no calculation step to corrupt",
+    }
+    ladder = examples.filter(pl.col("dataset") == "deg50")
+    assert ladder["flaw"].to_list() == ["degraded"] * 5 and not ladder["is_correct"].any()
+    mix = examples.filter(pl.col("dataset") == "mix50")
+    assert sorted(mix["flaw"].to_list()) == ["complete"] * 3 + ["none"] * 2  # 0.5 x 5 problems, rounded half up
+    flawed = {row["problem_id"]: row["completion"] for row in examples.filter(pl.col("flaw") != "none").iter_rows(named=True)}
+    countdown_trace = flawed["cd0"]
+    assert (
+        "(25 + 5) * 3" not in countdown_trace
+        and not task_of(countdown).check(task_of(countdown).read(countdown_trace).strict, countdown).correct
+    )
 
 
 # --- 4. trimming and its control --------------------------------------------------------------------

@@ -10,9 +10,12 @@
    ranking; an arm takes the best-ranked eligible ones. Dataset names play no part, so two arms of one
    style take the same traces (a trimmed arm and its source, every mixture and G).
 3. Common problems: the arms of a comparison group keep only the problems where every non-empty arm
-   of the group has an eligible trace; what each arm loses is recorded.
+   of the group has an eligible trace, task by task (an arm with none of a task's problems, such as a
+   'complete' mixture on MBPP, is left out of that task's intersection); what each arm loses is recorded.
 4. Mixtures: flawed problems are a prefix of one seeded problem order, so the flawed set of a smaller
-   fraction is inside that of a larger one and the correct part is the same traces throughout.
+   fraction is inside that of a larger one and the correct part is the same traces throughout. The
+   flawed version is the style's wrong trace (``wrong``) or the correct trace corrupted (``corrupted``:
+   its final step; ``complete``: every step, or ``flaw_level`` of them: ``flaws.degrade``).
 5. Trimming (``trimming``): cut after the conclusion, or (control) remove as many tokens from a random
    span of the reasoning before it.
 6. Token matching (``matching``): per student, under its own tokenizer, the larger datasets of a group
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import polars as pl
 
 from trace_assets.answers import numbers_match
-from trace_assets.datasets.flaws import corrupt_final_step, is_flawed_version
+from trace_assets.datasets.flaws import corrupt_final_step, degrade, is_flawed_version
 from trace_assets.datasets.matching import TokenBudgetError, match_token_totals
 from trace_assets.datasets.schemas import EXCLUSION_REASONS, DatasetExclusionSchema, SftExampleSchema, student_rows
 from trace_assets.datasets.selection import (
@@ -355,11 +358,11 @@ def _draft(
         wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style), policy, train)
         for problem_id in list(arm.chosen):
             source_example = arm.chosen[problem_id][0]
-            flawed = _flawed_version(
-                source_example, wrong.get(problem_id, []), recipe.flaw, train[problem_id], answer_format, seed
+            flawed, why = _flawed_version(
+                source_example, wrong.get(problem_id, []), recipe, train[problem_id], answer_format, seed
             )
             if flawed is None:
-                arm.drop(problem_id, "no_flawed_version", f"flaw '{recipe.flaw}'")
+                arm.drop(problem_id, "no_flawed_version", f"flaw '{recipe.flaw}'" + (f": {why}" if why else ""))
             else:
                 arm.flawed[problem_id] = flawed
 
@@ -404,28 +407,57 @@ def _keep_confident(arm: _Arm, seed: int) -> None:
 
 
 def _flawed_version(
-    source: _Example, wrong: list[_Trace], flaw: str, problem: dict, answer_format: AnswerFormat, seed: int
-) -> _Example | None:
-    """The problem's flawed version under the declared procedure, checked to differ in reasoning and answer.
-    Tasks other than gsm8k have no numeric final step to corrupt: their flawed version is the style's
-    wrong trace, whose declared answer the task's verifier found wrong."""
+    source: _Example, wrong: list[_Trace], recipe: DatasetRecipe, problem: dict, answer_format: AnswerFormat, seed: int
+) -> tuple[_Example | None, str | None]:
+    """The problem's flawed version under the recipe's declared procedure, checked to differ in reasoning
+    and answer, or (None, why not). Tasks other than gsm8k have no numeric answer line to corrupt: their
+    ``wrong`` / ``both`` flawed version is the style's wrong trace, whose declared answer the task's
+    verifier found wrong; ``complete`` corrupts their steps where their reference answers are numbers
+    (Countdown) and the task's verifier must find the corrupted answer wrong."""
+    flaw = recipe.flaw
+    if flaw == "complete":
+        return _completely_flawed(source, recipe.flaw_level, problem, answer_format, seed)
     reference = problem["answer"]
     if task_of(problem).name != "gsm8k":
         candidate = _example(wrong[0], "teacher", flaw="wrong") if flaw in ("wrong", "both") and wrong else None
         if candidate is not None and candidate.final is not None and candidate.completion.strip() != source.completion.strip():
-            return replace(candidate, is_correct=False)
-        return None
+            return replace(candidate, is_correct=False), None
+        return None, None
     if flaw in ("wrong", "both") and wrong:
         candidate = _example(wrong[0], "teacher", flaw="wrong")
         if is_flawed_version(source.completion, candidate.completion, reference, answer_format):
-            return replace(candidate, is_correct=False)
+            return replace(candidate, is_correct=False), None
     if flaw in ("corrupted", "both") and source.final is not None:  # no final answer, no step yielding it
         rng = random.Random(f"{seed}:corrupt:{source.trace_id}")
         corrupted = corrupt_final_step(source.completion, source.final, answer_format, rng)
         if corrupted is not None and is_flawed_version(source.completion, corrupted, reference, answer_format):
             final = declared_answers(corrupted, answer_format).final
-            return replace(source, completion=corrupted, flaw="corrupted", is_correct=False, final=final)
-    return None
+            return replace(source, completion=corrupted, flaw="corrupted", is_correct=False, final=final), None
+    return None, None
+
+
+def _completely_flawed(
+    source: _Example, level: float, problem: dict, answer_format: AnswerFormat, seed: int
+) -> tuple[_Example | None, str | None]:
+    """``flaw: complete``: the source with ``level`` of its calculation steps corrupted and a wrong answer
+    (``flaws.degrade``), or (None, why not): a task without numeric answers, a trace without
+    calculation steps, or a result the check rejects."""
+    task = task_of(problem)
+    if not task.numeric_answers:
+        return None, f"task '{task.name}' has no numeric answers to corrupt"
+    degraded = degrade(source.completion, source.final, level, f"{seed}:complete:{source.trace_id}")
+    if degraded is None:
+        return None, "no calculation step to corrupt"
+    if task.name == "gsm8k":
+        final = declared_answers(degraded, answer_format).final
+        flawed = is_flawed_version(source.completion, degraded, problem["answer"], answer_format)
+    else:
+        declaration, final, correct = task_declaration(degraded, problem, require_declared=True)
+        flawed = final is not None and not correct and len(set(declaration.values)) == 1 and degraded != source.completion
+    if not flawed:
+        return None, "the corrupted trace did not pass the flaw check"
+    kind = "complete" if level == 1 else "degraded"
+    return replace(source, completion=degraded, flaw=kind, is_correct=False, final=final), None
 
 
 def _trim(example: _Example, trim: str, answer_format: AnswerFormat, seed: int, count: Callable[[str], int]) -> _Example | None:
@@ -454,21 +486,29 @@ def _trim(example: _Example, trim: str, answer_format: AnswerFormat, seed: int, 
     )
 
 
-def _intersect(arms: dict[str, _Arm], groups: list[list[str]]) -> None:
-    """Every arm of a group keeps the problems all its non-empty arms have; an empty arm is left out
-    (it is skipped downstream and would otherwise empty the whole group)."""
+def _intersect(arms: dict[str, _Arm], groups: list[list[str]], train: Mapping[str, dict]) -> None:
+    """Every arm of a group keeps, task by task, the problems all its arms with problems of that task
+    have. An arm with none of a task's problems is left out of that task's intersection, as an empty
+    arm is of the group's (it is skipped downstream, and would otherwise empty the group): a 'complete'
+    mixture, which has no MBPP problems, leaves G, W and H their MBPP problems."""
+
+    def task(problem_id: str) -> str:
+        return task_of(train[problem_id]).name
+
     for group in groups:
-        present = [arms[name] for name in group if arms[name].chosen]
-        if len(present) < 2:
-            continue
-        common = set.intersection(*(set(arm.chosen) for arm in present))
-        for arm in present:
-            lost = sorted(set(arm.chosen) - common)
-            arm.problems_lost = len(lost)
-            others = [other.name for other in present if other is not arm]
-            for problem_id in lost:
-                missing = [other.name for other in present if problem_id not in other.chosen]
-                arm.drop(problem_id, "not_in_common_problems", f"no eligible trace in {', '.join(missing or others)}")
+        members = [arms[name] for name in group]
+        for name in sorted({task(p) for arm in members for p in arm.chosen}):
+            present = [arm for arm in members if any(task(p) == name for p in arm.chosen)]
+            if len(present) < 2:
+                continue
+            common = set.intersection(*({p for p in arm.chosen if task(p) == name} for arm in present))
+            for arm in present:
+                lost = sorted(p for p in arm.chosen if task(p) == name and p not in common)
+                arm.problems_lost += len(lost)
+                others = [other.name for other in present if other is not arm]
+                for problem_id in lost:
+                    missing = [other.name for other in present if problem_id not in other.chosen]
+                    arm.drop(problem_id, "not_in_common_problems", f"no eligible trace in {', '.join(missing or others)}")
 
 
 def _apply_flaws(arm: _Arm, seed: int) -> None:
@@ -609,7 +649,7 @@ def build_datasets(
         name: _draft(name, recipe, pools, outside, policy, problems, seed, answer_formats, count_primary)
         for name, recipe in recipes.items()
     }
-    _intersect(arms, comparison_groups(recipes, comparisons))
+    _intersect(arms, comparison_groups(recipes, comparisons), problems)
     for arm in arms.values():
         if arm.recipe.recipe == "mixture":
             _apply_flaws(arm, seed)

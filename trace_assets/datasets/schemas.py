@@ -42,7 +42,7 @@ class SftExampleSchema(pa.DataFrameModel):
     style_version: str = pa.Field(nullable=True)
     is_correct: bool
     conforms: bool = pa.Field(nullable=True)
-    flaw: str = pa.Field(isin=["none", "wrong", "corrupted"])
+    flaw: str = pa.Field(isin=["none", "wrong", "corrupted", "complete", "degraded"])
     trimmed_chars: int = pa.Field(ge=0, description="characters trimming (or its control) removed")
     n_tokens: int = pa.Field(ge=0, description="completion tokens in the tokenizer of `student` (the first student's if null)")
     removed_tokens: int = pa.Field(ge=0, description="tokens trimming or its control removed (first student's tokenizer)")
