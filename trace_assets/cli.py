@@ -43,6 +43,23 @@ def problem_counts(problems) -> tuple[int, int]:
     return sum(n_train for n_train, _ in counts), sum(n_test for _, n_test in counts)
 
 
+def training_runs_per_seed(experiment: Experiment) -> int:
+    """Models trained per student and seed: one per pooled dataset, one per task for each per-task dataset."""
+    per_task = experiment.per_task_datasets()
+    return len(experiment.datasets) - len(per_task) + len(per_task) * len(experiment.problems.tasks)
+
+
+def training_line(experiment: Experiment) -> str:
+    """Which datasets train per task (one model per task) and which pooled, for the dry-run's header."""
+    per_task = [name for name in experiment.datasets if name in experiment.per_task_datasets()]
+    if not per_task:
+        return "  training: pooled (one model per dataset, student and seed on every task's examples)"
+    pooled = [name for name in experiment.datasets if name not in per_task]
+    tasks = experiment.problems.tasks
+    line = f"  training per task ({len(tasks)} models per dataset, student and seed: {', '.join(tasks)}): {', '.join(per_task)}"
+    return line + (f"; pooled: {', '.join(pooled)}" if pooled else "")
+
+
 def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     rates = rates or load_rates()
     problems = experiment.problems
@@ -72,11 +89,14 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     seeds = len(experiment.training.seeds)
     all_evals = 0
     tokens_per_dataset = n_train * trace_tokens * experiment.training.epochs
+    # A per-task dataset trains one model per task on that task's share of the examples (the same tokens in all),
+    # and each model answers its own task's test problems (the same answers in all, more checkpoints to load).
+    models_per_seed = training_runs_per_seed(experiment)
     for name, student in experiment.students.items():
         billions = model_billions(student.model)
         processes = experiment.training.processes
         train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
-        runs = len(experiment.datasets) * seeds
+        runs = models_per_seed * seeds
         rows.append(
             {
                 "asset": f"checkpoints[*|{name}]",
@@ -85,8 +105,8 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 "gpus": processes,
             }
         )
-        checkpoints = len(experiment.datasets) * seeds + 1  # the base model is evaluated too
-        evals = checkpoints * n_test
+        checkpoints = runs + 1  # the base model is evaluated too
+        evals = (len(experiment.datasets) * seeds + 1) * n_test
         all_evals += evals
         rows.append(
             {
@@ -128,7 +148,8 @@ def dry_run(experiment: Experiment, rates: Rates | None = None) -> str:
     width = max(len(r["asset"]) for r in rows)
     lines = [
         f"experiment {experiment.name}: {len(experiment.styles)} styles, {len(experiment.datasets)} datasets, "
-        f"{len(experiment.students)} students, seeds {experiment.training.seeds}"
+        f"{len(experiment.students)} students, seeds {experiment.training.seeds}",
+        training_line(experiment),
     ]
     lines += [
         f"  {r['asset']:<{width}}  {r['work']:<48}  ~{r['gpu_hours']:8.2f} GPU h  "

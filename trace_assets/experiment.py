@@ -195,6 +195,12 @@ class DatasetRecipe(_Section):
     pair_correct_wrong: bool = Field(
         False, description="G/W/mixture: only problems where the style has both an eligible right and an eligible wrong trace"
     )
+    per_task: bool | None = Field(
+        None,
+        description="true: one model per task, each trained on this dataset's examples of that task alone and "
+        "evaluated on that task's test problems; false: one model on every task's examples (pooled); null: as "
+        "training.per_task says",
+    )
     replicate_of: str | None = Field(
         None,
         description="an A/A control: the same examples as this dataset, trained again with other training seeds "
@@ -344,6 +350,11 @@ class TrainingConfig(_Section):
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     curriculum: bool = False
     processes: int = Field(1, ge=1, description="data-parallel SFT processes (one GPU each), launched with torchrun")
+    per_task: bool = Field(
+        False,
+        description="train every dataset per task: one model per task on that task's examples alone, evaluated on "
+        "that task's test problems only (a dataset's own per_task overrides this); false: one model on all tasks pooled",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -715,6 +726,13 @@ class Experiment(_Section):
             count[source] = count.get(source, 0) + 1
             offsets[name] = REPLICATE_SEED_OFFSET * count[source]
         return offsets
+
+    def per_task_datasets(self) -> frozenset[str]:
+        """Datasets trained per task (one model per task): their own ``per_task``, else ``training.per_task``."""
+        default = self.training.per_task
+        return frozenset(
+            name for name, recipe in self.datasets.items() if (default if recipe.per_task is None else recipe.per_task)
+        )
 
     def reviser(self) -> ModelConfig:
         """The model that revises styles: ``revision.reviser``, else the teacher."""

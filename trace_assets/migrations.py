@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BASELINE_VERSION = 1  # files written before the version was recorded
 VERSION_TABLE = "schema_version"
 
@@ -74,8 +74,27 @@ def _v3_to_v4(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("CREATE TABLE round_styles AS SELECT * FROM migrated")
 
 
+def _v4_to_v5(connection: duckdb.DuckDBPyConnection) -> None:
+    """Per-task training: checkpoints and training-log rows name the task a run learnt alone (null: every
+    run so far was pooled); evaluations and accuracies say how the answering model was trained (``none`` for
+    the untrained students, ``pooled`` for every other). The loop's round tables, which keep ``round_key``
+    (and ``split``) last, are rebuilt in the order the IO manager writes."""
+    tables = _main_tables(connection)
+    kind = "CASE WHEN dataset IN ('base', 'base_few_shot') THEN 'none' ELSE 'pooled' END"
+    for table in {"checkpoints", "training_log", "round_checkpoints"} & tables:
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN task VARCHAR")
+    for table in {"eval_results", "accuracy", "round_evals"} & tables:
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN training VARCHAR")
+        connection.execute(f"UPDATE {table} SET training = {kind}")
+    for table, last in (("round_checkpoints", "round_key"), ("round_evals", "round_key, split")):
+        if table in tables:
+            connection.execute(f"CREATE TABLE {table}_v5 AS SELECT * EXCLUDE ({last}), {last} FROM {table}")
+            connection.execute(f"DROP TABLE {table}")
+            connection.execute(f"ALTER TABLE {table}_v5 RENAME TO {table}")
+
+
 # MIGRATIONS[n] turns a version-n file into a version-(n + 1) file.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 class SchemaVersionError(RuntimeError):

@@ -31,8 +31,9 @@ def png_markdown(png: bytes, title: str) -> str:
 def loss_curves_png(log: pl.DataFrame) -> bytes:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for (dataset, student, seed), group in log.sort("step").group_by(["dataset", "student", "seed"], maintain_order=True):
-        label = f"{dataset}/{student}/s{seed}"
+    runs = log.sort("step").group_by(["dataset", "student", "seed", "task"], maintain_order=True)
+    for (dataset, student, seed, task), group in runs:
+        label = f"{dataset}/{student}/s{seed}" + (f"/{task}" if task else "")  # a per-task run names its task
         train = group.filter(pl.col("train_loss").is_not_null())
         evals = group.filter(pl.col("eval_loss").is_not_null())
         line = ax.plot(train["step"], train["train_loss"], label=f"{label} train")[0] if train.height else None

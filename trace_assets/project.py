@@ -90,7 +90,13 @@ def build_assets(experiment: Experiment) -> list:
                 experiment.datasets, experiment.dataset_rules(), experiment.seed, experiment.students, datasets
             ),
             build_trace_stats_asset(experiment.students, datasets),
-            build_checkpoints_asset(experiment.students, experiment.training, models, experiment.training_seed_offsets()),
+            build_checkpoints_asset(
+                experiment.students,
+                experiment.training,
+                models,
+                experiment.training_seed_offsets(),
+                experiment.per_task_datasets(),
+            ),
             build_eval_results_asset(experiment.students, experiment.evaluation, experiment.seed, models),
             build_failure_modes_asset(experiment.judge),
             build_accuracy_asset(experiment.seed, experiment.dataset_keys(), experiment.statistics.seed_sd),

@@ -40,3 +40,28 @@ def test_dry_run_of_the_paper_experiment():
     lines = [line for line in output.splitlines() if "detectable difference" in line]
     assert len(lines) == planned and all("seeds per arm for 3 points" in line for line in lines)
     assert "declared statistics.seed_sd" in output and "Holm over 40" in output
+
+
+def test_dry_run_counts_one_run_per_task_for_datasets_trained_per_task():
+    """shape_of_thought.yaml trains per task: datasets x 4 tasks x 3 seeds runs a student, with the same
+    training tokens and answers to generate as pooled; a dataset's own per_task overrides the experiment's."""
+    from trace_assets.cli import training_line
+
+    experiment = load_experiment(PROJECT_ROOT / "experiments" / "shape_of_thought.yaml")
+    assert experiment.training.per_task and experiment.per_task_datasets() == set(experiment.datasets)
+    pooled = experiment.model_copy(update={"training": experiment.training.model_copy(update={"per_task": False})})
+    first, *others = pooled.datasets
+    one = pooled.model_copy(
+        update={"datasets": {**pooled.datasets, first: pooled.datasets[first].model_copy(update={"per_task": True})}}
+    )
+    rows = {
+        name: {row["asset"]: row for row in plan(e)} for name, e in (("per_task", experiment), ("pooled", pooled), ("one", one))
+    }
+    runs = {name: r["checkpoints[*|qwen1_5b]"]["work"].split(" runs")[0] for name, r in rows.items()}
+    n, tasks, seeds = len(experiment.datasets), len(experiment.problems.tasks), len(experiment.training.seeds)
+    assert (tasks, seeds) == (4, 3)
+    assert runs == {"per_task": str(n * tasks * seeds), "pooled": str(n * seeds), "one": str((n - 1 + tasks) * seeds)}
+    evals = {r["eval_results[*|qwen1_5b]"]["work"] for r in rows.values()}
+    assert len(evals) == 1  # every test problem answered once per arm and seed either way
+    assert training_line(one).endswith(f": {first}; pooled: {', '.join(others)}")
+    assert "pooled" in training_line(pooled) and "per task" not in training_line(pooled)

@@ -59,7 +59,7 @@ def test_opening_a_v1_database_migrates_it_to_the_current_schema_keeping_every_r
     cache records per-token log-probabilities, null for rows generated before."""
     before = contents(v1_database)
     with connect(v1_database) as db:
-        assert stored_version(db) == SCHEMA_VERSION == 4
+        assert stored_version(db) == SCHEMA_VERSION == 5
         cache = db.execute("SELECT * EXCLUDE (token_logprobs, token_ends) FROM generation_cache").fetchall()
         recorded = db.execute("SELECT count(*) FROM generation_cache WHERE token_logprobs IS NOT NULL").fetchone()[0]
     assert sorted(cache, key=repr) == before["generation_cache"] and recorded == 0
@@ -79,7 +79,7 @@ def test_opening_a_v1_database_migrates_it_to_the_current_schema_keeping_every_r
     from trace_assets.tables import polars_schema
 
     assert columns == list(polars_schema(ProblemSchema))  # the IO manager can write the migrated table again
-    assert versions(v1_database) == [2, 3, 4]
+    assert versions(v1_database) == [2, 3, 4, 5]
     # the generation cache in it is still served as such, without log-probabilities
     cached = cached_completions(v1_database, ["hash00", "hash04"])
     assert sorted(cached) == [("hash00", 0), ("hash00", 1), ("hash04", 0), ("hash04", 1)]
@@ -205,4 +205,44 @@ def test_a_v3_round_styles_table_keeps_its_styles_as_style_prompts_columns(tmp_p
         None,
     ]
     assert style_from_row(row).spec == original.spec
-    assert versions(path) == [3, 4]
+    assert versions(path) == [3, 4, 5]
+
+
+def test_a_v4_database_marks_every_run_pooled_and_every_evaluation_pooled_or_untrained(tmp_path):
+    """v5: checkpoints and training logs name a per-task run's task (null: every run so far was pooled);
+    evaluations and accuracies say how the answering model was trained; every table, the loop's round
+    tables included, ends up in the column order the IO manager writes."""
+    import polars as pl
+
+    from trace_assets.evaluation.schemas import EvalResultSchema
+    from trace_assets.loop.schemas import RoundCheckpointSchema, RoundEvalSchema
+    from trace_assets.reporting.schemas import AccuracySchema
+    from trace_assets.tables import polars_schema
+    from trace_assets.training.schemas import CheckpointSchema, TrainingLogSchema
+
+    models = {
+        "checkpoints": (CheckpointSchema, "task"),
+        "training_log": (TrainingLogSchema, "task"),
+        "eval_results": (EvalResultSchema, "training"),
+        "accuracy": (AccuracySchema, "training"),
+        "round_checkpoints": (RoundCheckpointSchema, "task"),
+        "round_evals": (RoundEvalSchema, "training"),
+    }
+    path = tmp_path / "trace_assets.duckdb"
+    with duckdb.connect(str(path)) as db:
+        for table, (model, added) in models.items():
+            old = {name: dtype for name, dtype in polars_schema(model).items() if name != added}  # the v4 columns
+            frame = pl.DataFrame([{"dataset": "base"}, {"dataset": "mix0"}], schema=old)  # noqa: F841
+            db.execute(f"CREATE TABLE {table} AS SELECT * FROM frame")
+        db.execute(f"CREATE TABLE {VERSION_TABLE} (version INTEGER, recorded_at TIMESTAMP DEFAULT current_timestamp)")
+        db.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (4)")
+    with connect(path) as db:
+        tables = {table: db.execute(f"SELECT * FROM {table} ORDER BY dataset").pl() for table in models}
+    for table, (model, _) in models.items():
+        assert tables[table].columns == list(polars_schema(model)), table
+        assert tables[table].height == 2
+    for table in ("checkpoints", "training_log", "round_checkpoints"):
+        assert tables[table]["task"].to_list() == [None, None]
+    for table in ("eval_results", "accuracy", "round_evals"):
+        assert tables[table]["training"].to_list() == ["none", "pooled"]
+    assert versions(path) == [4, 5]

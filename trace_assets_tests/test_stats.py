@@ -97,8 +97,10 @@ def test_seed_accuracies_and_summary_columns():
         "ci_low",
         "ci_high",
         "accuracy_strict",
+        "training",
     ]
     assert summary["accuracy_strict"].is_null().all()  # these results carry no strict column
+    assert summary["training"].is_null().all()  # ... nor how their models were trained
     a = summary.row(by_predicate=pl.col("dataset") == "A", named=True)
     assert a["n"] == 200 and a["n_seeds"] == 3
     assert a["accuracy"] == pytest.approx(per_seed.filter(pl.col("dataset") == "A")["accuracy"].mean())
@@ -108,6 +110,9 @@ def test_seed_accuracies_and_summary_columns():
     assert base["sd_seeds"] == 0.0  # identical answers for every seed: no training noise
     strict = accuracy_summary(evals.with_columns(pl.lit(True).alias("is_correct_strict")))
     assert strict["accuracy_strict"].to_list() == [1.0, 1.0]
+    kind = pl.when(pl.col("dataset") == "base").then(pl.lit("none")).otherwise(pl.lit("per_task"))
+    labelled = accuracy_summary(evals.with_columns(kind.alias("training")))
+    assert dict(labelled.select("dataset", "training").iter_rows()) == {"A": "per_task", "base": "none"}
 
 
 def test_training_noise_widens_the_interval():

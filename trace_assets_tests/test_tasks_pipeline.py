@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+import yaml
 
 from trace_assets.demo import STAGES, run_stage
 from trace_assets.experiment import PROJECT_ROOT, load_experiment
@@ -128,12 +129,23 @@ evaluation: {{max_tokens: 16, few_shot_k: 1}}
     return path
 
 
-# All four tasks in one study (every task's path through every asset), and Countdown alone (a study without GSM8K).
+def train_per_task(path: Path, dataset: str) -> Path:
+    """The experiment file at ``path`` with ``dataset`` trained per task (the others stay pooled)."""
+    spec = yaml.safe_load(path.read_text())
+    spec["datasets"][dataset]["per_task"] = True
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+# All four tasks in one study (every task's path through every asset; G trained per task, the other arms
+# pooled), and Countdown alone (a study without GSM8K).
 @pytest.mark.parametrize("tasks", [["gsm8k", "countdown", "math", "mbpp"], ["countdown"]], ids="+".join)
 def test_whole_graph_runs_on_each_task(tmp_path, tiny_model, instance, tasks):
     from trace_assets.inputs import check_inputs
 
-    experiment = check_inputs(load_experiment(write_task_experiment(tmp_path, tiny_model, tasks)))
+    path = write_task_experiment(tmp_path, tiny_model, tasks)
+    per_task = len(tasks) > 1
+    experiment = check_inputs(load_experiment(train_per_task(path, "G") if per_task else path))
     defs, database = run_scripted_graph(experiment, tmp_path / "data", instance)
 
     with duckdb.connect(str(database), read_only=True) as db:
@@ -167,3 +179,29 @@ def test_whole_graph_runs_on_each_task(tmp_path, tiny_model, instance, tasks):
     report = (tmp_path / "data" / "report" / "report.md").read_text()
     assert "## Results per task" in report and all(f"### {task}: planned contrasts" in report for task in tasks)
     assert ("### math: accuracy per type" in report) == ("math" in tasks)
+    if per_task:
+        assert_trained_per_task(database, "G", tasks, report)
+
+
+def assert_trained_per_task(database: Path, dataset: str, tasks: list[str], report: str) -> None:
+    """``dataset`` trained one model per task, each answering only its own task's problems, and every
+    table and the report say so; the pooled arms beside it trained one model each, as before."""
+    with duckdb.connect(str(database), read_only=True) as db:
+        checkpoints = db.sql("SELECT * FROM checkpoints WHERE status = 'trained'").pl()
+        evals = db.sql(
+            "SELECT e.*, c.task AS model_task FROM eval_results e JOIN checkpoints c ON c.content_hash = e.checkpoint_hash"
+        ).pl()
+        logs = db.sql("SELECT DISTINCT dataset, task FROM training_log").pl()
+        accuracy = db.sql("SELECT dataset, training FROM accuracy").pl()
+    runs = checkpoints.filter(pl.col("dataset") == dataset)
+    assert sorted(runs["task"]) == sorted(tasks) and runs["content_hash"].n_unique() == len(tasks)
+    assert checkpoints.filter(pl.col("dataset") != dataset)["task"].null_count() == checkpoints.height - len(tasks)
+    answered = evals.filter(pl.col("dataset") == dataset)
+    assert (answered["model_task"] == answered["task"]).all()  # each model answered its own task only
+    assert answered.height == evals.filter(pl.col("dataset") == "W").height  # every problem once, as a pooled arm
+    assert set(logs.filter(pl.col("dataset") == dataset)["task"]) == set(tasks)
+    training = dict(accuracy.iter_rows())
+    assert training[dataset] == "per_task" and training["W"] == training["H"] == "pooled" and training["base"] == "none"
+    assert set(evals.filter(pl.col("dataset") == "W")["training"]) == {"pooled"}
+    results = report.split("## Accuracy by student and dataset", 1)[1].split("##", 1)[0]
+    assert f"| {dataset} | per_task |" in results and "| W | pooled |" in results and "| base | none |" in results

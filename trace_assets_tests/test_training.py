@@ -192,3 +192,78 @@ def test_the_loss_is_logged_every_logging_steps_and_at_the_end_and_it_is_not_par
     key = lambda c: checkpoint_key(tiny_model, tmp_path, _rows(10), c, 0)  # noqa: E731
     assert key(config) == key(every_step)
     assert key(config) != key(config.model_copy(update={"learning_rate": 1e-3}))
+
+
+def test_pooled_training_keeps_the_key_it_had_before_per_task_training_existed(tmp_path):
+    """The experiment's per_task switch is not part of the training key, so pooled checkpoints trained
+    before it existed are reused: the key below is what the code gave before the switch was added."""
+    from trace_assets.experiment import TrainingConfig
+    from trace_assets.training.step import checkpoint_key
+
+    rows = [{"example_id": f"e{i}", "prompt": f"q{i}", "completion": f"a{i} #### {i}"} for i in range(3)]
+    for config in (TrainingConfig(), TrainingConfig(per_task=True)):
+        assert checkpoint_key("Qwen/Qwen2.5-0.5B", tmp_path, rows, config, 0) == "19f80b2a368c"
+
+
+def test_a_per_task_dataset_trains_one_model_per_task_on_that_tasks_examples_alone(tmp_path, monkeypatch):
+    """A per-task dataset: one run per task and seed on that task's examples only (a task without
+    examples: skipped_empty), its rows naming the task; a pooled dataset beside it: one run on all, as before."""
+    from pathlib import Path
+
+    import polars as pl
+
+    from trace_assets.experiment import StudentConfig, TrainingConfig
+    from trace_assets.resources import DataResource, GPUResource
+    from trace_assets.training import step
+    from trace_assets.training.sft import TrainResult
+
+    problems = pl.DataFrame(
+        {
+            "problem_id": ["g1", "g2", "c1", "m1"],
+            "task": ["gsm8k", "gsm8k", "countdown", "math"],
+            "difficulty": [1, 2, 3, 4],
+        }
+    )
+    examples = pl.DataFrame(
+        [
+            {"dataset": dataset, "student": None, "problem_id": p, "example_id": f"{dataset}:{p}", "prompt": p, "completion": "c"}
+            for dataset in ("G", "P")
+            for p in ("g1", "g2", "c1")  # no math example
+        ]
+    )
+    seen = []
+
+    def fake_train(gpu, run, config, log):
+        Path(run.output_dir).mkdir(parents=True)
+        seen.append((run.output_dir, sorted(e["problem_id"] for e in run.examples)))
+        return TrainResult(run.output_dir, f"hash{len(seen)}", len(run.examples), 0, 10, 0.1, [{"step": 1, "train_loss": 1.0}])
+
+    monkeypatch.setattr(step, "train", fake_train)
+    model = tmp_path / "model"
+    model.mkdir()
+    data = DataResource(data_dir=str(tmp_path / "data"))
+    config = TrainingConfig(seeds=[0, 1])
+    run = step.train_checkpoints(
+        GPUResource(), data, config, {"tiny": StudentConfig(model=str(model))}, examples, problems,
+        ["base", "G", "P"], tmp_path / "ckpt", lambda _: None, per_task={"G"},
+    )  # fmt: skip
+    rows = {(r["dataset"], r["seed"], r["task"]): r for r in run.rows}
+    assert sorted(rows) == sorted(
+        [("base", s, None) for s in (0, 1)]
+        + [("G", s, t) for s in (0, 1) for t in ("countdown", "gsm8k", "math")]
+        + [("P", s, None) for s in (0, 1)]
+    )
+    assert rows[("G", 0, "math")]["status"] == "skipped_empty" and rows[("base", 0, None)]["status"] == "base"
+    assert {r["status"] for k, r in rows.items() if k[0] != "base" and k[2] != "math"} == {"trained"}
+    trained = dict(seen)
+    pooled = step.training_examples(examples, "P", "tiny", problems)
+    key = step.checkpoint_key(str(model), data.path, pooled, config, 0)
+    # the pooled run: every example, in the folder and under the key it always had
+    assert trained[str(tmp_path / "ckpt" / "P" / "tiny" / f"seed0-{key}")] == ["c1", "g1", "g2"]
+    # the per-task runs: each task's examples alone, in a folder of its task
+    for seed, task, ids in ((0, "gsm8k", ["g1", "g2"]), (1, "countdown", ["c1"])):
+        path = Path(rows[("G", seed, task)]["path"])
+        assert path.parent == tmp_path / "ckpt" / "G" / "tiny" / task and trained[str(path)] == ids
+    assert rows[("G", 0, "countdown")]["train_examples"] == 1 and rows[("G", 0, "gsm8k")]["train_examples"] == 2
+    assert {(r["dataset"], r["task"]) for r in run.log} == {("G", "gsm8k"), ("G", "countdown"), ("P", None)}
+    assert '"per_task"' not in rows[("P", 0, None)]["config"]  # the row's task says how it was trained

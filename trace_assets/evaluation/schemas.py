@@ -6,6 +6,12 @@ from pandera.api.polars.types import PolarsData
 
 from trace_assets.tasks.registry import TASKS
 
+# How the model that answered was fine-tuned (eval_results.training, accuracy.training).
+POOLED = "pooled"  # one model trained on every task's examples
+PER_TASK = "per_task"  # one model per task, trained on that task's examples alone, answering only that task
+UNTRAINED = "none"  # the base student as it is
+TRAINING_KINDS = (POOLED, PER_TASK, UNTRAINED)
+
 
 class EvalResultSchema(pa.DataFrameModel):
     """A student's greedy answer to one test problem."""
@@ -28,6 +34,10 @@ class EvalResultSchema(pa.DataFrameModel):
     hit_length_limit: bool
     degenerate_loop: bool
     task: str = pa.Field(description="the problem's task (problems.task)")
+    training: str = pa.Field(
+        isin=list(TRAINING_KINDS),
+        description="pooled: one model trained on every task; per_task: a model trained on this row's task alone; none: untrained",
+    )
 
     @pa.check("task")
     @classmethod

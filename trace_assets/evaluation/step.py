@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from trace_assets.evaluation.build import eval_rows, few_shot_examples
-from trace_assets.evaluation.schemas import EvalResultSchema
+from trace_assets.evaluation.schemas import PER_TASK, POOLED, UNTRAINED, EvalResultSchema
 from trace_assets.experiment import BASE_DATASET, BASE_FEW_SHOT, EvaluationConfig, StudentConfig
 from trace_assets.generation.cached import CachedGeneration, prompt_request
 from trace_assets.generation.types import ModelSpec, Sampling
@@ -36,9 +36,9 @@ def evaluate(
     log: Callable[[str], None] = print,
 ) -> Evaluation:
     """Greedy answers of each trained (and each untrained base) checkpoint of ``checkpoints`` to every
-    problem of ``splits``, prompted as ``settings.prompt_format`` says (the few-shot baseline always
-    few-shot, the zero-shot baseline never). vLLM starts one engine per architecture and loads each
-    further checkpoint's weights into it."""
+    problem of ``splits`` (a per-task checkpoint, one with a ``task``: to its own task's problems only),
+    prompted as ``settings.prompt_format`` says (the few-shot baseline always few-shot, the zero-shot
+    baseline never). vLLM starts one engine per architecture and loads each further checkpoint's weights into it."""
     train = problems.filter(pl.col("split") == "train")
     questions = {split: problems.filter(pl.col("split") == split) for split in splits}
     # Few-shot exemplars come from the train problems of the asked problem's own task.
@@ -57,18 +57,32 @@ def evaluate(
         sampling = Sampling(temperature=0.0, max_tokens=settings.max_tokens, n=1, seed=checkpoint["seed"])
         tokenizer = load_tokenizer(checkpoint["path"])
         for split, frame in questions.items():
+            if checkpoint.get("task"):
+                frame = frame.filter(pl.col("task") == checkpoint["task"])
+                if frame.is_empty():  # its task has no problems in this split
+                    continue
             requests = {
                 row["problem_id"]: prompt_request(
                     student_prompt(row["question"], tokenizer, shots.get(row["task"], [])), checkpoint["content_hash"], sampling
                 )
                 for row in frame.iter_rows(named=True)
             }
-            evaluated.append((checkpoint, split, requests))
+            evaluated.append((checkpoint, split, frame, requests))
             jobs.append((spec, sampling, list(requests.values())))
     results = generation.generate_many(jobs, log) if jobs else []
     frames: dict[str, list[pl.DataFrame]] = {split: [] for split in splits}
-    for (checkpoint, split, requests), result in zip(evaluated, results):
-        base = {key: checkpoint[key] for key in ("dataset", "student", "seed")} | {"checkpoint_hash": checkpoint["content_hash"]}
-        frames[split].append(eval_rows(questions[split], requests, result.completions, base))
+    for (checkpoint, split, frame, requests), result in zip(evaluated, results):
+        base = {key: checkpoint[key] for key in ("dataset", "student", "seed")} | {
+            "checkpoint_hash": checkpoint["content_hash"],
+            "training": training_kind(checkpoint),
+        }
+        frames[split].append(eval_rows(frame, requests, result.completions, base))
     answers = {split: pl.concat(parts) if parts else empty_frame(EvalResultSchema) for split, parts in frames.items()}
     return Evaluation(answers, results)
+
+
+def training_kind(checkpoint: dict) -> str:
+    """How a checkpoints row's model was fine-tuned: untrained, on one task (it has a ``task``), or on all pooled."""
+    if checkpoint["status"] == "base":
+        return UNTRAINED
+    return PER_TASK if checkpoint.get("task") else POOLED

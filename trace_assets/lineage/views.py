@@ -15,8 +15,8 @@ LINEAGE_VIEWS = {
     """,
     # Which dataset and checkpoint produced an eval row.
     "eval_lineage": """
-        SELECT r.dataset, r.student, r.seed, r.problem_id, r.is_correct, r.extracted_answer,
-               c.status AS checkpoint_status, c.path AS checkpoint_path, c.content_hash AS checkpoint_hash,
+        SELECT r.dataset, r.student, r.seed, r.problem_id, r.is_correct, r.extracted_answer, r.training,
+               c.task AS checkpoint_task, c.status AS checkpoint_status, c.path AS checkpoint_path, c.content_hash AS checkpoint_hash,
                c.base_model, c.config AS training_config, c.train_examples, c.train_tokens
         FROM eval_results r
         JOIN checkpoints c ON c.content_hash = r.checkpoint_hash AND c.dataset = r.dataset
@@ -31,7 +31,7 @@ LINEAGE_VIEWS = {
         SELECT 'teacher_traces' AS table_name, trace_id AS row_id, style, style_version FROM teacher_traces
         UNION ALL SELECT 'judged_traces', trace_id, style, style_version FROM judged_traces
         UNION ALL SELECT 'sft_examples', example_id, style, style_version FROM sft_examples WHERE style_version IS NOT NULL
-        UNION ALL SELECT 'checkpoints', c.dataset || '|' || c.student || '|' || c.seed, NULL, d.style_version
+        UNION ALL SELECT 'checkpoints', c.dataset || '|' || c.student || '|' || c.seed || coalesce('|' || c.task, ''), NULL, d.style_version
             FROM checkpoints c JOIN dataset_versions d USING (dataset)
         UNION ALL SELECT 'eval_results', r.dataset || '|' || r.student || '|' || r.seed || '|' || r.problem_id, NULL, d.style_version
             FROM eval_results r JOIN dataset_versions d USING (dataset)

@@ -62,6 +62,13 @@ class StudyTables:
     problems: pl.DataFrame | None = None  # for per-task breakdowns (MATH level and type)
 
 
+TRAINING_NOTE = (
+    "`training` says which model answered: `pooled`, one model per seed fine-tuned on every task's examples; "
+    "`per_task`, one model per task and seed, fine-tuned on that task's examples alone and answering only that "
+    "task's problems (a per-task arm's pooled accuracy is its task models' together); `none`, the untrained student."
+)
+
+
 def table(frame: pl.DataFrame) -> str:
     return markdown_table(frame, digits=3) if frame.height else "_(none)_"
 
@@ -89,6 +96,7 @@ def results_table(accuracy: pl.DataFrame) -> pl.DataFrame:
     return accuracy.select(
         "student",
         "dataset",
+        "training",
         "n",
         "n_seeds",
         pl.struct("accuracy", "sd_seeds")
@@ -176,6 +184,7 @@ def _grouped_accuracy(evals: pl.DataFrame, column: str) -> pl.DataFrame:
             column,
             "student",
             "dataset",
+            "training",
             "n",
             "accuracy",
             _interval_column(),
@@ -197,6 +206,7 @@ def task_sections(
         "## Results per task",
         "Every statistic above pools the tasks' test problems; here each task is its own study: the same "
         "estimator per task, and the planned contrasts Holm-adjusted within each task.",
+        TRAINING_NOTE,
         table(_grouped_accuracy(evals, "task")),
     ]
     for task in tasks:
@@ -365,7 +375,7 @@ def build_report(
     )
     budgets = tables.trace_stats.select("dataset", "student", "n_examples", "total_tokens", "mean_tokens", "nll_before")
     trained = tables.checkpoints.filter(pl.col("status") == "trained").select(
-        "dataset", "student", "seed", "train_examples", "train_tokens", "wall_s"
+        "dataset", "student", "seed", "task", "train_examples", "train_tokens", "wall_s"
     )
     points = accuracy.join(tables.trace_stats.select("dataset", "student", "nll_before"), on=["dataset", "student"]).drop_nulls(
         "nll_before"
@@ -385,6 +395,7 @@ def build_report(
         "## Accuracy by student and dataset",
         f"Method: {METHOD}.",
         table(results_table(accuracy)),
+        TRAINING_NOTE,
         "`accuracy` counts the declared answer, else the flexible reading; `accuracy_strict` only the `#### N` "
         f"line the prompt asks for. Formats each reading accepts:\n{formats}",
         "## Baselines: the untrained students",

@@ -43,6 +43,11 @@ class AccuracySchema(pa.DataFrameModel):
     accuracy_strict: float = pa.Field(
         ge=0, le=1, nullable=True, description="accuracy counting only the `#### N` line the prompt asks for"
     )
+    training: str = pa.Field(
+        nullable=True,
+        description="pooled: one model per seed trained on every task; per_task: one per task and seed, each answering "
+        "its own task's problems; none: untrained (eval_results.training)",
+    )
 
     class Config:
         strict = True

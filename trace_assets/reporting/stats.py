@@ -580,7 +580,8 @@ def accuracy_summary(eval_results: pl.DataFrame, seed: int = 0, settings: NoiseS
     Columns: dataset, student, n (problems answered by every seed), n_seeds, accuracy (mean over seeds
     and problems), sd_seeds (standard deviation of the per-seed accuracies; null with one seed), ci_low,
     ci_high (``METHOD``; null when n < 2; conditional on the run when its training noise is unknown, see
-    ``noise_table``), accuracy_strict (mean of ``is_correct_strict``; null when that column is absent): the
+    ``noise_table``), accuracy_strict (mean of ``is_correct_strict``; null when that column is absent), training
+    (pooled, per_task or none: how the answering models were trained; null when that column is absent): the
     ``accuracy`` table's ``AccuracySchema``. Sorted by student, then accuracy descending. ``seed`` is
     accepted for call compatibility; nothing is random.
     """
@@ -595,6 +596,12 @@ def accuracy_summary(eval_results: pl.DataFrame, seed: int = 0, settings: NoiseS
             .iter_rows()
         }
         rows = [{**row, "accuracy_strict": strict[(row["dataset"], row["student"])]} for row in rows]
+    if "training" in eval_results.columns:
+        kinds = {
+            (d, s): ", ".join(sorted(k))
+            for d, s, k in eval_results.group_by(["dataset", "student"]).agg(pl.col("training").unique()).iter_rows()
+        }
+        rows = [{**row, "training": kinds[(row["dataset"], row["student"])]} for row in rows]
     return frame_of(rows, AccuracySchema).sort(["student", "accuracy"], descending=[False, True])
 
 

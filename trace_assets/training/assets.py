@@ -1,4 +1,4 @@
-"""``checkpoints`` and ``training_log``: one fine-tuned student per dataset x student x seed."""
+"""``checkpoints`` and ``training_log``: one fine-tuned student per dataset x student x seed (x task, per task)."""
 
 import dagster as dg
 import polars as pl
@@ -23,8 +23,10 @@ def build_checkpoints_asset(
     config: TrainingConfig,
     partitions: dg.MultiPartitionsDefinition,
     seed_offsets: dict[str, int] | None = None,
+    per_task: frozenset[str] = frozenset(),
 ) -> dg.AssetsDefinition:
-    """``seed_offsets``: per replicate dataset (an A/A control), what its training seeds add to each seed."""
+    """``seed_offsets``: per replicate dataset (an A/A control), what its training seeds add to each seed;
+    ``per_task``: the datasets trained per task (one model per task and seed)."""
     seed_offsets = seed_offsets or {}
     table_out = {
         "kinds": {"pytorch", "duckdb"},
@@ -60,7 +62,7 @@ def build_checkpoints_asset(
         sft_examples: pl.DataFrame,
         problems: pl.DataFrame,
     ):
-        """Fine-tune each student on each dataset with TRL SFT, once per training seed."""
+        """Fine-tune each student on each dataset with TRL SFT, once per training seed (and task, if per task)."""
         key = context.partition_key.keys_by_dimension
         dataset, student_name = key["dataset"], key["student"]
         run = train_checkpoints(
@@ -74,6 +76,7 @@ def build_checkpoints_asset(
             data.path / "checkpoints",
             context.log.info,
             seed_offsets,
+            per_task,
         )
         if any(row["status"] == "skipped_empty" for row in run.rows):
             context.log.warning(f"dataset {dataset} is empty: nothing to train for {student_name}")
@@ -89,7 +92,9 @@ def build_checkpoints_asset(
                 "status": ", ".join(frame["status"].to_list()),
                 "train_tokens": int(trained["train_tokens"].sum()),
                 "train_tokens_per_s": float(trained["train_tokens"].sum()) / wall if wall else 0.0,
-                "checkpoints": preview(frame, ["seed", "status", "content_hash", "train_examples", "train_tokens", "wall_s"]),
+                "checkpoints": preview(
+                    frame, ["seed", "task", "status", "content_hash", "train_examples", "train_tokens", "wall_s"]
+                ),
             },
         )
         yield dg.Output(

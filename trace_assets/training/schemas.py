@@ -18,6 +18,11 @@ class CheckpointSchema(pa.DataFrameModel):
     eval_examples: int = pa.Field(ge=0)
     train_tokens: int = pa.Field(ge=0)
     wall_s: float = pa.Field(ge=0)
+    task: str = pa.Field(
+        nullable=True,
+        description="per-task training: the task whose examples alone it learnt (and whose test problems it answers); "
+        "null: pooled over every task, or untrained",
+    )
 
     class Config:
         strict = True
@@ -34,6 +39,7 @@ class TrainingLogSchema(pa.DataFrameModel):
     eval_loss: float = pa.Field(nullable=True)
     learning_rate: float = pa.Field(nullable=True)
     tokens_seen: int = pa.Field(nullable=True)
+    task: str = pa.Field(nullable=True, description="the run's task (checkpoints.task); null for a pooled run")
 
     class Config:
         strict = True

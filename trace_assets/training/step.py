@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,31 +35,43 @@ def train_checkpoints(
     folder: Path,
     log: Callable[[str], None] = print,
     seed_offsets: Mapping[str, int] | None = None,
+    per_task: Collection[str] = (),
 ) -> TrainedCheckpoints:
     """Each student fine-tuned on each of ``datasets`` (rows of ``examples``, sft_examples rows), once
     per training seed, into ``folder/<dataset>/<student>``: a base dataset gives the untrained student,
     an empty dataset a ``skipped_empty`` row, and a run trained before (same training key) is reused.
+    A dataset in ``per_task`` gives one run per task of ``problems`` instead, on that task's examples
+    alone, into ``folder/<dataset>/<student>/<task>``; its rows carry the task (pooled rows: null).
     ``seed_offsets``: per replicate dataset (an A/A control), what its training seeds add to each seed;
     its rows keep the nominal seed."""
     trained = TrainedCheckpoints()
+    tasks = sorted(problems["task"].unique().to_list())
     for dataset in datasets:
         for student_name, student in students.items():
             base_path = student_path(student, data)
             chosen = training_examples(examples, dataset, student_name, problems)
+            runs = examples_by_task(chosen, problems, tasks) if dataset in per_task else {None: chosen}
             for seed in config.seeds:
-                record = untrained_record(dataset, student_name, seed, base_path, config)
-                if dataset in BASE_DATASETS:
-                    path_hash = directory_hash_safe(base_path)
-                    trained.rows.append({**record, "status": "base", "path": base_path, "content_hash": path_hash})
-                    continue
-                if not chosen:
-                    trained.rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
-                    continue
-                output = folder / dataset / student_name
-                training_seed = seed + (seed_offsets or {}).get(dataset, 0)
-                result = trained_checkpoint(gpu, data, student, base_path, chosen, config, training_seed, output, log)
-                trained.rows.append(trained_row(record, result))
-                trained.log += [{"dataset": dataset, "student": student_name, "seed": seed, **row} for row in result.log]
+                for task, task_examples in runs.items():
+                    record = untrained_record(dataset, student_name, seed, base_path, config, task)
+                    if dataset in BASE_DATASETS:
+                        path_hash = directory_hash_safe(base_path)
+                        trained.rows.append({**record, "status": "base", "path": base_path, "content_hash": path_hash})
+                        continue
+                    if not task_examples:
+                        trained.rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
+                        continue
+                    output = folder / dataset / student_name
+                    output = output / task if task else output
+                    training_seed = seed + (seed_offsets or {}).get(dataset, 0)
+                    label = f"{student_name} on {dataset}" + (f" ({task} only)" if task else "")
+                    result = trained_checkpoint(
+                        gpu, data, student, base_path, task_examples, config, training_seed, output, label, log
+                    )
+                    trained.rows.append(trained_row(record, result))
+                    trained.log += [
+                        {"dataset": dataset, "student": student_name, "seed": seed, "task": task, **row} for row in result.log
+                    ]
     return trained
 
 
@@ -72,6 +84,12 @@ def training_examples(frame: pl.DataFrame, dataset: str, student: str, problems:
     ]
 
 
+def examples_by_task(examples: list[dict], problems: pl.DataFrame, tasks: Iterable[str]) -> dict[str | None, list[dict]]:
+    """``examples`` split by their problem's task, every one of ``tasks`` present (empty where it has none)."""
+    task_of = dict(zip(problems["problem_id"], problems["task"]))
+    return {task: [e for e in examples if task_of.get(e["problem_id"]) == task] for task in tasks}
+
+
 def trained_checkpoint(
     gpu: GPUResource,
     data: DataResource,
@@ -81,32 +99,35 @@ def trained_checkpoint(
     config: TrainingConfig,
     seed: int,
     folder: Path,
+    label: str,
     log: Callable[[str], None],
 ) -> TrainResult:
-    """The checkpoint of ``examples`` for one seed, in ``folder`` (``.../<dataset>/<student>``) under its
-    training key: the saved one when a run with the same key finished before, else trained now and saved."""
+    """The checkpoint of ``examples`` for one seed, in ``folder`` under its training key: the saved one
+    when a run with the same key finished before, else trained now and saved. ``label`` names the run in the log."""
     output = folder / f"seed{seed}-{checkpoint_key(base_path, data.path, examples, config, seed)}"
     result = load_trained(output)
     if result is not None:
         log(f"reusing {output}: same base model, examples, settings and seed")
         return result
-    log(
-        f"training {folder.name} on {folder.parent.name} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()} x {config.processes}"
-    )
+    log(f"training {label} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()} x {config.processes}")
     result = train(gpu, TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype), config, log)
     save_result(output, result)
     log(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
     return result
 
 
-def untrained_record(dataset: str, student: str, seed: int, base_path: str, config: TrainingConfig) -> dict:
-    """A checkpoints-table row's identity and settings, with nothing trained yet (status and path to add)."""
+def untrained_record(
+    dataset: str, student: str, seed: int, base_path: str, config: TrainingConfig, task: str | None = None
+) -> dict:
+    """A checkpoints-table row's identity and settings, with nothing trained yet (status and path to add).
+    ``config`` leaves out ``per_task``: the row's ``task`` says how this run was trained."""
     return {
         "dataset": dataset,
         "student": student,
         "seed": seed,
+        "task": task,
         "base_model": base_path,
-        "config": config.model_dump_json(),
+        "config": config.model_dump_json(exclude=NOT_IN_RECORD),
         "train_examples": 0,
         "eval_examples": 0,
         "train_tokens": 0,
@@ -142,6 +163,9 @@ def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable
 
 # How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints.
 EXECUTION_ONLY = {"attention", "compile", "logging_steps", "gradient_checkpointing"}
+# Which runs a dataset gets, not how one run trains: a run's examples (in the key) already say whether it
+# saw one task or all, so pooled runs keep the key (and checkpoints) they had before per-task training existed.
+NOT_IN_RECORD = {"per_task"}
 
 
 def base_identity(base_path: str, data_dir: Path) -> str:
@@ -157,7 +181,9 @@ def base_identity(base_path: str, data_dir: Path) -> str:
 def checkpoint_key(base_path: str, data_dir: Path, examples: list[dict], config: TrainingConfig, seed: int) -> str:
     """The training key of a checkpoint, as both the study's and the loop's checkpoints name their folders:
     the base model by its place in the data folder, the config without its execution-only fields."""
-    return training_key(base_identity(base_path, data_dir), examples, config.model_dump_json(exclude=EXECUTION_ONLY), seed)
+    return training_key(
+        base_identity(base_path, data_dir), examples, config.model_dump_json(exclude=EXECUTION_ONLY | NOT_IN_RECORD), seed
+    )
 
 
 def training_key(base_path: str, examples: list[dict], config_json: str, seed: int) -> str:
