@@ -39,4 +39,4 @@ def test_dry_run_of_the_paper_experiment():
     planned = len(experiment.planned_contrasts()) + len(experiment.replicate_pairs()) + len(experiment.interactions())
     lines = [line for line in output.splitlines() if "detectable difference" in line]
     assert len(lines) == planned and all("seeds per arm for 3 points" in line for line in lines)
-    assert "declared statistics.seed_sd" in output and "Holm over 40" in output
+    assert "declared statistics.seed_sd" in output and "Holm over 57" in output
