@@ -153,6 +153,7 @@ def test_study_files_plan_the_contrasts_their_claims_need():
     for big in ("qwen3b", "qwen7b"):
         assert ("G_diamond", "G_normal", "qwen0_5b", big) in interactions
     assert ("G_titanium", "base", "qwen0_5b", "qwen3b") in interactions
+    assert not paper.self_graded()  # seed 000 judged with another, stronger model than the teacher
     study = load_experiment(PROJECT_ROOT / "experiments" / "shape_of_thought.yaml")
     assert {("G", "H"), ("W", "H"), ("W", "G"), ("H_para", "H")} <= set(study.planned_contrasts())
     claims = (PROJECT_ROOT / "README.md").read_text()
