@@ -64,3 +64,22 @@ def test_aa_section_and_conditional_contrasts_read_plainly():
     assert "**B** > **A**" in text and "not distinguishable, as it should be" in text
     off = declared.tail(1).with_columns(pl.lit(True).alias("distinguishable"))
     assert "DISTINGUISHABLE" in "\n".join(aa_section(off)) and aa_section(declared.head(0)) == []
+
+
+def test_results_per_task_say_what_h_is_where_it_is_no_human_explanation():
+    import polars as pl
+
+    from trace_assets.reporting.report import task_sections
+
+    rows = [
+        {"dataset": dataset, "student": "s", "seed": 0, "problem_id": f"{task}{j}", "is_correct": j % 2 == 0, "task": task}
+        for task in ("gsm8k", "countdown", "mbpp")
+        for dataset in ("H", "G")
+        for j in range(6)
+    ]
+    text = "\n".join(task_sections(pl.DataFrame(rows), [("G", "H")], None))
+    assert "**H on countdown** is the generator's step lines" in text
+    assert "**H on mbpp** is the bare reference code" in text
+    assert "H on gsm8k" not in text  # its references are human-written
+    only_math = [{**row, "task": "math" if row["task"] == "countdown" else row["task"]} for row in rows if row["task"] != "mbpp"]
+    assert "**H on" not in "\n".join(task_sections(pl.DataFrame(only_math), [("G", "H")], None))

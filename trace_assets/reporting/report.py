@@ -30,6 +30,7 @@ from trace_assets.reporting.stats import (
     power_lines,
     stronger_baselines,
 )
+from trace_assets.tasks import TASKS, get_task
 
 
 @dataclass
@@ -185,6 +186,13 @@ def _grouped_accuracy(evals: pl.DataFrame, column: str) -> pl.DataFrame:
     )
 
 
+def reference_notes(tasks: list[str]) -> str:
+    """What an H arm (the reference solutions) trained on, for each task whose references are not a human's worked
+    solution: H against the teacher's traces then compares explanations with bare steps or code."""
+    notes = [(task, get_task(task).reference_note) for task in tasks if task in TASKS]
+    return "\n".join(f"- **H on {task}** is {note}." for task, note in notes if note)
+
+
 def task_sections(
     evals: pl.DataFrame, contrasts: list[tuple[str, str]], problems: pl.DataFrame | None, settings: NoiseSettings | None = None
 ) -> list[str]:
@@ -198,6 +206,7 @@ def task_sections(
         "Every statistic above pools the tasks' test problems; here each task is its own study: the same "
         "estimator per task, and the planned contrasts Holm-adjusted within each task.",
         table(_grouped_accuracy(evals, "task")),
+        *[note for note in [reference_notes(tasks)] if note],
     ]
     for task in tasks:
         subset = evals.filter(pl.col("task") == task)

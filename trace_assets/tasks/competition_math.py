@@ -137,6 +137,7 @@ class MathTask:
     name = "math"
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = ("unparsable_answer",)
+    reference_note = ""  # MATH's solutions are human-written
     numbers_matter = False
     numeric_answers = False
     # MATH-format train and test files, or a hub dataset of MATH's columns

@@ -95,6 +95,7 @@ class MbppTask:
     name = "mbpp"
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = tuple(status for status in STATUSES if status != "passed")
+    reference_note = "the bare reference code, without any explanation"
     numbers_matter = False
     numeric_answers = False
     # MBPP-format train and test files, or a hub dataset of MBPP's columns
