@@ -83,3 +83,22 @@ def test_results_per_task_say_what_h_is_where_it_is_no_human_explanation():
     assert "H on gsm8k" not in text  # its references are human-written
     only_math = [{**row, "task": "math" if row["task"] == "countdown" else row["task"]} for row in rows if row["task"] != "mbpp"]
     assert "**H on" not in "\n".join(task_sections(pl.DataFrame(only_math), [("G", "H")], None))
+
+
+def test_easy_medium_hard_are_unions_of_the_step_buckets():
+    import polars as pl
+
+    from trace_assets.reporting.report import by_difficulty
+    from trace_assets.reporting.stats import difficulty_bucket, difficulty_level
+
+    assert [difficulty_level(steps) for steps in (1, 2, 3, 4, 5, 8)] == ["1 Easy"] * 2 + ["2 Medium"] * 2 + ["3 Hard"] * 2
+    rows = [
+        {"dataset": "G", "student": "s", "seed": 0, "problem_id": f"p{steps}_{j}", "difficulty": steps, "is_correct": steps <= 4}
+        for steps in range(1, 9)
+        for j in range(5)
+    ]
+    levels = by_difficulty(pl.DataFrame(rows), difficulty_level)
+    assert levels["bucket"].to_list() == ["1 Easy", "2 Medium", "3 Hard"] and levels["n"].to_list() == [10, 10, 20]
+    assert levels["accuracy"].to_list() == [1.0, 1.0, 0.0]
+    fine = by_difficulty(pl.DataFrame(rows))
+    assert fine["bucket"].n_unique() == 4 and {difficulty_bucket(s) for s in (5, 8)} == {"5-6 steps", "7+ steps"}

@@ -9,6 +9,7 @@ with the format rules. Every statistic comes from ``reporting.stats`` / ``report
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -25,6 +26,7 @@ from trace_assets.reporting.stats import (
     accuracy_summary,
     contrast_table,
     difficulty_bucket,
+    difficulty_level,
     noise_floor_note,
     noise_table,
     power_lines,
@@ -138,11 +140,10 @@ def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
     return [table(shown), "\n".join(verdicts) or "_(no planned contrast has both arms)_"]
 
 
-def by_difficulty(eval_results: pl.DataFrame) -> pl.DataFrame:
-    """Accuracy with intervals per difficulty bucket: the same estimator, within each bucket."""
-    bucketed = eval_results.with_columns(
-        pl.col("difficulty").map_elements(difficulty_bucket, return_dtype=pl.Utf8).alias("bucket")
-    )
+def by_difficulty(eval_results: pl.DataFrame, bucket_of: Callable[[int], str] = difficulty_bucket) -> pl.DataFrame:
+    """Accuracy with intervals per difficulty bucket (``bucket_of`` a problem's difficulty): the same estimator,
+    within each bucket."""
+    bucketed = eval_results.with_columns(pl.col("difficulty").map_elements(bucket_of, return_dtype=pl.Utf8).alias("bucket"))
     frames = [
         accuracy_summary(group.drop("bucket")).with_columns(pl.lit(bucket).alias("bucket"))
         for (bucket,), group in bucketed.group_by(["bucket"])
@@ -417,6 +418,9 @@ def build_report(
         "```\n" + "\n".join(power) + "\n```",
         *confidence_section(list(confidence_pairs), evals, tables.sft_examples, settings),
         "## Accuracy by difficulty",
+        "Difficulty is the reference solution's step count (MATH: its level; Countdown: its count of numbers; MBPP: "
+        "its lines of code). First as Easy (1-2), Medium (3-4) and Hard (5+), as seed 000 reports it, then finer.",
+        table(by_difficulty(evals, difficulty_level)),
         table(by_difficulty(evals)),
         *task_sections(evals, contrasts, tables.problems, settings),
         "## Failure modes: per-seed rates and change against the stronger baseline",
