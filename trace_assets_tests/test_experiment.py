@@ -119,7 +119,7 @@ def test_study_experiments_run_as_the_studies_did():
         f"Qwen/Qwen2.5-{size}" for size in ("0.5B", "1.5B", "3B", "7B")
     )
     assert len(paper.styles) == 4 and {r.style for r in paper.datasets.values() if r.recipe == "G"} == set(paper.styles)
-    assert [sorted(paper.datasets[n].style for n in g.datasets) for g in paper.token_matching] == [["diamond", "normal"]]
+    assert [sorted(paper.datasets[n].style for n in g.datasets) for g in paper.token_matching] == [["diamond", "normal_plain"]]
     assert {r.trim for r in paper.datasets.values()} == {"none", "conclusion", "control"}
     assert paper.training.seeds == [0, 1, 2]
 
