@@ -102,3 +102,29 @@ def test_easy_medium_hard_are_unions_of_the_step_buckets():
     assert levels["accuracy"].to_list() == [1.0, 1.0, 0.0]
     fine = by_difficulty(pl.DataFrame(rows))
     assert fine["bucket"].n_unique() == 4 and {difficulty_bucket(s) for s in (5, 8)} == {"5-6 steps", "7+ steps"}
+
+
+def test_loss_table_gives_the_plots_numbers_per_arm():
+    import polars as pl
+    import pytest
+
+    from trace_assets.reporting.report import loss_table
+
+    rows = [
+        {"dataset": "G", "student": "s", "seed": seed, "step": step, "train_loss": train, "eval_loss": evaluation}
+        for seed, shift in ((0, 0.0), (1, 0.2))
+        for step, train, evaluation in (
+            (1, 2.0 + shift, None),
+            (5, 1.5 + shift, 1.8 + shift),
+            (10, 1.0 + shift, None),
+            (10, None, 1.6 + shift),
+        )
+    ]
+    # shuffled: the table reads the steps in order, not the rows
+    frame = pl.DataFrame(rows).sample(fraction=1.0, shuffle=True, seed=3)
+    row = loss_table(frame).row(0, named=True)
+    assert (row["dataset"], row["student"], row["seeds"], row["steps"]) == ("G", "s", 2, 10)
+    assert row["train_loss_first"] == pytest.approx(2.1) and row["train_loss_last"] == pytest.approx(1.1)
+    assert row["eval_loss_last"] == pytest.approx(1.7) and row["eval_loss_lowest"] == pytest.approx(1.7)
+    assert row["eval_loss_last_sd"] == pytest.approx(0.1414, abs=1e-3)
+    assert loss_table(frame.head(0)).is_empty()

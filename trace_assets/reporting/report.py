@@ -231,6 +231,34 @@ def task_sections(
     return sections
 
 
+def loss_table(log: pl.DataFrame) -> pl.DataFrame:
+    """Per dataset x student, the numbers behind the loss plot: each run's first and last logged train loss and
+    its last and lowest eval loss, averaged over its seeds (the last eval loss also as an SD over seeds)."""
+    if log.is_empty():
+        return pl.DataFrame()
+    per_run = (
+        log.sort("step")
+        .group_by(["dataset", "student", "seed"])
+        .agg(
+            pl.col("step").max().alias("steps"),
+            pl.col("train_loss").drop_nulls().first().alias("train_loss_first"),
+            pl.col("train_loss").drop_nulls().last().alias("train_loss_last"),
+            pl.col("eval_loss").drop_nulls().last().alias("eval_loss_last"),
+            pl.col("eval_loss").min().alias("eval_loss_lowest"),
+        )
+    )
+    return (
+        per_run.group_by(["dataset", "student"])
+        .agg(
+            pl.len().alias("seeds"),
+            pl.col("steps").max(),
+            pl.col("train_loss_first", "train_loss_last", "eval_loss_last", "eval_loss_lowest").mean(),
+            pl.col("eval_loss_last").std().alias("eval_loss_last_sd"),
+        )
+        .sort(["student", "dataset"])
+    )
+
+
 def judge_agreement(judged: pl.DataFrame) -> pl.DataFrame:
     """Per style, how often the format rules and the judge agree on traces both ruled on."""
     both = judged.filter(pl.col("judge_parsed") & pl.col("judge_conforms").is_not_null())
@@ -435,6 +463,8 @@ def build_report(
         table(judge_agreement(tables.judged_traces)),
         "## Training runs",
         table(trained),
+        "## Training and eval loss (mean over seeds; the curves are in loss_curves.png)",
+        table(loss_table(tables.training_log)),
         "## Plots",
         *[f"![{file}]({file})" for file in plots],
     ]
