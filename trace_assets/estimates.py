@@ -17,7 +17,12 @@ ASSUMED_JUDGE_TOKENS = 60
 
 
 def model_billions(name: str) -> float:
-    """Parameter count in billions read from a model name ("Qwen2.5-72B" -> 72); 0.5 when it doesn't say."""
+    """Parameter count in billions read from a model name ("Qwen2.5-72B" -> 72); 0.5 when it doesn't say.
+    A mixture of experts counts its active parameters ("Qwen3-235B-A22B" -> 22): the rates scale by
+    FLOPs per token, and a token passes through only those."""
+    active = re.search(r"\d\s*[bB]-[aA](\d+(?:\.\d+)?)[bB]\b", name.replace("_", "."))
+    if active and float(active.group(1)) > 0:
+        return float(active.group(1))
     match = re.search(r"(\d+(?:\.\d+)?)\s*[bB]\b", name.replace("_", "."))
     if match and float(match.group(1)) > 0:  # "-0B" says nothing (and would divide by zero)
         return float(match.group(1))

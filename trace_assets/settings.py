@@ -28,6 +28,16 @@ class JsonlSource(Section):
     skip_bad_lines: bool = False
 
 
+class HubSource(Section):
+    """A task's problems from a Hugging Face hub dataset (needs network or a populated HF cache)."""
+
+    dataset: str = Field(min_length=1, description="hub dataset id, e.g. 'google-research-datasets/mbpp'")
+    config: str | None = Field(None, description="the dataset's config (subset) name; null: its default")
+    train_split: str = Field("train", min_length=1, description="the hub split read as the train problems")
+    test_split: str = Field("test", min_length=1, description="the hub split read as the test problems")
+    skip_bad_rows: bool = Field(False, description="skip (and list in the load report) rows not in the task's format")
+
+
 # The synthetic generators run when an experiment is checked (trace_assets/inputs.py); past this many
 # problems they take seconds, and no study here needs more than GSM8K's 8,792.
 MAX_SYNTHETIC_PROBLEMS = 100_000

@@ -9,6 +9,9 @@ def test_model_size_from_name():
     assert model_billions("Qwen/Qwen2.5-72B-Instruct") == 72
     assert model_billions("Qwen/Qwen2.5-0.5B") == 0.5
     assert model_billions("HuggingFaceTB/SmolLM2-135M-Instruct") == 0.135
+    # a mixture of experts: the active parameters, which set the FLOPs per token
+    assert model_billions("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8") == 22
+    assert model_billions("Qwen/Qwen3-30B-A3B") == 3
 
 
 def test_dry_run_of_the_paper_experiment():
@@ -39,7 +42,7 @@ def test_dry_run_of_the_paper_experiment():
     planned = len(experiment.planned_contrasts()) + len(experiment.replicate_pairs()) + len(experiment.interactions())
     lines = [line for line in output.splitlines() if "detectable difference" in line]
     assert len(lines) == planned and all("seeds per arm for 3 points" in line for line in lines)
-    assert "declared statistics.seed_sd" in output and "Holm over 40" in output
+    assert "declared statistics.seed_sd" in output and "Holm over 57" in output
 
 
 def test_dry_run_counts_one_run_per_task_for_datasets_trained_per_task():

@@ -127,7 +127,7 @@ def test_study_experiments_run_as_the_studies_did():
         f"Qwen/Qwen2.5-{size}" for size in ("0.5B", "1.5B", "3B", "7B")
     )
     assert len(paper.styles) == 4 and {r.style for r in paper.datasets.values() if r.recipe == "G"} == set(paper.styles)
-    assert [sorted(paper.datasets[n].style for n in g.datasets) for g in paper.token_matching] == [["diamond", "normal"]]
+    assert [sorted(paper.datasets[n].style for n in g.datasets) for g in paper.token_matching] == [["diamond", "normal_plain"]]
     assert {r.trim for r in paper.datasets.values()} == {"none", "conclusion", "control"}
     assert paper.training.seeds == [0, 1, 2]
 
@@ -147,6 +147,33 @@ def test_study_experiments_run_as_the_studies_did():
     assert {tuple(c) for c in study.contrasts} >= {(name, "H") for name in mixture_names}
     for experiment in (paper, study):
         assert dry_run(experiment).startswith(f"experiment {experiment.name}:")
+
+
+def test_study_files_plan_the_contrasts_their_claims_need():
+    """Each seed claim listed in the README has its contrast in the study's file."""
+    paper = load_experiment(PROJECT_ROOT / "experiments" / "paper.yaml")
+    planned = set(paper.planned_contrasts())
+    for pair in [
+        ("H", "G_normal"),
+        ("G_titanium", "baseline"),
+        ("G_diamond", "G_titanium"),
+        ("G_diamond", "G_gold"),
+        ("G_diamond_eqtok", "G_normal_eqtok"),
+        ("G_gold_trimmed", "G_gold_trim_control"),
+    ]:
+        assert pair in planned, pair
+    interactions = set(paper.interactions())
+    for big in ("qwen3b", "qwen7b"):
+        assert ("G_diamond", "G_normal", "qwen0_5b", big) in interactions
+    assert ("G_titanium", "base", "qwen0_5b", "qwen3b") in interactions
+    assert not paper.self_graded()  # seed 000 judged with another, stronger model than the teacher
+    study = load_experiment(PROJECT_ROOT / "experiments" / "shape_of_thought.yaml")
+    assert {("G", "H"), ("W", "H"), ("W", "G"), ("H_para", "H")} <= set(study.planned_contrasts())
+    claims = (PROJECT_ROOT / "README.md").read_text()
+    mixtures = {name for name, recipe in study.datasets.items() if recipe.recipe == "mixture"}
+    for a, b in [*planned, *study.planned_contrasts()]:
+        if a not in mixtures:  # the mixture sweep is described as one ladder
+            assert f"[{a}, {b}]" in claims, (a, b)
 
 
 def test_replicate_of_takes_its_originals_recipe_and_is_checked(tmp_path):

@@ -64,3 +64,67 @@ def test_aa_section_and_conditional_contrasts_read_plainly():
     assert "**B** > **A**" in text and "not distinguishable, as it should be" in text
     off = declared.tail(1).with_columns(pl.lit(True).alias("distinguishable"))
     assert "DISTINGUISHABLE" in "\n".join(aa_section(off)) and aa_section(declared.head(0)) == []
+
+
+def test_results_per_task_say_what_h_is_where_it_is_no_human_explanation():
+    import polars as pl
+
+    from trace_assets.reporting.report import task_sections
+
+    rows = [
+        {"dataset": dataset, "student": "s", "seed": 0, "problem_id": f"{task}{j}", "is_correct": j % 2 == 0, "task": task}
+        for task in ("gsm8k", "countdown", "mbpp")
+        for dataset in ("H", "G")
+        for j in range(6)
+    ]
+    text = "\n".join(task_sections(pl.DataFrame(rows), [("G", "H")], None))
+    assert "**H on countdown** is the generator's step lines" in text
+    assert "**H on mbpp** is the bare reference code" in text
+    assert "H on gsm8k" not in text  # its references are human-written
+    only_math = [{**row, "task": "math" if row["task"] == "countdown" else row["task"]} for row in rows if row["task"] != "mbpp"]
+    assert "**H on" not in "\n".join(task_sections(pl.DataFrame(only_math), [("G", "H")], None))
+
+
+def test_easy_medium_hard_are_unions_of_the_step_buckets():
+    import polars as pl
+
+    from trace_assets.reporting.report import by_difficulty
+    from trace_assets.reporting.stats import difficulty_bucket, difficulty_level
+
+    assert [difficulty_level(steps) for steps in (1, 2, 3, 4, 5, 8)] == ["1 Easy"] * 2 + ["2 Medium"] * 2 + ["3 Hard"] * 2
+    rows = [
+        {"dataset": "G", "student": "s", "seed": 0, "problem_id": f"p{steps}_{j}", "difficulty": steps, "is_correct": steps <= 4}
+        for steps in range(1, 9)
+        for j in range(5)
+    ]
+    levels = by_difficulty(pl.DataFrame(rows), difficulty_level)
+    assert levels["bucket"].to_list() == ["1 Easy", "2 Medium", "3 Hard"] and levels["n"].to_list() == [10, 10, 20]
+    assert levels["accuracy"].to_list() == [1.0, 1.0, 0.0]
+    fine = by_difficulty(pl.DataFrame(rows))
+    assert fine["bucket"].n_unique() == 4 and {difficulty_bucket(s) for s in (5, 8)} == {"5-6 steps", "7+ steps"}
+
+
+def test_loss_table_gives_the_plots_numbers_per_arm():
+    import polars as pl
+    import pytest
+
+    from trace_assets.reporting.report import loss_table
+
+    rows = [
+        {"dataset": "G", "student": "s", "seed": seed, "step": step, "train_loss": train, "eval_loss": evaluation}
+        for seed, shift in ((0, 0.0), (1, 0.2))
+        for step, train, evaluation in (
+            (1, 2.0 + shift, None),
+            (5, 1.5 + shift, 1.8 + shift),
+            (10, 1.0 + shift, None),
+            (10, None, 1.6 + shift),
+        )
+    ]
+    # shuffled: the table reads the steps in order, not the rows
+    frame = pl.DataFrame(rows).sample(fraction=1.0, shuffle=True, seed=3)
+    row = loss_table(frame).row(0, named=True)
+    assert (row["dataset"], row["student"], row["seeds"], row["steps"]) == ("G", "s", 2, 10)
+    assert row["train_loss_first"] == pytest.approx(2.1) and row["train_loss_last"] == pytest.approx(1.1)
+    assert row["eval_loss_last"] == pytest.approx(1.7) and row["eval_loss_lowest"] == pytest.approx(1.7)
+    assert row["eval_loss_last_sd"] == pytest.approx(0.1414, abs=1e-3)
+    assert loss_table(frame.head(0)).is_empty()

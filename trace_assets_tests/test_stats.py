@@ -386,7 +386,7 @@ def test_shape_of_an_experiment():
     shape = shape_from_experiment(experiment)
     assert shape.arms[:2] == ("base", "base_few_shot") and len(shape.arms) == 2 + len(experiment.datasets)
     assert (shape.n_seeds, shape.n_problems, len(shape.students)) == (3, 1319, 4)
-    assert ("G_normal_aa", "G_normal") in shape.contrasts and len(shape.interactions) == 4
+    assert ("G_normal_aa", "G_normal") in shape.contrasts and len(shape.interactions) == 5
 
 
 def test_calibrate_command_ends_with_the_figures(capsys, tmp_path):

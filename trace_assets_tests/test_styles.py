@@ -8,11 +8,35 @@ from trace_assets.styles.library import StyleError, failed_format_checks, load_s
 STYLES = PROJECT_ROOT / "styles"
 
 
-@pytest.mark.parametrize("name", ["normal", "gold", "titanium", "diamond"])
+@pytest.mark.parametrize("name", ["normal", "normal_plain", "gold", "titanium", "titanium_named", "diamond"])
 def test_shipped_styles_load(name):
     style = load_style(STYLES, name)
     assert style.system_prompt() and style.spec.rubric
     assert len(style.version) == 16
+
+
+def test_normal_plain_is_normal_without_its_worked_example():
+    """Seed 000's Normal: step by step and nothing else; the teacher sees no solved problem first."""
+    from trace_assets.traces.prompts import teacher_messages
+
+    normal, plain = load_style(STYLES, "normal"), load_style(STYLES, "normal_plain")
+    assert plain.spec.example is None and normal.spec.example is not None
+    assert plain.spec.model_dump(exclude={"example", "description"}) == normal.spec.model_dump(exclude={"example", "description"})
+    assert [m["role"] for m in teacher_messages(plain, "Q?")] == ["system", "user"]
+    assert len(teacher_messages(normal, "Q?")) == 4 and plain.version != normal.version
+
+
+def test_titanium_named_wants_a_name_on_every_calculation_and_the_hash_line():
+    style = load_style(STYLES, "titanium_named")
+    assert style.spec.answer_format == "hash"
+    good = "GOAL: apples left\nF1: 8 apples\nC1: apples_left = 8 - 3 = 5\n#### 5"
+    assert failed_format_checks(good, style.spec.format_checks) == []
+    bare = good.replace("C1: apples_left = 8 - 3 = 5", "C1: 8 - 3 = 5")
+    assert failed_format_checks(bare, style.spec.format_checks) == ["named_calculation_lines", "unnamed_calculation"]
+    one_bare = good.replace("#### 5", "C2: 5 * 1 = 5\n#### 5")
+    assert failed_format_checks(one_bare, style.spec.format_checks) == ["unnamed_calculation"]
+    labelled = good.replace("#### 5", "ANSWER: 5")
+    assert failed_format_checks(labelled, style.spec.format_checks) == ["only_labelled_lines", "answer_line"]
 
 
 def test_version_changes_with_text_only(tmp_path):

@@ -332,3 +332,85 @@ def test_tasks_in_the_experiment_file_are_checked(tmp_path):
         path.write_text(base + extra + "\n")
         with pytest.raises(ExperimentError, match=message):
             load_experiment(path)
+
+
+# ------------------------------------------------------------------------------------------------ hub sources
+
+MATH_ROWS = {
+    "train": [
+        {"problem": "What is $1+1$?", "solution": "$1+1=\\boxed{2}$.", "level": "Level 1", "type": "Algebra"},
+        {"problem": "What is $2+2$?", "solution": "$2+2=\\boxed{4}$.", "level": "Level ?", "type": "Algebra"},
+    ],
+    "test": [{"problem": "What is $3 \\cdot 3$?", "solution": "$\\boxed{9}$", "level": "Level 2", "type": "Prealgebra"}],
+}
+MBPP_ROWS = {
+    split: [
+        {
+            "task_id": number,
+            "text": text,
+            "code": f"def f(x):\r\n    return {body}",
+            "test_list": [f"assert f(3) == {result}"],
+            "test_setup_code": "",
+            "challenge_test_list": [],
+        }
+    ]
+    for split, number, text, body, result in (
+        ("train", 601, "Write a function that doubles a number.", "2 * x", 6),
+        ("test", 11, "Write a python function returning the square of its argument.", "x * x", 9),
+        ("validation", 511, "Write a function that negates a number.", "-x", -3),
+    )
+}
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """``datasets.load_dataset`` answering from these rows (CI has no hub); records each call."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(name, config=None):
+        calls.append((name, config))
+        return {"math/x": MATH_ROWS, "mbpp/x": MBPP_ROWS}[name]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_math_and_mbpp_read_a_hub_dataset(hub):
+    settings = ProblemsConfig(
+        tasks=["math", "mbpp"],
+        math={"dataset": "math/x", "config": "default", "skip_bad_rows": True},
+        mbpp={"dataset": "mbpp/x", "config": "full"},
+    )
+    frame, report = load_problems(settings, seed=0)
+    assert hub == [("math/x", "default"), ("mbpp/x", "full")]
+    assert set(frame["source"]) == {"hub"}
+    counts = {(task, split): n for task, split, n in frame.group_by("task", "split").len().iter_rows()}
+    assert counts == {("math", "train"): 1, ("math", "test"): 1, ("mbpp", "train"): 1, ("mbpp", "test"): 1}
+    # the row without a level is skipped and named; the validation split is not read
+    assert report.skipped_lines == [
+        "math/x (default), split 'train', row 1: 'level' must be 'Level N' or N with N a digit (got 'Level ?')"
+    ]
+    for row in frame.iter_rows(named=True):
+        assert grade(row["reference_solution"], row)[1].correct, row
+    # the same record from the hub and from JSONL is the same problem
+    line = json.dumps(MATH_ROWS["test"][0])
+    assert parse_math_record(line, "test")["problem_id"] in set(frame["problem_id"])
+
+
+def test_hub_rows_in_another_format_and_missing_splits_are_named(hub):
+    with pytest.raises(ProblemFileError, match=r"math/x, split 'train', row 1: 'level' must be"):
+        load_problems(ProblemsConfig(tasks=["math"], math={"dataset": "math/x"}), seed=0)
+    with pytest.raises(
+        ProblemFileError, match=r"mbpp/x: no split 'dev' \(it has \['test', 'train', 'validation'\]\); set test_split"
+    ):
+        load_problems(ProblemsConfig(tasks=["mbpp"], mbpp={"dataset": "mbpp/x", "test_split": "dev"}), seed=0)
+
+
+def test_hub_sources_are_not_read_when_an_experiment_is_checked(hub):
+    settings = ProblemsConfig(tasks=["math", "mbpp"], n_train=50, math={"dataset": "math/x"}, mbpp={"dataset": "mbpp/x"})
+    assert [get_task(name).check_problems(settings, 0) for name in ("math", "mbpp")] == [50, 50]
+    assert hub == []  # no network before a run; the sizes are the releases' for dry-run
+    with pytest.raises(ValueError, match="dataset"):
+        ProblemsConfig(tasks=["math"], math={"dataset": "math/x", "train": "a.jsonl"})

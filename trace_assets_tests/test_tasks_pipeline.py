@@ -179,6 +179,8 @@ def test_whole_graph_runs_on_each_task(tmp_path, tiny_model, instance, tasks):
     report = (tmp_path / "data" / "report" / "report.md").read_text()
     assert "## Results per task" in report and all(f"### {task}: planned contrasts" in report for task in tasks)
     assert ("### math: accuracy per type" in report) == ("math" in tasks)
+    assert ("**H on countdown** is the generator's step lines" in report) == ("countdown" in tasks)
+    assert "| 2 Medium |" in report and "## Training and eval loss" in report
     if per_task:
         assert_trained_per_task(database, "G", tasks, report)
 

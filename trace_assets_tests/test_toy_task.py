@@ -37,6 +37,7 @@ class AddingTask:
     name = "adding"
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = ("wrong_sum",)
+    reference_note = ""
     numbers_matter = True
     numeric_answers = True
     settings: Mapping[str, tuple[Any, Any]] = {"adding": (AddingSettings, AddingSettings())}

@@ -1,6 +1,6 @@
 """What every task's problem loader shares, below the tasks and the problems asset: stable problem
-ids, reading a JSONL problem file line by line (bad lines named by file and line), and the load
-report (skipped lines, duplicates, contaminated train problems)."""
+ids, reading a JSONL problem file line by line (bad lines named by file and line) or a hub dataset's
+splits row by row, and the load report (skipped lines, duplicates, contaminated train problems)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trace_assets.errors import InputError
-from trace_assets.settings import JsonlSource, SettingsError, resolve_path
+from trace_assets.settings import HubSource, JsonlSource, SettingsError, resolve_path
 
 
 class ProblemFileError(InputError):
@@ -151,3 +151,30 @@ def count_jsonl(files: JsonlSource, key: str, n_train: int | None, parse: Callab
             raise SettingsError(f"{key}.{split}", str(error)) from None
         counts[split] = len({row["problem_id"] for row in rows})
     return counts["train"] if n_train is None else min(n_train, counts["train"])
+
+
+def read_hub_splits(source: HubSource, report: LoadReport, parse: Callable[[dict, str], dict]) -> dict[str, list[dict]]:
+    """The train and test problems of a hub dataset (``source.train_split`` / ``source.test_split`` of
+    ``source.dataset`` at ``source.config``), each row read with ``parse`` (a task's record reader, on the
+    row as a dict); a bad row is an error naming dataset, split and row, or counted when skipping."""
+    from datasets import load_dataset
+
+    name = source.dataset if source.config is None else f"{source.dataset} ({source.config})"
+    loaded = load_dataset(source.dataset, source.config)
+    splits = {}
+    for split, hub_split in (("train", source.train_split), ("test", source.test_split)):
+        if hub_split not in loaded:
+            raise ProblemFileError(f"{name}: no split '{hub_split}' (it has {sorted(loaded)}); set {split}_split")
+        rows = []
+        for index, record in enumerate(loaded[hub_split]):
+            try:
+                rows.append(parse(dict(record), split))
+            except ValueError as error:
+                message = f"{name}, split '{hub_split}', row {index}: {error}"
+                if not source.skip_bad_rows:
+                    raise ProblemFileError(message) from None
+                report.skipped_lines.append(message)
+        if not rows:
+            raise ProblemFileError(f"{name}, split '{hub_split}': no problems in the task's format")
+        splits[split] = rows
+    return splits

@@ -25,7 +25,7 @@ class ProblemSchema(pa.DataFrameModel):
     difficulty: int = pa.Field(
         ge=0, description="the task's difficulty measure (gsm8k: reasoning steps, countdown: numbers, ...)"
     )
-    source: str = pa.Field(isin=["synthetic", "gsm8k", "jsonl"])
+    source: str = pa.Field(isin=["synthetic", "gsm8k", "jsonl", "hub"])
     task: str = pa.Field(description="the task whose verifier scores answers to it (a registered task)")
     task_metadata: str = pa.Field(description="JSON of task-specific fields (countdown numbers, math level/type, mbpp tests)")
 

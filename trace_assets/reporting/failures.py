@@ -40,6 +40,7 @@ JUDGE_CATEGORIES = [
     "relation_inverted",
     "premise_forgotten",
     "intermediate_dropped",
+    "state_tracking",
     "scope_confused",
     "aggregation_error",
     "operation_omitted",
@@ -67,6 +68,8 @@ CATEGORY_DESCRIPTIONS = {
     "relation_inverted": "a relation is reversed (more/less, times/divided, who has what)",
     "premise_forgotten": "a fact or condition stated in the problem is ignored",
     "intermediate_dropped": "a needed intermediate result is computed but not carried into the next step",
+    "state_tracking": "loses track of a quantity that changes: uses its value from before a change, or applies a "
+    "change to the wrong person or thing",
     "scope_confused": "answers a different quantity than asked (per item vs total, one person vs all, wrong unit)",
     "aggregation_error": "the parts are combined wrongly (missing or double-counted parts, wrong total)",
     "operation_omitted": "a required operation or step is left out entirely",

@@ -9,6 +9,7 @@ with the format rules. Every statistic comes from ``reporting.stats`` / ``report
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -25,11 +26,13 @@ from trace_assets.reporting.stats import (
     accuracy_summary,
     contrast_table,
     difficulty_bucket,
+    difficulty_level,
     noise_floor_note,
     noise_table,
     power_lines,
     stronger_baselines,
 )
+from trace_assets.tasks import TASKS, get_task
 
 
 @dataclass
@@ -145,11 +148,10 @@ def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
     return [table(shown), "\n".join(verdicts) or "_(no planned contrast has both arms)_"]
 
 
-def by_difficulty(eval_results: pl.DataFrame) -> pl.DataFrame:
-    """Accuracy with intervals per difficulty bucket: the same estimator, within each bucket."""
-    bucketed = eval_results.with_columns(
-        pl.col("difficulty").map_elements(difficulty_bucket, return_dtype=pl.Utf8).alias("bucket")
-    )
+def by_difficulty(eval_results: pl.DataFrame, bucket_of: Callable[[int], str] = difficulty_bucket) -> pl.DataFrame:
+    """Accuracy with intervals per difficulty bucket (``bucket_of`` a problem's difficulty): the same estimator,
+    within each bucket."""
+    bucketed = eval_results.with_columns(pl.col("difficulty").map_elements(bucket_of, return_dtype=pl.Utf8).alias("bucket"))
     frames = [
         accuracy_summary(group.drop("bucket")).with_columns(pl.lit(bucket).alias("bucket"))
         for (bucket,), group in bucketed.group_by(["bucket"])
@@ -194,6 +196,13 @@ def _grouped_accuracy(evals: pl.DataFrame, column: str) -> pl.DataFrame:
     )
 
 
+def reference_notes(tasks: list[str]) -> str:
+    """What an H arm (the reference solutions) trained on, for each task whose references are not a human's worked
+    solution: H against the teacher's traces then compares explanations with bare steps or code."""
+    notes = [(task, get_task(task).reference_note) for task in tasks if task in TASKS]
+    return "\n".join(f"- **H on {task}** is {note}." for task, note in notes if note)
+
+
 def task_sections(
     evals: pl.DataFrame, contrasts: list[tuple[str, str]], problems: pl.DataFrame | None, settings: NoiseSettings | None = None
 ) -> list[str]:
@@ -208,6 +217,7 @@ def task_sections(
         "estimator per task, and the planned contrasts Holm-adjusted within each task.",
         TRAINING_NOTE,
         table(_grouped_accuracy(evals, "task")),
+        *[note for note in [reference_notes(tasks)] if note],
     ]
     for task in tasks:
         subset = evals.filter(pl.col("task") == task)
@@ -229,6 +239,34 @@ def task_sections(
             table(_grouped_accuracy(subset.drop("level"), "type")),
         ]
     return sections
+
+
+def loss_table(log: pl.DataFrame) -> pl.DataFrame:
+    """Per dataset x student, the numbers behind the loss plot: each run's first and last logged train loss and
+    its last and lowest eval loss, averaged over its seeds (the last eval loss also as an SD over seeds)."""
+    if log.is_empty():
+        return pl.DataFrame()
+    per_run = (
+        log.sort("step")
+        .group_by(["dataset", "student", "seed"])
+        .agg(
+            pl.col("step").max().alias("steps"),
+            pl.col("train_loss").drop_nulls().first().alias("train_loss_first"),
+            pl.col("train_loss").drop_nulls().last().alias("train_loss_last"),
+            pl.col("eval_loss").drop_nulls().last().alias("eval_loss_last"),
+            pl.col("eval_loss").min().alias("eval_loss_lowest"),
+        )
+    )
+    return (
+        per_run.group_by(["dataset", "student"])
+        .agg(
+            pl.len().alias("seeds"),
+            pl.col("steps").max(),
+            pl.col("train_loss_first", "train_loss_last", "eval_loss_last", "eval_loss_lowest").mean(),
+            pl.col("eval_loss_last").std().alias("eval_loss_last_sd"),
+        )
+        .sort(["student", "dataset"])
+    )
 
 
 def judge_agreement(judged: pl.DataFrame) -> pl.DataFrame:
@@ -419,6 +457,9 @@ def build_report(
         "```\n" + "\n".join(power) + "\n```",
         *confidence_section(list(confidence_pairs), evals, tables.sft_examples, settings),
         "## Accuracy by difficulty",
+        "Difficulty is the reference solution's step count (MATH: its level; Countdown: its count of numbers; MBPP: "
+        "its lines of code). First as Easy (1-2), Medium (3-4) and Hard (5+), as seed 000 reports it, then finer.",
+        table(by_difficulty(evals, difficulty_level)),
         table(by_difficulty(evals)),
         *task_sections(evals, contrasts, tables.problems, settings),
         "## Failure modes: per-seed rates and change against the stronger baseline",
@@ -433,6 +474,8 @@ def build_report(
         table(judge_agreement(tables.judged_traces)),
         "## Training runs",
         table(trained),
+        "## Training and eval loss (mean over seeds; the curves are in loss_curves.png)",
+        table(loss_table(tables.training_log)),
         "## Plots",
         *[f"![{file}]({file})" for file in plots],
     ]

@@ -1027,3 +1027,9 @@ def difficulty_bucket(steps: int) -> str:
     if steps <= 6:
         return "5-6 steps"
     return "7+ steps"
+
+
+def difficulty_level(steps: int) -> str:
+    """Seed 000's coarser view of the same step counts: Easy (1-2 steps), Medium (3-4), Hard (5+), each a union
+    of ``difficulty_bucket``'s buckets so the two tables agree."""
+    return "1 Easy" if steps <= 2 else "2 Medium" if steps <= 4 else "3 Hard"

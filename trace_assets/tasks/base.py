@@ -19,6 +19,8 @@ eligibility and contrast rules and the statistics are the same for every task. O
   ``flexible`` a looser reading, ``declared_answers`` every declaration in order);
 - ``check``: whether one answer is right for a problem, with the reason (:class:`Check`);
 - ``failure_rule``: the failure category the verifier's reason already decides, if any.
+- ``reference_note``: what the reference solutions (recipe H) are where they are no human's worked solution
+  (Countdown: the generator's step lines; MBPP: bare code), which the report says beside the task's results.
 
 Model output is untrusted: every reader and verifier returns a failed :class:`Check` for empty,
 malformed, huge or hostile answers and never raises.
@@ -54,6 +56,9 @@ class Task(Protocol):
     instruction: str  # the answer-format instruction appended to every question ("" for gsm8k)
     # Failure categories this task's verifier decides by itself, beyond the shared ones.
     failure_categories: tuple[str, ...]
+    # What the reference solutions (recipe H's examples) are where they are not a human's worked solution;
+    # "" where they are. The report says it beside the task's results.
+    reference_note: str
     # Whether two questions that differ only in their numbers are the same problem (contamination check).
     numbers_matter: bool
     # Whether reference answers are canonical numbers (the problems table checks their form).

@@ -1,5 +1,5 @@
-"""MATH (competition mathematics): problems from local JSONL in the MATH format, answers compared by
-symbolic equivalence with Hugging Face's math-verify.
+"""MATH (competition mathematics): problems in the MATH format from local JSONL or a hub dataset, answers
+compared by symbolic equivalence with Hugging Face's math-verify.
 
 A record is ``{"problem": ..., "solution": "... \\boxed{<answer>} ...", "level": "Level 3", "type":
 "Algebra"}``; the reference answer is the solution's last ``\\boxed{}``, ``difficulty`` its level.
@@ -20,8 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from trace_assets.answers import Extraction
-from trace_assets.problems.records import LoadReport, count_jsonl, json_object, problem_id, read_jsonl_splits
-from trace_assets.settings import JsonlSource
+from trace_assets.problems.records import (
+    LoadReport,
+    count_jsonl,
+    json_object,
+    problem_id,
+    read_hub_splits,
+    read_jsonl_splits,
+)
+from trace_assets.settings import HubSource, JsonlSource
 from trace_assets.tasks.base import Check, line_extraction, require_section
 
 INSTRUCTION = (
@@ -92,12 +99,15 @@ def equivalent(answer: str | None, reference: str) -> Check:
     return Check(True, "ok") if same else Check(False, f"wrong_value: {answer[:60]} is not {reference[:60]}")
 
 
-def parse_math_record(text: str, split: str) -> dict:
-    """One MATH-format JSONL line as a problem row; ValueError saying what is wrong with it."""
-    record = json_object(text, "'problem', 'solution', 'level' and 'type'")
+MATH_KEYS = "'problem', 'solution', 'level' and 'type'"
+
+
+def math_row(record: dict, split: str, source: str) -> dict:
+    """One MATH-format record (a JSONL line's object or a hub row) as a problem row; ValueError saying what is
+    wrong with it."""
     missing = [key for key in ("problem", "solution", "type") if not isinstance(record.get(key), str) or not record[key].strip()]
     if missing:
-        raise ValueError(f"missing, empty or non-string key(s) {missing}; expected 'problem', 'solution', 'level' and 'type'")
+        raise ValueError(f"missing, empty or non-string key(s) {missing}; expected {MATH_KEYS}")
     level = _LEVEL.match(str(record.get("level", "")))
     if level is None:
         raise ValueError(f"'level' must be 'Level N' or N with N a digit (got {str(record.get('level'))[:40]!r})")
@@ -112,28 +122,40 @@ def parse_math_record(text: str, split: str) -> dict:
         "reference_solution": f"{record['solution'].strip()}\n#### {answer}",
         "answer": answer,
         "difficulty": int(level.group(1)),
-        "source": "jsonl",
+        "source": source,
         "task": "math",
         "task_metadata": json.dumps({"level": int(level.group(1)), "type": record["type"].strip()}),
     }
+
+
+def parse_math_record(text: str, split: str) -> dict:
+    """One MATH-format JSONL line as a problem row; ValueError saying what is wrong with it."""
+    return math_row(json_object(text, MATH_KEYS), split, "jsonl")
 
 
 class MathTask:
     name = "math"
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = ("unparsable_answer",)
+    reference_note = ""  # MATH's solutions are human-written
     numbers_matter = False
     numeric_answers = False
-    settings: Mapping[str, tuple[Any, Any]] = {"math": (JsonlSource | None, None)}  # MATH-format train and test files
+    # MATH-format train and test files, or a hub dataset of MATH's columns
+    settings: Mapping[str, tuple[Any, Any]] = {"math": (JsonlSource | HubSource | None, None)}
 
     def check_settings(self, problems) -> None:
         require_section(problems, self.name)
 
     def load(self, problems, seed: int, report: LoadReport) -> dict[str, list[dict]]:
+        if isinstance(problems.math, HubSource):
+            return read_hub_splits(problems.math, report, functools.partial(math_row, source="hub"))
         expected = "'problem', 'solution' (with \\boxed{}), 'level' and 'type' (MATH format)"
         return read_jsonl_splits(problems.math, report, parse_math_record, expected)
 
     def check_problems(self, problems, seed: int) -> int:
+        """The hub is not read here (it may need the network); local files are."""
+        if isinstance(problems.math, HubSource):
+            return problems.n_train or self.full_sizes(problems)[0]
         return count_jsonl(problems.math, "math", problems.n_train, parse_math_record, "the MATH format's keys")
 
     def full_sizes(self, problems) -> tuple[int, int]:

@@ -205,6 +205,7 @@ class CountdownTask:
     name = "countdown"
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = ("invalid_expression", "number_misuse", "wrong_value")
+    reference_note = "the generator's step lines (each operation and its result), not a human-written explanation"
     numbers_matter = True
     numeric_answers = True
     settings: Mapping[str, tuple[Any, Any]] = {"countdown": (CountdownSource, CountdownSource())}

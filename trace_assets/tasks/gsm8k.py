@@ -124,6 +124,7 @@ class Gsm8kTask:
     name = "gsm8k"
     instruction = ""  # the style's instruction asks for `#### <number>`; questions are sent as written
     failure_categories: tuple[str, ...] = ()  # its categories are the shared ones
+    reference_note = ""  # GSM8K's solutions are human-written
     numbers_matter = False
     numeric_answers = True
     settings: Mapping[str, tuple[Any, Any]] = {

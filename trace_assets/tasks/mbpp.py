@@ -1,6 +1,7 @@
 """MBPP: short Python functions from a description, checked by running their test asserts.
 
-A record is ``{"text": <description>, "code": <reference solution>, "test_list": [<assert>, ...]}``
+Problems come from local JSONL or a hub dataset with MBPP's columns (``google-research-datasets/mbpp``,
+config ``full``). A record is ``{"text": <description>, "code": <reference solution>, "test_list": [<assert>, ...]}``
 (optionally ``"test_setup_code"`` and ``"task_id"``). The question shows the description and the
 asserts, as MBPP's prompts do, and asks for the solution as a fenced Python block; the last
 ```` ```python ```` block of a completion is its answer (``strict``; the last fence of any language
@@ -18,8 +19,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from trace_assets.answers import Extraction
-from trace_assets.problems.records import LoadReport, count_jsonl, json_object, problem_id, read_jsonl_splits
-from trace_assets.settings import JsonlSource
+from trace_assets.problems.records import (
+    LoadReport,
+    count_jsonl,
+    json_object,
+    problem_id,
+    read_hub_splits,
+    read_jsonl_splits,
+)
+from trace_assets.settings import HubSource, JsonlSource
 from trace_assets.tasks.base import Check, metadata, require_section
 from trace_assets.tasks.sandbox import STATUSES, run_tests
 
@@ -38,9 +46,9 @@ def question_text(description: str, tests: list[str]) -> str:
     return f"{description.strip()}\nYour code should pass these tests:\n\n{listed}\n\n{INSTRUCTION}"
 
 
-def parse_mbpp_record(text: str, split: str) -> dict:
-    """One MBPP-format JSONL line as a problem row; ValueError saying what is wrong with it."""
-    record = json_object(text, "'text', 'code' and 'test_list'")
+def mbpp_row(record: dict, split: str, source: str) -> dict:
+    """One MBPP-format record (a JSONL line's object or a hub row) as a problem row; ValueError saying what is
+    wrong with it."""
     missing = [key for key in ("text", "code") if not isinstance(record.get(key), str) or not record[key].strip()]
     if missing:
         raise ValueError(f"missing, empty or non-string key(s) {missing}; expected 'text', 'code' and 'test_list'")
@@ -50,9 +58,9 @@ def parse_mbpp_record(text: str, split: str) -> dict:
     setup = record.get("test_setup_code") or ""
     if not isinstance(setup, str):
         raise ValueError("'test_setup_code' must be a string")
-    for number, source in enumerate([record["code"], setup, *tests]):
+    for number, text in enumerate([record["code"], setup, *tests]):
         try:
-            compile(source, "record", "exec")
+            compile(text, "record", "exec")
         except SyntaxError as error:
             what = "code" if number == 0 else "test_setup_code" if number == 1 else f"test_list[{number - 2}]"
             raise ValueError(f"'{what}' is not valid Python ({error.msg}, line {error.lineno})") from None
@@ -66,10 +74,15 @@ def parse_mbpp_record(text: str, split: str) -> dict:
         "reference_solution": f"```python\n{code}\n```",
         "answer": "\n".join(tests),
         "difficulty": sum(1 for line in code.splitlines() if line.strip()),
-        "source": "jsonl",
+        "source": source,
         "task": "mbpp",
         "task_metadata": json.dumps(fields),
     }
+
+
+def parse_mbpp_record(text: str, split: str) -> dict:
+    """One MBPP-format JSONL line as a problem row; ValueError saying what is wrong with it."""
+    return mbpp_row(json_object(text, "'text', 'code' and 'test_list'"), split, "jsonl")
 
 
 @functools.lru_cache(maxsize=8192)
@@ -82,17 +95,24 @@ class MbppTask:
     name = "mbpp"
     instruction = INSTRUCTION
     failure_categories: tuple[str, ...] = tuple(status for status in STATUSES if status != "passed")
+    reference_note = "the bare reference code, without any explanation"
     numbers_matter = False
     numeric_answers = False
-    settings: Mapping[str, tuple[Any, Any]] = {"mbpp": (JsonlSource | None, None)}  # MBPP-format train and test files
+    # MBPP-format train and test files, or a hub dataset of MBPP's columns
+    settings: Mapping[str, tuple[Any, Any]] = {"mbpp": (JsonlSource | HubSource | None, None)}
 
     def check_settings(self, problems) -> None:
         require_section(problems, self.name)
 
     def load(self, problems, seed: int, report: LoadReport) -> dict[str, list[dict]]:
+        if isinstance(problems.mbpp, HubSource):
+            return read_hub_splits(problems.mbpp, report, functools.partial(mbpp_row, source="hub"))
         return read_jsonl_splits(problems.mbpp, report, parse_mbpp_record, "'text', 'code' and 'test_list' (MBPP format)")
 
     def check_problems(self, problems, seed: int) -> int:
+        """The hub is not read here (it may need the network); local files are."""
+        if isinstance(problems.mbpp, HubSource):
+            return problems.n_train or self.full_sizes(problems)[0]
         return count_jsonl(problems.mbpp, "mbpp", problems.n_train, parse_mbpp_record, "the MBPP format's keys")
 
     def full_sizes(self, problems) -> tuple[int, int]:
