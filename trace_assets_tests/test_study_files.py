@@ -23,11 +23,13 @@ SIZES = {
 }
 
 
-def shrunk(name: str, folder, model: str):
+def shrunk(name: str, folder, model: str, spec: dict | None = None):
+    """The shipped experiment file ``name`` (or ``spec``) at SIZES, with ``model`` in every role."""
+
     def merge(base: dict, change: dict) -> dict:
         return {**base, **{k: merge(base.get(k) or {}, v) if isinstance(v, dict) else v for k, v in change.items()}}
 
-    spec = merge(yaml.safe_load((PROJECT_ROOT / "experiments" / name).read_text()), SIZES)
+    spec = merge(spec or yaml.safe_load((PROJECT_ROOT / "experiments" / name).read_text()), SIZES)
     for role in ("teacher", "judge"):
         spec[role]["model"] = model
     spec["students"] = {student: {"model": model} for student in spec["students"]}
@@ -70,3 +72,52 @@ def test_gpu_study_file_runs_shrunk(tmp_path, tiny_model, instance, name):
     event = instance.get_latest_materialization_event(dg.AssetKey("report"))
     shown = event.asset_materialization.metadata["report"].value
     assert shown.count("](data:image/png;base64,") >= 2 and ".png)" not in shown
+
+
+# shape_of_thought.yaml's arms kept in its shrunk run: one of each kind the file sweeps (G, human,
+# a completely flawed mixture, a ladder rung) and every planned contrast among them
+SHAPE_ARMS = ["G", "H", "mix25", "deg50"]
+
+
+def test_shape_of_thought_structure_runs_shrunk(tmp_path, tiny_model, instance):
+    """shape_of_thought.yaml's structure at test sizes: its four tasks (MATH and MBPP from the local
+    fixtures, as the file's offline option says), training per task, a completely flawed mixture and a
+    degradation rung, and the contrasts planned among those arms, through every stage."""
+    from trace_assets.inputs import check_inputs
+
+    data = PROJECT_ROOT / "experiments" / "data"
+    spec = yaml.safe_load((PROJECT_ROOT / "experiments" / "shape_of_thought.yaml").read_text())
+    assert spec["training"]["per_task"] and spec["datasets"]["mix25"]["flaw"] == "complete"
+    spec["problems"] = {
+        "tasks": spec["problems"]["tasks"],
+        "source": "synthetic",
+        "n_train": 6,
+        "n_test": 4,
+        "synthetic": {"min_steps": 2, "max_steps": 3},
+        "countdown": {"min_numbers": 3, "max_numbers": 4, "n_train": 6, "n_test": 4},
+        "math": {"train": str(data / "math_train.jsonl"), "test": str(data / "math_test.jsonl")},
+        "mbpp": {"train": str(data / "mbpp_train.jsonl"), "test": str(data / "mbpp_test.jsonl")},
+    }
+    spec["datasets"] = {name: spec["datasets"][name] for name in SHAPE_ARMS}
+    spec["students"] = dict(list(spec["students"].items())[:1])
+    planned = [c for c in spec["contrasts"] if set(c) <= {*SHAPE_ARMS, "baseline"}]
+    spec["contrasts"] = planned
+    spec["styles_dir"] = str(PROJECT_ROOT / "styles")
+    experiment = check_inputs(shrunk("shape_of_thought.yaml", tmp_path, tiny_model, spec))
+    assert {("mix25", "H"), ("deg50", "H"), ("G", "H")} <= set(experiment.planned_contrasts())
+    _, database = run_scripted_graph(experiment, tmp_path / "data", instance)
+
+    with duckdb.connect(str(database), read_only=True) as db:
+        examples = db.sql("SELECT e.*, p.task FROM sft_examples e JOIN problems p USING (problem_id)").pl()
+        checkpoints = db.sql("SELECT dataset, seed, task FROM checkpoints WHERE status = 'trained'").pl()
+        accuracy = db.sql("SELECT dataset, training FROM accuracy").pl()
+    flaws = examples.filter(pl.col("dataset").is_in(["mix25", "deg50"]))
+    flaw_kinds = lambda name: set(flaws.filter(pl.col("dataset") == name)["flaw"]) - {"none"}  # noqa: E731
+    assert flaw_kinds("deg50") == {"degraded"} and flaw_kinds("mix25") == {"complete"}
+    # one model per task an arm has examples of, per seed
+    for dataset, group in checkpoints.group_by("dataset"):
+        tasks = set(examples.filter(pl.col("dataset") == dataset[0])["task"])
+        assert group.height == len(tasks) * len(experiment.training.seeds) and set(group["task"]) == tasks
+    assert set(accuracy.filter(pl.col("dataset").is_in(SHAPE_ARMS))["training"]) == {"per_task"}
+    report = (tmp_path / "data" / "report" / "report.md").read_text()
+    assert all(f"{a} - {b}" in report or f"{a} vs {b}" in report for a, b in experiment.planned_contrasts())
