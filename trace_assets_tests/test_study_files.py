@@ -99,7 +99,7 @@ def test_shape_of_thought_structure_runs_shrunk(tmp_path, tiny_model, instance):
         "mbpp": {"train": str(data / "mbpp_train.jsonl"), "test": str(data / "mbpp_test.jsonl")},
     }
     spec["datasets"] = {name: spec["datasets"][name] for name in SHAPE_ARMS}
-    spec["students"] = dict(list(spec["students"].items())[:1])
+    spec["students"] = dict(list(spec["students"].items())[:2])  # two students: inputs span several dataset x student ranges
     planned = [c for c in spec["contrasts"] if set(c) <= {*SHAPE_ARMS, "baseline"}]
     spec["contrasts"] = planned
     spec["styles_dir"] = str(PROJECT_ROOT / "styles")
@@ -109,14 +109,15 @@ def test_shape_of_thought_structure_runs_shrunk(tmp_path, tiny_model, instance):
 
     with duckdb.connect(str(database), read_only=True) as db:
         examples = db.sql("SELECT e.*, p.task FROM sft_examples e JOIN problems p USING (problem_id)").pl()
-        checkpoints = db.sql("SELECT dataset, seed, task FROM checkpoints WHERE status = 'trained'").pl()
+        checkpoints = db.sql("SELECT dataset, student, seed, task FROM checkpoints WHERE status = 'trained'").pl()
         accuracy = db.sql("SELECT dataset, training FROM accuracy").pl()
     flaws = examples.filter(pl.col("dataset").is_in(["mix25", "deg50"]))
     flaw_kinds = lambda name: set(flaws.filter(pl.col("dataset") == name)["flaw"]) - {"none"}  # noqa: E731
     assert flaw_kinds("deg50") == {"degraded"} and flaw_kinds("mix25") == {"complete"}
-    # one model per task an arm has examples of, per seed
-    for dataset, group in checkpoints.group_by("dataset"):
-        tasks = set(examples.filter(pl.col("dataset") == dataset[0])["task"])
+    # one model per task an arm has examples of, per student and seed
+    assert checkpoints["student"].n_unique() == 2
+    for (dataset, _), group in checkpoints.group_by("dataset", "student"):
+        tasks = set(examples.filter(pl.col("dataset") == dataset)["task"])
         assert group.height == len(tasks) * len(experiment.training.seeds) and set(group["task"]) == tasks
     assert set(accuracy.filter(pl.col("dataset").is_in(SHAPE_ARMS))["training"]) == {"per_task"}
     report = (tmp_path / "data" / "report" / "report.md").read_text()
