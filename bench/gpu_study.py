@@ -4,6 +4,7 @@
     python bench/gpu_study.py run --shrink --data /tmp/gpu_study_cpu                # the same file, CPU-sized
     python bench/gpu_study.py run --styles normal ...                              # only the arms of these styles
     python bench/gpu_study.py run --datasets H H_aa ...                            # only these arms
+    python bench/gpu_study.py run --until eval_results ...                         # stop once the answers are in
     python bench/gpu_study.py export --data /tmp/gpu_study --out $OUT       # tables as one tar of Parquet files
     python bench/gpu_study.py results --tables DIR [--output bench/results/gpu_study]
 
@@ -202,13 +203,32 @@ def seed_spread(eval_results) -> list[dict]:
     return rows
 
 
+def with_missing_tables(tables: dict, experiment) -> dict:
+    """A run cut off after ``eval_results`` (``run --until eval_results``, or out of device time
+    during the failure judging) still gives its finding: ``accuracy`` computed here from the answers
+    as the accuracy asset computes it (its declared noise only: the device's database is not here),
+    and no failure modes."""
+    from trace_assets.reporting.schemas import FailureModeSchema
+    from trace_assets.reporting.stats import NoiseSettings, accuracy_summary
+    from trace_assets.tables import empty_frame
+
+    if "accuracy" not in tables:
+        print("no accuracy table in the export: computed from eval_results", flush=True)
+        settings = NoiseSettings(declared_sd=experiment.statistics.seed_sd)
+        tables["accuracy"] = accuracy_summary(tables["eval_results"], experiment.seed, settings)
+    if "failure_modes" not in tables:
+        print("no failure_modes table in the export: the report has no failure modes", flush=True)
+        tables["failure_modes"] = empty_frame(FailureModeSchema)
+    return tables
+
+
 def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
     from bench.study_run import time_figures
     from trace_assets.experiment import load_experiment
     from trace_assets.reporting.report import StudyTables, build_report, statistics_plan
 
     experiment = load_experiment(experiment_path)
-    tables = read_tables(tables_path)
+    tables = with_missing_tables(read_tables(tables_path), experiment)
     study = StudyTables(**{field.name: tables[field.name] for field in dataclasses.fields(StudyTables)})
     report = build_report(
         experiment.name,
@@ -247,6 +267,7 @@ def main() -> None:
     run.add_argument("--shrink", action="store_true", help="the CPU rehearsal: the same file at tiny sizes")
     run.add_argument("--styles", nargs="+", help="keep only these styles and the arms that need no other")
     run.add_argument("--datasets", nargs="+", help="keep only these arms (and the contrasts among them)")
+    run.add_argument("--until", help="stop once the stage holding this asset is done (eval_results: the finding first)")
     run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="change settings: teacher.sampling.n=8")
     exporter = sub.add_parser("export")
     exporter.add_argument("--data", default="/tmp/gpu_study")
@@ -265,7 +286,7 @@ def main() -> None:
             if changed
             else args.experiment
         )
-        _, done = run_study(experiment, Path(args.data), args.stop_after_s)
+        _, done = run_study(experiment, Path(args.data), args.stop_after_s, args.until)
         print("study complete" if done else "study not complete: run again with the same --data", flush=True)
     elif args.command == "export":
         export(Path(args.data), Path(args.out))

@@ -37,9 +37,11 @@ def load_times(data: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"stages": {}, "steps": {}}
 
 
-def run_study(experiment_path: str, data: Path, stop_after_s: float | None = None) -> tuple[dict, bool]:
+def run_study(experiment_path: str, data: Path, stop_after_s: float | None = None, until: str | None = None) -> tuple[dict, bool]:
     """Run every stage not yet done; returns (the stage and step times so far, whether all are done).
-    The dry-run estimate is taken once, before the first stage runs, and kept with the times."""
+    ``until``: stop once the stage holding that asset is done (``eval_results``: export the finding
+    before the failure judging). The dry-run estimate is taken once, before the first stage runs, and
+    kept with the times."""
     began = time.perf_counter()
     data.mkdir(parents=True, exist_ok=True)
     os.environ["TRACE_ASSETS_EXPERIMENT"] = experiment_path
@@ -65,9 +67,15 @@ def run_study(experiment_path: str, data: Path, stop_after_s: float | None = Non
     def save() -> None:
         (data / TIMES_FILE).write_text(json.dumps(times, indent=2))
 
+    done_stages: list[list[str] | str] = []  # the stages before this one
     with dg.DagsterInstance.get() as instance:
         for stage in stages:
             name = stage if isinstance(stage, str) else ", ".join(stage)
+            if until is not None and any(until in (names if isinstance(names, list) else [names]) for names in done_stages):
+                print(f"stopping before {name}: {until} is done; run again without --until to go on", flush=True)
+                save()
+                return times, False
+            done_stages.append(stage)
             if name in times["stages"]:
                 print(f"{name}: done in an earlier call ({times['stages'][name]:.0f} s)", flush=True)
                 continue

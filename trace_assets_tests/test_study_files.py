@@ -74,6 +74,31 @@ def test_gpu_study_file_runs_shrunk(tmp_path, tiny_model, instance, name):
     event = instance.get_latest_materialization_event(dg.AssetKey("report"))
     shown = event.asset_materialization.metadata["report"].value
     assert shown.count("](data:image/png;base64,") >= 2 and not re.search(r"\]\([^)]*\.png\)", shown)  # no link to a file
+    if name == "gpu_study.yaml":
+        assert_results_rebuild_without_the_last_stage(tmp_path, experiment)
+
+
+def assert_results_rebuild_without_the_last_stage(tmp_path, experiment) -> None:
+    """bench/gpu_study.py's export, then its results from the tables of a run cut off after
+    eval_results (no accuracy, no failure modes): the finding is still written, accuracy computed
+    from the answers as the accuracy asset computes it."""
+    import json
+    import tarfile
+
+    from bench.gpu_study import export, results
+
+    data = tmp_path / "data"
+    (data / "study_times.json").write_text(json.dumps({"stages": {}, "steps": {}, "estimate_before_run_s": {}}))
+    with tarfile.open(export(data, tmp_path / "out")) as tar:
+        tar.extractall(tmp_path / "tables", filter="data")
+    for table in ("accuracy", "failure_modes"):
+        (tmp_path / "tables" / f"{table}.parquet").unlink()
+    figures = results(tmp_path / "tables", tmp_path / "results", str(experiment.source_path))
+    assert {row["dataset"] for row in figures["accuracy"]} >= {"base", "H", "H_aa"}
+    with duckdb.connect(str(data / "trace_assets.duckdb"), read_only=True) as db:
+        asset = db.sql("SELECT dataset, accuracy FROM accuracy").pl()
+    assert dict(asset.iter_rows()) == {row["dataset"]: row["accuracy"] for row in figures["accuracy"]}
+    assert "## Planned contrasts" in (tmp_path / "results" / "report.md").read_text()
 
 
 # shape_of_thought.yaml's arms kept in its shrunk run: one of each kind the file sweeps (G, human,
