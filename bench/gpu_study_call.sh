@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One device call of the GPU study (issue 24), after the pieces are in /tmp/parts (README's GPU section):
+#   bash bench/gpu_study_call.sh SECONDS [run options...]
+# installs the offline wheels once (kept in /tmp/site while the machine stays warm), runs the study for
+# at most SECONDS (stage by stage, resumable: call again with the same options), and always exports the
+# tables so far to $OUT/tables_<time>/, so a call cut off by the device budget still brings back what the
+# last finished stage wrote. Prints the stage lines of the run's log.
+set -u
+limit=${1:?seconds}; shift
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+data=${GPU_STUDY_DATA:-/tmp/gpu_study}
+[ -d /tmp/site/vllm ] || bash scripts/offline_gpu/install-pieces.sh /tmp/parts /tmp/site > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
+timeout "$limit" python bench/gpu_study.py run --data "$data" "$@" >> /tmp/gpu_study.log 2>&1
+status=$?
+out="${OUT:-/tmp/out}/tables_$(date +%H%M%S)"
+python bench/gpu_study.py export --data "$data" --out "$out" > /dev/null 2>&1 && cp /tmp/gpu_study.log "$out/"
+grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|stopping|complete|Traceback|Error" /tmp/gpu_study.log | tail -20
+echo "run exit $status; tables in $out"
