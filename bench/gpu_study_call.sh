@@ -3,8 +3,9 @@
 #   bash bench/gpu_study_call.sh SECONDS [run options...]
 # installs the offline wheels once (kept in /tmp/site while the machine stays warm), runs the study for
 # at most SECONDS (stage by stage, resumable: call again with the same options), and always exports the
-# tables so far to $OUT/tables_<time>/, so a call cut off by the device budget still brings back what the
-# last finished stage wrote. Prints the stage lines of the run's log.
+# tables so far to $OUT/tables_<time>/: with SECONDS below the device time left (less ~30 s for the
+# export), a run cut off by its limit still brings back what the last finished stage wrote. Prints the
+# stage lines of the run's log.
 set -u
 limit=${1:?seconds}; shift
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
