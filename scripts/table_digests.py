@@ -27,7 +27,10 @@ import duckdb
 PROVENANCE = {
     "checkpoints": {"wall_s"},  # seconds the training run took
     "round_checkpoints": {"wall_s"},  # the same, for the closed loop's rounds
-    "generation_cache": {"created_at"},  # when the completion was stored
+    # when the completion was stored, and the folder of the checkpoint that generated it first: a
+    # request's key already names the model by its weights' hash, and two arms whose checkpoints
+    # trained into the same weights share their answers, under whichever path asked first
+    "generation_cache": {"created_at", "model"},
     "schema_version": {"recorded_at"},  # when the file was stamped or migrated
 }
 
