@@ -120,6 +120,8 @@ def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
     """One optimiser step over the same examples, packed into one padding-free row or padded as a
     batch, has the same loss (completion tokens only) and leads to the same second-step loss."""
     from trace_assets.experiment import TrainingConfig
+    from trace_assets.generation.types import ModelSpec
+    from trace_assets.generation.weight_swap import engine_key
     from trace_assets.training.sft import TrainRun, train_sft
 
     rows = _rows(6)
@@ -130,6 +132,10 @@ def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
         losses[packing] = [r["train_loss"] for r in result.log if r["train_loss"] is not None]
     assert len(losses[True]) == len(losses[False]) == 2
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+    # what the trainer writes on save (use_cache=false, the tokenizer's load flags...) leaves the saved
+    # checkpoints servable by the base model's vLLM engine: their weights are swapped in, no second start
+    spec = lambda path: ModelSpec(name=str(path), path=str(path))  # noqa: E731
+    assert {engine_key(spec(tmp_path / f"packing-{packing}")) for packing in (False, True)} == {engine_key(spec(tiny_model))}
 
 
 def test_a_run_record_is_written_whole_and_a_broken_one_means_train_again(tmp_path):
