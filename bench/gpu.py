@@ -412,7 +412,7 @@ def sft_section(args) -> None:
 
     from trace_assets.experiment import TrainingConfig
     from trace_assets.models import offline_environment
-    from trace_assets.training.sft import TrainRun, train_sft_launched
+    from trace_assets.training.sft import TrainRun, train_one_launched
 
     work = Path(args.work)
     model, parameters = build_model(args.tokenizer, work / "model", args.layers, args.hidden)
@@ -443,7 +443,7 @@ def sft_section(args) -> None:
     # the checkpoints asset's path: a torchrun process on the claimed card, timed from launch to saved model
     started = time.perf_counter()
     run = TrainRun(model, examples, 0, str(work / "sft-ours"), "cuda", "bfloat16")
-    result = train_sft_launched(run, training, env={**offline_environment(), "CUDA_VISIBLE_DEVICES": "0"})
+    result = train_one_launched(run, training, env={**offline_environment(), "CUDA_VISIBLE_DEVICES": "0"})
     ours_wall = time.perf_counter() - started
     # TRL counts the padding that rounds each flattened batch up to a multiple of max_length; scale
     # to real tokens by the fill of best-fit-decreasing rows (the packing TRL does, as pack_rows does)

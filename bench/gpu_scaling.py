@@ -3,7 +3,7 @@
     python bench/gpu_scaling.py --tokenizer TOKENIZER_DIR [--steps 60 --batch-size 16]
 
 Runs the same SFT (a random-weight Qwen2.5-0.5B-shaped student, see _student.py) three ways,
-after one unreported warm-up run, each through ``train_sft_launched`` (torchrun) on cards taken
+after one unreported warm-up run, each through ``train_one_launched`` (torchrun) on cards taken
 with ``claim_devices``, as the ``checkpoints`` asset does:
   1. one process on one GPU;
   2. ``processes=2``: two ranks over two GPUs (NCCL), same per-device batch, so twice the tokens;
@@ -31,7 +31,7 @@ def main() -> None:
 
     from trace_assets.devices import claim_devices
     from trace_assets.experiment import TrainingConfig
-    from trace_assets.training.sft import TrainRun, train_sft_launched
+    from trace_assets.training.sft import TrainRun, train_one_launched
 
     gpus = [str(i) for i in range(torch.cuda.device_count())]
     print(json.dumps({"gpus": len(gpus), "device": torch.cuda.get_device_name(0) if gpus else "cpu"}))
@@ -54,7 +54,7 @@ def main() -> None:
             run_spec = TrainRun(
                 str(base), examples, 0, str(work / name), "cuda" if gpus else "cpu", "bfloat16" if gpus else "float32"
             )
-            result = train_sft_launched(run_spec, settings, env={"CUDA_VISIBLE_DEVICES": ",".join(cards)})
+            result = train_one_launched(run_spec, settings, env={"CUDA_VISIBLE_DEVICES": ",".join(cards)})
             report.update(
                 {
                     "run": name,

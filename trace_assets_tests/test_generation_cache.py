@@ -123,3 +123,41 @@ def test_each_request_gets_its_own_seed_from_the_experiments_seed_and_its_key():
     assert len(seeds) == 1000 and all(0 <= s < 2**31 for s in seeds)
     assert request_seed(0, "key1") == request_seed(0, "key1")  # a resumed run draws what the first one did
     assert request_seed(1, "key1") != request_seed(0, "key1")  # and the experiment's seed still matters
+
+
+def test_greedy_requests_do_not_key_on_the_seed_but_sampled_ones_do():
+    """Greedy decoding draws nothing at random: its seed is not part of the key (seed 0's key is
+    what it always was); a sampled request's seed still is."""
+    messages = [{"role": "user", "content": "q"}]
+    greedy = {seed: request_key(messages, "m", Sampling(temperature=0.0, seed=seed)) for seed in (0, 1, 2)}
+    sampled = {seed: request_key(messages, "m", Sampling(temperature=0.7, seed=seed)) for seed in (0, 1, 2)}
+    assert len(set(greedy.values())) == 1 and len(set(sampled.values())) == 3
+    assert greedy[0] == "3b8216da5e16d23bbf99"  # the key before greedy keys ignored the seed: old caches still serve it
+    assert request_key(messages, "other model", Sampling(temperature=0.0, seed=1)) != greedy[0]
+
+
+def test_a_request_several_jobs_share_is_generated_once_and_served_to_each(tmp_path):
+    """The untrained model evaluated once per training seed: three jobs with the same greedy keys,
+    beside a trained checkpoint (another model) with its own. The shared prompts reach the backend
+    once; every job still gets every completion."""
+    db = tmp_path / "db.duckdb"
+    base, trained = ModelSpec(name="base", path="base"), ModelSpec(name="trained", path="trained")
+    jobs = []
+    for spec, seed in ((base, 0), (base, 1), (base, 2), (trained, 0)):
+        sampling = Sampling(temperature=0.0, n=1, seed=seed)
+        jobs.append(
+            (
+                spec,
+                sampling,
+                [
+                    Request(request_key([{"role": "user", "content": q}], spec.name, sampling), [{"role": "user", "content": q}])
+                    for q in ("a", "b")
+                ],
+            )
+        )
+    backend = ScriptedBackend()
+    results = generate_many_with_cache(db, backend, jobs, log=lambda m: None)
+    assert [len(call) for call in backend.calls] == [2, 2]  # base once, trained once
+    assert [(r.generated, r.reused) for r in results] == [(2, 0), (0, 2), (0, 2), (2, 0)]
+    for (_, _, requests), result in zip(jobs, results):
+        assert [result.completions[(r.key, 0)].text for r in requests] == ["echo a #0", "echo b #0"]

@@ -117,6 +117,10 @@ def test_checkpoints_of_one_architecture_share_an_engine_per_data_parallel_rank(
     assert [s.completions for s in stats] == [3, 2, 2, 0, 1]
     # per engine: small's weights at start-up (its two jobs back to back), then small2's swapped in
     assert sum(f"weights of {small2}" in line for line in logs) == 2 and not any(f"weights of {small} " in line for line in logs)
+    # the second architecture's engine says why it could not share the first one's
+    assert [line for line in logs if "another engine" in line] == [
+        f"vLLM: another engine: {large} (['LlamaForCausalLM']) can't share the engine started for {small}: config.json: hidden_size"
+    ]
 
 
 def test_a_dying_engine_fails_the_step_and_keeps_the_other_engines_work(tmp_path):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from trace_assets.training.sft import curriculum_order, log_rows, split_train_eval
@@ -37,29 +39,35 @@ def test_log_rows_from_trainer_history():
 
 
 @pytest.mark.slow
-def test_two_process_sft_under_torchrun(tiny_model, tmp_path):
-    """Data-parallel SFT: two ranks (gloo on CPU, NCCL on GPUs), rank 0 saves the checkpoint."""
+def test_two_process_sft_runs_under_one_torchrun(tiny_model, tmp_path):
+    """Data-parallel SFT: two ranks (gloo on CPU, NCCL on GPUs) train the job's runs one after another
+    in one launch; rank 0 saves each checkpoint and its record as it ends, so a run that fails keeps
+    the runs before it and names the ones that were not saved."""
     from trace_assets.experiment import TrainingConfig
-    from trace_assets.training.sft import TrainRun, train_sft_launched
+    from trace_assets.training.sft import TrainResult, TrainRun, train_sft_launched
 
     rows = [
         {"example_id": f"e{i}", "difficulty": 1, "prompt": f"What is {i} + 1?", "completion": f"{i} + 1 = {i + 1}\n#### {i + 1}"}
         for i in range(8)
     ]
     config = TrainingConfig(max_steps=2, batch_size=2, max_length=64, eval_fraction=0.25, processes=2)
-    output = tmp_path / "ckpt"
-    result = train_sft_launched(
-        TrainRun(tiny_model, rows, 0, str(output), "cpu", "float32"), config, env={"OMP_NUM_THREADS": "1"}
-    )
-    assert result.path == str(output) and (output / "config.json").exists()
-    assert result.train_examples == 6 and result.eval_examples == 2 and result.world_size == 2
-    assert [r["step"] for r in result.log if r["train_loss"] is not None] == [1, 2]
-    assert not output.with_name("ckpt.partial").exists()
-    with pytest.raises(RuntimeError, match="SFT with 2 process"):
-        train_sft_launched(
-            TrainRun(str(tmp_path / "no-such-model"), rows, 0, str(tmp_path / "bad"), "cpu", "float32"), config, env={}
-        )
-    assert not (tmp_path / "bad").exists()
+    outputs = [tmp_path / "first", tmp_path / "second"]
+    records = [str(output / "record.json") for output in outputs]
+    runs = [TrainRun(tiny_model, rows, seed, str(output), "cpu", "float32") for seed, output in enumerate(outputs)]
+    train_sft_launched(runs, config, env={"OMP_NUM_THREADS": "1"}, records=records)
+    results = [TrainResult.read(Path(record)) for record in records]
+    for output, result in zip(outputs, results):
+        assert result.path == str(output) and (output / "config.json").exists()
+        assert result.train_examples == 6 and result.eval_examples == 2 and result.world_size == 2
+        assert [r["step"] for r in result.log if r["train_loss"] is not None] == [1, 2]
+        assert not output.with_name(output.name + ".partial").exists()
+    assert results[0].content_hash != results[1].content_hash  # other seeds: other weights
+    bad, after = tmp_path / "bad", tmp_path / "after"
+    failing = [runs[0], TrainRun(str(tmp_path / "no-such-model"), rows, 0, str(bad), "cpu", "float32")]
+    failing.append(TrainRun(tiny_model, rows, 2, str(after), "cpu", "float32"))
+    with pytest.raises(RuntimeError, match=f"SFT with 2 process.*1 of 3 run.*saved for {bad}, {after}"):
+        train_sft_launched(failing, config, env={}, records=[records[0], str(bad / "r.json"), str(after / "r.json")])
+    assert not bad.exists() and not after.exists() and Path(records[0]).exists()
 
 
 def _rows(count: int) -> list[dict]:
@@ -112,6 +120,8 @@ def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
     """One optimiser step over the same examples, packed into one padding-free row or padded as a
     batch, has the same loss (completion tokens only) and leads to the same second-step loss."""
     from trace_assets.experiment import TrainingConfig
+    from trace_assets.generation.types import ModelSpec
+    from trace_assets.generation.weight_swap import engine_key
     from trace_assets.training.sft import TrainRun, train_sft
 
     rows = _rows(6)
@@ -122,6 +132,10 @@ def test_packed_and_unpacked_training_give_the_same_loss(tiny_model, tmp_path):
         losses[packing] = [r["train_loss"] for r in result.log if r["train_loss"] is not None]
     assert len(losses[True]) == len(losses[False]) == 2
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+    # what the trainer writes on save (use_cache=false, the tokenizer's load flags...) leaves the saved
+    # checkpoints servable by the base model's vLLM engine: their weights are swapped in, no second start
+    spec = lambda path: ModelSpec(name=str(path), path=str(path))  # noqa: E731
+    assert {engine_key(spec(tmp_path / f"packing-{packing}")) for packing in (False, True)} == {engine_key(spec(tiny_model))}
 
 
 def test_a_run_record_is_written_whole_and_a_broken_one_means_train_again(tmp_path):
@@ -233,10 +247,17 @@ def test_a_per_task_dataset_trains_one_model_per_task_on_that_tasks_examples_alo
     )
     seen = []
 
-    def fake_train(gpu, run, config, log):
-        Path(run.output_dir).mkdir(parents=True)
-        seen.append((run.output_dir, sorted(e["problem_id"] for e in run.examples)))
-        return TrainResult(run.output_dir, f"hash{len(seen)}", len(run.examples), 0, 10, 0.1, [{"step": 1, "train_loss": 1.0}])
+    launches = []
+
+    def fake_train(gpu, runs, config, log):
+        launches.append(len(runs))
+        for run in runs:
+            Path(run.output_dir).mkdir(parents=True)
+            seen.append((run.output_dir, sorted(e["problem_id"] for e in run.examples)))
+            result = TrainResult(
+                run.output_dir, f"hash{len(seen)}", len(run.examples), 0, 10, 0.1, [{"step": 1, "train_loss": 1.0}]
+            )
+            step.save_result(Path(run.output_dir), result)
 
     monkeypatch.setattr(step, "train", fake_train)
     model = tmp_path / "model"
@@ -267,3 +288,4 @@ def test_a_per_task_dataset_trains_one_model_per_task_on_that_tasks_examples_alo
     assert rows[("G", 0, "countdown")]["train_examples"] == 1 and rows[("G", 0, "gsm8k")]["train_examples"] == 2
     assert {(r["dataset"], r["task"]) for r in run.log} == {("G", "gsm8k"), ("G", "countdown"), ("P", None)}
     assert '"per_task"' not in rows[("P", 0, None)]["config"]  # the row's task says how it was trained
+    assert launches == [len(seen)] == [6]  # every run of the step in one launch

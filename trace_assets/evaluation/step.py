@@ -54,6 +54,8 @@ def evaluate(
         shots = exemplars if few_shot else {}
         dtype = generation.gpu.resolve_dtype(students[checkpoint["student"]].dtype)
         spec = ModelSpec(name=checkpoint["path"], path=checkpoint["path"], dtype=dtype)
+        # Greedy: the seed is not part of the requests' keys (Sampling.identity), so an untrained model's
+        # rows of every training seed share one generation.
         sampling = Sampling(temperature=0.0, max_tokens=settings.max_tokens, n=1, seed=checkpoint["seed"])
         tokenizer = load_tokenizer(checkpoint["path"])
         for split, frame in questions.items():

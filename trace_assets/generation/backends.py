@@ -33,7 +33,7 @@ from dataclasses import asdict
 
 from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling
 from trace_assets.generation.vllm_worker import RESULT_PREFIX
-from trace_assets.generation.weight_swap import engine_key
+from trace_assets.generation.weight_swap import engine_key, unshared_engine_reason
 
 OnBatch = Callable[[list[Completion]], None]
 OnJobBatch = Callable[[int, list[Completion]], None]  # (index of the job in generate_many's list, completions)
@@ -200,15 +200,23 @@ class VllmBackend(Backend):
         In a shared engine a model's ``startup_s`` is the time its weights took to load, except for
         the model the engine started on, which has the engine's start-up and ``extra["engine_starts"]``
         (the number of data-parallel engines); ``extra["swap_s"]`` is the load time in every case
-        (0 for the first). A model whose request list is empty is never loaded.
+        (0 for the first). A model whose request list is empty is never loaded. A further engine for
+        a checkpoint of an architecture that already has one is logged with the files and fields
+        that kept them apart (:func:`unshared_engine_reason`): each costs an engine start.
         """
         stats = [GenerationStats() for _ in jobs]
+        started: list[ModelSpec] = []
         groups: dict[str, list[int]] = {}
         for index, (spec, _, requests) in enumerate(jobs):
             if requests:
                 groups.setdefault(engine_key(spec), []).append(index)
         for indices in groups.values():
             indices.sort(key=lambda index: jobs[index][0].path)  # one checkpoint's jobs back to back: loaded once
+            first = jobs[indices[0]][0]
+            reason = unshared_engine_reason(first, started)
+            if reason:
+                log(f"vLLM: another engine: {reason}")
+            started.append(first)
 
             def on_group_batch(tag: int, batch: list[Completion], indices: list[int] = indices) -> None:
                 on_batch(indices[tag], batch)

@@ -47,22 +47,31 @@ def prompt_request(prompt: str, model: str, sampling: Sampling) -> Request:
 
 @dataclass
 class _Lookup:
-    """One model's requests against the cache: what is there, what is missing, and a writer for the rest."""
+    """One model's requests against the cache: what is there, what is missing, and a writer for the rest.
+
+    ``scheduled`` maps the keys that earlier jobs of the same call generate to their lookups: such
+    requests are not generated again here but taken from that job afterwards (:meth:`share`), and
+    this job's own missing keys are added to it."""
 
     database: Path
     spec: ModelSpec
     sampling: Sampling
     requests: list[Request]
     log: Callable[[str], None]
+    scheduled: dict[str, _Lookup] = field(default_factory=dict)
     failed: int = 0
 
     def __post_init__(self) -> None:
         unique = list({request.key: request for request in self.requests}.values())
         n = self.sampling.n
         self.cached = cached_completions(self.database, [request.key for request in unique])
-        self.missing = [r for r in unique if any((r.key, i) not in self.cached for i in range(n))]
+        absent = [r for r in unique if any((r.key, i) not in self.cached for i in range(n))]
+        self.shared = [r for r in absent if r.key in self.scheduled]
+        self.missing = [r for r in absent if r.key not in self.scheduled]
+        self.scheduled.update((r.key, self) for r in self.missing)
         self.reused = sum(1 for r in unique for i in range(n) if (r.key, i) in self.cached)
-        self.log(f"{len(unique) - len(self.missing)} prompts cached, {len(self.missing)} to generate with {self.spec.name}")
+        also = f", {len(self.shared)} generated for an earlier job" if self.shared else ""
+        self.log(f"{len(unique) - len(absent)} prompts cached{also}, {len(self.missing)} to generate with {self.spec.name}")
 
     def persist(self, batch: list[Completion]) -> None:
         store_completions(self.database, self.spec.name, batch)
@@ -70,6 +79,15 @@ class _Lookup:
         for completion in batch:
             if completion.error is None:
                 self.cached[(completion.key, completion.sample_index)] = completion
+
+    def share(self) -> None:
+        """Take the completions of ``shared`` requests from the jobs that generated them (counted as reused)."""
+        for request in self.shared:
+            generated = self.scheduled[request.key].cached
+            for index in range(self.sampling.n):
+                if (request.key, index) in generated:
+                    self.cached[(request.key, index)] = generated[(request.key, index)]
+                    self.reused += 1
 
     def result(self, stats: GenerationStats) -> CachedGeneration:
         return CachedGeneration(self.cached, generated=stats.completions, reused=self.reused, failed=self.failed, stats=stats)
@@ -100,12 +118,17 @@ def generate_many_with_cache(
     log: Callable[[str], None] = print,
 ) -> list[CachedGeneration]:
     """:func:`generate_with_cache` for several models in one ``backend.generate_many`` call (vLLM:
-    one engine per architecture). Only missing requests are generated; a model whose requests are
-    all cached is never loaded."""
-    lookups = [_Lookup(database, spec, sampling, requests, log) for spec, sampling, requests in jobs]
+    one engine per architecture). Only missing requests are generated, each once: a request that
+    several jobs share (the same key: the same prompt, model and sampling, as an untrained model's
+    greedy answers evaluated once per training seed) is generated for the first and served to the
+    others. A model whose requests are all cached is never loaded."""
+    scheduled: dict[str, _Lookup] = {}
+    lookups = [_Lookup(database, spec, sampling, requests, log, scheduled) for spec, sampling, requests in jobs]
     pending = [(spec, sampling, lookup.missing) for (spec, sampling, _), lookup in zip(jobs, lookups)]
     if any(lookup.missing for lookup in lookups):
         stats = backend.generate_many(pending, lambda index, batch: lookups[index].persist(batch), log)
     else:
         stats = [GenerationStats() for _ in jobs]
+    for lookup in lookups:
+        lookup.share()
     return [lookup.result(result) for lookup, result in zip(lookups, stats)]

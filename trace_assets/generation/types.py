@@ -18,6 +18,16 @@ class Sampling:
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
+    def identity(self) -> dict:
+        """The parameters that decide the completions, as a request's key records them. Greedy decoding
+        (temperature 0) draws nothing at random, so its seed is recorded as 0 whatever it was set to:
+        an untrained arm evaluated once per training seed then asks for the same answers three times,
+        and greedy keys made with seed 0 (judges, seed-0 evaluations) stay what they were."""
+        identity = asdict(self)
+        if self.temperature == 0:
+            identity["seed"] = 0
+        return identity
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -83,6 +93,6 @@ class GenerationStats:
 
 
 def messages_hash(messages: list[dict], model: str, sampling: Sampling) -> str:
-    """Identity of a generation: the exact chat, model and sampling parameters."""
-    payload = json.dumps({"messages": messages, "model": model, "sampling": asdict(sampling)}, sort_keys=True)
+    """Identity of a generation: the exact chat, model and sampling parameters (see :meth:`Sampling.identity`)."""
+    payload = json.dumps({"messages": messages, "model": model, "sampling": sampling.identity()}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]

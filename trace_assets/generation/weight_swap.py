@@ -14,6 +14,8 @@ nothing of its own, so its packed copy is rebuilt afterwards (see :func:`_repack
 
 :func:`engine_key` says which checkpoints may share an engine: the same model configuration
 (everything but bookkeeping fields), tokenizer files, dtype, context length and parallelism.
+:func:`unshared_engine_reason` says which files and fields kept a checkpoint from an engine of its
+architecture that had started, so the log shows what a further engine start was for.
 """
 
 from __future__ import annotations
@@ -27,22 +29,39 @@ from trace_assets.generation.types import ModelSpec
 
 WORKER_EXTENSION = "trace_assets.generation.weight_swap.WeightSwapExtension"
 
-# Fields of the JSON files below that don't change what the engine computes: where a file was
-# loaded from and how (transformers adds these on a re-save), and the weights' own dtype (the
-# engine's is spec.dtype).
+# Fields of the JSON files below that don't change what the engine computes, so checkpoints that
+# differ only in them share an engine. Anything that changes tokenization, the chat template, eos ids,
+# rope, the vocabulary, shapes or generation defaults stays in the key.
 _CONFIG_BOOKKEEPING = {
+    # where a file was loaded from and by which version (transformers adds these on a re-save);
+    # "_model_name_or_path" is the model's name that SmolLM2's GGUF metadata leaves in its config
     "_name_or_path",
     "name_or_path",
+    "_model_name_or_path",
     "_commit_hash",
     "transformers_version",
     "is_local",
     "local_files_only",
+    # generation_config.json's provenance: transformers' own GenerationConfig equality ignores these
+    # (METADATA_FIELDS in transformers/generation/configuration_utils.py)
+    "_from_model_config",
+    "_original_object_hash",
+    # the weights' own dtype (the engine's is spec.dtype, never "auto" here)
     "torch_dtype",
     "dtype",
+    # what transformers' own forward returns or caches: vLLM has its own KV cache and outputs
+    # (gradient checkpointing, as TRL trains, saves use_cache=false)
     "use_cache",
     "output_attentions",
     "output_hidden_states",
     "return_dict",
+    # which attention kernel transformers runs (the trainer's flex_attention, the base's sdpa), and
+    # the flag that it picked one itself (written to config.json by some transformers 4.x releases):
+    # the same attention either way, and vLLM runs its own kernels
+    "attn_implementation",
+    "_attn_implementation",
+    "_attn_implementation_internal",
+    "_attn_implementation_autoset",
 }
 # Files the engine reads besides the weights: tokenizer, chat template and generation defaults (eos ids).
 _ENGINE_FILES = (
@@ -64,11 +83,15 @@ def _without_bookkeeping(value):
     return value
 
 
-def engine_key(spec: ModelSpec) -> str:
-    """Checkpoints with equal keys can be served by one engine, loading each one's weights in turn.
+def _compared(name: str) -> bool:
+    """Whether a file is compared as JSON without bookkeeping (tokenizer.json: by its bytes, it has no
+    bookkeeping and is large)."""
+    return name.endswith(".json") and name != "tokenizer.json"
 
-    A hub id (no local folder) only shares with itself.
-    """
+
+def _engine_parts(spec: ModelSpec) -> dict[str, object]:
+    """What decides whether checkpoints can share an engine: the engine settings and, per file the
+    engine reads, its content without bookkeeping (JSON) or its bytes' digest; a hub id's path."""
     engine = {
         "backend": spec.backend,
         "dtype": spec.dtype,
@@ -77,21 +100,68 @@ def engine_key(spec: ModelSpec) -> str:
         "dp": spec.data_parallel_size,
     }
     folder = Path(spec.path)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        return hashlib.sha256(json.dumps({**engine, "path": spec.path}, sort_keys=True).encode()).hexdigest()[:16]
-    digest = hashlib.sha256(json.dumps(engine, sort_keys=True).encode())
-    digest.update(json.dumps(_without_bookkeeping(json.loads(config_file.read_text())), sort_keys=True).encode())
-    for name in _ENGINE_FILES:
+    if not (folder / "config.json").is_file():
+        return {"engine": engine, "path": spec.path}
+    parts: dict[str, object] = {"engine": engine}
+    for name in ("config.json", *_ENGINE_FILES):
         path = folder / name
-        if not path.is_file():
+        if path.is_file():
+            content = path.read_bytes()
+            parts[name] = _without_bookkeeping(json.loads(content)) if _compared(name) else hashlib.sha256(content).hexdigest()
+    return parts
+
+
+def engine_key(spec: ModelSpec) -> str:
+    """Checkpoints with equal keys can be served by one engine, loading each one's weights in turn.
+
+    A hub id (no local folder) only shares with itself.
+    """
+    return hashlib.sha256(json.dumps(_engine_parts(spec), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def engine_differences(spec: ModelSpec, other: ModelSpec) -> list[str]:
+    """Why two local checkpoints can't share an engine: per file the engine reads (or "engine" for the
+    engine settings) that differs, the top-level fields it differs in ("config.json: rope_parameters"),
+    or the file's name alone where it is not JSON, or "only in <folder>"."""
+    mine, theirs = _engine_parts(spec), _engine_parts(other)
+    differences = []
+    for name in dict.fromkeys([*mine, *theirs]):
+        a, b = mine.get(name), theirs.get(name)
+        if a == b:
             continue
-        digest.update(name.encode())
-        if name.endswith(".json") and name != "tokenizer.json":
-            digest.update(json.dumps(_without_bookkeeping(json.loads(path.read_text())), sort_keys=True).encode())
-        else:
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+        if a is None or b is None:
+            differences.append(f"{name}: only in {(spec if b is None else other).path}")
+            continue
+        if name == "tokenizer.json":  # keyed by its bytes: read both to name the fields
+            a, b = (json.loads((Path(checkpoint.path) / name).read_bytes()) for checkpoint in (spec, other))
+        differences.append(f"{name}: {_differing_fields(a, b)}" if isinstance(a, dict) and isinstance(b, dict) else name)
+    return differences
+
+
+def _differing_fields(a: dict, b: dict) -> str:
+    absent = object()
+    return ", ".join(sorted(key for key in {*a, *b} if a.get(key, absent) != b.get(key, absent)))
+
+
+def _architecture(spec: ModelSpec) -> str | None:
+    """The model class a local checkpoint's config.json names; None for a hub id."""
+    config_file = Path(spec.path) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text())
+    return str(config.get("architectures") or config.get("model_type"))
+
+
+def unshared_engine_reason(spec: ModelSpec, started: list[ModelSpec]) -> str | None:
+    """Why ``spec`` gets an engine of its own although an engine was started for a checkpoint of its
+    architecture (``started``: the checkpoints engines started on): how it differs from the closest
+    such one. None where none of its architecture started (or for a hub id)."""
+    kind = _architecture(spec)
+    same = [other for other in started if kind is not None and _architecture(other) == kind]
+    if not same:
+        return None
+    closest, differences = min(((other, engine_differences(spec, other)) for other in same), key=lambda pair: len(pair[1]))
+    return f"{spec.path} ({kind}) can't share the engine started for {closest.path}: {'; '.join(differences)}"
 
 
 def checkpoint_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:  # noqa: F821

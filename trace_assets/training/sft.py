@@ -293,16 +293,20 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def train_sft_launched(run: TrainRun, config: TrainingConfig, env: dict[str, str]) -> TrainResult:
-    """:func:`train_sft` in ``config.processes`` data-parallel processes started by torchrun.
+def train_sft_launched(runs: list[TrainRun], config: TrainingConfig, env: dict[str, str], records: list[str]) -> None:
+    """:func:`train_sft` for each of ``runs`` in turn, in ``config.processes`` data-parallel processes
+    started once by torchrun; rank 0 writes each run's result to its entry of ``records`` as it ends.
 
     ``env`` carries the claimed cards (CUDA_VISIBLE_DEVICES), which is also why a single-GPU run
     goes through here: a process can't pick its card after CUDA has started. On CPU the ranks
-    talk over gloo. TRL's progress bar (rank 0) streams to the step's log.
+    talk over gloo. TRL's progress bar (rank 0) streams to the step's log. Raises when a run wrote
+    no record; the runs before it are saved.
     """
     with tempfile.TemporaryDirectory(prefix="trace_assets_sft_") as folder:
-        job, result_path = Path(folder) / "job.json", Path(folder) / "result.json"
-        job.write_text(json.dumps({"run": run.to_json(), "config": config.model_dump_json(), "result_path": str(result_path)}))
+        job = Path(folder) / "job.json"
+        job.write_text(
+            json.dumps({"runs": [run.to_json() for run in runs], "config": config.model_dump_json(), "records": records})
+        )
         command = [
             sys.executable,
             "-m",
@@ -314,9 +318,18 @@ def train_sft_launched(run: TrainRun, config: TrainingConfig, env: dict[str, str
             str(job),
         ]
         completed = subprocess.run(command, env={**os.environ, **env}, stdout=sys.stderr)
-        if completed.returncode != 0 or not result_path.exists():
-            raise RuntimeError(
-                f"SFT with {config.processes} process(es) failed (torchrun exit {completed.returncode}); "
-                f"its log is above. Nothing was saved at {run.output_dir}."
-            )
-        return TrainResult.read(result_path)
+    missing = [run.output_dir for run, record in zip(runs, records) if not Path(record).exists()]
+    if completed.returncode != 0 or missing:
+        raise RuntimeError(
+            f"SFT with {config.processes} process(es) failed (torchrun exit {completed.returncode}); its log is "
+            f"above. {len(runs) - len(missing)} of {len(runs)} run(s) finished and were saved; nothing was saved "
+            f"for {', '.join(missing)}."
+        )
+
+
+def train_one_launched(run: TrainRun, config: TrainingConfig, env: dict[str, str]) -> TrainResult:
+    """One run through :func:`train_sft_launched` (the benchmarks time a single launched run)."""
+    with tempfile.TemporaryDirectory(prefix="trace_assets_sft_record_") as folder:
+        record = Path(folder) / "result.json"
+        train_sft_launched([run], config, env, [str(record)])
+        return TrainResult.read(record)

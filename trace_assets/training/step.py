@@ -46,6 +46,7 @@ def train_checkpoints(
     its rows keep the nominal seed."""
     trained = TrainedCheckpoints()
     tasks = sorted(problems["task"].unique().to_list())
+    pending: list[tuple[int, dict, PendingRun]] = []  # rows still to train: (row position, record, run)
     for dataset in datasets:
         for student_name, student in students.items():
             base_path = student_path(student, data)
@@ -61,17 +62,20 @@ def train_checkpoints(
                     if not task_examples:
                         trained.rows.append({**record, "status": "skipped_empty", "path": None, "content_hash": None})
                         continue
-                    output = folder / dataset / student_name
-                    output = output / task if task else output
+                    folder_of_run = folder / dataset / student_name
+                    folder_of_run = folder_of_run / task if task else folder_of_run
                     training_seed = seed + (seed_offsets or {}).get(dataset, 0)
-                    label = f"{student_name} on {dataset}" + (f" ({task} only)" if task else "")
-                    result = trained_checkpoint(
-                        gpu, data, student, base_path, task_examples, config, training_seed, output, label, log
-                    )
-                    trained.rows.append(trained_row(record, result))
-                    trained.log += [
-                        {"dataset": dataset, "student": student_name, "seed": seed, "task": task, **row} for row in result.log
-                    ]
+                    key = checkpoint_key(base_path, data.path, task_examples, config, training_seed)
+                    output = folder_of_run / f"seed{training_seed}-{key}"
+                    label = f"{student_name} on {dataset}" + (f" ({task} only)" if task else "") + f", seed {training_seed}"
+                    run = TrainRun(base_path, task_examples, training_seed, str(output), gpu.torch_device(), student.dtype)
+                    trained.rows.append(record)  # completed below, once trained or found on disk
+                    pending.append((len(trained.rows) - 1, record, PendingRun(run, label)))
+    results = train_or_reuse(gpu, [run for _, _, run in pending], config, log)
+    for (position, record, _), result in zip(pending, results):
+        trained.rows[position] = trained_row(record, result)
+        meta = {key: record[key] for key in ("dataset", "student", "seed", "task")}
+        trained.log += [{**meta, **row} for row in result.log]
     return trained
 
 
@@ -90,30 +94,38 @@ def examples_by_task(examples: list[dict], problems: pl.DataFrame, tasks: Iterab
     return {task: [e for e in examples if task_of.get(e["problem_id"]) == task] for task in tasks}
 
 
-def trained_checkpoint(
-    gpu: GPUResource,
-    data: DataResource,
-    student: StudentConfig,
-    base_path: str,
-    examples: list[dict],
-    config: TrainingConfig,
-    seed: int,
-    folder: Path,
-    label: str,
-    log: Callable[[str], None],
-) -> TrainResult:
-    """The checkpoint of ``examples`` for one seed, in ``folder`` under its training key: the saved one
-    when a run with the same key finished before, else trained now and saved. ``label`` names the run in the log."""
-    output = folder / f"seed{seed}-{checkpoint_key(base_path, data.path, examples, config, seed)}"
-    result = load_trained(output)
-    if result is not None:
-        log(f"reusing {output}: same base model, examples, settings and seed")
-        return result
-    log(f"training {label} ({len(examples)} examples), seed {seed}, on {gpu.torch_device()} x {config.processes}")
-    result = train(gpu, TrainRun(base_path, examples, seed, str(output), gpu.torch_device(), student.dtype), config, log)
-    save_result(output, result)
-    log(f"trained in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
-    return result
+@dataclass(frozen=True)
+class PendingRun:
+    run: TrainRun  # its output_dir is named by the training key
+    label: str  # names the run in the log
+
+
+def train_or_reuse(
+    gpu: GPUResource, pending: list[PendingRun], config: TrainingConfig, log: Callable[[str], None]
+) -> list[TrainResult]:
+    """Each run's result: the saved one when a run with the same training key finished before, else
+    trained now (all of them in one launched process on GPUs, see :func:`train`) and saved."""
+    results: dict[int, TrainResult] = {}
+    to_train: list[int] = []
+    for index, item in enumerate(pending):
+        result = load_trained(Path(item.run.output_dir))
+        if result is not None:
+            log(f"reusing {item.run.output_dir}: same base model, examples, settings and seed")
+            results[index] = result
+        else:
+            to_train.append(index)
+    for number, index in enumerate(to_train, 1):
+        item = pending[index]
+        log(f"to train {number}/{len(to_train)}: {item.label} ({len(item.run.examples)} examples)")
+    if to_train:
+        log(f"training {len(to_train)} run(s) on {gpu.torch_device()} x {config.processes}")
+        train(gpu, [pending[index].run for index in to_train], config, log)
+    for index in to_train:
+        result = load_trained(Path(pending[index].run.output_dir))
+        assert result is not None  # train() raises when a run did not save its record
+        log(f"trained {pending[index].label} in {result.wall_s:.1f}s, {result.train_tokens} tokens, hash {result.content_hash}")
+        results[index] = result
+    return [results[index] for index in range(len(pending))]
 
 
 def untrained_record(
@@ -149,16 +161,23 @@ def trained_row(record: dict, result: TrainResult) -> dict:
     }
 
 
-def train(gpu: GPUResource, run: TrainRun, config: TrainingConfig, log: Callable[[str], None]) -> TrainResult:
-    """In this process on a CPU; under torchrun on claimed cards on GPUs or with several processes."""
+def train(gpu: GPUResource, runs: list[TrainRun], config: TrainingConfig, log: Callable[[str], None]) -> None:
+    """Train ``runs`` one after another, each saving its checkpoint and its record (:data:`RUN_RECORD`)
+    as it ends: in this process on a CPU; on GPUs (or with several processes) all of them in one
+    torchrun launch on claimed cards, so Python, torch and TRL start once rather than once a run
+    (about 30 s a run on an H100 for a 135M student, bench/results/gpu_study/second_run.json).
+    Raises when a run did not finish; those that did are kept and reused by the next attempt."""
+    records = [str(Path(run.output_dir) / RUN_RECORD) for run in runs]
     if not gpu.has_cuda() and config.processes == 1:
-        result = train_sft(run, config)
-        assert result is not None  # a single process is rank 0
-        return result
+        for run, record in zip(runs, records):
+            result = train_sft(run, config)
+            assert result is not None  # a single process is rank 0
+            result.write(Path(record))
+        return
     with gpu.claim(config.processes, log=log) as cards:
         if cards:
             log(f"SFT on GPU(s) {','.join(cards)}")
-        return train_sft_launched(run, config, env=gpu.environment(cards))
+        train_sft_launched(runs, config, env=gpu.environment(cards), records=records)
 
 
 # How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints.
