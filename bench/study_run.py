@@ -10,6 +10,7 @@ generation cache and the checkpoints already saved are reused, so a stage cut mi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -37,6 +38,21 @@ def load_times(data: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"stages": {}, "steps": {}}
 
 
+def times_for(data: Path, experiment_path: str) -> dict:
+    """The times kept in ``data`` for this experiment file. Another cut of the study on the same data
+    folder (more arms, a changed setting) starts afresh: every stage runs again, reusing the generation
+    cache and the checkpoints already saved, and the earlier cut's times are kept under
+    ``earlier_runs``, each with the estimate made before it ran."""
+    times = load_times(data)
+    digest = hashlib.sha256(Path(experiment_path).read_bytes()).hexdigest()[:16]
+    if times.get("experiment_digest", digest) != digest:
+        earlier = times.pop("earlier_runs", [])
+        times = {"stages": {}, "steps": {}, "earlier_runs": [*earlier, times]}
+        print("the experiment changed since the last call: every stage runs again (cached work is reused)", flush=True)
+    times["experiment_digest"] = digest
+    return times
+
+
 def run_study(experiment_path: str, data: Path, stop_after_s: float | None = None, until: str | None = None) -> tuple[dict, bool]:
     """Run every stage not yet done; returns (the stage and step times so far, whether all are done).
     ``until``: stop once the stage holding that asset is done (``eval_results``: export the finding
@@ -58,7 +74,7 @@ def run_study(experiment_path: str, data: Path, stop_after_s: float | None = Non
     from trace_assets.project import build_definitions
 
     experiment = check_inputs(load_experiment(experiment_path))
-    times = load_times(data)
+    times = times_for(data, experiment_path)
     times.setdefault("estimate_before_run_s", estimate(experiment))
     write_instance(Path(os.environ["DAGSTER_HOME"]), overwrite=False)
     defs = build_definitions(experiment, data)

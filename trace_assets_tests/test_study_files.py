@@ -149,3 +149,21 @@ def test_shape_of_thought_structure_runs_shrunk(tmp_path, tiny_model, instance):
     assert set(accuracy.filter(pl.col("dataset").is_in(SHAPE_ARMS))["training"]) == {"per_task"}
     report = (tmp_path / "data" / "report" / "report.md").read_text()
     assert all(f"{a} - {b}" in report or f"{a} vs {b}" in report for a, b in experiment.planned_contrasts())
+
+
+def test_study_times_start_afresh_for_another_cut(tmp_path):
+    """bench/study_run.py resumes a cut of the study where it stopped, and runs every stage again
+    for another cut on the same data folder, keeping the earlier cut's times."""
+    import json
+
+    from bench.study_run import TIMES_FILE, times_for
+
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text("datasets: {H: {recipe: H}}\n")
+    second.write_text("datasets: {H: {recipe: H}, G: {recipe: G}}\n")
+    times = times_for(tmp_path, str(first))
+    times["stages"]["problems"] = 1.5
+    (tmp_path / TIMES_FILE).write_text(json.dumps(times))
+    assert times_for(tmp_path, str(first))["stages"] == {"problems": 1.5}  # the same cut resumes
+    again = times_for(tmp_path, str(second))
+    assert again["stages"] == {} and again["earlier_runs"][0]["stages"] == {"problems": 1.5}
