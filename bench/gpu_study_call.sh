@@ -11,9 +11,14 @@ limit=${1:?seconds}; shift
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 data=${GPU_STUDY_DATA:-/tmp/gpu_study}
 [ -d /tmp/site/vllm ] || bash scripts/offline_gpu/install-pieces.sh /tmp/parts /tmp/site > /tmp/install.log 2>&1 || { tail -20 /tmp/install.log; exit 1; }
+# the GPU's busy share over the run (issue 25): nvidia-smi's utilization.gpu is the share of each
+# sample period in which a kernel ran; sampled every second, with the time, for the study's wall time
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 >> /tmp/gpu_util.csv 2>/dev/null &
+sampler=$!
 timeout "$limit" python bench/gpu_study.py run --data "$data" "$@" >> /tmp/gpu_study.log 2>&1
 status=$?
+kill $sampler 2>/dev/null
 out="${OUT:-/tmp/out}/tables_$(date +%H%M%S)"
-python bench/gpu_study.py export --data "$data" --out "$out" > /dev/null 2>&1 && cp /tmp/gpu_study.log "$out/"
+python bench/gpu_study.py export --data "$data" --out "$out" > /dev/null 2>&1 && cp /tmp/gpu_study.log /tmp/gpu_util.csv "$out/"
 grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|stopping|complete|Traceback|Error" /tmp/gpu_study.log | tail -20
 echo "run exit $status; tables in $out"
