@@ -5,6 +5,7 @@
     python bench/gpu_study.py run --styles normal ...                              # only the arms of these styles
     python bench/gpu_study.py run --datasets H H_aa ...                            # only these arms
     python bench/gpu_study.py run --until eval_results ...                         # stop once the answers are in
+    python bench/gpu_study.py run --cache-from DIR [DIR...] ...                    # start from an earlier session's cache
     python bench/gpu_study.py export --data /tmp/gpu_study --out $OUT       # tables as one tar of Parquet files
     python bench/gpu_study.py results --tables DIR [--output bench/results/gpu_study]
 
@@ -15,7 +16,10 @@ rehearsal on a CPU: the same file (every arm, contrast, rule and style) at tiny 
 only those arms: a study cut to what one device session's time allows, with the rest run later (it
 says so in its name). ``export`` writes
 the report's input tables (and the stage times) as Parquet into one tar that fits the device
-tool's 16 MiB per file. ``results`` rebuilds the report from those tables with this checkout's
+tool's 16 MiB per file, and the generation cache (teacher traces, judge verdicts, answers: every
+column) as Parquet parts under OUT/generation_cache/; ``run --cache-from`` loads such parts into a
+fresh data folder before the first stage, so a later session (a fresh machine) does not generate
+them again. ``results`` rebuilds the report from those tables with this checkout's
 statistics (so the figures are the committed code's, not the device run's) and writes, under
 ``--output``: report.md with its plots, and results.json with per-arm accuracy and interval, the
 planned contrasts, each arm's measured seed-to-seed SD, the loop's rounds, GPU seconds per step
@@ -28,8 +32,10 @@ import argparse
 import dataclasses
 import io
 import json
+import math
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,14 +67,24 @@ SHRINK = {
     "gpu": {"devices": [], "memory_fraction": 0.3},
 }
 HEAVY_COLUMNS = {"judged_traces": ["completion", "judge_completion", "token_logprobs", "token_ends"]}
+# the generation cache's parts: files the device tool brings back (16 MiB each) with room to spare;
+# zstd level 9 is within 6% of level 19's size at a fifteenth of its time (rows of teacher traces)
+CACHE_FOLDER = "generation_cache"
+CACHE_PART_BYTES = 12_000_000
+CACHE_ZSTD_LEVEL = 9
 
 
-def export(data: Path, out: Path) -> Path:
+def export(data: Path, out: Path, cache_part_bytes: int = CACHE_PART_BYTES) -> Path:
+    """The report's tables into OUT/gpu_study_tables.tar, and the generation cache into parts under
+    OUT/generation_cache/ (always: every device call's export brings the cache so far back, so a
+    session cut off by its time still leaves the next one its traces)."""
     from trace_assets.experiment import database_path
+    from trace_assets.generation.cache_store import CACHE_TABLE
     from trace_assets.storage import connect
 
     out.mkdir(parents=True, exist_ok=True)
     target = out / "gpu_study_tables.tar"
+    cache = None
     with connect(database_path(data), read_only=True) as connection, tarfile.open(target, "w") as tar:
         present = {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         for table in TABLES:
@@ -88,8 +104,103 @@ def export(data: Path, out: Path) -> Path:
                 tar.add(data / extra, arcname=extra)
         for path in sorted((data / "report").glob("*")):
             tar.add(path, arcname=f"device_report/{path.name}")
+        if CACHE_TABLE in present:
+            cache = connection.sql(f"SELECT * FROM {CACHE_TABLE} ORDER BY request_hash, sample_index").pl()
     print(f"{target}: {target.stat().st_size / 1e6:.1f} MB", flush=True)
+    if cache is not None:
+        export_cache(cache, out / CACHE_FOLDER, cache_part_bytes)
     return target
+
+
+def export_cache(cache, folder: Path, part_bytes: int = CACHE_PART_BYTES) -> list[Path]:
+    """The generation cache's rows, every column, as zstd Parquet files ``part-NNN.parquet`` in
+    ``folder`` of at most ``part_bytes`` each (parts an earlier export left there are removed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("part-*.parquet"):
+        old.unlink()
+    paths = []
+    for index, data in enumerate(_parquet_parts(cache, part_bytes)):
+        paths.append(folder / f"part-{index:03d}.parquet")
+        paths[-1].write_bytes(data)
+    sizes = [path.stat().st_size for path in paths]
+    print(
+        f"{CACHE_FOLDER}: {cache.height} rows in {len(paths)} parts, {sum(sizes) / 1e6:.1f} MB "
+        f"(largest {max(sizes) / 1e6:.1f} MB) in {folder}",
+        flush=True,
+    )
+    return paths
+
+
+def _parquet_parts(frame, limit: int) -> Iterator[bytes]:
+    """``frame`` as Parquet files of at most ``limit`` bytes: written whole, and if larger, cut into
+    as many equal runs of rows as its size asks for, each cut again while still larger (a single
+    row stays whole)."""
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", compression_level=CACHE_ZSTD_LEVEL)
+    if buffer.tell() <= limit or frame.height <= 1:
+        yield buffer.getvalue()
+        return
+    rows = math.ceil(frame.height / math.ceil(buffer.tell() / limit))
+    for start in range(0, frame.height, rows):
+        yield from _parquet_parts(frame.slice(start, rows), limit)
+
+
+def cache_parts(folder: Path) -> list[Path]:
+    """The generation cache's part files in ``folder``, or in its generation_cache/ (an export's OUT)."""
+    from trace_assets.errors import InputError
+
+    for candidate in (folder, folder / CACHE_FOLDER):
+        parts = sorted(candidate.glob("part-*.parquet"))
+        if parts:
+            return parts
+    found = f"no part-NNN.parquet files in it or in its {CACHE_FOLDER}/" if folder.is_dir() else "no such folder"
+    raise InputError(
+        f"{folder}: {found}; expected the generation cache's parts that bench/gpu_study.py export writes to OUT/{CACHE_FOLDER}/"
+    )
+
+
+def read_cache_part(path: Path):
+    """One part file's rows; InputError naming the file if it is not Parquet or lacks a cache column."""
+    import polars as pl
+
+    from trace_assets.errors import InputError
+    from trace_assets.generation.cache_store import CACHE_SCHEMA
+
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        raise InputError(f"{path}: not a Parquet file ({error}); expected a part of the generation cache") from None
+    missing = [column for column in CACHE_SCHEMA if column not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{path}: no column {', '.join(missing)}; expected the generation cache's columns "
+            f"{', '.join(CACHE_SCHEMA)} (and created_at), as bench/gpu_study.py export writes them"
+        )
+    return frame
+
+
+def load_cache(data: Path, folders: list[Path]) -> tuple[int, int]:
+    """Load the generation cache's parts in ``folders`` into the data folder's database (created if
+    new) before a run: rows whose (request hash, sample index) it has are kept, not duplicated.
+    Every file is read before any row is added. Returns (rows loaded, rows already there)."""
+    import duckdb
+
+    from trace_assets.errors import InputError
+    from trace_assets.experiment import database_path
+    from trace_assets.generation.cache_store import add_missing_rows
+
+    parts = [(path, read_cache_part(path)) for folder in folders for path in cache_parts(folder)]
+    loaded = present = 0
+    for path, frame in parts:
+        try:
+            added = add_missing_rows(database_path(data), frame)
+        except (duckdb.ConstraintException, duckdb.ConversionException, duckdb.BinderException) as error:
+            detail = " ".join(str(error).split())
+            raise InputError(f"{path}: its rows do not fit the generation cache table ({detail})") from None
+        loaded += added
+        present += frame.height - added
+    print(f"{CACHE_FOLDER}: {loaded} rows loaded from {len(parts)} parts, {present} already there", flush=True)
+    return loaded, present
 
 
 def cut(spec: dict, styles: list[str] | None = None, datasets: list[str] | None = None) -> dict:
@@ -269,6 +380,7 @@ def main() -> None:
     run.add_argument("--datasets", nargs="+", help="keep only these arms (and the contrasts among them)")
     run.add_argument("--until", help="stop once the stage holding this asset is done (eval_results: the finding first)")
     run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="change settings: teacher.sampling.n=8")
+    run.add_argument("--cache-from", nargs="+", default=[], metavar="DIR", help="load generation cache parts (export's) first")
     exporter = sub.add_parser("export")
     exporter.add_argument("--data", default="/tmp/gpu_study")
     exporter.add_argument("--out", required=True)
@@ -280,6 +392,13 @@ def main() -> None:
     if args.command == "run":
         from bench.study_run import run_study
 
+        if args.cache_from:
+            from trace_assets.errors import InputError
+
+            try:
+                load_cache(Path(args.data), [Path(folder) for folder in args.cache_from])
+            except InputError as error:  # one message and exit status 2, as trace-assets reports a bad file
+                run.error(str(error))
         changed = args.shrink or args.styles or args.datasets or args.set
         experiment = (
             derived(args.experiment, Path(args.data), args.shrink, args.styles, args.datasets, args.set)

@@ -4,8 +4,11 @@
 # installs the offline wheels once (kept in /tmp/site while the machine stays warm), runs the study for
 # at most SECONDS (stage by stage, resumable: call again with the same options), and always exports the
 # tables so far to $OUT/tables_<time>/: with SECONDS below the device time left (less ~30 s for the
-# export), a run cut off by its limit still brings back what the last finished stage wrote. Prints the
-# stage lines of the run's log.
+# export), a run cut off by its limit still brings back what the last finished stage wrote. The export
+# holds the generation cache too ($OUT/tables_<time>/generation_cache/part-NNN.parquet); with
+# GPU_STUDY_CACHE="DIR [DIR...]" (folders of such parts, carried into the call) the run loads them
+# before its first stage, so a session on a fresh machine starts from an earlier one's traces and
+# verdicts (docs/gpu-study.md). Prints the stage lines of the run's log.
 set -u
 limit=${1:?seconds}; shift
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -15,10 +18,12 @@ data=${GPU_STUDY_DATA:-/tmp/gpu_study}
 # sample period in which a kernel ran; sampled every second, with the time, for the study's wall time
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 >> /tmp/gpu_util.csv 2>/dev/null &
 sampler=$!
-timeout "$limit" python bench/gpu_study.py run --data "$data" "$@" >> /tmp/gpu_study.log 2>&1
+# shellcheck disable=SC2086  # GPU_STUDY_CACHE: one or more folders
+timeout "$limit" python bench/gpu_study.py run --data "$data" ${GPU_STUDY_CACHE:+--cache-from $GPU_STUDY_CACHE} "$@" >> /tmp/gpu_study.log 2>&1
 status=$?
 kill $sampler 2>/dev/null
 out="${OUT:-/tmp/out}/tables_$(date +%H%M%S)"
-python bench/gpu_study.py export --data "$data" --out "$out" > /dev/null 2>&1 && cp /tmp/gpu_study.log /tmp/gpu_util.csv "$out/"
-grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|stopping|complete|Traceback|Error" /tmp/gpu_study.log | tail -20
+python bench/gpu_study.py export --data "$data" --out "$out" > /tmp/export.log 2>&1 && cp /tmp/gpu_study.log /tmp/gpu_util.csv "$out/"
+grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|rows loaded|stopping|complete|Traceback|Error|error:" /tmp/gpu_study.log | tail -20
+grep -E "^generation_cache:|Error" /tmp/export.log
 echo "run exit $status; tables in $out"

@@ -15,7 +15,8 @@ from trace_assets.generation.types import Completion
 from trace_assets.storage import connect
 
 CACHE_TABLE = "generation_cache"
-_BATCH_SCHEMA = {
+# the columns a writer gives (the table adds created_at, filled when a row is written)
+CACHE_SCHEMA = {
     "request_hash": pl.String,
     "sample_index": pl.Int32,
     "model": pl.String,
@@ -88,7 +89,7 @@ def store_completions(path: Path, model: str, completions: list[Completion]) -> 
             "token_logprobs": [c.token_logprobs for c in kept],
             "token_ends": [c.token_ends for c in kept],
         },
-        schema=_BATCH_SCHEMA,
+        schema=CACHE_SCHEMA,
     )
     with connect(path) as connection:
         _ensure_cache(connection)
@@ -96,3 +97,17 @@ def store_completions(path: Path, model: str, completions: list[Completion]) -> 
         connection.register("batch", batch)
         connection.execute(f"INSERT OR REPLACE INTO {CACHE_TABLE} BY NAME SELECT * FROM batch")
     return len(kept)
+
+
+def add_missing_rows(path: Path, rows: pl.DataFrame) -> int:
+    """Add the cache ``rows`` (its columns, ``created_at`` optional) whose (request hash, sample index)
+    the cache lacks, creating the table in a new file; a row already there is kept as it is. Returns
+    how many were added. A later device session starts from an earlier one's exported cache this way
+    (bench/gpu_study.py run --cache-from). Rows that don't fit the table raise DuckDB's error."""
+    with connect(path) as connection:
+        _ensure_cache(connection)
+        count = f"SELECT count(*) FROM {CACHE_TABLE}"
+        before = connection.execute(count).fetchone()[0]
+        connection.register("incoming", rows)
+        connection.execute(f"INSERT OR IGNORE INTO {CACHE_TABLE} BY NAME SELECT * FROM incoming")
+        return connection.execute(count).fetchone()[0] - before
