@@ -21,6 +21,10 @@ CODE_VERSION = "1"
 EAGER = dg.AutomationCondition.eager()
 
 
+# each table asset's pandera model by table name: what an input of no partitions loads as (storage.py)
+TABLE_MODELS: dict[str, type[pa.DataFrameModel]] = {}
+
+
 @functools.cache
 def table_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
     """The Dagster type that validates an output against its pandera model."""
@@ -51,6 +55,7 @@ def asset_settings(
         settings.update(kinds=kinds, code_version=CODE_VERSION)
     if table is not None:
         settings["dagster_type"] = table_type(table)
+        TABLE_MODELS[name] = table
     if partitions is not None:
         settings["partitions_def"] = partitions
         settings["metadata"] = {**settings.get("metadata", {}), "partition_expr": partition_expr}

@@ -37,6 +37,8 @@ def run_stage(
     runs: list[dict] = [{}]
     if partitions is not None:
         partition_keys = partitions.get_partition_keys(dynamic_partitions_store=instance)
+        if not partition_keys:  # e.g. no styles: a study of human solutions alone has no teacher traces
+            return 0.0
         if node.backfill_policy == dg.BackfillPolicy.single_run():
             runs = [
                 {"tags": {ASSET_PARTITION_RANGE_START_TAG: partition_keys[0], ASSET_PARTITION_RANGE_END_TAG: partition_keys[-1]}}

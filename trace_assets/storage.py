@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 from dagster._core.storage.db_io_manager import DbIOManager, TablePartitionDimension, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsIOManager, DuckDBPolarsTypeHandler
@@ -90,6 +91,17 @@ class EmptyTablePolarsTypeHandler(DuckDBPolarsTypeHandler):
         connection.execute(f"create schema if not exists {table_slice.schema};")
         connection.execute(f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty")
         context.add_output_metadata({"row_count": 0})
+
+    def load_input(self, context, table_slice, connection):
+        """An input of no partitions (a study with no styles has no teacher traces) is the table's
+        empty frame with its columns, not the stock handler's frame of no columns."""
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            from trace_assets.assetdefs import TABLE_MODELS
+            from trace_assets.tables import empty_frame
+
+            model = TABLE_MODELS.get(table_slice.table)
+            return empty_frame(model) if model is not None else pl.DataFrame()
+        return super().load_input(context, table_slice, connection)
 
 
 class ProductPartitionsDbIOManager(DbIOManager):
