@@ -319,6 +319,7 @@ def with_missing_tables(tables: dict, experiment) -> dict:
     during the failure judging) still gives its finding: ``accuracy`` computed here from the answers
     as the accuracy asset computes it (its declared noise only: the device's database is not here),
     and no failure modes."""
+    from trace_assets.judging.schemas import JudgedTraceSchema
     from trace_assets.reporting.schemas import FailureModeSchema
     from trace_assets.reporting.stats import NoiseSettings, accuracy_summary
     from trace_assets.tables import empty_frame
@@ -330,6 +331,8 @@ def with_missing_tables(tables: dict, experiment) -> dict:
     if "failure_modes" not in tables:
         print("no failure_modes table in the export: the report has no failure modes", flush=True)
         tables["failure_modes"] = empty_frame(FailureModeSchema)
+    if "judged_traces" not in tables:  # a study with no styles (human solutions alone) has no traces
+        tables["judged_traces"] = empty_frame(JudgedTraceSchema)
     return tables
 
 

@@ -167,3 +167,22 @@ def test_study_times_start_afresh_for_another_cut(tmp_path):
     assert times_for(tmp_path, str(first))["stages"] == {"problems": 1.5}  # the same cut resumes
     again = times_for(tmp_path, str(second))
     assert again["stages"] == {} and again["earlier_runs"][0]["stages"] == {"problems": 1.5}
+
+
+def test_study_of_human_solutions_alone_runs(tmp_path, tiny_model, instance):
+    """A study with no styles (H and its A/A replicate against the untrained student, as the third
+    GPU run cut gpu_study.yaml) needs no teacher: every stage runs, the teacher and judge steps have
+    nothing to do, and the lineage views and the report are still built."""
+    from bench.gpu_study import cut
+
+    spec = cut(yaml.safe_load((PROJECT_ROOT / "experiments" / "gpu_study.yaml").read_text()), ["normal"], ["H", "H_aa"])
+    spec["styles"] = []
+    experiment = shrunk("gpu_study.yaml", tmp_path, tiny_model, spec)
+    _, database = run_scripted_graph(experiment, tmp_path / "data", instance)
+
+    with duckdb.connect(str(database), read_only=True) as db:
+        assert db.sql("SELECT count(*) FROM teacher_traces").fetchone() == (0,)
+        assert db.sql("SELECT count(*) FROM example_lineage WHERE dataset = 'H'").fetchone()[0] > 0
+        datasets = set(db.sql("SELECT DISTINCT dataset FROM accuracy").pl()["dataset"])
+    assert datasets == {"base", "base_few_shot", "H", "H_aa"}
+    assert "A/A" in (tmp_path / "data" / "report" / "report.md").read_text()
