@@ -119,7 +119,7 @@ def test_checkpoints_of_one_architecture_share_an_engine_per_data_parallel_rank(
     assert sum(f"weights of {small2}" in line for line in logs) == 2 and not any(f"weights of {small} " in line for line in logs)
     # the second architecture's engine says why it could not share the first one's
     assert [line for line in logs if "another engine" in line] == [
-        f"vLLM: another engine: {large} (['LlamaForCausalLM']) can't share the engine started for {small}: config.json: hidden_size"
+        f"vLLM: another engine: {large} (['LlamaForCausalLM']) can't share the engine started for {small}: config.json: hidden_size=128 vs 64"
     ]
 
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 from trace_assets.generation.types import ModelSpec
 from trace_assets.generation.weight_swap import engine_differences, engine_key, unshared_engine_reason
@@ -50,9 +51,18 @@ def test_what_a_trainer_writes_on_save_keeps_the_engine_and_what_changes_outputs
     keys = {name: engine_key(_copy(tiny_model, tmp_path / name, edit)) for name, edit in changes_outputs.items()}
     assert engine_key(base) not in keys.values() and len(set(keys.values())) == len(keys)
     pad = ModelSpec(name="pad", path=str(tmp_path / "pad_in_both"))
-    assert engine_differences(pad, base) == ["config.json: pad_token_id", "generation_config.json: pad_token_id"]
+    base_pad = {
+        name: json.dumps(json.loads((Path(base.path) / name).read_text()).get("pad_token_id", "(absent)"))
+        for name in ("config.json", "generation_config.json")
+    }
+    base_pad = {name: value if value != '"(absent)"' else "(absent)" for name, value in base_pad.items()}
+    # each field with the checkpoint's value and the other's: what changed, not only where
+    assert engine_differences(pad, base) == [
+        f"config.json: pad_token_id=0 vs {base_pad['config.json']}",
+        f"generation_config.json: pad_token_id=0 vs {base_pad['generation_config.json']}",
+    ]
     tokenizer = ModelSpec(name="tokenizer", path=str(tmp_path / "tokenizer"))
-    assert engine_differences(tokenizer, base) == ["tokenizer.json: truncation"]
+    assert engine_differences(tokenizer, base) == ['tokenizer.json: truncation={"max_length": 8} vs null']
 
 
 def test_a_further_engine_of_one_architecture_is_explained_by_the_closest_started_one(tiny_model, tmp_path):

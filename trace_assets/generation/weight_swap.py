@@ -121,7 +121,8 @@ def engine_key(spec: ModelSpec) -> str:
 
 def engine_differences(spec: ModelSpec, other: ModelSpec) -> list[str]:
     """Why two local checkpoints can't share an engine: per file the engine reads (or "engine" for the
-    engine settings) that differs, the top-level fields it differs in ("config.json: rope_parameters"),
+    engine settings) that differs, the top-level fields it differs in with ``spec``'s value and
+    ``other``'s ("config.json: pad_token_id=0 vs 2"),
     or the file's name alone where it is not JSON, or "only in <folder>"."""
     mine, theirs = _engine_parts(spec), _engine_parts(other)
     differences = []
@@ -139,8 +140,16 @@ def engine_differences(spec: ModelSpec, other: ModelSpec) -> list[str]:
 
 
 def _differing_fields(a: dict, b: dict) -> str:
+    """``key=<a's value> vs <b's value>`` for each top-level field that differs (values cut to 40
+    characters), so a log line says what the checkpoint changed, not only where."""
     absent = object()
-    return ", ".join(sorted(key for key in {*a, *b} if a.get(key, absent) != b.get(key, absent)))
+
+    def shown(value: object) -> str:
+        text = "(absent)" if value is absent else json.dumps(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    keys = sorted(key for key in {*a, *b} if a.get(key, absent) != b.get(key, absent))
+    return ", ".join(f"{key}={shown(a.get(key, absent))} vs {shown(b.get(key, absent))}" for key in keys)
 
 
 def _architecture(spec: ModelSpec) -> str | None:
