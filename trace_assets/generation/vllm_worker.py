@@ -14,7 +14,7 @@ Job: ``{"engine_key": str, "model": ModelSpec, "sampling": Sampling, "gpu_memory
 A multi-model job has ``"models": [{"tag": int, "model": ModelSpec, "sampling": Sampling,
 "requests": [...]}, ...]`` instead of the top-level model, sampling and requests: checkpoints of one architecture (see
 ``weight_swap.engine_key``). The engine starts on the first model's checkpoint; each next model's
-weights are loaded into it in place (``WeightSwapExtension``). Every model gets a ``model`` event
+weights are loaded into it in place (``WeightSwapExtension``), as are a later job's first model's. Every model gets a ``model`` event
 (its tag, path, whether its weights were loaded into the engine, and the seconds that took; the
 first model's are the engine's own, and a model with the previous one's path keeps them) before its completions,
 and its completion and chunk events carry ``"model": tag`` (the tag defaults to its place in the list).
