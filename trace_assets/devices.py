@@ -10,6 +10,25 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# Releases of the cards that engines of this process hold between generation calls, while idle (each
+# returns whether it released any). A claim that finds cards taken asks them first, so a step never
+# waits on an idle engine of its own run, nor holds some cards while it waits for others.
+_IDLE_HOLDERS: set[Callable[[], bool]] = set()
+
+
+def hold_while_idle(release: Callable[[], bool]) -> None:
+    """``release`` gives back cards this process holds but is not using; a claim may call it."""
+    _IDLE_HOLDERS.add(release)
+
+
+def busy_again(release: Callable[[], bool]) -> None:
+    """The holder uses its cards again (or has none): claims leave it alone."""
+    _IDLE_HOLDERS.discard(release)
+
+
+def _release_idle_holders() -> bool:
+    return any([release() for release in list(_IDLE_HOLDERS)])
+
 
 @contextlib.contextmanager
 def claim_devices(
@@ -20,7 +39,8 @@ def claim_devices(
     The ``gpu`` pool bounds how many GPU steps run at once; this decides which cards each one gets,
     so two steps never share a card. Locks are ``flock``s on files in ``lock_dir``, all or nothing
     (two steps can't each hold half of what they need), and a step that dies gives its cards back
-    with its process. With no ids (a CPU machine) it yields [].
+    with its process. Cards that an idle engine of this process keeps (:func:`hold_while_idle`) are
+    taken back from it rather than waited for. With no ids (a CPU machine) it yields [].
     """
     if not ids:
         yield []
@@ -49,6 +69,8 @@ def claim_devices(
             for handle in held.values():
                 os.close(handle)
             held.clear()
+            if _release_idle_holders():  # an idle engine of this process held some: try again at once
+                continue
             if waited % 60 == 0:
                 log(f"waiting for {count} free GPU(s) of {','.join(ids)}")
             time.sleep(poll_s)

@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from trace_assets.devices import claim_devices
 from trace_assets.experiment import ModelConfig
@@ -126,12 +127,20 @@ class DataResource(dg.ConfigurableResource):
 
 
 class GenerationResource(dg.ConfigurableResource):
-    """Turns an experiment's model section into a started backend."""
+    """Turns an experiment's model section into a started backend.
+
+    Its vLLM engines live as long as the resource does (one run in process, one step's process
+    under the multiprocess executor): :meth:`generate` and :meth:`generate_many` hand a call to
+    the running engine when its engine key matches (the judge after the teacher of the same model,
+    the next style's traces, checkpoints of the student's architecture) and start another otherwise;
+    ``teardown_after_execution`` stops it (see docs/operations.md, "Engine lifetime").
+    """
 
     gpu: GPUResource
     data: DataResource
     chunk_size: int = 1024
     enforce_eager: str = "auto"  # "auto": eager on CPU, where torch.compile costs minutes and gains little
+    _kept: VllmBackend | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """A step that may start engines starts by removing the shared memory that engines of killed
@@ -152,11 +161,29 @@ class GenerationResource(dg.ConfigurableResource):
         )
         return spec, Sampling(**(config.sampling.model_dump() | sampling_overrides))
 
-    def backend(self, spec: ModelSpec) -> Backend:
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the vLLM engines kept between calls (each waits for its engine to stop) and give their cards back."""
+        if self._kept is not None:
+            self._kept.close()
+
+    def backend(self, spec: ModelSpec, keep_engines: bool = False) -> Backend:
+        """``spec``'s backend. vLLM: with ``keep_engines`` the resource's own, whose engines serve
+        later calls too; without, one whose every call starts and stops its engines (benchmarks of
+        a fresh engine)."""
         if spec.backend == "openai":
             return OpenAIBackend()
         if spec.backend == "transformers":
             return TransformersBackend(device=self.gpu.torch_device())
+        if not keep_engines:
+            return self._vllm_backend(keep_engines=False)
+        if self._kept is None:
+            self._kept = self._vllm_backend(keep_engines=True)
+        return self._kept
+
+    def _vllm_backend(self, keep_engines: bool) -> VllmBackend:
         eager = {"auto": not self.gpu.has_cuda(), "true": True, "false": False}[self.enforce_eager]
         return VllmBackend(
             gpu_memory_utilization=self.gpu.vllm_memory_utilization(),
@@ -165,13 +192,15 @@ class GenerationResource(dg.ConfigurableResource):
             env=self.gpu.environment(),
             claim=self.gpu.claim,
             cpu_kv_cache=not self.gpu.has_cuda(),
+            keep_engines=keep_engines,
         )
 
     def generate(
         self, spec: ModelSpec, sampling: Sampling, requests: list[Request], log: Callable[[str], None] = print
     ) -> CachedGeneration:
-        """``spec``'s backend, through the generation cache in the data folder's database."""
-        return generate_with_cache(self.data.database, self.backend(spec), spec, sampling, requests, log)
+        """``spec``'s backend, through the generation cache in the data folder's database (vLLM: the
+        running engine where it can serve ``spec``)."""
+        return generate_with_cache(self.data.database, self.backend(spec, keep_engines=True), spec, sampling, requests, log)
 
     def generate_many(
         self, jobs: list[tuple[ModelSpec, Sampling, list[Request]]], log: Callable[[str], None] = print
@@ -184,7 +213,7 @@ class GenerationResource(dg.ConfigurableResource):
         for index, (spec, _, _) in enumerate(jobs):
             by_backend.setdefault(spec.backend, []).append(index)
         for indices in by_backend.values():
-            backend = self.backend(jobs[indices[0]][0])
+            backend = self.backend(jobs[indices[0]][0], keep_engines=True)
             for index, result in zip(
                 indices, generate_many_with_cache(self.data.database, backend, [jobs[i] for i in indices], log)
             ):

@@ -1,8 +1,11 @@
 """A stand-in for trace_assets.generation.vllm_worker in tests of the process handling around it.
 
-Speaks the worker's protocol, single- and multi-model jobs; each completion's text names the cards
-it ran on and the model it came from. A model named ``crash-after-one`` makes an engine that holds
-request ``b`` die after its first completion of that model.
+Speaks the worker's protocol: jobs one per line on stdin, single- and multi-model, ``ready`` on
+the first job and ``reused`` on later ones, ``done`` after each, exit at the end of its input. Each
+completion's text names the cards it ran on, the model it came from and the worker's process id.
+A model named ``crash-after-one`` makes an engine that holds request ``b`` die after its first
+completion of that model. ``SCRIPTED_WORKER_LOG``, if set, names a file that gets a line per
+started worker (its pid) and per finished worker ("exit <pid>").
 """
 
 import json
@@ -16,13 +19,15 @@ def emit(payload: dict) -> None:
     print(RESULT_PREFIX + json.dumps(payload), flush=True)
 
 
-def main(path: str) -> None:
-    with open(path) as handle:
-        job = json.load(handle)
+def note(line: str) -> None:
+    if os.environ.get("SCRIPTED_WORKER_LOG"):
+        with open(os.environ["SCRIPTED_WORKER_LOG"], "a") as handle:
+            handle.write(line + "\n")
+
+
+def serve_job(job: dict) -> None:
     multi = "models" in job
     models = job["models"] if multi else [{"model": job["model"], "sampling": job["sampling"], "requests": job["requests"]}]
-    print("INFO a vLLM-style log line", flush=True)
-    emit({"event": "ready", "startup_s": 0.01})
     for index, model in enumerate(models):
         tag = {"model": model.get("tag", index)} if multi else {}
         if multi:
@@ -32,13 +37,14 @@ def main(path: str) -> None:
         crash = model["model"]["name"] == "crash-after-one" and "b" in keys
         for number, key in enumerate(keys):
             for sample in range(model["sampling"]["n"]):
+                text = f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', '')} model={model['model']['name']} pid={os.getpid()}"
                 emit(
                     {
                         "event": "completion",
                         **tag,
                         "key": key,
                         "sample_index": sample,
-                        "text": f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', '')} model={model['model']['name']}",
+                        "text": text,
                         "finish_reason": "stop",
                         "prompt_tokens": 3,
                         "output_tokens": 2,
@@ -50,5 +56,21 @@ def main(path: str) -> None:
     emit({"event": "done"})
 
 
+def main() -> None:
+    note(str(os.getpid()))
+    print("INFO a vLLM-style log line", flush=True)
+    key = None
+    for served, line in enumerate(sys.stdin):
+        job = json.loads(line)
+        if served == 0:
+            key = job["engine_key"]
+            emit({"event": "ready", "startup_s": 0.01})
+        else:
+            assert job["engine_key"] == key, "a job for another engine key"
+            emit({"event": "reused", "age_s": 0.1, "jobs": served})
+        serve_job(job)
+    note(f"exit {os.getpid()}")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -5,9 +5,10 @@ to ``on_batch`` as they arrive, so the caller can persist them before the next b
 at most one batch. ``generate_many(jobs, on_batch, log)`` does the same for several models at once
 (``on_batch(job_index, completions)``), one statistics object per job.
 
-- ``VllmBackend``: offline batched vLLM in worker processes (one engine start per call, one engine
-  per data-parallel rank). ``generate_many`` starts one engine per architecture and loads each
-  further checkpoint's weights into it (see ``weight_swap``).
+- ``VllmBackend``: offline batched vLLM in worker processes (one engine per data-parallel rank),
+  started per call or kept for the next call of the same engine key (``keep_engines``).
+  ``generate_many`` starts one engine per architecture and loads each further checkpoint's
+  weights into it (see ``weight_swap``).
 - ``OpenAIBackend``: any OpenAI-compatible ``/v1/chat/completions`` endpoint (``vllm serve``,
   hosted APIs) with bounded concurrency, retries with backoff and timeouts.
 - ``TransformersBackend``: plain ``generate``; a fallback where vLLM can't run.
@@ -15,6 +16,7 @@ at most one batch. ``generate_many(jobs, on_batch, log)`` does the same for seve
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -23,14 +25,15 @@ import queue
 import random
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 
+from trace_assets.devices import busy_again, hold_while_idle
 from trace_assets.generation.types import Completion, GenerationStats, ModelSpec, Request, Sampling
 from trace_assets.generation.vllm_worker import RESULT_PREFIX
 from trace_assets.generation.weight_swap import engine_key, unshared_engine_reason
@@ -89,9 +92,109 @@ def _no_claim(count: int) -> contextlib.AbstractContextManager[list[str]]:
     return contextlib.nullcontext([])
 
 
+WORKER = ("-m", "trace_assets.generation.vllm_worker")
+_KEPT: weakref.WeakSet[VllmBackend] = weakref.WeakSet()  # backends that keep engines between calls
+
+
+@atexit.register
+def _close_kept_engines() -> None:
+    """Shut down engines kept between calls when the interpreter exits. (A caller that dies without
+    this closes the workers' input pipes all the same, and a worker stops its engine at the end of
+    its input: no engine outlives its caller.)"""
+    for backend in list(_KEPT):
+        backend.close()
+
+
+class _Worker:
+    """One worker process (one engine) fed jobs on its stdin, and a thread that turns its result
+    lines into (engine, event) items on ``events``."""
+
+    def __init__(self, command: list[str], env: dict[str, str], engine: int, events: queue.Queue):
+        self.engine = engine
+        self.launched = time.perf_counter()
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
+        threading.Thread(target=self._pump, args=(events,), daemon=True).start()
+
+    def _pump(self, events: queue.Queue) -> None:
+        try:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                if line.startswith(RESULT_PREFIX):
+                    event = json.loads(line[len(RESULT_PREFIX) :])
+                    if event["event"] == "ready":  # start-up as the caller sees it: process start and imports too
+                        event["startup_s"] = time.perf_counter() - self.launched
+                    events.put((self.engine, event))
+                else:
+                    sys.stderr.write(line)  # vLLM's own log lines
+        finally:
+            events.put((self.engine, {"event": "exit", "code": self.process.wait()}))
+
+    def send(self, job: dict) -> None:
+        """The next job; a worker that has died fails here or with an ``exit`` event."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+
+    def close(self, grace_s: float) -> None:
+        """End of input: the worker stops its engine and exits; killed if it takes over ``grace_s``."""
+        with contextlib.suppress(OSError):  # a dead worker's pipe
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class _Engines:
+    """Running engines of one engine key: a worker per data-parallel rank on its share of the claimed
+    cards. The claim is held as long as the workers live, so no other step starts an engine there."""
+
+    def __init__(self, key: str, spec: ModelSpec, count: int, command: list[str], env: dict[str, str], claim: Claim):
+        self.key, self.spec = key, spec
+        self.events: queue.Queue = queue.Queue()
+        self.started = time.perf_counter()
+        self.calls = 0
+        self.workers: list[_Worker] = []
+        self._claim = contextlib.ExitStack()
+        tp = spec.tensor_parallel_size
+        self.devices = self._claim.enter_context(claim(tp * spec.data_parallel_size))
+        try:
+            for engine in range(count):
+                cards = self.devices[engine * tp : (engine + 1) * tp]
+                self.workers.append(
+                    _Worker(command, env | ({"CUDA_VISIBLE_DEVICES": ",".join(cards)} if cards else {}), engine, self.events)
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def alive(self) -> bool:
+        return all(worker.process.poll() is None for worker in self.workers)
+
+    def close(self, grace_s: float = 60.0) -> float:
+        """Stop every worker (each waits for its engine to stop), then give the cards back; the seconds it took."""
+        started = time.perf_counter()
+        try:
+            for worker in self.workers:
+                worker.close(grace_s)
+        finally:
+            self._claim.close()
+        return time.perf_counter() - started
+
+
 class VllmBackend(Backend):
     """``spec.data_parallel_size`` engines, each a worker process over ``tensor_parallel_size`` cards
-    of the ones ``claim`` hands out and over its share of the prompts, generating at once."""
+    of the ones ``claim`` hands out and over its share of the prompts, generating at once.
+
+    With ``keep_engines`` the engines outlive the call: the next call with the same engine key
+    (:meth:`_engine_key`: the architecture's :func:`engine_key` and the engine settings) reuses them,
+    loading its checkpoint's weights if they differ and reseeding, so its completions are a fresh
+    engine's; a call with another key stops them first (GPU memory). Idle engines keep their cards
+    claimed, but give them back to a claim of this same process that needs them (a training step
+    of the same run); :meth:`close` stops them. Without it every call starts and stops its engines.
+    """
 
     def __init__(
         self,
@@ -102,7 +205,8 @@ class VllmBackend(Backend):
         per_request_seed: bool = True,
         claim: Claim = _no_claim,
         cpu_kv_cache: bool = False,
-        worker: tuple[str, ...] = ("-m", "trace_assets.generation.vllm_worker"),
+        worker: tuple[str, ...] | None = None,
+        keep_engines: bool = False,
     ):
         self.per_request_seed = per_request_seed
         self.cpu_kv_cache = cpu_kv_cache  # size the KV cache in bytes (CPU) rather than as a memory fraction
@@ -111,7 +215,12 @@ class VllmBackend(Backend):
         self.chunk_size = chunk_size
         self.env = env
         self.claim = claim
-        self.worker = worker  # tests swap in a scripted worker to test the process handling
+        self.worker = worker or WORKER  # tests swap in a scripted worker to test the process handling
+        self.keep_engines = keep_engines
+        self._engines: _Engines | None = None
+        self._lock = threading.Lock()  # held by a call; an idle backend's engines may be released from another thread
+        if keep_engines:
+            _KEPT.add(self)
 
     def _engine_settings(self, spec: ModelSpec) -> dict:
         return {
@@ -119,8 +228,11 @@ class VllmBackend(Backend):
             "enforce_eager": self.enforce_eager,
             "per_request_seed": self.per_request_seed,
             "kv_cache_bytes": kv_cache_bytes(spec) if self.cpu_kv_cache else None,
-            "chunk_size": self.chunk_size,
         }
+
+    def _engine_key(self, spec: ModelSpec) -> str:
+        """Which calls one running engine can serve: checkpoints of one architecture under the same engine settings."""
+        return engine_key(spec) + ":" + json.dumps(self._engine_settings(spec), sort_keys=True)
 
     @staticmethod
     def _requests(requests: list[Request]) -> list[dict]:
@@ -129,16 +241,17 @@ class VllmBackend(Backend):
             for r in requests
         ]
 
-    def _job(self, jobs: list[Job], engine: int, engines: int, multi: bool) -> dict:
-        """Engine ``engine``'s job file: its share (every ``engines``-th request) of each model's requests.
+    def _job(self, jobs: list[Job], engine: int, engines: int, multi: bool, key: str) -> dict:
+        """Engine ``engine``'s job: its share (every ``engines``-th request) of each model's requests.
         ``multi``: the multi-model shape, models tagged with their place in ``jobs``."""
         spec = jobs[0][0]
+        settings = {"engine_key": key, "chunk_size": self.chunk_size, **self._engine_settings(spec)}
         if not multi:
             _, sampling, requests = jobs[0]
             return {
                 "model": asdict(spec),
                 "sampling": asdict(sampling),
-                **self._engine_settings(spec),
+                **settings,
                 "requests": self._requests(requests[engine::engines]),
             }
         models = [
@@ -151,41 +264,42 @@ class VllmBackend(Backend):
             for tag, (model, sampling, requests) in enumerate(jobs)
             if requests[engine::engines]
         ]
-        return {"models": models, **self._engine_settings(spec)}
+        return {"models": models, **settings}
 
-    def _start(self, job: dict, devices: list[str], events: queue.Queue, engine: int) -> subprocess.Popen:
-        """One worker process; a thread turns its result lines into (engine, event) items on ``events``."""
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(job, handle)
-        env = dict(self.env)
-        launched = time.perf_counter()
-        if devices:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    def close(self) -> None:
+        """Stop the running engines, if any (each stops its engine once its input ends), and give their cards back."""
+        with self._lock:
+            self._close()
+
+    def release_if_idle(self) -> bool:
+        """Stop the engines if no call is using them (a claim of this process needs their cards)."""
+        if not self._lock.acquire(blocking=False):
+            return False
         try:
-            process = subprocess.Popen(
-                [sys.executable, *self.worker, handle.name], stdout=subprocess.PIPE, text=True, env=env, bufsize=1
-            )
-        except OSError:
-            os.unlink(handle.name)
-            raise
+            return self._close() is not None
+        finally:
+            self._lock.release()
 
-        def pump() -> None:
-            try:
-                assert process.stdout is not None
-                for line in process.stdout:
-                    if line.startswith(RESULT_PREFIX):
-                        event = json.loads(line[len(RESULT_PREFIX) :])
-                        if event["event"] == "ready":  # start-up as the caller sees it: process start and imports too
-                            event["startup_s"] = time.perf_counter() - launched
-                        events.put((engine, event))
-                    else:
-                        sys.stderr.write(line)  # vLLM's own log lines
-            finally:
-                events.put((engine, {"event": "exit", "code": process.wait()}))
-                os.unlink(handle.name)
+    def _close(self, grace_s: float = 60.0) -> float | None:
+        """Stop the running engines (the caller holds the lock), killing any that takes over ``grace_s``;
+        the seconds it took, None if none ran."""
+        busy_again(self.release_if_idle)
+        engines, self._engines = self._engines, None
+        return engines.close(grace_s) if engines is not None else None
 
-        threading.Thread(target=pump, daemon=True).start()
-        return process
+    def _running(self, spec: ModelSpec, count: int, log: Log) -> tuple[_Engines, bool]:
+        """Engines for ``spec``'s key, at least ``count`` of them: the running ones (True) or new ones."""
+        key = self._engine_key(spec)
+        running = self._engines
+        if running is not None and running.key == key and len(running.workers) >= count and running.alive():
+            return running, True
+        if running is not None:
+            why = "it has stopped" if not running.alive() else "another engine key"
+            reason = unshared_engine_reason(spec, [running.spec]) if running.key != key else None
+            log(f"vLLM: stopping the engine(s) for {running.spec.name} ({reason or why}) before starting {spec.name}'s")
+            self._close()
+        self._engines = _Engines(key, spec, count, [sys.executable, *self.worker], self.env, self.claim)
+        return self._engines, False
 
     def generate(self, spec, sampling, requests, on_batch, log=print):
         if not requests:
@@ -227,29 +341,25 @@ class VllmBackend(Backend):
         return stats
 
     def _run(self, jobs: list[Job], on_batch: OnJobBatch, log: Log, multi: bool) -> list[GenerationStats]:
-        """Engines over ``jobs`` (models sharing one engine configuration, the first one's)."""
+        """Engines over ``jobs`` (models sharing one engine configuration, the first one's): the running
+        ones where they fit, else new ones. A failed call stops them all: the next starts afresh."""
         spec = jobs[0][0]
         stats = [GenerationStats() for _ in jobs]
         engines = min(spec.data_parallel_size, max(len(requests) for _, _, requests in jobs))
-        tp = spec.tensor_parallel_size
-        with self.claim(tp * spec.data_parallel_size) as devices:
-            prompts = sum(len(requests) for _, _, requests in jobs)
-            models = f"{spec.name}" + (f" and {len(jobs) - 1} more checkpoint(s) of its architecture" if len(jobs) > 1 else "")
-            log(
-                f"vLLM: starting {engines} engine(s) for {models} ({prompts} prompts x {jobs[0][1].n} samples)"
-                + (f" on GPUs {','.join(devices)}" if devices else "")
-            )
-            events: queue.Queue = queue.Queue()
-            processes: list[subprocess.Popen] = []
+        with self._lock:
+            busy_again(self.release_if_idle)
             try:
-                for e in range(engines):
-                    processes.append(self._start(self._job(jobs, e, engines, multi), devices[e * tp : (e + 1) * tp], events, e))
-                failures = self._collect(events, engines, stats, on_batch, log)
+                failures = self._serve(jobs, stats, engines, on_batch, log, multi)
+                if failures:
+                    self._close()
+                elif not self.keep_engines:
+                    stats[0].extra["teardown_s"] = self._close()
+            except BaseException:  # a failing on_batch, an interrupt: the engines' work is unwanted
+                self._close(grace_s=0.0)
+                raise
             finally:
-                for process in processes:
-                    if process.poll() is None:
-                        process.kill()
-                    process.wait()
+                if self._engines is not None:
+                    hold_while_idle(self.release_if_idle)
         if failures:
             done = sum(s.completions for s in stats)
             raise GenerationError(
@@ -258,16 +368,42 @@ class VllmBackend(Backend):
             )
         return stats
 
+    def _serve(
+        self, jobs: list[Job], stats: list[GenerationStats], engines: int, on_batch: OnJobBatch, log: Log, multi: bool
+    ) -> list[str]:
+        """Hand each of ``engines`` engines its share of ``jobs`` and collect the results; the failures."""
+        spec = jobs[0][0]
+        running, reused = self._running(spec, engines, log)
+        prompts = sum(len(requests) for _, _, requests in jobs)
+        models = f"{spec.name}" + (f" and {len(jobs) - 1} more checkpoint(s) of its architecture" if len(jobs) > 1 else "")
+        work = f"{models} ({prompts} prompts x {jobs[0][1].n} samples)"
+        if reused:
+            age = time.perf_counter() - running.started
+            log(f"vLLM: reusing the running engine(s) for {work} (started {age:.0f} s ago, {running.calls} call(s) served)")
+        else:
+            log(
+                f"vLLM: starting {engines} engine(s) for {work}"
+                + (f" on GPUs {','.join(running.devices)}" if running.devices else "")
+            )
+        running.calls += 1
+        for engine in range(engines):
+            try:
+                running.workers[engine].send(self._job(jobs, engine, engines, multi, running.key))
+            except OSError as error:  # it died since the last call: its exit event says how
+                log(f"vLLM: engine {engine} did not take its job ({error})")
+        return self._collect(running.events, engines, stats, on_batch, log)
+
     def _collect(
         self, events: queue.Queue, engines: int, stats: list[GenerationStats], on_batch: OnJobBatch, log: Log
     ) -> list[str]:
-        """Consume every engine's events on this thread (so ``on_batch`` writes happen here, in order).
-        Events without a ``model`` tag (single-model jobs) belong to job 0."""
+        """Consume the events of the first ``engines`` engines on this thread (so ``on_batch`` writes
+        happen here, in order) until each is done with its job or has exited. Events without a
+        ``model`` tag (single-model jobs) belong to job 0."""
         batches: dict[tuple[int, int], list[Completion]] = {}
         busy_s: dict[tuple[int, int], float] = {}
-        done, failures, running = set(), [], engines
-        finished_at: dict[int, float] = {}
-        while running:
+        failures: list[str] = []
+        waiting = set(range(engines))
+        while waiting:
             engine, event = events.get()
             kind = event.pop("event")
             tag = event.pop("model", 0)
@@ -275,10 +411,12 @@ class VllmBackend(Backend):
                 stats[0].startup_s = max(stats[0].startup_s, event["startup_s"])
                 stats[0].extra["engine_starts"] = stats[0].extra.get("engine_starts", 0) + 1
                 log(f"vLLM: engine {engine} ready in {event['startup_s']:.1f}s")
+            elif kind == "reused":
+                stats[0].extra["engine_reuses"] = stats[0].extra.get("engine_reuses", 0) + 1
             elif kind == "model":
                 swap_s = max(stats[tag].extra.get("swap_s", 0.0), event["swap_s"])
                 stats[tag].extra["swap_s"] = swap_s
-                if tag > 0:
+                if tag > 0 or not stats[0].extra.get("engine_starts"):  # a reused engine loads its first model too
                     stats[tag].startup_s = swap_s
                 if event.get("swapped"):
                     log(f"vLLM: engine {engine} loaded the weights of {event['path']} in {event['swap_s']:.2f}s")
@@ -298,16 +436,10 @@ class VllmBackend(Backend):
                     + f", {model.output_tokens_per_s:.0f} output tokens/s"
                 )
             elif kind == "done":
-                done.add(engine)
-                finished_at[engine] = time.perf_counter()
-            elif kind == "exit":
-                running -= 1
-                if engine in finished_at:
-                    stats[0].extra["teardown_s"] = max(
-                        stats[0].extra.get("teardown_s", 0.0), time.perf_counter() - finished_at[engine]
-                    )
-                if event["code"] != 0 or engine not in done:
-                    failures.append(f"engine {engine} exited with code {event['code']}")
+                waiting.discard(engine)
+            elif kind == "exit" and engine in waiting:
+                waiting.discard(engine)
+                failures.append(f"engine {engine} exited with code {event['code']}")
         return failures
 
 

@@ -29,6 +29,9 @@ class CachedGeneration:
             "reused_from_cache": self.reused,
             "failed_requests": self.failed,
             "engine_startup_s": round(self.stats.startup_s, 1),
+            # engines this call started, and running ones (kept from an earlier call) it reused
+            "engine_starts": self.stats.extra.get("engine_starts", 0),
+            "engine_reuses": self.stats.extra.get("engine_reuses", 0),
             "generate_s": round(self.stats.generate_s, 1),
             "output_tokens_per_s": round(self.stats.output_tokens_per_s, 1),
         }

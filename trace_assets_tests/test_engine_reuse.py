@@ -1,0 +1,213 @@
+"""One running engine across calls: the vLLM backend keeps its worker for the next call of the
+same engine key (process handling with a scripted worker; no engine, no GPU needed)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+
+from trace_assets.generation import backends
+from trace_assets.generation.backends import GenerationError, VllmBackend
+from trace_assets.generation.cached import request_key
+from trace_assets.generation.types import ModelSpec, Request, Sampling
+from trace_assets.resources import DataResource, GenerationResource, GPUResource
+
+SCRIPTED = ("-m", "trace_assets_tests.scripted_vllm_worker")
+QUIET = lambda message: None  # noqa: E731
+
+
+@pytest.fixture
+def workers(tmp_path, monkeypatch):
+    """Reads the scripted workers' log: [("start" | "exit", pid), ...] in order."""
+    log = tmp_path / "workers.log"
+    monkeypatch.setenv("SCRIPTED_WORKER_LOG", str(log))
+
+    def events() -> list[tuple[str, int]]:
+        lines = log.read_text().split() if log.exists() else []
+        return [
+            ("exit", int(line)) if index and lines[index - 1] == "exit" else ("start", int(line))
+            for index, line in enumerate(lines)
+            if line != "exit"
+        ]
+
+    return events
+
+
+def _model(folder, hidden_size=64) -> str:
+    """A checkpoint folder with just a config: enough for engine keys and KV-cache sizing."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"architectures": ["LlamaForCausalLM"], "hidden_size": hidden_size, "num_attention_heads": 4, "num_hidden_layers": 2}
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def _backend(keep: bool, gpu: GPUResource | None = None) -> VllmBackend:
+    return VllmBackend(
+        gpu_memory_utilization=0.5,
+        enforce_eager=True,
+        chunk_size=2,
+        env=dict(os.environ),
+        per_request_seed=False,
+        claim=gpu.claim if gpu else backends._no_claim,
+        worker=SCRIPTED,
+        keep_engines=keep,
+    )
+
+
+def _requests(keys: str) -> list[Request]:
+    return [Request(key, [{"role": "user", "content": key}]) for key in keys]
+
+
+def _call(backend, spec, keys, logs=None):
+    """(completions by (key, sample) with their text, pid of the worker that wrote them, stats)."""
+    batches = []
+    stats = backend.generate(
+        spec, Sampling(n=2), _requests(keys), batches.append, log=(logs.append if logs is not None else QUIET)
+    )
+    texts = {(c.key, c.sample_index): c.text.rsplit(" pid=", 1)[0] for batch in batches for c in batch}
+    pids = {int(c.text.rsplit("pid=", 1)[1]) for batch in batches for c in batch}
+    return texts, pids, stats
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:  # a zombie has exited too
+        return handle.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_calls_of_one_engine_key_share_one_worker_and_get_what_fresh_workers_give(tmp_path, workers):
+    spec = ModelSpec(name="teacher", path=_model(tmp_path / "m"))
+    judge = ModelSpec(name="judge", path=spec.path)  # the same model and settings under another role
+    kept, logs = _backend(keep=True), []
+    first, first_pids, first_stats = _call(kept, spec, "abc", logs)
+    second, second_pids, second_stats = _call(kept, judge, "de", logs)
+    third, third_pids, _ = _call(kept, spec, "f", logs)
+    assert len(first_pids | second_pids | third_pids) == 1 and [kind for kind, _ in workers()] == ["start"]
+    assert first_stats.extra == {"engine_starts": 1} and first_stats.startup_s > 0
+    assert second_stats.extra == {"engine_reuses": 1} and second_stats.startup_s == 0
+    (reusing,) = [line for line in logs if "reusing" in line][:1]
+    assert reusing.startswith("vLLM: reusing the running engine(s) for judge (2 prompts") and "1 call(s) served" in reusing
+    (pid,) = first_pids
+    assert _alive(pid)  # idle between calls, ready for the next
+    # each call got its own requests' completions only, the same a worker per call gives
+    fresh = _backend(keep=False)
+    assert (
+        first == _call(fresh, spec, "abc")[0] and second == _call(fresh, judge, "de")[0] and third == _call(fresh, spec, "f")[0]
+    )
+    assert set(second) == {(k, i) for k in "de" for i in range(2)}
+    kept.close()
+    assert not _alive(pid)
+    assert [kind for kind, _ in workers()].count("start") == 4  # the per-call backend started one per call
+    assert ("exit", pid) in workers()  # the kept worker ended because its input ended
+
+
+def test_another_engine_key_stops_the_running_worker_before_starting_its_own(tmp_path, workers):
+    small, large = ModelSpec(name="s", path=_model(tmp_path / "s")), ModelSpec(name="l", path=_model(tmp_path / "l", 128))
+    kept, logs = _backend(keep=True), []
+    _, (first,), _ = _call(kept, small, "ab", logs)
+    _, (second,), stats = _call(kept, large, "ab", logs)
+    _, (third,), _ = _call(kept, small, "ab", logs)
+    assert len({first, second, third}) == 3 and stats.extra == {"engine_starts": 1}
+    # each worker ended before the next one started: one engine's memory at a time
+    assert workers()[:4] == [("start", first), ("exit", first), ("start", second), ("exit", second)]
+    assert (
+        f"vLLM: stopping the engine(s) for s ({large.path} (['LlamaForCausalLM']) can't share the engine started for {small.path}: config.json: hidden_size) before starting l's"
+        in logs
+    )
+    kept.close()
+
+
+def test_a_worker_dying_mid_job_fails_the_call_and_the_next_call_starts_afresh(tmp_path, workers):
+    path = _model(tmp_path / "m")
+    kept = _backend(keep=True)
+    _, (healthy,), _ = _call(kept, ModelSpec(name="m", path=path), "a")
+    saved = []
+    with pytest.raises(GenerationError, match=r"engine 0 exited with code 3\) after 2 completions"):
+        kept.generate(ModelSpec(name="crash-after-one", path=path), Sampling(n=2), _requests("bc"), saved.extend, log=QUIET)
+    assert {c.key for c in saved} == {"b"}  # what came before it died reached the caller
+    texts, (fresh,), stats = _call(kept, ModelSpec(name="m", path=path), "cd")
+    assert fresh != healthy and stats.extra == {"engine_starts": 1} and set(texts) == {(k, i) for k in "cd" for i in range(2)}
+    # an idle worker that died between calls is replaced too
+    os.kill(fresh, 9)
+    while _alive(fresh):
+        time.sleep(0.01)
+    logs = []
+    _, (replacement,), stats = _call(kept, ModelSpec(name="m", path=path), "e", logs)
+    assert replacement != fresh and stats.extra == {"engine_starts": 1}
+    assert any("(it has stopped)" in line for line in logs)
+    kept.close()
+
+
+def _card_taken_elsewhere(lock_dir, card: str) -> bool:
+    """Whether another process finds ``card``'s lock held."""
+    probe = f"import fcntl,os,sys; h=os.open({str(lock_dir / f'gpu{card}.lock')!r}, os.O_RDWR); fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode != 0
+
+
+def test_an_idle_worker_keeps_its_card_from_other_processes_but_yields_it_to_its_own(tmp_path, workers):
+    gpu = GPUResource(devices="0", lock_dir=str(tmp_path / "locks"))
+    kept = _backend(keep=True, gpu=gpu)
+    texts, (pid,), _ = _call(kept, ModelSpec(name="m", path=_model(tmp_path / "m")), "ab")
+    assert {text for text in texts.values()} == {"gpus=0 model=m"}
+    assert _alive(pid) and _card_taken_elsewhere(tmp_path / "locks", "0")  # no other step starts an engine there
+    started = time.monotonic()
+    with gpu.claim(1, poll_s=30) as cards:  # a training step of the same run: the idle engine makes way at once
+        assert cards == ["0"] and time.monotonic() - started < 10 and not _alive(pid)
+    assert not _card_taken_elsewhere(tmp_path / "locks", "0")
+    _, (again,), stats = _call(kept, ModelSpec(name="m", path=_model(tmp_path / "m")), "c")
+    assert again != pid and stats.extra == {"engine_starts": 1}
+    kept.close()
+    assert not _card_taken_elsewhere(tmp_path / "locks", "0")
+
+
+def test_a_worker_outlives_no_caller_that_dies_without_teardown(tmp_path, workers):
+    script = f"""
+import os, signal
+from trace_assets.generation.backends import VllmBackend
+from trace_assets.generation.types import ModelSpec, Request, Sampling
+backend = VllmBackend(0.5, True, 2, dict(os.environ), per_request_seed=False, worker={SCRIPTED!r}, keep_engines=True)
+backend.generate(ModelSpec(name="m", path="unused"), Sampling(n=1), [Request("a", [])], lambda batch: None, log=lambda m: None)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    subprocess.run([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=os.getcwd()), check=False)
+    ((_, pid),) = workers()[:1]
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ("exit", pid) in workers()  # its input ended with its caller: it stopped its engine and left
+
+
+def test_a_run_reuses_the_engine_across_steps_records_it_and_stops_it_at_teardown(tmp_path, workers, monkeypatch):
+    monkeypatch.setattr(backends, "WORKER", SCRIPTED)
+    path = _model(tmp_path / "model")
+    sampling = Sampling(n=1)
+
+    def step(keys: str):
+        @dg.asset(name=f"step_{keys}")
+        def generating(generation: GenerationResource) -> dg.MaterializeResult:
+            spec = ModelSpec(name="m", path=path)
+            messages = [[{"role": "user", "content": key}] for key in keys]
+            requests = [Request(request_key(m, "m", sampling), m) for m in messages]
+            result = generation.generate(spec, sampling, requests, log=QUIET)
+            return dg.MaterializeResult(metadata=result.metadata(len(result.completions)))
+
+        return generating
+
+    gpu = GPUResource(devices="", lock_dir=str(tmp_path / "locks"))
+    resources = {"generation": GenerationResource(gpu=gpu, data=DataResource(data_dir=str(tmp_path)))}
+    result = dg.materialize([step("ab"), step("cd")], resources=resources)
+    assert result.success
+    metadata = {name: result.asset_materializations_for_node(name)[0].metadata for name in ("step_ab", "step_cd")}
+    assert {name: (m["engine_starts"].value, m["engine_reuses"].value, m["generated"].value) for name, m in metadata.items()} == {
+        "step_ab": (1, 0, 2),
+        "step_cd": (0, 1, 2),
+    }
+    ((_, pid), *rest) = workers()
+    assert rest == [("exit", pid)]  # one worker for both steps, stopped when the run ended
