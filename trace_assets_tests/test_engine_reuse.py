@@ -118,7 +118,7 @@ def test_another_engine_key_stops_the_running_worker_before_starting_its_own(tmp
     # each worker ended before the next one started: one engine's memory at a time
     assert workers()[:4] == [("start", first), ("exit", first), ("start", second), ("exit", second)]
     assert (
-        f"vLLM: stopping the engine(s) for s ({large.path} (['LlamaForCausalLM']) can't share the engine started for {small.path}: config.json: hidden_size) before starting l's"
+        f"vLLM: stopping the engine(s) for s ({large.path} (['LlamaForCausalLM']) can't share the engine started for {small.path}: config.json: hidden_size=128 vs 64) before starting l's"
         in logs
     )
     kept.close()

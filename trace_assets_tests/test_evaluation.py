@@ -22,7 +22,7 @@ class CountingBackend(Backend):
 
 
 class CountingGeneration(GenerationResource):
-    def backend(self, spec):
+    def backend(self, spec, keep_engines=False):
         return CountingBackend()
 
 
