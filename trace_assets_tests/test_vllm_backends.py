@@ -68,6 +68,24 @@ def test_a_resumed_generation_samples_what_an_uninterrupted_one_did(tiny_model):
     assert all(whole[(key, 0)] != whole[(key, 1)] for key in "abcdef")  # really sampled
     assert resumed == {key: text for key, text in whole.items() if key[0] not in "ab"}
 
+    # a kept engine serving a second call (the judge after the teacher) samples what fresh engines do
+    kept = VllmBackend(
+        gpu_memory_utilization=0.05,
+        enforce_eager=True,
+        chunk_size=2,
+        env=offline_environment(),
+        cpu_kv_cache=True,
+        keep_engines=True,
+    )
+    served, stats = [], []
+    try:
+        for part in (requests[:2], requests[2:]):
+            stats.append(kept.generate(spec, sampling, part, served.append, log=lambda m: None))
+    finally:
+        kept.close()
+    assert [(s.extra.get("engine_starts", 0), s.extra.get("engine_reuses", 0)) for s in stats] == [(1, 0), (0, 1)]
+    assert {(c.key, c.sample_index): c.text for batch in served for c in batch} == whole
+
 
 def perturbed_copy(source, target, scale: float, seed: int):
     """A checkpoint of ``source``'s architecture with other weights, saved as a training run would."""
