@@ -167,3 +167,60 @@ def test_study_times_start_afresh_for_another_cut(tmp_path):
     assert times_for(tmp_path, str(first))["stages"] == {"problems": 1.5}  # the same cut resumes
     again = times_for(tmp_path, str(second))
     assert again["stages"] == {} and again["earlier_runs"][0]["stages"] == {"problems": 1.5}
+
+
+def test_gpu_loop_file_plans_four_rounds_and_its_rehearsal_keeps_a_validation_split(tmp_path):
+    """experiments/gpu_loop.yaml, without running it (a scripted run of four rounds costs a minute or
+    more): it passes check_inputs, dry-run plans rounds r0..r3, and its stop rule runs all three
+    revised rounds even when none gains (the likeliest outcome at this size) and stops after r3, within
+    its GPU-hour guard. Its CPU rehearsal (bench/gpu_study.py --shrink) keeps a validation split and the
+    file's one training seed; gpu_study.yaml's rehearsal still trains two of its three."""
+    from bench.gpu_study import derived
+    from trace_assets.cli import plan
+    from trace_assets.inputs import check_inputs
+    from trace_assets.loop.rounds import RoundOutcome, round_gpu_hours, stop_reason
+    from trace_assets.problems.sources import load_problems
+    from trace_assets.problems.validation import VALIDATION, carve_validation
+
+    path = PROJECT_ROOT / "experiments" / "gpu_loop.yaml"
+    experiment = check_inputs(load_experiment(path))
+    assert [row["asset"] for row in plan(experiment) if row["asset"].startswith("round_")] == ["round_*[normal_r0..r3]"]
+    revision, hours = experiment.revision, round_gpu_hours(experiment, "normal")
+    outcomes = [RoundOutcome(0, None)]
+    for number in range(1, 4):
+        assert stop_reason(outcomes, revision, hours) is None, f"stopped before round {number}"
+        outcomes.append(RoundOutcome(number, False))
+    assert stop_reason(outcomes, revision, hours) == "all 3 revision rounds done"
+
+    rehearsal = load_experiment(derived(str(path), tmp_path / "loop", shrink=True, styles=None))
+    problems, _ = load_problems(rehearsal.problems, rehearsal.seed)
+    split = carve_validation(problems, rehearsal.validation_fraction(), rehearsal.seed)["split"]
+    assert (split == VALIDATION).sum() >= 2 and (split == "train").sum() > (split == VALIDATION).sum()
+    assert rehearsal.training.seeds == [0] and rehearsal.training.max_steps > 0
+    study = load_experiment(derived(str(PROJECT_ROOT / "experiments" / "gpu_study.yaml"), tmp_path / "study", True, None))
+    assert study.training.seeds == [0, 1]
+
+
+def test_results_carry_the_loops_rounds_and_its_last_round_against_round_0():
+    """bench/gpu_study.py export brings round_styles and round_evals back, and results turns them into
+    the loop's figures: accuracy per round and the last round against round 0 on test, paired."""
+    from bench.gpu_study import TABLES, loop_figures
+
+    assert {"round_styles", "round_evals"} <= set(TABLES)
+    assert loop_figures({}) == {"loop_rounds": None, "loop_test_last_vs_round_0": None}
+    keys = ["normal_r0", "normal_r1", "normal_r2"]
+    styles = pl.DataFrame({"style": ["normal"] * 3, "round": [0, 1, 2], "round_key": keys, "version": ["a", "b", "c"]})
+    styles = styles.with_columns(pl.Series("parent_key", [None, *keys[:2]], pl.Utf8), pl.lit("revised").alias("status"))
+    # 20 test problems: round 2 right on all of them, round 0 on 5; validation alike in every round
+    evals = pl.DataFrame(
+        [
+            {"round_key": key, "split": split, "dataset": "G_normal", "student": "s", "seed": 0, "problem_id": f"{split}{i}",
+             "is_correct": (split == "validation" and i < 10) or (split == "test" and (key == "normal_r2" or i < 5))}
+            for key in keys for split in ("validation", "test") for i in range(20)
+        ]
+    )  # fmt: skip
+    figures = loop_figures({"round_styles": styles, "round_evals": evals})
+    assert [row["test_accuracy"] for row in figures["loop_rounds"]] == [0.25, 0.25, 1.0]
+    [last] = figures["loop_test_last_vs_round_0"]
+    assert (last["a"], last["b"], last["diff"], last["n_problems"]) == ("normal_r2", "normal_r0", 0.75, 20)
+    assert last["ci_low"] > 0 and last["distinguishable"]
