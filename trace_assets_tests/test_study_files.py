@@ -224,3 +224,17 @@ def test_results_carry_the_loops_rounds_and_its_last_round_against_round_0():
     [last] = figures["loop_test_last_vs_round_0"]
     assert (last["a"], last["b"], last["diff"], last["n_problems"]) == ("normal_r2", "normal_r0", 0.75, 20)
     assert last["ci_low"] > 0 and last["distinguishable"]
+
+
+def test_loop_steps_are_compared_with_dry_runs_estimate_of_its_rounds():
+    """bench/study_run.py's time figures put the loop's GPU steps (every round) against dry-run's
+    ``round_*`` row, and leave the row out for a study without the loop."""
+    from bench.study_run import time_figures
+
+    steps = {"teacher_traces": 100.0, "round_styles": 10.0, "round_traces": 50.0, "round_examples": 3.0, "round_evals": 20.0}
+    times = {"stages": {"loop rounds": 90.0}, "steps": steps, "estimate_before_run_s": {"teacher_traces": 90.0, "round_*": 100.0}}
+    figures = time_figures(times, "experiments/gpu_loop.yaml", PROJECT_ROOT)
+    assert figures["per_step_vs_estimate"]["round_*"] == {"measured_s": 80.0, "estimate_s": 100.0, "estimate_over_measured": 1.25}
+    assert figures["gpu_step_s"]["round_*"] == 80.0 and figures["estimate_over_gpu_steps"] == round(190 / 180, 3)
+    times["estimate_before_run_s"].pop("round_*")
+    assert "round_*" not in time_figures(times, "experiments/gpu_study.yaml", PROJECT_ROOT)["per_step_vs_estimate"]
