@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_EXPERIMENT = "experiments/gpu_study.yaml"
-# the report's inputs (StudyTables) and the loop's rounds; large text columns the report never reads
+# the report's inputs (StudyTables) and the loop's (its style versions, answers and checkpoints); large text columns the report never reads
 # are dropped so the tar stays under the device tool's 16 MiB per file
 TABLES = (
     "problems",
@@ -55,14 +55,18 @@ TABLES = (
     "sft_examples",
     "dataset_exclusions",
     "judged_traces",
-    "rounds",
+    "round_styles",
+    "round_evals",
+    "round_checkpoints",
 )
-# the rehearsal's sizes: every arm still gets examples, and the run fits a 2-core CPU in minutes
+# the rehearsal's sizes: every arm still gets examples, and the run fits a 2-core CPU in minutes; the
+# training seeds are the file's first two (SHRINK_SEEDS): two to measure a spread, and no more than the file has
+SHRINK_SEEDS = 2
 SHRINK = {
     "problems": {"n_train": 24, "n_test": 12},
     "teacher": {"sampling": {"n": 4, "max_tokens": 128}},
     "judge": {"sampling": {"max_tokens": 64}},
-    "training": {"seeds": [0, 1], "max_steps": 2, "batch_size": 4, "max_length": 512, "packing": False, "eval_fraction": 0.0},
+    "training": {"max_steps": 2, "batch_size": 4, "max_length": 512, "packing": False, "eval_fraction": 0.0},
     "evaluation": {"max_tokens": 128},
     "gpu": {"devices": [], "memory_fraction": 0.3},
 }
@@ -255,6 +259,7 @@ def derived(
         spec = cut(spec, styles, datasets)
     if shrink:
         spec = merge(spec, SHRINK)
+        spec["training"]["seeds"] = spec["training"].get("seeds", [0])[:SHRINK_SEEDS]
         spec["name"] += "_cpu"
     for setting in settings or []:
         key, _, value = setting.partition("=")
@@ -336,6 +341,21 @@ def with_missing_tables(tables: dict, experiment) -> dict:
     return tables
 
 
+def loop_figures(tables: dict) -> dict:
+    """The closed loop's rounds (accuracy on validation and test per round, change against the parent)
+    and each chain's last round against round 0 on test, from round_styles and round_evals; None
+    for a study without the loop."""
+    from trace_assets.loop.report import last_against_first, rounds_table
+
+    if "round_styles" not in tables or "round_evals" not in tables:
+        return {"loop_rounds": None, "loop_test_last_vs_round_0": None}
+    styles, evals = tables["round_styles"], tables["round_evals"]
+    return {
+        "loop_rounds": rounds_table(styles, evals).to_dicts(),
+        "loop_test_last_vs_round_0": last_against_first(styles, evals).to_dicts(),
+    }
+
+
 def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
     from bench.study_run import time_figures
     from trace_assets.experiment import load_experiment
@@ -363,7 +383,7 @@ def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
         "accuracy": accuracy.to_dicts(),
         "seed_spread": seed_spread(tables["eval_results"]),
         "distinguishable_contrasts": report.distinguishable,
-        "loop_rounds": tables["rounds"].to_dicts() if "rounds" in tables else None,
+        **loop_figures(tables),
         "times": time_figures(tables["_times"], experiment_path, ROOT),
     }
     (output / "results.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")

@@ -24,6 +24,6 @@ status=$?
 kill $sampler 2>/dev/null
 out="${OUT:-/tmp/out}/tables_$(date +%H%M%S)"
 python bench/gpu_study.py export --data "$data" --out "$out" > /tmp/export.log 2>&1 && cp /tmp/gpu_study.log /tmp/gpu_util.csv "$out/"
-grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|rows loaded|stopping|complete|Traceback|Error|error:" /tmp/gpu_study.log | tail -20
+grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|^loop:|rows loaded|stopping|complete|Traceback|Error|error:" /tmp/gpu_study.log | tail -20
 grep -E "^generation_cache:|Error" /tmp/export.log
 echo "run exit $status; tables in $out"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 # the steps that hold a GPU: dry-run estimates each (its rows are named after them)
 GPU_STEPS = ("teacher_traces", "judged_traces", "checkpoints", "eval_results", "failure_modes")
+# the loop's steps that hold a GPU, compared together with dry-run's row for every round ("round_*")
+LOOP_GPU_STEPS = ("round_styles", "round_traces", "round_checkpoints", "round_evals", "round_failures")
 LOOP_STAGE = "loop rounds"
 TIMES_FILE = "study_times.json"
 
@@ -105,7 +107,7 @@ def run_study(experiment_path: str, data: Path, stop_after_s: float | None = Non
             if isinstance(stage, str):
                 from trace_assets.loop.sensors import run_loop
 
-                rounds = run_loop(defs, instance, log=lambda line: print(line, flush=True))
+                rounds = run_loop(defs, instance, log=lambda line: print(line, flush=True), step_seconds=steps)
                 run_stage(defs, instance, ["rounds_report"], steps)
                 times["loop_rounds"] = rounds
             else:
@@ -122,8 +124,10 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
     """Per-step GPU seconds against dry-run's estimate made before the run, per step and in total."""
     wall = sum(times["stages"].values())
     gpu_steps = {step: round(times["steps"].get(step, 0.0), 1) for step in GPU_STEPS}
-    gpu_seconds = sum(gpu_steps.values())
     estimated = times["estimate_before_run_s"]
+    if "round_*" in estimated:  # the closed loop: its rounds' GPU steps against dry-run's estimate of every round
+        gpu_steps["round_*"] = round(sum(times["steps"].get(step, 0.0) for step in LOOP_GPU_STEPS), 1)
+    gpu_seconds = sum(gpu_steps.values())
     estimate_s = sum(estimated.values())
     per_step = {
         step: {
@@ -131,7 +135,7 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
             "estimate_s": round(estimated.get(step, 0.0), 1),
             "estimate_over_measured": round(estimated.get(step, 0.0) / gpu_steps[step], 3) if gpu_steps[step] else None,
         }
-        for step in GPU_STEPS
+        for step in gpu_steps
     }
     path = Path(experiment_path)
     return {

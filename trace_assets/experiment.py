@@ -310,7 +310,12 @@ class RevisionConfig(_Section):
     )
     reviser: ModelConfig | None = Field(None, description="the model that revises styles; null: the teacher")
     examples_per_category: int = Field(2, ge=1, le=20, description="failure examples the reviser sees per category")
-    max_attempts: int = Field(2, ge=1, le=10, description="reviser calls before a round keeps its parent's text")
+    max_attempts: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="reviser replies (a sampling seed each, all sampled in one call) read before a round keeps its parent's text",
+    )
     stop_after: int = Field(
         1, ge=1, description="stop a chain after this many rounds in a row without a distinguishable gain on validation"
     )

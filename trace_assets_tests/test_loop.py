@@ -28,7 +28,7 @@ from trace_assets.loop.revision import (
     style_diff,
     write_round_style,
 )
-from trace_assets.loop.rounds import RoundOutcome, stop_reason
+from trace_assets.loop.rounds import ROUND_PARTITIONS, RoundOutcome, stop_reason
 from trace_assets.loop.sensors import run_loop
 from trace_assets.project import build_definitions
 from trace_assets.resources import GenerationResource
@@ -205,6 +205,10 @@ def test_two_revision_rounds_with_lineage_and_no_test_text_in_reviser_prompts(tm
         assert sizes["G_step"] == sizes["G_mean"] > 0 and set(sizes) == {"G_normal", "G_step", "G_mean"}, key
     report = (tmp_path / "data" / "report" / "rounds.md").read_text()
     assert "## Accuracy by round" in report and "```diff" in report and "Revision 2" in report
+    # the loop's finding on test: the last round against round 0, paired, one row per dataset x student
+    test_section = report.split("## Test: the last round against round 0")[1].split("## Revisions")[0]
+    for dataset in ("G_normal", "G_step", "G_mean"):
+        assert f"| {dataset} | tiny | normal_r2 | normal_r0 |" in test_section
     kept_section = report.split("### normal_r2 (kept_parent)")[1]
     assert kept_section.split("```diff\n")[1].startswith("(no change)\n```")
     # the revision's diff shows the instruction's lines and nothing else of the file
@@ -291,6 +295,47 @@ def test_the_reviser_is_told_the_answer_line_is_the_systems_and_gets_room_for_it
     assert REVISION_SCHEMA["additionalProperties"] is False and bounded // 3 < REVISION_MAX_TOKENS
     large = Sampling(max_tokens=5000)
     assert revision_request([], "m", large, 0)[0].max_tokens == 5000  # an explicit larger budget is kept
+
+
+def test_a_round_after_one_that_trained_nothing_revises_without_failures(tmp_path):
+    """A revision whose traces kept no right answer leaves its round's datasets empty: nothing trained,
+    no answers, no failures. The next round goes on from its text and the reviser is told why there are
+    no failures (not "materialize the parent first", which stopped the CPU rehearsal of gpu_loop.yaml);
+    the rounds table shows the empty round, without accuracy."""
+    from trace_assets.loop.assets import parent_failures
+    from trace_assets.loop.report import rounds_table
+    from trace_assets.loop.revision import NOTHING_TRAINED
+    from trace_assets.storage import connect
+
+    database = tmp_path / "loop.duckdb"
+    with connect(database) as db:
+        db.execute("CREATE TABLE round_checkpoints (round_key VARCHAR, status VARCHAR)")
+        db.execute("INSERT INTO round_checkpoints VALUES ('normal_r1', 'skipped_empty')")
+    assert parent_failures(database, "normal_r1", pl.DataFrame()) is None
+    with pytest.raises(RuntimeError, match="normal_r2 has no evaluations or failures yet"):
+        parent_failures(database, "normal_r2", pl.DataFrame())  # not run at all: still an error
+
+    parent = load_style(PROJECT_ROOT / "styles", "normal")
+    prompt = reviser_messages(parent, {}, [], trained=False)[-1]["content"]
+    assert NOTHING_TRAINED in prompt and NOTHING_TRAINED not in reviser_messages(parent, {}, [])[-1]["content"]
+
+    styles = pl.DataFrame(
+        {"style": ["normal"] * 2, "round": [0, 1], "round_key": ["normal_r0", "normal_r1"], "version": ["a", "b"]}
+    ).with_columns(pl.Series("parent_key", [None, "normal_r0"], pl.Utf8), pl.Series("status", ["original", "revised"]))
+    evals = pl.DataFrame(
+        {
+            "round_key": ["normal_r0"] * 4,
+            "split": ["validation", "validation", "test", "test"],
+            "dataset": ["G_normal"] * 4,
+            "student": ["s"] * 4,
+            "seed": [0] * 4,
+            "problem_id": ["p1", "p2", "t1", "t2"],
+            "is_correct": [True, False, True, True],
+        }
+    )
+    table = rounds_table(styles, evals)
+    assert table["round_key"].to_list() == ["normal_r0", "normal_r1"]
+    assert table["validation_accuracy"].to_list() == [0.5, None] and table["dataset"].to_list() == ["G_normal", None]
 
 
 @pytest.mark.parametrize("style", ["normal", "gold", "diamond", "titanium"])
@@ -410,8 +455,14 @@ def test_a_loop_on_countdown_is_judged_by_countdowns_checker_and_evaluated_few_s
         problems = db.sql("SELECT * FROM problems").pl()
     ScriptedTasks.problems = {row["question"]: row for row in problems.iter_rows(named=True)}
     CountdownLoopBackend.student_prompts.clear()
+    # round 0 started by an earlier call that was cut off (a device time limit): run again, not waited on
+    instance.add_dynamic_partitions(ROUND_PARTITIONS, ["normal_r0"])
+    lines, steps = [], {}
 
-    assert run_loop(defs, instance, log=lambda _: None) == ["normal_r0", "normal_r1"]
+    assert run_loop(defs, instance, log=lines.append, step_seconds=steps) == ["normal_r0", "normal_r1"]
+    assert lines[0] == "loop: running round normal_r0 again (started in an earlier call, not finished)"
+    assert set(steps) == {"round_styles", "round_traces", "round_examples", "round_checkpoints", "round_evals", "round_failures"}
+    assert all(seconds > 0 for seconds in steps.values())  # both rounds' own step seconds, for dry-run's comparison
 
     with duckdb.connect(str(database), read_only=True) as db:
         traces = db.sql("SELECT * FROM round_traces WHERE kind = 'solve'").pl()

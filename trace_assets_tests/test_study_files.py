@@ -186,3 +186,74 @@ def test_study_of_human_solutions_alone_runs(tmp_path, tiny_model, instance):
         datasets = set(db.sql("SELECT DISTINCT dataset FROM accuracy").pl()["dataset"])
     assert datasets == {"base", "base_few_shot", "H", "H_aa"}
     assert "A/A" in (tmp_path / "data" / "report" / "report.md").read_text()
+
+
+def test_gpu_loop_file_plans_four_rounds_and_its_rehearsal_keeps_a_validation_split(tmp_path):
+    """experiments/gpu_loop.yaml, without running it (a scripted run of four rounds costs a minute or
+    more): it passes check_inputs, dry-run plans rounds r0..r3, and its stop rule runs all three
+    revised rounds even when none gains (the likeliest outcome at this size) and stops after r3, within
+    its GPU-hour guard. Its CPU rehearsal (bench/gpu_study.py --shrink) keeps a validation split and the
+    file's one training seed; gpu_study.yaml's rehearsal still trains two of its three."""
+    from bench.gpu_study import derived
+    from trace_assets.cli import plan
+    from trace_assets.inputs import check_inputs
+    from trace_assets.loop.rounds import RoundOutcome, round_gpu_hours, stop_reason
+    from trace_assets.problems.sources import load_problems
+    from trace_assets.problems.validation import VALIDATION, carve_validation
+
+    path = PROJECT_ROOT / "experiments" / "gpu_loop.yaml"
+    experiment = check_inputs(load_experiment(path))
+    assert [row["asset"] for row in plan(experiment) if row["asset"].startswith("round_")] == ["round_*[normal_r0..r3]"]
+    revision, hours = experiment.revision, round_gpu_hours(experiment, "normal")
+    outcomes = [RoundOutcome(0, None)]
+    for number in range(1, 4):
+        assert stop_reason(outcomes, revision, hours) is None, f"stopped before round {number}"
+        outcomes.append(RoundOutcome(number, False))
+    assert stop_reason(outcomes, revision, hours) == "all 3 revision rounds done"
+
+    rehearsal = load_experiment(derived(str(path), tmp_path / "loop", shrink=True, styles=None))
+    problems, _ = load_problems(rehearsal.problems, rehearsal.seed)
+    split = carve_validation(problems, rehearsal.validation_fraction(), rehearsal.seed)["split"]
+    assert (split == VALIDATION).sum() >= 2 and (split == "train").sum() > (split == VALIDATION).sum()
+    assert rehearsal.training.seeds == [0] and rehearsal.training.max_steps > 0
+    study = load_experiment(derived(str(PROJECT_ROOT / "experiments" / "gpu_study.yaml"), tmp_path / "study", True, None))
+    assert study.training.seeds == [0, 1]
+
+
+def test_results_carry_the_loops_rounds_and_its_last_round_against_round_0():
+    """bench/gpu_study.py export brings round_styles and round_evals back, and results turns them into
+    the loop's figures: accuracy per round and the last round against round 0 on test, paired."""
+    from bench.gpu_study import TABLES, loop_figures
+
+    assert {"round_styles", "round_evals"} <= set(TABLES)
+    assert loop_figures({}) == {"loop_rounds": None, "loop_test_last_vs_round_0": None}
+    keys = ["normal_r0", "normal_r1", "normal_r2"]
+    styles = pl.DataFrame({"style": ["normal"] * 3, "round": [0, 1, 2], "round_key": keys, "version": ["a", "b", "c"]})
+    styles = styles.with_columns(pl.Series("parent_key", [None, *keys[:2]], pl.Utf8), pl.lit("revised").alias("status"))
+    # 20 test problems: round 2 right on all of them, round 0 on 5; validation alike in every round
+    evals = pl.DataFrame(
+        [
+            {"round_key": key, "split": split, "dataset": "G_normal", "student": "s", "seed": 0, "problem_id": f"{split}{i}",
+             "is_correct": (split == "validation" and i < 10) or (split == "test" and (key == "normal_r2" or i < 5))}
+            for key in keys for split in ("validation", "test") for i in range(20)
+        ]
+    )  # fmt: skip
+    figures = loop_figures({"round_styles": styles, "round_evals": evals})
+    assert [row["test_accuracy"] for row in figures["loop_rounds"]] == [0.25, 0.25, 1.0]
+    [last] = figures["loop_test_last_vs_round_0"]
+    assert (last["a"], last["b"], last["diff"], last["n_problems"]) == ("normal_r2", "normal_r0", 0.75, 20)
+    assert last["ci_low"] > 0 and last["distinguishable"]
+
+
+def test_loop_steps_are_compared_with_dry_runs_estimate_of_its_rounds():
+    """bench/study_run.py's time figures put the loop's GPU steps (every round) against dry-run's
+    ``round_*`` row, and leave the row out for a study without the loop."""
+    from bench.study_run import time_figures
+
+    steps = {"teacher_traces": 100.0, "round_styles": 10.0, "round_traces": 50.0, "round_examples": 3.0, "round_evals": 20.0}
+    times = {"stages": {"loop rounds": 90.0}, "steps": steps, "estimate_before_run_s": {"teacher_traces": 90.0, "round_*": 100.0}}
+    figures = time_figures(times, "experiments/gpu_loop.yaml", PROJECT_ROOT)
+    assert figures["per_step_vs_estimate"]["round_*"] == {"measured_s": 80.0, "estimate_s": 100.0, "estimate_over_measured": 1.25}
+    assert figures["gpu_step_s"]["round_*"] == 80.0 and figures["estimate_over_gpu_steps"] == round(190 / 180, 3)
+    times["estimate_before_run_s"].pop("round_*")
+    assert "round_*" not in time_figures(times, "experiments/gpu_study.yaml", PROJECT_ROOT)["per_step_vs_estimate"]

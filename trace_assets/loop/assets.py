@@ -120,11 +120,17 @@ def _settings(name: str, table, **extra) -> dict:
     )
 
 
-def _parent_failures(database: Path, parent: str, problems: pl.DataFrame) -> pl.DataFrame:
-    """The parent round's classified validation failures with the answer and question they are about."""
+def parent_failures(database: Path, parent: str, problems: pl.DataFrame) -> pl.DataFrame:
+    """The parent round's classified validation failures with the answer and question they are about.
+    None when the parent trained nothing (every dataset of its style came out empty: no teacher trace
+    it kept was right), so no student answered and there are no failures to show; the chain goes on
+    from its text and the reviser is told so. A RuntimeError if the parent has not finished."""
     failures = round_rows(database, "round_failures", parent)
     evals = round_rows(database, "round_evals", parent)
     if failures.is_empty() and evals.is_empty():
+        checkpoints = round_rows(database, "round_checkpoints", parent)
+        if checkpoints.height and not (checkpoints["status"] == "trained").any():
+            return None
         raise RuntimeError(
             f"round {parent} has no evaluations or failures yet: the next round starts from them "
             f"(materialize {parent} first; the next_round sensor does this in order)"
@@ -159,17 +165,25 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
             raise RuntimeError(f"round {key}: its parent round {parent} has no style version yet; run {parent} first")
         parent_row = parents.row(0, named=True)
         parent_style = style_from_row(parent_row)
-        failures = _parent_failures(data.database, parent, problems)
-        counts = dict(failures.group_by("category").len().sort(["len", "category"], descending=[True, False]).iter_rows())
-        examples = pick_examples(failures, settings.revision.examples_per_category, settings.seed + number)
-        messages = reviser_messages(parent_style, counts, examples)
+        failures = parent_failures(data.database, parent, problems)
+        if failures is None:
+            counts, examples = {}, []
+            context.log.warning(f"round {key}: its parent {parent} trained nothing (empty datasets); revising without failures")
+        else:
+            counts = dict(failures.group_by("category").len().sort(["len", "category"], descending=[True, False]).iter_rows())
+            examples = pick_examples(failures, settings.revision.examples_per_category, settings.seed + number)
+        messages = reviser_messages(parent_style, counts, examples, trained=failures is not None)
         check_no_test_text(messages, problems.filter(pl.col("split") == "test")["question"].to_list())
         spec, sampling = generation.settings(settings.reviser, n=1)
+        # every attempt's reply is sampled in one call, so one engine start (~40 s on a GPU) serves them
+        # all, and they are read in order until one is accepted
+        requests = [
+            revision_request(messages, settings.reviser.model, sampling, a) for a in range(settings.revision.max_attempts)
+        ]
+        results = generation.generate_many([(spec, s, [r]) for s, r in requests], context.log.info)
         notes, revised, attempts = [], None, 0
-        for attempt in range(settings.revision.max_attempts):
+        for attempt, ((_, request), result) in enumerate(zip(requests, results)):
             attempts += 1
-            attempt_sampling, request = revision_request(messages, settings.reviser.model, sampling, attempt)
-            result = generation.generate(spec, attempt_sampling, [request], context.log.info)
             outcome = parse_revision(result.completions.get((request.key, 0)), parent_style)
             if outcome.spec is not None:
                 revised = outcome
@@ -184,6 +198,8 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         else:  # the round re-measures its parent's text, and says so
             written = write_round_style(folder, style, number, parent_text, parent_style.spec)
             status, note, version_style = "kept_parent", "; ".join(notes) + "; kept the parent's text", written
+        if failures is None:
+            note = f"{parent} trained nothing (its datasets were empty), so the reviser saw no failures; {note}"
         row = _row(
             key,
             style,

@@ -58,6 +58,23 @@ class RoundsReport:
     text: str
     table: pl.DataFrame
     png: bytes | None
+    test_change: pl.DataFrame  # last_against_first's rows
+
+
+def last_against_first(styles: pl.DataFrame, evals: pl.DataFrame) -> pl.DataFrame:
+    """Each chain's last round evaluated on test against its round 0, per dataset x student, paired by
+    problem as a round is against its parent (``round_change``, here on the test split): what the loop
+    gained, for the report only (no round is chosen on it). Columns of ``round_change``; ``a`` is the
+    last round's key, ``b`` round 0's; empty when no chain has two rounds evaluated on test."""
+    if evals.is_empty():
+        return pl.DataFrame()
+    test = evals.filter(pl.col("split") == "test")
+    frames = []
+    for _, chain in styles.filter(pl.col("round_key").is_in(test["round_key"].unique())).group_by("style"):
+        keys = chain.sort("round")["round_key"].to_list()
+        if len(keys) > 1 and (change := round_change(test, keys[-1], keys[0])).height:
+            frames.append(change)
+    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def _per_round(evals: pl.DataFrame, split: str) -> dict[tuple[str, str, str], dict]:
@@ -89,7 +106,8 @@ def rounds_table(styles: pl.DataFrame, evals: pl.DataFrame) -> pl.DataFrame:
             changes[(style["round_key"], row["dataset"], row["student"])] = row
     rows = []
     for style in styles.sort("style", "round").iter_rows(named=True):
-        keys = sorted({k for k in [*validation, *test] if k[0] == style["round_key"]})
+        # a round that trained nothing (its datasets empty) is a row of its own, with no accuracy
+        keys = sorted({k for k in [*validation, *test] if k[0] == style["round_key"]}) or [(style["round_key"], None, None)]
         for key in keys:
             v, t, c = validation.get(key, {}), test.get(key, {}), changes.get(key, {})
             rows.append(
@@ -124,8 +142,29 @@ def _cell(value, low, high) -> str:
     return f"{value:.3f}{interval}"
 
 
+def _test_change_text(change: pl.DataFrame) -> str:
+    if change.is_empty():
+        return "_(no chain has a revised round evaluated on test yet)_"
+    shown = change.select(
+        "dataset",
+        "student",
+        pl.col("a").alias("last round"),
+        pl.col("b").alias("round 0"),
+        pl.col("accuracy_a").round(3).alias("last"),
+        pl.col("accuracy_b").round(3).alias("round 0 accuracy"),
+        pl.struct("diff", "ci_low", "ci_high")
+        .map_elements(lambda r: _cell(*r.values()), return_dtype=pl.Utf8)
+        .alias("change (95% CI)"),
+        "n_problems",
+        pl.col("p_adjusted").round(4),
+        "distinguishable",
+    )
+    return markdown_table(shown) + "\n\nPaired by test problem, Holm over each chain's datasets x students."
+
+
 def rounds_report_text(name: str, styles: pl.DataFrame, evals: pl.DataFrame) -> RoundsReport:
     table = rounds_table(styles, evals)
+    test_change = last_against_first(styles, evals)
     shown = table.select(
         "style",
         "round",
@@ -158,6 +197,10 @@ def rounds_report_text(name: str, styles: pl.DataFrame, evals: pl.DataFrame) -> 
         f"Method: {METHOD}. The change is round N minus its parent on validation, paired by problem; Holm over each "
         "round's datasets x students.",
         "",
+        "## Test: the last round against round 0",
+        "",
+        _test_change_text(test_change),
+        "",
         "## Revisions",
     ]
     by_key = {row["round_key"]: row for row in styles.iter_rows(named=True)}
@@ -179,4 +222,4 @@ def rounds_report_text(name: str, styles: pl.DataFrame, evals: pl.DataFrame) -> 
             table.filter(pl.col("validation_accuracy").is_not_null() & pl.col("test_accuracy").is_not_null())
         )
         lines += ["", "![accuracy by round](accuracy_by_round.png)"]
-    return RoundsReport("\n".join(lines) + "\n", table, png)
+    return RoundsReport("\n".join(lines) + "\n", table, png, test_change)

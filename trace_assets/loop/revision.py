@@ -113,8 +113,18 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
 
 
-def reviser_messages(style: Style, counts: Mapping[str, int], examples: Iterable[FailureExample]) -> list[dict]:
-    """The chat sent to the reviser: the style as it is, failure counts by category, and examples."""
+# what the reviser is told instead of failures when the parent round trained no student
+NOTHING_TRAINED = (
+    "none: no student could be trained, because none of the teacher's solutions written with this "
+    "instruction reached the right answer. Rewrite it so that the solutions come out right."
+)
+
+
+def reviser_messages(
+    style: Style, counts: Mapping[str, int], examples: Iterable[FailureExample], trained: bool = True
+) -> list[dict]:
+    """The chat sent to the reviser: the style as it is, failure counts by category, and examples;
+    ``trained=False``: the parent round trained nothing (:data:`NOTHING_TRAINED` instead of failures)."""
     marker = ANSWER_MARKERS[style.spec.answer_format]
     lines = [f"- {category}: {count} ({CATEGORY_DESCRIPTIONS.get(category, '')})" for category, count in counts.items()]
     shown = []
@@ -134,7 +144,7 @@ def reviser_messages(style: Style, counts: Mapping[str, int], examples: Iterable
         f"A teacher model writes worked solutions following the instruction below. Small student models were "
         f"fine-tuned on those solutions, and on held-out problems they still fail like this.\n\n"
         f"Current instruction:\n<<<\n{style.system_prompt()}\n>>>{example_text}\n\n"
-        f"Failures by category:\n" + "\n".join(lines) + "\n\n" + "\n\n".join(shown) + "\n\n"
+        f"Failures by category:\n" + ("\n".join(lines) if trained else NOTHING_TRAINED) + "\n\n" + "\n\n".join(shown) + "\n\n"
         f"Rewrite the instruction so that the teacher's solutions teach students to avoid these failures. Keep what "
         f"works; change the guidance. Write only the guidance: you need not say how the final answer is written, "
         f"because the system itself ends the instruction with the answer-format line ({ANSWER_LINES[style.spec.answer_format]}) "

@@ -27,7 +27,9 @@ class RoundStyleSchema(StylePromptSchema):
     parent_version: str = pa.Field(nullable=True)
     status: str = pa.Field(isin=REVISION_STATUSES, description="kept_parent: no valid revision in max_attempts tries")
     note: str = pa.Field(description="why each rejected revision was rejected, or what the reviser said it changed")
-    attempts: int = pa.Field(ge=0, description="reviser calls made")
+    attempts: int = pa.Field(
+        ge=0, description="reviser replies read, in order, up to the first accepted (all are sampled in one call)"
+    )
     reviser_model: str = pa.Field(nullable=True)
     reviser_prompt_hash: str = pa.Field(nullable=True, description="hash of the messages sent to the reviser")
     motivating_failures: str = pa.Field(description="JSON list of round_failures.failure_id the reviser was shown")

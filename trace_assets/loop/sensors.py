@@ -105,12 +105,31 @@ def build_next_round_sensor(revision: RevisionConfig, database: Path, hours_per_
     return next_round
 
 
-def run_loop(defs: dg.Definitions, instance: dg.DagsterInstance, log=print, max_ticks: int = 100) -> list[str]:
+def unfinished_rounds(instance: dg.DagsterInstance) -> list[str]:
+    """Rounds started (added as partitions) whose ``round_failures`` never materialized, in order."""
+    keys = instance.get_dynamic_partitions(ROUND_PARTITIONS)
+    return sorted((key for key in keys if not _finished(instance, key)), key=parse_round_key)
+
+
+def run_loop(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    log=print,
+    max_ticks: int = 100,
+    step_seconds: dict[str, float] | None = None,
+) -> list[str]:
     """Tick ``next_round`` and run what it asks for, in this process, until it has nothing to start;
-    returns the round keys run, in order."""
+    returns the round keys run, in order. Nothing else runs rounds here, so a round started but not
+    finished was cut off in an earlier call (a device time limit, a kill) and is run again first; the
+    sensor itself would wait on it as "running or failed" and the chain would end there.
+    ``step_seconds``, when given, gets each round step's own seconds added under its asset's name."""
     sensor = defs.resolve_sensor_def("next_round")
     job = defs.resolve_job_def(ROUND_JOB)
     ran = []
+    for key in unfinished_rounds(instance):
+        log(f"loop: running round {key} again (started in an earlier call, not finished)")
+        _run_round(job, instance, key, step_seconds)
+        ran.append(key)
     for _ in range(max_ticks):
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         if not isinstance(result, dg.SensorResult) or not result.run_requests:
@@ -120,9 +139,19 @@ def run_loop(defs: dg.Definitions, instance: dg.DagsterInstance, log=print, max_
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         for request in result.run_requests:
             log(f"loop: running round {request.partition_key}")
-            outcome = job.execute_in_process(instance=instance, partition_key=request.partition_key, raise_on_error=False)
-            if not outcome.success:
-                failures = [e.event_specific_data.error.to_string() for e in outcome.all_events if e.is_step_failure]
-                raise RuntimeError(f"round {request.partition_key} failed:\n" + "\n".join(failures))
+            _run_round(job, instance, request.partition_key, step_seconds)
             ran.append(request.partition_key)
     raise RuntimeError(f"the loop did not settle in {max_ticks} sensor ticks")
+
+
+def _run_round(job, instance: dg.DagsterInstance, key: str, step_seconds: dict[str, float] | None) -> None:
+    """One round's chain of assets in this process; a RuntimeError with the failed steps' errors."""
+    from trace_assets.demo import step_durations  # demo builds these definitions: imported when run
+
+    outcome = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+    if step_seconds is not None:
+        for step, seconds in step_durations(outcome.all_events).items():
+            step_seconds[step] = step_seconds.get(step, 0.0) + seconds
+    if not outcome.success:
+        failures = [e.event_specific_data.error.to_string() for e in outcome.all_events if e.is_step_failure]
+        raise RuntimeError(f"round {key} failed:\n" + "\n".join(failures))
