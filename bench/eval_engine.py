@@ -92,7 +92,7 @@ def main() -> None:
         spec = ModelSpec(name=path, path=path, dtype=gpu.resolve_dtype("auto"))
         requests = [prompt_request(student_prompt(p.question, tokenizer), path, sampling) for p in problems]
         jobs.append((spec, sampling, requests))
-    backend = generation.backend(jobs[0][0])
+    backend = generation.backend(jobs[0][0], keep_engines=False)
     quiet = lambda message: None  # noqa: E731
 
     load_before = os.getloadavg()[0]

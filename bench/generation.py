@@ -74,7 +74,7 @@ def main() -> None:
     prompts_path = folder / "prompts.json"
     prompts_path.write_text(json.dumps([request.messages for *_, request in planned]))
 
-    backend = generation.backend(spec)
+    backend = generation.backend(spec, keep_engines=False)
     command = [
         sys.executable,
         str(ROOT / "bench" / "bare_vllm.py"),

@@ -249,7 +249,7 @@ def eval_section(args) -> None:
         )
         for p in paths
     ]
-    backend = generation.backend(jobs[0][0])
+    backend = generation.backend(jobs[0][0], keep_engines=False)
     quiet = lambda message: print(message, file=sys.stderr)  # noqa: E731
 
     texts: dict[int, dict[str, str]] = {}

@@ -169,10 +169,10 @@ class GenerationResource(dg.ConfigurableResource):
         if self._kept is not None:
             self._kept.close()
 
-    def backend(self, spec: ModelSpec, keep_engines: bool = False) -> Backend:
+    def backend(self, spec: ModelSpec, keep_engines: bool = True) -> Backend:
         """``spec``'s backend. vLLM: with ``keep_engines`` the resource's own, whose engines serve
-        later calls too; without, one whose every call starts and stops its engines (benchmarks of
-        a fresh engine)."""
+        later calls too; without, one whose every call starts and stops its engines (the benchmarks
+        of a fresh engine ask for that)."""
         if spec.backend == "openai":
             return OpenAIBackend()
         if spec.backend == "transformers":
@@ -200,7 +200,7 @@ class GenerationResource(dg.ConfigurableResource):
     ) -> CachedGeneration:
         """``spec``'s backend, through the generation cache in the data folder's database (vLLM: the
         running engine where it can serve ``spec``)."""
-        return generate_with_cache(self.data.database, self.backend(spec, keep_engines=True), spec, sampling, requests, log)
+        return generate_with_cache(self.data.database, self.backend(spec), spec, sampling, requests, log)
 
     def generate_many(
         self, jobs: list[tuple[ModelSpec, Sampling, list[Request]]], log: Callable[[str], None] = print
@@ -213,7 +213,7 @@ class GenerationResource(dg.ConfigurableResource):
         for index, (spec, _, _) in enumerate(jobs):
             by_backend.setdefault(spec.backend, []).append(index)
         for indices in by_backend.values():
-            backend = self.backend(jobs[indices[0]][0], keep_engines=True)
+            backend = self.backend(jobs[indices[0]][0])
             for index, result in zip(
                 indices, generate_many_with_cache(self.data.database, backend, [jobs[i] for i in indices], log)
             ):
