@@ -20,25 +20,34 @@ import argparse
 import functools
 import sys
 
+import polars as pl
+
 from trace_assets.errors import InputError
 from trace_assets.estimates import (
+    FAILURE_JUDGED_SHARE,
     completion_tokens,
     eval_gpu_hours,
+    example_tokens,
+    generated_problems,
     generation_gpu_hours,
+    judge_gpu_hours,
     model_billions,
     sft_gpu_hours,
 )
-from trace_assets.experiment import Experiment, database_path, load_experiment
+from trace_assets.experiment import BASE_DATASETS, Experiment, database_path, load_experiment
 from trace_assets.inputs import check_inputs
 from trace_assets.rates import Rates, load_rates
 
 
-def problem_counts(problems) -> tuple[int, int]:
+def problem_counts(problems, generated=None) -> tuple[int, int]:
     """Train and test problems over the experiment's tasks (``n_train`` / ``n_test`` apply per task;
-    where null, each task's ``full_sizes``)."""
+    where null, each task's ``full_sizes``); the ``generated`` problems table's own counts, decontaminated,
+    where dry-run made it (estimates.generated_problems)."""
     from trace_assets.tasks import get_task
     from trace_assets.tasks.base import sizes
 
+    if generated is not None:
+        return (generated["split"] == "train").sum(), (generated["split"] == "test").sum()
     counts = [sizes(get_task(task), problems) for task in problems.tasks]
     return sum(n_train for n_train, _ in counts), sum(n_test for _, n_test in counts)
 
@@ -60,10 +69,27 @@ def training_line(experiment: Experiment) -> str:
     return line + (f"; pooled: {', '.join(pooled)}" if pooled else "")
 
 
+class EngineStarts:
+    """Which models have had a vLLM engine in the study so far: a model's first engine (in the order the
+    steps run) is cold, with the compile cache empty on a fresh machine; later ones are warm."""
+
+    def __init__(self) -> None:
+        self.started: set[str] = set()
+
+    def cold(self, model: str, work: float) -> bool:
+        """Whether a step with ``work`` to generate on ``model`` starts its first engine (none without work)."""
+        if work <= 0 or model in self.started:
+            return False
+        self.started.add(model)
+        return True
+
+
 def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
+    """dry-run's rows, one per GPU step and student, in the order the steps run (which sets the cold engine)."""
     rates = rates or load_rates()
-    problems = experiment.problems
-    n_train, n_test = problem_counts(problems)
+    generated = generated_problems(experiment)
+    train = None if generated is None else generated.filter(pl.col("split") == "train")
+    n_train, n_test = problem_counts(experiment.problems, generated)
     teacher, judge = experiment.teacher, experiment.judge
     n_paraphrase_styles = len(experiment.paraphrase_styles())
     teacher_generations = (
@@ -71,57 +97,84 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     )
     judge_generations = teacher_generations
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
-    trace_tokens, judge_tokens = completion_tokens(experiment)
+    trace_tokens, judge_tokens = completion_tokens(experiment, generated=generated is not None)
+    engines = EngineStarts()
     rows = [
         {
             "asset": "teacher_traces",
             "work": f"{teacher_generations:,} generations ({teacher.model})",
-            "gpu_hours": generation_gpu_hours(teacher_generations * trace_tokens, teacher_b, "sampled", rates, teacher.gpus),
+            "gpu_hours": generation_gpu_hours(
+                teacher_generations * trace_tokens,
+                teacher_b,
+                "sampled",
+                rates,
+                teacher.gpus,
+                engines.cold(teacher.model, teacher_generations),
+            ),
             "gpus": teacher.gpus,
         },
         {
             "asset": "judged_traces",
             "work": f"{judge_generations:,} judge calls ({judge.model})",
-            "gpu_hours": generation_gpu_hours(judge_generations * judge_tokens, judge_b, "greedy", rates, judge.gpus),
+            "gpu_hours": judge_gpu_hours(
+                judge_generations, judge_tokens, judge_b, rates, judge.gpus, engines.cold(judge.model, judge_generations)
+            ),
             "gpus": judge.gpus,
         },
     ]
     seeds = len(experiment.training.seeds)
     all_evals = 0
-    tokens_per_dataset = n_train * trace_tokens * experiment.training.epochs
+    # every dataset takes every train problem: right for H, an upper bound for arms that keep only the
+    # problems with a right (G) or wrong (W) trace
+    tokens_per_seed = sum(
+        n_train * example_tokens(experiment, recipe, train) * experiment.training.epochs
+        for recipe in experiment.datasets.values()
+    )
     # A per-task dataset trains one model per task on that task's share of the examples (the same tokens in all),
     # and each model answers its own task's test problems (the same answers in all, more checkpoints to load).
     models_per_seed = training_runs_per_seed(experiment)
     for name, student in experiment.students.items():
         billions = model_billions(student.model)
         processes = experiment.training.processes
-        train_tokens = tokens_per_dataset * len(experiment.datasets) * seeds
+        train_tokens = tokens_per_seed * seeds
         runs = models_per_seed * seeds
+        # one torchrun launch per checkpoints partition (dataset x student), all its seeds and tasks in it
+        launches = len(experiment.datasets)
         rows.append(
             {
                 "asset": f"checkpoints[*|{name}]",
-                "work": f"{runs} runs, ~{train_tokens:,.0f} training tokens",
-                "gpu_hours": sft_gpu_hours(train_tokens, runs, billions, rates, processes),
+                "work": f"{runs} runs in {launches} launches, ~{train_tokens:,.0f} training tokens",
+                "gpu_hours": sft_gpu_hours(
+                    train_tokens, runs, billions, rates, processes, launches, experiment.training.compile, first=True
+                ),
                 "gpus": processes,
             }
         )
-        checkpoints = runs + 1  # the base model is evaluated too
-        evals = (len(experiment.datasets) * seeds + 1) * n_test
+        checkpoints = runs + len(BASE_DATASETS)  # the untrained student is evaluated too, once per base arm
+        evals = (len(experiment.datasets) * seeds + len(BASE_DATASETS)) * n_test
         all_evals += evals
         rows.append(
             {
                 "asset": f"eval_results[*|{name}]",
                 "work": f"{evals:,} eval generations",
-                "gpu_hours": eval_gpu_hours(evals * experiment.evaluation.max_tokens * 0.5, billions, checkpoints, rates),
+                "gpu_hours": eval_gpu_hours(
+                    evals * experiment.evaluation.max_tokens * 0.5,
+                    billions,
+                    checkpoints,
+                    rates,
+                    engines=2 if runs else 1,
+                    cold=engines.cold(student.model, evals),
+                ),
                 "gpus": 1,
             }
         )
+    judged = all_evals * FAILURE_JUDGED_SHARE
     rows.append(
         {
-            # an upper bound: only wrong answers whose category the rules can't settle go to the judge
+            # only wrong answers whose category the rules can't settle go to the judge
             "asset": "failure_modes",
-            "work": f"<= {all_evals:,} judge calls ({judge.model})",
-            "gpu_hours": generation_gpu_hours(all_evals * judge_tokens, judge_b, "greedy", rates, judge.gpus),
+            "work": f"~{judged:,.0f} judge calls of {all_evals:,} answers ({judge.model})",
+            "gpu_hours": judge_gpu_hours(judged, judge_tokens, judge_b, rates, judge.gpus, engines.cold(judge.model, judged)),
             "gpus": judge.gpus,
         }
     )
@@ -160,7 +213,9 @@ def dry_run(experiment: Experiment, rates: Rates | None = None) -> str:
     lines.append(f"  ({rates.describe()}; wall time is per step run alone)")
     from trace_assets.reporting.stats import experiment_power_lines
 
-    lines += experiment_power_lines(experiment, problem_counts(experiment.problems)[1], database_path())
+    lines += experiment_power_lines(
+        experiment, problem_counts(experiment.problems, generated_problems(experiment))[1], database_path()
+    )
     return "\n".join(lines)
 
 

@@ -4,9 +4,12 @@ estimates (trace_assets/loop/rounds.py) share."""
 
 from __future__ import annotations
 
+import functools
 import re
 
-from trace_assets.experiment import Experiment
+import polars as pl
+
+from trace_assets.experiment import DatasetRecipe, Experiment, ProblemsConfig
 from trace_assets.rates import Rates
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
@@ -14,6 +17,19 @@ from trace_assets.rates import Rates
 DP_EFFICIENCY = 18926 / (2 * 11994)
 ASSUMED_TRACE_TOKENS = 300  # mean completion length for GSM8K-style traces
 ASSUMED_JUDGE_TOKENS = 60
+# Generated problems (the synthetic word problems) are measured, not assumed. SmolLM2's tokenizer on the
+# third GPU run's 2,020 H examples (sft_examples in bench/results/gpu_study/third_run/tables.tar): questions
+# 3.52 characters a token, human solutions 2.17 (digits and symbols), the chat template 30 tokens a prompt
+# (its default system prompt and role markers), 138.8 tokens an example with the end token.
+QUESTION_CHARS_PER_TOKEN = 3.52
+SOLUTION_CHARS_PER_TOKEN = 2.17
+CHAT_TEMPLATE_TOKENS = 30
+# The 135M teacher's traces of those problems: 91.4 tokens on average over 16,160 (1,517 of them cut at
+# max_tokens 256): bench/results/gpu_study/second_run.json, teacher.mean_tokens. Taken for any teacher of them.
+SYNTHETIC_TRACE_TOKENS = 91.4
+# Answers the failure judge reads (wrong, and the rules can't say why): 2,906 of the 10,552 answers the
+# third GPU run generated (8 arms x 1,319 test problems; bench/results/gpu_study/third_run, failure_modes).
+FAILURE_JUDGED_SHARE = 2906 / 10552
 
 
 def model_billions(name: str) -> float:
@@ -30,32 +46,95 @@ def model_billions(name: str) -> float:
     return float(match.group(1)) / 1000 if match else 0.5
 
 
-def generation_gpu_hours(tokens: float, billions: float, shape: str, rates: Rates, gpus: int = 1) -> float:
+def generation_gpu_hours(tokens: float, billions: float, shape: str, rates: Rates, gpus: int = 1, cold: bool = False) -> float:
     """Batched vLLM decoding in ``shape`` ("sampled": teacher, "greedy": judge and evaluation) plus one
-    engine start-up holding the step's ``gpus``; tensor parallelism adds GPUs, not speed per GPU."""
-    return tokens / rates.decode_tokens_per_s(billions, shape) / 3600 + rates.startup_s[shape] * gpus / 3600
+    engine start-up holding the step's ``gpus`` (``cold``: the model's first engine of the study);
+    nothing to generate starts no engine. Tensor parallelism adds GPUs, not speed per GPU."""
+    if tokens <= 0:
+        return 0.0
+    start = rates.engine_start_s(billions, shape, cold)
+    return tokens / rates.decode_tokens_per_s(billions, shape) / 3600 + start * gpus / 3600
 
 
-def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates) -> float:
-    """A student's evaluations: greedy decoding in one engine per architecture, swapping checkpoints."""
+def judge_gpu_hours(
+    verdicts: float, verdict_tokens: float, billions: float, rates: Rates, gpus: int = 1, cold: bool = False
+) -> float:
+    """A judge's verdicts: its output tokens at the greedy rate, but at least the measured seconds a verdict
+    (reading each prompt, a whole trace and the rubric, costs more than writing the verdict), plus one engine start."""
+    if verdicts <= 0:
+        return 0.0
+    decode = max(verdicts * verdict_tokens / rates.decode_tokens_per_s(billions, "greedy"), verdicts * rates.judge_verdict_s())
+    return (decode + rates.engine_start_s(billions, "greedy", cold) * gpus) / 3600
+
+
+def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates, engines: int = 1, cold: bool = False) -> float:
+    """A student's evaluations: greedy decoding, swapping checkpoints into ``engines`` engines (the trained
+    checkpoints need their own: their saved eos/pad settings differ from the base model's, second and
+    third GPU runs, bench/results/gpu_study/), the first ``cold`` when no engine of the model ran before."""
     decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
-    return (decode + rates.eval_startup_s + rates.eval_swap_s * (checkpoints - 1)) / 3600
+    starts = rates.engine_start_s(billions, "eval", cold) + rates.engine_start_s(billions, "eval") * (engines - 1)
+    return (decode + starts + rates.eval_swap_s * (checkpoints - 1)) / 3600
 
 
-def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1) -> float:
+def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True) -> float:
     """Per GPU; data-parallel processes each lose a share to gradient all-reduce."""
-    return rates.sft_tokens_per_s(billions) * (1.0 if processes == 1 else DP_EFFICIENCY)
+    return rates.sft_costs(billions, compiled).tokens_per_s * (1.0 if processes == 1 else DP_EFFICIENCY)
 
 
-def sft_gpu_hours(tokens: float, runs: int, billions: float, rates: Rates, processes: int = 1) -> float:
-    """``runs`` SFT runs over ``tokens`` in all: the tokens at the measured rate, and each run's fixed
-    cost (launch, model load, compilation, save) on each of its processes' GPUs."""
-    return (tokens / sft_tokens_per_s(billions, rates, processes) + runs * rates.sft_run_overhead_s * processes) / 3600
+def sft_gpu_hours(
+    tokens: float,
+    runs: int,
+    billions: float,
+    rates: Rates,
+    processes: int = 1,
+    launches: int | None = None,
+    compiled: bool = True,
+    first: bool = False,
+) -> float:
+    """``runs`` SFT runs over ``tokens`` in all, in ``launches`` torchrun launches (one a checkpoints
+    partition, dataset x student; ``None``: one a run): the tokens at the measured rate, each launch's and
+    each run's fixed cost, and (``first``: the study's first SFT of this student) the first run's warm-up,
+    all on each of the processes' GPUs."""
+    costs = rates.sft_costs(billions, compiled)
+    fixed = (runs if launches is None else launches) * costs.launch_s + runs * costs.run_s
+    fixed += costs.first_run_s if first and runs else 0.0
+    return (tokens / sft_tokens_per_s(billions, rates, processes, compiled) + fixed * processes) / 3600
 
 
-def completion_tokens(experiment: Experiment) -> tuple[int, int]:
-    """Assumed tokens of one teacher trace and one judge verdict: a completion is at most max_tokens long."""
+def completion_tokens(experiment: Experiment, generated: bool = False) -> tuple[float, float]:
+    """Tokens of one teacher trace (measured for ``generated`` problems, else assumed) and one judge
+    verdict: a completion is at most max_tokens long."""
     return (
-        min(ASSUMED_TRACE_TOKENS, experiment.teacher.sampling.max_tokens),
+        min(SYNTHETIC_TRACE_TOKENS if generated else ASSUMED_TRACE_TOKENS, experiment.teacher.sampling.max_tokens),
         min(ASSUMED_JUDGE_TOKENS, experiment.judge.sampling.max_tokens),
     )
+
+
+def generated_problems(experiment: Experiment) -> pl.DataFrame | None:
+    """The experiment's problems table when dry-run can afford to make it: synthetic GSM8K-style problems
+    come from a seeded generator (under a second for 2,700, decontamination included), so their counts
+    and lengths are known before the run; None for problems read from the hub or from files."""
+    problems = experiment.problems
+    if problems.source != "synthetic" or list(problems.tasks) != ["gsm8k"]:
+        return None
+    return _generate(problems.model_dump_json(), experiment.seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _generate(settings: str, seed: int) -> pl.DataFrame:
+    from trace_assets.problems.sources import load_problems
+
+    return load_problems(ProblemsConfig.model_validate_json(settings), seed)[0]
+
+
+def example_tokens(experiment: Experiment, recipe: DatasetRecipe, train: pl.DataFrame | None) -> float:
+    """Mean tokens of one training example of ``recipe``. From generated ``train`` problems: the question
+    under the chat template, and the human solution (H) or a trace of the measured mean length; otherwise
+    an assumed trace alone, as dry-run always did (an upper bound for short prompts' datasets)."""
+    trace = completion_tokens(experiment, generated=train is not None)[0]
+    if train is None or train.is_empty():
+        return trace
+    prompt = CHAT_TEMPLATE_TOKENS + train["question"].str.len_chars().mean() / QUESTION_CHARS_PER_TOKEN
+    if recipe.recipe == "H":
+        return prompt + train["reference_solution"].str.len_chars().mean() / SOLUTION_CHARS_PER_TOKEN + 1
+    return prompt + trace + 1  # the end-of-sequence token

@@ -17,6 +17,15 @@ percent of peak FLOPs (its time goes to scheduling, sampling and reading weights
 large one, batched, uses the FLOPs several times better; generation hours of larger models are an
 upper bound. Engine start-up is taken as measured (larger models load for longer).
 
+The file's ``sections.study_135m`` (optional) holds what the GPU study measured for a small model
+(SmolLM2-135M-Instruct as teacher, judge and student on one H100, bench/results/gpu_study/): eager SFT
+tokens/s, the seconds of a torchrun launch, a compile per compiled run and the first run's warm-up,
+vLLM engine starts cold (empty compile cache) and warm, and a judge verdict's seconds. A model nearer
+that size than the bench's (on a log scale: up to the geometric mean of the two, 0.23B) gets those
+figures; a larger one the bench's as above. A 0.2-0.3B student therefore gets one or the other, not a
+blend: neither was measured between them. The launch and the cold engine's extra seconds apply at every
+size (a launch imports Python, torch and TRL whatever the model; a cold engine compiles its graph).
+
 Without the results file (an installed package, away from the repository) the rates are the
 earlier built-in constants, and ``describe`` says so.
 """
@@ -24,6 +33,7 @@ earlier built-in constants, and ``describe`` says so.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -54,6 +64,31 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class SmallModelRates:
+    """``sections.study_135m``: a small model's figures from the GPU study (see the module's docstring)."""
+
+    source: str  # where they were measured
+    billions: float
+    sft_tokens_per_s: float  # eager, tokens of the examples (prompt and completion), not padding
+    sft_launch_s: float  # one torchrun launch (a checkpoints partition), its runs' model loads and saves included
+    sft_compile_per_run_s: float  # a compiled run's extra seconds over an eager one, warm inductor cache
+    sft_first_run_s: dict[bool, float]  # the study's first run's one-time warm-up, by ``training.compile``
+    engine_cold_s: float  # a vLLM engine with an empty compile cache (a model's first on a fresh machine)
+    engine_warm_s: float  # a later engine of the same architecture (the compile cache is in the data folder)
+    judge_verdict_s: float  # one judge verdict: reading the trace and rubric dominates, not its few output tokens
+
+
+@dataclass(frozen=True)
+class SftCosts:
+    """What an SFT estimate needs for one student: tokens/s per GPU and the fixed seconds."""
+
+    tokens_per_s: float
+    launch_s: float  # per torchrun launch
+    run_s: float  # per run besides its tokens (compile, or the bench's load, compile and save)
+    first_run_s: float  # once per student: the first run's warm-up
+
+
+@dataclass(frozen=True)
 class Rates:
     source: str  # the results file, relative to the repository; "" for the built-in constants
     device: str
@@ -65,9 +100,39 @@ class Rates:
     sft_mfu: float | None = None
     peak_flops: float | None = None
     sft_run_overhead_s: float = 0.0  # one SFT run's launch, imports, model load, compilation and save
+    small: SmallModelRates | None = None  # sections.study_135m
 
     def sft_tokens_per_s(self, billions: float) -> float:
         return self.sft.at(billions)
+
+    def is_small(self, billions: float) -> bool:
+        """Whether a model of ``billions`` gets the small model's figures: nearer its size than the bench's,
+        on a log scale."""
+        return self.small is not None and billions <= math.sqrt(self.small.billions * self.sft.billions)
+
+    def sft_costs(self, billions: float, compiled: bool) -> SftCosts:
+        """The small eager student's figures (plus a compile a run where compiled) up to the middle size;
+        above it the bench's compiled 0.4B figures, its fixed cost a run less the launch they share (an
+        eager larger student is charged the compile too: not measured)."""
+        small = self.small
+        if small is not None and self.is_small(billions):
+            run_s = small.sft_compile_per_run_s if compiled else 0.0
+            return SftCosts(small.sft_tokens_per_s, small.sft_launch_s, run_s, small.sft_first_run_s[compiled])
+        launch = small.sft_launch_s if small else 0.0
+        return SftCosts(self.sft.at(billions), launch, max(0.0, self.sft_run_overhead_s - launch), 0.0)
+
+    def engine_start_s(self, billions: float, shape: str, cold: bool = False) -> float:
+        """One vLLM engine start in ``shape`` ("sampled", "greedy", or "eval": a student's checkpoints);
+        ``cold``: the model's first engine of the study, its compile cache empty."""
+        small = self.small
+        if small is not None and self.is_small(billions):
+            return small.engine_cold_s if cold else small.engine_warm_s
+        warm = self.eval_startup_s if shape == "eval" else self.startup_s[shape]
+        return warm + (small.engine_cold_s - small.engine_warm_s if small and cold else 0.0)
+
+    def judge_verdict_s(self) -> float:
+        """The least seconds a verdict takes at any size (a larger judge reads no faster); 0 unmeasured."""
+        return self.small.judge_verdict_s if self.small else 0.0
 
     def decode_tokens_per_s(self, billions: float, shape: str) -> float:
         return self.decode[shape].at(billions)
@@ -94,6 +159,19 @@ class Rates:
             f"engine, {self.startup_s['greedy']:.0f} s per judge engine, {self.eval_startup_s:.0f} s per student "
             f"evaluated, {self.sft_run_overhead_s:.0f} s per SFT run besides its tokens; larger models scaled by FLOPs at the measured utilisation (for generation an upper "
             "bound: larger models decode at higher utilisation), smaller ones at the measured rates"
+        ) + self.describe_small()
+
+    def describe_small(self) -> str:
+        small = self.small
+        if small is None:
+            return ""
+        return (
+            f"; models up to {math.sqrt(small.billions * self.sft.billions):.2f}B at the {small.billions * 1e3:.0f}M "
+            f"model's figures ({small.source}): eager SFT {small.sft_tokens_per_s / 1e3:.0f}k tok/s, "
+            f"{small.sft_launch_s:.0f} s a launch, +{small.sft_compile_per_run_s:.0f} s a compiled run, first run "
+            f"+{small.sft_first_run_s[False]:.0f} s eager / +{small.sft_first_run_s[True]:.0f} s compiled; engine "
+            f"{small.engine_cold_s:.0f} s cold, {small.engine_warm_s:.0f} s warm; "
+            f"{small.judge_verdict_s * 1e3:.1f} ms a judge verdict at least"
         )
 
 
@@ -161,6 +239,7 @@ def load_rates(path: Path | None = None) -> Rates:
     swaps = [s for s in swaps if isinstance(s, (int, float)) and s > 0] if isinstance(swaps, list) else []
     return Rates(
         source=str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path),
+        small=small_model_rates(path, lookup, figure),
         device=device,
         sft=Rate(figure("sft_tokens_per_s"), billions),
         decode={shape: Rate(figure(f"{ours}.{shape}.output_tokens_per_s"), decode_billions) for shape in SHAPES},
@@ -171,6 +250,32 @@ def load_rates(path: Path | None = None) -> Rates:
         sft_mfu=optional("sft_mfu"),
         peak_flops=optional("sections.sft.peak_flops"),
         sft_run_overhead_s=optional("sections.sft.run_overhead_s") or 0.0,
+    )
+
+
+SMALL = "sections.study_135m"
+
+
+def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
+    """``sections.study_135m`` when the file has one; a ``BenchResultsError`` naming the key when it is malformed."""
+    if lookup(SMALL, required=False) is None:
+        return None
+    model, source = lookup(f"{SMALL}.model"), lookup(f"{SMALL}.source")
+    size = re.search(r"(\d+(?:\.\d+)?)M parameters", model) if isinstance(model, str) else None
+    if size is None:
+        raise BenchResultsError(f"{path}: '{SMALL}.model' is {model!r}, expected '... <N>M parameters ...'")
+    if not isinstance(source, str) or not source:
+        raise BenchResultsError(f"{path}: '{SMALL}.source' is {source!r}, expected where the figures were measured")
+    return SmallModelRates(
+        source=source,
+        billions=float(size.group(1)) / 1000,
+        sft_tokens_per_s=figure(f"{SMALL}.sft.eager_tokens_per_s"),
+        sft_launch_s=figure(f"{SMALL}.sft.launch_s"),
+        sft_compile_per_run_s=figure(f"{SMALL}.sft.compile_per_run_s"),
+        sft_first_run_s={False: figure(f"{SMALL}.sft.first_run_s.eager"), True: figure(f"{SMALL}.sft.first_run_s.compiled")},
+        engine_cold_s=figure(f"{SMALL}.engine.cold_startup_s"),
+        engine_warm_s=figure(f"{SMALL}.engine.warm_startup_s"),
+        judge_verdict_s=figure(f"{SMALL}.judge.seconds_per_verdict"),
     )
 
 

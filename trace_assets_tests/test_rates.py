@@ -8,6 +8,7 @@ import re
 import pytest
 
 from trace_assets.cli import dry_run, main, plan
+from trace_assets.estimates import model_billions
 from trace_assets.experiment import PROJECT_ROOT, RevisionConfig, load_experiment
 from trace_assets.loop.rounds import round_gpu_hours
 from trace_assets.rates import BUILT_IN, BenchResultsError, load_rates
@@ -130,7 +131,8 @@ def test_engine_start_up_is_counted_per_generation_step(results_file, paper):
     before = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
     results_file(slow_start)
     after = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
-    assert after["eval_results[*|qwen0_5b]"] == pytest.approx(before["eval_results[*|qwen0_5b]"] + 1)
+    # two engines a student: the base model's, and the trained checkpoints' (their saved eos/pad differ)
+    assert after["eval_results[*|qwen0_5b]"] == pytest.approx(before["eval_results[*|qwen0_5b]"] + 2)
     assert after["judged_traces"] == pytest.approx(before["judged_traces"] + paper.judge.gpus)  # every GPU waits
 
 
@@ -201,3 +203,88 @@ def test_each_sft_run_costs_its_measured_overhead_and_completions_are_capped_at_
     startup = 32.73 * paper.teacher.gpus / 3600
     capped = {row["asset"]: row["gpu_hours"] for row in plan(short)}
     assert capped["teacher_traces"] - startup == pytest.approx((before["teacher_traces"] - startup) / 2)
+
+
+# sections.study_135m as bench/results/gpu.json has it (the GPU study's SmolLM2-135M figures)
+STUDY = {
+    "model": "SmolLM2-135M-Instruct, 135M parameters",
+    "source": "bench/results/gpu_study/third_run",
+    "sft": {
+        "eager_tokens_per_s": 49481,
+        "launch_s": 30.7,
+        "compile_per_run_s": 10.0,
+        "first_run_s": {"eager": 48.6, "compiled": 114.4},
+    },
+    "engine": {"cold_startup_s": 163.5, "warm_startup_s": 42.9},
+    "judge": {"seconds_per_verdict": 0.0065},
+}
+WITH_STUDY = {**RESULTS, "sections": {**RESULTS["sections"], "study_135m": STUDY}}
+
+
+@pytest.fixture(scope="module")
+def small_study():
+    """The third GPU run's cut: human solutions alone (no styles), a 135M student trained eager, 3 seeds."""
+    return load_experiment(PROJECT_ROOT / "bench" / "results" / "gpu_study" / "third_run" / "experiment.yaml")
+
+
+def seconds(experiment) -> dict[str, float]:
+    return {row["asset"].split("[")[0]: row["gpu_hours"] * 3600 for row in plan(experiment)}
+
+
+def test_a_small_study_is_estimated_from_its_measured_figures(results_file, small_study):
+    results_file(WITH_STUDY)
+    steps = seconds(small_study)
+    # nothing to generate: no teacher or judge engine
+    assert steps["teacher_traces"] == steps["judged_traces"] == 0
+    # the synthetic problems are generated: 2,700 asked for, 2,020 left after decontamination; an H example is
+    # its question under the chat template and its reference solution (~139 tokens), not an assumed 300-token trace
+    checkpoints = next(row for row in plan(small_study) if row["asset"].startswith("checkpoints"))
+    tokens = float(checkpoints["work"].split("~")[1].split(" ")[0].replace(",", ""))
+    assert checkpoints["work"].startswith("6 runs in 2 launches") and 2020 * 130 * 3 * 6 < tokens < 2020 * 150 * 3 * 6
+    assert steps["checkpoints"] == pytest.approx(2 * 30.7 + 48.6 + tokens / 49481)
+    # the evaluation starts the study's first engine (cold) and a warm one for the trained checkpoints
+    assert 163.5 + 42.9 < steps["eval_results"] < 163.5 + 42.9 + 60
+    # failure judging: a warm engine and the measured seconds a verdict for the measured share of answers
+    answers = (2 * 3 + 2) * 1319
+    assert steps["failure_modes"] == pytest.approx(42.9 + answers * 2906 / 10552 * 0.0065)
+
+
+def test_a_teacher_starts_the_cold_engine_and_compiling_costs_a_compile_a_run(results_file, small_study):
+    results_file(WITH_STUDY)
+    with_teacher = small_study.model_copy(update={"styles": ["normal"]})
+    steps = seconds(with_teacher)
+    generations = 2020 * small_study.teacher.sampling.n
+    # traces of synthetic problems at the measured mean length (91.4 tokens), at the teacher shape's rate
+    assert steps["teacher_traces"] == pytest.approx(163.5 + generations * 91.4 / 23594.2)
+    assert steps["judged_traces"] == pytest.approx(42.9 + generations * 0.0065)  # the verdict's floor, warm
+    assert seconds(small_study)["eval_results"] - steps["eval_results"] == pytest.approx(163.5 - 42.9)  # now warm
+    compiled = small_study.model_copy(update={"training": small_study.training.model_copy(update={"compile": True})})
+    extra = seconds(compiled)["checkpoints"] - seconds(small_study)["checkpoints"]
+    assert extra == pytest.approx(6 * 10.0 + 114.4 - 48.6)
+
+
+@pytest.mark.parametrize(("model", "small"), [("org/Tiny-0.2B", True), ("org/Mid-0.3B", False), ("Qwen/Qwen2.5-7B", False)])
+def test_a_student_gets_the_figures_of_the_nearer_measured_size(results_file, small_study, model, small):
+    results_file(WITH_STUDY)
+    students = {"student": small_study.students["smollm2"].model_copy(update={"model": model})}
+    steps = seconds(small_study.model_copy(update={"students": students}))
+    rates = load_rates()
+    assert rates.is_small(model_billions(model)) == small
+    first = 48.6 if small else 0.0
+    tokens_per_s = 49481 if small else rates.sft_tokens_per_s(model_billions(model))
+    tokens = seconds(small_study)["checkpoints"] - 2 * 30.7 - 48.6  # the same examples: seconds at the small rate
+    # the launch is charged at every size (the fixture's bench section has no fixed cost a run)
+    assert steps["checkpoints"] == pytest.approx(2 * 30.7 + first + tokens * 49481 / tokens_per_s)
+
+
+@pytest.mark.parametrize("key", ["sft.launch_s", "engine.cold_startup_s", "judge.seconds_per_verdict", "model"])
+def test_a_malformed_study_section_is_an_error_naming_its_key(results_file, key):
+    broken = copy.deepcopy(WITH_STUDY)
+    *parents, last = f"study_135m.{key}".split(".")
+    holder = broken["sections"]
+    for part in parents:
+        holder = holder[part]
+    holder[last] = "fast"
+    path = results_file(broken)
+    with pytest.raises(BenchResultsError, match=re.escape(f"{path}: 'sections.study_135m.{key}' is 'fast'")):
+        load_rates()

@@ -108,11 +108,13 @@ def round_gpu_hours(experiment: Experiment, style: str, rates: Rates | None = No
     trace_tokens, judge_tokens = completion_tokens(experiment)
     hours = generation_gpu_hours(samples * trace_tokens, model_billions(teacher.model), "sampled", rates, teacher.gpus)
     hours += generation_gpu_hours(samples * judge_tokens, model_billions(judge.model), "greedy", rates, judge.gpus)
-    runs = len(round_recipes(experiment.datasets, style)) * len(experiment.training.seeds)
+    launches = len(round_recipes(experiment.datasets, style))  # one a dataset x student, its seeds in it
+    runs = launches * len(experiment.training.seeds)
     for student in experiment.students.values():
         billions = model_billions(student.model)
         tokens = (n_train - n_validation) * trace_tokens * experiment.training.epochs * runs
-        hours += sft_gpu_hours(tokens, runs, billions, rates, experiment.training.processes)
+        training = experiment.training
+        hours += sft_gpu_hours(tokens, runs, billions, rates, training.processes, launches, training.compile)
         hours += eval_gpu_hours(runs * (n_validation + n_test) * experiment.evaluation.max_tokens * 0.5, billions, runs, rates)
     return hours
 
