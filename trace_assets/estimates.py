@@ -134,7 +134,11 @@ def example_tokens(experiment: Experiment, recipe: DatasetRecipe, train: pl.Data
     trace = completion_tokens(experiment, generated=train is not None)[0]
     if train is None or train.is_empty():
         return trace
-    prompt = CHAT_TEMPLATE_TOKENS + train["question"].str.len_chars().mean() / QUESTION_CHARS_PER_TOKEN
+
+    def mean_chars(column: str) -> float:
+        return float(train[column].str.len_chars().mean() or 0.0)  # type: ignore[arg-type]
+
+    prompt = CHAT_TEMPLATE_TOKENS + mean_chars("question") / QUESTION_CHARS_PER_TOKEN
     if recipe.recipe == "H":
-        return prompt + train["reference_solution"].str.len_chars().mean() / SOLUTION_CHARS_PER_TOKEN + 1
+        return prompt + mean_chars("reference_solution") / SOLUTION_CHARS_PER_TOKEN + 1
     return prompt + trace + 1  # the end-of-sequence token
