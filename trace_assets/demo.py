@@ -19,6 +19,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from trace_assets.experiment import data_dir, load_experiment
 from trace_assets.inputs import check_inputs
 from trace_assets.instance import write_instance
+from trace_assets.metadata import step_durations
 from trace_assets.project import build_definitions
 
 
@@ -57,15 +58,6 @@ def run_stage(
                 print(failure.event_specific_data.error.to_string(), file=sys.stderr)
             raise SystemExit(f"stage {[k.to_user_string() for k in present]} {run} failed")
     return time.perf_counter() - started
-
-
-def step_durations(events) -> dict[str, float]:
-    """Each successful step's own seconds, as Dagster timed it (its step-success event)."""
-    return {
-        event.step_key: event.event_specific_data.duration_ms / 1000
-        for event in events
-        if event.is_step_success and event.step_key is not None
-    }
 
 
 STAGES = [

@@ -1,4 +1,4 @@
-"""Tables as Markdown: for the Dagster UI's metadata and for the report."""
+"""Asset metadata: tables as Markdown (for the Dagster UI and the report) and step timings read from Dagster events."""
 
 from __future__ import annotations
 
@@ -33,3 +33,12 @@ def preview(frame: pl.DataFrame, columns: list[str] | None = None, rows: int = 5
 def counts_table(frame: pl.DataFrame, by: str | list[str]) -> dg.MarkdownMetadataValue:
     grouped = frame.group_by(by).len().sort(by)
     return preview(grouped, rows=len(grouped), width=60)
+
+
+def step_durations(events) -> dict[str, float]:
+    """Each successful step's own seconds, as Dagster timed it (its step-success event)."""
+    return {
+        event.step_key: event.event_specific_data.duration_ms / 1000
+        for event in events
+        if event.is_step_success and event.step_key is not None
+    }

@@ -20,6 +20,7 @@ from trace_assets.loop.rounds import (
     round_key,
     stop_reason,
 )
+from trace_assets.metadata import step_durations
 
 ROUND_JOB = "style_round"
 
@@ -146,7 +147,6 @@ def run_loop(
 
 def _run_round(job, instance: dg.DagsterInstance, key: str, step_seconds: dict[str, float] | None) -> None:
     """One round's chain of assets in this process; a RuntimeError with the failed steps' errors."""
-    from trace_assets.demo import step_durations  # demo builds these definitions: imported when run
 
     outcome = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
     if step_seconds is not None:
