@@ -40,7 +40,7 @@ def shrunk(name: str, folder, model: str, spec: dict | None = None):
     return load_experiment(path)
 
 
-@pytest.mark.parametrize("name", ["gpu_study.yaml", "gpu_study_countdown.yaml"])
+@pytest.mark.parametrize("name", ["gpu_study.yaml"])
 def test_gpu_study_file_runs_shrunk(tmp_path, tiny_model, instance, name):
     from trace_assets.inputs import check_inputs
 
@@ -57,7 +57,10 @@ def test_gpu_study_file_runs_shrunk(tmp_path, tiny_model, instance, name):
     same = lambda name: sorted(examples.filter(pl.col("dataset") == name)["completion"])  # noqa: E731
     assert same("H_aa") == same("H")
     runs = checkpoints.filter(pl.col("dataset").is_in(["H", "H_aa"]))
-    assert runs["path"].n_unique() == runs.height == 2 * len(experiment.training.seeds)
+    # one model per task (training.per_task), each seed and arm its own run
+    tasks = experiment.problems.tasks
+    assert runs["path"].n_unique() == runs.height == 2 * len(experiment.training.seeds) * len(tasks)
+    assert set(runs["task"]) == set(tasks)
     with duckdb.connect(str(database), read_only=True) as db:
         first_losses = db.sql("SELECT dataset, seed, train_loss FROM training_log WHERE step = 1 ORDER BY seed").pl()
     loss = lambda name: first_losses.filter(pl.col("dataset") == name)["train_loss"].to_list()  # noqa: E731
