@@ -53,7 +53,7 @@ import re
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final
+from typing import Final, NamedTuple
 
 from trace_assets.arithmetic import Token, evaluate
 
@@ -538,13 +538,16 @@ _HEADING_RE = re.compile(r"[ \t]*\d{1,2}[.)][ \t]+[A-Za-z]")
 _CLAUSE_START_RE = re.compile(r"[ \t]*(?:\r?\n[ \t]*)?")
 
 
-def _answer_region(text: str) -> str:
-    """The completion up to the first line that starts a new turn after its first line of text."""
-    text = text[-MAX_SCAN_CHARS:]
-    for turn in _NEW_TURN_RE.finditer(text):
-        if text[: turn.start()].strip():
-            return text[: turn.start()]
-    return text
+def answer_region(text: str | None) -> tuple[int, int]:
+    """``(start, end)`` of the part of ``text`` where declarations count: its last ``MAX_SCAN_CHARS``
+    characters, up to the first line that starts a new turn after the completion's first line of text."""
+    text = text or ""
+    start = max(0, len(text) - MAX_SCAN_CHARS)
+    tail = text[start:]  # sliced, so that ``^`` matches at its start
+    for turn in _NEW_TURN_RE.finditer(tail):
+        if tail[: turn.start()].strip():
+            return start, start + turn.start()
+    return start, len(text)
 
 
 def _clause(text: str, end: int) -> str:
@@ -553,9 +556,26 @@ def _clause(text: str, end: int) -> str:
     return text[start : stop if stop != -1 else start + _CLAUSE_CHARS]
 
 
-def _declarations(text: str | None) -> list[tuple[str, Fraction | _NotNumeric]]:
-    """``(kind, value)`` of each ``####`` (kind "strict") and ``ANSWER:`` ("label") that has a number, in order."""
-    region = _answer_region(text or "")
+class Declared(NamedTuple):
+    """One ``####`` or ``ANSWER:`` declaration as the extractors read it; offsets are in the whole text."""
+
+    kind: str  # "strict" (``####``) or "label" (``ANSWER:``)
+    value: str | None  # canonical; None for a declared answer that is not a number (``#### 3:30``)
+    start: int  # where its marker starts
+    line_start: int  # where the marker's line starts
+    line: str  # the marker's line through the line its answer is read from ("####\n17" is one), as written
+
+    @property
+    def line_end(self) -> int:
+        return self.line_start + len(self.line)
+
+
+def _scan(text: str | None) -> list[tuple[str, Fraction | _NotNumeric, int, int, int]]:
+    """``(kind, value, marker start, line start, line end)`` of each ``####`` (kind "strict") and
+    ``ANSWER:`` ("label") in the answer region that has an answer, in order (the last ``_MAX_DECLARATIONS``)."""
+    text = text or ""
+    offset, region_end = answer_region(text)
+    region = text[offset:region_end]
     found = []
     for mark in _STRICT_MARK_RE.finditer(region):
         at_line_start = not region[region.rfind("\n", 0, mark.start()) + 1 : mark.start()].strip()
@@ -565,11 +585,29 @@ def _declarations(text: str | None) -> list[tuple[str, Fraction | _NotNumeric]]:
         found.append((mark.start(), "strict", mark.end()))
     found += [(mark.start(), "label", mark.end()) for mark in _LABEL_MARK_RE.finditer(region)]
     declarations = []
-    for _, kind, end in sorted(found)[-_MAX_DECLARATIONS:]:
+    for start, kind, end in sorted(found)[-_MAX_DECLARATIONS:]:
         value = _read_declared(_clause(region, end), skip_words=False)
         if value is not None:
-            declarations.append((kind, value))
+            line_start = region.rfind("\n", 0, start) + 1
+            line_end = region.find("\n", _skip(_CLAUSE_START_RE, region, end))
+            line_end = len(region) if line_end == -1 else line_end
+            declarations.append((kind, value, offset + start, offset + line_start, offset + line_end))
     return declarations
+
+
+def _declarations(text: str | None) -> list[tuple[str, Fraction | _NotNumeric]]:
+    """``(kind, value)`` of each declaration that has an answer, in order (see ``_scan``)."""
+    return [(kind, value) for kind, value, *_ in _scan(text)]
+
+
+def declarations(text: str | None) -> list[Declared]:
+    """Every ``####`` and ``ANSWER:`` declaration that ``extract_strict`` and ``extract_label`` read, in
+    order: the one reader of declared answers, for the dataset builder as for the judged traces."""
+    text = text or ""
+    return [
+        Declared(kind, None if value is _NOT_NUMERIC else _canonical(value), start, line_start, text[line_start:line_end])
+        for kind, value, start, line_start, line_end in _scan(text)
+    ]
 
 
 def _last(declarations: list, kind: str) -> str | None:

@@ -5,8 +5,11 @@ import pytest
 
 from trace_assets.answers import (
     ACCEPTED_FORMATS,
+    MAX_SCAN_CHARS,
+    answer_region,
     canonical_number,
     count_reasoning_steps,
+    declarations,
     extract_answer,
     extract_flexible,
     extract_label,
@@ -257,6 +260,17 @@ def test_declared_answers_and_changed_answer(text, declared, changed):
     extraction = extract_answer(text)
     assert extraction.declared_answers == declared
     assert extraction.changed_answer is changed
+
+
+def test_declarations_give_kind_value_and_place_in_the_whole_text():
+    prefix = "x " * 60_000  # longer than MAX_SCAN_CHARS: the answer region starts inside the text
+    text = prefix + "so 3\n#### 3#### 17\n> ANSWER:\n 4\n#### 3:30\nQuestion: next\n#### 9"
+    found = declarations(text)
+    assert [(d.kind, d.value) for d in found] == [("strict", "3"), ("strict", "17"), ("label", "4"), ("strict", None)]
+    assert [text[d.start : d.start + 4] for d in found[:2]] == ["####", "####"]
+    assert found[0].line == found[1].line == "#### 3#### 17" and text[found[1].line_start : found[1].line_end] == found[1].line
+    assert found[2].line == "> ANSWER:\n 4"  # the answer read from the next line belongs to the declaration
+    assert answer_region(text) == (len(text) - MAX_SCAN_CHARS, text.index("Question: next"))
 
 
 def test_new_turn_only_cuts_after_the_completion_started():

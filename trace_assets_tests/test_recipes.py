@@ -4,7 +4,8 @@ import random
 import polars as pl
 import pytest
 
-from trace_assets.datasets.flaws import corrupt_final_step, is_flawed_version
+from trace_assets.answers import extract_answer, extract_label, extract_strict
+from trace_assets.datasets.flaws import corrupt_final_step, is_flawed_version, reasoning
 from trace_assets.datasets.recipes import (
     TokenBudgetError,
     build_datasets,
@@ -243,6 +244,47 @@ def test_changed_and_fallback_answers_are_detected():
     assert declared_answers("So the answer is 5.", "hash").final is None  # fallback only: not declared
     assert declared_answers("GOAL: x\nC1: 2 = 2\nANSWER: 2", "hash").final is None  # the other style's format
     assert declared_answers("GOAL: x\nC1: 2 = 2\n**ANSWER:** 2", "label").final == "2"
+
+
+# Traces on which the dataset builder's own line regexes and answers.py used to disagree.
+TRICKY_TRACES = [
+    "so 3\n#### 3#### 17",  # a second #### mid-line: the last declaration wins
+    "#### 2. Add the boxes\n3 + 4 = 7\n#### 7",  # a markdown heading is not a declaration
+    "#### 120 - 36 = 84",  # arithmetic after the marker reads its result
+    "#### 5\n\nQuestion: Tom has 2 apples.\n#### 7",  # declarations stop at an invented next turn
+    "#### 3:30",  # a time is not a number
+    "#### 5\n#### 3:30",
+    "> ANSWER: 5",  # a quoted label line
+    "**####** 5\nANSWER: 2 1/2",
+    "The total is #### −3",  # mid-line marker, Unicode minus
+    "ANSWER: 3 × 4 = 12\n#### 4",
+    "#### five",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY_TRACES)
+def test_declared_answers_read_as_the_extractors_do(text):
+    assert declared_answers(text, "hash").final == extract_strict(text)
+    assert declared_answers(text, "label").final == extract_label(text)
+
+
+def test_declared_answers_follow_the_one_reader():
+    second = declared_answers("so 3\n#### 3#### 17", "hash")
+    assert second.final == "17" == extract_answer("so 3\n#### 3#### 17").answer
+    assert second.values == ("3", "17") and second.changed and second.last_line == "#### 3#### 17"
+    text = "#### 2. Add the boxes\n3 + 4 = 7\n#### 7"
+    heading = declared_answers(text, "hash")
+    assert heading.values == ("7",) and not heading.changed and heading.first_start == text.index("#### 7")
+    invented = declared_answers("#### 5\nQuestion: next one?\nThe answer is 7.\n#### 7", "hash")
+    assert invented.final == "5" and not invented.changed  # neither the #### nor the phrase after the new turn count
+    time = declared_answers("#### 5\n#### 3:30", "hash")
+    assert time.values == ("5", None) and time.final is None
+    long = "x " * 60_000 + "\n  #### 12\nANSWER: 13"  # longer than answers.MAX_SCAN_CHARS: offsets in the whole text
+    both = declared_answers(long, "label")
+    assert both.final == "13" and both.other_values == ("12",) and long[both.first_start :].startswith("  #### 12")
+    assert find_conclusion("so 3\n#### 3#### 17", "17", "hash").end == len("so 3\n#### 3#### 17")
+    assert reasoning("a\n#### 3#### 17\nb\n**####** 4", "hash") == "a b"
 
 
 def test_pairs_and_intersection_can_be_turned_off():

@@ -21,15 +21,20 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from trace_assets.answers import canonical_number, numbers_match, parse_number
-from trace_assets.datasets.selection import DECLARATION_RE, UNSIGNED, AnswerFormat, declared_answers, numbers_in
+from trace_assets.datasets.selection import UNSIGNED, AnswerFormat, answer_lines, declared_answers, numbers_in
 
 _WHITESPACE = re.compile(r"\s+")
 
 
 def reasoning(text: str, answer_format: AnswerFormat) -> str:
     """The trace without its answer lines, whitespace folded: what "differs in reasoning" compares."""
-    without = DECLARATION_RE[answer_format].sub("", text or "")
-    return _WHITESPACE.sub(" ", without).strip()
+    text = text or ""
+    pieces, position = [], 0
+    for line in answer_lines(text, answer_format):  # in order; two declarations on one line share it
+        pieces.append(text[position : line.line_start])
+        position = max(position, line.line_end)
+    pieces.append(text[position:])
+    return _WHITESPACE.sub(" ", "".join(pieces)).strip()
 
 
 def is_flawed_version(source: str, flawed: str, reference_answer: str, answer_format: AnswerFormat) -> bool:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from trace_assets.answers import canonical_number
+from trace_assets.answers import Declared, answer_region, canonical_number, declarations
 from trace_assets.experiment import EligibilityPolicy
 from trace_assets.tasks import task_of
 
@@ -27,10 +27,6 @@ AnswerFormat = Literal["hash", "label"]
 UNSIGNED = r"\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 _NUMBER_RE = re.compile(r"(?<![\w.])" + UNSIGNED)
 _ANSWER_NUMBER = r"-?" + UNSIGNED + r"(?:\s*/\s*\d+)?"
-DECLARATION_RE = {
-    "hash": re.compile(r"^[ \t]*(?:\*\*)?####\s*(?:\*\*)?\s*(" + _ANSWER_NUMBER + r")[^\n]*$", re.MULTILINE),
-    "label": re.compile(r"^[ \t]*\**ANSWER\**\s*:\s*\**\s*(" + _ANSWER_NUMBER + r")[^\n]*$", re.MULTILINE | re.IGNORECASE),
-}
 # "the answer is 7", "final answer: 7", \boxed{7}: a restatement that counts when it follows a declaration.
 _ANSWER_PHRASE = re.compile(
     r"(?:\\boxed\{\s*("
@@ -47,7 +43,8 @@ POLICY_REASONS = ("truncated", "no_declared_answer", "answer_changed", "judge_un
 class Declaration:
     """The final answers a trace declares."""
 
-    values: tuple[str, ...]  # canonical values of the answer lines in the style's own format, in order
+    values: tuple[str | None, ...]  # canonical values of the answer lines in the style's own format, in order;
+    # None for one whose answer is not a number (``#### 3:30``), so that ``final`` is None as extract_strict's is
     other_values: tuple[str, ...]  # answer lines in the other format, and answer phrases after the first declaration
     first_start: int | None  # where the first answer line (either format) starts
     last_line: str | None  # the last answer line in the style's format, as written
@@ -58,29 +55,36 @@ class Declaration:
 
     @property
     def changed(self) -> bool:
-        return len(set(self.values) | set(self.other_values)) > 1
+        return len({v for v in self.values if v is not None} | set(self.other_values)) > 1
+
+
+KIND_OF_FORMAT: dict[AnswerFormat, str] = {"hash": "strict", "label": "label"}
+"""The kind of :func:`trace_assets.answers.declarations` that an answer format writes."""
+
+
+def answer_lines(text: str, answer_format: AnswerFormat) -> list[Declared]:
+    """The declarations of ``text`` in ``answer_format``, read by answers.py's one reader."""
+    return [d for d in declarations(text) if d.kind == KIND_OF_FORMAT[answer_format]]
 
 
 def declared_answers(text: str, answer_format: AnswerFormat) -> Declaration:
     """The answers ``text`` declares in ``answer_format`` (``hash``: ``#### N``; ``label``: ``ANSWER: N``),
-    plus any declared in the other format or restated ("the answer is N") after the first declaration,
-    which reveal an answer that changed."""
+    read as answers.py reads them (so ``final`` is ``extract_strict`` / ``extract_label``), plus any declared
+    in the other format or restated ("the answer is N") after the first declaration and before a new turn
+    (``answers.answer_region``), which reveal an answer that changed."""
     text = text or ""
-    own = list(DECLARATION_RE[answer_format].finditer(text))
-    other_format = "label" if answer_format == "hash" else "hash"
-    other = list(DECLARATION_RE[other_format].finditer(text))
-    starts = [m.start() for m in own + other]
-    first = min(starts) if starts else None
-    values = tuple(v for v in (canonical_number(m.group(1)) for m in own) if v is not None)
-    others = [canonical_number(m.group(1)) for m in other]
+    found = declarations(text)
+    own = [d for d in found if d.kind == KIND_OF_FORMAT[answer_format]]
+    others = [d.value for d in found if d.kind != KIND_OF_FORMAT[answer_format]]
+    first = found[0].line_start if found else None
     if first is not None:
-        for match in _ANSWER_PHRASE.finditer(text, first):
+        for match in _ANSWER_PHRASE.finditer(text, first, answer_region(text)[1]):
             others.append(canonical_number(match.group(1) or match.group(2)))
     return Declaration(
-        values=values,
+        values=tuple(d.value for d in own),
         other_values=tuple(v for v in others if v is not None),
         first_start=first,
-        last_line=own[-1].group(0).strip() if own else None,
+        last_line=own[-1].line.strip() if own else None,
     )
 
 

@@ -16,8 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trace_assets.answers import canonical_number
-from trace_assets.datasets.selection import DECLARATION_RE, AnswerFormat, numbers_in
+from trace_assets.datasets.selection import AnswerFormat, answer_lines, numbers_in
 
 TokenCounter = Callable[[str], int]
 
@@ -58,12 +57,13 @@ def find_conclusion(text: str, final_answer: str, answer_format: AnswerFormat) -
     """The first statement of ``final_answer`` as the answer (see the module docstring); None if the
     trace never states it."""
     target = _unsigned(final_answer)
-    declarations = list(DECLARATION_RE[answer_format].finditer(text))
+    declarations = answer_lines(text, answer_format)
     for start, end in _segments(text):
-        declaration = next((m for m in declarations if m.start() <= start < m.end()), None)
-        if declaration is not None:  # a sentence of an answer line: the line is the conclusion if it says the answer
-            if canonical_number(declaration.group(1)) == final_answer:
-                return Conclusion(declaration.start(), declaration.end(), True)
+        # a sentence of an answer line: the line is the conclusion if it says the answer (its last declaration's)
+        line = next((d for d in reversed(declarations) if d.line_start <= start < d.line_end), None)
+        if line is not None:
+            if line.value == final_answer:
+                return Conclusion(line.line_start, line.line_end, True)
             continue
         sentence = text[start:end]
         numbers = [value for _, _, value in numbers_in(sentence)]
