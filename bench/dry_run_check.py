@@ -6,7 +6,8 @@
 The second run's experiment is its cut (``bench/gpu_study.py run --styles normal --datasets H H_aa --set
 teacher.sampling.n=8``), rewritten by gpu_study.py's ``derived``, with ``training.compile: true`` as
 gpu_study.yaml had it then (it trains eager since); the third run's is its own file. The estimate counts
-one SFT launch per dataset, as the code launches now; the second run's code launched once per run. The
+one SFT launch per checkpoints step, as the code launches now; the second run's code launched once per
+run and the third run's once per dataset (two launches), so their SFT estimates are short by those launches. The
 measured seconds are those files' ``steps.measured_s``; a step they don't list did not run to its end
 (the second run's evaluation) or had nothing to do (the third run's teacher and judge: its estimate must be 0).
 """

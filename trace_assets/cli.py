@@ -138,12 +138,13 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         processes = experiment.training.processes
         train_tokens = tokens_per_seed * seeds
         runs = models_per_seed * seeds
-        # one torchrun launch per checkpoints partition (dataset x student), all its seeds and tasks in it
-        launches = len(experiment.datasets)
+        # the checkpoints step trains every run of its stage in one torchrun launch (single-run backfill):
+        # one launch, counted with each student's row (an extra student's share is an overcount of ~30 s)
+        launches = 1
         rows.append(
             {
                 "asset": f"checkpoints[*|{name}]",
-                "work": f"{runs} runs in {launches} launches, ~{train_tokens:,.0f} training tokens",
+                "work": f"{runs} runs in one launch, ~{train_tokens:,.0f} training tokens",
                 "gpu_hours": sft_gpu_hours(
                     train_tokens, runs, billions, rates, processes, launches, experiment.training.compile, first=True
                 ),

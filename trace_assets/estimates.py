@@ -92,7 +92,7 @@ def sft_gpu_hours(
     first: bool = False,
 ) -> float:
     """``runs`` SFT runs over ``tokens`` in all, in ``launches`` torchrun launches (one a checkpoints
-    partition, dataset x student; ``None``: one a run): the tokens at the measured rate, each launch's and
+    step, which trains every partition of its stage; ``None``: one a run): the tokens at the measured rate, each launch's and
     each run's fixed cost, and (``first``: the study's first SFT of this student) the first run's warm-up,
     all on each of the processes' GPUs."""
     costs = rates.sft_costs(billions, compiled)

@@ -240,8 +240,8 @@ def test_a_small_study_is_estimated_from_its_measured_figures(results_file, smal
     # its question under the chat template and its reference solution (~139 tokens), not an assumed 300-token trace
     checkpoints = next(row for row in plan(small_study) if row["asset"].startswith("checkpoints"))
     tokens = float(checkpoints["work"].split("~")[1].split(" ")[0].replace(",", ""))
-    assert checkpoints["work"].startswith("6 runs in 2 launches") and 2020 * 130 * 3 * 6 < tokens < 2020 * 150 * 3 * 6
-    assert steps["checkpoints"] == pytest.approx(2 * 30.7 + 48.6 + tokens / 49481)
+    assert checkpoints["work"].startswith("6 runs in one launch") and 2020 * 130 * 3 * 6 < tokens < 2020 * 150 * 3 * 6
+    assert steps["checkpoints"] == pytest.approx(30.7 + 48.6 + tokens / 49481)
     # the evaluation starts the study's first engine (cold) and a warm one for the trained checkpoints
     assert 163.5 + 42.9 < steps["eval_results"] < 163.5 + 42.9 + 60
     # failure judging: a warm engine and the measured seconds a verdict for the measured share of answers
@@ -272,9 +272,9 @@ def test_a_student_gets_the_figures_of_the_nearer_measured_size(results_file, sm
     assert rates.is_small(model_billions(model)) == small
     first = 48.6 if small else 0.0
     tokens_per_s = 49481 if small else rates.sft_tokens_per_s(model_billions(model))
-    tokens = seconds(small_study)["checkpoints"] - 2 * 30.7 - 48.6  # the same examples: seconds at the small rate
+    tokens = seconds(small_study)["checkpoints"] - 30.7 - 48.6  # the same examples: seconds at the small rate
     # the launch is charged at every size (the fixture's bench section has no fixed cost a run)
-    assert steps["checkpoints"] == pytest.approx(2 * 30.7 + first + tokens * 49481 / tokens_per_s)
+    assert steps["checkpoints"] == pytest.approx(30.7 + first + tokens * 49481 / tokens_per_s)
 
 
 @pytest.mark.parametrize("key", ["sft.launch_s", "engine.cold_startup_s", "judge.seconds_per_verdict", "model"])
