@@ -4,8 +4,8 @@
     python bench/dry_run_check.py
 
 The second run's experiment is its cut (``bench/gpu_study.py run --styles normal --datasets H H_aa --set
-teacher.sampling.n=8``), rewritten by gpu_study.py's ``derived``, with ``training.compile: true`` as
-gpu_study.yaml had it then (it trains eager since); the third run's is its own file. The estimate counts
+teacher.sampling.n=8``), rewritten by gpu_study.py's ``derived``, with ``training.compile: true``, the word problems
+alone and pooled training as gpu_study.yaml had them then (it trains eager since); the third run's is its own file. The estimate counts
 one SFT launch per checkpoints step, as the code launches now; the second run's code launched once per
 run and the third run's once per dataset (two launches), so their SFT estimates are short by those launches. The
 measured seconds are those files' ``steps.measured_s``; a step they don't list did not run to its end
@@ -39,7 +39,7 @@ def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
         False,
         ["normal"],
         ["H", "H_aa"],
-        ["teacher.sampling.n=8", "training.compile=true"],
+        ["teacher.sampling.n=8", "training.compile=true", "problems.tasks=[gsm8k]", "training.per_task=false"],
     )
     smoke = folder / "gpu_smoke.yaml"
     smoke.write_text(
