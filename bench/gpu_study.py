@@ -84,13 +84,13 @@ def export(data: Path, out: Path, cache_part_bytes: int = CACHE_PART_BYTES) -> P
     session cut off by its time still leaves the next one its traces)."""
     from trace_assets.experiment import database_path
     from trace_assets.generation.cache_store import CACHE_TABLE
-    from trace_assets.storage import connect
+    from trace_assets.storage import connect, table_names
 
     out.mkdir(parents=True, exist_ok=True)
     target = out / "gpu_study_tables.tar"
     cache = None
     with connect(database_path(data), read_only=True) as connection, tarfile.open(target, "w") as tar:
-        present = {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        present = table_names(connection)
         for table in TABLES:
             if table not in present:
                 continue

@@ -78,6 +78,17 @@ def _explain(error: duckdb.Error, table_slice) -> Exception:
     return error
 
 
+def table_names(connection: duckdb.DuckDBPyConnection) -> set[str]:
+    """The names of the tables and views in the connected database."""
+    return {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def create_empty_table(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    """Table ``name`` with ``frame``'s columns and types and none of its rows, unless it exists."""
+    empty = frame.clear().to_arrow()  # noqa: F841  # read by the query below
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM empty")
+
+
 class EmptyTablePolarsTypeHandler(DuckDBPolarsTypeHandler):
     """dagster-duckdb-polars' handler, except that an empty frame still creates its table (with the
     frame's columns): the stock handler skips the write, and every reader of a table that was empty
@@ -87,9 +98,8 @@ class EmptyTablePolarsTypeHandler(DuckDBPolarsTypeHandler):
     def handle_output(self, context, table_slice, obj, connection):
         if not obj.is_empty():
             return super().handle_output(context, table_slice, obj, connection)
-        empty = obj.to_arrow()  # noqa: F841  # read by the query below
         connection.execute(f"create schema if not exists {table_slice.schema};")
-        connection.execute(f"create table if not exists {table_slice.schema}.{table_slice.table} as select * from empty")
+        create_empty_table(connection, f"{table_slice.schema}.{table_slice.table}", obj)
         context.add_output_metadata({"row_count": 0})
 
     def load_input(self, context, table_slice, connection):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trace_assets.experiment import database_path
-from trace_assets.storage import connect
+from trace_assets.storage import connect, table_names
 
 SUMMARY_QUERIES = {
     "problems per split": "SELECT split, count(*) AS n, round(avg(difficulty), 2) AS mean_difficulty FROM problems GROUP BY split ORDER BY split",
@@ -19,7 +19,7 @@ SUMMARY_QUERIES = {
 
 def print_summary(folder: Path) -> None:
     with connect(database_path(folder), read_only=True) as connection:
-        tables = {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = table_names(connection)
         for title, query in SUMMARY_QUERIES.items():
             table = query.split(" FROM ")[1].split()[0]
             if table not in tables:

@@ -5,7 +5,7 @@ import dagster as dg
 from trace_assets.assetdefs import TABLE_MODELS, asset_settings
 from trace_assets.lineage.views import LINEAGE_VIEWS
 from trace_assets.resources import DataResource
-from trace_assets.storage import connect
+from trace_assets.storage import connect, create_empty_table, table_names
 from trace_assets.tables import empty_frame
 
 UPSTREAM = ["problems", "style_prompts", "teacher_traces", "judged_traces", "sft_examples", "checkpoints", "eval_results"]
@@ -29,8 +29,7 @@ def lineage_views(data: DataResource) -> dg.MaterializeResult:
 def create_missing_tables(connection, names: list[str]) -> None:
     """An upstream table a study never wrote (a study with no styles has no teacher traces) is created
     empty with its model's columns, so the views over it hold no rows instead of failing."""
-    present = {row[0] for row in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    present = table_names(connection)
     for name in names:
         if name not in present and name in TABLE_MODELS:
-            empty = empty_frame(TABLE_MODELS[name]).to_arrow()  # noqa: F841  # read by the query below
-            connection.execute(f"CREATE TABLE {name} AS SELECT * FROM empty")
+            create_empty_table(connection, name, empty_frame(TABLE_MODELS[name]))

@@ -999,13 +999,14 @@ def earlier_runs(database: Path, students: Iterable[str], current: Iterable[str]
     Empty when the database or table is missing or locked by a writer."""
     import duckdb
 
+    from trace_assets.storage import table_names
+
     if not database.exists():
         return {}, ""
     students, current = list(students), list(current)
     try:
         with duckdb.connect(str(database), read_only=True) as connection:
-            tables = {row[0] for row in connection.execute("select table_name from information_schema.tables").fetchall()}
-            if "eval_results" not in tables:
+            if "eval_results" not in table_names(connection):
                 return {}, ""
             frame = connection.execute(
                 "select dataset, student, seed, problem_id, is_correct from main.eval_results "
