@@ -1,3 +1,5 @@
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,24 @@ def test_a_per_task_dataset_trains_one_model_per_task_on_that_tasks_examples_alo
     assert {(r["dataset"], r["task"]) for r in run.log} == {("G", "gsm8k"), ("G", "countdown"), ("P", None)}
     assert '"per_task"' not in rows[("P", 0, None)]["config"]  # the row's task says how it was trained
     assert launches == [len(seen)] == [6]  # every run of the step in one launch
+
+
+def test_a_checkpoint_trained_from_a_base_without_a_pad_token_is_served_by_the_bases_engine(tiny_model, tmp_path):
+    """SmolLM2 converted from its GGUF may have no pad token; training sets it to eos and the trainer
+    aligns config.json with it. The saved checkpoint still gets the base's engine files."""
+    from trace_assets.experiment import TrainingConfig
+    from trace_assets.generation.types import ModelSpec
+    from trace_assets.generation.weight_swap import engine_differences, engine_key
+    from trace_assets.training.sft import TrainRun, train_sft
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    for name in ("config.json", "generation_config.json", "tokenizer_config.json"):
+        fields = json.loads((base / name).read_text())
+        fields.pop("pad_token_id", None), fields.pop("pad_token", None)
+        (base / name).write_text(json.dumps(fields))
+    config = TrainingConfig(max_steps=1, batch_size=2, max_length=256, eval_fraction=0.0, packing=True)
+    result = train_sft(TrainRun(str(base), _rows(4), 0, str(tmp_path / "trained"), "cpu", "float32"), config)
+    spec = lambda path: ModelSpec(name=str(path), path=str(path))  # noqa: E731
+    assert engine_differences(spec(result.path), spec(base)) == []
+    assert engine_key(spec(result.path)) == engine_key(spec(base))

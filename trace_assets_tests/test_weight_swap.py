@@ -75,3 +75,30 @@ def test_a_further_engine_of_one_architecture_is_explained_by_the_closest_starte
     reason = unshared_engine_reason(template, [rope, base])
     assert reason.startswith(f"{template.path} (['LlamaForCausalLM']) can't share the engine started for {base.path}: ")
     assert reason.endswith(": chat_template.jinja")  # not JSON: named alone
+
+
+def test_a_checkpoint_takes_its_bases_tokens_and_generation_defaults_unless_its_vocabulary_changed(tiny_model, tmp_path):
+    """What SFT saved under the GPU image (eos/pad aligned to a pad token the trainer set, a template
+    file of its own) is replaced by the base's files, so evaluation serves both from one engine."""
+    from trace_assets.generation.weight_swap import keep_base_engine_files
+
+    base = _copy(tiny_model, tmp_path / "base", lambda f: _update(f / "config.json", pad_token_id=None))
+
+    def saved_by_sft(folder):
+        _update(folder / "config.json", pad_token_id=0, eos_token_id=0, hidden_act="silu")
+        _update(folder / "generation_config.json", pad_token_id=0)
+        _update(folder / "tokenizer_config.json", pad_token="<|endoftext|>")
+        (folder / "chat_template.jinja").write_text("{{ messages }}")
+
+    trained = _copy(tiny_model, tmp_path / "trained", saved_by_sft)
+    assert engine_key(trained) != engine_key(base)
+    changed = keep_base_engine_files(base.path, trained.path)
+    assert sorted(changed) == ["chat_template.jinja", "config.json", "generation_config.json", "tokenizer_config.json"]
+    assert engine_key(trained) == engine_key(base) and engine_differences(trained, base) == []
+    assert (Path(trained.path) / "chat_template.jinja").read_bytes() == (Path(base.path) / "chat_template.jinja").read_bytes()
+    assert keep_base_engine_files(base.path, trained.path) == []  # already the base's
+
+    resized = _copy(tiny_model, tmp_path / "resized", lambda f: (saved_by_sft(f), _update(f / "config.json", vocab_size=1024)))
+    before = engine_key(resized)
+    assert keep_base_engine_files(base.path, resized.path) == [] and engine_key(resized) == before
+    assert keep_base_engine_files("HuggingFaceTB/SmolLM2-135M-Instruct", trained.path) == []  # a hub id: no files to take

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +76,46 @@ _ENGINE_FILES = (
     "chat_template.json",
     "generation_config.json",
 )
+
+
+# config.json fields naming special tokens: the trainer aligns them with its tokenizer's (a pad token
+# it set to eos), though fine-tuning changes no token
+_SPECIAL_TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def keep_base_engine_files(base: str, checkpoint: str) -> list[str]:
+    """Give a fine-tuned ``checkpoint`` folder the engine-read files of the ``base`` model folder it
+    was trained from (tokenizer, chat template, generation defaults) and base's special-token ids in
+    its config.json, so one engine serves the base and every checkpoint trained from it.
+
+    Fine-tuning changes weights, not tokens. Yet under the GPU image's transformers 5.17 the saved
+    checkpoints differed from the base in eos/pad ids (the trainer aligns them with the tokenizer's
+    pad token, which training sets to eos where the base has none), and evaluation started a second
+    engine for them (bench/results/gpu_study/third_run). Returns the files it changed; nothing where
+    ``base`` is not a local folder or the vocabularies differ (a resized model keeps its own files).
+    """
+    base_folder, folder = Path(base), Path(checkpoint)
+    if not (base_folder / "config.json").is_file() or not (folder / "config.json").is_file():
+        return []
+    base_config = json.loads((base_folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    if base_config.get("vocab_size") != config.get("vocab_size"):
+        return []
+    changed = []
+    for name in _ENGINE_FILES:
+        source, target = base_folder / name, folder / name
+        if source.is_file() and (not target.is_file() or source.read_bytes() != target.read_bytes()):
+            shutil.copyfile(source, target)
+            changed.append(name)
+        elif not source.is_file() and target.is_file():
+            target.unlink()
+            changed.append(name)
+    aligned = {key: value for key, value in config.items() if key not in _SPECIAL_TOKEN_FIELDS}
+    aligned.update({key: base_config[key] for key in _SPECIAL_TOKEN_FIELDS if key in base_config})
+    if aligned != config:
+        (folder / "config.json").write_text(json.dumps(aligned, indent=2, sort_keys=True) + "\n")
+        changed.append("config.json")
+    return changed
 
 
 def _without_bookkeeping(value):

@@ -124,6 +124,7 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
+    from trace_assets.generation.weight_swap import keep_base_engine_files
     from trace_assets.students import load_tokenizer
 
     base_model, seed, output_dir, device, dtype = run.base_model, run.seed, Path(run.output_dir), run.device, run.dtype
@@ -201,6 +202,7 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
     if not main_process:
         return None
     tokenizer.save_pretrained(str(final))
+    keep_base_engine_files(base_model, str(final))  # the base's tokens and generation defaults: one engine serves both
     shutil.rmtree(staging / "trainer", ignore_errors=True)
     content_hash = directory_hash(final)
     (final / "trace_assets.json").write_text(json.dumps({"base_model": base_model, "seed": seed, "hash": content_hash}))
