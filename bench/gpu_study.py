@@ -385,6 +385,13 @@ def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
         "distinguishable_contrasts": report.distinguishable,
         **loop_figures(tables),
         "times": time_figures(tables["_times"], experiment_path, ROOT),
+        # earlier cuts on the same data folder, each with the estimate made before it ran; a later cut
+        # reuses their traces and checkpoints, so the cut that ran its work first is the one whose steps
+        # compare with its estimate
+        "earlier_cuts_times": [
+            time_figures(earlier, f"an earlier cut (experiment digest {earlier.get('experiment_digest')})", ROOT)
+            for earlier in tables["_times"].get("earlier_runs", [])
+        ],
     }
     (output / "results.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
     print(report.text)

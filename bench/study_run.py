@@ -138,8 +138,9 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
         for step in gpu_steps
     }
     path = Path(experiment_path)
+    inside = path.exists() and path.resolve().is_relative_to(root)
     return {
-        "experiment": str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else experiment_path,
+        "experiment": str(path.resolve().relative_to(root)) if inside else experiment_path,
         "wall_s": round(wall, 1),
         "stage_wall_s": {name: round(seconds, 1) for name, seconds in times["stages"].items()},
         "step_s": {step: round(seconds, 1) for step, seconds in times["steps"].items()},
