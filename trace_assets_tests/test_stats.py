@@ -177,6 +177,8 @@ def test_contrast_direction_interval_and_holm_across_the_family():
         "diff",
         "ci_low",
         "ci_high",
+        "family_ci_low",
+        "family_ci_high",
         "df",
         "p_value",
         "p_adjusted",
@@ -196,6 +198,31 @@ def test_contrast_direction_interval_and_holm_across_the_family():
     assert table["p_adjusted"].to_list() == pytest.approx(multipletests(table["p_value"].to_numpy(), method="holm")[1])
     assert table["distinguishable"].to_list() == (table["p_adjusted"] < 0.05).to_list()
     assert not table.filter(pl.col("a") == "same")["distinguishable"].any()
+
+
+def test_the_family_interval_agrees_with_holms_verdict_where_the_95_interval_may_not():
+    """A contrast not distinguishable after Holm has a family interval covering 0, though its own 95%
+    interval may exclude 0 (the fourth GPU run's A/A contrast: [-5.3, -0.2] points, Holm p 0.22); the
+    family interval is Bonferroni's, t at 1 - 0.05 / (2 m), and holds the 95% interval."""
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    arms = {("base", "s1"): np.tile(bernoulli(rng, 0.3, 1, 800), (3, 1))}
+    for name, p in {"a": 0.5, "b": 0.47, "c": 0.5, "d": 0.5, "e": 0.5, "f": 0.5}.items():
+        arms[(name, "s1")] = bernoulli(rng, p, 3, 800)
+    table = contrast_table(frame(arms), [("a", "b"), ("c", "b"), ("d", "b"), ("e", "b"), ("f", "b")])
+    m = table.height
+    for row in table.iter_rows(named=True):
+        assert row["family_ci_low"] <= row["ci_low"] <= row["diff"] <= row["ci_high"] <= row["family_ci_high"]
+        half, family_half = row["ci_high"] - row["diff"], row["family_ci_high"] - row["diff"]
+        ratio = stats.t.ppf(1 - 0.025 / m, row["df"]) / stats.t.ppf(0.975, row["df"])
+        assert family_half == pytest.approx(half * ratio, rel=1e-6)
+        if row["p_adjusted"] >= 0.05:
+            assert row["family_ci_low"] <= 0 <= row["family_ci_high"]
+    split = table.filter((pl.col("p_adjusted") >= 0.05) & ((pl.col("ci_low") > 0) | (pl.col("ci_high") < 0)))
+    assert split.height >= 1  # the case the family interval is for: 95% excludes 0, the family does not
+    alone = contrast_table(frame(arms), [("a", "b")]).row(0, named=True)  # a family of one: the same interval
+    assert (alone["family_ci_low"], alone["family_ci_high"]) == pytest.approx((alone["ci_low"], alone["ci_high"]))
 
 
 def test_missing_arms_are_skipped_and_single_seed_runs_have_no_noise_floor():

@@ -102,6 +102,14 @@ def assert_results_rebuild_without_the_last_stage(tmp_path, experiment) -> None:
         asset = db.sql("SELECT dataset, accuracy FROM accuracy").pl()
     assert dict(asset.iter_rows()) == {row["dataset"]: row["accuracy"] for row in figures["accuracy"]}
     assert "## Planned contrasts" in (tmp_path / "results" / "report.md").read_text()
+    # every planned contrast and the A/A control, with both intervals, as the report tests them
+    aa = [row for row in figures["contrasts"] if row["aa_control"]]
+    assert [(row["a"], row["b"]) for row in aa] == [("H_aa", "H")]
+    assert len(figures["contrasts"]) > 1 and not all(row["aa_control"] for row in figures["contrasts"])
+    for row in figures["contrasts"]:
+        if row["ci_low"] is not None:
+            assert row["family_ci_low"] <= row["ci_low"] and row["ci_high"] <= row["family_ci_high"]
+    assert set(figures["seed_sd_vs_calibrate"]) >= {"declared_seed_sd_logit", "measured_pooled_logit", "measured_over_declared"}
 
 
 # shape_of_thought.yaml's arms kept in its shrunk run: one of each kind the file sweeps (G, human,

@@ -86,13 +86,19 @@ def _interval(low: float | None, high: float | None) -> str:
     return "–" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
 
-def _interval_column() -> pl.Expr:
-    """The "95% interval" column shown for every accuracy and contrast, from ci_low and ci_high."""
-    return (
-        pl.struct("ci_low", "ci_high")
-        .map_elements(lambda r: _interval(r["ci_low"], r["ci_high"]), return_dtype=pl.Utf8)
-        .alias("95% interval")
-    )
+def _interval_column(prefix: str = "", name: str = "95% interval") -> pl.Expr:
+    """The "95% interval" column shown for every accuracy and contrast, from ci_low and ci_high
+    (``prefix="family_"``: a contrast's simultaneous interval over its Holm family)."""
+    low, high = f"{prefix}ci_low", f"{prefix}ci_high"
+    return pl.struct(low, high).map_elements(lambda r: _interval(r[low], r[high]), return_dtype=pl.Utf8).alias(name)
+
+
+FAMILY_INTERVAL = "family interval"
+FAMILY_NOTE = (
+    f"`{FAMILY_INTERVAL}`: Bonferroni's simultaneous 95% interval over the Holm family. It agrees with the "
+    "family's verdict (it covers 0 wherever Holm's adjusted p is 0.05 or more); the 95% interval is each "
+    "contrast's own and may exclude 0 in a contrast the family does not call distinguishable."
+)
 
 
 def results_table(accuracy: pl.DataFrame) -> pl.DataFrame:
@@ -120,6 +126,7 @@ def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
         "accuracy_b",
         "diff",
         _interval_column(),
+        _interval_column("family_", FAMILY_INTERVAL),
         "p_value",
         "p_adjusted",
         "direction",
@@ -145,7 +152,7 @@ def contrasts_section(contrasts: pl.DataFrame) -> list[str]:
                 f"- **{r['a']}** vs **{r['b']}** ({r['student']}): not distinguishable "
                 f"(difference {r['diff']:+.3f}, adjusted p = {r['p_adjusted']:.2f}, n = {r['n_problems']})"
             )
-    return [table(shown), "\n".join(verdicts) or "_(no planned contrast has both arms)_"]
+    return [table(shown), FAMILY_NOTE, "\n".join(verdicts) or "_(no planned contrast has both arms)_"]
 
 
 def by_difficulty(eval_results: pl.DataFrame, bucket_of: Callable[[int], str] = difficulty_bucket) -> pl.DataFrame:
@@ -329,13 +336,26 @@ def aa_section(aa: pl.DataFrame) -> list[str]:
         else:
             verdicts.append(
                 f"- {pair}: not distinguishable, as it should be (difference {r['diff']:+.3f} "
-                f"{_interval(r['ci_low'], r['ci_high'])}, adjusted p = {r['p_adjusted']:.2f})"
+                f"{_interval(r['ci_low'], r['ci_high'])}, family interval {_interval(r['family_ci_low'], r['family_ci_high'])}, "
+                f"adjusted p = {r['p_adjusted']:.2f})"
             )
     return [
         "## A/A control: the same examples trained again with other seeds",
         "Each replicate has its original's examples and other training seeds; tested like every contrast (in the same "
         "Holm family), it should never be distinguishable.",
-        table(aa.select("student", "a", "b", "n_problems", "diff", _interval_column(), "p_adjusted", "distinguishable")),
+        table(
+            aa.select(
+                "student",
+                "a",
+                "b",
+                "n_problems",
+                "diff",
+                _interval_column(),
+                _interval_column("family_", FAMILY_INTERVAL),
+                "p_adjusted",
+                "distinguishable",
+            )
+        ),
         "\n".join(verdicts),
     ]
 

@@ -689,6 +689,8 @@ CONTRAST_SCHEMA = {
     "diff": pl.Float64,
     "ci_low": pl.Float64,
     "ci_high": pl.Float64,
+    "family_ci_low": pl.Float64,
+    "family_ci_high": pl.Float64,
     "df": pl.Float64,
     "p_value": pl.Float64,
     "p_adjusted": pl.Float64,
@@ -739,6 +741,7 @@ def _row(student: str, a: str, b: str, k_a: int, k_b: int, mean_a, mean_b, estim
         "df": _none_if_nan(estimate.df),
         "p_value": float(estimate.p_value()),
         "conditional": conditional,
+        "_estimate": estimate,  # for the family interval, once the family's size is known
     }
 
 
@@ -801,6 +804,11 @@ def contrast_rows(
         family = [row for row in rows if row["conditional"] == conditional]
         adjusted = holm(np.array([row["p_value"] for row in family], dtype=float))
         for row, p_adj in zip(family, adjusted):
+            # Bonferroni's simultaneous interval over the family: it covers 0 wherever Holm's adjusted p is
+            # at least 0.05 (Holm's p is at most m times the raw p), so it agrees with "not distinguishable"
+            # where the per-contrast 95% interval may not
+            low, high = row.pop("_estimate").interval(1 - ALPHA / len(family))
+            row["family_ci_low"], row["family_ci_high"] = _none_if_nan(low), _none_if_nan(high)
             row["p_value"] = _none_if_nan(row["p_value"])
             row["p_adjusted"] = _none_if_nan(p_adj)
             row["direction"] = direction(row["diff"]) if row["diff"] is not None else None
@@ -819,7 +827,8 @@ def contrast_table(
     """Planned contrasts a - b for every student and interactions, Holm-adjusted across the whole family.
 
     Columns: student, a, b, n_problems (problems both arms answered with every seed), n_seeds_a, n_seeds_b,
-    accuracy_a, accuracy_b (on those problems), diff (a - b), ci_low, ci_high (95%), df, p_value, p_adjusted
+    accuracy_a, accuracy_b (on those problems), diff (a - b), ci_low, ci_high (95%), family_ci_low and
+    family_ci_high (Bonferroni's simultaneous 95% over the row's Holm family), df, p_value, p_adjusted
     (Holm over every row with a p-value and known training noise), direction ("a>b", "a<b" or "="),
     distinguishable (p_adjusted < 0.05, never for a conditional row), conditional (an arm's training noise
     is unknown: a per-run test, conditional on those runs, adjusted in its own family). A contrast whose arm
