@@ -160,6 +160,9 @@ class DatasetRecipe(_Section):
       mixtures of one style and flaw are nested (the flawed set at 0.1 is inside the one at 0.25).
       ``flaw: complete`` with ``flaw_level`` below 1 is a rung of the degradation ladder (a share of
       each flawed trace's steps corrupted; rungs nest too).
+
+    ``exclude_arithmetic_slips`` is the one eligibility rule an arm may set for itself (a checked G beside
+    G in one study); an arm that sets it takes, per problem, the best-ranked trace that also passes it.
     """
 
     recipe: RecipeKind
@@ -201,6 +204,12 @@ class DatasetRecipe(_Section):
         "evaluated on that task's test problems; false: one model on every task's examples (pooled); null: as "
         "training.per_task says",
     )
+    exclude_arithmetic_slips: bool | None = Field(
+        None,
+        description="true: drop teacher traces with a calculation whose stated result is wrong "
+        "(reporting/failures.arithmetic_slips), recorded as arithmetic_slip; false: keep them; null: as "
+        "eligibility.exclude_arithmetic_slips says. Lets a checked arm sit beside its unchecked twin in one study",
+    )
     replicate_of: str | None = Field(
         None,
         description="an A/A control: the same examples as this dataset, trained again with other training seeds "
@@ -230,6 +239,8 @@ class DatasetRecipe(_Section):
             raise ValueError("a mixture takes one trace per problem and is not trimmed (per_problem: 1, trim: none)")
         if self.recipe == "H" and self.trim != "none":
             raise ValueError("'trim' applies to teacher traces, not to recipe 'H'")
+        if self.recipe == "H" and self.exclude_arithmetic_slips is not None:
+            raise ValueError("'exclude_arithmetic_slips' checks teacher traces, not recipe 'H' (the human solutions)")
         if self.pair_correct_wrong and self.recipe not in ("G", "W", "mixture"):
             raise ValueError("'pair_correct_wrong' applies to recipes G, W and mixture")
         if self.keep_by != "all" and self.recipe not in ("G", "W", "H_style"):
@@ -238,9 +249,16 @@ class DatasetRecipe(_Section):
             raise ValueError("'keep_by' and 'keep_fraction' go together: a fraction below 1 of the traces ranked by one score")
         return self
 
+    def excludes_arithmetic_slips(self, policy: EligibilityPolicy) -> bool:
+        """Whether this arm drops teacher traces with an arithmetic slip: its own setting, else the policy's."""
+        if self.exclude_arithmetic_slips is None:
+            return policy.exclude_arithmetic_slips
+        return self.exclude_arithmetic_slips
+
 
 class EligibilityPolicy(_Section):
-    """Which teacher traces (solves and paraphrases) any synthetic arm may use; the same for every arm.
+    """Which teacher traces (solves and paraphrases) any synthetic arm may use; the same for every arm
+    (``exclude_arithmetic_slips`` only as the default of the datasets' own setting).
     A trace that fails is recorded in ``dataset_exclusions`` with the first failing reason."""
 
     exclude_truncated: bool = Field(True, description="drop traces cut off at max_tokens (finish reason 'length')")
@@ -252,6 +270,13 @@ class EligibilityPolicy(_Section):
     exclude_changed_answer: bool = Field(True, description="drop traces that declare one answer and later another")
     require_judge_verdict: bool = Field(True, description="drop traces whose judge reply was not a parseable verdict")
     require_conformance: bool = Field(True, description="drop traces that fail the style's rules or judge")
+    exclude_arithmetic_slips: bool = Field(
+        False,
+        description="drop teacher traces with a calculation whose stated result is wrong (reporting/failures."
+        "arithmetic_slips: '8 - 5 = 1'), so a right answer reached by wrong steps is not kept; checked after the "
+        "arm's own tests and recorded as arithmetic_slip. The default of every arm; a dataset's own "
+        "exclude_arithmetic_slips overrides it",
+    )
     paraphrase_min_coverage: float = Field(
         1.0,
         ge=0,
@@ -673,8 +698,14 @@ class Experiment(_Section):
             for name, recipe in self.datasets.items():
                 if recipe.recipe == "mixture" and not recipe.replicate_of:
                     number = next((i for i, group in enumerate(groups) if name in group), None) if groups is not None else 0
-                    where.setdefault((recipe.style, recipe.flaw, recipe.pair_correct_wrong), set()).add(number)
-            for (style, flaw, _), numbers in where.items():
+                    key = (
+                        recipe.style,
+                        recipe.flaw,
+                        recipe.pair_correct_wrong,
+                        recipe.excludes_arithmetic_slips(self.eligibility),
+                    )
+                    where.setdefault(key, set()).add(number)
+            for (style, flaw, _, _), numbers in where.items():
                 if len(numbers) > 1:
                     raise ValueError(
                         f"comparisons.groups: the '{style}' mixtures with flaw '{flaw}' must all be in one group, "

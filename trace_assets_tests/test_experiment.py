@@ -81,6 +81,9 @@ def test_environment_variable_selects_the_file(tmp_path, monkeypatch):
             "none of the tasks \\['math'\\] has numeric answers",
         ),
         ("{H: {recipe: H, trim: conclusion}}", "", "teacher traces"),
+        ("{H: {recipe: H, exclude_arithmetic_slips: false}}", "", "checks teacher traces, not recipe 'H'"),
+        ("{G: {recipe: G, style: normal, exclude_arithmetic_slips: sometimes}}", "", "exclude_arithmetic_slips"),
+        ("{G: {recipe: G, style: normal}}", "eligibility: {exclude_arithmetic_slips: 2}\n", "exclude_arithmetic_slips"),
         ("{m: {recipe: mixture, style: normal, trim: control}}", "", "not trimmed"),
         ("{H: {recipe: H, pair_correct_wrong: true}}", "", "recipes G, W and mixture"),
         ("{G: {recipe: G, style: normal}}", "token_matching: [{datasets: [G, nope]}]\n", "'nope' is not a dataset"),
@@ -117,6 +120,37 @@ def test_dataset_sections_default_to_one_strict_policy_and_one_group(tmp_path):
     assert policy.exclude_truncated and policy.require_declared_answer and policy.require_conformance
     assert experiment.comparisons.intersect_problems and experiment.comparisons.groups is None
     assert experiment.token_matching == []
+
+
+def test_arithmetic_slip_rule_is_per_dataset_with_the_policy_as_default(tmp_path):
+    datasets = (
+        "datasets: {G: {recipe: G, style: normal}, G_checked: {recipe: G, style: normal, exclude_arithmetic_slips: true}, "
+        "G_unchecked: {recipe: G, style: normal, exclude_arithmetic_slips: false}, G_checked_aa: {replicate_of: G_checked}, "
+        "H: {recipe: H}}"
+    )
+    text = BASE.replace("datasets: {G_normal: {recipe: G, style: normal}}", datasets)
+    for policy, expected in [
+        ("", {"G": False, "G_checked": True, "G_unchecked": False, "G_checked_aa": True, "H": False}),
+        ("eligibility: {exclude_arithmetic_slips: true}\n", {"G": True, "G_checked": True, "G_unchecked": False}),
+    ]:
+        experiment = load_experiment(_write(tmp_path, text + policy))
+        assert experiment.eligibility.exclude_arithmetic_slips is bool(policy)
+        for name, checks in expected.items():
+            assert experiment.datasets[name].excludes_arithmetic_slips(experiment.eligibility) is checks, (policy, name)
+    assert experiment.datasets["H"].exclude_arithmetic_slips is None  # the policy's setting never reaches H's rows
+    # checked and unchecked mixtures of one style and flaw are different problem sets: they need not share a group
+    mixtures = (
+        "datasets: {m: {recipe: mixture, style: normal, flawed_fraction: 0.25}, "
+        "m_checked: {recipe: mixture, style: normal, flawed_fraction: 0.25, exclude_arithmetic_slips: true}}\n"
+    )
+    loaded = load_experiment(
+        _write(
+            tmp_path,
+            BASE.replace("datasets: {G_normal: {recipe: G, style: normal}}", mixtures)
+            + "comparisons: {groups: [[m], [m_checked]]}\n",
+        )
+    )
+    assert loaded.datasets["m_checked"].excludes_arithmetic_slips(loaded.eligibility)
 
 
 def test_study_experiments_run_as_the_studies_did():

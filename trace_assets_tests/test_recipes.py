@@ -78,6 +78,16 @@ def wrong(p, variant=0):
     )
 
 
+def lucky(p):
+    """The right answer reached through a wrong first step (as the fourth GPU run's 135M teacher wrote them)."""
+    return f"Ava has {p['a']} + {p['b']} = {p['c'] + 1} apples.\nDoubling gives {p['c']} * 2 = {p['d']}.\n#### {p['d']}"
+
+
+def wrong_but_true(p):
+    """A wrong answer whose every calculation is true (tripled, not doubled)."""
+    return f"Ava has {p['a']} + {p['b']} = {p['c']} apples.\nTripling gives {p['c']} * 3 = {3 * p['c']}.\n#### {3 * p['c']}"
+
+
 def build(recipes, judged, train, seed=0, policy=None, comparisons=None, token_matching=(), counters=None, formats=None):
     return build_datasets(
         recipes,
@@ -175,6 +185,8 @@ def reasons_fixture():
         )
     )
     rows.append(trace("solve-outside", ps[9], right(ps[9])))
+    rows.append(trace("gold-lucky", ps[0], lucky(ps[0]), style="gold"))  # arithmetic_slip for G_checked
+    rows.append(trace("gold-right", ps[1], right(ps[1]), style="gold"))
     for row in rows:  # keep_by: the right solves have a step-level confidence, the rest no log-probabilities
         row["step_confidence"] = -0.1 * len(row["trace_id"]) if row["trace_id"].startswith("solve-right-p") else None
     return train_frame(ps[:9]), rows
@@ -191,6 +203,7 @@ REASON_RECIPES = {
     "G_tok": DatasetRecipe(recipe="G", style="normal"),
     "H_tok": DatasetRecipe(recipe="H"),
     "G_conf": DatasetRecipe(recipe="G", style="normal", keep_by="step_confidence", keep_fraction=0.5),
+    "G_checked": DatasetRecipe(recipe="G", style="gold", exclude_arithmetic_slips=True),
 }
 
 
@@ -222,6 +235,7 @@ def test_every_exclusion_reason_and_one_policy_for_g_w_and_h_style():
     assert reason_of("HS", "paraphrase-wrong") == "wrong_answer"
     assert reason_of("HS", "paraphrase-unfaithful") == "unfaithful_paraphrase"
     assert reason_of("G", "solve-outside") == "not_a_train_problem"
+    assert reason_of("G_checked", "gold-lucky") == "arithmetic_slip" and reason_of("G_checked", "gold-right") is None
     # the comparison group {G, W, HS, H} keeps p00-p05: W has nothing eligible for p06-p08
     common = {"p00", "p01", "p02", "p03", "p04", "p05"}
     for dataset in ("G", "W", "HS", "H"):
@@ -235,6 +249,61 @@ def test_every_exclusion_reason_and_one_policy_for_g_w_and_h_style():
     g_counts = counts.filter(pl.col("dataset") == "G").row(0, named=True)
     assert g_counts["truncated"] == 1 and g_counts["not_in_common_problems"] == 3
     assert list(counts.columns[1:]) == [r for r in EXCLUSION_REASONS if r in counts.columns]
+
+
+def test_arithmetic_slips_exclude_lucky_traces_per_dataset_or_by_policy():
+    """A right answer reached through a wrong calculation is dropped (reason arithmetic_slip, the slip as
+    detail) by an arm that checks, and kept by its unchecked twin in the same build; the policy's setting
+    is the default, a dataset's own one overrides it."""
+    ps = PROBLEMS[:6]
+    train = train_frame(ps)
+    rows = [trace(f"{p['problem_id']}-lucky", p, lucky(p)) for p in ps]
+    rows += [trace(f"{p['problem_id']}-right", p, right(p)) for p in ps[:4]]  # p04, p05: only lucky right traces
+    rows += [trace(f"{p['problem_id']}-wrong", p, wrong(p)) for p in ps]  # wrong answers, with a slip
+    rows += [trace("p00-wrong-true", ps[0], wrong_but_true(ps[0]))]  # the one wrong trace without a slip
+    recipes = {
+        "G": DatasetRecipe(recipe="G", style="normal"),
+        "G_checked": DatasetRecipe(recipe="G", style="normal", exclude_arithmetic_slips=True),
+        "W_checked": DatasetRecipe(recipe="W", style="normal", exclude_arithmetic_slips=True),
+        "G_pair": DatasetRecipe(recipe="G", style="normal", pair_correct_wrong=True),
+        "G_pair_checked": DatasetRecipe(recipe="G", style="normal", pair_correct_wrong=True, exclude_arithmetic_slips=True),
+    }
+    result = build(recipes, rows, train)
+    DatasetExclusionSchema.validate(result.exclusions)
+    SftExampleSchema.validate(result.examples)
+    unchecked = picks(result, "G")
+    assert set(unchecked) == {p["problem_id"] for p in ps}
+    assert unchecked["p04"] == "p04-lucky" and unchecked["p05"] == "p05-lucky"
+    assert any(unchecked[p["problem_id"]].endswith("-lucky") for p in ps[:4])  # the ranking took a lucky one over a true one
+    assert picks(result, "G_checked") == {p["problem_id"]: f"{p['problem_id']}-right" for p in ps[:4]}
+    assert picks(result, "W_checked") == {"p00": "p00-wrong-true"}
+    assert set(picks(result, "G_pair")) == {p["problem_id"] for p in ps}
+    assert set(picks(result, "G_pair_checked")) == {"p00"}  # the partner (a wrong trace) must pass the check too
+
+    def excluded(dataset: str) -> dict[str, tuple[str, str | None]]:
+        rows = result.exclusions.filter(pl.col("dataset") == dataset)
+        return {row["trace_id"]: (row["reason"], row["detail"]) for row in rows.iter_rows(named=True)}
+
+    checked = excluded("G_checked")
+    for p in ps:
+        reason, detail = checked[f"{p['problem_id']}-lucky"]
+        assert reason == "arithmetic_slip" and detail == f"{p['a']} + {p['b']} = {p['c'] + 1}"
+        assert checked[f"{p['problem_id']}-wrong"][0] == "wrong_answer"  # the arm's own test comes first
+    assert excluded("W_checked")["p01-wrong"][0] == "arithmetic_slip"
+    assert excluded("W_checked")["p01-lucky"][0] == "right_answer"
+    assert "arithmetic_slip" not in {reason for reason, _ in excluded("G").values()}
+    assert excluded("G_pair_checked")["p01-right"][0] == "no_correct_wrong_pair"
+    counts = {row["dataset"]: row for row in exclusion_counts(result.exclusions).iter_rows(named=True)}
+    assert counts["G_checked"]["arithmetic_slip"] == 6 and counts["G"]["arithmetic_slip"] == 0
+
+    by_policy = build(
+        {"G": recipes["G"], "G_unchecked": DatasetRecipe(recipe="G", style="normal", exclude_arithmetic_slips=False)},
+        rows,
+        train,
+        policy=EligibilityPolicy(exclude_arithmetic_slips=True),
+    )
+    assert picks(by_policy, "G") == picks(result, "G_checked")
+    assert picks(by_policy, "G_unchecked") == unchecked
 
 
 def test_changed_and_fallback_answers_are_detected():

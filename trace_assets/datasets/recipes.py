@@ -5,7 +5,9 @@
 1. Eligibility (``selection.policy_reason``): one policy for every synthetic arm: not truncated, a
    final answer declared in the style's own format and never changed, a parseable judge verdict and
    (if required) conformance. The arm then asks for a right answer (G, mixture, H_style) or a wrong
-   one (W); H_style paraphrases must also contain the human solution's intermediate quantities.
+   one (W); H_style paraphrases must also contain the human solution's intermediate quantities. An arm
+   that excludes arithmetic slips (its own ``exclude_arithmetic_slips``, else the policy's) finally drops
+   traces with a calculation whose stated result is wrong (``reporting.failures.arithmetic_slips``).
 2. Selection (``selection.rank_key``): the samples of each (seed, style, kind, problem) have one fixed
    ranking; an arm takes the best-ranked eligible ones. Dataset names play no part, so two arms of one
    style take the same traces (a trimmed arm and its source, every mixture and G).
@@ -30,6 +32,7 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import polars as pl
 
@@ -50,6 +53,7 @@ from trace_assets.datasets.selection import (
 )
 from trace_assets.datasets.trimming import find_conclusion, remove_random_span, trim_after_conclusion
 from trace_assets.experiment import ComparisonsConfig, DatasetRecipe, EligibilityPolicy, TokenMatchGroup
+from trace_assets.reporting.failures import arithmetic_slips
 from trace_assets.tables import polars_schema
 from trace_assets.tasks import task_of
 
@@ -117,6 +121,11 @@ class _Trace:
     correct: bool
     reason: str | None  # the eligibility policy's verdict
     rank: str
+
+    @cached_property
+    def slips(self) -> list[str]:
+        """The trace's calculations whose stated result is wrong, read once (only for arms that check)."""
+        return arithmetic_slips(self.row["completion"])
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,17 @@ def _arm_reason(trace: _Trace, recipe: DatasetRecipe, policy: EligibilityPolicy,
     """Why this arm can't use an annotated trace (reason, detail), or (None, None)."""
     if trace.reason is not None:
         return trace.reason, None
+    reason, detail = _recipe_reason(trace, recipe, policy, problem)
+    if reason is None and recipe.excludes_arithmetic_slips(policy) and trace.slips:
+        # last, so that the count is of traces the arm would have used but for the slip
+        more = len(trace.slips) - 3
+        return "arithmetic_slip", "; ".join(trace.slips[:3]) + (f" (+{more} more)" if more > 0 else "")
+    return reason, detail
+
+
+def _recipe_reason(
+    trace: _Trace, recipe: DatasetRecipe, policy: EligibilityPolicy, problem: dict
+) -> tuple[str | None, str | None]:
     if recipe.recipe == "W":
         return ("right_answer", None) if trace.correct else (None, None)
     if not trace.correct:
@@ -347,15 +367,17 @@ def _draft(
         for trace in traces[recipe.per_problem :]:
             arm.exclude(problem_id, trace.row["trace_id"], "not_selected")
 
+    # The arm's partner traces (the other half of a pair, a mixture's wrong version) pass its slip rule too.
+    checked = recipe.excludes_arithmetic_slips(policy)
     if recipe.pair_correct_wrong:
-        right, _ = _eligible(pool, DatasetRecipe(recipe="G", style=style), policy, train)
-        wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style), policy, train)
+        right, _ = _eligible(pool, DatasetRecipe(recipe="G", style=style, exclude_arithmetic_slips=checked), policy, train)
+        wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style, exclude_arithmetic_slips=checked), policy, train)
         for problem_id in [p for p in arm.chosen if not (p in right and p in wrong)]:
             arm.drop(problem_id, "no_correct_wrong_pair")
 
     answer_format = answer_formats[style]
     if recipe.recipe == "mixture":
-        wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style), policy, train)
+        wrong, _ = _eligible(pool, DatasetRecipe(recipe="W", style=style, exclude_arithmetic_slips=checked), policy, train)
         for problem_id in list(arm.chosen):
             source_example = arm.chosen[problem_id][0]
             flawed, why = _flawed_version(

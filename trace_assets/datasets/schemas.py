@@ -16,6 +16,7 @@ EXCLUSION_REASONS = (
     "wrong_answer",  # G, mixture, H_style: the declared answer is wrong
     "right_answer",  # W: the declared answer is right
     "unfaithful_paraphrase",  # H_style: misses intermediate quantities of the human solution, or the judge says so
+    "arithmetic_slip",  # exclude_arithmetic_slips: otherwise usable, but a calculation's stated result is wrong
     "not_selected",  # eligible, but a better-ranked sample of the same problem was taken
     "no_correct_wrong_pair",  # pair_correct_wrong: the problem lacks an eligible right or wrong trace of the style
     "no_flawed_version",  # mixture: no flawed version of the problem's trace passes the flaw check
