@@ -31,6 +31,7 @@ from trace_assets.estimates import (
     generated_problems,
     generation_gpu_hours,
     judge_gpu_hours,
+    judge_shares_teacher_engine,
     model_billions,
     sft_gpu_hours,
 )
@@ -99,6 +100,9 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
     trace_tokens, judge_tokens = completion_tokens(experiment, generated=generated is not None)
     engines = EngineStarts()
+    # the judge of the teacher's model runs on the engine teacher_traces started in the same stage
+    shared = judge_shares_teacher_engine(teacher, judge) and teacher_generations > 0
+    on_teacher_engine = ", on the teacher's engine" if shared else ""
     rows = [
         {
             "asset": "teacher_traces",
@@ -115,9 +119,15 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         },
         {
             "asset": "judged_traces",
-            "work": f"{judge_generations:,} judge calls ({judge.model})",
+            "work": f"{judge_generations:,} judge calls ({judge.model}{on_teacher_engine})",
             "gpu_hours": judge_gpu_hours(
-                judge_generations, judge_tokens, judge_b, rates, judge.gpus, engines.cold(judge.model, judge_generations)
+                judge_generations,
+                judge_tokens,
+                judge_b,
+                rates,
+                judge.gpus,
+                engines.cold(judge.model, judge_generations),
+                engine=not shared,
             ),
             "gpus": judge.gpus,
         },
@@ -163,7 +173,6 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                     billions,
                     checkpoints,
                     rates,
-                    engines=2 if runs else 1,
                     cold=engines.cold(student.model, evals),
                 ),
                 "gpus": 1,
@@ -172,7 +181,8 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     judged = all_evals * FAILURE_JUDGED_SHARE
     rows.append(
         {
-            # only wrong answers whose category the rules can't settle go to the judge
+            # only wrong answers whose category the rules can't settle go to the judge; a later stage than the
+            # teacher's, in a process of its own: it starts an engine (warm where its model ran before)
             "asset": "failure_modes",
             "work": f"~{judged:,.0f} judge calls of {all_evals:,} answers ({judge.model})",
             "gpu_hours": judge_gpu_hours(judged, judge_tokens, judge_b, rates, judge.gpus, engines.cold(judge.model, judged)),

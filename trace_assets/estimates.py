@@ -9,7 +9,7 @@ import re
 
 import polars as pl
 
-from trace_assets.experiment import DatasetRecipe, Experiment, ProblemsConfig
+from trace_assets.experiment import DatasetRecipe, Experiment, ModelConfig, ProblemsConfig
 from trace_assets.rates import Rates
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
@@ -57,23 +57,50 @@ def generation_gpu_hours(tokens: float, billions: float, shape: str, rates: Rate
 
 
 def judge_gpu_hours(
-    verdicts: float, verdict_tokens: float, billions: float, rates: Rates, gpus: int = 1, cold: bool = False
+    verdicts: float,
+    verdict_tokens: float,
+    billions: float,
+    rates: Rates,
+    gpus: int = 1,
+    cold: bool = False,
+    engine: bool = True,
 ) -> float:
     """A judge's verdicts: its output tokens at the greedy rate, but at least the measured seconds a verdict
-    (reading each prompt, a whole trace and the rubric, costs more than writing the verdict), plus one engine start."""
+    (reading each prompt, a whole trace and the rubric, costs more than writing the verdict), plus one engine
+    start unless ``engine`` is False (the judge runs on an engine a step before it started: see
+    :func:`judge_shares_teacher_engine`)."""
     if verdicts <= 0:
         return 0.0
     decode = max(verdicts * verdict_tokens / rates.decode_tokens_per_s(billions, "greedy"), verdicts * rates.judge_verdict_s())
-    return (decode + rates.engine_start_s(billions, "greedy", cold) * gpus) / 3600
+    start = rates.engine_start_s(billions, "greedy", cold) * gpus if engine else 0.0
+    return (decode + start) / 3600
 
 
-def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates, engines: int = 1, cold: bool = False) -> float:
-    """A student's evaluations: greedy decoding, swapping checkpoints into ``engines`` engines (the trained
-    checkpoints need their own: their saved eos/pad settings differ from the base model's, second and
-    third GPU runs, bench/results/gpu_study/), the first ``cold`` when no engine of the model ran before."""
+# What an experiment's model section sets of a vLLM engine's key (VllmBackend._engine_key: weight_swap.engine_key
+# of the model's files, backend, dtype, context length and parallelism, then the GenerationResource's engine
+# settings, which are the same for every model of a run).
+ENGINE_FIELDS = frozenset({"model", "backend", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size"})
+
+
+def judge_shares_teacher_engine(teacher: ModelConfig, judge: ModelConfig) -> bool:
+    """Whether judged_traces runs on the vLLM engine teacher_traces started, starting none of its own: the two
+    run in one stage (one Dagster run, one process: trace_assets/demo.py STAGES), whose GenerationResource keeps
+    its engine for the next call of the same engine key, so a judge that is the teacher's model under the same
+    engine settings reuses it (the fourth GPU run's log: one engine start for both). The failure judge runs in
+    a later stage, a process of its own, and starts its engine whatever the model."""
+    return teacher.backend == "vllm" and teacher.model_dump(include=set(ENGINE_FIELDS)) == judge.model_dump(
+        include=set(ENGINE_FIELDS)
+    )
+
+
+def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates, cold: bool = False) -> float:
+    """A student's evaluations: greedy decoding in one engine, started on the base model (``cold`` when no
+    engine of the model ran before), each further checkpoint's weights swapped into it: the trained
+    checkpoints keep the base model's engine files (commit aad6ee3; the fourth GPU run's one engine served
+    the untrained student and its 15 trained checkpoints, bench/results/gpu_study/fourth_run/run.json)."""
     decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
-    starts = rates.engine_start_s(billions, "eval", cold) + rates.engine_start_s(billions, "eval") * (engines - 1)
-    return (decode + starts + rates.eval_swap_s * (checkpoints - 1)) / 3600
+    start = rates.engine_start_s(billions, "eval", cold)
+    return (decode + start + rates.eval_swap_s * (checkpoints - 1)) / 3600
 
 
 def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True) -> float:

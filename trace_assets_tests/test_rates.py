@@ -131,8 +131,8 @@ def test_engine_start_up_is_counted_per_generation_step(results_file, paper):
     before = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
     results_file(slow_start)
     after = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
-    # two engines a student: the base model's, and the trained checkpoints' (their saved eos/pad differ)
-    assert after["eval_results[*|qwen0_5b]"] == pytest.approx(before["eval_results[*|qwen0_5b]"] + 2)
+    # one engine a student: the trained checkpoints keep the base model's engine files and swap into its engine
+    assert after["eval_results[*|qwen0_5b]"] == pytest.approx(before["eval_results[*|qwen0_5b]"] + 1)
     assert after["judged_traces"] == pytest.approx(before["judged_traces"] + paper.judge.gpus)  # every GPU waits
 
 
@@ -242,10 +242,11 @@ def test_a_small_study_is_estimated_from_its_measured_figures(results_file, smal
     tokens = float(checkpoints["work"].split("~")[1].split(" ")[0].replace(",", ""))
     assert checkpoints["work"].startswith("6 runs in one launch") and 2020 * 130 * 3 * 6 < tokens < 2020 * 150 * 3 * 6
     assert steps["checkpoints"] == pytest.approx(30.7 + 48.6 + tokens / 49481)
-    # the evaluation starts the study's first engine (cold) and a warm one for the trained checkpoints
-    assert 163.5 + 42.9 < steps["eval_results"] < 163.5 + 42.9 + 60
+    # the evaluation starts the study's first engine (cold), the trained checkpoints swapped into it: the untrained
+    # student's two arms once and six checkpoints, half of max_tokens an answer at the greedy rate, 0.275 s a swap
+    answers = (6 + 2) * 1319
+    assert steps["eval_results"] == pytest.approx(163.5 + answers * 256 * 0.5 / 32427.0 + 7 * 0.275)
     # failure judging: a warm engine and the measured seconds a verdict for the measured share of answers
-    answers = (2 * 3 + 2) * 1319
     assert steps["failure_modes"] == pytest.approx(42.9 + answers * 2906 / 10552 * 0.0065)
 
 
@@ -256,11 +257,33 @@ def test_a_teacher_starts_the_cold_engine_and_compiling_costs_a_compile_a_run(re
     generations = 2020 * small_study.teacher.sampling.n
     # traces of synthetic problems at the measured mean length (91.4 tokens), at the teacher shape's rate
     assert steps["teacher_traces"] == pytest.approx(163.5 + generations * 91.4 / 23594.2)
-    assert steps["judged_traces"] == pytest.approx(42.9 + generations * 0.0065)  # the verdict's floor, warm
+    # the judge is the teacher's model: it runs on the teacher's engine (same stage), at the verdict's floor
+    assert steps["judged_traces"] == pytest.approx(generations * 0.0065)
     assert seconds(small_study)["eval_results"] - steps["eval_results"] == pytest.approx(163.5 - 42.9)  # now warm
     compiled = small_study.model_copy(update={"training": small_study.training.model_copy(update={"compile": True})})
     extra = seconds(compiled)["checkpoints"] - seconds(small_study)["checkpoints"]
     assert extra == pytest.approx(6 * 10.0 + 114.4 - 48.6)
+
+
+@pytest.mark.parametrize(
+    ("change", "start"),
+    [
+        ({}, 0.0),  # the teacher's model and engine settings: its engine, kept by the stage's GenerationResource
+        ({"max_model_len": 4096}, 42.9),  # another engine key: an engine of its own, warm (the teacher's compiled it)
+        ({"tensor_parallel_size": 2}, 2 * 42.9),  # on both its GPUs
+        ({"model": "org/Other-0.1B"}, 163.5),  # another model: its first engine, cold
+    ],
+)
+def test_the_judge_starts_an_engine_unless_it_shares_the_teachers(results_file, small_study, change, start):
+    results_file(WITH_STUDY)
+    judge = small_study.judge.model_copy(update=change)
+    steps = seconds(small_study.model_copy(update={"styles": ["normal"], "judge": judge}))
+    generations = 2020 * small_study.teacher.sampling.n
+    assert steps["judged_traces"] == pytest.approx(start + generations * 0.0065)
+    # the failure judge runs in a later stage, its own process: always an engine start, warm (its model ran before)
+    answers = (2 * 3 + 2) * 1319 * 2906 / 10552
+    gpus = judge.tensor_parallel_size
+    assert steps["failure_modes"] == pytest.approx(42.9 * gpus + answers * 0.0065)
 
 
 @pytest.mark.parametrize(("model", "small"), [("org/Tiny-0.2B", True), ("org/Mid-0.3B", False), ("Qwen/Qwen2.5-7B", False)])
