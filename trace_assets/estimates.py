@@ -5,6 +5,7 @@ estimates (trace_assets/loop/rounds.py) share."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 import polars as pl
@@ -169,3 +170,38 @@ def example_tokens(experiment: Experiment, recipe: DatasetRecipe, train: pl.Data
     if recipe.recipe == "H":
         return prompt + mean_chars("reference_solution") / SOLUTION_CHARS_PER_TOKEN + 1
     return prompt + trace + 1  # the end-of-sequence token
+
+
+# The recipes whose problems depend on the teacher's traces: a problem gives them an example only where one of
+# its samples is an eligible right trace (G, a mixture's unflawed source) or wrong one (W).
+TRACE_RECIPES = ("G", "W", "mixture")
+
+
+def right_trace_rate(experiment: Experiment, rates: Rates, generated: bool) -> float | None:
+    """The chance that one teacher sample is an eligible right trace, where measured for such a teacher on
+    such problems: the 135M teacher on the synthetic word problems (``generated``; rates.teacher_right_rate).
+    None elsewhere: the share depends on the teacher and the task, and none is measured."""
+    return rates.teacher_right_rate(model_billions(experiment.teacher.model)) if generated else None
+
+
+def examples_per_problem(recipe: DatasetRecipe, right_rate: float | None, samples: int) -> float:
+    """Expected training examples one train problem gives ``recipe``, ``samples`` teacher samples a problem.
+
+    H and H_style: one. G, W and mixtures, where ``right_rate`` is known: each sample is an eligible right
+    trace with that chance, independently, and wrong otherwise (ignoring traces neither: truncated, without a
+    declared answer); a problem gives min(per_problem, its right (G, mixture) or wrong (W) samples) examples if
+    it has one, and, where the arm pairs right and wrong traces (``pair_correct_wrong``, or a mixture whose
+    flaw is the wrong trace: its every problem needs one), if it has both. With per_problem 1 that is
+    1-(1-p)^n for G alone and 1-(1-p)^n-p^n paired. Unknown ``right_rate``: one a problem, every problem (an
+    upper bound), as dry-run always counted. ``keep_fraction`` (keep_by) applies in every case. Left out: the
+    common problems of a comparison group of several styles and token matching (both keep fewer)."""
+    kept = recipe.keep_fraction if recipe.keep_by != "all" else 1.0
+    if right_rate is None or recipe.recipe not in TRACE_RECIPES:
+        return kept
+    paired = recipe.pair_correct_wrong or (recipe.recipe == "mixture" and recipe.flaw == "wrong")
+    hit = 1 - right_rate if recipe.recipe == "W" else right_rate
+    expected = sum(
+        math.comb(samples, j) * hit**j * (1 - hit) ** (samples - j) * min(recipe.per_problem, j)
+        for j in range(1, samples if paired else samples + 1)
+    )
+    return kept * expected
