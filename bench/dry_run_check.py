@@ -11,9 +11,9 @@ run and the third run's once per dataset (two launches), so their SFT estimates 
 measured seconds are those files' ``steps.measured_s``; a step they don't list did not run to its end
 (the second run's evaluation) or had nothing to do (the third run's teacher and judge: its estimate must be 0).
 The smoke and second runs' code started an engine of the judge's own (engines were not yet kept: the judge
-now runs on the teacher's), and their code and the third run's a second evaluation engine for the trained
+now runs on the teacher's), and the second and third runs' a second evaluation engine for the trained
 checkpoints (their engine files now match the base model's): their judge and evaluation estimates are short by
-those starts (about 43 s each, warm). The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
+those starts (about 38 s each, warm). The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
 command; the file is byte for byte the one it ran, digest d53e6182a5cc9e8a), its seconds results.json's
 ``earlier_cuts_times[0]``.
 """
