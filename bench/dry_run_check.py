@@ -1,5 +1,5 @@
-"""dry-run's estimate per GPU step, made now, against what the second and third GPU runs measured
-(issue 24: every step within 30%). CPU only, a few seconds:
+"""dry-run's estimate per GPU step, made now, against what the GPU smoke run, the second and third GPU
+runs and the fourth run's first cut measured (issue 24: every step within 30%). CPU only, a few seconds:
 
     python bench/dry_run_check.py
 
@@ -10,10 +10,17 @@ one SFT launch per checkpoints step, as the code launches now; the second run's 
 run and the third run's once per dataset (two launches), so their SFT estimates are short by those launches. The
 measured seconds are those files' ``steps.measured_s``; a step they don't list did not run to its end
 (the second run's evaluation) or had nothing to do (the third run's teacher and judge: its estimate must be 0).
+The smoke and second runs' code started an engine of the judge's own (engines were not yet kept: the judge
+now runs on the teacher's), and the second and third runs' a second evaluation engine for the trained
+checkpoints (their engine files now match the base model's): their judge and evaluation estimates are short by
+those starts (about 38 s each, warm). The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
+command; the file is byte for byte the one it ran, digest d53e6182a5cc9e8a), its seconds results.json's
+``earlier_cuts_times[0]``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -29,6 +36,7 @@ from trace_assets.experiment import load_experiment  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gpu_study"
 SMOKE_COMMIT = "a5d4736"  # the commit the GPU smoke run measured
+CUT_1_DIGEST = "d53e6182a5cc9e8a"  # bench/study_run.py's digest of the fourth run's first cut's experiment file
 
 
 def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
@@ -47,6 +55,18 @@ def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
             ["git", "show", f"{SMOKE_COMMIT}:experiments/gpu_smoke.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout
     )
+    fourth = RESULTS / "fourth_run"
+    cut_1 = derived(
+        str(fourth / "experiment.yaml"),
+        folder / "cut_1",
+        False,
+        ["normal"],
+        ["H", "H_aa", "G_normal", "W_normal", "mix25_normal"],
+        ["teacher.sampling.n=8", "problems.tasks=[gsm8k]"],
+    )
+    digest = hashlib.sha256(Path(cut_1).read_bytes()).hexdigest()[:16]
+    if digest != CUT_1_DIGEST:
+        print(f"warning: the fourth run's cut 1 rebuilt with digest {digest}, not {CUT_1_DIGEST}: not the file it ran")
     return {
         "gpu_smoke": (
             str(smoke),
@@ -57,6 +77,7 @@ def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
             str(RESULTS / "third_run" / "experiment.yaml"),
             json.loads((RESULTS / "third_run" / "run.json").read_text())["steps"]["measured_s"],
         ),
+        "fourth (cut 1)": (cut_1, json.loads((fourth / "results.json").read_text())["earlier_cuts_times"][0]["gpu_step_s"]),
     }
 
 

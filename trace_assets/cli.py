@@ -25,13 +25,17 @@ import polars as pl
 from trace_assets.errors import InputError
 from trace_assets.estimates import (
     FAILURE_JUDGED_SHARE,
+    TRACE_RECIPES,
     completion_tokens,
     eval_gpu_hours,
     example_tokens,
+    examples_per_problem,
     generated_problems,
     generation_gpu_hours,
     judge_gpu_hours,
+    judge_shares_teacher_engine,
     model_billions,
+    right_trace_rate,
     sft_gpu_hours,
 )
 from trace_assets.experiment import BASE_DATASETS, Experiment, database_path, load_experiment
@@ -99,6 +103,9 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
     trace_tokens, judge_tokens = completion_tokens(experiment, generated=generated is not None)
     engines = EngineStarts()
+    # the judge of the teacher's model runs on the engine teacher_traces started in the same stage
+    shared = judge_shares_teacher_engine(teacher, judge) and teacher_generations > 0
+    on_teacher_engine = ", on the teacher's engine" if shared else ""
     rows = [
         {
             "asset": "teacher_traces",
@@ -115,20 +122,27 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         },
         {
             "asset": "judged_traces",
-            "work": f"{judge_generations:,} judge calls ({judge.model})",
+            "work": f"{judge_generations:,} judge calls ({judge.model}{on_teacher_engine})",
             "gpu_hours": judge_gpu_hours(
-                judge_generations, judge_tokens, judge_b, rates, judge.gpus, engines.cold(judge.model, judge_generations)
+                judge_generations,
+                judge_tokens,
+                judge_b,
+                rates,
+                judge.gpus,
+                engines.cold(judge.model, judge_generations),
+                engine=not shared,
             ),
             "gpus": judge.gpus,
         },
     ]
     seeds = len(experiment.training.seeds)
     all_evals = 0
-    # every dataset takes every train problem: right for H, an upper bound for arms that keep only the
-    # problems with a right (G) or wrong (W) trace
+    # H takes every train problem; G, W and mixtures the problems with a right or wrong trace, an expected share
+    # where the teacher's right-trace rate was measured (kept_shares), else every problem (an upper bound)
+    shares = kept_shares(experiment, rates, generated is not None)
     tokens_per_seed = sum(
-        n_train * example_tokens(experiment, recipe, train) * experiment.training.epochs
-        for recipe in experiment.datasets.values()
+        n_train * shares.get(name, 1.0) * example_tokens(experiment, recipe, train) * experiment.training.epochs
+        for name, recipe in experiment.datasets.items()
     )
     # A per-task dataset trains one model per task on that task's share of the examples (the same tokens in all),
     # and each model answers its own task's test problems (the same answers in all, more checkpoints to load).
@@ -163,7 +177,6 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                     billions,
                     checkpoints,
                     rates,
-                    engines=2 if runs else 1,
                     cold=engines.cold(student.model, evals),
                 ),
                 "gpus": 1,
@@ -172,7 +185,8 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     judged = all_evals * FAILURE_JUDGED_SHARE
     rows.append(
         {
-            # only wrong answers whose category the rules can't settle go to the judge
+            # only wrong answers whose category the rules can't settle go to the judge; a later stage than the
+            # teacher's, in a process of its own: it starts an engine (warm where its model ran before)
             "asset": "failure_modes",
             "work": f"~{judged:,.0f} judge calls of {all_evals:,} answers ({judge.model})",
             "gpu_hours": judge_gpu_hours(judged, judge_tokens, judge_b, rates, judge.gpus, engines.cold(judge.model, judged)),
@@ -195,6 +209,38 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     return rows
 
 
+def kept_shares(experiment: Experiment, rates: Rates, generated: bool) -> dict[str, float]:
+    """Examples a train problem gives each dataset (estimates.examples_per_problem) where it is not one."""
+    rate = right_trace_rate(experiment, rates, generated)
+    per_problem = {
+        name: examples_per_problem(recipe, rate, experiment.teacher.sampling.n) for name, recipe in experiment.datasets.items()
+    }
+    return {name: share for name, share in per_problem.items() if share != 1.0}
+
+
+def kept_share_line(experiment: Experiment, rates: Rates) -> str | None:
+    """What dry-run assumed of the G, W and mixture arms' sizes, None without such arms."""
+    arms = [name for name, recipe in experiment.datasets.items() if recipe.recipe in TRACE_RECIPES]
+    if not arms:
+        return None
+    generated = generated_problems(experiment) is not None
+    if right_trace_rate(experiment, rates, generated) is None:
+        return (
+            f"  ({', '.join(arms)}: counted on every train problem, an upper bound; no right-trace share is measured "
+            f"for {experiment.teacher.model} on these problems)"
+        )
+    small = rates.small
+    assert small is not None  # a right-trace rate comes from the small model's figures
+    shares = kept_shares(experiment, rates, generated)
+    return (
+        f"  ({', '.join(f'{name} {shares.get(name, 1.0):.0%}' for name in arms)} of the train problems: assumed from "
+        f"the 135M teacher's measured {small.teacher_right_share:.1%} of synthetic problems with an eligible right trace "
+        f"in {small.teacher_samples} samples (sections.study_135m.teacher), samples independent, at this experiment's "
+        f"{experiment.teacher.sampling.n}; it depends on the teacher, the task and the eligibility policy; comparison "
+        "groups of several styles and token matching keep fewer)"
+    )
+
+
 def dry_run(experiment: Experiment, rates: Rates | None = None) -> str:
     check_inputs(experiment)  # every file the experiment names, before any estimate
     rates = rates or load_rates()
@@ -211,6 +257,9 @@ def dry_run(experiment: Experiment, rates: Rates | None = None) -> str:
         for r in rows
     ]
     lines.append(f"  {'total':<{width}}  {'':<48}  ~{sum(r['gpu_hours'] for r in rows):8.2f} GPU h")
+    kept = kept_share_line(experiment, rates)
+    if kept is not None:
+        lines.append(kept)
     lines.append(f"  ({rates.describe()}; wall time is per step run alone)")
     from trace_assets.reporting.stats import experiment_power_lines
 

@@ -5,11 +5,12 @@ estimates (trace_assets/loop/rounds.py) share."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 import polars as pl
 
-from trace_assets.experiment import DatasetRecipe, Experiment, ProblemsConfig
+from trace_assets.experiment import DatasetRecipe, Experiment, ModelConfig, ProblemsConfig
 from trace_assets.rates import Rates
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
@@ -57,23 +58,50 @@ def generation_gpu_hours(tokens: float, billions: float, shape: str, rates: Rate
 
 
 def judge_gpu_hours(
-    verdicts: float, verdict_tokens: float, billions: float, rates: Rates, gpus: int = 1, cold: bool = False
+    verdicts: float,
+    verdict_tokens: float,
+    billions: float,
+    rates: Rates,
+    gpus: int = 1,
+    cold: bool = False,
+    engine: bool = True,
 ) -> float:
     """A judge's verdicts: its output tokens at the greedy rate, but at least the measured seconds a verdict
-    (reading each prompt, a whole trace and the rubric, costs more than writing the verdict), plus one engine start."""
+    (reading each prompt, a whole trace and the rubric, costs more than writing the verdict), plus one engine
+    start unless ``engine`` is False (the judge runs on an engine a step before it started: see
+    :func:`judge_shares_teacher_engine`)."""
     if verdicts <= 0:
         return 0.0
     decode = max(verdicts * verdict_tokens / rates.decode_tokens_per_s(billions, "greedy"), verdicts * rates.judge_verdict_s())
-    return (decode + rates.engine_start_s(billions, "greedy", cold) * gpus) / 3600
+    start = rates.engine_start_s(billions, "greedy", cold) * gpus if engine else 0.0
+    return (decode + start) / 3600
 
 
-def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates, engines: int = 1, cold: bool = False) -> float:
-    """A student's evaluations: greedy decoding, swapping checkpoints into ``engines`` engines (the trained
-    checkpoints need their own: their saved eos/pad settings differ from the base model's, second and
-    third GPU runs, bench/results/gpu_study/), the first ``cold`` when no engine of the model ran before."""
+# What an experiment's model section sets of a vLLM engine's key (VllmBackend._engine_key: weight_swap.engine_key
+# of the model's files, backend, dtype, context length and parallelism, then the GenerationResource's engine
+# settings, which are the same for every model of a run).
+ENGINE_FIELDS = frozenset({"model", "backend", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size"})
+
+
+def judge_shares_teacher_engine(teacher: ModelConfig, judge: ModelConfig) -> bool:
+    """Whether judged_traces runs on the vLLM engine teacher_traces started, starting none of its own: the two
+    run in one stage (one Dagster run, one process: trace_assets/demo.py STAGES), whose GenerationResource keeps
+    its engine for the next call of the same engine key, so a judge that is the teacher's model under the same
+    engine settings reuses it (the fourth GPU run's log: one engine start for both). The failure judge runs in
+    a later stage, a process of its own, and starts its engine whatever the model."""
+    return teacher.backend == "vllm" and teacher.model_dump(include=set(ENGINE_FIELDS)) == judge.model_dump(
+        include=set(ENGINE_FIELDS)
+    )
+
+
+def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates, cold: bool = False) -> float:
+    """A student's evaluations: greedy decoding in one engine, started on the base model (``cold`` when no
+    engine of the model ran before), each further checkpoint's weights swapped into it: the trained
+    checkpoints keep the base model's engine files (commit aad6ee3; the fourth GPU run's one engine served
+    the untrained student and its 15 trained checkpoints, bench/results/gpu_study/fourth_run/run.json)."""
     decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
-    starts = rates.engine_start_s(billions, "eval", cold) + rates.engine_start_s(billions, "eval") * (engines - 1)
-    return (decode + starts + rates.eval_swap_s * (checkpoints - 1)) / 3600
+    start = rates.engine_start_s(billions, "eval", cold)
+    return (decode + start + rates.eval_swap_s * (checkpoints - 1)) / 3600
 
 
 def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True) -> float:
@@ -142,3 +170,38 @@ def example_tokens(experiment: Experiment, recipe: DatasetRecipe, train: pl.Data
     if recipe.recipe == "H":
         return prompt + mean_chars("reference_solution") / SOLUTION_CHARS_PER_TOKEN + 1
     return prompt + trace + 1  # the end-of-sequence token
+
+
+# The recipes whose problems depend on the teacher's traces: a problem gives them an example only where one of
+# its samples is an eligible right trace (G, a mixture's unflawed source) or wrong one (W).
+TRACE_RECIPES = ("G", "W", "mixture")
+
+
+def right_trace_rate(experiment: Experiment, rates: Rates, generated: bool) -> float | None:
+    """The chance that one teacher sample is an eligible right trace, where measured for such a teacher on
+    such problems: the 135M teacher on the synthetic word problems (``generated``; rates.teacher_right_rate).
+    None elsewhere: the share depends on the teacher and the task, and none is measured."""
+    return rates.teacher_right_rate(model_billions(experiment.teacher.model)) if generated else None
+
+
+def examples_per_problem(recipe: DatasetRecipe, right_rate: float | None, samples: int) -> float:
+    """Expected training examples one train problem gives ``recipe``, ``samples`` teacher samples a problem.
+
+    H and H_style: one. G, W and mixtures, where ``right_rate`` is known: each sample is an eligible right
+    trace with that chance, independently, and wrong otherwise (ignoring traces neither: truncated, without a
+    declared answer); a problem gives min(per_problem, its right (G, mixture) or wrong (W) samples) examples if
+    it has one, and, where the arm pairs right and wrong traces (``pair_correct_wrong``, or a mixture whose
+    flaw is the wrong trace: its every problem needs one), if it has both. With per_problem 1 that is
+    1-(1-p)^n for G alone and 1-(1-p)^n-p^n paired. Unknown ``right_rate``: one a problem, every problem (an
+    upper bound), as dry-run always counted. ``keep_fraction`` (keep_by) applies in every case. Left out: the
+    common problems of a comparison group of several styles and token matching (both keep fewer)."""
+    kept = recipe.keep_fraction if recipe.keep_by != "all" else 1.0
+    if right_rate is None or recipe.recipe not in TRACE_RECIPES:
+        return kept
+    paired = recipe.pair_correct_wrong or (recipe.recipe == "mixture" and recipe.flaw == "wrong")
+    hit = 1 - right_rate if recipe.recipe == "W" else right_rate
+    expected = sum(
+        math.comb(samples, j) * hit**j * (1 - hit) ** (samples - j) * min(recipe.per_problem, j)
+        for j in range(1, samples if paired else samples + 1)
+    )
+    return kept * expected

@@ -19,8 +19,12 @@ upper bound. Engine start-up is taken as measured (larger models load for longer
 
 The file's ``sections.study_135m`` (optional) holds what the GPU study measured for a small model
 (SmolLM2-135M-Instruct as teacher, judge and student on one H100, bench/results/gpu_study/): eager SFT
-tokens/s, the seconds of a torchrun launch, a compile per compiled run and the first run's warm-up,
-vLLM engine starts cold (empty compile cache) and warm, and a judge verdict's seconds. A model nearer
+tokens/s, the seconds of a torchrun launch, of a run besides its tokens, a compile per compiled run and
+the first run's warm-up, vLLM engine starts cold (empty compile cache) and warm, a judge verdict's seconds,
+and (optional) the share of the synthetic word problems on which the 135M teacher wrote an eligible right
+trace in its samples, from which dry-run expects how many problems the G, W and mixture arms keep
+(:meth:`Rates.teacher_right_rate`; an assumption for another experiment: it depends on the teacher, the
+problems and the eligibility policy). A model nearer
 that size than the bench's (on a log scale: up to the geometric mean of the two, 0.23B) gets those
 figures; a larger one the bench's as above. A 0.2-0.3B student therefore gets one or the other, not a
 blend: neither was measured between them. The launch and the cold engine's extra seconds apply at every
@@ -70,12 +74,16 @@ class SmallModelRates:
     source: str  # where they were measured
     billions: float
     sft_tokens_per_s: float  # eager, tokens of the examples (prompt and completion), not padding
-    sft_launch_s: float  # one torchrun launch (a checkpoints partition), its runs' model loads and saves included
+    sft_launch_s: float  # one torchrun launch (a checkpoints step); without sft_per_run_s its runs' loads and saves too
     sft_compile_per_run_s: float  # a compiled run's extra seconds over an eager one, warm inductor cache
     sft_first_run_s: dict[bool, float]  # the study's first run's one-time warm-up, by ``training.compile``
     engine_cold_s: float  # a vLLM engine with an empty compile cache (a model's first on a fresh machine)
     engine_warm_s: float  # a later engine of the same architecture (the compile cache is in the data folder)
     judge_verdict_s: float  # one judge verdict: reading the trace and rubric dominates, not its few output tokens
+    sft_per_run_s: float = 0.0  # a run's own seconds in a launch outside the trainer (its model load and save)
+    # the share of problems with an eligible right trace among the teacher's ``teacher_samples`` samples of each
+    teacher_right_share: float | None = None
+    teacher_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class Rates:
         eager larger student is charged the compile too: not measured)."""
         small = self.small
         if small is not None and self.is_small(billions):
-            run_s = small.sft_compile_per_run_s if compiled else 0.0
+            run_s = small.sft_per_run_s + (small.sft_compile_per_run_s if compiled else 0.0)
             return SftCosts(small.sft_tokens_per_s, small.sft_launch_s, run_s, small.sft_first_run_s[compiled])
         launch = small.sft_launch_s if small else 0.0
         return SftCosts(self.sft.at(billions), launch, max(0.0, self.sft_run_overhead_s - launch), 0.0)
@@ -133,6 +141,15 @@ class Rates:
     def judge_verdict_s(self) -> float:
         """The least seconds a verdict takes at any size (a larger judge reads no faster); 0 unmeasured."""
         return self.small.judge_verdict_s if self.small else 0.0
+
+    def teacher_right_rate(self, billions: float) -> float | None:
+        """For a teacher of ``billions`` on the synthetic word problems (the caller's condition), the chance
+        that one sample is an eligible right trace, such that independent samples give the measured share of
+        problems with one (``1 - (1 - share) ** (1 / samples)``); None where unmeasured (a larger teacher)."""
+        small = self.small
+        if small is None or not self.is_small(billions) or small.teacher_right_share is None or not small.teacher_samples:
+            return None
+        return 1 - (1 - small.teacher_right_share) ** (1 / small.teacher_samples)
 
     def decode_tokens_per_s(self, billions: float, shape: str) -> float:
         return self.decode[shape].at(billions)
@@ -168,10 +185,17 @@ class Rates:
         return (
             f"; models up to {math.sqrt(small.billions * self.sft.billions):.2f}B at the {small.billions * 1e3:.0f}M "
             f"model's figures ({small.source}): eager SFT {small.sft_tokens_per_s / 1e3:.0f}k tok/s, "
-            f"{small.sft_launch_s:.0f} s a launch, +{small.sft_compile_per_run_s:.0f} s a compiled run, first run "
+            f"{small.sft_launch_s:.0f} s a launch, {small.sft_per_run_s:.1f} s a run besides its tokens, "
+            f"+{small.sft_compile_per_run_s:.0f} s a compiled run, first run "
             f"+{small.sft_first_run_s[False]:.0f} s eager / +{small.sft_first_run_s[True]:.0f} s compiled; engine "
             f"{small.engine_cold_s:.0f} s cold, {small.engine_warm_s:.0f} s warm; "
             f"{small.judge_verdict_s * 1e3:.1f} ms a judge verdict at least"
+            + (
+                f"; its teacher wrote an eligible right trace for {small.teacher_right_share:.1%} of the synthetic "
+                f"problems in {small.teacher_samples} samples"
+                if small.teacher_right_share is not None
+                else ""
+            )
         )
 
 
@@ -260,12 +284,29 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
     """``sections.study_135m`` when the file has one; a ``BenchResultsError`` naming the key when it is malformed."""
     if lookup(SMALL, required=False) is None:
         return None
+
+    def optional_figure(key: str) -> float | None:
+        return None if lookup(key, required=False) is None else figure(key)
+
     model, source = lookup(f"{SMALL}.model"), lookup(f"{SMALL}.source")
     size = re.search(r"(\d+(?:\.\d+)?)M parameters", model) if isinstance(model, str) else None
     if size is None:
         raise BenchResultsError(f"{path}: '{SMALL}.model' is {model!r}, expected '... <N>M parameters ...'")
     if not isinstance(source, str) or not source:
         raise BenchResultsError(f"{path}: '{SMALL}.source' is {source!r}, expected where the figures were measured")
+    share, samples = (
+        optional_figure(f"{SMALL}.teacher.problems_with_a_right_trace"),
+        lookup(f"{SMALL}.teacher.samples", required=False),
+    )
+    if share is not None and not share < 1:
+        raise BenchResultsError(f"{path}: '{SMALL}.teacher.problems_with_a_right_trace' is {share!r}, expected a share below 1")
+    if (share is None) != (samples is None) or (
+        samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1)
+    ):
+        raise BenchResultsError(
+            f"{path}: '{SMALL}.teacher.samples' is {samples!r}, expected the whole number of samples a problem "
+            "'problems_with_a_right_trace' was measured at (both or neither)"
+        )
     return SmallModelRates(
         source=source,
         billions=float(size.group(1)) / 1000,
@@ -276,6 +317,9 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
         engine_cold_s=figure(f"{SMALL}.engine.cold_startup_s"),
         engine_warm_s=figure(f"{SMALL}.engine.warm_startup_s"),
         judge_verdict_s=figure(f"{SMALL}.judge.seconds_per_verdict"),
+        sft_per_run_s=optional_figure(f"{SMALL}.sft.per_run_s") or 0.0,
+        teacher_right_share=share,
+        teacher_samples=samples if isinstance(samples, int) else None,
     )
 
 
