@@ -443,6 +443,12 @@ def main() -> None:
     run.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     run.add_argument("--data", default="/tmp/gpu_study")
     run.add_argument("--stop-after-s", type=float, default=None)
+    run.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="the call's time limit: stop before a stage whose dry-run estimate no longer fits (once one stage ran)",
+    )
     run.add_argument("--shrink", action="store_true", help="the CPU rehearsal: the same file at tiny sizes")
     run.add_argument("--styles", nargs="+", help="keep only these styles and the arms that need no other")
     run.add_argument("--datasets", nargs="+", help="keep only these arms (and the contrasts among them)")
@@ -473,7 +479,7 @@ def main() -> None:
             if changed
             else args.experiment
         )
-        _, done = run_study(experiment, Path(args.data), args.stop_after_s, args.until)
+        _, done = run_study(experiment, Path(args.data), args.stop_after_s, args.until, args.budget_s)
         print("study complete" if done else "study not complete: run again with the same --data", flush=True)
     elif args.command == "export":
         export(Path(args.data), Path(args.out))

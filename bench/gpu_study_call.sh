@@ -19,7 +19,8 @@ data=${GPU_STUDY_DATA:-/tmp/gpu_study}
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 >> /tmp/gpu_util.csv 2>/dev/null &
 sampler=$!
 # shellcheck disable=SC2086  # GPU_STUDY_CACHE: one or more folders
-timeout "$limit" python bench/gpu_study.py run --data "$data" ${GPU_STUDY_CACHE:+--cache-from $GPU_STUDY_CACHE} "$@" >> /tmp/gpu_study.log 2>&1
+# --budget-s: stop before a stage whose estimate no longer fits, rather than lose it to the timeout
+timeout "$limit" python bench/gpu_study.py run --data "$data" --budget-s $((limit - 15)) ${GPU_STUDY_CACHE:+--cache-from $GPU_STUDY_CACHE} "$@" >> /tmp/gpu_study.log 2>&1
 status=$?
 kill $sampler 2>/dev/null
 out="${OUT:-/tmp/out}/tables_$(date +%H%M%S)"

@@ -55,7 +55,31 @@ def times_for(data: Path, experiment_path: str) -> dict:
     return times
 
 
-def run_study(experiment_path: str, data: Path, stop_after_s: float | None = None, until: str | None = None) -> tuple[dict, bool]:
+def stage_estimate_s(stage: list[str] | str, estimated: dict[str, float]) -> float:
+    """dry-run's seconds for a stage's GPU steps (the loop stage: every round's); 0 for CPU stages."""
+    if isinstance(stage, str):
+        return estimated.get("round_*", 0.0)
+    return sum(estimated.get(step, 0.0) for step in stage)
+
+
+def over_budget(stage: list[str] | str, estimated: dict[str, float], left_s: float, ran_this_call: bool) -> str | None:
+    """Why a call with ``left_s`` seconds left should stop before ``stage`` rather than start it: its
+    estimate does not fit, and a stage cut off by the call's time limit is lost (the fourth GPU run lost
+    ~49 s of evaluation so). None when it fits, or when nothing ran in this call yet (a stage longer than
+    any call must still start somewhere; the estimate ignores cached work, so it may overstate)."""
+    need = stage_estimate_s(stage, estimated)
+    if not ran_this_call or need <= left_s:
+        return None
+    return f"its estimate ({need:.0f} s) is more than the {max(left_s, 0.0):.0f} s this call has left"
+
+
+def run_study(
+    experiment_path: str,
+    data: Path,
+    stop_after_s: float | None = None,
+    until: str | None = None,
+    budget_s: float | None = None,
+) -> tuple[dict, bool]:
     """Run every stage not yet done; returns (the stage and step times so far, whether all are done).
     ``until``: stop once the stage holding that asset is done (``eval_results``: export the finding
     before the failure judging). The dry-run estimate is taken once, before the first stage runs, and
@@ -86,6 +110,7 @@ def run_study(experiment_path: str, data: Path, stop_after_s: float | None = Non
         (data / TIMES_FILE).write_text(json.dumps(times, indent=2))
 
     done_stages: list[list[str] | str] = []  # the stages before this one
+    ran_this_call = False
     with dg.DagsterInstance.get() as instance:
         for stage in stages:
             name = stage if isinstance(stage, str) else ", ".join(stage)
@@ -101,6 +126,13 @@ def run_study(experiment_path: str, data: Path, stop_after_s: float | None = Non
                 print(f"stopping before {name}: {stop_after_s:.0f} s have passed; run again to go on", flush=True)
                 save()
                 return times, False
+            left = None if budget_s is None else budget_s - (time.perf_counter() - began)
+            reason = None if left is None else over_budget(stage, times["estimate_before_run_s"], left, ran_this_call)
+            if reason:
+                print(f"stopping before {name}: {reason}; run again to go on", flush=True)
+                save()
+                return times, False
+            ran_this_call = True
             print(f"{name} ...", flush=True)
             steps: dict[str, float] = {}
             started = time.perf_counter()

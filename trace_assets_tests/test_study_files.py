@@ -268,3 +268,22 @@ def test_loop_steps_are_compared_with_dry_runs_estimate_of_its_rounds():
     assert figures["gpu_step_s"]["round_*"] == 80.0 and figures["estimate_over_gpu_steps"] == round(190 / 180, 3)
     times["estimate_before_run_s"].pop("round_*")
     assert "round_*" not in time_figures(times, "experiments/gpu_study.yaml", PROJECT_ROOT)["per_step_vs_estimate"]
+
+
+def test_a_call_stops_before_a_stage_its_time_left_cannot_hold_but_always_starts_one():
+    """bench/study_run.over_budget: the fourth GPU run lost ~49 s of evaluation to a call's time limit.
+    A stage whose dry-run estimate exceeds the time left is not started once another stage ran in the
+    call; the first stage of a call always starts (a stage longer than any call must run somewhere)."""
+    from bench.study_run import over_budget, stage_estimate_s
+
+    estimated = {"teacher_traces": 240.0, "judged_traces": 60.0, "eval_results": 180.0, "round_*": 900.0}
+    assert stage_estimate_s(["teacher_traces", "judged_traces"], estimated) == 300.0
+    assert stage_estimate_s(["sft_examples", "trace_stats"], estimated) == 0.0  # CPU stages: nothing claimed
+    assert stage_estimate_s("loop rounds", estimated) == 900.0
+    assert over_budget(["eval_results"], estimated, 200.0, ran_this_call=True) is None
+    reason = over_budget(["eval_results"], estimated, 120.0, ran_this_call=True)
+    assert reason is not None and "180 s" in reason and "120 s" in reason
+    assert over_budget(["eval_results"], estimated, 120.0, ran_this_call=False) is None
+    assert over_budget("loop rounds", estimated, 599.0, ran_this_call=False) is None
+    assert over_budget(["problems"], estimated, 5.0, ran_this_call=True) is None  # no estimate: CPU work goes on
+    assert over_budget(["problems"], estimated, -5.0, ran_this_call=True) is not None  # ...while time is left
