@@ -359,7 +359,7 @@ def pack_rows(token_lists: list[tuple[list[int], list[int]]], max_length: int) -
 
 def bare_loop(model_path: str, examples: list[dict], max_length: int, rows_per_step: int, steps: int, lr: float) -> dict:
     """A hand-written packed SFT loop: flattened rows, position ids restarting per example (the
-    document mask), completion-only labels, bf16, fused AdamW, torch.compile."""
+    document mask), completion-only labels, bf16, fused AdamW, torch.compile, TRL's fused LM head."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -375,6 +375,11 @@ def bare_loop(model_path: str, examples: list[dict], max_length: int, rows_per_s
     random.Random(0).shuffle(rows)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16, attn_implementation="flex_attention").cuda()
     model.config.use_cache = False
+    # the same kernel as ours: TRL's fused LM head, only the labelled positions projected, in tiles,
+    # so the full-vocabulary logits are never materialised (trace_assets.training.sft.lean_trainer_class)
+    from trl.trainer.utils import add_fused_lm_head
+
+    add_fused_lm_head(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
     compiled = torch.compile(model)
@@ -395,7 +400,8 @@ def bare_loop(model_path: str, examples: list[dict], max_length: int, rows_per_s
     warmup, marks = 3, []
     for step in range(steps):
         ids, labels, positions, real = batch(step)
-        loss = compiled(input_ids=ids, position_ids=positions, labels=labels).loss
+        outputs = compiled(input_ids=ids, position_ids=positions, labels=labels, fused_lm_head=True)
+        loss = -outputs.log_probs.sum() / outputs.label_mask.sum().clamp(min=1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the Trainer does (max_grad_norm 1.0)
         optimizer.step()

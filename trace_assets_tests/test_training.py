@@ -312,3 +312,44 @@ def test_a_checkpoint_trained_from_a_base_without_a_pad_token_is_served_by_the_b
     spec = lambda path: ModelSpec(name=str(path), path=str(path))  # noqa: E731
     assert engine_differences(spec(result.path), spec(base)) == []
     assert engine_key(spec(result.path)) == engine_key(spec(base))
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_the_lean_loss_is_the_models_own_loss_without_full_logits(tiny_model, tmp_path, packing):
+    """LeanSFTTrainer's loss from TRL's fused LM head (only the labelled positions projected, in tiles)
+    equals the model's own loss over the full logits, and its gradient the same, packed or padded."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, Trainer
+    from trl import SFTConfig
+
+    from trace_assets.students import load_tokenizer
+    from trace_assets.training.format import student_prompt
+    from trace_assets.training.sft import lean_trainer_class
+
+    tokenizer = load_tokenizer(tiny_model)
+    rows = [{"prompt": student_prompt(r["prompt"], tokenizer), "completion": r["completion"]} for r in _rows(6)]
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=6,
+        max_length=256,
+        packing=packing,
+        completion_only_loss=True,
+        use_cpu=True,
+        report_to="none",
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    trainer = lean_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+
+    def loss_and_grad(compute):
+        trainer.model.zero_grad()
+        loss = compute(trainer, trainer.model, dict(batch))
+        loss.backward()
+        return float(loss.detach()), trainer.model.get_output_embeddings().weight.grad.clone()
+
+    lean, lean_grad = loss_and_grad(type(trainer).compute_loss)
+    full, full_grad = loss_and_grad(Trainer.compute_loss)  # model(**inputs, labels=...): the full logits
+    assert lean == pytest.approx(full, rel=1e-5) and 2.0 < lean < 20.0
+    torch.testing.assert_close(lean_grad, full_grad, rtol=1e-4, atol=1e-6)

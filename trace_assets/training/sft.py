@@ -218,11 +218,15 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
 
 
 def lean_trainer_class():
-    """TRL's SFTTrainer with the model's own loss: the mean NLL of the completion tokens, the value
-    TRL computes too, without the entropy and top-1 accuracy over the whole vocabulary it adds for
-    its logs and the three host syncs a step they cost (bench/gpu.py sft: 0.77 of a bare loop's
-    tokens/s with them on an H200). Tokens seen are still counted for the training log."""
-    from transformers import Trainer
+    """TRL's SFTTrainer with its loss and none of its per-step metrics.
+
+    The loss is TRL's own: the mean NLL of the completion tokens from TRL's fused LM head
+    (``fused_lm_head=True``), which projects only the labelled positions through the LM head, in tiles,
+    so the (tokens x vocabulary) float32 logits are never materialised. What it leaves out is the
+    entropy and top-1 accuracy TRL logs, and the three host syncs a step they cost (bench/gpu.py sft:
+    0.77 of a bare loop's tokens/s with them on an H200). Tokens seen are still counted for the
+    training log."""
+    import torch
     from trl import SFTTrainer
 
     class LeanSFTTrainer(SFTTrainer):
@@ -230,7 +234,12 @@ def lean_trainer_class():
             if model.training:
                 self._total_train_tokens += _batch_tokens(inputs) // self._tp_size
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+            tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -outputs.log_probs.sum() / torch.as_tensor(tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as TRL's: DDP averages
+            return (loss, outputs) if return_outputs else loss
 
     return LeanSFTTrainer
 
