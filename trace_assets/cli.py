@@ -20,40 +20,30 @@ import argparse
 import functools
 import sys
 
-import polars as pl
-
 from trace_assets.errors import InputError
 from trace_assets.estimates import (
     FAILURE_JUDGED_SHARE,
     TRACE_RECIPES,
+    EngineStarts,
     completion_tokens,
     eval_gpu_hours,
-    example_tokens,
     examples_per_problem,
+    failure_judge_gpu_hours,
     generated_problems,
     generation_gpu_hours,
     judge_gpu_hours,
     judge_shares_teacher_engine,
     model_billions,
+    problem_counts,
+    problem_splits,
     right_trace_rate,
     sft_gpu_hours,
+    teacher_generations,
+    training_tokens_per_seed,
 )
 from trace_assets.experiment import BASE_DATASETS, Experiment, database_path, load_experiment
 from trace_assets.inputs import check_inputs
 from trace_assets.rates import Rates, load_rates
-
-
-def problem_counts(problems, generated=None) -> tuple[int, int]:
-    """Train and test problems over the experiment's tasks (``n_train`` / ``n_test`` apply per task;
-    where null, each task's ``full_sizes``); the ``generated`` problems table's own counts, decontaminated,
-    where dry-run made it (estimates.generated_problems)."""
-    from trace_assets.tasks import get_task
-    from trace_assets.tasks.base import sizes
-
-    if generated is not None:
-        return (generated["split"] == "train").sum(), (generated["split"] == "test").sum()
-    counts = [sizes(get_task(task), problems) for task in problems.tasks]
-    return sum(n_train for n_train, _ in counts), sum(n_test for _, n_test in counts)
 
 
 def training_runs_per_seed(experiment: Experiment) -> int:
@@ -73,50 +63,27 @@ def training_line(experiment: Experiment) -> str:
     return line + (f"; pooled: {', '.join(pooled)}" if pooled else "")
 
 
-class EngineStarts:
-    """Which models have had a vLLM engine in the study so far: a model's first engine (in the order the
-    steps run) is cold, with the compile cache empty on a fresh machine; later ones are warm."""
-
-    def __init__(self) -> None:
-        self.started: set[str] = set()
-
-    def cold(self, model: str, work: float) -> bool:
-        """Whether a step with ``work`` to generate on ``model`` starts its first engine (none without work)."""
-        if work <= 0 or model in self.started:
-            return False
-        self.started.add(model)
-        return True
-
-
 def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     """dry-run's rows, one per GPU step and student, in the order the steps run (which sets the cold engine)."""
     rates = rates or load_rates()
-    generated = generated_problems(experiment)
-    train = None if generated is None else generated.filter(pl.col("split") == "train")
-    n_train, n_test = problem_counts(experiment.problems, generated)
+    # the train problems the teacher samples (the closed loop's validation share carved out), the test problems
+    splits = problem_splits(experiment)
+    n_train, n_test = splits.train, splits.test
     teacher, judge = experiment.teacher, experiment.judge
-    n_paraphrase_styles = len(experiment.paraphrase_styles())
-    teacher_generations = (
-        len(experiment.styles) * n_train * teacher.sampling.n + n_paraphrase_styles * n_train * teacher.sampling.n
-    )
-    judge_generations = teacher_generations
+    samples = teacher_generations(experiment, experiment.styles, n_train)
+    judge_generations = samples
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
-    trace_tokens, judge_tokens = completion_tokens(experiment, generated=generated is not None)
+    trace_tokens, judge_tokens = completion_tokens(experiment, generated=splits.generated)
     engines = EngineStarts()
     # the judge of the teacher's model runs on the engine teacher_traces started in the same stage
-    shared = judge_shares_teacher_engine(teacher, judge) and teacher_generations > 0
+    shared = judge_shares_teacher_engine(teacher, judge) and samples > 0
     on_teacher_engine = ", on the teacher's engine" if shared else ""
     rows = [
         {
             "asset": "teacher_traces",
-            "work": f"{teacher_generations:,} generations ({teacher.model})",
+            "work": f"{samples:,} generations ({teacher.model})",
             "gpu_hours": generation_gpu_hours(
-                teacher_generations * trace_tokens,
-                teacher_b,
-                "sampled",
-                rates,
-                teacher.gpus,
-                engines.cold(teacher.model, teacher_generations),
+                samples * trace_tokens, teacher_b, "sampled", rates, teacher.gpus, engines.cold(teacher.model, samples)
             ),
             "gpus": teacher.gpus,
         },
@@ -138,12 +105,8 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     seeds = len(experiment.training.seeds)
     all_evals = 0
     # H takes every train problem; G, W and mixtures the problems with a right or wrong trace, an expected share
-    # where the teacher's right-trace rate was measured (kept_shares), else every problem (an upper bound)
-    shares = kept_shares(experiment, rates, generated is not None)
-    tokens_per_seed = sum(
-        n_train * shares.get(name, 1.0) * example_tokens(experiment, recipe, train) * experiment.training.epochs
-        for name, recipe in experiment.datasets.items()
-    )
+    # where the teacher's right-trace rate was measured (examples_per_problem), else every problem (an upper bound)
+    tokens_per_seed = training_tokens_per_seed(experiment, experiment.datasets, splits, rates)
     # A per-task dataset trains one model per task on that task's share of the examples (the same tokens in all),
     # and each model answers its own task's test problems (the same answers in all, more checkpoints to load).
     models_per_seed = training_runs_per_seed(experiment)
@@ -189,7 +152,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
             # teacher's, in a process of its own: it starts an engine (warm where its model ran before)
             "asset": "failure_modes",
             "work": f"~{judged:,.0f} judge calls of {all_evals:,} answers ({judge.model})",
-            "gpu_hours": judge_gpu_hours(judged, judge_tokens, judge_b, rates, judge.gpus, engines.cold(judge.model, judged)),
+            "gpu_hours": failure_judge_gpu_hours(experiment, all_evals, rates, engines.cold(judge.model, judged)),
             "gpus": judge.gpus,
         }
     )

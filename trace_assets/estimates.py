@@ -7,10 +7,13 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 
 import polars as pl
 
-from trace_assets.experiment import DatasetRecipe, Experiment, ModelConfig, ProblemsConfig
+from trace_assets.experiment import DatasetRecipe, Experiment, ModelConfig, ProblemsConfig, StudentConfig
+from trace_assets.generation.types import ModelSpec
 from trace_assets.rates import Rates
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
@@ -28,6 +31,10 @@ CHAT_TEMPLATE_TOKENS = 30
 # The 135M teacher's traces of those problems: 91.4 tokens on average over 16,160 (1,517 of them cut at
 # max_tokens 256): bench/results/gpu_study/second_run.json, teacher.mean_tokens. Taken for any teacher of them.
 SYNTHETIC_TRACE_TOKENS = 91.4
+# Not measured: one decoding step of a vLLM engine serving a few sequences at once (the closed loop's reviser:
+# its max_attempts replies), which then decode at the speed of one rather than at the batched rate. vLLM's
+# step with CUDA graphs takes a few ms for a small model; 10 ms is taken as a bound.
+ASSUMED_DECODE_STEP_S = 0.01
 # Answers the failure judge reads (wrong, and the rules can't say why): 2,906 of the 10,552 answers the
 # third GPU run generated (8 arms x 1,319 test problems; bench/results/gpu_study/third_run, failure_modes).
 FAILURE_JUDGED_SHARE = 2906 / 10552
@@ -47,14 +54,39 @@ def model_billions(name: str) -> float:
     return float(match.group(1)) / 1000 if match else 0.5
 
 
-def generation_gpu_hours(tokens: float, billions: float, shape: str, rates: Rates, gpus: int = 1, cold: bool = False) -> float:
+def generation_gpu_hours(
+    tokens: float, billions: float, shape: str, rates: Rates, gpus: int = 1, cold: bool = False, engine: bool = True
+) -> float:
     """Batched vLLM decoding in ``shape`` ("sampled": teacher, "greedy": judge and evaluation) plus one
-    engine start-up holding the step's ``gpus`` (``cold``: the model's first engine of the study);
-    nothing to generate starts no engine. Tensor parallelism adds GPUs, not speed per GPU."""
+    engine start-up holding the step's ``gpus`` (``cold``: the model's first engine of the study; none
+    where ``engine`` is False: the step runs on an engine an earlier step of its run started, see
+    :func:`shares_engine`); nothing to generate starts no engine. Tensor parallelism adds GPUs, not
+    speed per GPU."""
     if tokens <= 0:
         return 0.0
-    start = rates.engine_start_s(billions, shape, cold)
+    start = rates.engine_start_s(billions, shape, cold) if engine else 0.0
     return tokens / rates.decode_tokens_per_s(billions, shape) / 3600 + start * gpus / 3600
+
+
+def few_sequences_gpu_hours(
+    sequences: int,
+    max_tokens: int,
+    billions: float,
+    shape: str,
+    rates: Rates,
+    gpus: int = 1,
+    cold: bool = False,
+    engine: bool = True,
+) -> float:
+    """``sequences`` completions of up to ``max_tokens`` each, sampled in one call (the loop's reviser): they
+    decode together, so at least ``max_tokens`` steps of ASSUMED_DECODE_STEP_S (an assumption) and at least
+    their tokens at the measured batched rate (a large model), an upper bound where replies end early; plus
+    an engine start unless ``engine`` is False."""
+    if sequences <= 0:
+        return 0.0
+    decode = max(max_tokens * ASSUMED_DECODE_STEP_S, sequences * max_tokens / rates.decode_tokens_per_s(billions, shape))
+    start = rates.engine_start_s(billions, shape, cold) * gpus if engine else 0.0
+    return (decode + start) / 3600
 
 
 def judge_gpu_hours(
@@ -83,15 +115,32 @@ def judge_gpu_hours(
 ENGINE_FIELDS = frozenset({"model", "backend", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size"})
 
 
+def shares_engine(running: ModelConfig, then: ModelConfig) -> bool:
+    """Whether a call for ``then`` runs on the vLLM engine an earlier call of the same Dagster run started for
+    ``running``: the run's GenerationResource keeps its engine for the next call of the same engine key, so
+    a model of the same name under the same engine settings reuses it (loading its weights where another
+    checkpoint's are in) rather than starting one."""
+    return running.backend == "vllm" and running.model_dump(include=set(ENGINE_FIELDS)) == then.model_dump(
+        include=set(ENGINE_FIELDS)
+    )
+
+
 def judge_shares_teacher_engine(teacher: ModelConfig, judge: ModelConfig) -> bool:
     """Whether judged_traces runs on the vLLM engine teacher_traces started, starting none of its own: the two
     run in one stage (one Dagster run, one process: trace_assets/demo.py STAGES), whose GenerationResource keeps
     its engine for the next call of the same engine key, so a judge that is the teacher's model under the same
     engine settings reuses it (the fourth GPU run's log: one engine start for both). The failure judge runs in
     a later stage, a process of its own, and starts its engine whatever the model."""
-    return teacher.backend == "vllm" and teacher.model_dump(include=set(ENGINE_FIELDS)) == judge.model_dump(
-        include=set(ENGINE_FIELDS)
-    )
+    return shares_engine(teacher, judge)
+
+
+def evaluation_engine(student: StudentConfig) -> ModelConfig:
+    """The engine a student's evaluation starts, as a model section: evaluation/step.py asks for
+    ``ModelSpec(path, dtype)`` of each checkpoint, every other engine setting at ModelSpec's default, and the
+    trained checkpoints keep the base model's engine files, so it is the student's model under those settings
+    (a later call of the same run for that model and settings, the loop's failure judge, reuses it)."""
+    defaults = {f.name: f.default for f in fields(ModelSpec) if f.name in ENGINE_FIELDS - {"model", "dtype"}}
+    return ModelConfig(model=student.model, dtype=student.dtype, **defaults)
 
 
 def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates, cold: bool = False) -> float:
@@ -102,6 +151,20 @@ def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rate
     decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
     start = rates.engine_start_s(billions, "eval", cold)
     return (decode + start + rates.eval_swap_s * (checkpoints - 1)) / 3600
+
+
+def failure_judge_gpu_hours(
+    experiment: Experiment, answers: float, rates: Rates, cold: bool = False, engine: bool = True
+) -> float:
+    """The failure judge over ``answers`` (failure_modes, a round's round_failures): the measured share of
+    them that the rules can't settle (FAILURE_JUDGED_SHARE) at the judge's verdict cost, plus its engine
+    start unless ``engine`` is False (a round's failure judge on its evaluation engine: then the judge's
+    weights are loaded into it, one swap)."""
+    judge = experiment.judge
+    judged = answers * FAILURE_JUDGED_SHARE
+    verdict_tokens = completion_tokens(experiment)[1]
+    hours = judge_gpu_hours(judged, verdict_tokens, model_billions(judge.model), rates, judge.gpus, cold, engine)
+    return hours + (rates.eval_swap_s / 3600 if judged > 0 and not engine else 0.0)
 
 
 def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True) -> float:
@@ -136,6 +199,76 @@ def completion_tokens(experiment: Experiment, generated: bool = False) -> tuple[
         min(SYNTHETIC_TRACE_TOKENS if generated else ASSUMED_TRACE_TOKENS, experiment.teacher.sampling.max_tokens),
         min(ASSUMED_JUDGE_TOKENS, experiment.judge.sampling.max_tokens),
     )
+
+
+class EngineStarts:
+    """Which models have had a vLLM engine in the study so far: a model's first engine (in the order the
+    steps run) is cold, with the compile cache empty on a fresh machine; later ones are warm."""
+
+    def __init__(self, started: Iterable[str] = ()) -> None:
+        self.started: set[str] = set(started)
+
+    def cold(self, model: str, work: float) -> bool:
+        """Whether a step with ``work`` to generate on ``model`` starts its first engine (none without work)."""
+        if work <= 0 or model in self.started:
+            return False
+        self.started.add(model)
+        return True
+
+
+@dataclass(frozen=True)
+class ProblemSplits:
+    """The problems an experiment's GPU steps work on: ``train`` (what the teacher samples and the datasets
+    train on: the closed loop's validation share carved out), ``validation`` (the loop's, else 0), ``test``;
+    ``frame``: the train problems where dry-run made them (estimates.generated_problems), else None."""
+
+    train: int
+    validation: int
+    test: int
+    frame: pl.DataFrame | None
+
+    @property
+    def generated(self) -> bool:
+        return self.frame is not None
+
+
+def problem_counts(problems: ProblemsConfig, generated: pl.DataFrame | None = None) -> tuple[int, int]:
+    """Train and test problems over the experiment's tasks (``n_train`` / ``n_test`` apply per task;
+    where null, each task's ``full_sizes``); the ``generated`` problems table's own counts, decontaminated,
+    where dry-run made it (estimates.generated_problems)."""
+    from trace_assets.tasks import get_task
+    from trace_assets.tasks.base import sizes
+
+    if generated is not None:
+        return int((generated["split"] == "train").sum()), int((generated["split"] == "test").sum())
+    counts = [sizes(get_task(task), problems) for task in problems.tasks]
+    return sum(n_train for n_train, _ in counts), sum(n_test for _, n_test in counts)
+
+
+def problem_splits(experiment: Experiment) -> ProblemSplits:
+    """The experiment's train, validation and test counts as the ``problems`` asset leaves them: generated
+    problems carved exactly as it carves them (problems/validation.py), others by the validation fraction."""
+    from trace_assets.problems.validation import VALIDATION, carve_validation
+
+    generated = generated_problems(experiment)
+    fraction = experiment.validation_fraction()
+    if generated is not None:
+        carved = carve_validation(generated, fraction, experiment.seed)
+        train = carved.filter(pl.col("split") == "train")
+        return ProblemSplits(
+            train.height, int((carved["split"] == VALIDATION).sum()), int((carved["split"] == "test").sum()), train
+        )
+    n_train, n_test = problem_counts(experiment.problems)
+    validation = max(1, round(n_train * fraction)) if fraction > 0 and n_train > 1 else 0
+    return ProblemSplits(n_train - validation, validation, n_test, None)
+
+
+def teacher_generations(experiment: Experiment, styles: Iterable[str], n_train: int) -> int:
+    """The teacher's samples of ``n_train`` problems under ``styles``, with the paraphrases of the human
+    solutions into those of them that an H_style recipe asks for (traces/step.py teacher_requests)."""
+    styles = list(styles)
+    paraphrased = len(set(styles) & experiment.paraphrase_styles())
+    return (len(styles) + paraphrased) * n_train * experiment.teacher.sampling.n
 
 
 def generated_problems(experiment: Experiment) -> pl.DataFrame | None:
@@ -205,3 +338,17 @@ def examples_per_problem(recipe: DatasetRecipe, right_rate: float | None, sample
         for j in range(1, samples if paired else samples + 1)
     )
     return kept * expected
+
+
+def training_tokens_per_seed(
+    experiment: Experiment, recipes: Mapping[str, DatasetRecipe], splits: ProblemSplits, rates: Rates
+) -> float:
+    """One seed's training tokens over ``recipes`` for one student: each recipe's expected examples a train
+    problem (:func:`examples_per_problem`: H one, G/W/mixtures the expected kept share where the teacher's
+    right-trace rate is measured, else one, an upper bound) times an example's tokens, every epoch."""
+    rate = right_trace_rate(experiment, rates, splits.generated)
+    samples, epochs = experiment.teacher.sampling.n, experiment.training.epochs
+    return sum(
+        splits.train * examples_per_problem(recipe, rate, samples) * example_tokens(experiment, recipe, splits.frame) * epochs
+        for recipe in recipes.values()
+    )

@@ -422,3 +422,17 @@ def test_without_a_measured_share_teacher_arms_take_every_problem(results_file, 
     assert 1.0 < training_tokens(traces) / training_tokens(humans) < 1.6  # every problem, a trace each
     note = next(line for line in dry_run(experiment).splitlines() if "G_normal" in line and "every train problem" in line)
     assert "upper bound" in note
+
+
+def test_the_study_samples_the_train_problems_left_after_the_loops_validation_split(results_file):
+    """The problems asset carves the closed loop's validation share out of the train problems before the teacher samples them."""
+    from trace_assets.estimates import problem_splits
+
+    results_file(WITH_STUDY)
+    experiment = load_experiment(PROJECT_ROOT / "experiments" / "gpu_loop.yaml")
+    splits = problem_splits(experiment)
+    # 1,501 train problems after decontamination, 305 of them for validation (the problems asset's seeded carve)
+    assert (splits.train, splits.validation, splits.test) == (1196, 305, 1319)
+    rows = {row["asset"]: row for row in plan(experiment)}
+    assert rows["teacher_traces"]["work"].startswith(f"{1196 * 4:,} generations")
+    assert rows["judged_traces"]["work"].startswith(f"{1196 * 4:,} judge calls")
