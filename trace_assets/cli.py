@@ -159,13 +159,18 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     if experiment.revision is not None:
         from trace_assets.loop.rounds import round_gpu_hours
 
+        rounds = experiment.revision.rounds
         for style in experiment.revision.styles:
-            per_round = round_gpu_hours(experiment, style, rates)
+            # round 0 takes its traces and verdicts from the study's; the first revised round may start a reviser
+            # model the study never ran (cold); the later ones are alike
+            first, revised = (round_gpu_hours(experiment, style, rates, number, engines) for number in (0, 1))
+            later = round_gpu_hours(experiment, style, rates, 2, engines)
             rows.append(
                 {
-                    "asset": f"round_*[{style}_r0..r{experiment.revision.rounds}]",
-                    "work": f"{experiment.revision.rounds + 1} rounds at most, ~{per_round:.2f} GPU h each",
-                    "gpu_hours": per_round * (experiment.revision.rounds + 1),
+                    "asset": f"round_*[{style}_r0..r{rounds}]",
+                    "work": f"{rounds + 1} rounds at most: r0 ~{first:.3f} GPU h (traces and verdicts from the "
+                    f"study's), a revised round ~{later:.3f} GPU h",
+                    "gpu_hours": first + revised + later * (rounds - 1),
                     "gpus": max(teacher.gpus, judge.gpus),
                 }
             )

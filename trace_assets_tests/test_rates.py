@@ -436,3 +436,105 @@ def test_the_study_samples_the_train_problems_left_after_the_loops_validation_sp
     rows = {row["asset"]: row for row in plan(experiment)}
     assert rows["teacher_traces"]["work"].startswith(f"{1196 * 4:,} generations")
     assert rows["judged_traces"]["work"].startswith(f"{1196 * 4:,} judge calls")
+
+
+# The closed loop's rounds (trace_assets/loop/rounds.py round_steps): one Dagster run a round, in one process, whose
+# GenerationResource keeps its engine for the next call of the same engine key until the round's training takes its
+# card; round 0's traces and verdicts are the study's (cached).
+
+
+@pytest.fixture(scope="module")
+def gpu_loop():
+    return load_experiment(PROJECT_ROOT / "experiments" / "gpu_loop.yaml")
+
+
+def with_revision(experiment, **changes):
+    return experiment.model_copy(update={"revision": experiment.revision.model_copy(update=changes)})
+
+
+def engine_starts(results_file, experiment, number: int) -> float:
+    """How many warm engine starts round ``number`` is charged: its hours grow by that many when a start takes an hour more."""
+    results_file(WITH_STUDY)
+    before = round_gpu_hours(experiment, "normal", number=number)
+    slow = copy.deepcopy(WITH_STUDY)
+    slow["sections"]["study_135m"]["engine"]["warm_startup_s"] += 3600
+    results_file(slow)
+    return round_gpu_hours(experiment, "normal", number=number) - before
+
+
+@pytest.mark.parametrize(
+    ("change", "revised", "first"),
+    [
+        # the default: the reviser is the teacher, and the judge its model too: the reviser's engine serves the
+        # teacher's samples and the judge's verdicts; training takes the card back; the evaluation's engine (the
+        # student's model, ModelSpec's settings) serves the failure judge. Round 0: the evaluation's alone.
+        ({}, 2, 1),
+        # a judge of another context length: its own engine for the verdicts and another for the failures
+        ({"judge": {"max_model_len": 4096}}, 4, 2),
+        # a student of another model: the failure judge can't use its evaluation engine
+        ({"students": {"smollm2": {"model": "org/Tiny-0.2B"}}}, 3, 2),
+        # a reviser of another model: its engine, then the teacher's (which the judge shares)
+        ({"reviser": {"model": "org/Other-0.1B"}}, 3, 1),
+    ],
+)
+def test_a_round_is_charged_the_engines_it_starts(results_file, gpu_loop, change, revised, first):
+    experiment = gpu_loop
+    if "judge" in change:
+        experiment = experiment.model_copy(update={"judge": experiment.judge.model_copy(update=change["judge"])})
+    if "students" in change:
+        students = {name: student.model_copy(update=change["students"][name]) for name, student in experiment.students.items()}
+        experiment = experiment.model_copy(update={"students": students})
+    if "reviser" in change:
+        experiment = with_revision(experiment, reviser=experiment.teacher.model_copy(update=change["reviser"]))
+    assert engine_starts(results_file, experiment, 1) == pytest.approx(revised)
+    assert engine_starts(results_file, experiment, 0) == pytest.approx(first)
+
+
+def test_a_round_counts_its_work_at_the_study_steps_rates(results_file, gpu_loop):
+    from trace_assets.estimates import ASSUMED_DECODE_STEP_S, FAILURE_JUDGED_SHARE, problem_splits
+    from trace_assets.loop.revision import REVISION_MAX_TOKENS
+    from trace_assets.loop.rounds import round_steps
+
+    results_file(WITH_STUDY)
+    rates = load_rates()
+    assert problem_splits(gpu_loop).train == 1196  # 305 of the 1,501 train problems carved out for validation
+    revised, first = round_steps(gpu_loop, "normal", number=1), round_steps(gpu_loop, "normal", number=0)
+    # the reviser: an engine start and its replies (2 attempts) decoding together, at most REVISION_MAX_TOKENS steps
+    assert revised["round_styles"] == pytest.approx(42.9 + REVISION_MAX_TOKENS * ASSUMED_DECODE_STEP_S)
+    assert first["round_styles"] == first["round_traces"] == 0  # round 0: the style file, the study's traces
+    # the teacher's samples of the train problems at the measured trace length and rate, the judge's at the verdict floor
+    samples = 1196 * gpu_loop.teacher.sampling.n
+    assert revised["round_traces"] == pytest.approx(samples * 91.4 / 23594.2 + samples * 0.0065)
+    # the round's checkpoints: the study's own (the same arm, problems and kept share) less its first-run warm-up
+    assert revised["round_checkpoints"] == first["round_checkpoints"] == pytest.approx(seconds(gpu_loop)["checkpoints"] - 48.6)
+    # validation and test answers of the one checkpoint, half of max_tokens each, in one engine
+    assert revised["round_evals"] == pytest.approx(42.9 + (305 + 1319) * 256 * 0.5 / 32427.0)
+    # the failure judge reads the validation answers' judged share on the evaluation's engine: its weights loaded
+    assert revised["round_failures"] == pytest.approx(305 * FAILURE_JUDGED_SHARE * 0.0065 + rates.eval_swap_s)
+
+
+def test_a_round_trains_the_kept_share_of_its_problems(results_file, gpu_loop):
+    """G_normal keeps the problems with a right trace among the teacher's samples: more samples, more problems."""
+    from trace_assets.loop.rounds import round_steps
+
+    results_file(WITH_STUDY)
+
+    def token_seconds(experiment) -> float:
+        return round_steps(experiment, "normal", number=1)["round_checkpoints"] - 30.7 - 1.5  # a launch, one run
+
+    sampling = gpu_loop.teacher.sampling.model_copy(update={"n": 8})
+    eight = gpu_loop.model_copy(update={"teacher": gpu_loop.teacher.model_copy(update={"sampling": sampling})})
+    # the measured 25.9% of problems at 8 samples; at 4, from the same per-sample rate, 1 - sqrt(1 - 0.2589)
+    assert token_seconds(eight) / token_seconds(gpu_loop) == pytest.approx(0.2589 / (1 - (1 - 0.2589) ** 0.5))
+
+
+def test_dry_run_charges_round_0_its_own_work_and_a_reviser_it_never_ran_cold_once(results_file, gpu_loop):
+    results_file(WITH_STUDY)
+    rows = {row["asset"]: row for row in plan(gpu_loop)}
+    first, revised = (round_gpu_hours(gpu_loop, "normal", number=n) for n in (0, 1))
+    assert first < revised
+    assert rows["round_*[normal_r0..r3]"]["gpu_hours"] == pytest.approx(first + 3 * revised)
+    other = with_revision(gpu_loop, reviser=gpu_loop.teacher.model_copy(update={"model": "org/Other-0.1B"}))
+    first, revised = (round_gpu_hours(other, "normal", number=n) for n in (0, 1))
+    row = next(row for row in plan(other) if row["asset"].startswith("round_"))
+    assert row["gpu_hours"] == pytest.approx(first + 3 * revised + (163.5 - 42.9) / 3600)

@@ -14,13 +14,23 @@ from dataclasses import dataclass
 import polars as pl
 
 from trace_assets.estimates import (
+    EngineStarts,
     completion_tokens,
     eval_gpu_hours,
+    evaluation_engine,
+    failure_judge_gpu_hours,
+    few_sequences_gpu_hours,
     generation_gpu_hours,
+    judge_gpu_hours,
     model_billions,
+    problem_splits,
     sft_gpu_hours,
+    shares_engine,
+    teacher_generations,
+    training_tokens_per_seed,
 )
-from trace_assets.experiment import DatasetRecipe, DatasetRules, Experiment, RevisionConfig
+from trace_assets.experiment import DatasetRecipe, DatasetRules, Experiment, ModelConfig, RevisionConfig
+from trace_assets.loop.revision import REVISION_MAX_TOKENS
 from trace_assets.rates import Rates, load_rates
 from trace_assets.reporting.stats import ALPHA, contrast_table, holm
 
@@ -93,30 +103,104 @@ def improved(change: pl.DataFrame) -> bool:
     return bool(change.height and change.filter(pl.col("distinguishable") & (pl.col("diff") > 0)).height)
 
 
-def round_gpu_hours(experiment: Experiment, style: str, rates: Rates | None = None) -> float:
-    """Dry-run's estimate (trace_assets/estimates.py, with the measured rates of trace_assets/rates.py) of one
-    round of ``style``'s chain: its teacher samples and judge calls, its datasets' training runs and
-    their validation + test evaluations, engine start-ups included."""
+def round_steps(
+    experiment: Experiment, style: str, rates: Rates | None = None, number: int = 1, engines: EngineStarts | None = None
+) -> dict[str, float]:
+    """Dry-run's GPU seconds of each GPU step of round ``number`` of ``style``'s chain (trace_assets/estimates.py,
+    with the measured rates of trace_assets/rates.py), as the loop runs it: a round is one Dagster run in one
+    process (``run_loop``'s ``execute_in_process``, what bench/study_run.py and the demo call), whose
+    GenerationResource keeps its vLLM engine for the next call of the same engine key until the round's
+    training takes its card back, and stops it when the round ends.
+
+    - ``round_styles``: round 0 reads the style file (no GPU); a revised round samples ``max_attempts`` reviser
+      replies in one call: an engine start and a few sequences of up to REVISION_MAX_TOKENS.
+    - ``round_traces``: the teacher's samples of the train problems (validation carved out) at the measured rate,
+      on the reviser's engine where the reviser is the teacher's model and settings (the default), and the
+      judge's verdicts, on the teacher's engine where it shares it (:func:`estimates.shares_engine`). Round 0's
+      traces and verdicts are the study's teacher_traces and judged_traces (the same style file, teacher,
+      problems and sampling: ``revision.styles`` are among ``styles``), read from the generation cache: none.
+    - ``round_checkpoints``: one launch for every dataset x student x seed of the round (train_or_reuse), the
+      expected kept share of the train problems (estimates.training_tokens_per_seed), no first-run warm-up (the
+      study's checkpoints paid it).
+    - ``round_evals``: the trained checkpoints on validation and test, one engine a student.
+    - ``round_failures``: the failure judge over the validation answers, on the evaluation engine where the judge
+      is the (last) student's model under its evaluation engine settings, else an engine start.
+
+    Engine starts are warm (the study's stages started every model before), except, with ``engines`` (dry-run's
+    record of the models started so far), a reviser whose model has not run yet. An upper bound for a round that
+    keeps its parent's text (every reviser reply rejected): its traces, checkpoints and answers are its parent's,
+    from the cache and the saved checkpoints, and only the reviser runs. Under the multiprocess executor
+    (a round the ``next_round`` sensor launches under the Dagster daemon) every step is a process of its own and
+    each generating step starts its engine: up to four starts where this counts two."""
     rates = rates or load_rates()
-    problems = experiment.problems
-    n_train = problems.n_train or 1000
-    n_test = problems.n_test or 500
-    fraction = experiment.validation_fraction()
-    n_validation = n_train * fraction
-    samples = (n_train - n_validation) * experiment.teacher.sampling.n
-    teacher, judge = experiment.teacher, experiment.judge
-    trace_tokens, judge_tokens = completion_tokens(experiment)
-    hours = generation_gpu_hours(samples * trace_tokens, model_billions(teacher.model), "sampled", rates, teacher.gpus)
-    hours += generation_gpu_hours(samples * judge_tokens, model_billions(judge.model), "greedy", rates, judge.gpus)
-    launches = len(round_recipes(experiment.datasets, style))  # one a dataset x student, its seeds in it
-    runs = launches * len(experiment.training.seeds)
-    for student in experiment.students.values():
+
+    def cold(model: str, work: float) -> bool:
+        return engines is not None and engines.cold(model, work)
+
+    splits = problem_splits(experiment)
+    teacher, judge, reviser, training = experiment.teacher, experiment.judge, experiment.reviser(), experiment.training
+    steps = dict.fromkeys(("round_styles", "round_traces", "round_checkpoints", "round_evals", "round_failures"), 0.0)
+    running: ModelConfig | None = None  # the model whose engine the round's GenerationResource holds
+    if number > 0:
+        replies = experiment.revision.max_attempts if experiment.revision else 1
+        reply_tokens = max(reviser.sampling.max_tokens, REVISION_MAX_TOKENS)  # revision.revision_request's
+        billions = model_billions(reviser.model)
+        steps["round_styles"] = few_sequences_gpu_hours(
+            replies, reply_tokens, billions, "sampled", rates, reviser.gpus, cold(reviser.model, replies)
+        )
+        running = reviser
+    samples = teacher_generations(experiment, [style], splits.train) if number > 0 else 0
+    trace_tokens, verdict_tokens = completion_tokens(experiment, generated=splits.generated)
+    on_reviser = running is not None and shares_engine(running, teacher)
+    traces = generation_gpu_hours(
+        samples * trace_tokens,
+        model_billions(teacher.model),
+        "sampled",
+        rates,
+        teacher.gpus,
+        not on_reviser and cold(teacher.model, samples),
+        engine=not on_reviser,
+    )
+    on_teacher = samples > 0 and shares_engine(teacher, judge)
+    verdicts = judge_gpu_hours(
+        samples,
+        verdict_tokens,
+        model_billions(judge.model),
+        rates,
+        judge.gpus,
+        not on_teacher and cold(judge.model, samples),
+        engine=not on_teacher,
+    )
+    steps["round_traces"] = traces + verdicts
+    recipes = round_recipes(experiment.datasets, style)
+    runs = len(recipes) * len(training.seeds)  # a student's: every dataset of the style, once per seed
+    tokens = training_tokens_per_seed(experiment, recipes, splits, rates) * len(training.seeds)
+    answers = runs * (splits.validation + splits.test)
+    for place, student in enumerate(experiment.students.values()):
         billions = model_billions(student.model)
-        tokens = (n_train - n_validation) * trace_tokens * experiment.training.epochs * runs
-        training = experiment.training
-        hours += sft_gpu_hours(tokens, runs, billions, rates, training.processes, launches, training.compile)
-        hours += eval_gpu_hours(runs * (n_validation + n_test) * experiment.evaluation.max_tokens * 0.5, billions, runs, rates)
-    return hours
+        launches = 1 if place == 0 else 0  # one launch trains every student's runs
+        steps["round_checkpoints"] += sft_gpu_hours(tokens, runs, billions, rates, training.processes, launches, training.compile)
+        tokens_out = answers * experiment.evaluation.max_tokens * 0.5
+        steps["round_evals"] += eval_gpu_hours(tokens_out, billions, runs, rates, cold=cold(student.model, answers))
+    last = list(experiment.students.values())[-1]
+    on_evaluation = shares_engine(evaluation_engine(last), judge)
+    validation_answers = runs * splits.validation * len(experiment.students)
+    steps["round_failures"] = failure_judge_gpu_hours(
+        experiment,
+        validation_answers,
+        rates,
+        cold=not on_evaluation and cold(judge.model, validation_answers),
+        engine=not on_evaluation,
+    )
+    return {step: hours * 3600 for step, hours in steps.items()}
+
+
+def round_gpu_hours(
+    experiment: Experiment, style: str, rates: Rates | None = None, number: int = 1, engines: EngineStarts | None = None
+) -> float:
+    """Dry-run's estimate of round ``number`` of ``style``'s chain (:func:`round_steps`); by default a revised
+    round, what the stop rule's GPU-hour budget charges each next round."""
+    return sum(round_steps(experiment, style, rates, number, engines).values()) / 3600
 
 
 def stop_reason(outcomes: Sequence[RoundOutcome], config: RevisionConfig, hours_per_round: float) -> str | None:
