@@ -361,8 +361,12 @@ def seed_sd_against_calibrate(spread: list[dict], declared: float | None) -> dic
     declares, which ``trace-assets calibrate`` simulates at, with one arm at 3x and at 8x it."""
     import math
 
+    single = len({row["student"] for row in spread}) <= 1
     trained = {
-        row["dataset"]: row["seed_sd_logit"] for row in spread if not row["dataset"].startswith("base") and len(row["seeds"]) > 1
+        # one student's arms are named by dataset alone, as results.json's seed_spread; several students': dataset|student
+        (row["dataset"] if single else f"{row['dataset']}|{row['student']}"): row["seed_sd_logit"]
+        for row in spread
+        if not row["dataset"].startswith("base") and len(row["seeds"]) > 1
     }
     pooled = math.sqrt(sum(sd**2 for sd in trained.values()) / len(trained)) if trained else None
     return {
@@ -437,6 +441,9 @@ def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
 
 
 def main() -> None:
+    import time
+
+    started = time.perf_counter()  # --budget-s counts from here: the cache load is within the call's limit too
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
@@ -479,7 +486,8 @@ def main() -> None:
             if changed
             else args.experiment
         )
-        _, done = run_study(experiment, Path(args.data), args.stop_after_s, args.until, args.budget_s)
+        budget = None if args.budget_s is None else args.budget_s - (time.perf_counter() - started)
+        _, done = run_study(experiment, Path(args.data), args.stop_after_s, args.until, budget)
         print("study complete" if done else "study not complete: run again with the same --data", flush=True)
     elif args.command == "export":
         export(Path(args.data), Path(args.out))

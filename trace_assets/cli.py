@@ -33,6 +33,7 @@ from trace_assets.estimates import (
     generation_gpu_hours,
     judge_gpu_hours,
     judge_shares_teacher_engine,
+    local_model,
     model_billions,
     problem_counts,
     problem_splits,
@@ -141,6 +142,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                     checkpoints,
                     rates,
                     cold=engines.cold(student.model, evals),
+                    local_base=local_model(student.model),
                 ),
                 "gpus": 1,
             }

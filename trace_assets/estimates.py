@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import polars as pl
 
@@ -143,14 +144,27 @@ def evaluation_engine(student: StudentConfig) -> ModelConfig:
     return ModelConfig(model=student.model, dtype=student.dtype, **defaults)
 
 
-def eval_gpu_hours(tokens: float, billions: float, checkpoints: int, rates: Rates, cold: bool = False) -> float:
+def eval_gpu_hours(
+    tokens: float, billions: float, checkpoints: int, rates: Rates, cold: bool = False, local_base: bool = True
+) -> float:
     """A student's evaluations: greedy decoding in one engine, started on the base model (``cold`` when no
     engine of the model ran before), each further checkpoint's weights swapped into it: the trained
     checkpoints keep the base model's engine files (commit aad6ee3; the fourth GPU run's one engine served
-    the untrained student and its 15 trained checkpoints, bench/results/gpu_study/fourth_run/run.json)."""
+    the untrained student and its 15 trained checkpoints, bench/results/gpu_study/fourth_run/run.json).
+    A base named by a hub id (``local_base`` false) has no folder whose files they can keep: its trained
+    checkpoints get a second (warm) engine."""
     decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
     start = rates.engine_start_s(billions, "eval", cold)
+    if not local_base and checkpoints > 1:
+        start += rates.engine_start_s(billions, "eval")
     return (decode + start + rates.eval_swap_s * (checkpoints - 1)) / 3600
+
+
+def local_model(name: str) -> bool:
+    """Whether a model name resolves to a folder here (``local:`` models and paths), not a hub id."""
+    from trace_assets.models import LOCAL_PREFIX
+
+    return name.startswith(LOCAL_PREFIX) or Path(name).expanduser().is_dir()
 
 
 def failure_judge_gpu_hours(

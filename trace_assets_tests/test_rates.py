@@ -131,8 +131,9 @@ def test_engine_start_up_is_counted_per_generation_step(results_file, paper):
     before = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
     results_file(slow_start)
     after = {row["asset"]: row["gpu_hours"] for row in plan(paper)}
-    # one engine a student: the trained checkpoints keep the base model's engine files and swap into its engine
-    assert after["eval_results[*|qwen0_5b]"] == pytest.approx(before["eval_results[*|qwen0_5b]"] + 1)
+    # paper.yaml's students are hub ids: no base folder whose engine files the trained checkpoints could keep,
+    # so they start a second engine (a local base's share one: test_a_hub_id_students_checkpoints_get_...)
+    assert after["eval_results[*|qwen0_5b]"] == pytest.approx(before["eval_results[*|qwen0_5b]"] + 2)
     assert after["judged_traces"] == pytest.approx(before["judged_traces"] + paper.judge.gpus)  # every GPU waits
 
 
@@ -538,3 +539,18 @@ def test_dry_run_charges_round_0_its_own_work_and_a_reviser_it_never_ran_cold_on
     first, revised = (round_gpu_hours(other, "normal", number=n) for n in (0, 1))
     row = next(row for row in plan(other) if row["asset"].startswith("round_"))
     assert row["gpu_hours"] == pytest.approx(first + 3 * revised + (163.5 - 42.9) / 3600)
+
+
+def test_a_hub_id_students_checkpoints_get_a_second_evaluation_engine(results_file, tmp_path):
+    """Checkpoints keep their base's engine files only where the base is a folder (local: models, paths);
+    a hub id's trained checkpoints start an engine of their own, one warm start more."""
+    from trace_assets.estimates import eval_gpu_hours, local_model
+    from trace_assets.rates import load_rates
+
+    rates = load_rates(results_file())
+    assert local_model("local:smollm2-135m-instruct") and local_model(str(tmp_path))
+    assert not local_model("Qwen/Qwen2.5-0.5B")
+    local = eval_gpu_hours(1e6, 0.5, 4, rates) * 3600
+    hub = eval_gpu_hours(1e6, 0.5, 4, rates, local_base=False) * 3600
+    assert hub - local == pytest.approx(rates.engine_start_s(0.5, "eval"))
+    assert eval_gpu_hours(1e6, 0.5, 1, rates, local_base=False) == eval_gpu_hours(1e6, 0.5, 1, rates)  # untrained only

@@ -287,3 +287,18 @@ def test_a_call_stops_before_a_stage_its_time_left_cannot_hold_but_always_starts
     assert over_budget("loop rounds", estimated, 599.0, ran_this_call=False) is None
     assert over_budget(["problems"], estimated, 5.0, ran_this_call=True) is None  # no estimate: CPU work goes on
     assert over_budget(["problems"], estimated, -5.0, ran_this_call=True) is not None  # ...while time is left
+
+
+def test_the_seed_sd_against_calibrate_keeps_each_students_arms():
+    """bench/gpu_study.seed_sd_against_calibrate: arms named by dataset for one student, dataset|student
+    for several (one student's arm must not overwrite another's), untrained and one-seed arms left out."""
+    from bench.gpu_study import seed_sd_against_calibrate
+
+    def row(dataset, student, sd, seeds=(0, 1, 2)):
+        return {"dataset": dataset, "student": student, "seeds": list(seeds), "seed_sd_logit": sd}
+
+    one = seed_sd_against_calibrate([row("H", "s", 0.06), row("base", "s", 0.0), row("G", "s", 0.03, (0,))], 0.06)
+    assert one["measured_over_declared"] == {"H": 1.0} and one["measured_pooled_logit"] == 0.06
+    two = seed_sd_against_calibrate([row("H", "a", 0.03), row("H", "b", 0.09)], 0.06)
+    assert two["measured_over_declared"] == {"H|a": 0.5, "H|b": 1.5} and two["largest_over_smallest"] == 3.0
+    assert two["measured_pooled_logit"] == pytest.approx(((0.03**2 + 0.09**2) / 2) ** 0.5, abs=1e-3)

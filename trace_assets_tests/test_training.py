@@ -353,3 +353,7 @@ def test_the_lean_loss_is_the_models_own_loss_without_full_logits(tiny_model, tm
     full, full_grad = loss_and_grad(Trainer.compute_loss)  # model(**inputs, labels=...): the full logits
     assert lean == pytest.approx(full, rel=1e-5) and 2.0 < lean < 20.0
     torch.testing.assert_close(lean_grad, full_grad, rtol=1e-4, atol=1e-6)
+    # predict() and compute_metrics read logits from the outputs, which the fused head never makes
+    with torch.no_grad():
+        loss, outputs = type(trainer).compute_loss(trainer, trainer.model, dict(batch), return_outputs=True)
+    assert float(loss) == pytest.approx(lean, rel=1e-5) and outputs.logits.shape[-1] == trainer.model.config.vocab_size

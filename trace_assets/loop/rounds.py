@@ -22,6 +22,7 @@ from trace_assets.estimates import (
     few_sequences_gpu_hours,
     generation_gpu_hours,
     judge_gpu_hours,
+    local_model,
     model_billions,
     problem_splits,
     sft_gpu_hours,
@@ -181,7 +182,9 @@ def round_steps(
         launches = 1 if place == 0 else 0  # one launch trains every student's runs
         steps["round_checkpoints"] += sft_gpu_hours(tokens, runs, billions, rates, training.processes, launches, training.compile)
         tokens_out = answers * experiment.evaluation.max_tokens * 0.5
-        steps["round_evals"] += eval_gpu_hours(tokens_out, billions, runs, rates, cold=cold(student.model, answers))
+        steps["round_evals"] += eval_gpu_hours(
+            tokens_out, billions, runs, rates, cold=cold(student.model, answers), local_base=local_model(student.model)
+        )
     last = list(experiment.students.values())[-1]
     on_evaluation = shares_engine(evaluation_engine(last), judge)
     validation_answers = runs * splits.validation * len(experiment.students)

@@ -95,9 +95,9 @@ def _interval_column(prefix: str = "", name: str = "95% interval") -> pl.Expr:
 
 FAMILY_INTERVAL = "family interval"
 FAMILY_NOTE = (
-    f"`{FAMILY_INTERVAL}`: Bonferroni's simultaneous 95% interval over the Holm family. It agrees with the "
-    "family's verdict (it covers 0 wherever Holm's adjusted p is 0.05 or more); the 95% interval is each "
-    "contrast's own and may exclude 0 in a contrast the family does not call distinguishable."
+    f"`{FAMILY_INTERVAL}`: Bonferroni's simultaneous 95% interval over the Holm family. It covers 0 wherever "
+    "Holm does not call a contrast distinguishable (and may cover 0 for some it does: Holm steps down); the "
+    "95% interval is each contrast's own and may exclude 0 in a contrast the family does not call distinguishable."
 )
 
 

@@ -803,11 +803,12 @@ def contrast_rows(
     for conditional in (False, True):
         family = [row for row in rows if row["conditional"] == conditional]
         adjusted = holm(np.array([row["p_value"] for row in family], dtype=float))
+        tested = max(1, sum(not np.isnan(row["p_value"]) for row in family))  # Holm's m: rows with a p-value
         for row, p_adj in zip(family, adjusted):
             # Bonferroni's simultaneous interval over the family: it covers 0 wherever Holm's adjusted p is
             # at least 0.05 (Holm's p is at most m times the raw p), so it agrees with "not distinguishable"
             # where the per-contrast 95% interval may not
-            low, high = row.pop("_estimate").interval(1 - ALPHA / len(family))
+            low, high = row.pop("_estimate").interval(1 - ALPHA / tested)
             row["family_ci_low"], row["family_ci_high"] = _none_if_nan(low), _none_if_nan(high)
             row["p_value"] = _none_if_nan(row["p_value"])
             row["p_adjusted"] = _none_if_nan(p_adj)

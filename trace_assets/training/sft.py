@@ -239,7 +239,12 @@ def lean_trainer_class():
             loss = -outputs.log_probs.sum() / torch.as_tensor(tokens).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as TRL's: DDP averages
-            return (loss, outputs) if return_outputs else loss
+            if not return_outputs:
+                return loss
+            # prediction_step (predict(), compute_metrics) reads the logits, which the fused head never makes
+            with torch.no_grad():
+                full = model(**{key: value for key, value in inputs.items() if key != "labels"}, use_cache=False)
+            return loss, full
 
     return LeanSFTTrainer
 
