@@ -32,13 +32,13 @@ from trace_assets.estimates import (
     generated_problems,
     generation_gpu_hours,
     judge_gpu_hours,
-    judge_shares_teacher_engine,
     local_model,
     model_billions,
     problem_counts,
     problem_splits,
     right_trace_rate,
     sft_gpu_hours,
+    shares_engine,
     teacher_generations,
     training_tokens_per_seed,
 )
@@ -76,8 +76,10 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
     trace_tokens, judge_tokens = completion_tokens(experiment, generated=splits.generated)
     engines = EngineStarts()
-    # the judge of the teacher's model runs on the engine teacher_traces started in the same stage
-    shared = judge_shares_teacher_engine(teacher, judge) and samples > 0
+    # judged_traces runs in teacher_traces' stage (one Dagster run, one process: demo.STAGES), whose
+    # GenerationResource keeps the teacher's engine: a judge of the same model and engine settings reuses it
+    # (the fourth GPU run: one engine start for both); failure_modes, a later stage, starts its own
+    shared = shares_engine(teacher, judge) and samples > 0
     on_teacher_engine = ", on the teacher's engine" if shared else ""
     rows = [
         {

@@ -55,6 +55,12 @@ def model_billions(name: str) -> float:
     return float(match.group(1)) / 1000 if match else 0.5
 
 
+def _engine_start_s(billions: float, shape: str, rates: Rates, gpus: int, cold: bool, engine: bool) -> float:
+    """One engine start holding ``gpus`` (``cold``: the model's first of the study); 0 where ``engine`` is
+    False: the step runs on an engine an earlier step of its run started (:func:`shares_engine`)."""
+    return rates.engine_start_s(billions, shape, cold) * gpus if engine else 0.0
+
+
 def generation_gpu_hours(
     tokens: float, billions: float, shape: str, rates: Rates, gpus: int = 1, cold: bool = False, engine: bool = True
 ) -> float:
@@ -65,8 +71,8 @@ def generation_gpu_hours(
     speed per GPU."""
     if tokens <= 0:
         return 0.0
-    start = rates.engine_start_s(billions, shape, cold) if engine else 0.0
-    return tokens / rates.decode_tokens_per_s(billions, shape) / 3600 + start * gpus / 3600
+    start = _engine_start_s(billions, shape, rates, gpus, cold, engine)
+    return (tokens / rates.decode_tokens_per_s(billions, shape) + start) / 3600
 
 
 def few_sequences_gpu_hours(
@@ -86,8 +92,7 @@ def few_sequences_gpu_hours(
     if sequences <= 0:
         return 0.0
     decode = max(max_tokens * ASSUMED_DECODE_STEP_S, sequences * max_tokens / rates.decode_tokens_per_s(billions, shape))
-    start = rates.engine_start_s(billions, shape, cold) * gpus if engine else 0.0
-    return (decode + start) / 3600
+    return (decode + _engine_start_s(billions, shape, rates, gpus, cold, engine)) / 3600
 
 
 def judge_gpu_hours(
@@ -102,12 +107,11 @@ def judge_gpu_hours(
     """A judge's verdicts: its output tokens at the greedy rate, but at least the measured seconds a verdict
     (reading each prompt, a whole trace and the rubric, costs more than writing the verdict), plus one engine
     start unless ``engine`` is False (the judge runs on an engine a step before it started: see
-    :func:`judge_shares_teacher_engine`)."""
+    :func:`shares_engine`)."""
     if verdicts <= 0:
         return 0.0
     decode = max(verdicts * verdict_tokens / rates.decode_tokens_per_s(billions, "greedy"), verdicts * rates.judge_verdict_s())
-    start = rates.engine_start_s(billions, "greedy", cold) * gpus if engine else 0.0
-    return (decode + start) / 3600
+    return (decode + _engine_start_s(billions, "greedy", rates, gpus, cold, engine)) / 3600
 
 
 # What an experiment's model section sets of a vLLM engine's key (VllmBackend._engine_key: weight_swap.engine_key
@@ -124,15 +128,6 @@ def shares_engine(running: ModelConfig, then: ModelConfig) -> bool:
     return running.backend == "vllm" and running.model_dump(include=set(ENGINE_FIELDS)) == then.model_dump(
         include=set(ENGINE_FIELDS)
     )
-
-
-def judge_shares_teacher_engine(teacher: ModelConfig, judge: ModelConfig) -> bool:
-    """Whether judged_traces runs on the vLLM engine teacher_traces started, starting none of its own: the two
-    run in one stage (one Dagster run, one process: trace_assets/demo.py STAGES), whose GenerationResource keeps
-    its engine for the next call of the same engine key, so a judge that is the teacher's model under the same
-    engine settings reuses it (the fourth GPU run's log: one engine start for both). The failure judge runs in
-    a later stage, a process of its own, and starts its engine whatever the model."""
-    return shares_engine(teacher, judge)
 
 
 def evaluation_engine(student: StudentConfig) -> ModelConfig:
