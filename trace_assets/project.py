@@ -6,6 +6,7 @@ it lives on and the derived facts it needs (``Experiment`` methods), never the w
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import dagster as dg
@@ -133,7 +134,9 @@ def build_definitions(experiment: Experiment, folder: Path, executor: dg.Executo
         from trace_assets.loop.sensors import build_next_round_sensor
 
         assets += with_column_schemas(build_loop_assets(loop_settings(experiment), experiment.name))
-        hours = {style: round_gpu_hours(experiment, style) for style in experiment.revision.styles}
+        # estimated on the sensor's first tick, not on every definitions load (it makes the synthetic problems)
+        styles = experiment.revision.styles
+        hours = functools.cache(lambda: {style: round_gpu_hours(experiment, style) for style in styles})
         sensors.append(build_next_round_sensor(experiment.revision, folder / "trace_assets.duckdb", hours))
     return dg.Definitions(
         assets=assets,

@@ -4,6 +4,7 @@ until the stop rule says otherwise; and ``run_loop``, which plays the sensor's p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -79,7 +80,10 @@ def plan_next_rounds(
     return start, notes
 
 
-def build_next_round_sensor(revision: RevisionConfig, database: Path, hours_per_round: dict[str, float]) -> dg.SensorDefinition:
+def build_next_round_sensor(
+    revision: RevisionConfig, database: Path, hours_per_round: Callable[[], dict[str, float]]
+) -> dg.SensorDefinition:
+    """``hours_per_round``: each chain's estimated GPU hours a round, asked for on a tick (the stop rule's budget)."""
     job = round_job()
 
     @dg.sensor(
@@ -93,7 +97,7 @@ def build_next_round_sensor(revision: RevisionConfig, database: Path, hours_per_
     def next_round(context: dg.SensorEvaluationContext):
         if context.instance.get_latest_materialization_event(dg.AssetKey("problems")) is None:
             return dg.SkipReason("problems not materialized yet")
-        start, notes = plan_next_rounds(context.instance, database, revision, hours_per_round)
+        start, notes = plan_next_rounds(context.instance, database, revision, hours_per_round())
         for note in notes:
             context.log.info(note)
         if not start:
