@@ -13,10 +13,8 @@ Writes bench/results/gpu_study/fourth_run/checked_traces.json.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import polars as pl
@@ -24,6 +22,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_study import cache_parts, read_cache_part, read_tables  # noqa: E402
 from trace_assets.datasets.recipes import build_datasets, exclusion_counts  # noqa: E402
 from trace_assets.datasets.selection import paraphrase_coverage  # noqa: E402
 from trace_assets.experiment import ComparisonsConfig, DatasetRecipe, load_experiment  # noqa: E402
@@ -33,17 +32,8 @@ RUN = ROOT / "bench" / "results" / "gpu_study" / "fourth_run"
 STYLE = "normal"
 
 
-def run_tables() -> dict[str, pl.DataFrame]:
-    with tarfile.open(RUN / "tables.tar") as tar:
-        wanted = ("judged_traces", "problems", "sft_examples")
-        return {
-            name: pl.read_parquet(io.BytesIO(tar.extractfile(f"{name}.parquet").read()))  # type: ignore[union-attr]
-            for name in wanted
-        }
-
-
 def judged_with_text(judged: pl.DataFrame) -> pl.DataFrame:
-    cache = pl.concat([pl.read_parquet(path) for path in sorted((RUN / "generation_cache").glob("part-*.parquet"))])
+    cache = pl.concat([read_cache_part(path) for path in cache_parts(RUN / "generation_cache")])
     text = cache.select(
         trace_id=pl.col("request_hash") + "-" + pl.col("sample_index").cast(pl.Utf8), completion=pl.col("text")
     ).unique("trace_id")
@@ -82,7 +72,7 @@ def trace_figures(frame: pl.DataFrame, problems: dict[str, dict]) -> dict:
 
 
 def main() -> None:
-    tables = run_tables()
+    tables = read_tables(RUN / "tables.tar")  # the run's tables, as gpu_study.py results reads them
     experiment = load_experiment(RUN / "experiment.yaml")
     judged = judged_with_text(tables["judged_traces"]).filter(pl.col("style") == STYLE)
     train = tables["problems"].filter(pl.col("split") == "train")
