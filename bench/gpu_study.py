@@ -383,12 +383,9 @@ def seed_sd_against_calibrate(spread: list[dict], declared: float | None) -> dic
 
 
 def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
-    import polars as pl
-
     from bench.study_run import time_figures
     from trace_assets.experiment import load_experiment
     from trace_assets.reporting.report import StudyTables, build_report, statistics_plan
-    from trace_assets.reporting.stats import contrast_table
 
     experiment = load_experiment(experiment_path)
     tables = with_missing_tables(read_tables(tables_path), experiment)
@@ -407,21 +404,11 @@ def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
         (output / name).write_bytes(png)
     (output / "report.md").write_text(report.text)
     accuracy = tables["accuracy"]
-    plan = statistics_plan(experiment)
-    contrasts = contrast_table(  # the report's own call: every planned contrast and A/A control
-        tables["eval_results"],
-        [*experiment.planned_contrasts(), *plan.replicates],
-        interactions=plan.interactions,
-        settings=plan.settings,
-    )
-    replicates = set(plan.replicates)
-    aa = [(a, b) in replicates for a, b in zip(contrasts["a"], contrasts["b"])]
-    contrasts = contrasts.with_columns(pl.Series("aa_control", aa, dtype=pl.Boolean))
     spread = seed_spread(tables["eval_results"])
     figures = {
         "experiment": experiment_path,
         "accuracy": accuracy.to_dicts(),
-        "contrasts": contrasts.to_dicts(),
+        "contrasts": report.contrasts.to_dicts(),  # every contrast the report tested, A/A controls marked
         "seed_spread": spread,
         "seed_sd_vs_calibrate": seed_sd_against_calibrate(spread, experiment.statistics.seed_sd),
         "distinguishable_contrasts": report.distinguishable,

@@ -40,6 +40,9 @@ class Report:
     text: str  # Markdown; plots referenced by file name
     plots: dict[str, bytes]  # file name -> PNG
     distinguishable: int  # planned contrasts whose adjusted p < 0.05
+    # every row the report tested (contrast_table's columns): planned contrasts, interactions and the A/A
+    # controls, the last marked by aa_control
+    contrasts: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def inline(self) -> str:
         """The Markdown with every plot embedded, for the Dagster UI."""
@@ -396,7 +399,7 @@ def build_report(
     baselines = stronger_baselines(evals)
     tested = contrast_table(evals, [*contrasts, *plan.replicates], interactions=plan.interactions, settings=settings)
     replicate_pairs = set(plan.replicates)
-    is_aa = pl.Series([(a, b) in replicate_pairs for a, b in zip(tested["a"], tested["b"])], dtype=pl.Boolean)
+    is_aa = pl.Series("aa_control", [(a, b) in replicate_pairs for a, b in zip(tested["a"], tested["b"])], dtype=pl.Boolean)
     planned, aa = tested.filter(~is_aa), tested.filter(is_aa)
     pairs, interactions = (
         planned.filter(~pl.col("student").str.contains(" vs ")),
@@ -500,4 +503,4 @@ def build_report(
         *[f"![{file}]({file})" for file in plots],
     ]
     distinguishable = int(planned["distinguishable"].sum()) if planned.height else 0
-    return Report("\n\n".join(sections) + "\n", plots, distinguishable)
+    return Report("\n\n".join(sections) + "\n", plots, distinguishable, tested.with_columns(is_aa))
