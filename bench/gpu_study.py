@@ -291,6 +291,35 @@ def read_tables(folder: Path) -> dict:
     }
 
 
+# the columns that name whose rows a table holds: an arm, its student and training seed (and its task)
+ARM_KEYS = ("dataset", "student", "seed", "task")
+
+
+def merged_tables(exports: list[dict]) -> dict:
+    """Several exports of one study (the same problems, styles and settings, other training seeds or arms,
+    e.g. more seeds for the A/A pair in a later session) as one: each arm x student x seed (x task) comes
+    from the first export that holds it, so rows are never counted twice (the untrained students'
+    answers are in every export); a table without those columns (problems, traces) is the first
+    export's. ``accuracy`` is left out, to be computed again from the merged answers, and the times
+    are the last export's."""
+    import polars as pl
+
+    merged: dict = {"_times": exports[-1]["_times"]}
+    names = {name for export in exports for name in export if name not in ("_times", "accuracy")}
+    for name in sorted(names):
+        frames = [export[name] for export in exports if name in export]
+        keys = [column for column in ARM_KEYS if column in frames[0].columns]
+        if not keys:
+            merged[name] = frames[0]
+            continue
+        table = frames[0]
+        for frame in frames[1:]:
+            new = frame.join(table.select(keys).unique(), on=keys, how="anti", nulls_equal=True)
+            table = pl.concat([table, new], how="diagonal_relaxed")
+        merged[name] = table
+    return merged
+
+
 def seed_spread(eval_results) -> list[dict]:
     """Each arm's accuracy per training seed and its seed-to-seed SD, in points and in logits."""
     import math
@@ -382,13 +411,14 @@ def seed_sd_against_calibrate(spread: list[dict], declared: float | None) -> dic
     }
 
 
-def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
+def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dict:
     from bench.study_run import time_figures
     from trace_assets.experiment import load_experiment
     from trace_assets.reporting.report import StudyTables, build_report, statistics_plan
 
     experiment = load_experiment(experiment_path)
-    tables = with_missing_tables(read_tables(tables_path), experiment)
+    exports = [read_tables(path) for path in tables_paths]
+    tables = with_missing_tables(exports[0] if len(exports) == 1 else merged_tables(exports), experiment)
     study = StudyTables(**{field.name: tables[field.name] for field in dataclasses.fields(StudyTables)})
     report = build_report(
         experiment.name,
@@ -407,6 +437,7 @@ def results(tables_path: Path, output: Path, experiment_path: str) -> dict:
     spread = seed_spread(tables["eval_results"])
     figures = {
         "experiment": experiment_path,
+        "tables": [str(path) for path in tables_paths],
         "accuracy": accuracy.to_dicts(),
         "contrasts": report.contrasts.to_dicts(),  # every contrast the report tested, A/A controls marked
         "seed_spread": spread,
@@ -453,7 +484,12 @@ def main() -> None:
     exporter.add_argument("--data", default="/tmp/gpu_study")
     exporter.add_argument("--out", required=True)
     rebuild = sub.add_parser("results")
-    rebuild.add_argument("--tables", required=True, help="the exported tar, or a folder of its Parquet files")
+    rebuild.add_argument(
+        "--tables",
+        required=True,
+        nargs="+",
+        help="the exported tar, or a folder of its Parquet files; several: one study's exports merged (each arm x seed from the first that has it)",
+    )
     rebuild.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="the file the run used (its data folder's copy if cut)")
     rebuild.add_argument("--output", default=str(ROOT / "bench" / "results" / "gpu_study"))
     args = parser.parse_args()
@@ -479,7 +515,7 @@ def main() -> None:
     elif args.command == "export":
         export(Path(args.data), Path(args.out))
     else:
-        results(Path(args.tables), Path(args.output), args.experiment)
+        results([Path(path) for path in args.tables], Path(args.output), args.experiment)
 
 
 if __name__ == "__main__":

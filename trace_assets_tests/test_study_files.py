@@ -96,7 +96,7 @@ def assert_results_rebuild_without_the_last_stage(tmp_path, experiment) -> None:
         tar.extractall(tmp_path / "tables", filter="data")
     for table in ("accuracy", "failure_modes"):
         (tmp_path / "tables" / f"{table}.parquet").unlink()
-    figures = results(tmp_path / "tables", tmp_path / "results", str(experiment.source_path))
+    figures = results([tmp_path / "tables"], tmp_path / "results", str(experiment.source_path))
     assert {row["dataset"] for row in figures["accuracy"]} >= {"base", "H", "H_aa"}
     with duckdb.connect(str(data / "trace_assets.duckdb"), read_only=True) as db:
         asset = db.sql("SELECT dataset, accuracy FROM accuracy").pl()
@@ -110,6 +110,37 @@ def assert_results_rebuild_without_the_last_stage(tmp_path, experiment) -> None:
         if row["ci_low"] is not None:
             assert row["family_ci_low"] <= row["ci_low"] and row["ci_high"] <= row["family_ci_high"]
     assert set(figures["seed_sd_vs_calibrate"]) >= {"declared_seed_sd_logit", "measured_pooled_logit", "measured_over_declared"}
+
+
+def test_exports_of_one_study_merge_without_counting_an_arm_twice():
+    """results --tables A B: a later session's export with more seeds of the A/A pair joins the first's;
+    each arm x seed is taken once (the untrained answers are in both), the new arm's examples come in,
+    the first export's problems stay, accuracy is left to be computed again from the merged answers."""
+    from bench.gpu_study import merged_tables
+
+    def answers(rows):
+        return pl.DataFrame(rows, schema=["dataset", "student", "seed", "problem_id", "is_correct"], orient="row")
+
+    first = {
+        "eval_results": answers([("base", "s", 0, "p1", False), ("H", "s", 0, "p1", True), ("H_aa", "s", 1000, "p1", True)]),
+        "sft_examples": pl.DataFrame({"dataset": ["H"], "completion": ["h"]}),
+        "problems": pl.DataFrame({"problem_id": ["p1"], "question": ["first"]}),
+        "accuracy": pl.DataFrame({"dataset": ["H"], "accuracy": [1.0]}),
+        "_times": {"which": "first"},
+    }
+    second = {
+        # the base answers again (answered again in the second session: another completion), new seeds, a new arm
+        "eval_results": answers([("base", "s", 0, "p1", True), ("H", "s", 3, "p1", False), ("G_checked", "s", 3, "p1", True)]),
+        "sft_examples": pl.DataFrame({"dataset": ["H", "G_checked"], "completion": ["h again", "g"]}),
+        "problems": pl.DataFrame({"problem_id": ["p1"], "question": ["second"]}),
+        "_times": {"which": "second"},
+    }
+    merged = merged_tables([first, second])
+    got = sorted(merged["eval_results"].select("dataset", "seed", "is_correct").iter_rows())
+    assert got == [("G_checked", 3, True), ("H", 0, True), ("H", 3, False), ("H_aa", 1000, True), ("base", 0, False)]
+    assert sorted(merged["sft_examples"].iter_rows()) == [("G_checked", "g"), ("H", "h")]
+    assert merged["problems"]["question"].to_list() == ["first"]
+    assert "accuracy" not in merged and merged["_times"] == {"which": "second"}
 
 
 # shape_of_thought.yaml's arms kept in its shrunk run: one of each kind the file sweeps (G, human,
