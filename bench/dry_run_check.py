@@ -13,7 +13,9 @@ measured seconds are those files' ``steps.measured_s``; a step they don't list d
 The smoke and second runs' code started an engine of the judge's own (engines were not yet kept: the judge
 now runs on the teacher's), and the second and third runs' a second evaluation engine for the trained
 checkpoints (their engine files now match the base model's): their judge and evaluation estimates are short by
-those starts (about 38 s each, warm). The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
+those starts (about 38 s each, warm); the fourth run's failure judge, a stage of its own then, started an engine
+that it now shares with the evaluation (demo.STAGES: one stage, one Dagster run), so its failure estimate is
+short by that start (~29 s warm). The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
 command; the file is byte for byte the one it ran, digest d53e6182a5cc9e8a), its seconds results.json's
 ``earlier_cuts_times[0]``.
 """

@@ -4,10 +4,10 @@
     python bench/gpu_study.py run --shrink --data /tmp/gpu_study_cpu                # the same file, CPU-sized
     python bench/gpu_study.py run --styles normal ...                              # only the arms of these styles
     python bench/gpu_study.py run --datasets H H_aa ...                            # only these arms
-    python bench/gpu_study.py run --until eval_results ...                         # stop once the answers are in
+    python bench/gpu_study.py run --until checkpoints ...                          # stop once the students are trained
     python bench/gpu_study.py run --cache-from DIR [DIR...] ...                    # start from an earlier session's cache
     python bench/gpu_study.py export --data /tmp/gpu_study --out $OUT       # tables as one tar of Parquet files
-    python bench/gpu_study.py results --tables DIR [--output bench/results/gpu_study]
+    python bench/gpu_study.py results --tables DIR [DIR...] [--output bench/results/gpu_study]   # several: one study's exports merged
 
 ``run`` materializes the experiment stage by stage through Dagster (bench/study_run.py), resumable
 over device calls; dry-run's per-step estimate is taken before the first stage. ``--shrink`` is the
@@ -349,8 +349,8 @@ def seed_spread(eval_results) -> list[dict]:
 
 
 def with_missing_tables(tables: dict, experiment) -> dict:
-    """A run cut off after ``eval_results`` (``run --until eval_results``, or out of device time
-    during the failure judging) still gives its finding: ``accuracy`` computed here from the answers
+    """A run cut off after ``eval_results`` (out of device time during the failure judging, which
+    runs in the same stage) still gives its finding: ``accuracy`` computed here from the answers
     as the accuracy asset computes it (its declared noise only: the device's database is not here),
     and no failure modes."""
     from trace_assets.judging.schemas import JudgedTraceSchema
@@ -477,7 +477,7 @@ def main() -> None:
     run.add_argument("--shrink", action="store_true", help="the CPU rehearsal: the same file at tiny sizes")
     run.add_argument("--styles", nargs="+", help="keep only these styles and the arms that need no other")
     run.add_argument("--datasets", nargs="+", help="keep only these arms (and the contrasts among them)")
-    run.add_argument("--until", help="stop once the stage holding this asset is done (eval_results: the finding first)")
+    run.add_argument("--until", help="stop once the stage holding this asset is done (checkpoints: before evaluating)")
     run.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="change settings: teacher.sampling.n=8")
     run.add_argument("--cache-from", nargs="+", default=[], metavar="DIR", help="load generation cache parts (export's) first")
     exporter = sub.add_parser("export")

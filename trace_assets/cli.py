@@ -27,6 +27,7 @@ from trace_assets.estimates import (
     EngineStarts,
     completion_tokens,
     eval_gpu_hours,
+    evaluation_engine,
     examples_per_problem,
     failure_judge_gpu_hours,
     generated_problems,
@@ -78,7 +79,8 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     engines = EngineStarts()
     # judged_traces runs in teacher_traces' stage (one Dagster run, one process: demo.STAGES), whose
     # GenerationResource keeps the teacher's engine: a judge of the same model and engine settings reuses it
-    # (the fourth GPU run: one engine start for both); failure_modes, a later stage, starts its own
+    # (the fourth GPU run: one engine start for both); failure_modes runs in eval_results' stage, on the
+    # evaluation engine where the judge is the (last) student's model under its evaluation engine settings
     shared = shares_engine(teacher, judge) and samples > 0
     on_teacher_engine = ", on the teacher's engine" if shared else ""
     rows = [
@@ -150,13 +152,21 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
             }
         )
     judged = all_evals * FAILURE_JUDGED_SHARE
+    on_evaluation = shares_engine(evaluation_engine(list(experiment.students.values())[-1]), judge)
     rows.append(
         {
-            # only wrong answers whose category the rules can't settle go to the judge; a later stage than the
-            # teacher's, in a process of its own: it starts an engine (warm where its model ran before)
+            # only wrong answers whose category the rules can't settle go to the judge, in eval_results' stage
+            # (one Dagster run): on the evaluation engine where it shares it, else an engine of its own
             "asset": "failure_modes",
-            "work": f"~{judged:,.0f} judge calls of {all_evals:,} answers ({judge.model})",
-            "gpu_hours": failure_judge_gpu_hours(experiment, all_evals, rates, engines.cold(judge.model, judged)),
+            "work": f"~{judged:,.0f} judge calls of {all_evals:,} answers ({judge.model}"
+            + (", on the evaluation engine)" if on_evaluation else ")"),
+            "gpu_hours": failure_judge_gpu_hours(
+                experiment,
+                all_evals,
+                rates,
+                cold=not on_evaluation and engines.cold(judge.model, judged),
+                engine=not on_evaluation,
+            ),
             "gpus": judge.gpus,
         }
     )

@@ -66,8 +66,7 @@ STAGES = [
     ["teacher_traces", "judged_traces"],
     ["sft_examples", "dataset_exclusions", "trace_stats"],
     ["checkpoints", "training_log"],
-    ["eval_results"],
-    ["failure_modes", "accuracy", "report", "lineage_views"],
+    ["eval_results", "failure_modes", "accuracy", "report", "lineage_views"],
 ]
 
 
