@@ -250,8 +250,12 @@ def test_a_small_study_is_estimated_from_its_measured_figures(results_file, smal
     # student's two arms once and six checkpoints, half of max_tokens an answer at the greedy rate, 0.275 s a swap
     answers = (6 + 2) * 1319
     assert steps["eval_results"] == pytest.approx(163.5 + answers * 256 * 0.5 / 32427.0 + 7 * 0.275)
-    # failure judging: a warm engine and the measured seconds a verdict for the measured share of answers
-    assert steps["failure_modes"] == pytest.approx(42.9 + answers * 2906 / 10552 * 0.0065)
+    # failure judging, in the evaluation's stage: on its engine (the judge is the student's model under the
+    # evaluation's engine settings), one swap back to the base weights, the measured seconds a verdict for the
+    # measured share of answers; a judge of other engine settings starts a (warm) engine of its own
+    assert steps["failure_modes"] == pytest.approx(0.275 + answers * 2906 / 10552 * 0.0065)
+    other = small_study.model_copy(update={"judge": small_study.judge.model_copy(update={"max_model_len": 4096})})
+    assert seconds(other)["failure_modes"] == pytest.approx(42.9 + answers * 2906 / 10552 * 0.0065)
 
 
 def test_a_teacher_starts_the_cold_engine_and_compiling_costs_a_compile_a_run(results_file, small_study):
@@ -284,10 +288,11 @@ def test_the_judge_starts_an_engine_unless_it_shares_the_teachers(results_file, 
     steps = seconds(small_study.model_copy(update={"styles": ["normal"], "judge": judge}))
     generations = 2020 * small_study.teacher.sampling.n
     assert steps["judged_traces"] == pytest.approx(start + generations * 0.0065)
-    # the failure judge runs in a later stage, its own process: always an engine start, warm (its model ran before)
+    # the failure judge runs in the evaluation's stage: on the evaluation engine where it is the student's model
+    # under its engine settings (a swap back to the base weights), else an engine start, warm (its model ran before)
     answers = (2 * 3 + 2) * 1319 * 2906 / 10552
-    gpus = judge.tensor_parallel_size
-    assert steps["failure_modes"] == pytest.approx(42.9 * gpus + answers * 0.0065)
+    own_engine = 42.9 * judge.tensor_parallel_size if change else 0.275
+    assert steps["failure_modes"] == pytest.approx(own_engine + answers * 0.0065)
 
 
 @pytest.mark.parametrize(("model", "small"), [("org/Tiny-0.2B", True), ("org/Mid-0.3B", False), ("Qwen/Qwen2.5-7B", False)])
