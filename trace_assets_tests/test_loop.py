@@ -21,6 +21,7 @@ from trace_assets.loop.revision import (
     REVISION_SCHEMA,
     LeakedTestQuestion,
     check_no_test_text,
+    guidance,
     parse_revision,
     reviser_messages,
     revision_request,
@@ -276,10 +277,18 @@ def test_a_revision_without_the_answer_line_is_accepted_with_the_systems_line_ap
     assert outcome.reason == "restate quantities"
     # everything but the instruction is the parent's
     assert outcome.spec.model_dump(exclude={"instruction"}) == parent.spec.model_dump(exclude={"instruction"})
-    # a revision that keeps its own answer line is taken as written
-    own = f"{NEW_GUIDANCE}\nFinish with {'####' if style == 'normal' else 'ANSWER:'} and the number."
-    kept = parse_revision(reply(json.dumps({"instruction": own, "changes": "x"})), parent)
-    assert kept.spec is not None and kept.spec.instruction == own + "\n"
+    # the answer line is the system's: a line of the reviser's that mentions the marker is dropped, whatever it
+    # says (the first GPU loop's 135M reviser wrote one that told the teacher nothing about how to end)
+    marker = "####" if style == "normal" else "ANSWER:"
+    for own in (f"{NEW_GUIDANCE}\nFinish with {marker} and the number.", f"Correctly avoid the last line: {marker} (You must\n{NEW_GUIDANCE}"):
+        kept = parse_revision(reply(json.dumps({"instruction": own, "changes": "x"})), parent)
+        assert kept.spec is not None and kept.spec.instruction == f"{NEW_GUIDANCE}\n{ANSWER_LINES[parent.spec.answer_format]}\n"
+    # nothing left once the answer lines are dropped: too short, and the reason says why
+    bare = parse_revision(reply(json.dumps({"instruction": f"Correctly avoid the last line with the number: {marker} (You must add"})), parent)
+    assert bare.spec is None and "the system's" in bare.reason
+    # the parent's guidance with only its answer line reworded is no revision
+    same = guidance(parent.spec.instruction, parent.spec.answer_format) + f"\nWrite {marker} then the number."
+    assert parse_revision(reply(json.dumps({"instruction": same})), parent).reason == "the instruction is unchanged"
 
 
 def test_the_reviser_is_told_the_answer_line_is_the_systems_and_gets_room_for_its_json():
