@@ -35,6 +35,20 @@ def estimate(experiment) -> dict[str, float]:
     return seconds
 
 
+def round_estimates(experiment) -> dict[str, dict[str, float]]:
+    """dry-run's seconds per GPU step of each round of the closed loop (loop/rounds.py round_steps, the
+    engines warm: the study's stages ran first), by round key; {} without a ``revision`` section."""
+    if experiment.revision is None:
+        return {}
+    from trace_assets.loop.rounds import round_key, round_steps
+
+    return {
+        round_key(style, number): round_steps(experiment, style, number=number)
+        for style in experiment.revision.styles
+        for number in range(experiment.revision.rounds + 1)
+    }
+
+
 def load_times(data: Path) -> dict:
     path = data / TIMES_FILE
     return json.loads(path.read_text()) if path.exists() else {"stages": {}, "steps": {}}
@@ -102,6 +116,7 @@ def run_study(
     experiment = check_inputs(load_experiment(experiment_path))
     times = times_for(data, experiment_path)
     times.setdefault("estimate_before_run_s", estimate(experiment))
+    times.setdefault("round_estimate_before_run_s", round_estimates(experiment))
     write_instance(Path(os.environ["DAGSTER_HOME"]), overwrite=False)
     defs = build_definitions(experiment, data)
     stages: list[list[str] | str] = [*STAGES, *([LOOP_STAGE] if experiment.revision is not None else [])]
@@ -139,7 +154,14 @@ def run_study(
             if isinstance(stage, str):
                 from trace_assets.loop.sensors import run_loop
 
-                rounds = run_loop(defs, instance, log=lambda line: print(line, flush=True), step_seconds=steps)
+                def round_done(key: str, seconds: dict[str, float]) -> None:
+                    # kept as each round ends: a call cut off in a later round loses only that round's
+                    times.setdefault("loop_round_steps", {})[key] = seconds
+                    save()
+
+                rounds = run_loop(
+                    defs, instance, log=lambda line: print(line, flush=True), step_seconds=steps, on_round=round_done
+                )
                 run_stage(defs, instance, ["rounds_report"], steps)
                 times["loop_rounds"] = rounds
             else:
@@ -157,8 +179,11 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
     wall = sum(times["stages"].values())
     gpu_steps = {step: round(times["steps"].get(step, 0.0), 1) for step in GPU_STEPS}
     estimated = times["estimate_before_run_s"]
+    rounds = times.get("loop_round_steps", {})
     if "round_*" in estimated:  # the closed loop: its rounds' GPU steps against dry-run's estimate of every round
-        gpu_steps["round_*"] = round(sum(times["steps"].get(step, 0.0) for step in LOOP_GPU_STEPS), 1)
+        # each finished round's, kept as it ended (the loop stage's own total is lost when a call is cut off in it)
+        measured = [seconds for steps in rounds.values() for step, seconds in steps.items() if step in LOOP_GPU_STEPS]
+        gpu_steps["round_*"] = round(sum(measured) if rounds else sum(times["steps"].get(step, 0.0) for step in LOOP_GPU_STEPS), 1)
     gpu_seconds = sum(gpu_steps.values())
     estimate_s = sum(estimated.values())
     per_step = {
@@ -181,6 +206,7 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
         "dry_run_estimate_s": {asset: round(seconds, 1) for asset, seconds in estimated.items()},
         "dry_run_gpu_hours": round(estimate_s / 3600, 4),
         "per_step_vs_estimate": per_step,
+        "rounds_vs_estimate": round_figures(rounds, times.get("round_estimate_before_run_s", {})),
         # the estimate covers the GPU steps; the rest of the wall time (problems, prompts, datasets,
         # report, Dagster's own run overhead) is CPU work it does not claim
         "estimate_over_gpu_steps": round(estimate_s / gpu_seconds, 3) if gpu_seconds else None,
@@ -193,3 +219,21 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
         ),
         "measured_at": time.strftime("%Y-%m-%d"),
     }
+
+
+def round_figures(rounds: dict[str, dict[str, float]], estimated: dict[str, dict[str, float]]) -> list[dict]:
+    """Each finished round's GPU steps, measured and estimated before the run, step by step."""
+    figures = []
+    for key, steps in rounds.items():
+        guess = estimated.get(key, {})
+        measured = {step: round(steps.get(step, 0.0), 1) for step in LOOP_GPU_STEPS}
+        total, total_guess = sum(measured.values()), sum(guess.get(step, 0.0) for step in LOOP_GPU_STEPS)
+        figures.append(
+            {
+                "round_key": key,
+                "measured_s": measured,
+                "estimate_s": {step: round(guess.get(step, 0.0), 1) for step in LOOP_GPU_STEPS} if guess else None,
+                "estimate_over_measured": round(total_guess / total, 3) if guess and total else None,
+            }
+        )
+    return figures

@@ -466,12 +466,16 @@ def test_a_loop_on_countdown_is_judged_by_countdowns_checker_and_evaluated_few_s
     CountdownLoopBackend.student_prompts.clear()
     # round 0 started by an earlier call that was cut off (a device time limit): run again, not waited on
     instance.add_dynamic_partitions(ROUND_PARTITIONS, ["normal_r0"])
-    lines, steps = [], {}
+    lines, steps, per_round = [], {}, {}
 
-    assert run_loop(defs, instance, log=lines.append, step_seconds=steps) == ["normal_r0", "normal_r1"]
+    ran = run_loop(defs, instance, log=lines.append, step_seconds=steps, on_round=per_round.__setitem__)
+    assert ran == ["normal_r0", "normal_r1"]
     assert lines[0] == "loop: running round normal_r0 again (started in an earlier call, not finished)"
     assert set(steps) == {"round_styles", "round_traces", "round_examples", "round_checkpoints", "round_evals", "round_failures"}
     assert all(seconds > 0 for seconds in steps.values())  # both rounds' own step seconds, for dry-run's comparison
+    # each round's own, as it ended: together they are the totals
+    assert list(per_round) == ran and set(per_round["normal_r1"]) == set(steps)
+    assert sum(per_round["normal_r0"].values()) + sum(per_round["normal_r1"].values()) == pytest.approx(sum(steps.values()))
 
     with duckdb.connect(str(database), read_only=True) as db:
         traces = db.sql("SELECT * FROM round_traces WHERE kind = 'solve'").pl()

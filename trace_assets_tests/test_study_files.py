@@ -297,8 +297,33 @@ def test_loop_steps_are_compared_with_dry_runs_estimate_of_its_rounds():
     figures = time_figures(times, "experiments/gpu_loop.yaml", PROJECT_ROOT)
     assert figures["per_step_vs_estimate"]["round_*"] == {"measured_s": 80.0, "estimate_s": 100.0, "estimate_over_measured": 1.25}
     assert figures["gpu_step_s"]["round_*"] == 80.0 and figures["estimate_over_gpu_steps"] == round(190 / 180, 3)
+    # each finished round's steps, kept as it ended: they, not the loop stage's total (lost when a call is cut off
+    # in a later round), are the rounds' seconds, each round beside its own estimate
+    times["loop_round_steps"] = {
+        "normal_r0": {"round_checkpoints": 30.0, "round_evals": 50.0, "round_examples": 8.0},
+        "normal_r1": {"round_styles": 45.0, "round_traces": 65.0, "round_checkpoints": 44.0, "round_evals": 76.0},
+    }
+    times["round_estimate_before_run_s"] = {"normal_r0": {"round_checkpoints": 30.0, "round_evals": 45.0}, "normal_r1": {"round_styles": 50.0}}
+    figures = time_figures(times, "experiments/gpu_loop.yaml", PROJECT_ROOT)
+    assert figures["gpu_step_s"]["round_*"] == 310.0
+    first, second = figures["rounds_vs_estimate"]
+    assert first["round_key"] == "normal_r0" and first["estimate_over_measured"] == round(75 / 80, 3)
+    assert first["measured_s"]["round_evals"] == 50.0 and "round_examples" not in first["measured_s"]  # a CPU step
+    assert second["estimate_over_measured"] == round(50 / 230, 3)
     times["estimate_before_run_s"].pop("round_*")
     assert "round_*" not in time_figures(times, "experiments/gpu_study.yaml", PROJECT_ROOT)["per_step_vs_estimate"]
+
+
+def test_the_round_estimates_are_made_for_every_round_of_every_revised_style():
+    from bench.study_run import round_estimates
+    from trace_assets.loop.rounds import round_steps
+
+    experiment = load_experiment(PROJECT_ROOT / "experiments" / "gpu_loop.yaml")
+    estimates = round_estimates(experiment)
+    assert list(estimates) == ["normal_r0", "normal_r1", "normal_r2", "normal_r3"]
+    assert estimates["normal_r0"]["round_styles"] == 0 < estimates["normal_r1"]["round_styles"]  # round 0 reads the file
+    assert estimates["normal_r2"] == round_steps(experiment, "normal", number=2)
+    assert round_estimates(load_experiment(PROJECT_ROOT / "experiments" / "gpu_study.yaml")) == {}
 
 
 def test_a_call_stops_before_a_stage_its_time_left_cannot_hold_but_always_starts_one():
