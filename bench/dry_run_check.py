@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -103,6 +104,8 @@ def loop_rounds() -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
+        # each run began on a fresh machine: an empty data folder, so the local model is built first
+        os.environ["TRACE_ASSETS_DATA_DIR"] = str(Path(folder) / "data")
         for name, (path, measured) in runs(Path(folder)).items():
             estimated = estimate(load_experiment(path))
             print(f"{name} run ({path.replace(folder, '<cut>')}): step, estimate s, measured s, estimate/measured")

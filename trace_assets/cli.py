@@ -43,7 +43,7 @@ from trace_assets.estimates import (
     teacher_generations,
     training_tokens_per_seed,
 )
-from trace_assets.experiment import BASE_DATASETS, Experiment, database_path, load_experiment
+from trace_assets.experiment import BASE_DATASETS, Experiment, data_dir, database_path, load_experiment
 from trace_assets.inputs import check_inputs
 from trace_assets.rates import Rates, load_rates
 
@@ -170,6 +170,14 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
             "gpus": judge.gpus,
         }
     )
+    prepared = local_model_preparation(experiment, rates)
+    if prepared:
+        # the first step with GPU work is the first to resolve the models (the teacher's, else the SFT's)
+        first = next((row for row in rows if row["gpu_hours"] > 0), None)
+        if first is not None:
+            name, seconds = prepared
+            first["gpu_hours"] += seconds / 3600
+            first["work"] += f"; building {name} from its GGUF first (~{seconds:.0f} s, once per data folder)"
     if experiment.revision is not None:
         from trace_assets.loop.rounds import round_gpu_hours
 
@@ -189,6 +197,20 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 }
             )
     return rows
+
+
+def local_model_preparation(experiment: Experiment, rates: Rates) -> tuple[str, float] | None:
+    """A ``local:`` model the run uses whose folder the data folder does not hold yet, and the seconds
+    building it takes (models.resolve_model: reading the GGUF, its tokenizer and config, writing the
+    folder; ~42 s in the loop run's first step, mostly before the conversion's own second); None when
+    every local model is built or the rates have no figure for it."""
+    from trace_assets.models import LOCAL_PREFIX
+
+    seconds = rates.small.local_model_prep_s if rates.small is not None else 0.0
+    models = [experiment.teacher.model, experiment.judge.model, *(s.model for s in experiment.students.values())]
+    local = [m for m in dict.fromkeys(models) if m.startswith(LOCAL_PREFIX)]
+    missing = [m for m in local if not (data_dir() / "models" / m[len(LOCAL_PREFIX) :] / "config.json").exists()]
+    return (missing[0], seconds * len(missing)) if missing and seconds else None
 
 
 def kept_shares(experiment: Experiment, rates: Rates, generated: bool) -> dict[str, float]:

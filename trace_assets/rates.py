@@ -81,6 +81,8 @@ class SmallModelRates:
     engine_warm_s: float  # a later engine of the same architecture (the compile cache is in the data folder)
     judge_verdict_s: float  # one judge verdict: reading the trace and rubric dominates, not its few output tokens
     sft_per_run_s: float = 0.0  # a run's own seconds in a launch outside the trainer (its model load and save)
+    # building a ``local:`` model's folder from its GGUF (models.resolve_model), once per data folder
+    local_model_prep_s: float = 0.0
     # the share of problems with an eligible right trace among the teacher's ``teacher_samples`` samples of each
     teacher_right_share: float | None = None
     teacher_samples: int | None = None
@@ -318,6 +320,7 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
         engine_warm_s=figure(f"{SMALL}.engine.warm_startup_s"),
         judge_verdict_s=figure(f"{SMALL}.judge.seconds_per_verdict"),
         sft_per_run_s=optional_figure(f"{SMALL}.sft.per_run_s") or 0.0,
+        local_model_prep_s=optional_figure(f"{SMALL}.local_model.prep_s") or 0.0,
         teacher_right_share=share,
         teacher_samples=samples if isinstance(samples, int) else None,
     )

@@ -559,3 +559,27 @@ def test_a_hub_id_students_checkpoints_get_a_second_evaluation_engine(results_fi
     hub = eval_gpu_hours(1e6, 0.5, 4, rates, local_base=False) * 3600
     assert hub - local == pytest.approx(rates.engine_start_s(0.5, "eval"))
     assert eval_gpu_hours(1e6, 0.5, 1, rates, local_base=False) == eval_gpu_hours(1e6, 0.5, 1, rates)  # untrained only
+
+
+def test_a_local_model_not_yet_built_in_the_data_folder_is_charged_to_the_first_step(
+    results_file, small_study, tmp_path, monkeypatch
+):
+    """Building local:smollm2's folder from its GGUF (~42 s on the GPU machine) happens once per data folder,
+    in the first step that resolves the model: the teacher's where it samples, else the SFT's; never again
+    once the folder holds it."""
+    monkeypatch.setenv("TRACE_ASSETS_DATA_DIR", str(tmp_path / "data"))
+    with_teacher = small_study.model_copy(update={"styles": ["normal"]})
+    results_file(WITH_STUDY)
+    before = {"human": seconds(small_study), "teacher": seconds(with_teacher)}
+    results_file({**RESULTS, "sections": {**RESULTS["sections"], "study_135m": {**STUDY, "local_model": {"prep_s": 42.0}}}})
+    assert small_study.teacher.model == "local:smollm2-135m-instruct"
+    human, teacher = seconds(small_study), seconds(with_teacher)
+    assert human["checkpoints"] == pytest.approx(before["human"]["checkpoints"] + 42.0)  # no teacher: SFT builds it
+    assert teacher["teacher_traces"] == pytest.approx(before["teacher"]["teacher_traces"] + 42.0)
+    assert teacher["checkpoints"] == pytest.approx(before["teacher"]["checkpoints"])  # once, not per step
+    row = next(row for row in plan(with_teacher) if row["asset"] == "teacher_traces")
+    assert "building local:smollm2-135m-instruct from its GGUF" in row["work"]
+    built = tmp_path / "data" / "models" / "smollm2-135m-instruct"
+    built.mkdir(parents=True)
+    (built / "config.json").write_text("{}")
+    assert seconds(with_teacher) == pytest.approx(before["teacher"])  # the data folder has it: nothing to build
