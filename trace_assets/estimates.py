@@ -36,9 +36,14 @@ SYNTHETIC_TRACE_TOKENS = 91.4
 # its max_attempts replies), which then decode at the speed of one rather than at the batched rate. vLLM's
 # step with CUDA graphs takes a few ms for a small model; 10 ms is taken as a bound.
 ASSUMED_DECODE_STEP_S = 0.01
-# Answers the failure judge reads (wrong, and the rules can't say why): 2,906 of the 10,552 answers the
-# third GPU run generated (8 arms x 1,319 test problems; bench/results/gpu_study/third_run, failure_modes).
-FAILURE_JUDGED_SHARE = 2906 / 10552
+# Answers the failure judge reads (wrong, and the rules can't say why), as a run with no cached verdicts
+# judges them: the failure_modes rows whose source is the judge (judge, rules+judge, unparsable) over the
+# answers, pooled over the third, fourth and loop GPU runs' tables: 8,578 of 15,828, 26,060 of 35,613 and
+# 3,112 of 3,957 (bench/results/gpu_study/*/tables.tar). It depends on the arms: every wrong answer of an
+# arm that learned (H: 35% of its answers), about half of the untrained zero-shot student's, ~92% of
+# the others'. The earlier figure, 2,906 of the third run's 10,552, counted the verdicts that run
+# generated, most of the rest being cache hits from the run before it: a fresh run judges more.
+FAILURE_JUDGED_SHARE = (8578 + 26060 + 3112) / (15828 + 35613 + 3957)
 
 
 def model_billions(name: str) -> float:

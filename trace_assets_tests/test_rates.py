@@ -8,7 +8,7 @@ import re
 import pytest
 
 from trace_assets.cli import dry_run, main, plan
-from trace_assets.estimates import model_billions
+from trace_assets.estimates import FAILURE_JUDGED_SHARE, model_billions
 from trace_assets.experiment import PROJECT_ROOT, DatasetRecipe, RevisionConfig, load_experiment
 from trace_assets.loop.rounds import round_gpu_hours
 from trace_assets.rates import BUILT_IN, BenchResultsError, load_rates
@@ -253,9 +253,9 @@ def test_a_small_study_is_estimated_from_its_measured_figures(results_file, smal
     # failure judging, in the evaluation's stage: on its engine (the judge is the student's model under the
     # evaluation's engine settings), one swap back to the base weights, the measured seconds a verdict for the
     # measured share of answers; a judge of other engine settings starts a (warm) engine of its own
-    assert steps["failure_modes"] == pytest.approx(0.275 + answers * 2906 / 10552 * 0.0065)
+    assert steps["failure_modes"] == pytest.approx(0.275 + answers * FAILURE_JUDGED_SHARE * 0.0065)
     other = small_study.model_copy(update={"judge": small_study.judge.model_copy(update={"max_model_len": 4096})})
-    assert seconds(other)["failure_modes"] == pytest.approx(42.9 + answers * 2906 / 10552 * 0.0065)
+    assert seconds(other)["failure_modes"] == pytest.approx(42.9 + answers * FAILURE_JUDGED_SHARE * 0.0065)
 
 
 def test_a_teacher_starts_the_cold_engine_and_compiling_costs_a_compile_a_run(results_file, small_study):
@@ -290,7 +290,7 @@ def test_the_judge_starts_an_engine_unless_it_shares_the_teachers(results_file, 
     assert steps["judged_traces"] == pytest.approx(start + generations * 0.0065)
     # the failure judge runs in the evaluation's stage: on the evaluation engine where it is the student's model
     # under its engine settings (a swap back to the base weights), else an engine start, warm (its model ran before)
-    answers = (2 * 3 + 2) * 1319 * 2906 / 10552
+    answers = (2 * 3 + 2) * 1319 * FAILURE_JUDGED_SHARE
     own_engine = 42.9 * judge.tensor_parallel_size if change else 0.275
     assert steps["failure_modes"] == pytest.approx(own_engine + answers * 0.0065)
 
@@ -583,3 +583,19 @@ def test_a_local_model_not_yet_built_in_the_data_folder_is_charged_to_the_first_
     built.mkdir(parents=True)
     (built / "config.json").write_text("{}")
     assert seconds(with_teacher) == pytest.approx(before["teacher"])  # the data folder has it: nothing to build
+
+
+def test_the_failure_judges_share_is_what_the_committed_runs_judged():
+    """FAILURE_JUDGED_SHARE is the pooled share of answers whose failure category the judge gave, in the
+    tables of the GPU runs it names: recounted from them."""
+    import polars as pl
+
+    from bench.gpu_study import read_tables
+
+    judged = answers = 0
+    for run in ("third_run", "fourth_run", "loop_run"):
+        tables = read_tables(PROJECT_ROOT / "bench" / "results" / "gpu_study" / run / "tables.tar")
+        judged += tables["failure_modes"].filter(pl.col("source").is_in(["judge", "rules+judge", "unparsable"])).height
+        answers += tables["eval_results"].height
+    assert judged / answers == pytest.approx(FAILURE_JUDGED_SHARE)
+    assert 0.6 < FAILURE_JUDGED_SHARE < 0.75  # most answers of arms that learned nothing are judged
