@@ -15,7 +15,7 @@ now runs on the teacher's), and the second and third runs' a second evaluation e
 checkpoints (their engine files now match the base model's): their judge and evaluation estimates are short by
 those starts (about 38 s each, warm); the fourth run's failure judge, a stage of its own then, started an engine
 that it now shares with the evaluation (demo.STAGES: one stage, one Dagster run), so its failure estimate is
-short by that start (~29 s warm). The loop run is experiments/gpu_loop.yaml as it ran (digest 2dbd115ab11ffd32), its
+short by that start (~29 s warm). The loop run's file is loop_run/experiment.yaml, experiments/gpu_loop.yaml as it ran (digest 2dbd115ab11ffd32), its
 study steps results.json's, its rounds run.json's. The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
 command; the file is byte for byte the one it ran, digest d53e6182a5cc9e8a), its seconds results.json's
 ``earlier_cuts_times[0]``.
@@ -82,7 +82,7 @@ def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
             json.loads((RESULTS / "third_run" / "run.json").read_text())["steps"]["measured_s"],
         ),
         "fourth (cut 1)": (cut_1, json.loads((fourth / "results.json").read_text())["earlier_cuts_times"][0]["gpu_step_s"]),
-        "loop": (str(ROOT / "experiments" / "gpu_loop.yaml"), json.loads((RESULTS / "loop_run" / "results.json").read_text())["times"]["gpu_step_s"]),
+        "loop": (str(RESULTS / "loop_run" / "experiment.yaml"), json.loads((RESULTS / "loop_run" / "results.json").read_text())["times"]["gpu_step_s"]),
     }
 
 
@@ -91,7 +91,7 @@ def loop_rounds() -> None:
     round_steps now; r2 was cut off by a call's limit and run again, so it is left out."""
     from trace_assets.loop.rounds import round_steps
 
-    experiment = load_experiment(ROOT / "experiments" / "gpu_loop.yaml")
+    experiment = load_experiment(RESULTS / "loop_run" / "experiment.yaml")
     measured = json.loads((RESULTS / "loop_run" / "run.json").read_text())["steps_vs_estimate_made_before_the_run"]["rounds"]
     print("loop run's rounds: round, estimate s, measured s, estimate/measured (per step: styles, traces, SFT, evaluation, failures)")
     for name in ("r0", "r1", "r3"):
