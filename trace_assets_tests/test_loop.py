@@ -21,7 +21,6 @@ from trace_assets.loop.revision import (
     REVISION_SCHEMA,
     LeakedTestQuestion,
     check_no_test_text,
-    guidance,
     parse_revision,
     reviser_messages,
     revision_request,
@@ -277,18 +276,25 @@ def test_a_revision_without_the_answer_line_is_accepted_with_the_systems_line_ap
     assert outcome.reason == "restate quantities"
     # everything but the instruction is the parent's
     assert outcome.spec.model_dump(exclude={"instruction"}) == parent.spec.model_dump(exclude={"instruction"})
-    # the answer line is the system's: a line of the reviser's that mentions the marker is dropped, whatever it
-    # says (the first GPU loop's 135M reviser wrote one that told the teacher nothing about how to end)
+    # the answer line is the system's: it ends every revision, whatever the reviser wrote about the answer form
+    # (the first GPU loop's 135M reviser wrote a cut-off sentence mentioning the marker, which told the teacher
+    # nothing about how to end), and the reviser's own sentences stay as written
     marker = "####" if style == "normal" else "ANSWER:"
-    for own in (f"{NEW_GUIDANCE}\nFinish with {marker} and the number.", f"Correctly avoid the last line: {marker} (You must\n{NEW_GUIDANCE}"):
+    line = ANSWER_LINES[parent.spec.answer_format]
+    for own in (
+        f"{NEW_GUIDANCE}\nFinish with {marker} and the number.",
+        f"Correctly avoid the last line: {marker} (You must add a {NEW_GUIDANCE}",
+    ):
         kept = parse_revision(reply(json.dumps({"instruction": own, "changes": "x"})), parent)
-        assert kept.spec is not None and kept.spec.instruction == f"{NEW_GUIDANCE}\n{ANSWER_LINES[parent.spec.answer_format]}\n"
-    # nothing left once the answer lines are dropped: too short, and the reason says why
-    bare = parse_revision(reply(json.dumps({"instruction": f"Correctly avoid the last line with the number: {marker} (You must add"})), parent)
-    assert bare.spec is None and "the system's" in bare.reason
-    # the parent's guidance with only its answer line reworded is no revision
-    same = guidance(parent.spec.instruction, parent.spec.answer_format) + f"\nWrite {marker} then the number."
-    assert parse_revision(reply(json.dumps({"instruction": same})), parent).reason == "the instruction is unchanged"
+        assert kept.spec is not None and kept.spec.instruction == f"{own}\n{line}\n"
+    # a reviser that ends with the system's own line does not get it twice
+    ended = parse_revision(reply(json.dumps({"instruction": f"{NEW_GUIDANCE}\n{line}"})), parent)
+    assert ended.spec is not None and ended.spec.instruction == f"{NEW_GUIDANCE}\n{line}\n"
+    # the parent echoed back, with or without the system's line, is no revision; one new sentence is
+    for echo in (parent.spec.instruction, f"{parent.spec.instruction.rstrip()}\n{line}"):
+        assert parse_revision(reply(json.dumps({"instruction": echo})), parent).reason == "the instruction is unchanged"
+    wider = parse_revision(reply(json.dumps({"instruction": f"{parent.spec.instruction.rstrip()} {NEW_GUIDANCE}"})), parent)
+    assert wider.spec is not None and parent.spec.instruction.split()[-1] in wider.spec.instruction  # nothing of it cut
 
 
 def test_the_reviser_is_told_the_answer_line_is_the_systems_and_gets_room_for_its_json():
@@ -468,14 +474,17 @@ def test_a_loop_on_countdown_is_judged_by_countdowns_checker_and_evaluated_few_s
     instance.add_dynamic_partitions(ROUND_PARTITIONS, ["normal_r0"])
     lines, steps, per_round = [], {}, {}
 
-    ran = run_loop(defs, instance, log=lines.append, step_seconds=steps, on_round=per_round.__setitem__)
+    ran = run_loop(
+        defs, instance, log=lines.append, step_seconds=steps, on_round=lambda *call: per_round.setdefault(call[0], call[1:])
+    )
     assert ran == ["normal_r0", "normal_r1"]
     assert lines[0] == "loop: running round normal_r0 again (started in an earlier call, not finished)"
     assert set(steps) == {"round_styles", "round_traces", "round_examples", "round_checkpoints", "round_evals", "round_failures"}
     assert all(seconds > 0 for seconds in steps.values())  # both rounds' own step seconds, for dry-run's comparison
-    # each round's own, as it ended: together they are the totals
-    assert list(per_round) == ran and set(per_round["normal_r1"]) == set(steps)
-    assert sum(per_round["normal_r0"].values()) + sum(per_round["normal_r1"].values()) == pytest.approx(sum(steps.values()))
+    # each round's own, as it ended, and whether it was run again: together they are the totals
+    assert list(per_round) == ran and set(per_round["normal_r1"][0]) == set(steps)
+    assert [again for _, again in per_round.values()] == [True, False]  # r0 was cut off in an earlier call
+    assert sum(sum(seconds.values()) for seconds, _ in per_round.values()) == pytest.approx(sum(steps.values()))
 
     with duckdb.connect(str(database), read_only=True) as db:
         traces = db.sql("SELECT * FROM round_traces WHERE kind = 'solve'").pl()

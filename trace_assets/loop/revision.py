@@ -8,13 +8,14 @@ passes the style file's own validation and loads back from the file written for 
 is a rejected attempt with its reason (a reply cut off at the token limit says so); after the
 experiment's attempts the round keeps its parent's text.
 
-The answer-format line is the system's, not the reviser's: the reviser writes the guidance, every line
-of it that mentions the style's answer marker is dropped, and :data:`ANSWER_LINES`' line ends the
-instruction. A small model writing ``"#### <number>"`` inside a JSON string ends the string at the first
-quote, and one that mentions the marker may not ask for it: the first GPU loop's 135M reviser wrote
-"Correctly avoid the last line with the number of the end of the instruction: #### (You must add a new
-line just before your answer-format line if ...", which an "instruction mentions ####" test took as an
-answer line, and that round's teacher was never told how to end.
+The answer-format line is the system's, not the reviser's: the reviser writes the guidance, and the
+system's line (:data:`ANSWER_LINES`) always ends the instruction, whatever the reviser wrote about the
+answer form (a small model writing ``"#### <number>"`` inside a JSON string ends the string at the first
+quote). The first GPU loop's 135M reviser wrote "Correctly avoid the last line with the number of the end
+of the instruction: #### (You must add a new line ...", which the earlier test "the instruction mentions
+####" took as an answer line, and that round's teacher was never told how to end. The reviser's own
+sentences stay as written (the styles' instructions are hard-wrapped, so the marker's line is often the
+end of a sentence that also says something else).
 
 A round's style file is its parent's file text: byte for byte when the round keeps its parent, with
 only the instruction's value replaced when it is revised, so a diff against the parent shows only
@@ -151,8 +152,8 @@ def reviser_messages(
         f"Failures by category:\n" + ("\n".join(lines) if trained else NOTHING_TRAINED) + "\n\n" + "\n\n".join(shown) + "\n\n"
         f"Rewrite the instruction so that the teacher's solutions teach students to avoid these failures. Keep what "
         f"works; change the guidance. Write only the guidance: you need not say how the final answer is written, "
-        f"because the system itself ends the instruction with the answer-format line ({ANSWER_LINES[style.spec.answer_format]}); "
-        f"a line of yours that mentions {marker} is dropped.\n"
+        f"because the system itself ends the instruction with the answer-format line ({ANSWER_LINES[style.spec.answer_format]}), "
+        f"whatever yours says about {marker}.\n"
         f"Reply in JSON with two fields: instruction, the whole new instruction (at most {MAX_INSTRUCTION_CHARS} "
         f"characters), and changes, one sentence on what you changed."
     )
@@ -189,16 +190,16 @@ def revision_request(messages: list[dict], model: str, sampling: Sampling, attem
     return sampling, Request(request_key(messages, model, sampling, REVISION_SCHEMA), messages, REVISION_SCHEMA)
 
 
-def guidance(instruction: str, answer_format: str) -> str:
-    """The instruction without its lines that mention the style's answer marker: what the reviser may
-    change (asking for the answer form is the system's line)."""
-    marker = ANSWER_MARKERS[answer_format]
-    return "\n".join(line for line in instruction.splitlines() if marker not in line).strip()
+def with_answer_line(instruction: str, answer_format: str) -> str:
+    """The reviser's instruction ended by the system's answer-format line (not added twice)."""
+    line = ANSWER_LINES[answer_format]
+    text = instruction.rstrip()
+    return text if text.endswith(line) else f"{text}\n{line}"
 
 
-def with_answer_line(text: str, answer_format: str) -> str:
-    """The reviser's guidance, its own answer lines dropped, ended by the system's answer-format line."""
-    return f"{guidance(text, answer_format)}\n{ANSWER_LINES[answer_format]}"
+def _without_answer_line(instruction: str, answer_format: str) -> str:
+    """The instruction less the system's answer line at its end: what "unchanged" compares."""
+    return _normal(instruction.rstrip().removesuffix(ANSWER_LINES[answer_format]))
 
 
 def _unreadable(completion: Completion) -> str:
@@ -227,16 +228,14 @@ def parse_revision(completion: Completion | None, parent: Style) -> Revision:
     instruction = instruction.strip()
     if len(instruction) > MAX_INSTRUCTION_CHARS:
         return Revision(None, f"the instruction is {len(instruction)} characters, over {MAX_INSTRUCTION_CHARS}")
-    answer_format = parent.spec.answer_format
-    text = guidance(instruction, answer_format)
-    if len(text) < MIN_INSTRUCTION_CHARS:
-        dropped = " (its lines that mention the answer form dropped: that line is the system's)" if text != instruction else ""
-        return Revision(None, f"the instruction is {len(text)} characters{dropped}, too short to be guidance: {instruction!r}")
-    if is_degenerate_loop(text):  # a small reviser stuck repeating itself, as a student can be
+    if len(instruction) < MIN_INSTRUCTION_CHARS:
+        return Revision(None, f"the instruction is {len(instruction)} characters, too short to be guidance: {instruction!r}")
+    if is_degenerate_loop(instruction):  # a small reviser stuck repeating itself, as a student can be
         return Revision(None, "the instruction repeats itself verbatim (a degenerate loop)")
-    if _normal(text) == _normal(guidance(parent.spec.instruction, answer_format)):
+    answer_format = parent.spec.answer_format
+    if _without_answer_line(instruction, answer_format) == _without_answer_line(parent.spec.instruction, answer_format):
         return Revision(None, "the instruction is unchanged")
-    instruction = with_answer_line(text, answer_format)
+    instruction = with_answer_line(instruction, answer_format)
     try:
         spec = parent.spec.model_copy(update={"instruction": instruction + "\n"})
         spec = StyleFile.model_validate(spec.model_dump())  # every check a style file gets

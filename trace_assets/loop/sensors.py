@@ -122,21 +122,22 @@ def run_loop(
     log=print,
     max_ticks: int = 100,
     step_seconds: dict[str, float] | None = None,
-    on_round: Callable[[str, dict[str, float]], None] | None = None,
+    on_round: Callable[[str, dict[str, float], bool], None] | None = None,
 ) -> list[str]:
     """Tick ``next_round`` and run what it asks for, in this process, until it has nothing to start;
     returns the round keys run, in order. Nothing else runs rounds here, so a round started but not
     finished was cut off in an earlier call (a device time limit, a kill) and is run again first; the
     sensor itself would wait on it as "running or failed" and the chain would end there.
     ``step_seconds``, when given, gets each round step's own seconds added under its asset's name;
-    ``on_round``, when given, is called with each round's key and its steps' seconds once it succeeds
-    (bench/study_run.py keeps them, so a call cut off in a later round loses only that round's)."""
+    ``on_round``, when given, is called with each round's key, its steps' seconds and whether it was run
+    again (its earlier attempt's finished steps reused) once it succeeds (bench/study_run.py keeps them,
+    so a call cut off in a later round loses only that round's)."""
     sensor = defs.resolve_sensor_def("next_round")
     job = defs.resolve_job_def(ROUND_JOB)
     ran = []
     for key in unfinished_rounds(instance):
         log(f"loop: running round {key} again (started in an earlier call, not finished)")
-        _run_round(job, instance, key, step_seconds, on_round)
+        _run_round(job, instance, key, step_seconds, on_round, again=True)
         ran.append(key)
     for _ in range(max_ticks):
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
@@ -157,7 +158,8 @@ def _run_round(
     instance: dg.DagsterInstance,
     key: str,
     step_seconds: dict[str, float] | None,
-    on_round: Callable[[str, dict[str, float]], None] | None = None,
+    on_round: Callable[[str, dict[str, float], bool], None] | None = None,
+    again: bool = False,
 ) -> None:
     """One round's chain of assets in this process; a RuntimeError with the failed steps' errors."""
 
@@ -170,4 +172,4 @@ def _run_round(
         failures = [e.event_specific_data.error.to_string() for e in outcome.all_events if e.is_step_failure]
         raise RuntimeError(f"round {key} failed:\n" + "\n".join(failures))
     if on_round is not None:
-        on_round(key, durations)
+        on_round(key, durations, again)
