@@ -27,9 +27,9 @@ from trace_assets.estimates import (
     EngineStarts,
     completion_tokens,
     eval_gpu_hours,
-    evaluation_engine,
     examples_per_problem,
     failure_judge_gpu_hours,
+    failure_judge_on_evaluation_engine,
     generated_problems,
     generation_gpu_hours,
     judge_gpu_hours,
@@ -152,7 +152,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
             }
         )
     judged = all_evals * FAILURE_JUDGED_SHARE
-    on_evaluation = shares_engine(evaluation_engine(list(experiment.students.values())[-1]), judge)
+    on_evaluation = failure_judge_on_evaluation_engine(experiment, trains=bool(experiment.datasets))
     rows.append(
         {
             # only wrong answers whose category the rules can't settle go to the judge, in eval_results' stage
@@ -170,14 +170,12 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
             "gpus": judge.gpus,
         }
     )
-    prepared = local_model_preparation(experiment, rates)
+    prepared = local_model_preparation(experiment, rates) if samples > 0 else None
     if prepared:
-        # the first step with GPU work is the first to resolve the models (the teacher's, else the SFT's)
-        first = next((row for row in rows if row["gpu_hours"] > 0), None)
-        if first is not None:
-            name, seconds = prepared
-            first["gpu_hours"] += seconds / 3600
-            first["work"] += f"; building {name} from its GGUF first (~{seconds:.0f} s, once per data folder)"
+        # the teacher's step resolves its model first; without teacher work sft_examples (a CPU step) builds it
+        name, seconds = prepared
+        rows[0]["gpu_hours"] += seconds / 3600
+        rows[0]["work"] += f"; building {name} from its GGUF first (~{seconds:.0f} s, once per data folder)"
     if experiment.revision is not None:
         from trace_assets.loop.rounds import round_gpu_hours
 
@@ -200,17 +198,20 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
 
 
 def local_model_preparation(experiment: Experiment, rates: Rates) -> tuple[str, float] | None:
-    """A ``local:`` model the run uses whose folder the data folder does not hold yet, and the seconds
-    building it takes (models.resolve_model: reading the GGUF, its tokenizer and config, writing the
-    folder; ~42 s in the loop run's first step, mostly before the conversion's own second); None when
-    every local model is built or the rates have no figure for it."""
+    """The teacher's model when it is a ``local:`` one the data folder does not hold yet, and the seconds
+    building its folder takes (models.resolve_model: reading the GGUF, its tokenizer and config, writing
+    the folder; ~42 s at the start of the loop run's teacher_traces, mostly before the conversion's own
+    second); None when it is built, a hub id, or the rates have no figure for it. Only the teacher's: it
+    is the first step to resolve a model, and without teacher work sft_examples, a CPU step, builds it
+    (the third GPU run's took 48 s, the others' 2-13)."""
     from trace_assets.models import LOCAL_PREFIX
 
     seconds = rates.small.local_model_prep_s if rates.small is not None else 0.0
-    models = [experiment.teacher.model, experiment.judge.model, *(s.model for s in experiment.students.values())]
-    local = [m for m in dict.fromkeys(models) if m.startswith(LOCAL_PREFIX)]
-    missing = [m for m in local if not (data_dir() / "models" / m[len(LOCAL_PREFIX) :] / "config.json").exists()]
-    return (missing[0], seconds * len(missing)) if missing and seconds else None
+    name = experiment.teacher.model
+    if not seconds or not name.startswith(LOCAL_PREFIX):
+        return None
+    built = (data_dir() / "models" / name[len(LOCAL_PREFIX) :] / "config.json").exists()
+    return None if built else (name, seconds)
 
 
 def kept_shares(experiment: Experiment, rates: Rates, generated: bool) -> dict[str, float]:

@@ -38,12 +38,13 @@ SYNTHETIC_TRACE_TOKENS = 91.4
 ASSUMED_DECODE_STEP_S = 0.01
 # Answers the failure judge reads (wrong, and the rules can't say why), as a run with no cached verdicts
 # judges them: the failure_modes rows whose source is the judge (judge, rules+judge, unparsable) over the
-# answers, pooled over the third, fourth and loop GPU runs' tables: 8,578 of 15,828, 26,060 of 35,613 and
-# 3,112 of 3,957 (bench/results/gpu_study/*/tables.tar). It depends on the arms: every wrong answer of an
-# arm that learned (H: 35% of its answers), about half of the untrained zero-shot student's, ~92% of
-# the others'. The earlier figure, 2,906 of the third run's 10,552, counted the verdicts that run
-# generated, most of the rest being cache hits from the run before it: a fresh run judges more.
-FAILURE_JUDGED_SHARE = (8578 + 26060 + 3112) / (15828 + 35613 + 3957)
+# answers, each untrained arm's answers once (they repeat for every seed; the judge sees one request), pooled
+# over the third, fourth and loop GPU runs' tables: 4,756 of 10,552, 22,236 of 30,337 and 3,112 of 3,957
+# (bench/results/gpu_study/*/tables.tar). It depends on the arms: every wrong answer of an arm that learned
+# (H: 35% of its answers), about half of the untrained zero-shot student's, ~92% of the others'. The
+# earlier figure, 2,906 of the third run's 10,552, counted the verdicts that run generated; the rest were
+# cache hits from the run before it, which a fresh run does not have.
+FAILURE_JUDGED_SHARE = (4756 + 22236 + 3112) / (10552 + 30337 + 3957)
 
 
 def model_billions(name: str) -> float:
@@ -142,6 +143,17 @@ def evaluation_engine(student: StudentConfig) -> ModelConfig:
     (a later call of the same run for that model and settings, the loop's failure judge, reuses it)."""
     defaults = {f.name: f.default for f in fields(ModelSpec) if f.name in ENGINE_FIELDS - {"model", "dtype"}}
     return ModelConfig(model=student.model, dtype=student.dtype, **defaults)
+
+
+def failure_judge_on_evaluation_engine(experiment: Experiment, trains: bool = True) -> bool:
+    """Whether the failure judge runs on the evaluation engine its stage (or round) left running: the last
+    student's (eval_results walks the checkpoints table, dataset outer and student inner, grouping by
+    engine in order of appearance), of the judge's model and engine settings. Where checkpoints are
+    trained (``trains``) that engine serves them, and they share the base model's engine only where the
+    base is a local folder: a hub id's trained checkpoints get an engine of their own, which a judge
+    naming the hub id does not match."""
+    last = list(experiment.students.values())[-1]
+    return shares_engine(evaluation_engine(last), experiment.judge) and (local_model(last.model) or not trains)
 
 
 def eval_gpu_hours(

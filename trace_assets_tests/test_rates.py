@@ -565,8 +565,8 @@ def test_a_local_model_not_yet_built_in_the_data_folder_is_charged_to_the_first_
     results_file, small_study, tmp_path, monkeypatch
 ):
     """Building local:smollm2's folder from its GGUF (~42 s on the GPU machine) happens once per data folder,
-    in the first step that resolves the model: the teacher's where it samples, else the SFT's; never again
-    once the folder holds it."""
+    in the first step that resolves the model: the teacher's where it samples (without teacher work,
+    sft_examples, a CPU step, builds it: not GPU time); never again once the folder holds it."""
     monkeypatch.setenv("TRACE_ASSETS_DATA_DIR", str(tmp_path / "data"))
     with_teacher = small_study.model_copy(update={"styles": ["normal"]})
     results_file(WITH_STUDY)
@@ -574,7 +574,7 @@ def test_a_local_model_not_yet_built_in_the_data_folder_is_charged_to_the_first_
     results_file({**RESULTS, "sections": {**RESULTS["sections"], "study_135m": {**STUDY, "local_model": {"prep_s": 42.0}}}})
     assert small_study.teacher.model == "local:smollm2-135m-instruct"
     human, teacher = seconds(small_study), seconds(with_teacher)
-    assert human["checkpoints"] == pytest.approx(before["human"]["checkpoints"] + 42.0)  # no teacher: SFT builds it
+    assert human == pytest.approx(before["human"])  # no teacher work: sft_examples builds it, on the CPU
     assert teacher["teacher_traces"] == pytest.approx(before["teacher"]["teacher_traces"] + 42.0)
     assert teacher["checkpoints"] == pytest.approx(before["teacher"]["checkpoints"])  # once, not per step
     row = next(row for row in plan(with_teacher) if row["asset"] == "teacher_traces")
@@ -587,15 +587,36 @@ def test_a_local_model_not_yet_built_in_the_data_folder_is_charged_to_the_first_
 
 def test_the_failure_judges_share_is_what_the_committed_runs_judged():
     """FAILURE_JUDGED_SHARE is the pooled share of answers whose failure category the judge gave, in the
-    tables of the GPU runs it names: recounted from them."""
+    tables of the GPU runs it names, each untrained arm's answers once (repeated for every seed, one
+    request to the judge): recounted from them."""
     import polars as pl
 
     from bench.gpu_study import read_tables
+    from trace_assets.experiment import BASE_DATASETS
+
+    def once(frame: pl.DataFrame) -> pl.DataFrame:
+        base = pl.col("dataset").is_in(list(BASE_DATASETS))
+        return pl.concat([frame.filter(~base), frame.filter(base).unique(["dataset", "student", "problem_id"])])
 
     judged = answers = 0
     for run in ("third_run", "fourth_run", "loop_run"):
         tables = read_tables(PROJECT_ROOT / "bench" / "results" / "gpu_study" / run / "tables.tar")
-        judged += tables["failure_modes"].filter(pl.col("source").is_in(["judge", "rules+judge", "unparsable"])).height
-        answers += tables["eval_results"].height
+        judged += once(tables["failure_modes"]).filter(pl.col("source").is_in(["judge", "rules+judge", "unparsable"])).height
+        answers += once(tables["eval_results"]).height
     assert judged / answers == pytest.approx(FAILURE_JUDGED_SHARE)
     assert 0.6 < FAILURE_JUDGED_SHARE < 0.75  # most answers of arms that learned nothing are judged
+
+
+def test_a_hub_id_students_trained_checkpoints_leave_the_failure_judge_an_engine_of_its_own(results_file, small_study):
+    """A hub-id base has no folder whose engine files its checkpoints keep: they get an engine of their own,
+    the last one running when the failure judge comes, and a judge naming the hub id does not match it. With
+    no trained arm the base's engine is the last, and the judge of the same name and settings runs on it."""
+    results_file(WITH_STUDY)
+    hub = "org/Tiny-0.1B"
+    students = {"student": small_study.students["smollm2"].model_copy(update={"model": hub})}
+    judge = small_study.judge.model_copy(update={"model": hub})
+    trained = small_study.model_copy(update={"students": students, "judge": judge})
+    answers = (2 * 3 + 2) * 1319 * FAILURE_JUDGED_SHARE
+    assert seconds(trained)["failure_modes"] == pytest.approx(42.9 + answers * 0.0065)  # warm: the student's model ran
+    untrained = trained.model_copy(update={"datasets": {}, "contrasts": [], "comparisons": None, "token_matching": []})
+    assert seconds(untrained)["failure_modes"] == pytest.approx(0.275 + 2 * 1319 * FAILURE_JUDGED_SHARE * 0.0065)

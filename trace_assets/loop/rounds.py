@@ -17,8 +17,8 @@ from trace_assets.estimates import (
     EngineStarts,
     completion_tokens,
     eval_gpu_hours,
-    evaluation_engine,
     failure_judge_gpu_hours,
+    failure_judge_on_evaluation_engine,
     few_sequences_gpu_hours,
     generation_gpu_hours,
     judge_gpu_hours,
@@ -185,8 +185,7 @@ def round_steps(
         steps["round_evals"] += eval_gpu_hours(
             tokens_out, billions, runs, rates, cold=cold(student.model, answers), local_base=local_model(student.model)
         )
-    last = list(experiment.students.values())[-1]
-    on_evaluation = shares_engine(evaluation_engine(last), judge)
+    on_evaluation = failure_judge_on_evaluation_engine(experiment)
     validation_answers = runs * splits.validation * len(experiment.students)
     steps["round_failures"] = failure_judge_gpu_hours(
         experiment,
