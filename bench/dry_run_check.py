@@ -82,7 +82,10 @@ def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
             json.loads((RESULTS / "third_run" / "run.json").read_text())["steps"]["measured_s"],
         ),
         "fourth (cut 1)": (cut_1, json.loads((fourth / "results.json").read_text())["earlier_cuts_times"][0]["gpu_step_s"]),
-        "loop": (str(RESULTS / "loop_run" / "experiment.yaml"), json.loads((RESULTS / "loop_run" / "results.json").read_text())["times"]["gpu_step_s"]),
+        "loop": (
+            str(RESULTS / "loop_run" / "experiment.yaml"),
+            json.loads((RESULTS / "loop_run" / "results.json").read_text())["times"]["gpu_step_s"],
+        ),
     }
 
 
@@ -93,7 +96,9 @@ def loop_rounds() -> None:
 
     experiment = load_experiment(RESULTS / "loop_run" / "experiment.yaml")
     measured = json.loads((RESULTS / "loop_run" / "run.json").read_text())["steps_vs_estimate_made_before_the_run"]["rounds"]
-    print("loop run's rounds: round, estimate s, measured s, estimate/measured (per step: styles, traces, SFT, evaluation, failures)")
+    print(
+        "loop run's rounds: round, estimate s, measured s, estimate/measured (per step: styles, traces, SFT, evaluation, failures)"
+    )
     for name in ("r0", "r1", "r3"):
         steps = round_steps(experiment, "normal", number=int(name[1]))
         took = measured["measured_s"][name]

@@ -292,18 +292,26 @@ def read_tables(folder: Path) -> dict:
 
 
 # the columns that name whose rows a table holds: an arm, its student and training seed (and its task)
-ARM_KEYS = ("dataset", "student", "seed", "task")
+ARM_KEYS = ("dataset", "student", "seed", "task", "round_key")
 
 
-def merged_tables(exports: list[dict]) -> dict:
+def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
     """Several exports of one study (the same problems, styles and settings, other training seeds or arms,
     e.g. more seeds for the A/A pair in a later session) as one: each arm x student x seed (x task) comes
     from the first export that holds it, so rows are never counted twice (the untrained students'
     answers are in every export); a table without those columns (problems, traces) is the first
     export's. ``accuracy`` is left out, to be computed again from the merged answers, and the times
-    are the last export's."""
+    are the last export's. Exports whose problems differ are not one study: a ValueError names them."""
     import polars as pl
 
+    names = names or [f"export {number}" for number in range(1, len(exports) + 1)]
+    problem_ids = [set(export["problems"]["problem_id"]) for export in exports if "problems" in export]
+    for name, ids in zip(names[1:], problem_ids[1:], strict=False):
+        if ids != problem_ids[0]:
+            raise ValueError(
+                f"{name}: its problems differ from {names[0]}'s ({len(ids ^ problem_ids[0])} problem ids in one only): "
+                "not an export of the same study (the same problems settings and seed)"
+            )
     merged: dict = {"_times": exports[-1]["_times"]}
     names = {name for export in exports for name in export if name not in ("_times", "accuracy")}
     for name in sorted(names):
@@ -318,6 +326,13 @@ def merged_tables(exports: list[dict]) -> dict:
             table = pl.concat([table, new], how="diagonal_relaxed")
         merged[name] = table
     return merged
+
+
+def trained_seeds(eval_results, experiment) -> list[int]:
+    """The training seeds the answers of the file's trained arms come from (a replicate's less its offset)."""
+    offsets = experiment.training_seed_offsets()
+    rows = eval_results.filter(eval_results["dataset"].is_in(list(experiment.datasets))).select("dataset", "seed").unique()
+    return sorted({seed - offsets.get(dataset, 0) for dataset, seed in rows.iter_rows()})
 
 
 def seed_spread(eval_results) -> list[dict]:
@@ -418,11 +433,14 @@ def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dic
 
     experiment = load_experiment(experiment_path)
     exports = [read_tables(path) for path in tables_paths]
-    tables = with_missing_tables(exports[0] if len(exports) == 1 else merged_tables(exports), experiment)
+    merged = len(exports) > 1
+    tables = with_missing_tables(merged_tables(exports, [str(p) for p in tables_paths]) if merged else exports[0], experiment)
+    # merged exports hold more seeds than the file names: the report says, and plans power for, those trained
+    seeds = trained_seeds(tables["eval_results"], experiment) if merged else experiment.training.seeds
     study = StudyTables(**{field.name: tables[field.name] for field in dataclasses.fields(StudyTables)})
     report = build_report(
         experiment.name,
-        experiment.training.seeds,
+        seeds,
         experiment.judge_note(),
         experiment.planned_contrasts(),
         study,

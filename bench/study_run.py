@@ -95,8 +95,8 @@ def run_study(
     budget_s: float | None = None,
 ) -> tuple[dict, bool]:
     """Run every stage not yet done; returns (the stage and step times so far, whether all are done).
-    ``until``: stop once the stage holding that asset is done (``eval_results``: export the finding
-    before the failure judging). The dry-run estimate is taken once, before the first stage runs, and
+    ``until``: stop once the stage holding that asset is done (``checkpoints``: export before the
+    evaluation). The dry-run estimate is taken once, before the first stage runs, and
     kept with the times."""
     began = time.perf_counter()
     data.mkdir(parents=True, exist_ok=True)
@@ -154,9 +154,11 @@ def run_study(
             if isinstance(stage, str):
                 from trace_assets.loop.sensors import run_loop
 
-                def round_done(key: str, seconds: dict[str, float]) -> None:
-                    # kept as each round ends: a call cut off in a later round loses only that round's
-                    times.setdefault("loop_round_steps", {})[key] = seconds
+                def round_done(key: str, seconds: dict[str, float], again: bool) -> None:
+                    # kept as each round ends: a call cut off in a later round loses only that round's; a
+                    # round run again (its cut-off attempt's finished steps reused, their seconds lost) is
+                    # kept apart, in the loop's total but not compared with a round's estimate
+                    times.setdefault("loop_round_steps_again" if again else "loop_round_steps", {})[key] = seconds
                     save()
 
                 rounds = run_loop(
@@ -180,10 +182,13 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
     gpu_steps = {step: round(times["steps"].get(step, 0.0), 1) for step in GPU_STEPS}
     estimated = times["estimate_before_run_s"]
     rounds = times.get("loop_round_steps", {})
+    again = times.get("loop_round_steps_again", {})
     if "round_*" in estimated:  # the closed loop: its rounds' GPU steps against dry-run's estimate of every round
-        # each finished round's, kept as it ended (the loop stage's own total is lost when a call is cut off in it)
-        measured = [seconds for steps in rounds.values() for step, seconds in steps.items() if step in LOOP_GPU_STEPS]
-        gpu_steps["round_*"] = round(sum(measured) if rounds else sum(times["steps"].get(step, 0.0) for step in LOOP_GPU_STEPS), 1)
+        # each finished round's, kept as it ended (the loop stage's own total is lost when a call is cut off in
+        # it); a round's cut-off attempt is lost, so a loop cut off mid-round counts less than it spent
+        kept = [*rounds.values(), *again.values()]
+        measured = [seconds for steps in kept for step, seconds in steps.items() if step in LOOP_GPU_STEPS]
+        gpu_steps["round_*"] = round(sum(measured) if kept else sum(times["steps"].get(step, 0.0) for step in LOOP_GPU_STEPS), 1)
     gpu_seconds = sum(gpu_steps.values())
     estimate_s = sum(estimated.values())
     per_step = {
@@ -207,6 +212,7 @@ def time_figures(times: dict, experiment_path: str, root: Path) -> dict:
         "dry_run_gpu_hours": round(estimate_s / 3600, 4),
         "per_step_vs_estimate": per_step,
         "rounds_vs_estimate": round_figures(rounds, times.get("round_estimate_before_run_s", {})),
+        "rounds_run_again": sorted(again),  # cut off by a call's limit, then finished: not compared
         # the estimate covers the GPU steps; the rest of the wall time (problems, prompts, datasets,
         # report, Dagster's own run overhead) is CPU work it does not claim
         "estimate_over_gpu_steps": round(estimate_s / gpu_seconds, 3) if gpu_seconds else None,

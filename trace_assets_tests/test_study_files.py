@@ -141,6 +141,29 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
     assert sorted(merged["sft_examples"].iter_rows()) == [("G_checked", "g"), ("H", "h")]
     assert merged["problems"]["question"].to_list() == ["first"]
     assert "accuracy" not in merged and merged["_times"] == {"which": "second"}
+    # the loop's tables are keyed by round too: a later export's new rounds come in
+    rounds = lambda keys: pl.DataFrame({"dataset": ["G"] * len(keys), "student": "s", "seed": 0, "round_key": keys})  # noqa: E731
+    loop = merged_tables([{**first, "round_evals": rounds(["r0"])}, {**second, "round_evals": rounds(["r0", "r1"])}])
+    assert loop["round_evals"]["round_key"].to_list() == ["r0", "r1"]
+    # exports of other problems are not one study
+    other = {**second, "problems": pl.DataFrame({"problem_id": ["p9"], "question": ["?"]})}
+    with pytest.raises(ValueError, match="later.tar: its problems differ from first.tar's"):
+        merged_tables([first, other], ["first.tar", "later.tar"])
+
+
+def test_merged_exports_report_the_seeds_their_answers_come_from():
+    """The file names seeds 3-5 (the later session's); merged with seeds 0-2, the report is of 0-5, and the
+    A/A replicate's seeds (each plus REPLICATE_SEED_OFFSET) map back to the same."""
+    from bench.gpu_study import trained_seeds
+
+    experiment = load_experiment(PROJECT_ROOT / "experiments" / "gpu_study.yaml")
+    answers = pl.DataFrame(
+        {
+            "dataset": ["base", "H", "H", "H_aa", "H_aa", "H"],
+            "seed": [0, 0, 3, 1001, 1005, 5],
+        }
+    )
+    assert trained_seeds(answers, experiment) == [0, 1, 3, 5]
 
 
 # shape_of_thought.yaml's arms kept in its shrunk run: one of each kind the file sweeps (G, human,
@@ -303,9 +326,16 @@ def test_loop_steps_are_compared_with_dry_runs_estimate_of_its_rounds():
         "normal_r0": {"round_checkpoints": 30.0, "round_evals": 50.0, "round_examples": 8.0},
         "normal_r1": {"round_styles": 45.0, "round_traces": 65.0, "round_checkpoints": 44.0, "round_evals": 76.0},
     }
-    times["round_estimate_before_run_s"] = {"normal_r0": {"round_checkpoints": 30.0, "round_evals": 45.0}, "normal_r1": {"round_styles": 50.0}}
+    times["round_estimate_before_run_s"] = {
+        "normal_r0": {"round_checkpoints": 30.0, "round_evals": 45.0},
+        "normal_r1": {"round_styles": 50.0},
+    }
     figures = time_figures(times, "experiments/gpu_loop.yaml", PROJECT_ROOT)
     assert figures["gpu_step_s"]["round_*"] == 310.0
+    # a round run again after a cut-off counts in the loop's seconds, but is no test of its round's estimate
+    times["loop_round_steps_again"] = {"normal_r2": {"round_evals": 60.0, "round_failures": 5.0}}
+    figures = time_figures(times, "experiments/gpu_loop.yaml", PROJECT_ROOT)
+    assert figures["gpu_step_s"]["round_*"] == 375.0 and figures["rounds_run_again"] == ["normal_r2"]
     first, second = figures["rounds_vs_estimate"]
     assert first["round_key"] == "normal_r0" and first["estimate_over_measured"] == round(75 / 80, 3)
     assert first["measured_s"]["round_evals"] == 50.0 and "round_examples" not in first["measured_s"]  # a CPU step
