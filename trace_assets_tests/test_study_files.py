@@ -147,7 +147,7 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
     assert loop["round_evals"]["round_key"].to_list() == ["r0", "r1"]
     # exports of other problems are not one study
     other = {**second, "problems": pl.DataFrame({"problem_id": ["p9"], "question": ["?"]})}
-    with pytest.raises(ValueError, match="later.tar: its problems differ from first.tar's"):
+    with pytest.raises(ValueError, match=r"later\.tar: its problems differ from first\.tar's"):
         merged_tables([first, other], ["first.tar", "later.tar"])
 
 
