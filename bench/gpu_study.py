@@ -426,6 +426,24 @@ def seed_sd_against_calibrate(spread: list[dict], declared: float | None) -> dic
     }
 
 
+ROUNDS_FILES = ("rounds.md", "accuracy_by_round.png")
+
+
+def copy_rounds_report(tables_path: Path, output: Path) -> None:
+    """The closed loop's rounds report as the device wrote it (device_report/ in the export): its revision
+    diffs read the round style files, which stay on the device."""
+    if tables_path.is_file():
+        with tarfile.open(tables_path) as tar:
+            for name in ROUNDS_FILES:
+                member = next((m for m in tar.getmembers() if m.name == f"device_report/{name}"), None)
+                if member is not None:
+                    (output / name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+        return
+    for name in ROUNDS_FILES:
+        if (tables_path / "device_report" / name).is_file():
+            (output / name).write_bytes((tables_path / "device_report" / name).read_bytes())
+
+
 def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dict:
     from bench.study_run import time_figures
     from trace_assets.experiment import load_experiment
@@ -451,6 +469,7 @@ def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dic
     for name, png in report.plots.items():
         (output / name).write_bytes(png)
     (output / "report.md").write_text(report.text)
+    copy_rounds_report(tables_paths[-1], output)
     accuracy = tables["accuracy"]
     spread = seed_spread(tables["eval_results"])
     figures = {

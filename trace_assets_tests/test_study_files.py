@@ -388,3 +388,27 @@ def test_the_seed_sd_against_calibrate_keeps_each_students_arms():
     two = seed_sd_against_calibrate([row("H", "a", 0.03), row("H", "b", 0.09)], 0.06)
     assert two["measured_over_declared"] == {"H|a": 0.5, "H|b": 1.5} and two["largest_over_smallest"] == 3.0
     assert two["measured_pooled_logit"] == pytest.approx(((0.03**2 + 0.09**2) / 2) ** 0.5, abs=1e-3)
+
+
+def test_the_rounds_report_comes_from_the_export_as_the_device_wrote_it(tmp_path):
+    """The loop's rounds report (its revision diffs read round style files that stay on the device) is copied
+    from the export's device_report/, from the tar or its extracted folder; a study without the loop has none."""
+    import io
+    import tarfile
+
+    from bench.gpu_study import copy_rounds_report
+
+    tar_path = tmp_path / "tables.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for name, data in {"device_report/rounds.md": b"# rounds\n", "device_report/report.md": b"# study\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (out := tmp_path / "out").mkdir()
+    copy_rounds_report(tar_path, out)
+    assert sorted(p.name for p in out.iterdir()) == ["rounds.md"] and (out / "rounds.md").read_text() == "# rounds\n"
+    (folder := tmp_path / "folder" / "device_report").mkdir(parents=True)
+    (folder / "accuracy_by_round.png").write_bytes(b"png")
+    (none := tmp_path / "none").mkdir()
+    copy_rounds_report(tmp_path / "folder", none)
+    assert (none / "accuracy_by_round.png").read_bytes() == b"png" and not (none / "rounds.md").exists()
