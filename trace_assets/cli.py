@@ -33,6 +33,7 @@ from trace_assets.estimates import (
     generated_problems,
     generation_gpu_hours,
     judge_gpu_hours,
+    judged_task_share,
     local_model,
     model_billions,
     problem_counts,
@@ -151,7 +152,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 "gpus": 1,
             }
         )
-    judged = all_evals * FAILURE_JUDGED_SHARE
+    judged = all_evals * FAILURE_JUDGED_SHARE * judged_task_share(experiment)
     on_evaluation = failure_judge_on_evaluation_engine(experiment, trains=bool(experiment.datasets))
     rows.append(
         {

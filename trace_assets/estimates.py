@@ -179,15 +179,29 @@ def local_model(name: str) -> bool:
     return name.startswith(LOCAL_PREFIX) or Path(name).expanduser().is_dir()
 
 
+def judged_task_share(experiment: Experiment) -> float:
+    """The share of the experiment's answers whose task asks the failure judge about wrong ones
+    (``Task.judges_wrong_answers``: the word problems and MATH do; Countdown's and MBPP's verifiers name
+    every wrong answer's category), weighted by each task's test problems."""
+    from trace_assets.tasks import get_task
+    from trace_assets.tasks.base import sizes
+
+    counts = {task: sizes(get_task(task), experiment.problems)[1] for task in experiment.problems.tasks}
+    total = sum(counts.values())
+    judged = sum(n for task, n in counts.items() if get_task(task).judges_wrong_answers)
+    return judged / total if total else 0.0
+
+
 def failure_judge_gpu_hours(
     experiment: Experiment, answers: float, rates: Rates, cold: bool = False, engine: bool = True
 ) -> float:
     """The failure judge over ``answers`` (failure_modes, a round's round_failures): the measured share of
-    them that the rules can't settle (FAILURE_JUDGED_SHARE) at the judge's verdict cost, plus its engine
+    them that the rules can't settle (FAILURE_JUDGED_SHARE), of the tasks whose wrong answers go to the judge
+    at all (:func:`judged_task_share`), at the judge's verdict cost, plus its engine
     start unless ``engine`` is False (a round's failure judge on its evaluation engine: then the judge's
     weights are loaded into it, one swap)."""
     judge = experiment.judge
-    judged = answers * FAILURE_JUDGED_SHARE
+    judged = answers * FAILURE_JUDGED_SHARE * judged_task_share(experiment)
     verdict_tokens = completion_tokens(experiment)[1]
     hours = judge_gpu_hours(judged, verdict_tokens, model_billions(judge.model), rates, judge.gpus, cold, engine)
     return hours + (rates.eval_swap_s / 3600 if judged > 0 and not engine else 0.0)

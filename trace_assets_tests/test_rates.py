@@ -620,3 +620,21 @@ def test_a_hub_id_students_trained_checkpoints_leave_the_failure_judge_an_engine
     assert seconds(trained)["failure_modes"] == pytest.approx(42.9 + answers * 0.0065)  # warm: the student's model ran
     untrained = trained.model_copy(update={"datasets": {}, "contrasts": [], "comparisons": None, "token_matching": []})
     assert seconds(untrained)["failure_modes"] == pytest.approx(0.275 + 2 * 1319 * FAILURE_JUDGED_SHARE * 0.0065)
+
+
+def test_the_failure_judge_is_charged_only_for_the_tasks_whose_wrong_answers_it_reads(results_file, small_study):
+    """Countdown's verifier names every wrong answer's category (a CPU rehearsal of the GPU study's Countdown
+    cut asked the judge nothing); the word problems' wrong answers go to it. A study of both is charged for
+    the word problems' share of the answers."""
+    from trace_assets.estimates import judged_task_share
+
+    results_file(WITH_STUDY)
+    problems = lambda tasks: small_study.problems.model_copy(update={"tasks": tasks})  # noqa: E731
+    countdown = small_study.model_copy(update={"problems": problems(["countdown"])})
+    both = small_study.model_copy(update={"problems": problems(["gsm8k", "countdown"])})
+    assert judged_task_share(small_study) == 1.0 and judged_task_share(countdown) == 0.0
+    assert seconds(countdown)["failure_modes"] == 0.0  # no judge call, no engine
+    assert judged_task_share(both) == pytest.approx(0.5)  # the same n_test for each task
+    row = next(row for row in plan(both) if row["asset"] == "failure_modes")
+    answers = float(row["work"].split(" judge calls of ")[1].split(" ")[0].replace(",", ""))
+    assert row["work"].startswith(f"~{answers * FAILURE_JUDGED_SHARE * 0.5:,.0f} judge calls")

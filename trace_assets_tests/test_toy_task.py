@@ -39,6 +39,7 @@ class AddingTask:
     failure_categories: tuple[str, ...] = ("wrong_sum",)
     reference_note = ""
     numbers_matter = True
+    judges_wrong_answers = False  # failure_rule names every wrong sum
     numeric_answers = True
     settings: Mapping[str, tuple[Any, Any]] = {"adding": (AddingSettings, AddingSettings())}
 

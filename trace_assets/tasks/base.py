@@ -61,6 +61,9 @@ class Task(Protocol):
     reference_note: str
     # Whether two questions that differ only in their numbers are the same problem (contamination check).
     numbers_matter: bool
+    # Whether the failure judge is asked about this task's wrong answers: False where the verifier's
+    # failure_rule decides every wrong answer's category (dry-run counts judge calls by it).
+    judges_wrong_answers: bool
     # Whether reference answers are canonical numbers (the problems table checks their form).
     numeric_answers: bool
     # The keys of the experiment's `problems:` section this task owns: key -> (type, default).

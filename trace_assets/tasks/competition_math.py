@@ -139,6 +139,7 @@ class MathTask:
     failure_categories: tuple[str, ...] = ("unparsable_answer",)
     reference_note = ""  # MATH's solutions are human-written
     numbers_matter = False
+    judges_wrong_answers = True  # only an unreadable answer is the verifier's; a wrong one is judged
     numeric_answers = False
     # MATH-format train and test files, or a hub dataset of MATH's columns
     settings: Mapping[str, tuple[Any, Any]] = {"math": (JsonlSource | HubSource | None, None)}

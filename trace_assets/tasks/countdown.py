@@ -207,6 +207,7 @@ class CountdownTask:
     failure_categories: tuple[str, ...] = ("invalid_expression", "number_misuse", "wrong_value")
     reference_note = "the generator's step lines (each operation and its result), not a human-written explanation"
     numbers_matter = True
+    judges_wrong_answers = False  # the verifier names every wrong expression's fault
     numeric_answers = True
     settings: Mapping[str, tuple[Any, Any]] = {"countdown": (CountdownSource, CountdownSource())}
 

@@ -126,6 +126,7 @@ class Gsm8kTask:
     failure_categories: tuple[str, ...] = ()  # its categories are the shared ones
     reference_note = ""  # GSM8K's solutions are human-written
     numbers_matter = False
+    judges_wrong_answers = True  # the shared rules propose, the judge decides
     numeric_answers = True
     settings: Mapping[str, tuple[Any, Any]] = {
         "source": (

@@ -97,6 +97,7 @@ class MbppTask:
     failure_categories: tuple[str, ...] = tuple(status for status in STATUSES if status != "passed")
     reference_note = "the bare reference code, without any explanation"
     numbers_matter = False
+    judges_wrong_answers = False  # the sandbox's outcome is the category
     numeric_answers = False
     # MBPP-format train and test files, or a hub dataset of MBPP's columns
     settings: Mapping[str, tuple[Any, Any]] = {"mbpp": (JsonlSource | HubSource | None, None)}
