@@ -22,18 +22,17 @@ import sys
 
 from trace_assets.errors import InputError
 from trace_assets.estimates import (
-    FAILURE_JUDGED_SHARE,
     TRACE_RECIPES,
     EngineStarts,
     completion_tokens,
     eval_gpu_hours,
     examples_per_problem,
+    failure_judge_calls,
     failure_judge_gpu_hours,
     failure_judge_on_evaluation_engine,
     generated_problems,
     generation_gpu_hours,
     judge_gpu_hours,
-    judged_task_share,
     local_model,
     model_billions,
     problem_counts,
@@ -152,7 +151,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 "gpus": 1,
             }
         )
-    judged = all_evals * FAILURE_JUDGED_SHARE * judged_task_share(experiment)
+    judged = failure_judge_calls(experiment, all_evals)
     on_evaluation = failure_judge_on_evaluation_engine(experiment, trains=bool(experiment.datasets))
     rows.append(
         {
@@ -205,13 +204,13 @@ def local_model_preparation(experiment: Experiment, rates: Rates) -> tuple[str, 
     second); None when it is built, a hub id, or the rates have no figure for it. Only the teacher's: it
     is the first step to resolve a model, and without teacher work sft_examples, a CPU step, builds it
     (the third GPU run's took 48 s, the others' 2-13)."""
-    from trace_assets.models import LOCAL_PREFIX
+    from trace_assets.models import LOCAL_PREFIX, local_model_folder
 
     seconds = rates.small.local_model_prep_s if rates.small is not None else 0.0
     name = experiment.teacher.model
     if not seconds or not name.startswith(LOCAL_PREFIX):
         return None
-    built = (data_dir() / "models" / name[len(LOCAL_PREFIX) :] / "config.json").exists()
+    built = (local_model_folder(name, data_dir() / "models") / "config.json").exists()
     return None if built else (name, seconds)
 
 

@@ -192,16 +192,21 @@ def judged_task_share(experiment: Experiment) -> float:
     return judged / total if total else 0.0
 
 
+def failure_judge_calls(experiment: Experiment, answers: float) -> float:
+    """The failure judge's calls over ``answers``: the measured share the rules can't settle
+    (FAILURE_JUDGED_SHARE), of the tasks whose wrong answers go to the judge at all (:func:`judged_task_share`)."""
+    return answers * FAILURE_JUDGED_SHARE * judged_task_share(experiment)
+
+
 def failure_judge_gpu_hours(
     experiment: Experiment, answers: float, rates: Rates, cold: bool = False, engine: bool = True
 ) -> float:
-    """The failure judge over ``answers`` (failure_modes, a round's round_failures): the measured share of
-    them that the rules can't settle (FAILURE_JUDGED_SHARE), of the tasks whose wrong answers go to the judge
-    at all (:func:`judged_task_share`), at the judge's verdict cost, plus its engine
+    """The failure judge over ``answers`` (failure_modes, a round's round_failures): its calls
+    (:func:`failure_judge_calls`) at the judge's verdict cost, plus its engine
     start unless ``engine`` is False (a round's failure judge on its evaluation engine: then the judge's
     weights are loaded into it, one swap)."""
     judge = experiment.judge
-    judged = answers * FAILURE_JUDGED_SHARE * judged_task_share(experiment)
+    judged = failure_judge_calls(experiment, answers)
     verdict_tokens = completion_tokens(experiment)[1]
     hours = judge_gpu_hours(judged, verdict_tokens, model_billions(judge.model), rates, judge.gpus, cold, engine)
     return hours + (rates.eval_swap_s / 3600 if judged > 0 and not engine else 0.0)

@@ -46,14 +46,20 @@ def _build_smollm2(target: Path) -> None:
     staging.rename(target)
 
 
+def local_model_folder(name: str, models_dir: Path) -> Path:
+    """Where a ``local:`` model's folder is built in ``models_dir`` (it is built once its config.json is there)."""
+    local_name = name[len(LOCAL_PREFIX) :]
+    if local_name != SMOLLM2:
+        raise ValueError(f"unknown local model '{name}'; the offline model is '{LOCAL_PREFIX}{SMOLLM2}'")
+    return models_dir / local_name
+
+
 def resolve_model(name: str, models_dir: Path) -> str:
     """A path or hub id that ``from_pretrained`` and ``vllm.LLM`` accept; builds local models on first use."""
     if not name.startswith(LOCAL_PREFIX):
         return name
-    local_name = name[len(LOCAL_PREFIX) :]
-    if local_name != SMOLLM2:
-        raise ValueError(f"unknown local model '{name}'; the offline model is '{LOCAL_PREFIX}{SMOLLM2}'")
-    target = models_dir / local_name
+    target = local_model_folder(name, models_dir)
+    local_name = target.name
     if not (target / "config.json").exists():
         models_dir.mkdir(parents=True, exist_ok=True)
         lock = models_dir / f".{local_name}.lock"
