@@ -112,22 +112,25 @@ def test_problems(count: int):
 # --- generation --------------------------------------------------------------------------------
 
 
-def bare_generation(
-    model: str, prompts_path: Path, shapes: list[dict], memory: float, raw: bool = False, repeats: int = 1
-) -> list[dict]:
-    """bench/bare_vllm.py in a process of its own; with ``repeats`` > 1 each shape's figure is its last,
-    warm call, and the collector is frozen before each call (as our worker does)."""
-    command = [sys.executable, str(ROOT / "bench" / "bare_vllm.py"), str(prompts_path), model]
-    command += ["--shapes", json.dumps(shapes), "--gpu-memory-utilization", str(memory)] + (["--raw"] if raw else [])
-    if repeats > 1:
-        command += ["--repeats", str(repeats), "--gc-freeze"]
-    if device_name() == "cpu":
-        command.append("--eager")  # as our resource runs vLLM on CPU (a quick check of this script)
-    output = subprocess.run(command, capture_output=True, text=True)
+def run_bare(script: str, arguments: list[str], prefix: str, env: dict | None = None) -> tuple[list[dict], float]:
+    """A bare-tool script of bench/ in a process of its own (eager on a CPU, as our resource runs vLLM
+    there): its JSON result lines (those starting ``{"<prefix>"``) and the process's wall seconds."""
+    command = [sys.executable, str(ROOT / "bench" / script), *arguments] + (["--eager"] if device_name() == "cpu" else [])
+    started = time.perf_counter()
+    output = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
     if output.returncode != 0:
         sys.stderr.write(output.stderr[-6000:])
-        raise SystemExit(f"bare vLLM failed with exit {output.returncode}")
-    return [json.loads(line) for line in output.stdout.splitlines() if line.startswith('{"bare"')]
+        raise SystemExit(f"bench/{script} failed with exit {output.returncode}")
+    return [json.loads(line) for line in output.stdout.splitlines() if line.startswith(f'{{"{prefix}"')], wall
+
+
+def bare_generation(model: str, prompts_path: Path, shapes: list[dict], memory: float, repeats: int = 1) -> list[dict]:
+    """bench/bare_vllm.py; with ``repeats`` > 1 each shape's figure is its last, warm call, and the
+    collector is frozen before each call (as our worker does)."""
+    arguments = [str(prompts_path), model, "--shapes", json.dumps(shapes), "--gpu-memory-utilization", str(memory)]
+    arguments += ["--repeats", str(repeats), "--gc-freeze"] if repeats > 1 else []
+    return run_bare("bare_vllm.py", arguments, "bare")[0]
 
 
 def our_generation(generation, spec, sampling, requests) -> dict:
@@ -263,18 +266,11 @@ def perturbed_copies(base: str, folder: Path, count: int, noise: float) -> list[
 
 
 def bare_eval(prompts_path: Path, checkpoints: list[str], memory: float) -> list[dict]:
-    """bench/bare_eval.py in a process of its own: one engine, the checkpoints' weights loaded in turn."""
-    command = [sys.executable, str(ROOT / "bench" / "bare_eval.py"), str(prompts_path), *checkpoints]
-    command += ["--gpu-memory-utilization", str(memory)] + (["--eager"] if device_name() == "cpu" else [])
+    """bench/bare_eval.py: one engine, the checkpoints' weights loaded in turn."""
     # the engine's workers import the reload extension from bench/
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    started = time.perf_counter()
-    output = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
-    if output.returncode != 0:
-        sys.stderr.write(output.stderr[-6000:])
-        raise SystemExit(f"bare evaluation failed with exit {output.returncode}")
-    runs = [json.loads(line) for line in output.stdout.splitlines() if line.startswith('{"bare_eval"')]
+    arguments = [str(prompts_path), *checkpoints, "--gpu-memory-utilization", str(memory)]
+    runs, wall = run_bare("bare_eval.py", arguments, "bare_eval", env)
     for run in runs:
         run["process_wall_s"] = round(wall, 2)
     return runs
