@@ -300,7 +300,8 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
     e.g. more seeds for the A/A pair in a later session) as one: each arm x student x seed (x task) comes
     from the first export that holds it, so rows are never counted twice (the untrained students'
     answers are in every export); a table without those columns (problems, traces) is the first
-    export's. ``accuracy`` is left out, to be computed again from the merged answers, and the times
+    export's. The untrained students' answers (one evaluation an export, copied under each of its seeds)
+    come from the first export alone. ``accuracy`` is left out, to be computed again from the merged answers, and the times
     are the last export's. Exports whose problems differ are not one study: a ValueError names them."""
     import polars as pl
 
@@ -313,6 +314,7 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
                 "not an export of the same study (the same problems settings and seed)"
             )
     merged: dict = {"_times": exports[-1]["_times"]}
+    untrained = untrained_arms(exports)
     names = {name for export in exports for name in export if name not in ("_times", "accuracy")}
     for name in sorted(names):
         frames = [export[name] for export in exports if name in export]
@@ -321,18 +323,37 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
             merged[name] = frames[0]
             continue
         table = frames[0]
+        copied = pl.col("dataset").is_in(untrained) if "dataset" in keys else pl.lit(False)
         for frame in frames[1:]:
-            new = frame.join(table.select(keys).unique(), on=keys, how="anti", nulls_equal=True)
-            table = pl.concat([table, new], how="diagonal_relaxed")
+            trained = frame.filter(~copied)
+            new = trained.join(table.select(keys).unique(), on=keys, how="anti", nulls_equal=True)
+            # an untrained student's answers are one evaluation, copied under each training seed of its export:
+            # another export's come under other seeds, so they are matched without the seed
+            whole = [key for key in keys if key != "seed"]
+            again = frame.filter(copied)
+            new_untrained = again.join(table.select(whole).unique(), on=whole, how="anti", nulls_equal=True)
+            table = pl.concat([table, new, new_untrained], how="diagonal_relaxed")
         merged[name] = table
     return merged
 
 
+def untrained_arms(exports: list[dict]) -> list[str]:
+    """The arms whose answers are the untrained students' (eval_results' training 'none')."""
+    return sorted(
+        {
+            dataset
+            for export in exports
+            if "eval_results" in export and "training" in export["eval_results"].columns
+            for dataset in export["eval_results"].filter(export["eval_results"]["training"] == "none")["dataset"].to_list()
+        }
+    )
+
+
 def trained_seeds(eval_results, experiment) -> list[int]:
-    """The training seeds the answers of the file's trained arms come from (a replicate's less its offset)."""
-    offsets = experiment.training_seed_offsets()
-    rows = eval_results.filter(eval_results["dataset"].is_in(list(experiment.datasets))).select("dataset", "seed").unique()
-    return sorted({seed - offsets.get(dataset, 0) for dataset, seed in rows.iter_rows()})
+    """The training seeds the answers of the file's trained arms come from. Tables keep a replicate's
+    nominal seed (the seed it is a replicate at); only its training run adds REPLICATE_SEED_OFFSET."""
+    rows = eval_results.filter(eval_results["dataset"].is_in(list(experiment.datasets)))
+    return sorted(set(rows["seed"].to_list()))
 
 
 def seed_spread(eval_results) -> list[dict]:

@@ -119,25 +119,29 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
     from bench.gpu_study import merged_tables
 
     def answers(rows):
-        return pl.DataFrame(rows, schema=["dataset", "student", "seed", "problem_id", "is_correct"], orient="row")
+        schema = ["dataset", "student", "seed", "problem_id", "is_correct", "training"]
+        return pl.DataFrame([(*row, "none" if row[0] == "base" else "per_task") for row in rows], schema=schema, orient="row")
 
     first = {
-        "eval_results": answers([("base", "s", 0, "p1", False), ("H", "s", 0, "p1", True), ("H_aa", "s", 1000, "p1", True)]),
+        "eval_results": answers(
+            [("base", "s", 0, "p1", False), ("base", "s", 1, "p1", False), ("H", "s", 0, "p1", True), ("H_aa", "s", 0, "p1", True)]
+        ),
         "sft_examples": pl.DataFrame({"dataset": ["H"], "completion": ["h"]}),
         "problems": pl.DataFrame({"problem_id": ["p1"], "question": ["first"]}),
         "accuracy": pl.DataFrame({"dataset": ["H"], "accuracy": [1.0]}),
         "_times": {"which": "first"},
     }
     second = {
-        # the base answers again (answered again in the second session: another completion), new seeds, a new arm
-        "eval_results": answers([("base", "s", 0, "p1", True), ("H", "s", 3, "p1", False), ("G_checked", "s", 3, "p1", True)]),
+        # the untrained answers again, under the second session's seeds (answered again: another completion),
+        # new seeds of H, a new arm
+        "eval_results": answers([("base", "s", 3, "p1", True), ("H", "s", 3, "p1", False), ("G_checked", "s", 3, "p1", True)]),
         "sft_examples": pl.DataFrame({"dataset": ["H", "G_checked"], "completion": ["h again", "g"]}),
         "problems": pl.DataFrame({"problem_id": ["p1"], "question": ["second"]}),
         "_times": {"which": "second"},
     }
     merged = merged_tables([first, second])
     got = sorted(merged["eval_results"].select("dataset", "seed", "is_correct").iter_rows())
-    assert got == [("G_checked", 3, True), ("H", 0, True), ("H", 3, False), ("H_aa", 1000, True), ("base", 0, False)]
+    assert got == [("G_checked", 3, True), ("H", 0, True), ("H", 3, False), ("H_aa", 0, True), ("base", 0, False), ("base", 1, False)]
     assert sorted(merged["sft_examples"].iter_rows()) == [("G_checked", "g"), ("H", "h")]
     assert merged["problems"]["question"].to_list() == ["first"]
     assert "accuracy" not in merged and merged["_times"] == {"which": "second"}
@@ -152,15 +156,17 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
 
 
 def test_merged_exports_report_the_seeds_their_answers_come_from():
-    """The file names seeds 3-5 (the later session's); merged with seeds 0-2, the report is of 0-5, and the
-    A/A replicate's seeds (each plus REPLICATE_SEED_OFFSET) map back to the same."""
+    """The file names seeds 3-5 (the later session's); merged with seeds 0-2, the report is of the seeds the
+    trained arms' answers hold. A replicate's answers keep its nominal seed, as eval_results writes them
+    (its checkpoint trained at seed + REPLICATE_SEED_OFFSET): the fourth run's and the A/A seeds run's
+    H_aa rows are seeds 0-5, and read as offset they had made the merged report's seeds -1000...5."""
     from bench.gpu_study import trained_seeds
 
     experiment = load_experiment(PROJECT_ROOT / "experiments" / "gpu_study.yaml")
     answers = pl.DataFrame(
         {
             "dataset": ["base", "H", "H", "H_aa", "H_aa", "H"],
-            "seed": [0, 0, 3, 1001, 1005, 5],
+            "seed": [7, 0, 3, 1, 5, 5],
         }
     )
     assert trained_seeds(answers, experiment) == [0, 1, 3, 5]
