@@ -124,7 +124,12 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
 
     first = {
         "eval_results": answers(
-            [("base", "s", 0, "p1", False), ("base", "s", 1, "p1", False), ("H", "s", 0, "p1", True), ("H_aa", "s", 0, "p1", True)]
+            [
+                ("base", "s", 0, "p1", False),
+                ("base", "s", 1, "p1", False),
+                ("H", "s", 0, "p1", True),
+                ("H_aa", "s", 0, "p1", True),
+            ]
         ),
         "sft_examples": pl.DataFrame({"dataset": ["H"], "completion": ["h"]}),
         "problems": pl.DataFrame({"problem_id": ["p1"], "question": ["first"]}),
@@ -141,7 +146,14 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
     }
     merged = merged_tables([first, second])
     got = sorted(merged["eval_results"].select("dataset", "seed", "is_correct").iter_rows())
-    assert got == [("G_checked", 3, True), ("H", 0, True), ("H", 3, False), ("H_aa", 0, True), ("base", 0, False), ("base", 1, False)]
+    assert got == [
+        ("G_checked", 3, True),
+        ("H", 0, True),
+        ("H", 3, False),
+        ("H_aa", 0, True),
+        ("base", 0, False),
+        ("base", 1, False),
+    ]
     assert sorted(merged["sft_examples"].iter_rows()) == [("G_checked", "g"), ("H", "h")]
     assert merged["problems"]["question"].to_list() == ["first"]
     assert "accuracy" not in merged and merged["_times"] == {"which": "second"}
