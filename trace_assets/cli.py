@@ -236,11 +236,13 @@ def kept_share_line(experiment: Experiment, rates: Rates) -> str | None:
         )
     small = rates.small
     assert small is not None  # a right-trace rate comes from the small model's figures
+    task = experiment.problems.tasks[0]
+    share, samples = small.teacher_right[task]
     shares = kept_shares(experiment, rates, generated)
     return (
         f"  ({', '.join(f'{name} {shares.get(name, 1.0):.0%}' for name in arms)} of the train problems: assumed from "
-        f"the 135M teacher's measured {small.teacher_right_share:.1%} of synthetic problems with an eligible right trace "
-        f"in {small.teacher_samples} samples (sections.study_135m.teacher), samples independent, at this experiment's "
+        f"the 135M teacher's measured {share:.1%} of synthetic {task} problems with an eligible right trace "
+        f"in {samples} samples (sections.study_135m.teacher), samples independent, at this experiment's "
         f"{experiment.teacher.sampling.n}; it depends on the teacher, the task and the eligibility policy; comparison "
         "groups of several styles and token matching keep fewer)"
     )

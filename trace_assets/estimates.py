@@ -29,9 +29,10 @@ ASSUMED_JUDGE_TOKENS = 60
 QUESTION_CHARS_PER_TOKEN = 3.52
 SOLUTION_CHARS_PER_TOKEN = 2.17
 CHAT_TEMPLATE_TOKENS = 30
-# The 135M teacher's traces of those problems: 91.4 tokens on average over 16,160 (1,517 of them cut at
-# max_tokens 256): bench/results/gpu_study/second_run.json, teacher.mean_tokens. Taken for any teacher of them.
-SYNTHETIC_TRACE_TOKENS = 91.4
+# The 135M teacher's traces of the synthetic problems, mean tokens, by task (taken for any teacher of them): the
+# word problems 91.4 over 16,160 (1,517 of them cut at max_tokens 256; bench/results/gpu_study/second_run.json,
+# teacher.mean_tokens); Countdown 86.4 over 21,600 (2,400 cut at 256; countdown_run/tables.tar, judged_traces.n_tokens).
+SYNTHETIC_TRACE_TOKENS = {"gsm8k": 91.4, "countdown": 86.4}
 # Not measured: one decoding step of a vLLM engine serving a few sequences at once (the closed loop's reviser:
 # its max_attempts replies), which then decode at the speed of one rather than at the batched rate. vLLM's
 # step with CUDA graphs takes a few ms for a small model; 10 ms is taken as a bound.
@@ -238,10 +239,11 @@ def sft_gpu_hours(
 
 
 def completion_tokens(experiment: Experiment, generated: bool = False) -> tuple[float, float]:
-    """Tokens of one teacher trace (measured for ``generated`` problems, else assumed) and one judge
-    verdict: a completion is at most max_tokens long."""
+    """Tokens of one teacher trace (measured for ``generated`` problems: one synthetic task's, else assumed)
+    and one judge verdict: a completion is at most max_tokens long."""
+    trace = SYNTHETIC_TRACE_TOKENS[experiment.problems.tasks[0]] if generated else ASSUMED_TRACE_TOKENS
     return (
-        min(SYNTHETIC_TRACE_TOKENS if generated else ASSUMED_TRACE_TOKENS, experiment.teacher.sampling.max_tokens),
+        min(trace, experiment.teacher.sampling.max_tokens),
         min(ASSUMED_JUDGE_TOKENS, experiment.judge.sampling.max_tokens),
     )
 
@@ -317,11 +319,12 @@ def teacher_generations(experiment: Experiment, styles: Iterable[str], n_train: 
 
 
 def generated_problems(experiment: Experiment) -> pl.DataFrame | None:
-    """The experiment's problems table when dry-run can afford to make it: synthetic GSM8K-style problems
-    come from a seeded generator (under a second for 2,700, decontamination included), so their counts
-    and lengths are known before the run; None for problems read from the hub or from files."""
+    """The experiment's problems table when dry-run can afford to make it and knows its teacher traces: one
+    synthetic task with measured traces (SYNTHETIC_TRACE_TOKENS: the word problems, Countdown) comes from a
+    seeded generator (seconds for 2,700, decontamination included), so its counts and lengths are known
+    before the run; None for problems read from the hub or from files, and for several tasks together."""
     problems = experiment.problems
-    if problems.source != "synthetic" or list(problems.tasks) != ["gsm8k"]:
+    if problems.source != "synthetic" or len(problems.tasks) != 1 or problems.tasks[0] not in SYNTHETIC_TRACE_TOKENS:
         return None
     return _generate(problems.model_dump_json(), experiment.seed)
 
@@ -357,9 +360,11 @@ TRACE_RECIPES = ("G", "W", "mixture")
 
 def right_trace_rate(experiment: Experiment, rates: Rates, generated: bool) -> float | None:
     """The chance that one teacher sample is an eligible right trace, where measured for such a teacher on
-    such problems: the 135M teacher on the synthetic word problems (``generated``; rates.teacher_right_rate).
+    such problems: the 135M teacher on one synthetic task's problems (``generated``; rates.teacher_right_rate).
     None elsewhere: the share depends on the teacher and the task, and none is measured."""
-    return rates.teacher_right_rate(model_billions(experiment.teacher.model)) if generated else None
+    if not generated:
+        return None
+    return rates.teacher_right_rate(model_billions(experiment.teacher.model), experiment.problems.tasks[0])
 
 
 def examples_per_problem(recipe: DatasetRecipe, right_rate: float | None, samples: int) -> float:

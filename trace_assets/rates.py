@@ -41,7 +41,7 @@ import math
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trace_assets.errors import InputError
@@ -83,9 +83,9 @@ class SmallModelRates:
     sft_per_run_s: float = 0.0  # a run's own seconds in a launch outside the trainer (its model load and save)
     # building a ``local:`` model's folder from its GGUF (models.resolve_model), once per data folder
     local_model_prep_s: float = 0.0
-    # the share of problems with an eligible right trace among the teacher's ``teacher_samples`` samples of each
-    teacher_right_share: float | None = None
-    teacher_samples: int | None = None
+    # by synthetic task (gsm8k: the word problems), the share of problems with an eligible right trace among
+    # the teacher's samples of each, and how many samples a problem that was measured at
+    teacher_right: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,14 +144,16 @@ class Rates:
         """The least seconds a verdict takes at any size (a larger judge reads no faster); 0 unmeasured."""
         return self.small.judge_verdict_s if self.small else 0.0
 
-    def teacher_right_rate(self, billions: float) -> float | None:
-        """For a teacher of ``billions`` on the synthetic word problems (the caller's condition), the chance
+    def teacher_right_rate(self, billions: float, task: str) -> float | None:
+        """For a teacher of ``billions`` on ``task``'s synthetic problems (the caller's condition), the chance
         that one sample is an eligible right trace, such that independent samples give the measured share of
-        problems with one (``1 - (1 - share) ** (1 / samples)``); None where unmeasured (a larger teacher)."""
+        problems with one (``1 - (1 - share) ** (1 / samples)``); None where unmeasured (a larger teacher,
+        another task)."""
         small = self.small
-        if small is None or not self.is_small(billions) or small.teacher_right_share is None or not small.teacher_samples:
+        if small is None or not self.is_small(billions) or task not in small.teacher_right:
             return None
-        return 1 - (1 - small.teacher_right_share) ** (1 / small.teacher_samples)
+        share, samples = small.teacher_right[task]
+        return 1 - (1 - share) ** (1 / samples)
 
     def decode_tokens_per_s(self, billions: float, shape: str) -> float:
         return self.decode[shape].at(billions)
@@ -192,11 +194,9 @@ class Rates:
             f"+{small.sft_first_run_s[False]:.0f} s eager / +{small.sft_first_run_s[True]:.0f} s compiled; engine "
             f"{small.engine_cold_s:.0f} s cold, {small.engine_warm_s:.0f} s warm; "
             f"{small.judge_verdict_s * 1e3:.1f} ms a judge verdict at least"
-            + (
-                f"; its teacher wrote an eligible right trace for {small.teacher_right_share:.1%} of the synthetic "
-                f"problems in {small.teacher_samples} samples"
-                if small.teacher_right_share is not None
-                else ""
+            + "".join(
+                f"; its teacher wrote an eligible right trace for {share:.1%} of the synthetic {task} problems in {samples} samples"
+                for task, (share, samples) in small.teacher_right.items()
             )
         )
 
@@ -280,6 +280,8 @@ def load_rates(path: Path | None = None) -> Rates:
 
 
 SMALL = "sections.study_135m"
+# synthetic tasks besides the word problems whose teacher figures sit under sections.study_135m.teacher.<task>
+OTHER_TEACHER_TASKS = ("countdown",)
 
 
 def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
@@ -296,19 +298,21 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
         raise BenchResultsError(f"{path}: '{SMALL}.model' is {model!r}, expected '... <N>M parameters ...'")
     if not isinstance(source, str) or not source:
         raise BenchResultsError(f"{path}: '{SMALL}.source' is {source!r}, expected where the figures were measured")
-    share, samples = (
-        optional_figure(f"{SMALL}.teacher.problems_with_a_right_trace"),
-        lookup(f"{SMALL}.teacher.samples", required=False),
-    )
-    if share is not None and not share < 1:
-        raise BenchResultsError(f"{path}: '{SMALL}.teacher.problems_with_a_right_trace' is {share!r}, expected a share below 1")
-    if (share is None) != (samples is None) or (
-        samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1)
-    ):
-        raise BenchResultsError(
-            f"{path}: '{SMALL}.teacher.samples' is {samples!r}, expected the whole number of samples a problem "
-            "'problems_with_a_right_trace' was measured at (both or neither)"
-        )
+    teacher_right = {}
+    # the word problems' figures at the section's top level, another synthetic task's under its name
+    for task, prefix in (("gsm8k", f"{SMALL}.teacher"), *((t, f"{SMALL}.teacher.{t}") for t in OTHER_TEACHER_TASKS)):
+        share, samples = optional_figure(f"{prefix}.problems_with_a_right_trace"), lookup(f"{prefix}.samples", required=False)
+        if share is not None and not share < 1:
+            raise BenchResultsError(f"{path}: '{prefix}.problems_with_a_right_trace' is {share!r}, expected a share below 1")
+        if (share is None) != (samples is None) or (
+            samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1)
+        ):
+            raise BenchResultsError(
+                f"{path}: '{prefix}.samples' is {samples!r}, expected the whole number of samples a problem "
+                "'problems_with_a_right_trace' was measured at (both or neither)"
+            )
+        if share is not None:
+            teacher_right[task] = (share, samples)
     return SmallModelRates(
         source=source,
         billions=float(size.group(1)) / 1000,
@@ -321,8 +325,7 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
         judge_verdict_s=figure(f"{SMALL}.judge.seconds_per_verdict"),
         sft_per_run_s=optional_figure(f"{SMALL}.sft.per_run_s") or 0.0,
         local_model_prep_s=optional_figure(f"{SMALL}.local_model.prep_s") or 0.0,
-        teacher_right_share=share,
-        teacher_samples=samples if isinstance(samples, int) else None,
+        teacher_right=teacher_right,
     )
 
 
