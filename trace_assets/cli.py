@@ -22,8 +22,10 @@ import sys
 
 from trace_assets.errors import InputError
 from trace_assets.estimates import (
+    CACHED_SAMPLE_S,
     TRACE_RECIPES,
     EngineStarts,
+    cached_generations,
     completion_tokens,
     eval_gpu_hours,
     examples_per_problem,
@@ -73,7 +75,9 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     n_train, n_test = splits.train, splits.test
     teacher, judge = experiment.teacher, experiment.judge
     samples = teacher_generations(experiment, experiment.styles, n_train)
-    judge_generations = samples
+    # what the data folder's generation cache already holds is read back, not generated: no engine for it
+    cached = cached_generations(experiment, splits, database_path())
+    to_sample, to_judge = samples - cached.teacher, samples - cached.judge
     teacher_b, judge_b = model_billions(teacher.model), model_billions(judge.model)
     trace_tokens, judge_tokens = completion_tokens(experiment, generated=splits.generated)
     engines = EngineStarts()
@@ -81,27 +85,30 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     # GenerationResource keeps the teacher's engine: a judge of the same model and engine settings reuses it
     # (the fourth GPU run: one engine start for both); failure_modes runs in eval_results' stage, on the
     # evaluation engine where the judge is the (last) student's model under its evaluation engine settings
-    shared = shares_engine(teacher, judge) and samples > 0
-    on_teacher_engine = ", on the teacher's engine" if shared else ""
+    shared = shares_engine(teacher, judge) and to_sample > 0
+    on_teacher_engine = ", on the teacher's engine" if shared and to_judge > 0 else ""
     rows = [
         {
             "asset": "teacher_traces",
-            "work": f"{samples:,} generations ({teacher.model})",
+            "work": f"{samples:,} generations ({teacher.model})"
+            + (f", {cached.teacher:,} of them cached" if cached.teacher else ""),
             "gpu_hours": generation_gpu_hours(
-                samples * trace_tokens, teacher_b, "sampled", rates, teacher.gpus, engines.cold(teacher.model, samples)
-            ),
+                to_sample * trace_tokens, teacher_b, "sampled", rates, teacher.gpus, engines.cold(teacher.model, to_sample)
+            )
+            + cached.teacher * CACHED_SAMPLE_S / 3600,
             "gpus": teacher.gpus,
         },
         {
             "asset": "judged_traces",
-            "work": f"{judge_generations:,} judge calls ({judge.model}{on_teacher_engine})",
+            "work": f"{samples:,} judge calls ({judge.model}{on_teacher_engine})"
+            + (f", {cached.judge:,} of them cached" if cached.judge else ""),
             "gpu_hours": judge_gpu_hours(
-                judge_generations,
+                to_judge,
                 judge_tokens,
                 judge_b,
                 rates,
                 judge.gpus,
-                engines.cold(judge.model, judge_generations),
+                engines.cold(judge.model, to_judge),
                 engine=not shared,
             ),
             "gpus": judge.gpus,

@@ -9,7 +9,7 @@ import pytest
 
 from trace_assets.cli import dry_run, main, plan
 from trace_assets.estimates import FAILURE_JUDGED_SHARE, model_billions
-from trace_assets.experiment import PROJECT_ROOT, DatasetRecipe, RevisionConfig, load_experiment
+from trace_assets.experiment import PROJECT_ROOT, DatasetRecipe, RevisionConfig, database_path, load_experiment
 from trace_assets.loop.rounds import round_gpu_hours
 from trace_assets.rates import BUILT_IN, BenchResultsError, load_rates
 
@@ -47,12 +47,14 @@ RESULTS = {
 
 @pytest.fixture
 def results_file(tmp_path, monkeypatch):
-    """Write ``results`` (the H200 figures by default) where TRACE_ASSETS_BENCH_RESULTS points."""
+    """Write ``results`` (the H200 figures by default) where TRACE_ASSETS_BENCH_RESULTS points, with an empty
+    data folder (dry-run reads what it holds: a built local model, the generation cache)."""
 
     def write(results=RESULTS):
         path = tmp_path / "gpu.json"
         path.write_text(json.dumps(results))
         monkeypatch.setenv("TRACE_ASSETS_BENCH_RESULTS", str(path))
+        monkeypatch.setenv("TRACE_ASSETS_DATA_DIR", str(tmp_path / "data"))
         return path
 
     return write
@@ -448,6 +450,39 @@ def test_countdown_takes_its_own_measured_traces_and_right_trace_share(results_f
     samples = 8 * frame.filter(frame["split"] == "train").height
     generate = next(row for row in plan(countdown) if row["asset"] == "teacher_traces")["work"]
     assert generate.startswith(f"{samples:,} generations")
+
+
+def test_what_the_generation_cache_holds_is_read_back_not_generated(results_file):
+    """The fifth GPU run's cut found every teacher sample and verdict in the fourth run's carried cache: dry-run
+    builds the same request keys as the GPU run did (16,160 samples; verdicts on 16,155 distinct prompts, so on
+    every trace), charges reading them back instead of generating, and so no engine for the teacher: the
+    evaluation's engine is then the run's first, cold (the run's ~170 s start, charged warm before)."""
+    import os
+    from pathlib import Path
+
+    from bench.gpu_study import load_cache
+    from trace_assets.estimates import CACHED_SAMPLE_S, CachedWork, cached_generations, problem_splits
+
+    results_file(WITH_STUDY)
+    experiment = load_experiment(PROJECT_ROOT / "bench" / "results" / "gpu_study" / "fifth_run" / "experiment.yaml")
+    fresh = seconds(experiment)
+    data = Path(os.environ["TRACE_ASSETS_DATA_DIR"])
+    load_cache(data, [PROJECT_ROOT / "bench" / "results" / "gpu_study" / "fourth_run" / "generation_cache"])
+    assert cached_generations(experiment, problem_splits(experiment), database_path(data)) == CachedWork(16160, 16160)
+    cached = seconds(experiment)
+    assert cached["teacher_traces"] == pytest.approx(16160 * CACHED_SAMPLE_S)  # (WITH_STUDY has no GGUF figure)
+    assert cached["judged_traces"] == 0 < fresh["judged_traces"]
+    study = STUDY["engine"]
+    assert cached["eval_results"] - fresh["eval_results"] == pytest.approx(study["cold_startup_s"] - study["warm_startup_s"])
+    # another sampling setting asks for other samples: nothing of the cache is theirs
+    other = experiment.model_copy(
+        update={
+            "teacher": experiment.teacher.model_copy(
+                update={"sampling": experiment.teacher.sampling.model_copy(update={"temperature": 0.7})}
+            )
+        }
+    )
+    assert cached_generations(other, problem_splits(other), database_path(data)) == CachedWork()
 
 
 @pytest.mark.parametrize("teacher", ["Qwen/Qwen2.5-7B-Instruct", None])
