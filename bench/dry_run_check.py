@@ -18,7 +18,8 @@ that it now shares with the evaluation (demo.STAGES: one stage, one Dagster run)
 short by that start (~29 s warm). The loop run's file is loop_run/experiment.yaml, experiments/gpu_loop.yaml as it ran (digest 2dbd115ab11ffd32), its
 study steps results.json's, its rounds run.json's. The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
 command; the file is byte for byte the one it ran, digest d53e6182a5cc9e8a), its seconds results.json's
-``earlier_cuts_times[0]``.
+``earlier_cuts_times[0]``. The fifth run's file is fifth_run/experiment.yaml (digest a571c9e095ed8c99), estimated on a
+data folder holding the fourth run's generation cache, as the run began; its seconds run.json's.
 """
 
 from __future__ import annotations
@@ -118,7 +119,23 @@ def main() -> None:
                 guess, took = estimated.get(step, 0.0), measured.get(step)
                 ratio = f"{guess / took:.2f}" if took else ("nothing to do" if guess == 0 else "not measured")
                 print(f"  {step:<15} {guess:7.1f}  {'' if took is None else f'{took:7.1f}':>7}  {ratio}")
+        fifth_run(Path(folder) / "fifth")
     loop_rounds()
+
+
+def fifth_run(data: Path) -> None:
+    """The fifth run began with the fourth run's generation cache loaded (bench/gpu_study.py run --cache-from):
+    its teacher samples and verdicts were all read back, and the evaluation's engine was the run's first."""
+    from bench.gpu_study import load_cache
+
+    os.environ["TRACE_ASSETS_DATA_DIR"] = str(data)
+    load_cache(data, [RESULTS / "fourth_run" / "generation_cache"])
+    estimated = estimate(load_experiment(RESULTS / "fifth_run" / "experiment.yaml"))
+    measured = json.loads((RESULTS / "fifth_run" / "run.json").read_text())["steps"]["measured_s"]
+    print("fifth run (from the fourth run's cache): step, estimate s, measured s, estimate/measured")
+    for step in GPU_STEPS:
+        guess, took = estimated[step], measured[step]
+        print(f"  {step:<15} {guess:7.1f}  {took:7.1f}  {guess / took:.2f}")
 
 
 if __name__ == "__main__":

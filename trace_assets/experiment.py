@@ -366,6 +366,13 @@ class TrainingConfig(_Section):
     compile: bool = Field(
         True, description="torch.compile the student on a GPU (ignored on CPU, where it costs more than it saves)"
     )
+    fused_lm_head: bool = Field(
+        True,
+        description="the loss from TRL's fused LM head: only the completion positions projected, in tiles, so the float32 "
+        "(tokens x vocabulary) logits are never materialised (memory for large vocabularies); false: the model's own "
+        "loss over the full logits. Its GPU speed is not yet measured: the fifth GPU run's 135M SFT, the first with it, "
+        "took 19-21 s a run where the fourth took 12-14 s on another H100 for the same examples",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="recompute activations in the backward pass: less memory for about a third more compute "

@@ -357,3 +357,8 @@ def test_the_lean_loss_is_the_models_own_loss_without_full_logits(tiny_model, tm
     with torch.no_grad():
         loss, outputs = type(trainer).compute_loss(trainer, trainer.model, dict(batch), return_outputs=True)
     assert float(loss) == pytest.approx(lean, rel=1e-5) and outputs.logits.shape[-1] == trainer.model.config.vocab_size
+    # training.fused_lm_head: false takes the model's own loss over the full logits: the same value
+    unfused = lean_trainer_class(fused=False)
+    plain, plain_grad = loss_and_grad(unfused.compute_loss)
+    assert plain == pytest.approx(full, rel=1e-6)
+    torch.testing.assert_close(plain_grad, full_grad)

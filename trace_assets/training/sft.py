@@ -184,7 +184,7 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
         disable_tqdm=False,
     )
     throughput = Throughput()
-    trainer = lean_trainer_class()(
+    trainer = lean_trainer_class(config.fused_lm_head)(
         model=model,
         args=args,
         train_dataset=to_dataset(train),
@@ -217,16 +217,18 @@ def train_sft(run: TrainRun, config: TrainingConfig) -> TrainResult | None:
     )
 
 
-def lean_trainer_class():
+def lean_trainer_class(fused: bool = True):
     """TRL's SFTTrainer with its loss and none of its per-step metrics.
 
-    The loss is TRL's own: the mean NLL of the completion tokens from TRL's fused LM head
+    The loss is TRL's own: the mean NLL of the completion tokens, with ``fused`` from TRL's fused LM head
     (``fused_lm_head=True``), which projects only the labelled positions through the LM head, in tiles,
-    so the (tokens x vocabulary) float32 logits are never materialised. What it leaves out is the
+    so the (tokens x vocabulary) float32 logits are never materialised; without, the model's own loss over
+    the full logits (``training.fused_lm_head: false``). What it leaves out is the
     entropy and top-1 accuracy TRL logs, and the three host syncs a step they cost (bench/gpu.py sft:
     0.77 of a bare loop's tokens/s with them on an H200). Tokens seen are still counted for the
     training log."""
     import torch
+    from transformers import Trainer
     from trl import SFTTrainer
 
     class LeanSFTTrainer(SFTTrainer):
@@ -234,6 +236,8 @@ def lean_trainer_class():
             if model.training:
                 self._total_train_tokens += _batch_tokens(inputs) // self._tp_size
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            if not fused:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
             outputs = model(**inputs, use_cache=False, fused_lm_head=True)
             tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
             loss = -outputs.log_probs.sum() / torch.as_tensor(tokens).clamp(min=1)
