@@ -42,6 +42,7 @@ from trace_assets.experiment import load_experiment  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "gpu_study"
 SMOKE_COMMIT = "a5d4736"  # the commit the GPU smoke run measured
 CUT_1_DIGEST = "d53e6182a5cc9e8a"  # bench/study_run.py's digest of the fourth run's first cut's experiment file
+FIFTH_DIGEST = "a571c9e095ed8c99"  # and of the fifth run's
 
 
 def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
@@ -125,14 +126,19 @@ def main() -> None:
 
 def fifth_run(data: Path) -> None:
     """The fifth run began with the fourth run's generation cache loaded (bench/gpu_study.py run --cache-from):
-    its teacher samples and verdicts were all read back, and the evaluation's engine was the run's first."""
+    its teacher samples and verdicts were all read back, and the evaluation's engine was the run's first.
+    Its teacher ratio is 1.00 by construction: estimates.CACHED_SAMPLE_S was fitted on this step."""
     from bench.gpu_study import load_cache
 
+    path = RESULTS / "fifth_run" / "experiment.yaml"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if digest != FIFTH_DIGEST:
+        print(f"warning: {path} has digest {digest}, not {FIFTH_DIGEST}: not the file the fifth run ran")
     os.environ["TRACE_ASSETS_DATA_DIR"] = str(data)
     load_cache(data, [RESULTS / "fourth_run" / "generation_cache"])
-    estimated = estimate(load_experiment(RESULTS / "fifth_run" / "experiment.yaml"))
+    estimated = estimate(load_experiment(path))
     measured = json.loads((RESULTS / "fifth_run" / "run.json").read_text())["steps"]["measured_s"]
-    print("fifth run (from the fourth run's cache): step, estimate s, measured s, estimate/measured")
+    print("fifth run (from the fourth run's cache; teacher fitted on it): step, estimate s, measured s, estimate/measured")
     for step in GPU_STEPS:
         guess, took = estimated[step], measured[step]
         print(f"  {step:<15} {guess:7.1f}  {took:7.1f}  {guess / took:.2f}")

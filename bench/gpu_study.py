@@ -301,7 +301,7 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
     from the first export that holds it, so rows are never counted twice (the untrained students'
     answers are in every export); a table without those columns (problems, traces) is the first
     export's. The untrained students' answers (one evaluation an export, copied under each of its seeds)
-    come from the first export alone. ``accuracy`` is left out, to be computed again from the merged answers, and the times
+    come from the first export that holds that student (and task, round). ``accuracy`` is left out, to be computed again from the merged answers, and the times
     are the last export's. Exports whose problems differ are not one study: a ValueError names them."""
     import polars as pl
 
@@ -338,9 +338,13 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
 
 
 def untrained_arms(exports: list[dict]) -> list[str]:
-    """The arms whose answers are the untrained students' (eval_results' training 'none')."""
+    """The arms whose answers are the untrained students' (eval_results' training 'none'; the base arms
+    by name in an export without that column)."""
+    from trace_assets.experiment import BASE_DATASETS
+
     return sorted(
-        {
+        set(BASE_DATASETS)
+        | {
             dataset
             for export in exports
             if "eval_results" in export and "training" in export["eval_results"].columns

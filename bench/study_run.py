@@ -80,7 +80,8 @@ def over_budget(stage: list[str] | str, estimated: dict[str, float], left_s: flo
     """Why a call with ``left_s`` seconds left should stop before ``stage`` rather than start it: its
     estimate does not fit, and a stage cut off by the call's time limit is lost (the fourth GPU run lost
     ~49 s of evaluation so). None when it fits, or when nothing ran in this call yet (a stage longer than
-    any call must still start somewhere; the estimate ignores cached work, so it may overstate)."""
+    any call must still start somewhere; the estimate counts the generation cache's teacher samples and
+    verdicts as read back, not its other rows, so it may overstate)."""
     need = stage_estimate_s(stage, estimated)
     if not ran_this_call or need <= left_s:
         return None

@@ -372,9 +372,23 @@ def cached_generations(experiment: Experiment, splits: ProblemSplits, database: 
     """The teacher samples and judge verdicts of this experiment already in the generation cache at
     ``database`` (a carried cache loaded with ``gpu_study.py run --cache-from``, or an earlier run's): its
     requests built as teacher_traces and judged_traces build them (the same keys), which dry-run can do
-    where it generated the problems (``splits.frame``); nothing otherwise, or without the database."""
-    if splits.frame is None or not database.exists():
+    where it generated the problems (``splits.frame``). Nothing (every sample charged as generated, an upper
+    bound) otherwise: without the database, where it cannot be read at once (a writer holds it, an older
+    schema), and with ``confidence.early_stop``, whose waves of one sample are keyed by wave."""
+    if splits.frame is None or not database.exists() or experiment.confidence.early_stop is not None:
         return CachedWork()
+    import duckdb
+
+    from trace_assets.migrations import SchemaVersionError
+
+    try:
+        return _cached_generations(experiment, splits, database)
+    except (duckdb.Error, SchemaVersionError):
+        return CachedWork()
+
+
+def _cached_generations(experiment: Experiment, splits: ProblemSplits, database: Path) -> CachedWork:
+    assert splits.frame is not None
     from trace_assets.generation.cache_store import CACHE_TABLE
     from trace_assets.generation.types import Sampling
     from trace_assets.judging.build import judge_requests
@@ -388,7 +402,7 @@ def cached_generations(experiment: Experiment, splits: ProblemSplits, database: 
     teacher, judge = experiment.teacher, experiment.judge
     sampling = Sampling(**teacher.sampling.model_dump())
     planned = teacher_requests(list(styles.values()), splits.frame, teacher.model, sampling, experiment.paraphrase_styles())
-    with connect(database, read_only=True) as connection:
+    with connect(database, read_only=True, attempts=1) as connection:
         if CACHE_TABLE not in table_names(connection):
             return CachedWork()
 

@@ -21,8 +21,8 @@ The file's ``sections.study_135m`` (optional) holds what the GPU study measured 
 (SmolLM2-135M-Instruct as teacher, judge and student on one H100, bench/results/gpu_study/): eager SFT
 tokens/s, the seconds of a torchrun launch, of a run besides its tokens, a compile per compiled run and
 the first run's warm-up, vLLM engine starts cold (empty compile cache) and warm, a judge verdict's seconds,
-and (optional) the share of the synthetic word problems on which the 135M teacher wrote an eligible right
-trace in its samples, from which dry-run expects how many problems the G, W and mixture arms keep
+and (optional) the share of the synthetic word problems (and, under ``teacher.countdown``, of Countdown's) on
+which the 135M teacher wrote an eligible right trace in its samples, from which dry-run expects how many problems the G, W and mixture arms keep
 (:meth:`Rates.teacher_right_rate`; an assumption for another experiment: it depends on the teacher, the
 problems and the eligibility policy). A model nearer
 that size than the bench's (on a log scale: up to the geometric mean of the two, 0.23B) gets those

@@ -440,16 +440,16 @@ def test_countdown_takes_its_own_measured_traces_and_right_trace_share(results_f
     frame = generated_problems(countdown)
     assert frame is not None and set(frame["task"]) == {"countdown"} and generated_problems(both) is None
     assert completion_tokens(countdown, generated=True)[0] == 86.4 and completion_tokens(words, generated=True)[0] == 91.4
-    assert completion_tokens(both)[0] == 256  # the assumed 300, cut at max_tokens
+    assert completion_tokens(both, generated=generated_problems(both) is not None)[0] == 256  # assumed 300, cut at 256
     note = next(line for line in dry_run(countdown).splitlines() if "of the train problems" in line)
     assert "G_normal 0%" in note and "0.1% of synthetic countdown problems" in note
     # G on Countdown keeps 2,700 problems x 0.074%: a couple of examples, not every problem (the upper bound before)
     assert training_tokens(countdown) < 0.01 * training_tokens(on(["countdown"], ["H"]))
     assert training_tokens(words) > 0.2 * training_tokens(on(["gsm8k"], ["H"]))
-    # the teacher's seconds follow the shorter Countdown traces: 2,700 problems x 8 samples x 86.4 tokens
+    # the teacher samples the generated train problems (2,700 asked for, Countdown's decontamination keeps them)
     samples = 8 * frame.filter(frame["split"] == "train").height
-    generate = next(row for row in plan(countdown) if row["asset"] == "teacher_traces")["work"]
-    assert generate.startswith(f"{samples:,} generations")
+    teacher = next(row for row in plan(countdown) if row["asset"] == "teacher_traces")
+    assert samples == 21600 and teacher["work"].startswith("21,600 generations")
 
 
 def test_what_the_generation_cache_holds_is_read_back_not_generated(results_file):
@@ -483,6 +483,24 @@ def test_what_the_generation_cache_holds_is_read_back_not_generated(results_file
         }
     )
     assert cached_generations(other, problem_splits(other), database_path(data)) == CachedWork()
+
+
+def test_a_cache_dry_run_cannot_read_at_once_counts_as_empty(results_file, tmp_path):
+    """A database another connection holds for writing, or a file that is no DuckDB database, is not waited
+    on nor an error: dry-run charges every sample as generated (its estimate an upper bound)."""
+    import duckdb
+
+    from trace_assets.estimates import CachedWork, cached_generations, problem_splits
+
+    results_file(WITH_STUDY)
+    experiment = load_experiment(PROJECT_ROOT / "bench" / "results" / "gpu_study" / "fifth_run" / "experiment.yaml")
+    splits = problem_splits(experiment)
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"not a database" * 100)
+    assert cached_generations(experiment, splits, broken) == CachedWork()
+    held = tmp_path / "held.duckdb"
+    with duckdb.connect(str(held)):  # read-write in this process: a read-only connection is refused at once
+        assert cached_generations(experiment, splits, held) == CachedWork()
 
 
 @pytest.mark.parametrize("teacher", ["Qwen/Qwen2.5-7B-Instruct", None])

@@ -132,6 +132,7 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
             ]
         ),
         "sft_examples": pl.DataFrame({"dataset": ["H"], "completion": ["h"]}),
+        "failure_modes": pl.DataFrame({"dataset": ["base", "base"], "student": "s", "seed": [0, 1], "category": "first"}),
         "problems": pl.DataFrame({"problem_id": ["p1"], "question": ["first"]}),
         "accuracy": pl.DataFrame({"dataset": ["H"], "accuracy": [1.0]}),
         "_times": {"which": "first"},
@@ -141,6 +142,7 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
         # new seeds of H, a new arm
         "eval_results": answers([("base", "s", 3, "p1", True), ("H", "s", 3, "p1", False), ("G_checked", "s", 3, "p1", True)]),
         "sft_examples": pl.DataFrame({"dataset": ["H", "G_checked"], "completion": ["h again", "g"]}),
+        "failure_modes": pl.DataFrame({"dataset": ["base", "H"], "student": "s", "seed": [3, 3], "category": "second"}),
         "problems": pl.DataFrame({"problem_id": ["p1"], "question": ["second"]}),
         "_times": {"which": "second"},
     }
@@ -155,6 +157,14 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
         ("base", 1, False),
     ]
     assert sorted(merged["sft_examples"].iter_rows()) == [("G_checked", "g"), ("H", "h")]
+    # every table keyed by arm takes the untrained rows from the first export: the failure modes of its answers
+    failures = sorted(merged["failure_modes"].select("dataset", "seed", "category").iter_rows())
+    assert failures == [("H", 3, "second"), ("base", 0, "first"), ("base", 1, "first")]
+    # an export without eval_results' training column still knows the base arms by name
+    bare = {**second, "eval_results": second["eval_results"].drop("training")}
+    assert sorted(merged_tables([first, bare])["eval_results"]["seed"].to_list()) == sorted(
+        merged["eval_results"]["seed"].to_list()
+    )
     assert merged["problems"]["question"].to_list() == ["first"]
     assert "accuracy" not in merged and merged["_times"] == {"which": "second"}
     # the loop's tables are keyed by round too: a later export's new rounds come in

@@ -357,8 +357,12 @@ def test_the_lean_loss_is_the_models_own_loss_without_full_logits(tiny_model, tm
     with torch.no_grad():
         loss, outputs = type(trainer).compute_loss(trainer, trainer.model, dict(batch), return_outputs=True)
     assert float(loss) == pytest.approx(lean, rel=1e-5) and outputs.logits.shape[-1] == trainer.model.config.vocab_size
-    # training.fused_lm_head: false takes the model's own loss over the full logits: the same value
+    # training.fused_lm_head: false takes the model's own loss over the full logits (the same value as the
+    # fused head's) and never the fused head: its outputs have the logits and no per-token log-probabilities
     unfused = lean_trainer_class(fused=False)
     plain, plain_grad = loss_and_grad(unfused.compute_loss)
-    assert plain == pytest.approx(full, rel=1e-6)
-    torch.testing.assert_close(plain_grad, full_grad)
+    assert plain == pytest.approx(lean, rel=1e-5)
+    torch.testing.assert_close(plain_grad, lean_grad, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        _, outputs = unfused.compute_loss(trainer, trainer.model, dict(batch), return_outputs=True)
+    assert outputs.logits.shape[-1] == trainer.model.config.vocab_size and getattr(outputs, "log_probs", None) is None
