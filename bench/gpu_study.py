@@ -79,7 +79,8 @@ CACHE_ZSTD_LEVEL = 9
 
 
 def export(data: Path, out: Path, cache_part_bytes: int = CACHE_PART_BYTES) -> Path:
-    """The report's tables into OUT/gpu_study_tables.tar, and the generation cache into parts under
+    """The report's tables into OUT/gpu_study_tables.tar (where the data folder holds derived's
+    experiment.yaml, only that cut's rows: :func:`current_rows`), and the generation cache into parts under
     OUT/generation_cache/ (always: every device call's export brings the cache so far back, so a
     session cut off by its time still leaves the next one its traces)."""
     from trace_assets.experiment import database_path
@@ -89,12 +90,15 @@ def export(data: Path, out: Path, cache_part_bytes: int = CACHE_PART_BYTES) -> P
     out.mkdir(parents=True, exist_ok=True)
     target = out / "gpu_study_tables.tar"
     cache = None
+    cut = data / "experiment.yaml"  # derived's file: the cut this data folder ran last
     with connect(database_path(data), read_only=True) as connection, tarfile.open(target, "w") as tar:
         present = table_names(connection)
-        for table in TABLES:
-            if table not in present:
-                continue
-            frame = connection.sql(f"SELECT * FROM {table}").pl()
+        frames = {table: connection.sql(f"SELECT * FROM {table}").pl() for table in TABLES if table in present}
+        if cut.exists():
+            from trace_assets.experiment import load_experiment
+
+            frames = current_rows(frames, load_experiment(cut))
+        for table, frame in frames.items():
             frame = frame.drop([c for c in HEAVY_COLUMNS.get(table, []) if c in frame.columns])
             buffer = io.BytesIO()
             frame.write_parquet(buffer, compression="zstd", compression_level=19)
@@ -106,7 +110,9 @@ def export(data: Path, out: Path, cache_part_bytes: int = CACHE_PART_BYTES) -> P
         for extra in ("study_times.json",):
             if (data / extra).exists():
                 tar.add(data / extra, arcname=extra)
-        for path in sorted((data / "report").glob("*")):
+        # the device's own report, where this cut's accuracy is there (else it is an earlier cut's)
+        reported = "accuracy" in frames and frames["accuracy"].height > 0
+        for path in sorted((data / "report").glob("*")) if reported else []:
             tar.add(path, arcname=f"device_report/{path.name}")
         if CACHE_TABLE in present:
             cache = connection.sql(f"SELECT * FROM {CACHE_TABLE} ORDER BY request_hash, sample_index").pl()
@@ -114,6 +120,35 @@ def export(data: Path, out: Path, cache_part_bytes: int = CACHE_PART_BYTES) -> P
     if cache is not None:
         export_cache(cache, out / CACHE_FOLDER, cache_part_bytes)
     return target
+
+
+def current_rows(frames: dict, experiment) -> dict:
+    """``frames`` (the study's tables) without what an earlier cut of another problem set or other arms left
+    in the same data folder: a table's partitions are replaced only where this cut materializes them, so
+    the fifth run's gsm8k answers and its G_normal_checked arm were still in the tables when Countdown ran
+    there. Kept: the rows of the experiment's arms (the base arms too) and of its problems (the problems
+    table is always this cut's); accuracy where its arm still has answers, trace statistics where it still
+    has examples."""
+    import polars as pl
+
+    from trace_assets.experiment import BASE_DATASETS
+
+    arms = sorted({*experiment.datasets, *BASE_DATASETS})
+    ids = frames["problems"]["problem_id"] if "problems" in frames else None
+    kept = {}
+    for name, frame in frames.items():
+        if "dataset" in frame.columns and not name.startswith("round_"):
+            frame = frame.filter(pl.col("dataset").is_in(arms))
+        if ids is not None and name != "problems" and "problem_id" in frame.columns:
+            frame = frame.filter(pl.col("problem_id").is_in(ids))
+        kept[name] = frame
+    for name, source, keys in (
+        ("accuracy", "eval_results", ["dataset", "student"]),
+        ("trace_stats", "sft_examples", ["dataset"]),
+    ):
+        if name in kept and source in kept:
+            kept[name] = kept[name].join(kept[source].select(keys).unique(), on=keys, how="semi")
+    return kept
 
 
 def export_cache(cache, folder: Path, part_bytes: int = CACHE_PART_BYTES) -> list[Path]:

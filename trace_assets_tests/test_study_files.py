@@ -177,6 +177,31 @@ def test_exports_of_one_study_merge_without_counting_an_arm_twice():
         merged_tables([first, other], ["first.tar", "later.tar"])
 
 
+def test_an_export_holds_only_the_last_cuts_rows():
+    """Countdown ran on the fifth run's data folder: the tables still held the word problems' answers of H
+    (Countdown's evaluation had not run), the G_normal_checked arm Countdown does not have, and their accuracy.
+    The export keeps the cut's arms and problems, and accuracy only where its arm still has answers."""
+    from bench.gpu_study import current_rows
+
+    experiment = load_experiment(PROJECT_ROOT / "bench" / "results" / "gpu_study" / "countdown_run" / "experiment.yaml")
+    frames = {
+        "problems": pl.DataFrame({"problem_id": ["c1", "c2"], "task": "countdown"}),
+        "eval_results": pl.DataFrame(
+            {"dataset": ["H", "base", "G_normal_checked", "base"], "student": "s", "problem_id": ["w1", "c1", "w1", "w2"]}
+        ),
+        "accuracy": pl.DataFrame({"dataset": ["H", "base", "G_normal_checked"], "student": "s", "accuracy": [0.6, 0.1, 0.05]}),
+        "checkpoints": pl.DataFrame({"dataset": ["H", "G_normal_checked", "H_aa"], "student": "s", "seed": [0, 3, 0]}),
+        "sft_examples": pl.DataFrame({"dataset": ["H", "G_normal_checked"], "problem_id": ["c2", "w1"]}),
+        "trace_stats": pl.DataFrame({"dataset": ["H", "G_normal_checked", "W_normal"], "n_examples": [1, 380, 2]}),
+    }
+    kept = current_rows(frames, experiment)
+    assert kept["problems"].equals(frames["problems"])
+    assert kept["eval_results"]["problem_id"].to_list() == ["c1"]
+    assert kept["accuracy"]["dataset"].to_list() == ["base"]  # H's accuracy was of its word-problem answers
+    assert kept["checkpoints"]["dataset"].to_list() == ["H", "H_aa"]
+    assert kept["trace_stats"]["dataset"].to_list() == ["H"]  # W_normal has no examples left here
+
+
 def test_merged_exports_report_the_seeds_their_answers_come_from():
     """The file names seeds 3-5 (the later session's); merged with seeds 0-2, the report is of the seeds the
     trained arms' answers hold. A replicate's answers keep its nominal seed, as eval_results writes them
