@@ -298,7 +298,7 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
         raise BenchResultsError(f"{path}: '{SMALL}.model' is {model!r}, expected '... <N>M parameters ...'")
     if not isinstance(source, str) or not source:
         raise BenchResultsError(f"{path}: '{SMALL}.source' is {source!r}, expected where the figures were measured")
-    teacher_right = {}
+    teacher_right: dict[str, tuple[float, int]] = {}
     # the word problems' figures at the section's top level, another synthetic task's under its name
     for task, prefix in (("gsm8k", f"{SMALL}.teacher"), *((t, f"{SMALL}.teacher.{t}") for t in OTHER_TEACHER_TASKS)):
         share, samples = optional_figure(f"{prefix}.problems_with_a_right_trace"), lookup(f"{prefix}.samples", required=False)
@@ -311,7 +311,7 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
                 f"{path}: '{prefix}.samples' is {samples!r}, expected the whole number of samples a problem "
                 "'problems_with_a_right_trace' was measured at (both or neither)"
             )
-        if share is not None:
+        if share is not None and isinstance(samples, int):
             teacher_right[task] = (share, samples)
     return SmallModelRates(
         source=source,
