@@ -371,7 +371,8 @@ class TrainingConfig(_Section):
         description="the loss from TRL's fused LM head: only the completion positions projected, in tiles, so the float32 "
         "(tokens x vocabulary) logits are never materialised (memory for large vocabularies); false: the model's own "
         "loss over the full logits. Its GPU speed is not yet measured: the fifth GPU run's 135M SFT, the first with it, "
-        "took 19-21 s a run where the fourth took 12-14 s on another H100 for the same examples",
+        "took 19-21 s a run where the fourth took 12-14 s on another H100 for the same examples. Not part of a checkpoint's key: "
+        "the same loss either way",
     )
     gradient_checkpointing: bool = Field(
         False,

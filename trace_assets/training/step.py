@@ -180,8 +180,10 @@ def train(gpu: GPUResource, runs: list[TrainRun], config: TrainingConfig, log: C
         train_sft_launched(runs, config, env=gpu.environment(cards), records=records)
 
 
-# How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints.
-EXECUTION_ONLY = {"attention", "compile", "logging_steps", "gradient_checkpointing"}
+# How a run executes, not what it learns: left out of the training key, so turning them on keeps checkpoints
+# (the fused LM head computes the model's own loss and gradient: test_training.py). Comparing their speed
+# therefore takes another data folder, or the checkpoints already trained are reused.
+EXECUTION_ONLY = {"attention", "compile", "logging_steps", "gradient_checkpointing", "fused_lm_head"}
 # Which runs a dataset gets, not how one run trains: a run's examples (in the key) already say whether it
 # saw one task or all, so pooled runs keep the key (and checkpoints) they had before per-task training existed.
 NOT_IN_RECORD = {"per_task"}
