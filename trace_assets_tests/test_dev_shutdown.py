@@ -103,11 +103,22 @@ def _session_processes(session: int) -> list:
     return found
 
 
-def _assert_all_gone(session: int, started: float) -> None:
+def _assert_all_gone(session: int, started: float, log: Path | None = None) -> None:
     while _session_processes(session) and time.monotonic() - started < SHUTDOWN_LIMIT_S:
         time.sleep(0.2)
     left = _session_processes(session)
-    assert not left, [" ".join(p.cmdline()[:5]) for p in left]
+    if left:  # what is left, with its parent and group, and the end of dev.log: enough to tell why
+        import psutil
+
+        described = []
+        for process in left:
+            with contextlib.suppress(psutil.Error, OSError):
+                described.append(
+                    f"pid {process.pid} ppid {process.ppid()} pgid {os.getpgid(process.pid)} {process.status()}: "
+                    + " ".join(process.cmdline()[:6])
+                )
+        tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+        raise AssertionError(f"left after {SHUTDOWN_LIMIT_S} s:\n" + "\n".join(described) + "\n--- dev.log ---\n" + tail)
 
 
 @pytest.mark.slow
@@ -128,7 +139,7 @@ def test_make_dev_stops_within_ten_seconds(tmp_path, stop):
         started = time.monotonic()
         os.killpg(make.pid, stop)
         make.wait(SHUTDOWN_LIMIT_S)
-        _assert_all_gone(make.pid, started)
+        _assert_all_gone(make.pid, started, log_path)
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
@@ -176,7 +187,7 @@ def test_make_dev_in_a_script_stops_within_ten_seconds_of_sigterm(tmp_path, targ
             os.kill(make_pid, signal.SIGTERM)
         else:
             os.killpg(shell.pid, signal.SIGTERM)
-        _assert_all_gone(shell.pid, started)
+        _assert_all_gone(shell.pid, started, log_path)
         assert not psutil.pid_exists(make_pid) or psutil.Process(make_pid).status() == psutil.STATUS_ZOMBIE
     finally:
         for process in _session_processes(shell.pid):  # whatever a failure left behind
