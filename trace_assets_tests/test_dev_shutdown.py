@@ -148,9 +148,14 @@ def test_make_dev_stops_within_ten_seconds(tmp_path, stop):
 
 def _ignore_interrupts() -> None:
     """A script started in the background of another: SIGINT (and SIGQUIT) ignored, as a
-    non-interactive shell sets them for its ``&`` jobs; bash then does the same for ``make dev &``."""
+    non-interactive shell sets them for its ``&`` jobs; bash then does the same for ``make dev &``.
+    SIGTERM as a shell leaves it, at its default: the test process's own may be ignored (after the
+    suite's first in-process Dagster run, test_automation's, it is), and an ignored SIGTERM survives exec,
+    so ``make`` ignored ``kill $!`` in every fresh-clone CI run and the test measured its own launch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _ignores_sigint(pid: int) -> bool:
