@@ -389,7 +389,7 @@ def cached_generations(experiment: Experiment, splits: ProblemSplits, database: 
 
 def _cached_generations(experiment: Experiment, splits: ProblemSplits, database: Path) -> CachedWork:
     assert splits.frame is not None
-    from trace_assets.generation.cache_store import CACHE_TABLE
+    from trace_assets.generation.cache_store import CACHE_TABLE, cached_rows
     from trace_assets.generation.types import Sampling
     from trace_assets.judging.build import judge_requests
     from trace_assets.judging.verdicts import judge_char_budget
@@ -400,21 +400,14 @@ def _cached_generations(experiment: Experiment, splits: ProblemSplits, database:
     styles_dir = experiment.resolve(experiment.styles_dir)
     styles = {name: load_style(styles_dir, name) for name in experiment.styles}
     teacher, judge = experiment.teacher, experiment.judge
-    sampling = Sampling(**teacher.sampling.model_dump())
+    sampling = Sampling.of(teacher.sampling)
     planned = teacher_requests(list(styles.values()), splits.frame, teacher.model, sampling, experiment.paraphrase_styles())
     with connect(database, read_only=True, attempts=1) as connection:
         if CACHE_TABLE not in table_names(connection):
             return CachedWork()
 
         def texts(keys: list[str], samples: int) -> dict[tuple[str, int], str]:
-            wanted = pl.DataFrame({"request_hash": sorted(set(keys))}, schema={"request_hash": pl.String})
-            connection.register("wanted", wanted)
-            rows = connection.execute(
-                f"SELECT c.request_hash, c.sample_index, c.text FROM {CACHE_TABLE} c JOIN wanted USING (request_hash) "
-                f"WHERE c.sample_index < {samples}"
-            ).fetchall()
-            connection.unregister("wanted")
-            return {(key, index): text for key, index, text in rows}
+            return {(key, index): text for key, index, text in cached_rows(connection, keys, "c.text", samples)}
 
         traces = texts([request.key for *_, request in planned], sampling.n)
         rows = [
@@ -425,7 +418,7 @@ def _cached_generations(experiment: Experiment, splits: ProblemSplits, database:
         ]
         if not rows:
             return CachedWork()
-        judge_sampling = Sampling(**(judge.sampling.model_dump() | {"n": 1}))
+        judge_sampling = Sampling.of(judge.sampling, n=1)
         questions = dict(zip(splits.frame["problem_id"], splits.frame["question"], strict=True))
         requests = judge_requests(
             pl.DataFrame(rows),

@@ -159,7 +159,7 @@ class GenerationResource(dg.ConfigurableResource):
         spec = ModelSpec(
             name=config.model, path=path, dtype=self.gpu.resolve_dtype(config.dtype), **config.model_dump(include=engine)
         )
-        return spec, Sampling(**(config.sampling.model_dump() | sampling_overrides))
+        return spec, Sampling.of(config.sampling, **sampling_overrides)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()

@@ -55,16 +55,32 @@ def cached_completions(path: Path, request_hashes: list[str]) -> dict[tuple[str,
         return {}
     with connect(path) as connection:
         _ensure_cache(connection)
-        wanted = pl.DataFrame({"request_hash": sorted(set(request_hashes))}, schema={"request_hash": pl.String})
-        connection.register("wanted", wanted)  # one bulk scan: executemany costs milliseconds a row
-        rows = connection.execute(
-            f"SELECT c.request_hash, c.sample_index, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens, "
-            f"c.token_logprobs, c.token_ends FROM {CACHE_TABLE} c JOIN wanted USING (request_hash)"
-        ).fetchall()
+        rows = cached_rows(
+            connection,
+            request_hashes,
+            "c.text, c.finish_reason, c.prompt_tokens, c.output_tokens, c.token_logprobs, c.token_ends",
+        )
     return {
         (row[0], row[1]): Completion(*row[:6], token_logprobs=_recorded(row[6], row[7]), token_ends=_recorded(row[7], row[6]))
         for row in rows
     }
+
+
+def cached_rows(
+    connection: duckdb.DuckDBPyConnection, request_hashes: list[str], columns: str, samples: int | None = None
+) -> list:
+    """(request_hash, sample_index, *``columns``) of the cache's rows for these request hashes (the cache
+    table aliased ``c``), only the first ``samples`` of each where given: one bulk scan (executemany costs
+    milliseconds a row)."""
+    wanted = pl.DataFrame({"request_hash": sorted(set(request_hashes))}, schema={"request_hash": pl.String})
+    connection.register("wanted", wanted)
+    try:
+        below = f" WHERE c.sample_index < {int(samples)}" if samples is not None else ""
+        return connection.execute(
+            f"SELECT c.request_hash, c.sample_index, {columns} FROM {CACHE_TABLE} c JOIN wanted USING (request_hash){below}"
+        ).fetchall()
+    finally:
+        connection.unregister("wanted")
 
 
 def _recorded(values: list | None, partner: list | None) -> list | None:

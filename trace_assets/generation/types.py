@@ -15,6 +15,12 @@ class Sampling:
     n: int = 1
     seed: int = 0
 
+    @classmethod
+    def of(cls, settings, **overrides) -> Sampling:
+        """The sampling of an experiment's model section (its ``sampling`` settings), ``overrides`` applied:
+        what GenerationResource.settings sends, and what dry-run keys the cache lookups with."""
+        return cls(**(settings.model_dump() | overrides))
+
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
