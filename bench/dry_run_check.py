@@ -24,7 +24,6 @@ data folder holding the fourth run's generation cache, as the run began; its sec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -36,13 +35,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.gpu_study import derived  # noqa: E402
-from bench.study_run import GPU_STEPS, estimate  # noqa: E402
+from bench.study_run import GPU_STEPS, estimate, experiment_digest  # noqa: E402
 from trace_assets.experiment import load_experiment  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gpu_study"
 SMOKE_COMMIT = "a5d4736"  # the commit the GPU smoke run measured
 CUT_1_DIGEST = "d53e6182a5cc9e8a"  # bench/study_run.py's digest of the fourth run's first cut's experiment file
 FIFTH_DIGEST = "a571c9e095ed8c99"  # and of the fifth run's
+
+
+def warn_if_not_as_run(path: Path, expected: str, what: str) -> None:
+    """A warning where ``path`` is not byte for byte the file the run ran (its digest in study_times.json)."""
+    digest = experiment_digest(path)
+    if digest != expected:
+        print(f"warning: {what} has digest {digest}, not {expected}: not the file it ran")
 
 
 def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
@@ -70,9 +76,7 @@ def runs(folder: Path) -> dict[str, tuple[str, dict[str, float]]]:
         ["H", "H_aa", "G_normal", "W_normal", "mix25_normal"],
         ["teacher.sampling.n=8", "problems.tasks=[gsm8k]"],
     )
-    digest = hashlib.sha256(Path(cut_1).read_bytes()).hexdigest()[:16]
-    if digest != CUT_1_DIGEST:
-        print(f"warning: the fourth run's cut 1 rebuilt with digest {digest}, not {CUT_1_DIGEST}: not the file it ran")
+    warn_if_not_as_run(Path(cut_1), CUT_1_DIGEST, "the fourth run's cut 1, rebuilt,")
     return {
         "gpu_smoke": (
             str(smoke),
@@ -131,9 +135,7 @@ def fifth_run(data: Path) -> None:
     from bench.gpu_study import load_cache
 
     path = RESULTS / "fifth_run" / "experiment.yaml"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    if digest != FIFTH_DIGEST:
-        print(f"warning: {path} has digest {digest}, not {FIFTH_DIGEST}: not the file the fifth run ran")
+    warn_if_not_as_run(path, FIFTH_DIGEST, "the fifth run's file")
     os.environ["TRACE_ASSETS_DATA_DIR"] = str(data)
     load_cache(data, [RESULTS / "fourth_run" / "generation_cache"])
     estimated = estimate(load_experiment(path))

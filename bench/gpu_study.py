@@ -93,13 +93,15 @@ def export(data: Path, out: Path, cache_part_bytes: int = CACHE_PART_BYTES) -> P
     cut = data / "experiment.yaml"  # derived's file: the cut this data folder ran last
     with connect(database_path(data), read_only=True) as connection, tarfile.open(target, "w") as tar:
         present = table_names(connection)
-        frames = {table: connection.sql(f"SELECT * FROM {table}").pl() for table in TABLES if table in present}
+        frames = {}
+        for table in (table for table in TABLES if table in present):
+            frame = connection.sql(f"SELECT * FROM {table}").pl()
+            frames[table] = frame.drop([c for c in HEAVY_COLUMNS.get(table, []) if c in frame.columns])
         if cut.exists():
             from trace_assets.experiment import load_experiment
 
             frames = current_rows(frames, load_experiment(cut))
         for table, frame in frames.items():
-            frame = frame.drop([c for c in HEAVY_COLUMNS.get(table, []) if c in frame.columns])
             buffer = io.BytesIO()
             frame.write_parquet(buffer, compression="zstd", compression_level=19)
             info = tarfile.TarInfo(f"{table}.parquet")
@@ -348,8 +350,9 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
                 f"{name}: its problems differ from {names[0]}'s ({len(ids ^ problem_ids[0])} problem ids in one only): "
                 "not an export of the same study (the same problems settings and seed)"
             )
+    from trace_assets.experiment import BASE_DATASETS
+
     merged: dict = {"_times": exports[-1]["_times"]}
-    untrained = untrained_arms(exports)
     names = {name for export in exports for name in export if name not in ("_times", "accuracy")}
     for name in sorted(names):
         frames = [export[name] for export in exports if name in export]
@@ -358,7 +361,8 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
             merged[name] = frames[0]
             continue
         table = frames[0]
-        copied = pl.col("dataset").is_in(untrained) if "dataset" in keys else pl.lit(False)
+        # the untrained students' arms (checkpoints status 'base', eval_results training 'none') are the base arms
+        copied = pl.col("dataset").is_in(BASE_DATASETS) if "dataset" in keys else pl.lit(False)
         for frame in frames[1:]:
             trained = frame.filter(~copied)
             new = trained.join(table.select(keys).unique(), on=keys, how="anti", nulls_equal=True)
@@ -370,22 +374,6 @@ def merged_tables(exports: list[dict], names: list[str] | None = None) -> dict:
             table = pl.concat([table, new, new_untrained], how="diagonal_relaxed")
         merged[name] = table
     return merged
-
-
-def untrained_arms(exports: list[dict]) -> list[str]:
-    """The arms whose answers are the untrained students' (eval_results' training 'none'; the base arms
-    by name in an export without that column)."""
-    from trace_assets.experiment import BASE_DATASETS
-
-    return sorted(
-        set(BASE_DATASETS)
-        | {
-            dataset
-            for export in exports
-            if "eval_results" in export and "training" in export["eval_results"].columns
-            for dataset in export["eval_results"].filter(export["eval_results"]["training"] == "none")["dataset"].to_list()
-        }
-    )
 
 
 def trained_seeds(eval_results, experiment) -> list[int]:

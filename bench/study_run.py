@@ -54,13 +54,18 @@ def load_times(data: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"stages": {}, "steps": {}}
 
 
+def experiment_digest(path: str | Path) -> str:
+    """The experiment file's digest, as study_times.json records it (the cut a data folder's times are of)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def times_for(data: Path, experiment_path: str) -> dict:
     """The times kept in ``data`` for this experiment file. Another cut of the study on the same data
     folder (more arms, a changed setting) starts afresh: every stage runs again, reusing the generation
     cache and the checkpoints already saved, and the earlier cut's times are kept under
     ``earlier_runs``, each with the estimate made before it ran."""
     times = load_times(data)
-    digest = hashlib.sha256(Path(experiment_path).read_bytes()).hexdigest()[:16]
+    digest = experiment_digest(experiment_path)
     if times.get("experiment_digest", digest) != digest:
         earlier = times.pop("earlier_runs", [])
         times = {"stages": {}, "steps": {}, "earlier_runs": [*earlier, times]}
