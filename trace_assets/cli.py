@@ -28,6 +28,7 @@ from trace_assets.estimates import (
     cached_generations,
     completion_tokens,
     eval_gpu_hours,
+    evaluation_engine,
     examples_per_problem,
     failure_judge_calls,
     failure_judge_gpu_hours,
@@ -116,6 +117,11 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
     ]
     seeds = len(experiment.training.seeds)
     all_evals = 0
+    # gpu.sleep_engines: the engine the teacher's stage leaves (the judge's where it started its own) sleeps
+    # through SFT, and an evaluation engine of the same key wakes it rather than starting one
+    asleep = (
+        (judge if to_judge > 0 and not shared else teacher if to_sample > 0 else None) if experiment.gpu.sleep_engines else None
+    )
     # H takes every train problem; G, W and mixtures the problems with a right or wrong trace, an expected share
     # where the teacher's right-trace rate was measured (examples_per_problem), else every problem (an upper bound)
     tokens_per_seed = training_tokens_per_seed(experiment, experiment.datasets, splits, rates)
@@ -143,10 +149,12 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         checkpoints = runs + len(BASE_DATASETS)  # the untrained student is evaluated too, once per base arm
         evals = (len(experiment.datasets) * seeds + len(BASE_DATASETS)) * n_test
         all_evals += evals
+        woken = asleep is not None and evals > 0 and shares_engine(asleep, evaluation_engine(student))
+        asleep = None  # woken, or stopped for another engine key
         rows.append(
             {
                 "asset": f"eval_results[*|{name}]",
-                "work": f"{evals:,} eval generations",
+                "work": f"{evals:,} eval generations" + (" (waking the teacher stage's sleeping engine)" if woken else ""),
                 "gpu_hours": eval_gpu_hours(
                     evals * experiment.evaluation.max_tokens * 0.5,
                     billions,
@@ -154,6 +162,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                     rates,
                     cold=engines.cold(student.model, evals),
                     local_base=local_model(student.model),
+                    woken=woken,
                 ),
                 "gpus": 1,
             }

@@ -37,6 +37,11 @@ SYNTHETIC_TRACE_TOKENS = {"gsm8k": 91.4, "countdown": 86.4}
 # its max_attempts replies), which then decode at the speed of one rather than at the batched rate. vLLM's
 # step with CUDA graphs takes a few ms for a small model; 10 ms is taken as a bound.
 ASSUMED_DECODE_STEP_S = 0.01
+# Not measured: waking a sleeping vLLM engine (gpu.sleep_engines: LLM.wake_up after sleep(level=1), its
+# weights copied back from CPU memory and its KV cache mapped again) in place of an engine start. A 135M
+# model's weights are ~0.3 GB; mapping the cache's memory again is the rest. An assumption until a GPU run
+# measures it (the steps' metadata has wake_s).
+ASSUMED_WAKE_S = 5.0
 # Answers the failure judge reads (wrong, and the rules can't say why), as a run with no cached verdicts
 # judges them: the failure_modes rows whose source is the judge (judge, rules+judge, unparsable) over the
 # answers, each untrained arm's answers once (they repeat for every seed; the judge sees one request), pooled
@@ -158,16 +163,23 @@ def failure_judge_on_evaluation_engine(experiment: Experiment, trains: bool = Tr
 
 
 def eval_gpu_hours(
-    tokens: float, billions: float, checkpoints: int, rates: Rates, cold: bool = False, local_base: bool = True
+    tokens: float,
+    billions: float,
+    checkpoints: int,
+    rates: Rates,
+    cold: bool = False,
+    local_base: bool = True,
+    woken: bool = False,
 ) -> float:
     """A student's evaluations: greedy decoding in one engine, started on the base model (``cold`` when no
     engine of the model ran before), each further checkpoint's weights swapped into it: the trained
     checkpoints keep the base model's engine files (commit aad6ee3; the fourth GPU run's one engine served
     the untrained student and its 15 trained checkpoints, bench/results/gpu_study/fourth_run/run.json).
     A base named by a hub id (``local_base`` false) has no folder whose files they can keep: its trained
-    checkpoints get a second (warm) engine."""
+    checkpoints get a second (warm) engine. ``woken``: the engine is an earlier stage's, asleep
+    (``gpu.sleep_engines``), woken rather than started."""
     decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
-    start = rates.engine_start_s(billions, "eval", cold)
+    start = ASSUMED_WAKE_S if woken else rates.engine_start_s(billions, "eval", cold)
     if not local_base and checkpoints > 1:
         start += rates.engine_start_s(billions, "eval")
     return (decode + start + rates.eval_swap_s * (checkpoints - 1)) / 3600

@@ -446,6 +446,11 @@ class GpuConfig(_Section):
     devices: list[int] = Field([], description="CUDA device ids the steps may use; [] = every visible card")
     memory_fraction: float = Field(0.85, gt=0, le=1)
     cpu_memory_fraction: float = Field(0.3, gt=0, le=1)
+    sleep_engines: bool = Field(
+        False,
+        description="between the steps of one process (the study's stages run in process), put vLLM engines to "
+        "sleep rather than stop them, so that a model's engine starts once (vLLM's sleep mode; CUDA only)",
+    )
 
     @field_validator("devices")
     @classmethod

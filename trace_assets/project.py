@@ -59,7 +59,7 @@ def build_resources(experiment: Experiment, folder: Path) -> dict:
         "io_manager": TransactionalDuckDBPolarsIOManager(database=str(data.database), schema="main"),
         "data": data,
         "gpu": gpu,
-        "generation": GenerationResource(gpu=gpu, data=data),
+        "generation": GenerationResource(gpu=gpu, data=data, sleep_engines=experiment.gpu.sleep_engines),
     }
 
 

@@ -18,6 +18,10 @@ from trace_assets.generation.cached import CachedGeneration, generate_many_with_
 from trace_assets.generation.types import ModelSpec, Request, Sampling
 from trace_assets.models import offline_environment, resolve_model
 
+# GenerationResource's backends with sleep_engines, by engine configuration: they outlive the resource
+# (one Dagster run) so that the next run in this process wakes their engines; interpreter exit stops them
+_SLEEPING_BACKENDS: dict[str, VllmBackend] = {}
+
 
 @functools.cache
 def cuda_device_count() -> int:
@@ -134,12 +138,18 @@ class GenerationResource(dg.ConfigurableResource):
     the running engine when its engine key matches (the judge after the teacher of the same model,
     the next style's traces, checkpoints of the student's architecture) and start another otherwise;
     ``teardown_after_execution`` stops it (see docs/operations.md, "Engine lifetime").
+
+    With ``sleep_engines`` (``gpu.sleep_engines``; CUDA only) the engines outlive the run in this
+    process: teardown puts them to sleep (their cards given back, as does a training step's claim
+    mid-run), and the next run in the process (the study's next stage, run in process) wakes them
+    rather than starting its own. One process-wide backend per engine configuration holds them.
     """
 
     gpu: GPUResource
     data: DataResource
     chunk_size: int = 1024
     enforce_eager: str = "auto"  # "auto": eager on CPU, where torch.compile costs minutes and gains little
+    sleep_engines: bool = False
     _kept: VllmBackend | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -162,6 +172,11 @@ class GenerationResource(dg.ConfigurableResource):
         return spec, Sampling.of(config.sampling, **sampling_overrides)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._kept is not None and self._kept.sleep_when_idle:
+            slept = self._kept.sleep()
+            if slept is not None and context.log is not None:
+                context.log.info(f"vLLM: engine(s) asleep for the next run in this process ({slept:.1f} s)")
+            return
         self.close()
 
     def close(self) -> None:
@@ -185,15 +200,21 @@ class GenerationResource(dg.ConfigurableResource):
 
     def _vllm_backend(self, keep_engines: bool) -> VllmBackend:
         eager = {"auto": not self.gpu.has_cuda(), "true": True, "false": False}[self.enforce_eager]
-        return VllmBackend(
-            gpu_memory_utilization=self.gpu.vllm_memory_utilization(),
-            enforce_eager=eager,
-            chunk_size=self.chunk_size,
-            env=self.gpu.environment(),
-            claim=self.gpu.claim,
-            cpu_kv_cache=not self.gpu.has_cuda(),
-            keep_engines=keep_engines,
-        )
+        sleep = keep_engines and self.sleep_engines and self.gpu.has_cuda()  # vLLM's sleep mode needs CUDA
+        settings = {
+            "gpu_memory_utilization": self.gpu.vllm_memory_utilization(),
+            "enforce_eager": eager,
+            "chunk_size": self.chunk_size,
+            "env": self.gpu.environment(),
+            "cpu_kv_cache": not self.gpu.has_cuda(),
+        }
+        if not sleep:
+            return VllmBackend(**settings, claim=self.gpu.claim, keep_engines=keep_engines)
+        # the process's backend for these settings and cards, whose sleeping engines a later run wakes
+        key = repr(sorted({**settings, "devices": self.gpu.devices, "lock_dir": self.gpu.lock_dir}.items()))
+        if key not in _SLEEPING_BACKENDS:
+            _SLEEPING_BACKENDS[key] = VllmBackend(**settings, claim=self.gpu.claim, keep_engines=True, sleep_when_idle=True)
+        return _SLEEPING_BACKENDS[key]
 
     def generate(
         self, spec: ModelSpec, sampling: Sampling, requests: list[Request], log: Callable[[str], None] = print

@@ -1,7 +1,8 @@
 """A stand-in for trace_assets.generation.vllm_worker in tests of the process handling around it.
 
 Speaks the worker's protocol: jobs one per line on stdin, single- and multi-model, ``ready`` on
-the first job and ``reused`` on later ones, ``done`` after each, exit at the end of its input. Each
+the first job and ``reused`` on later ones, ``done`` after each, exit at the end of its input;
+``{"command": "sleep"}`` answers ``slept``, and the next job ``woke`` first. Each
 completion's text names the cards it ran on, the model it came from and the worker's process id.
 A model named ``crash-after-one`` makes an engine that holds request ``b`` die after its first
 completion of that model. ``SCRIPTED_WORKER_LOG``, if set, names a file that gets a line per
@@ -59,15 +60,23 @@ def serve_job(job: dict) -> None:
 def main() -> None:
     note(str(os.getpid()))
     print("INFO a vLLM-style log line", flush=True)
-    key = None
-    for served, line in enumerate(sys.stdin):
+    key, asleep, served = None, False, 0
+    for line in sys.stdin:
         job = json.loads(line)
-        if served == 0:
+        if job.get("command") == "sleep":
+            asleep = key is not None
+            emit({"event": "slept", "sleep_s": 0.001})
+            continue
+        if asleep:
+            asleep = False
+            emit({"event": "woke", "wake_s": 0.002})
+        served += 1
+        if served == 1:
             key = job["engine_key"]
             emit({"event": "ready", "startup_s": 0.01})
         else:
             assert job["engine_key"] == key, "a job for another engine key"
-            emit({"event": "reused", "age_s": 0.1, "jobs": served})
+            emit({"event": "reused", "age_s": 0.1, "jobs": served - 1})
         serve_job(job)
     note(f"exit {os.getpid()}")
 

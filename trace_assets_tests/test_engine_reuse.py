@@ -45,8 +45,9 @@ def _model(folder, hidden_size=64) -> str:
     return str(folder)
 
 
-def _backend(keep: bool, gpu: GPUResource | None = None) -> VllmBackend:
+def _backend(keep: bool, gpu: GPUResource | None = None, sleep: bool = False) -> VllmBackend:
     return VllmBackend(
+        sleep_when_idle=sleep,
         gpu_memory_utilization=0.5,
         enforce_eager=True,
         chunk_size=2,
@@ -211,3 +212,90 @@ def test_a_run_reuses_the_engine_across_steps_records_it_and_stops_it_at_teardow
     }
     ((_, pid), *rest) = workers()
     assert rest == [("exit", pid)]  # one worker for both steps, stopped when the run ended
+
+
+def test_a_sleeping_engine_gives_its_card_to_a_claim_and_wakes_on_it_for_the_next_call(tmp_path, workers):
+    gpu = GPUResource(devices="0", lock_dir=str(tmp_path / "locks"))
+    kept, logs = _backend(keep=True, gpu=gpu, sleep=True), []
+    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    _, (pid,), _ = _call(kept, spec, "ab")
+    with gpu.claim(1, poll_s=30) as cards:  # the run's training step: the engine sleeps, its process lives on
+        assert cards == ["0"] and _alive(pid)
+    assert not _card_taken_elsewhere(tmp_path / "locks", "0")  # asleep, it holds no card
+    texts, (again,), stats = _call(kept, spec, "cd", logs)
+    assert again == pid and set(texts.values()) == {"gpus=0 model=m"}
+    assert stats.extra == {"engine_wakes": 1, "wake_s": 0.002, "engine_reuses": 1} and stats.startup_s == 0
+    assert "vLLM: waking the sleeping engine(s) for m on GPUs 0" in logs
+    assert _card_taken_elsewhere(tmp_path / "locks", "0")  # awake, it holds its card again
+    # sleeping twice (a claim, then a run's end) is one sleep; closing a sleeping engine stops it
+    assert kept.sleep() is not None and kept.sleep() is None and _alive(pid)
+    kept.close()
+    assert not _alive(pid) and [kind for kind, _ in workers()] == ["start", "exit"]
+
+
+def test_a_sleeping_engine_whose_card_is_taken_is_stopped_and_another_starts_on_the_free_card(tmp_path, workers):
+    gpu = GPUResource(devices="0,1", lock_dir=str(tmp_path / "locks"))
+    kept, logs = _backend(keep=True, gpu=gpu, sleep=True), []
+    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    _, (pid,), _ = _call(kept, spec, "a")
+    kept.sleep()
+    with gpu.claim(1) as cards:  # another step now holds card 0: waking there would share it
+        assert cards == ["0"]
+        texts, (other,), stats = _call(kept, spec, "b", logs)
+    assert other != pid and not _alive(pid) and set(texts.values()) == {"gpus=1 model=m"}
+    assert stats.extra == {"engine_starts": 1} and any("hold other cards" in line for line in logs)
+    kept.close()
+
+
+def test_a_backend_without_sleep_stops_its_engine_for_a_claim_as_before(tmp_path, workers):
+    gpu = GPUResource(devices="0", lock_dir=str(tmp_path / "locks"))
+    kept = _backend(keep=True, gpu=gpu)
+    _, (pid,), _ = _call(kept, ModelSpec(name="m", path=_model(tmp_path / "m")), "a")
+    assert kept.sleep() is not None and not _alive(pid)  # sleep() falls back to stopping it
+    kept.close()
+
+
+def test_runs_in_one_process_with_sleep_engines_start_one_engine_and_wake_it(tmp_path, workers, monkeypatch):
+    """The study's stages: one Dagster run each, in one process; a training step's claim between them."""
+    monkeypatch.setattr(backends, "WORKER", SCRIPTED)
+    monkeypatch.setattr(GPUResource, "has_cuda", lambda self: True)  # sleep mode is CUDA's
+    monkeypatch.setattr("trace_assets.resources._SLEEPING_BACKENDS", {})
+    path = _model(tmp_path / "model")
+    sampling = Sampling(n=1)
+    gpu = GPUResource(devices="0", lock_dir=str(tmp_path / "locks"))
+
+    def generating_step(keys: str):
+        @dg.asset(name=f"step_{keys}")
+        def generating(generation: GenerationResource) -> dg.MaterializeResult:
+            messages = [[{"role": "user", "content": key}] for key in keys]
+            requests = [Request(request_key(m, "m", sampling), m) for m in messages]
+            result = generation.generate(ModelSpec(name="m", path=path), sampling, requests, log=QUIET)
+            return dg.MaterializeResult(metadata=result.metadata(len(result.completions)))
+
+        return generating
+
+    @dg.asset
+    def training(context) -> None:
+        with gpu.claim(1, poll_s=30) as cards:
+            assert cards == ["0"]
+
+    def run(asset) -> dict:
+        resources = {"generation": GenerationResource(gpu=gpu, data=DataResource(data_dir=str(tmp_path)), sleep_engines=True)}
+        result = dg.materialize([asset], resources=resources)
+        assert result.success
+        if asset is training:
+            return {}
+        metadata = result.asset_materializations_for_node(asset.key.path[-1])[0].metadata
+        return {key: metadata[key].value for key in ("engine_starts", "engine_reuses", "engine_wakes", "generated")}
+
+    assert run(generating_step("ab")) == {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 0, "generated": 2}
+    ((_, pid),) = workers()
+    assert _alive(pid) and not _card_taken_elsewhere(tmp_path / "locks", "0")  # asleep between runs
+    run(training)
+    assert run(generating_step("cd")) == {"engine_starts": 0, "engine_reuses": 1, "engine_wakes": 1, "generated": 2}
+    assert workers() == [("start", pid)] and _alive(pid)
+    from trace_assets.resources import _SLEEPING_BACKENDS
+
+    for backend in _SLEEPING_BACKENDS.values():
+        backend.close()
+    assert workers() == [("start", pid), ("exit", pid)]

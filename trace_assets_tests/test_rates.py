@@ -279,6 +279,31 @@ def test_a_teacher_starts_the_cold_engine_and_compiling_costs_a_compile_a_run(re
     assert extra == pytest.approx(6 * 10.0 + 114.4 - 48.6)
 
 
+def test_with_sleep_engines_the_evaluation_wakes_the_teacher_stages_engine_of_its_key(results_file, small_study):
+    from trace_assets.estimates import ASSUMED_WAKE_S
+
+    results_file(WITH_STUDY)
+
+    def sleeping(experiment):
+        return experiment.model_copy(update={"gpu": experiment.gpu.model_copy(update={"sleep_engines": True})})
+
+    with_teacher = small_study.model_copy(update={"styles": ["normal"]})
+    awake, asleep = seconds(with_teacher), seconds(sleeping(with_teacher))
+    # the warm start the evaluation paid becomes a wake; nothing else changes
+    assert awake["eval_results"] - asleep["eval_results"] == pytest.approx(42.9 - ASSUMED_WAKE_S)
+    assert {k: v for k, v in awake.items() if k != "eval_results"} == {k: v for k, v in asleep.items() if k != "eval_results"}
+    # no teacher work: no engine to wake, the evaluation starts the first (cold)
+    assert seconds(sleeping(small_study)) == seconds(small_study)
+    # a teacher of another engine key (its context length): its sleeping engine is stopped, the evaluation starts its own
+    longer = with_teacher.model_copy(
+        update={
+            "teacher": with_teacher.teacher.model_copy(update={"max_model_len": 4096}),
+            "judge": with_teacher.judge.model_copy(update={"max_model_len": 4096}),
+        }
+    )
+    assert seconds(sleeping(longer))["eval_results"] == pytest.approx(seconds(longer)["eval_results"])
+
+
 @pytest.mark.parametrize(
     ("change", "start"),
     [

@@ -48,6 +48,7 @@ def build_eval_results_asset(
                 "checkpoints_evaluated": len(results),
                 "engine_starts": sum(result.stats.extra.get("engine_starts", 0) for result in results),
                 "engine_reuses": sum(result.stats.extra.get("engine_reuses", 0) for result in results),
+                "engine_wakes": sum(result.stats.extra.get("engine_wakes", 0) for result in results),
                 "generated": sum(result.generated for result in results),
                 "reused_from_cache": sum(result.reused for result in results),
                 "preview": preview(frame, ["seed", "problem_id", "is_correct", "extracted_answer", "completion"]),

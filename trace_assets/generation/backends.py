@@ -156,10 +156,12 @@ class _Engines:
         self.events: queue.Queue = queue.Queue()
         self.started = time.perf_counter()
         self.calls = 0
+        self.asleep = False  # put to sleep (VllmBackend.sleep): the workers live on, the cards are given back
         self.workers: list[_Worker] = []
         self._claim = contextlib.ExitStack()
         tp = spec.tensor_parallel_size
-        self.devices = self._claim.enter_context(claim(tp * spec.data_parallel_size))
+        self._cards = tp * spec.data_parallel_size
+        self.devices = self._claim.enter_context(claim(self._cards))
         try:
             for engine in range(count):
                 cards = self.devices[engine * tp : (engine + 1) * tp]
@@ -172,6 +174,35 @@ class _Engines:
 
     def alive(self) -> bool:
         return all(worker.process.poll() is None for worker in self.workers)
+
+    def sleep(self, timeout_s: float = 600.0) -> float | None:
+        """Every worker's engine to sleep (its memory given back, its process kept), then the cards
+        given back; the seconds it took, or None if a worker did not answer within ``timeout_s`` or
+        exited (the caller then stops them all)."""
+        started = time.perf_counter()
+        waiting = set(range(len(self.workers)))
+        try:
+            for worker in self.workers:
+                worker.send({"command": "sleep"})
+            while waiting:
+                engine, event = self.events.get(timeout=max(0.0, timeout_s - (time.perf_counter() - started)))
+                if event["event"] == "slept":
+                    waiting.discard(engine)
+                elif event["event"] == "exit":
+                    return None
+        except (OSError, queue.Empty):  # a dead worker's pipe; no answer in time
+            return None
+        self._claim.close()
+        self.asleep = True
+        return time.perf_counter() - started
+
+    def wake(self, claim: Claim) -> bool:
+        """Claim the cards again for sleeping workers (their engines wake on their next job); False
+        where the claim hands out other cards than theirs (the caller then stops them, which gives
+        those back too)."""
+        devices = self._claim.enter_context(claim(self._cards))
+        self.asleep = False
+        return devices == self.devices
 
     def close(self, grace_s: float = 60.0) -> float:
         """Stop every worker (each waits for its engine to stop), then give the cards back; the seconds it took."""
@@ -194,6 +225,11 @@ class VllmBackend(Backend):
     engine's; a call with another key stops them first (GPU memory). Idle engines keep their cards
     claimed, but give them back to a claim of this same process that needs them (a training step
     of the same run); :meth:`close` stops them. Without it every call starts and stops its engines.
+
+    With ``sleep_when_idle`` as well (CUDA only: vLLM's sleep mode), giving the cards back puts the
+    engines to sleep rather than stopping them (:meth:`sleep`), and the next call of their key claims
+    the same cards again and wakes them: a few seconds where a start takes 30-45 s warm, and the
+    engine the whole study needs of one model is started once.
     """
 
     def __init__(
@@ -207,6 +243,7 @@ class VllmBackend(Backend):
         cpu_kv_cache: bool = False,
         worker: tuple[str, ...] | None = None,
         keep_engines: bool = False,
+        sleep_when_idle: bool = False,
     ):
         self.per_request_seed = per_request_seed
         self.cpu_kv_cache = cpu_kv_cache  # size the KV cache in bytes (CPU) rather than as a memory fraction
@@ -217,6 +254,7 @@ class VllmBackend(Backend):
         self.claim = claim
         self.worker = worker or WORKER  # tests swap in a scripted worker to test the process handling
         self.keep_engines = keep_engines
+        self.sleep_when_idle = keep_engines and sleep_when_idle
         self._engines: _Engines | None = None
         self._lock = threading.Lock()  # held by a call; an idle backend's engines may be released from another thread
         if keep_engines:
@@ -228,6 +266,7 @@ class VllmBackend(Backend):
             "enforce_eager": self.enforce_eager,
             "per_request_seed": self.per_request_seed,
             "kv_cache_bytes": kv_cache_bytes(spec) if self.cpu_kv_cache else None,
+            "sleep_mode": self.sleep_when_idle,
         }
 
     def _engine_key(self, spec: ModelSpec) -> str:
@@ -272,13 +311,32 @@ class VllmBackend(Backend):
             self._close()
 
     def release_if_idle(self) -> bool:
-        """Stop the engines if no call is using them (a claim of this process needs their cards)."""
+        """Give the engines' cards back if no call is using them (a claim of this process needs them):
+        put the engines to sleep (``sleep_when_idle``) or stop them."""
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            return self._close() is not None
+            return self._release() is not None
         finally:
             self._lock.release()
+
+    def sleep(self) -> float | None:
+        """Give the cards back between runs (the end of a Dagster run that keeps engines for the next):
+        the engines asleep where they can sleep, else stopped; the seconds it took, None if none ran."""
+        with self._lock:
+            return self._release()
+
+    def _release(self) -> float | None:
+        """Sleep or stop the engines (the caller holds the lock); the seconds it took, None if none
+        held cards. An engine that does not go to sleep is stopped."""
+        engines = self._engines
+        if engines is None or engines.asleep:
+            return None
+        if not self.sleep_when_idle or not engines.alive():
+            return self._close()
+        busy_again(self.release_if_idle)
+        slept = engines.sleep()
+        return self._close() if slept is None else slept
 
     def _close(self, grace_s: float = 60.0) -> float | None:
         """Stop the running engines (the caller holds the lock), killing any that takes over ``grace_s``;
@@ -292,7 +350,14 @@ class VllmBackend(Backend):
         key = self._engine_key(spec)
         running = self._engines
         if running is not None and running.key == key and len(running.workers) >= count and running.alive():
-            return running, True
+            if not running.asleep:
+                return running, True
+            if running.wake(self.claim):
+                log(f"vLLM: waking the sleeping engine(s) for {spec.name} on GPUs {','.join(running.devices) or '-'}")
+                return running, True
+            log(f"vLLM: the sleeping engine(s) for {running.spec.name} hold other cards than this claim's: stopping them")
+            self._close()
+            running = None
         if running is not None:
             why = "it has stopped" if not running.alive() else "another engine key"
             reason = unshared_engine_reason(spec, [running.spec]) if running.key != key else None
@@ -413,6 +478,10 @@ class VllmBackend(Backend):
                 log(f"vLLM: engine {engine} ready in {event['startup_s']:.1f}s")
             elif kind == "reused":
                 stats[0].extra["engine_reuses"] = stats[0].extra.get("engine_reuses", 0) + 1
+            elif kind == "woke":
+                stats[0].extra["engine_wakes"] = stats[0].extra.get("engine_wakes", 0) + 1
+                stats[0].extra["wake_s"] = max(stats[0].extra.get("wake_s", 0.0), event["wake_s"])
+                log(f"vLLM: engine {engine} woke in {event['wake_s']:.1f}s")
             elif kind == "model":
                 swap_s = max(stats[tag].extra.get("swap_s", 0.0), event["swap_s"])
                 stats[tag].extra["swap_s"] = swap_s

@@ -32,6 +32,8 @@ class CachedGeneration:
             # engines this call started, and running ones (kept from an earlier call) it reused
             "engine_starts": self.stats.extra.get("engine_starts", 0),
             "engine_reuses": self.stats.extra.get("engine_reuses", 0),
+            # sleeping engines (gpu.sleep_engines) of an earlier run or step it woke rather than started
+            "engine_wakes": self.stats.extra.get("engine_wakes", 0),
             "generate_s": round(self.stats.generate_s, 1),
             "output_tokens_per_s": round(self.stats.output_tokens_per_s, 1),
         }

@@ -11,6 +11,12 @@ Job: ``{"engine_key": str, "model": ModelSpec, "sampling": Sampling, "gpu_memory
 "kv_cache_bytes": int | None, "chunk_size": int, "requests": [Request, ...]}``; an explicit
 ``kv_cache_bytes`` (CPU) takes precedence over the memory fraction. Each job's events end with ``done``.
 
+A line ``{"command": "sleep"}`` puts a running engine to sleep (``LLM.sleep(level=1)``: its weights
+copied to CPU memory, its KV cache dropped, the card's memory given back while the process lives on;
+the engine must have been started with ``"sleep_mode": true``) and answers ``slept`` with the seconds
+it took; the next job wakes it first (a ``woke`` event). A training step can then have the card between
+two generating steps without the engine's start-up, which at 135M parameters is most of a step.
+
 A multi-model job has ``"models": [{"tag": int, "model": ModelSpec, "sampling": Sampling,
 "requests": [...]}, ...]`` instead of the top-level model, sampling and requests: checkpoints of one architecture (see
 ``weight_swap.engine_key``). The engine starts on the first model's checkpoint; each next model's
@@ -206,6 +212,7 @@ def _start_engine(job: dict):
         structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         **_cpu_seeding(job.get("per_request_seed", True)),
         worker_extension_cls=WORKER_EXTENSION,
+        enable_sleep_mode=bool(job.get("sleep_mode")),
     )
 
 
@@ -256,11 +263,25 @@ def serve(lines) -> None:
     give an engine's memory back is to end its process), so a job of another key here is an error.
     """
     llm, key, loaded, started, served, code = None, None, None, 0.0, 0, 0
+    asleep = False
     try:
         for line in lines:
             if not line.strip():
                 continue
             job = json.loads(line)
+            if job.get("command") == "sleep":
+                slept_at = time.perf_counter()
+                if llm is not None and not asleep:
+                    llm.sleep(level=1)
+                    asleep = True
+                _emit({"event": "slept", "sleep_s": time.perf_counter() - slept_at})
+                continue
+            if asleep:
+                woke_at = time.perf_counter()
+                llm.wake_up()
+                llm.reset_prefix_cache()  # the KV blocks were dropped with the cache's memory
+                asleep = False
+                _emit({"event": "woke", "wake_s": time.perf_counter() - woke_at})
             if llm is None:
                 llm, key = _start_engine(job), job.get("engine_key")
                 started = time.perf_counter()

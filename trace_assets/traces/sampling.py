@@ -43,6 +43,7 @@ class SampledTraces:
                 "engine_startup_s",
                 "engine_starts",
                 "engine_reuses",
+                "engine_wakes",
                 "generate_s",
             ):
                 first[key] = sum(result.metadata(0)[key] for result in self.results)
