@@ -3,6 +3,7 @@
     python bench/gpu.py generation --tokenizer TOKENIZER_DIR    # teacher and eval shapes vs bare LLM.chat
     python bench/gpu.py eval --tokenizer TOKENIZER_DIR          # 8 checkpoints, one engine, vs bare generation
     python bench/gpu.py sft --tokenizer TOKENIZER_DIR           # packed SFT through TRL vs a bare compiled loop
+    python bench/gpu.py sleep                                   # an engine asleep through an SFT run, woken after
 
 Every section builds a Qwen2.5-0.5B-shaped model with random weights from a config (there is no
 model hub on the GPU machine; see _student.py): the speed figures are those of a real 0.5B model,
@@ -21,6 +22,10 @@ What is compared, and how:
   ``GenerationResource.generate_many`` and its DuckDB cache, as eval_results does, against a plain
   vLLM script evaluating them in one engine with the same weight reload (bench/bare_eval.py) and
   against a fresh bare engine per checkpoint; per checkpoint, engine starts included.
+- sleep: SmolLM2-135M-Instruct's engine as the study's stages use it with ``gpu.sleep_engines``: it
+  answers the test prompts, a training step's claim puts it to sleep, a real SFT run (torchrun) has the
+  card, the next call wakes it and answers again; against a fresh engine's (warm) start for the same
+  answers, with the completions compared (a wake that lost the weights would answer otherwise).
 - sft: GSM8K-length traces (150-400 tokens), packed. Ours: ``train_sft`` (TRL, packing, padding-free
   FlexAttention, fused AdamW, torch.compile). Bare: a hand-written loop over the same packed rows
   with the same model, attention, optimizer and compile. Tokens/s after warm-up steps, and MFU.
@@ -385,6 +390,94 @@ def eval_section(args) -> None:
     )
 
 
+# --- an engine asleep through SFT ---------------------------------------------------------------
+
+
+def sleep_section(args) -> None:
+    """gpu.sleep_engines on one card: engine start, answers, sleep (a training claim), SFT, wake, answers;
+    then a fresh engine's warm start and answers. Engine compile cache in ``--work``, warm after the first."""
+    import torch
+
+    from trace_assets.answers import extract_answer, numbers_match
+    from trace_assets.experiment import TrainingConfig
+    from trace_assets.generation.cached import request_key
+    from trace_assets.generation.types import ModelSpec, Request, Sampling
+    from trace_assets.models import LOCAL_PREFIX, SMOLLM2, resolve_model
+    from trace_assets.resources import DataResource, GenerationResource, GPUResource
+    from trace_assets.training.sft import TrainRun, train_one_launched
+
+    work = Path(args.work)
+    model = resolve_model(LOCAL_PREFIX + SMOLLM2, work / "models")
+    problems = test_problems(args.prompts)
+    messages = [[{"role": "user", "content": p.question}] for p in problems]
+    gpu = GPUResource(memory_fraction=args.memory, compile_cache=str(work / "compile_cache"), lock_dir=str(work / "locks"))
+    spec = ModelSpec(name="bench-sleep", path=model, dtype="bfloat16", max_model_len=2048)
+    greedy = Sampling(temperature=0.0, max_tokens=256, n=1, seed=0)
+    quiet = lambda message: print(message, file=sys.stderr)  # noqa: E731
+
+    def answers(generation, call: str) -> tuple[list[str], dict, float]:
+        requests = [Request(request_key(m, f"{spec.name}#{call}", greedy), m) for m in messages]
+        started = time.perf_counter()
+        result = generation.generate(spec, greedy, requests, log=quiet)
+        wall = time.perf_counter() - started
+        texts = [result.completions[(r.key, 0)].text for r in requests]
+        return texts, dict(result.stats.extra, startup_s=round(result.stats.startup_s, 2)), round(wall, 2)
+
+    def accuracy(texts: list[str]) -> float:
+        return round(
+            sum(numbers_match(extract_answer(t).answer, str(p.answer)) for t, p in zip(texts, problems)) / len(problems), 4
+        )
+
+    def free_gib() -> float:
+        return round(torch.cuda.mem_get_info()[0] / 2**30, 1)
+
+    sleeping = GenerationResource(gpu=gpu, data=DataResource(data_dir=str(work / "sleep")), sleep_engines=True)
+    first, first_stats, first_wall = answers(sleeping, "first")
+    free_awake = free_gib()
+    claimed = time.perf_counter()
+    with gpu.claim(1, log=quiet) as cards:  # as the checkpoints step claims its card: the idle engine sleeps
+        claim_s = time.perf_counter() - claimed
+        free_asleep = free_gib()
+        training = TrainingConfig(
+            max_steps=args.steps, batch_size=8, max_length=1024, packing=True, eval_fraction=0.0, compile=False
+        )
+        run = TrainRun(model, realistic_examples(400), 0, str(work / "sft-asleep"), "cuda", "bfloat16")
+        sft_started = time.perf_counter()
+        train_one_launched(run, training, env={**gpu.environment(cards), "CUDA_VISIBLE_DEVICES": ",".join(cards)})
+        sft_s = time.perf_counter() - sft_started
+    woken, woken_stats, woken_wall = answers(sleeping, "woken")
+    sleeping.backend(spec).close()
+    fresh_resource = GenerationResource(gpu=gpu, data=DataResource(data_dir=str(work / "fresh")))
+    fresh, fresh_stats, fresh_wall = answers(fresh_resource, "fresh")
+    fresh_resource.close()
+    figures = {
+        "model": "SmolLM2-135M-Instruct",
+        "prompts": len(messages),
+        "memory_fraction": args.memory,
+        "first_call": {"wall_s": first_wall, **first_stats},
+        "free_gib_awake": free_awake,
+        "claim_s_engine_to_sleep": round(claim_s, 2),
+        "free_gib_asleep": free_asleep,
+        "sft_steps": args.steps,
+        "sft_while_asleep_s": round(sft_s, 1),
+        "woken_call": {"wall_s": woken_wall, **woken_stats},
+        "fresh_engine_call": {"wall_s": fresh_wall, **fresh_stats},
+        "accuracy": {"first": accuracy(first), "woken": accuracy(woken), "fresh": accuracy(fresh)},
+        "identical_woken_vs_first": round(sum(a == b for a, b in zip(woken, first)) / len(first), 4),
+        "identical_fresh_vs_first": round(sum(a == b for a, b in zip(fresh, first)) / len(first), 4),
+    }
+    merge_results(
+        Path(args.output),
+        "engine_sleep",
+        figures,
+        {
+            "engine_wake_s": woken_stats.get("wake_s"),
+            "engine_warm_start_s": fresh_stats["startup_s"],
+            "engine_sleep_s": figures["claim_s_engine_to_sleep"],
+        },
+    )
+
+
 # --- SFT ----------------------------------------------------------------------------------------
 
 
@@ -579,8 +672,8 @@ def sft_section(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("section", choices=["generation", "eval", "sft"])
-    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("section", choices=["generation", "eval", "sft", "sleep"])
+    parser.add_argument("--tokenizer", help="a tokenizer folder (every section but sleep)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "bench-gpu"))
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "gpu.json"))
     parser.add_argument("--memory", type=float, default=0.5, help="vLLM gpu_memory_utilization, both sides")
@@ -603,7 +696,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    {"generation": generation_section, "eval": eval_section, "sft": sft_section}[args.section](args)
+    if args.section != "sleep" and not args.tokenizer:
+        parser.error(f"{args.section} needs --tokenizer")
+    {"generation": generation_section, "eval": eval_section, "sft": sft_section, "sleep": sleep_section}[args.section](args)
 
 
 if __name__ == "__main__":
