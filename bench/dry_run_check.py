@@ -19,7 +19,10 @@ short by that start (~29 s warm). The loop run's file is loop_run/experiment.yam
 study steps results.json's, its rounds run.json's. The fourth run's first cut is fourth_run/experiment.yaml cut to the normal style and five arms (run.json's first
 command; the file is byte for byte the one it ran, digest d53e6182a5cc9e8a), its seconds results.json's
 ``earlier_cuts_times[0]``. The fifth run's file is fifth_run/experiment.yaml (digest a571c9e095ed8c99), estimated on a
-data folder holding the fourth run's generation cache, as the run began; its seconds run.json's.
+data folder holding the fourth run's generation cache, as the run began; its seconds run.json's. The Countdown
+run's is countdown_run/experiment.yaml (digest a45b4633955c3a41), estimated on its own first part's cache. The runs
+before TRL's fused LM head (9b79f4c: the smoke, second, third and fourth runs) are estimated with
+``training.fused_lm_head: false``, as their code trained; the loop and fifth runs trained with it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ RESULTS = ROOT / "bench" / "results" / "gpu_study"
 SMOKE_COMMIT = "a5d4736"  # the commit the GPU smoke run measured
 CUT_1_DIGEST = "d53e6182a5cc9e8a"  # bench/study_run.py's digest of the fourth run's first cut's experiment file
 FIFTH_DIGEST = "a571c9e095ed8c99"  # and of the fifth run's
+COUNTDOWN_DIGEST = "a45b4633955c3a41"  # and of the Countdown run's evaluation call
+BEFORE_FUSED_HEAD = {"gpu_smoke", "second", "third", "fourth (cut 1)"}  # their code had no fused LM head (9b79f4c)
 
 
 def warn_if_not_as_run(path: Path, expected: str, what: str) -> None:
@@ -118,32 +123,45 @@ def main() -> None:
         # each run began on a fresh machine: an empty data folder, so the local model is built first
         os.environ["TRACE_ASSETS_DATA_DIR"] = str(Path(folder) / "data")
         for name, (path, measured) in runs(Path(folder)).items():
-            estimated = estimate(load_experiment(path))
+            experiment = load_experiment(path)
+            if name in BEFORE_FUSED_HEAD:
+                training = experiment.training.model_copy(update={"fused_lm_head": False})
+                experiment = experiment.model_copy(update={"training": training})
+            estimated = estimate(experiment)
             print(f"{name} run ({path.replace(folder, '<cut>')}): step, estimate s, measured s, estimate/measured")
             for step in GPU_STEPS:
                 guess, took = estimated.get(step, 0.0), measured.get(step)
                 ratio = f"{guess / took:.2f}" if took else ("nothing to do" if guess == 0 else "not measured")
                 print(f"  {step:<15} {guess:7.1f}  {'' if took is None else f'{took:7.1f}':>7}  {ratio}")
-        fifth_run(Path(folder) / "fifth")
+        # the fifth run's teacher ratio is 1.00 by construction: estimates.CACHED_SAMPLE_S was fitted on it
+        cached_run(
+            Path(folder) / "fifth", "fifth_run", "fourth_run", FIFTH_DIGEST, "from the fourth run's cache; teacher fitted on it"
+        )
+        cached_run(
+            Path(folder) / "countdown",
+            "countdown_run",
+            "countdown_run",
+            COUNTDOWN_DIGEST,
+            "from its first part's cache; SFT's fused rate fitted in part on it",
+        )
     loop_rounds()
 
 
-def fifth_run(data: Path) -> None:
-    """The fifth run began with the fourth run's generation cache loaded (bench/gpu_study.py run --cache-from):
-    its teacher samples and verdicts were all read back, and the evaluation's engine was the run's first.
-    Its teacher ratio is 1.00 by construction: estimates.CACHED_SAMPLE_S was fitted on this step."""
+def cached_run(data: Path, name: str, cache: str, digest: str, note: str) -> None:
+    """A run that began with an earlier run's generation cache loaded (bench/gpu_study.py run --cache-from):
+    estimated on a data folder holding that cache, as the run began; its seconds run.json's."""
     from bench.gpu_study import load_cache
 
-    path = RESULTS / "fifth_run" / "experiment.yaml"
-    warn_if_not_as_run(path, FIFTH_DIGEST, "the fifth run's file")
+    path = RESULTS / name / "experiment.yaml"
+    warn_if_not_as_run(path, digest, f"the {name} file")
     os.environ["TRACE_ASSETS_DATA_DIR"] = str(data)
-    load_cache(data, [RESULTS / "fourth_run" / "generation_cache"])
+    load_cache(data, [RESULTS / cache / "generation_cache"])
     estimated = estimate(load_experiment(path))
-    measured = json.loads((RESULTS / "fifth_run" / "run.json").read_text())["steps"]["measured_s"]
-    print("fifth run (from the fourth run's cache; teacher fitted on it): step, estimate s, measured s, estimate/measured")
+    measured = json.loads((RESULTS / name / "run.json").read_text())["steps"]["measured_s"]
+    print(f"{name.replace('_', ' ')} ({note}): step, estimate s, measured s, estimate/measured")
     for step in GPU_STEPS:
         guess, took = estimated[step], measured[step]
-        print(f"  {step:<15} {guess:7.1f}  {took:7.1f}  {guess / took:.2f}")
+        print(f"  {step:<15} {guess:7.1f}  {took:7.1f}  " + (f"{guess / took:.2f}" if took else "-"))
 
 
 if __name__ == "__main__":

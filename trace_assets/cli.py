@@ -141,7 +141,15 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 "asset": f"checkpoints[*|{name}]",
                 "work": f"{runs} runs in one launch, ~{train_tokens:,.0f} training tokens",
                 "gpu_hours": sft_gpu_hours(
-                    train_tokens, runs, billions, rates, processes, launches, experiment.training.compile, first=True
+                    train_tokens,
+                    runs,
+                    billions,
+                    rates,
+                    processes,
+                    launches,
+                    experiment.training.compile,
+                    first=True,
+                    fused=experiment.training.fused_lm_head,
                 ),
                 "gpus": processes,
             }

@@ -37,11 +37,10 @@ SYNTHETIC_TRACE_TOKENS = {"gsm8k": 91.4, "countdown": 86.4}
 # its max_attempts replies), which then decode at the speed of one rather than at the batched rate. vLLM's
 # step with CUDA graphs takes a few ms for a small model; 10 ms is taken as a bound.
 ASSUMED_DECODE_STEP_S = 0.01
-# Not measured: waking a sleeping vLLM engine (gpu.sleep_engines: LLM.wake_up after sleep(level=1), its
-# weights copied back from CPU memory and its KV cache mapped again) in place of an engine start. A 135M
-# model's weights are ~0.3 GB; mapping the cache's memory again is the rest. An assumption until a GPU run
-# measures it (the steps' metadata has wake_s).
-ASSUMED_WAKE_S = 5.0
+# A sleeping vLLM engine (gpu.sleep_engines) put to sleep and woken, in place of an engine start: 0.52 s to
+# sleep (LLM.sleep level 1: 39.4 GiB freed, the 0.5 GiB of weights copied to CPU memory) and 0.05 s to wake,
+# SmolLM2-135M on an H100 (bench/results/gpu.json sections.engine_sleep), against a warm start's 60.7 s
+ENGINE_WAKE_S = 0.6
 # Answers the failure judge reads (wrong, and the rules can't say why), as a run with no cached verdicts
 # judges them: the failure_modes rows whose source is the judge (judge, rules+judge, unparsable) over the
 # answers, each untrained arm's answers once (they repeat for every seed; the judge sees one request), pooled
@@ -179,7 +178,7 @@ def eval_gpu_hours(
     checkpoints get a second (warm) engine. ``woken``: the engine is an earlier stage's, asleep
     (``gpu.sleep_engines``), woken rather than started."""
     decode = tokens / rates.decode_tokens_per_s(billions, "greedy")
-    start = ASSUMED_WAKE_S if woken else rates.engine_start_s(billions, "eval", cold)
+    start = ENGINE_WAKE_S if woken else rates.engine_start_s(billions, "eval", cold)
     if not local_base and checkpoints > 1:
         start += rates.engine_start_s(billions, "eval")
     return (decode + start + rates.eval_swap_s * (checkpoints - 1)) / 3600
@@ -225,9 +224,9 @@ def failure_judge_gpu_hours(
     return hours + (rates.eval_swap_s / 3600 if judged > 0 and not engine else 0.0)
 
 
-def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True) -> float:
+def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True, fused: bool = False) -> float:
     """Per GPU; data-parallel processes each lose a share to gradient all-reduce."""
-    return rates.sft_costs(billions, compiled).tokens_per_s * (1.0 if processes == 1 else DP_EFFICIENCY)
+    return rates.sft_costs(billions, compiled, fused).tokens_per_s * (1.0 if processes == 1 else DP_EFFICIENCY)
 
 
 def sft_gpu_hours(
@@ -239,15 +238,16 @@ def sft_gpu_hours(
     launches: int | None = None,
     compiled: bool = True,
     first: bool = False,
+    fused: bool = False,
 ) -> float:
     """``runs`` SFT runs over ``tokens`` in all, in ``launches`` torchrun launches (one a checkpoints
     step, which trains every partition of its stage; ``None``: one a run): the tokens at the measured rate, each launch's and
     each run's fixed cost, and (``first``: the study's first SFT of this student) the first run's warm-up,
-    all on each of the processes' GPUs."""
-    costs = rates.sft_costs(billions, compiled)
+    all on each of the processes' GPUs; ``fused``: training.fused_lm_head."""
+    costs = rates.sft_costs(billions, compiled, fused)
     fixed = (runs if launches is None else launches) * costs.launch_s + runs * costs.run_s
     fixed += costs.first_run_s if first and runs else 0.0
-    return (tokens / sft_tokens_per_s(billions, rates, processes, compiled) + fixed * processes) / 3600
+    return (tokens / sft_tokens_per_s(billions, rates, processes, compiled, fused) + fixed * processes) / 3600
 
 
 def completion_tokens(experiment: Experiment, generated: bool = False) -> tuple[float, float]:

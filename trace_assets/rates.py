@@ -86,6 +86,8 @@ class SmallModelRates:
     # by synthetic task (gsm8k: the word problems), the share of problems with an eligible right trace among
     # the teacher's samples of each, and how many samples a problem that was measured at
     teacher_right: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # eager with TRL's fused LM head (training.fused_lm_head), as sft_tokens_per_s; None: unmeasured (its rate then)
+    sft_fused_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,14 +122,16 @@ class Rates:
         on a log scale."""
         return self.small is not None and billions <= math.sqrt(self.small.billions * self.sft.billions)
 
-    def sft_costs(self, billions: float, compiled: bool) -> SftCosts:
-        """The small eager student's figures (plus a compile a run where compiled) up to the middle size;
-        above it the bench's compiled 0.4B figures, its fixed cost a run less the launch they share (an
-        eager larger student is charged the compile too: not measured)."""
+    def sft_costs(self, billions: float, compiled: bool, fused: bool = False) -> SftCosts:
+        """The small eager student's figures (plus a compile a run where compiled; its fused-LM-head rate
+        where ``fused`` and measured) up to the middle size; above it the bench's compiled 0.4B figures, its
+        fixed cost a run less the launch they share (an eager larger student is charged the compile too: not
+        measured)."""
         small = self.small
         if small is not None and self.is_small(billions):
             run_s = small.sft_per_run_s + (small.sft_compile_per_run_s if compiled else 0.0)
-            return SftCosts(small.sft_tokens_per_s, small.sft_launch_s, run_s, small.sft_first_run_s[compiled])
+            rate = small.sft_fused_tokens_per_s if fused and small.sft_fused_tokens_per_s else small.sft_tokens_per_s
+            return SftCosts(rate, small.sft_launch_s, run_s, small.sft_first_run_s[compiled])
         launch = small.sft_launch_s if small else 0.0
         return SftCosts(self.sft.at(billions), launch, max(0.0, self.sft_run_overhead_s - launch), 0.0)
 
@@ -188,7 +192,9 @@ class Rates:
             return ""
         return (
             f"; models up to {math.sqrt(small.billions * self.sft.billions):.2f}B at the {small.billions * 1e3:.0f}M "
-            f"model's figures ({small.source}): eager SFT {small.sft_tokens_per_s / 1e3:.0f}k tok/s, "
+            f"model's figures ({small.source}): eager SFT {small.sft_tokens_per_s / 1e3:.0f}k tok/s"
+            + (f" ({small.sft_fused_tokens_per_s / 1e3:.0f}k with the fused LM head)" if small.sft_fused_tokens_per_s else "")
+            + f", "
             f"{small.sft_launch_s:.0f} s a launch, {small.sft_per_run_s:.1f} s a run besides its tokens, "
             f"+{small.sft_compile_per_run_s:.0f} s a compiled run, first run "
             f"+{small.sft_first_run_s[False]:.0f} s eager / +{small.sft_first_run_s[True]:.0f} s compiled; engine "
@@ -326,6 +332,7 @@ def small_model_rates(path: Path, lookup, figure) -> SmallModelRates | None:
         sft_per_run_s=optional_figure(f"{SMALL}.sft.per_run_s") or 0.0,
         local_model_prep_s=optional_figure(f"{SMALL}.local_model.prep_s") or 0.0,
         teacher_right=teacher_right,
+        sft_fused_tokens_per_s=optional_figure(f"{SMALL}.sft.fused_tokens_per_s"),
     )
 
 

@@ -280,7 +280,7 @@ def test_a_teacher_starts_the_cold_engine_and_compiling_costs_a_compile_a_run(re
 
 
 def test_with_sleep_engines_the_evaluation_wakes_the_teacher_stages_engine_of_its_key(results_file, small_study):
-    from trace_assets.estimates import ASSUMED_WAKE_S
+    from trace_assets.estimates import ENGINE_WAKE_S
 
     results_file(WITH_STUDY)
 
@@ -290,7 +290,7 @@ def test_with_sleep_engines_the_evaluation_wakes_the_teacher_stages_engine_of_it
     with_teacher = small_study.model_copy(update={"styles": ["normal"]})
     awake, asleep = seconds(with_teacher), seconds(sleeping(with_teacher))
     # the warm start the evaluation paid becomes a wake; nothing else changes
-    assert awake["eval_results"] - asleep["eval_results"] == pytest.approx(42.9 - ASSUMED_WAKE_S)
+    assert awake["eval_results"] - asleep["eval_results"] == pytest.approx(42.9 - ENGINE_WAKE_S)
     assert {k: v for k, v in awake.items() if k != "eval_results"} == {k: v for k, v in asleep.items() if k != "eval_results"}
     # no teacher work: no engine to wake, the evaluation starts the first (cold)
     assert seconds(sleeping(small_study)) == seconds(small_study)

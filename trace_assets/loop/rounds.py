@@ -180,7 +180,9 @@ def round_steps(
     for place, student in enumerate(experiment.students.values()):
         billions = model_billions(student.model)
         launches = 1 if place == 0 else 0  # one launch trains every student's runs
-        steps["round_checkpoints"] += sft_gpu_hours(tokens, runs, billions, rates, training.processes, launches, training.compile)
+        steps["round_checkpoints"] += sft_gpu_hours(
+            tokens, runs, billions, rates, training.processes, launches, training.compile, fused=training.fused_lm_head
+        )
         tokens_out = answers * experiment.evaluation.max_tokens * 0.5
         steps["round_evals"] += eval_gpu_hours(
             tokens_out, billions, runs, rates, cold=cold(student.model, answers), local_base=local_model(student.model)
