@@ -566,7 +566,10 @@ def test_the_study_samples_the_train_problems_left_after_the_loops_validation_sp
 
 @pytest.fixture(scope="module")
 def gpu_loop():
-    return load_experiment(PROJECT_ROOT / "experiments" / "gpu_loop.yaml")
+    """gpu_loop.yaml with its engines stopped between runs (the file sleeps them: the test that turns it on says what that changes)."""
+    experiment = load_experiment(PROJECT_ROOT / "experiments" / "gpu_loop.yaml")
+    assert experiment.gpu.sleep_engines
+    return experiment.model_copy(update={"gpu": experiment.gpu.model_copy(update={"sleep_engines": False})})
 
 
 def with_revision(experiment, **changes):
@@ -632,6 +635,32 @@ def test_a_round_counts_its_work_at_the_study_steps_rates(results_file, gpu_loop
     assert revised["round_evals"] == pytest.approx(42.9 + (305 + 1319) * 256 * 0.5 / 32427.0)
     # the failure judge reads the validation answers' judged share on the evaluation's engine: its weights loaded
     assert revised["round_failures"] == pytest.approx(305 * FAILURE_JUDGED_SHARE * 0.0065 + rates.eval_swap_s)
+
+
+def test_with_sleep_engines_a_round_wakes_the_engines_it_would_start(results_file, gpu_loop):
+    """The reviser wakes the engine the run before left (the evaluation's, where the failure judge ran), and
+    the evaluation wakes the one the round's generation left through its training; another key starts its own."""
+    from trace_assets.estimates import ENGINE_WAKE_S
+    from trace_assets.loop.rounds import round_steps
+
+    results_file(WITH_STUDY)
+
+    def sleeping(experiment):
+        return experiment.model_copy(update={"gpu": experiment.gpu.model_copy(update={"sleep_engines": True})})
+
+    for number in (0, 1):
+        awake, asleep = round_steps(gpu_loop, "normal", number=number), round_steps(sleeping(gpu_loop), "normal", number=number)
+        assert awake["round_evals"] - asleep["round_evals"] == pytest.approx(42.9 - ENGINE_WAKE_S)
+        assert awake["round_styles"] - asleep["round_styles"] == pytest.approx(number * (42.9 - ENGINE_WAKE_S))
+        assert [awake[k] for k in ("round_traces", "round_checkpoints", "round_failures")] == [
+            asleep[k] for k in ("round_traces", "round_checkpoints", "round_failures")
+        ]
+    # a reviser of another context length: its own engine (a start), and then the teacher's neither shares it
+    other = sleeping(with_revision(gpu_loop, reviser=gpu_loop.teacher.model_copy(update={"max_model_len": 4096})))
+    revised = round_steps(other, "normal", number=1)
+    assert revised["round_styles"] == pytest.approx(
+        round_steps(with_revision(gpu_loop, reviser=other.reviser()), "normal", number=1)["round_styles"]
+    )
 
 
 def test_a_round_trains_the_kept_share_of_its_problems(results_file, gpu_loop):

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import polars as pl
 
 from trace_assets.estimates import (
+    ENGINE_WAKE_S,
     EngineStarts,
     completion_tokens,
     eval_gpu_hours,
+    evaluation_engine,
     failure_judge_gpu_hours,
     failure_judge_on_evaluation_engine,
     few_sequences_gpu_hours,
@@ -132,7 +134,12 @@ def round_steps(
     keeps its parent's text (every reviser reply rejected): its traces, checkpoints and answers are its parent's,
     from the cache and the saved checkpoints, and only the reviser runs. Under the multiprocess executor
     (a round the ``next_round`` sensor launches under the Dagster daemon) every step is a process of its own and
-    each generating step starts its engine: up to four starts where this counts two."""
+    each generating step starts its engine: up to four starts where this counts two.
+
+    With ``gpu.sleep_engines`` the engine a run leaves asleep is woken by the next call of its key rather than
+    started (ENGINE_WAKE_S): the reviser wakes the one the run before the round left (the failure judge's:
+    the evaluation engine where it shares it), and the evaluation wakes the one the round's generation left
+    before its training."""
     rates = rates or load_rates()
 
     def cold(model: str, work: float) -> bool:
@@ -142,13 +149,26 @@ def round_steps(
     teacher, judge, reviser, training = experiment.teacher, experiment.judge, experiment.reviser(), experiment.training
     steps = dict.fromkeys(("round_styles", "round_traces", "round_checkpoints", "round_evals", "round_failures"), 0.0)
     running: ModelConfig | None = None  # the model whose engine the round's GenerationResource holds
+    on_evaluation = failure_judge_on_evaluation_engine(experiment)
+    last_student = list(experiment.students.values())[-1]
+    # gpu.sleep_engines: the engine the process holds asleep as the round begins (the run before ended with the
+    # failure judge), and later the one the round's generation leaves asleep through its training
+    held = (evaluation_engine(last_student) if on_evaluation else judge) if experiment.gpu.sleep_engines else None
     if number > 0:
         replies = experiment.revision.max_attempts if experiment.revision else 1
         reply_tokens = max(reviser.sampling.max_tokens, REVISION_MAX_TOKENS)  # revision.revision_request's
         billions = model_billions(reviser.model)
+        woken = held is not None and shares_engine(held, reviser)
         steps["round_styles"] = few_sequences_gpu_hours(
-            replies, reply_tokens, billions, "sampled", rates, reviser.gpus, cold(reviser.model, replies)
-        )
+            replies,
+            reply_tokens,
+            billions,
+            "sampled",
+            rates,
+            reviser.gpus,
+            not woken and cold(reviser.model, replies),
+            engine=not woken,
+        ) + (ENGINE_WAKE_S / 3600 if woken else 0.0)
         running = reviser
     samples = teacher_generations(experiment, [style], splits.train) if number > 0 else 0
     trace_tokens, verdict_tokens = completion_tokens(experiment, generated=splits.generated)
@@ -173,6 +193,10 @@ def round_steps(
         engine=not on_teacher,
     )
     steps["round_traces"] = traces + verdicts
+    if held is not None:
+        held = running or held
+        if samples > 0:
+            held = teacher if on_teacher else judge
     recipes = round_recipes(experiment.datasets, style)
     runs = len(recipes) * len(training.seeds)  # a student's: every dataset of the style, once per seed
     tokens = training_tokens_per_seed(experiment, recipes, splits, rates) * len(training.seeds)
@@ -184,10 +208,17 @@ def round_steps(
             tokens, runs, billions, rates, training.processes, launches, training.compile, fused=training.fused_lm_head
         )
         tokens_out = answers * experiment.evaluation.max_tokens * 0.5
+        woken = held is not None and answers > 0 and shares_engine(held, evaluation_engine(student))
+        held = None  # woken, or stopped for another engine key
         steps["round_evals"] += eval_gpu_hours(
-            tokens_out, billions, runs, rates, cold=cold(student.model, answers), local_base=local_model(student.model)
+            tokens_out,
+            billions,
+            runs,
+            rates,
+            cold=cold(student.model, answers),
+            local_base=local_model(student.model),
+            woken=woken,
         )
-    on_evaluation = failure_judge_on_evaluation_engine(experiment)
     validation_answers = runs * splits.validation * len(experiment.students)
     steps["round_failures"] = failure_judge_gpu_hours(
         experiment,
