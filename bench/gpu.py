@@ -410,7 +410,12 @@ def sleep_section(args) -> None:
     model = resolve_model(LOCAL_PREFIX + SMOLLM2, work / "models")
     problems = test_problems(args.prompts)
     messages = [[{"role": "user", "content": p.question}] for p in problems]
-    gpu = GPUResource(memory_fraction=args.memory, compile_cache=str(work / "compile_cache"), lock_dir=str(work / "locks"))
+    # one card (a claim on a machine of several would take a free one, and the engine would not sleep); empty
+    # generation caches, so every call generates (a cache left by an earlier run would answer them all)
+    gpu = GPUResource(
+        devices="0", memory_fraction=args.memory, compile_cache=str(work / "compile_cache"), lock_dir=str(work / "locks")
+    )
+    caches = Path(tempfile.mkdtemp(prefix="sleep-", dir=work))
     spec = ModelSpec(name="bench-sleep", path=model, dtype="bfloat16", max_model_len=2048)
     greedy = Sampling(temperature=0.0, max_tokens=256, n=1, seed=0)
     quiet = lambda message: print(message, file=sys.stderr)  # noqa: E731
@@ -431,7 +436,7 @@ def sleep_section(args) -> None:
     def free_gib() -> float:
         return round(torch.cuda.mem_get_info()[0] / 2**30, 1)
 
-    sleeping = GenerationResource(gpu=gpu, data=DataResource(data_dir=str(work / "sleep")), sleep_engines=True)
+    sleeping = GenerationResource(gpu=gpu, data=DataResource(data_dir=str(caches / "sleep")), sleep_engines=True)
     first, first_stats, first_wall = answers(sleeping, "first")
     free_awake = free_gib()
     claimed = time.perf_counter()
@@ -447,9 +452,11 @@ def sleep_section(args) -> None:
         sft_s = time.perf_counter() - sft_started
     woken, woken_stats, woken_wall = answers(sleeping, "woken")
     sleeping.backend(spec).close()
-    fresh_resource = GenerationResource(gpu=gpu, data=DataResource(data_dir=str(work / "fresh")))
+    fresh_resource = GenerationResource(gpu=gpu, data=DataResource(data_dir=str(caches / "fresh")))
     fresh, fresh_stats, fresh_wall = answers(fresh_resource, "fresh")
     fresh_resource.close()
+    if first_stats.get("engine_starts") != 1 or woken_stats.get("engine_wakes") != 1 or woken_stats.get("engine_starts"):
+        raise SystemExit(f"the engine did not start, sleep and wake as measured here: {first_stats} then {woken_stats}")
     figures = {
         "model": "SmolLM2-135M-Instruct",
         "prompts": len(messages),

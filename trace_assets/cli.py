@@ -157,7 +157,10 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         checkpoints = runs + len(BASE_DATASETS)  # the untrained student is evaluated too, once per base arm
         evals = (len(experiment.datasets) * seeds + len(BASE_DATASETS)) * n_test
         all_evals += evals
-        woken = asleep is not None and evals > 0 and shares_engine(asleep, evaluation_engine(student))
+        # (a hub id's trained checkpoints get an engine key of their own, and may run first: no wake counted)
+        woken = (
+            asleep is not None and evals > 0 and local_model(student.model) and shares_engine(asleep, evaluation_engine(student))
+        )
         asleep = None  # woken, or stopped for another engine key
         rows.append(
             {

@@ -32,7 +32,12 @@ def _release_idle_holders() -> bool:
 
 @contextlib.contextmanager
 def claim_devices(
-    ids: list[str], count: int, lock_dir: Path, log: Callable[[str], None] = print, poll_s: float = 2.0
+    ids: list[str],
+    count: int,
+    lock_dir: Path,
+    log: Callable[[str], None] = print,
+    poll_s: float = 2.0,
+    prefer: list[str] | None = None,
 ) -> Iterator[list[str]]:
     """Hold ``count`` of ``ids`` that no other process or step holds, waiting until they are free.
 
@@ -40,7 +45,8 @@ def claim_devices(
     so two steps never share a card. Locks are ``flock``s on files in ``lock_dir``, all or nothing
     (two steps can't each hold half of what they need), and a step that dies gives its cards back
     with its process. Cards that an idle engine of this process keeps (:func:`hold_while_idle`) are
-    taken back from it rather than waited for. With no ids (a CPU machine) it yields [].
+    taken back from it rather than waited for. With no ids (a CPU machine) it yields []. ``prefer``:
+    cards tried first (a sleeping engine's own, to wake it where it is).
     """
     if not ids:
         yield []
@@ -51,11 +57,12 @@ def claim_devices(
             "lower tensor_parallel_size x data_parallel_size or training.processes"
         )
     lock_dir.mkdir(parents=True, exist_ok=True)
+    order = [*(i for i in prefer or [] if i in ids), *(i for i in ids if i not in (prefer or []))]
     held: dict[str, int] = {}
     waited = 0.0
     try:
         while True:
-            for device in ids:
+            for device in order:
                 if len(held) == count:
                     break
                 handle = os.open(lock_dir / f"gpu{device}.lock", os.O_CREAT | os.O_RDWR, 0o666)

@@ -224,9 +224,9 @@ def failure_judge_gpu_hours(
     return hours + (rates.eval_swap_s / 3600 if judged > 0 and not engine else 0.0)
 
 
-def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True, fused: bool = False) -> float:
+def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True, *, fused: bool) -> float:
     """Per GPU; data-parallel processes each lose a share to gradient all-reduce."""
-    return rates.sft_costs(billions, compiled, fused).tokens_per_s * (1.0 if processes == 1 else DP_EFFICIENCY)
+    return rates.sft_costs(billions, compiled, fused=fused).tokens_per_s * (1.0 if processes == 1 else DP_EFFICIENCY)
 
 
 def sft_gpu_hours(
@@ -238,16 +238,17 @@ def sft_gpu_hours(
     launches: int | None = None,
     compiled: bool = True,
     first: bool = False,
-    fused: bool = False,
+    *,
+    fused: bool,
 ) -> float:
     """``runs`` SFT runs over ``tokens`` in all, in ``launches`` torchrun launches (one a checkpoints
     step, which trains every partition of its stage; ``None``: one a run): the tokens at the measured rate, each launch's and
     each run's fixed cost, and (``first``: the study's first SFT of this student) the first run's warm-up,
     all on each of the processes' GPUs; ``fused``: training.fused_lm_head."""
-    costs = rates.sft_costs(billions, compiled, fused)
+    costs = rates.sft_costs(billions, compiled, fused=fused)
     fixed = (runs if launches is None else launches) * costs.launch_s + runs * costs.run_s
     fixed += costs.first_run_s if first and runs else 0.0
-    return (tokens / sft_tokens_per_s(billions, rates, processes, compiled, fused) + fixed * processes) / 3600
+    return (tokens / sft_tokens_per_s(billions, rates, processes, compiled, fused=fused) + fixed * processes) / 3600
 
 
 def completion_tokens(experiment: Experiment, generated: bool = False) -> tuple[float, float]:

@@ -122,7 +122,7 @@ class Rates:
         on a log scale."""
         return self.small is not None and billions <= math.sqrt(self.small.billions * self.sft.billions)
 
-    def sft_costs(self, billions: float, compiled: bool, fused: bool = False) -> SftCosts:
+    def sft_costs(self, billions: float, compiled: bool, *, fused: bool) -> SftCosts:
         """The small eager student's figures (plus a compile a run where compiled; its fused-LM-head rate
         where ``fused`` and measured) up to the middle size; above it the bench's compiled 0.4B figures, its
         fixed cost a run less the launch they share (an eager larger student is charged the compile too: not

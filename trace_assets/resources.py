@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -46,6 +47,17 @@ def _visible_ids() -> list[str]:
 COMPILE_CACHES = {"VLLM_CACHE_ROOT": "vllm", "TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
 
+def _named_by_user(variable: str, value: str | None) -> bool:
+    """Whether a compile-cache variable of this process's environment was set by its user. Inductor writes
+    its own default (/tmp/torchinductor_<user>) into os.environ the first time it looks for its cache, which
+    any in-process import of transformers' models does: that value is torch's, not a choice."""
+    if value is None:
+        return False
+    if variable == "TORCHINDUCTOR_CACHE_DIR" and "torch._inductor.runtime.cache_dir_utils" in sys.modules:
+        return value != sys.modules["torch._inductor.runtime.cache_dir_utils"].default_cache_dir()
+    return True
+
+
 class GPUResource(dg.ConfigurableResource):
     """The accelerators a step may use. On a machine without CUDA everything runs on the CPU.
 
@@ -71,11 +83,11 @@ class GPUResource(dg.ConfigurableResource):
         """Physical ids: ``devices``, else the cards this process was given, else every card."""
         return _id_list(self.devices) or _visible_ids() or [str(i) for i in range(cuda_device_count())]
 
-    def claim(self, count: int, log: Callable[[str], None] = print, poll_s: float = 2.0):
-        """Hold ``count`` cards no other step on this machine holds (see :func:`claim_devices`);
-        yields [] where there is no GPU."""
+    def claim(self, count: int, log: Callable[[str], None] = print, poll_s: float = 2.0, prefer: list[str] | None = None):
+        """Hold ``count`` cards no other step on this machine holds (see :func:`claim_devices`), ``prefer``'s
+        first; yields [] where there is no GPU."""
         ids = self.device_ids() if self.has_cuda() or self.devices else []
-        return claim_devices(ids, count, Path(self.lock_dir), log, poll_s)
+        return claim_devices(ids, count, Path(self.lock_dir), log, poll_s, prefer)
 
     def torch_device(self, cards: list[str] | None = None) -> str:
         """ "cpu", "cuda", or "cuda:i" for a claimed card in this process (i: its place among the
@@ -100,7 +112,8 @@ class GPUResource(dg.ConfigurableResource):
         env = offline_environment()
         if self.compile_cache:
             for variable, folder in COMPILE_CACHES.items():
-                env.setdefault(variable, str(Path(self.compile_cache) / folder))
+                if not _named_by_user(variable, env.get(variable)):
+                    env[variable] = str(Path(self.compile_cache) / folder)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         elif self.devices:
@@ -173,9 +186,11 @@ class GenerationResource(dg.ConfigurableResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._kept is not None and self._kept.sleep_when_idle:
-            slept = self._kept.sleep()
-            if slept is not None and context.log is not None:
-                context.log.info(f"vLLM: engine(s) asleep for the next run in this process ({slept:.1f} s)")
+            took = self._kept.sleep()
+            if took is not None and context.log is not None:
+                asleep = self._kept.asleep()
+                what = "asleep for the next run in this process" if asleep else "stopped (they did not go to sleep)"
+                context.log.info(f"vLLM: engine(s) {what} ({took:.1f} s)")
             return
         self.close()
 
@@ -211,8 +226,12 @@ class GenerationResource(dg.ConfigurableResource):
         if not sleep:
             return VllmBackend(**settings, claim=self.gpu.claim, keep_engines=keep_engines)
         # the process's backend for these settings and cards, whose sleeping engines a later run wakes
-        key = repr(sorted({**settings, "devices": self.gpu.devices, "lock_dir": self.gpu.lock_dir}.items()))
+        # keyed by configuration, not by the environment (an in-process import may change os.environ between runs)
+        key = self.gpu.model_dump_json() + repr((eager, self.chunk_size))
         if key not in _SLEEPING_BACKENDS:
+            for other in _SLEEPING_BACKENDS.values():  # one configuration's engines asleep in a process at a time
+                other.close()
+            _SLEEPING_BACKENDS.clear()
             _SLEEPING_BACKENDS[key] = VllmBackend(**settings, claim=self.gpu.claim, keep_engines=True, sleep_when_idle=True)
         return _SLEEPING_BACKENDS[key]
 

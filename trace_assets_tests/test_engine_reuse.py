@@ -243,7 +243,7 @@ def test_a_sleeping_engine_whose_card_is_taken_is_stopped_and_another_starts_on_
         assert cards == ["0"]
         texts, (other,), stats = _call(kept, spec, "b", logs)
     assert other != pid and not _alive(pid) and set(texts.values()) == {"gpus=1 model=m"}
-    assert stats.extra == {"engine_starts": 1} and any("hold other cards" in line for line in logs)
+    assert stats.extra == {"engine_starts": 1} and any("another step holds its cards" in line for line in logs)
     kept.close()
 
 
@@ -299,3 +299,64 @@ def test_runs_in_one_process_with_sleep_engines_start_one_engine_and_wake_it(tmp
     for backend in _SLEEPING_BACKENDS.values():
         backend.close()
     assert workers() == [("start", pid), ("exit", pid)]
+
+
+def test_a_sleeping_engine_wakes_on_its_own_card_though_a_lower_one_is_free(tmp_path, workers):
+    gpu = GPUResource(devices="0,1", lock_dir=str(tmp_path / "locks"))
+    kept = _backend(keep=True, gpu=gpu, sleep=True)
+    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    with gpu.claim(1) as cards:  # card 0 is taken when the engine starts: it gets card 1
+        assert cards == ["0"]
+        _, (pid,), _ = _call(kept, spec, "a")
+    kept.sleep()
+    texts, (again,), stats = _call(kept, spec, "b")  # card 0 is free now; the engine's own card 1 is preferred
+    assert again == pid and set(texts.values()) == {"gpus=1 model=m"} and stats.extra.get("engine_wakes") == 1
+    kept.close()
+
+
+def test_a_sleeping_engine_that_died_is_replaced_by_a_fresh_one(tmp_path, workers):
+    gpu = GPUResource(devices="0", lock_dir=str(tmp_path / "locks"))
+    kept, logs = _backend(keep=True, gpu=gpu, sleep=True), []
+    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    _, (pid,), _ = _call(kept, spec, "a")
+    kept.sleep()
+    os.kill(pid, 9)
+    while _alive(pid):
+        time.sleep(0.01)
+    texts, (fresh,), stats = _call(kept, spec, "b", logs)
+    assert fresh != pid and stats.extra == {"engine_starts": 1} and set(texts.values()) == {"gpus=0 model=m"}
+    assert any("(it has stopped)" in line for line in logs)
+    kept.close()
+
+
+def test_the_sleeping_backend_of_a_configuration_survives_environment_changes_and_one_configuration_sleeps(tmp_path, monkeypatch):
+    """The process's sleeping backend is keyed by configuration: an in-process import that sets a variable
+    (inductor writes its cache folder into os.environ) must not start a second engine next to the sleeping one."""
+    from trace_assets import resources
+
+    monkeypatch.setattr(GPUResource, "has_cuda", lambda self: True)
+    monkeypatch.setattr(resources, "_SLEEPING_BACKENDS", {})
+    data = DataResource(data_dir=str(tmp_path))
+
+    def resource(memory: float = 0.4) -> GenerationResource:
+        gpu = GPUResource(
+            devices="0", memory_fraction=memory, lock_dir=str(tmp_path / "locks"), compile_cache=str(tmp_path / "cc")
+        )
+        return GenerationResource(gpu=gpu, data=data, sleep_engines=True)
+
+    spec = ModelSpec(name="m", path="unused")
+    first = resource().backend(spec)
+    monkeypatch.setenv("SOME_LIBRARY_DEFAULT", "set on import")
+    assert resource().backend(spec) is first
+    other = resource(0.6).backend(spec)  # another configuration: its own backend, and the first one's engines stopped
+    assert other is not first and list(resources._SLEEPING_BACKENDS.values()) == [other]
+
+
+def test_inductors_own_default_cache_folder_does_not_override_the_data_folders(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    gpu = GPUResource(compile_cache=str(tmp_path / "cc"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what inductor writes on first use
+    assert gpu.environment()["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cc" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # a user's choice stands
+    assert gpu.environment()["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")

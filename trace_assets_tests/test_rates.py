@@ -302,6 +302,16 @@ def test_with_sleep_engines_the_evaluation_wakes_the_teacher_stages_engine_of_it
         }
     )
     assert seconds(sleeping(longer))["eval_results"] == pytest.approx(seconds(longer)["eval_results"])
+    # a hub id's trained checkpoints get an engine key of their own (no folder to keep the base's files): no wake counted
+    hub = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    on_hub = with_teacher.model_copy(
+        update={
+            "teacher": with_teacher.teacher.model_copy(update={"model": hub}),
+            "judge": with_teacher.judge.model_copy(update={"model": hub}),
+            "students": {n: st.model_copy(update={"model": hub}) for n, st in with_teacher.students.items()},
+        }
+    )
+    assert seconds(sleeping(on_hub))["eval_results"] == pytest.approx(seconds(on_hub)["eval_results"])
 
 
 @pytest.mark.parametrize(

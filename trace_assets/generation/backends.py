@@ -63,7 +63,7 @@ class Backend(ABC):
         ]
 
 
-Claim = Callable[[int], contextlib.AbstractContextManager[list[str]]]
+Claim = Callable[..., contextlib.AbstractContextManager[list[str]]]  # (count, prefer=cards tried first)
 
 
 def kv_cache_bytes(spec: ModelSpec, sequences: int = 16) -> int:
@@ -88,7 +88,7 @@ def kv_cache_bytes(spec: ModelSpec, sequences: int = 16) -> int:
     return max(64 << 20, min(4 << 30, per_token * dtype_bytes * spec.max_model_len * sequences))
 
 
-def _no_claim(count: int) -> contextlib.AbstractContextManager[list[str]]:
+def _no_claim(count: int, prefer: list[str] | None = None) -> contextlib.AbstractContextManager[list[str]]:
     return contextlib.nullcontext([])
 
 
@@ -175,7 +175,7 @@ class _Engines:
     def alive(self) -> bool:
         return all(worker.process.poll() is None for worker in self.workers)
 
-    def sleep(self, timeout_s: float = 600.0) -> float | None:
+    def sleep(self, timeout_s: float = 120.0) -> float | None:
         """Every worker's engine to sleep (its memory given back, its process kept), then the cards
         given back; the seconds it took, or None if a worker did not answer within ``timeout_s`` or
         exited (the caller then stops them all)."""
@@ -200,7 +200,7 @@ class _Engines:
         """Claim the cards again for sleeping workers (their engines wake on their next job); False
         where the claim hands out other cards than theirs (the caller then stops them, which gives
         those back too)."""
-        devices = self._claim.enter_context(claim(self._cards))
+        devices = self._claim.enter_context(claim(self._cards, prefer=self.devices))
         self.asleep = False
         return devices == self.devices
 
@@ -320,6 +320,10 @@ class VllmBackend(Backend):
         finally:
             self._lock.release()
 
+    def asleep(self) -> bool:
+        """Whether the engines are asleep (alive, holding no cards)."""
+        return self._engines is not None and self._engines.asleep
+
     def sleep(self) -> float | None:
         """Give the cards back between runs (the end of a Dagster run that keeps engines for the next):
         the engines asleep where they can sleep, else stopped; the seconds it took, None if none ran."""
@@ -352,10 +356,11 @@ class VllmBackend(Backend):
         if running is not None and running.key == key and len(running.workers) >= count and running.alive():
             if not running.asleep:
                 return running, True
-            if running.wake(self.claim):
+            if running.wake(self.claim) and running.alive():  # (it may have died while the claim waited)
                 log(f"vLLM: waking the sleeping engine(s) for {spec.name} on GPUs {','.join(running.devices) or '-'}")
                 return running, True
-            log(f"vLLM: the sleeping engine(s) for {running.spec.name} hold other cards than this claim's: stopping them")
+            why = "it has stopped" if not running.alive() else "another step holds its cards"
+            log(f"vLLM: not waking the sleeping engine(s) for {running.spec.name} ({why}): stopping them")
             self._close()
             running = None
         if running is not None:

@@ -208,7 +208,9 @@ def round_steps(
             tokens, runs, billions, rates, training.processes, launches, training.compile, fused=training.fused_lm_head
         )
         tokens_out = answers * experiment.evaluation.max_tokens * 0.5
-        woken = held is not None and answers > 0 and shares_engine(held, evaluation_engine(student))
+        woken = (
+            held is not None and answers > 0 and local_model(student.model) and shares_engine(held, evaluation_engine(student))
+        )
         held = None  # woken, or stopped for another engine key
         steps["round_evals"] += eval_gpu_hours(
             tokens_out,
