@@ -23,6 +23,7 @@ import sys
 from trace_assets.errors import InputError
 from trace_assets.estimates import (
     CACHED_SAMPLE_S,
+    CACHED_VERDICT_S,
     TRACE_RECIPES,
     EngineStarts,
     cached_generations,
@@ -111,7 +112,8 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 judge.gpus,
                 engines.cold(judge.model, to_judge),
                 engine=not shared,
-            ),
+            )
+            + cached.judge * CACHED_VERDICT_S / 3600,
             "gpus": judge.gpus,
         },
     ]

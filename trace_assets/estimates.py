@@ -368,9 +368,11 @@ def example_tokens(experiment: Experiment, recipe: DatasetRecipe, train: pl.Data
 
 # Reading a cached teacher sample back into a teacher_traces row (its log-probabilities' confidence
 # included): the fifth GPU run's teacher step found all 16,160 samples cached and took 24 s besides the
-# GGUF conversion (66.2 - 42.0 s; fifth_run/run.json), 1.5 ms a sample. Cached verdicts cost less than a
-# tenth of that (2.1 s for 16,155): not counted.
+# GGUF conversion (66.2 - 42.0 s; fifth_run/run.json), 1.5 ms a sample.
 CACHED_SAMPLE_S = 24.2 / 16160
+# Reading a cached verdict back into a judged_traces row: the judge steps of the two runs whose verdicts were
+# all cached, 2.1 s for 16,155 (fifth run) and 2.8 s for 21,600 (Countdown run), 0.13 ms each
+CACHED_VERDICT_S = (2.1 + 2.8) / (16155 + 21600)
 
 
 @dataclass(frozen=True)
