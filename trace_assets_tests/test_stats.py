@@ -128,6 +128,19 @@ def test_training_noise_widens_the_interval():
     assert untrained_noise(arm_terms(np.tile(quiet[:1], (3, 1)))).seed_variance == 0.0
 
 
+def test_an_arm_answering_every_problem_alike_gets_the_exact_interval_not_a_point():
+    """0 of 1,319 right in every seed (the untrained student on Countdown): the t interval is [0, 0];
+    Clopper-Pearson's says up to 1 - 0.025^(1/1319), 0.28%."""
+    n = 1319
+    wrong, right = np.zeros((3, n), dtype=bool), np.ones((3, n), dtype=bool)
+    rng = np.random.default_rng(5)
+    summary = accuracy_summary(frame({("base", "s"): wrong, ("A", "s"): right, ("B", "s"): bernoulli(rng, 0.3, 3, n)}))
+    rows = {r["dataset"]: r for r in summary.iter_rows(named=True)}
+    assert rows["base"]["ci_low"] == 0 and rows["base"]["ci_high"] == pytest.approx(1 - 0.025 ** (1 / n))
+    assert rows["A"]["ci_high"] == 1 and rows["A"]["ci_low"] == pytest.approx(0.025 ** (1 / n))
+    assert rows["B"]["ci_low"] < 0.3 < rows["B"]["ci_high"] < 0.4  # an arm with variance keeps its t interval
+
+
 def test_variance_prior_recovers_limmas_prior():
     """Sample variances drawn from limma's model (sigma^2 ~ s0^2 d0 / chi2_d0, s^2 ~ sigma^2 chi2_d / d)."""
     rng = np.random.default_rng(11)

@@ -78,7 +78,8 @@ METHOD = (
     "variance-components model: problem-level variance of seed-averaged outcomes / n + seed-to-seed variance / k, "
     "the training noise a logit shift whose per-arm variance is moderated towards the student's typical value "
     "(empirical Bayes, limma's method of moments; a single-seed arm borrows the pooled or declared value), "
-    "Satterthwaite df; contrasts and interactions paired by problem with each arm's seed variance, t test, "
+    "Satterthwaite df (an arm answering every problem alike, all right or all wrong in every seed, has no variance to "
+    "estimate: Clopper-Pearson's exact interval over its problems instead); contrasts and interactions paired by problem with each arm's seed variance, t test, "
     "Holm-adjusted across all of them; 'baseline' tested against each untrained arm; distinguishable when "
     "adjusted p < 0.05 and the training noise is known"
 )
@@ -553,12 +554,29 @@ def _none_if_nan(value) -> float | None:
     return None if np.isnan(value) else value
 
 
+def _all_alike(matrix: np.ndarray) -> bool:
+    """Whether every answer of an arm (problems x seeds, NaN where missing) has one outcome."""
+    values = matrix[~np.isnan(matrix)]
+    return values.size > 0 and bool(np.all(values == values[0]))
+
+
+def _exact_interval(matrix: np.ndarray, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Clopper-Pearson's interval for an arm whose every answer is alike: 0 (or all) of its problems right.
+    The t interval is [p, p] there (no variance); the exact one says how far from 0 (or 1) the accuracy
+    over such problems may be: for 0 of 1,319, up to 0.28%."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    right = n if matrix[~np.isnan(matrix)][0] == 1 else 0
+    low, high = proportion_confint(right, n, alpha=1 - level, method="beta")
+    return float(low), float(high)
+
+
 def summary_rows(arms: Arms, noise: dict[tuple[str, str], TrainingNoise]) -> list[dict]:
     """accuracy_summary's rows (without accuracy_strict) from a study's arms and their noise."""
     rows = []
     for (dataset, student), arm in arms.items():
         estimate = arm_estimate(arm.terms, noise[(dataset, student)])
-        low, high = estimate.interval()
+        low, high = _exact_interval(arm.matrix, arm.terms.n) if _all_alike(arm.matrix) else estimate.interval()
         rows.append(
             {
                 "dataset": dataset,
