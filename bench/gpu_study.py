@@ -492,8 +492,13 @@ def copy_rounds_report(tables_path: Path, output: Path) -> None:
             (output / name).write_bytes((tables_path / "device_report" / name).read_bytes())
 
 
+def gpu_samples(tables_path: Path) -> Path:
+    """Where an export's nvidia-smi samples are: in its folder (the call's $OUT/tables_<time>/), beside a tar."""
+    return (tables_path if tables_path.is_dir() else tables_path.parent) / "gpu_util.csv"
+
+
 def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dict:
-    from bench.study_run import time_figures
+    from bench.study_run import busy_share, engine_figures, time_figures
     from trace_assets.experiment import load_experiment
     from trace_assets.reporting.report import StudyTables, build_report, statistics_plan
 
@@ -530,6 +535,10 @@ def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dic
         "distinguishable_contrasts": report.distinguishable,
         **loop_figures(tables),
         "times": time_figures(tables["_times"], experiment_path, ROOT),
+        # issue 25's study-level figures: engine starts per model (from the steps' metadata, the run's last
+        # export), and the GPU's busy share from nvidia-smi's samples beside it (gpu_study_call.sh)
+        "engines": engine_figures(tables["_times"], experiment),
+        "gpu_busy": busy_share(gpu_samples(tables_paths[-1])),
         # earlier cuts on the same data folder, each with the estimate made before it ran; a later cut
         # reuses their traces and checkpoints, so the cut that ran its work first is the one whose steps
         # compare with its estimate

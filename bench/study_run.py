@@ -22,6 +22,7 @@ GPU_STEPS = ("teacher_traces", "judged_traces", "checkpoints", "eval_results", "
 LOOP_GPU_STEPS = ("round_styles", "round_traces", "round_checkpoints", "round_evals", "round_failures")
 LOOP_STAGE = "loop rounds"
 TIMES_FILE = "study_times.json"
+PROCESS_ID = f"{os.getpid()}-{time.time()}"  # this process: a run split over device calls takes several
 
 
 def estimate(experiment) -> dict[str, float]:
@@ -117,6 +118,7 @@ def run_study(
     from trace_assets.experiment import load_experiment
     from trace_assets.inputs import check_inputs
     from trace_assets.instance import write_instance
+    from trace_assets.metadata import add_engine_counts
     from trace_assets.project import build_definitions
 
     experiment = check_inputs(load_experiment(experiment_path))
@@ -156,7 +158,12 @@ def run_study(
             ran_this_call = True
             print(f"{name} ...", flush=True)
             steps: dict[str, float] = {}
+            engines: dict[str, dict[str, int]] = {}
             started = time.perf_counter()
+            if not times.get("processes") or times.get("process_started") != PROCESS_ID:
+                # the calls (processes) the run took: each starts its engines again
+                times["processes"] = times.get("processes", 0) + 1
+                times["process_started"] = PROCESS_ID
             if isinstance(stage, str):
                 from trace_assets.loop.sensors import run_loop
 
@@ -168,18 +175,69 @@ def run_study(
                     save()
 
                 rounds = run_loop(
-                    defs, instance, log=lambda line: print(line, flush=True), step_seconds=steps, on_round=round_done
+                    defs,
+                    instance,
+                    log=lambda line: print(line, flush=True),
+                    step_seconds=steps,
+                    on_round=round_done,
+                    step_engines=engines,
                 )
                 run_stage(defs, instance, ["rounds_report"], steps)
                 times["loop_rounds"] = rounds
             else:
-                run_stage(defs, instance, stage, steps)
+                run_stage(defs, instance, stage, steps, engines)
+            add_engine_counts(times.setdefault("engines", {}), engines)
             times["stages"][name] = time.perf_counter() - started
             for step, seconds in steps.items():
                 times["steps"][step] = times["steps"].get(step, 0.0) + seconds
             save()
             print(f"{name}: {times['stages'][name]:.0f} s {json.dumps({k: round(v, 1) for k, v in steps.items()})}", flush=True)
     return times, True
+
+
+def engine_figures(times: dict, experiment) -> dict | None:
+    """The run's vLLM engines (issue 25): starts, reuses and wakes per step and in all, and starts per model
+    (the distinct vLLM models of the teacher, judge, reviser and students), also per process (a run split
+    over device calls starts its engines again in each). None for a run that recorded none."""
+    engines = times.get("engines")
+    if not engines:
+        return None
+    roles = [experiment.teacher, experiment.judge, *experiment.students.values()]
+    if experiment.revision is not None:
+        roles.append(experiment.reviser())
+    models = len({role.model for role in roles if getattr(role, "backend", "vllm") == "vllm"}) or 1
+    total = {
+        key: sum(step.get(key, 0) for step in engines.values()) for key in ("engine_starts", "engine_reuses", "engine_wakes")
+    }
+    processes = max(1, times.get("processes", 1))
+    return {
+        "per_step": engines,
+        **total,
+        "models": models,
+        "processes": processes,
+        "starts_per_model": round(total["engine_starts"] / models, 2),
+        "starts_per_model_per_process": round(total["engine_starts"] / models / processes, 2),
+    }
+
+
+def busy_share(samples: Path) -> dict | None:
+    """The GPU's busy share over a run from nvidia-smi's samples (bench/gpu_study_call.sh's gpu_util.csv:
+    time, utilization.gpu in %, memory used): the mean utilisation (the share of each second a kernel ran)
+    and the share of seconds with any kernel. None without the file or samples."""
+    if not samples.exists():
+        return None
+    values = []
+    for line in samples.read_text().splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) >= 2 and parts[1].replace(".", "", 1).isdigit():
+            values.append(float(parts[1]))
+    if not values:
+        return None
+    return {
+        "study_gpu_busy_share": round(sum(values) / len(values) / 100, 3),
+        "seconds_with_a_kernel": round(sum(v > 0 for v in values) / len(values), 3),
+        "samples": len(values),
+    }
 
 
 def time_figures(times: dict, experiment_path: str, root: Path) -> dict:

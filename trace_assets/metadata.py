@@ -35,6 +35,32 @@ def counts_table(frame: pl.DataFrame, by: str | list[str]) -> dg.MarkdownMetadat
     return preview(grouped, rows=len(grouped), width=60)
 
 
+ENGINE_COUNTS = ("engine_starts", "engine_reuses", "engine_wakes")
+
+
+def engine_counts(events) -> dict[str, dict[str, int]]:
+    """Each step's vLLM engine starts, reuses and wakes, from its materializations' metadata (summed over
+    partitions); steps that record none are left out."""
+    counts: dict[str, dict[str, int]] = {}
+    for event in events:
+        if not event.is_step_materialization or event.step_key is None:
+            continue
+        metadata = event.event_specific_data.materialization.metadata
+        found = {key: int(metadata[key].value) for key in ENGINE_COUNTS if key in metadata}
+        if found:
+            step = counts.setdefault(event.step_key, dict.fromkeys(ENGINE_COUNTS, 0))
+            for key, value in found.items():
+                step[key] += value
+    return counts
+
+
+def add_engine_counts(total: dict[str, dict[str, int]], counts: dict[str, dict[str, int]]) -> None:
+    for step, figures in counts.items():
+        into = total.setdefault(step, dict.fromkeys(ENGINE_COUNTS, 0))
+        for key, value in figures.items():
+            into[key] = into.get(key, 0) + value
+
+
 def step_durations(events) -> dict[str, float]:
     """Each successful step's own seconds, as Dagster timed it (its step-success event)."""
     return {

@@ -14,6 +14,7 @@ from trace_assets.generation import backends
 from trace_assets.generation.backends import GenerationError, VllmBackend
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import ModelSpec, Request, Sampling
+from trace_assets.metadata import engine_counts
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
 
 SCRIPTED = ("-m", "trace_assets_tests.scripted_vllm_worker")
@@ -286,7 +287,10 @@ def test_runs_in_one_process_with_sleep_engines_start_one_engine_and_wake_it(tmp
         if asset is training:
             return {}
         metadata = result.asset_materializations_for_node(asset.key.path[-1])[0].metadata
-        return {key: metadata[key].value for key in ("engine_starts", "engine_reuses", "engine_wakes", "generated")}
+        figures = {key: metadata[key].value for key in ("engine_starts", "engine_reuses", "engine_wakes", "generated")}
+        # what bench/study_run.py records per step from the run's events
+        assert engine_counts(result.all_events) == {asset.key.path[-1]: {k: v for k, v in figures.items() if k != "generated"}}
+        return figures
 
     assert run(generating_step("ab")) == {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 0, "generated": 2}
     ((_, pid),) = workers()

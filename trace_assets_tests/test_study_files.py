@@ -465,3 +465,27 @@ def test_the_rounds_report_comes_from_the_export_as_the_device_wrote_it(tmp_path
     (none := tmp_path / "none").mkdir()
     copy_rounds_report(tmp_path / "folder", none)
     assert (none / "accuracy_by_round.png").read_bytes() == b"png" and not (none / "rounds.md").exists()
+
+
+def test_the_study_level_engine_and_busy_figures(tmp_path):
+    """Issue 25's study-level figures from what a run records: engine starts per model (per step from the
+    steps' metadata, over the calls the run took) and the GPU's busy share from nvidia-smi's samples."""
+    from bench.study_run import busy_share, engine_figures
+
+    experiment = load_experiment(PROJECT_ROOT / "experiments" / "gpu_study.yaml")  # one model in every role
+    engines = {
+        "teacher_traces": {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 0},
+        "judged_traces": {"engine_starts": 0, "engine_reuses": 1, "engine_wakes": 0},
+        "eval_results": {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 0},
+        "failure_modes": {"engine_starts": 0, "engine_reuses": 1, "engine_wakes": 0},
+    }
+    figures = engine_figures({"engines": engines, "processes": 2}, experiment)
+    assert (figures["engine_starts"], figures["models"], figures["starts_per_model"]) == (2, 1, 2.0)
+    assert figures["starts_per_model_per_process"] == 1.0  # two device calls: an engine start each
+    assert engine_figures({"stages": {}}, experiment) is None  # a run from before the figure was recorded
+    samples = tmp_path / "gpu_util.csv"
+    samples.write_text(
+        "2026/12/07 19:03:09.278, 0, 0\n2026/12/07 19:03:10.283, 50, 900\n2026/12/07 19:03:11.283, 100, 900\nbad line\n"
+    )
+    assert busy_share(samples) == {"study_gpu_busy_share": 0.5, "seconds_with_a_kernel": 0.667, "samples": 3}
+    assert busy_share(tmp_path / "missing.csv") is None

@@ -21,7 +21,7 @@ from trace_assets.loop.rounds import (
     round_key,
     stop_reason,
 )
-from trace_assets.metadata import step_durations
+from trace_assets.metadata import add_engine_counts, engine_counts, step_durations
 
 ROUND_JOB = "style_round"
 
@@ -123,6 +123,7 @@ def run_loop(
     max_ticks: int = 100,
     step_seconds: dict[str, float] | None = None,
     on_round: Callable[[str, dict[str, float], bool], None] | None = None,
+    step_engines: dict[str, dict[str, int]] | None = None,
 ) -> list[str]:
     """Tick ``next_round`` and run what it asks for, in this process, until it has nothing to start;
     returns the round keys run, in order. Nothing else runs rounds here, so a round started but not
@@ -131,13 +132,14 @@ def run_loop(
     ``step_seconds``, when given, gets each round step's own seconds added under its asset's name;
     ``on_round``, when given, is called with each round's key, its steps' seconds and whether it was run
     again (its earlier attempt's finished steps reused) once it succeeds (bench/study_run.py keeps them,
-    so a call cut off in a later round loses only that round's)."""
+    so a call cut off in a later round loses only that round's); ``step_engines`` gets each round step's
+    vLLM engine starts, reuses and wakes (metadata.engine_counts)."""
     sensor = defs.resolve_sensor_def("next_round")
     job = defs.resolve_job_def(ROUND_JOB)
     ran = []
     for key in unfinished_rounds(instance):
         log(f"loop: running round {key} again (started in an earlier call, not finished)")
-        _run_round(job, instance, key, step_seconds, on_round, again=True)
+        _run_round(job, instance, key, step_seconds, on_round, again=True, step_engines=step_engines)
         ran.append(key)
     for _ in range(max_ticks):
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
@@ -148,7 +150,7 @@ def run_loop(
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         for request in result.run_requests:
             log(f"loop: running round {request.partition_key}")
-            _run_round(job, instance, request.partition_key, step_seconds, on_round)
+            _run_round(job, instance, request.partition_key, step_seconds, on_round, step_engines=step_engines)
             ran.append(request.partition_key)
     raise RuntimeError(f"the loop did not settle in {max_ticks} sensor ticks")
 
@@ -160,11 +162,14 @@ def _run_round(
     step_seconds: dict[str, float] | None,
     on_round: Callable[[str, dict[str, float], bool], None] | None = None,
     again: bool = False,
+    step_engines: dict[str, dict[str, int]] | None = None,
 ) -> None:
     """One round's chain of assets in this process; a RuntimeError with the failed steps' errors."""
 
     outcome = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
     durations = step_durations(outcome.all_events)
+    if step_engines is not None:
+        add_engine_counts(step_engines, engine_counts(outcome.all_events))
     if step_seconds is not None:
         for step, seconds in durations.items():
             step_seconds[step] = step_seconds.get(step, 0.0) + seconds
