@@ -493,7 +493,9 @@ def copy_rounds_report(tables_path: Path, output: Path) -> None:
 
 
 def gpu_samples(tables_path: Path) -> Path:
-    """Where an export's nvidia-smi samples are: in its folder (the call's $OUT/tables_<time>/), beside a tar."""
+    """Where an export's nvidia-smi samples are: in its folder (the call's $OUT/tables_<time>/), beside a tar.
+    gpu_study_call.sh appends to one file while the machine stays warm, so the last export's samples cover the
+    calls on its machine: a run over several machines (sessions) is measured on its last."""
     return (tables_path if tables_path.is_dir() else tables_path.parent) / "gpu_util.csv"
 
 

@@ -160,10 +160,17 @@ def run_study(
             steps: dict[str, float] = {}
             engines: dict[str, dict[str, int]] = {}
             started = time.perf_counter()
-            if not times.get("processes") or times.get("process_started") != PROCESS_ID:
-                # the calls (processes) the run took: each starts its engines again
-                times["processes"] = times.get("processes", 0) + 1
-                times["process_started"] = PROCESS_ID
+
+            def record_engines(engines: dict[str, dict[str, int]] = engines) -> None:
+                """The steps' engine counts so far into the times, and this process among those that started
+                an engine (a run split over device calls starts its engines again in each)."""
+                add_engine_counts(times.setdefault("engines", {}), engines)
+                if any(counts.get("engine_starts", 0) for counts in engines.values()):
+                    processes = times.setdefault("engine_processes", [])
+                    if PROCESS_ID not in processes:
+                        processes.append(PROCESS_ID)
+                engines.clear()
+
             if isinstance(stage, str):
                 from trace_assets.loop.sensors import run_loop
 
@@ -172,6 +179,7 @@ def run_study(
                     # round run again (its cut-off attempt's finished steps reused, their seconds lost) is
                     # kept apart, in the loop's total but not compared with a round's estimate
                     times.setdefault("loop_round_steps_again" if again else "loop_round_steps", {})[key] = seconds
+                    record_engines()
                     save()
 
                 rounds = run_loop(
@@ -186,7 +194,7 @@ def run_study(
                 times["loop_rounds"] = rounds
             else:
                 run_stage(defs, instance, stage, steps, engines)
-            add_engine_counts(times.setdefault("engines", {}), engines)
+            record_engines()
             times["stages"][name] = time.perf_counter() - started
             for step, seconds in steps.items():
                 times["steps"][step] = times["steps"].get(step, 0.0) + seconds
@@ -197,8 +205,8 @@ def run_study(
 
 def engine_figures(times: dict, experiment) -> dict | None:
     """The run's vLLM engines (issue 25): starts, reuses and wakes per step and in all, and starts per model
-    (the distinct vLLM models of the teacher, judge, reviser and students), also per process (a run split
-    over device calls starts its engines again in each). None for a run that recorded none."""
+    (the distinct vLLM models of the teacher, judge, reviser and students), also per process that started
+    one (a run split over device calls starts its engines again in each). None for a run that recorded none."""
     engines = times.get("engines")
     if not engines:
         return None
@@ -209,7 +217,7 @@ def engine_figures(times: dict, experiment) -> dict | None:
     total = {
         key: sum(step.get(key, 0) for step in engines.values()) for key in ("engine_starts", "engine_reuses", "engine_wakes")
     }
-    processes = max(1, times.get("processes", 1))
+    processes = max(1, len(times.get("engine_processes", [])))
     return {
         "per_step": engines,
         **total,

@@ -39,8 +39,9 @@ ENGINE_COUNTS = ("engine_starts", "engine_reuses", "engine_wakes")
 
 
 def engine_counts(events) -> dict[str, dict[str, int]]:
-    """Each step's vLLM engine starts, reuses and wakes, from its materializations' metadata (summed over
-    partitions); steps that record none are left out."""
+    """Each step's vLLM engine starts, reuses and wakes in one run, from its materializations' metadata; steps
+    that record none are left out. A step over a range of partitions (single-run backfill) writes one
+    materialization per partition, each with the step's own counts: they are the step's once, not summed."""
     counts: dict[str, dict[str, int]] = {}
     for event in events:
         if not event.is_step_materialization or event.step_key is None:
@@ -50,7 +51,7 @@ def engine_counts(events) -> dict[str, dict[str, int]]:
         if found:
             step = counts.setdefault(event.step_key, dict.fromkeys(ENGINE_COUNTS, 0))
             for key, value in found.items():
-                step[key] += value
+                step[key] = max(step[key], value)
     return counts
 
 

@@ -364,3 +364,21 @@ def test_inductors_own_default_cache_folder_does_not_override_the_data_folders(t
     assert gpu.environment()["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cc" / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # a user's choice stands
     assert gpu.environment()["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_a_step_over_a_range_of_partitions_counts_its_engines_once():
+    """A single-run backfill writes a materialization per partition, each with the step's own metadata."""
+    partitions = dg.StaticPartitionsDefinition(["a", "b", "c"])
+
+    @dg.asset(partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run())
+    def generating(context) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 2})
+
+    job = dg.Definitions(assets=[generating]).resolve_implicit_global_asset_job_def()
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    tags = {ASSET_PARTITION_RANGE_START_TAG: "a", ASSET_PARTITION_RANGE_END_TAG: "c"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, tags=tags)
+    assert len([e for e in result.all_events if e.is_step_materialization]) == 3
+    assert engine_counts(result.all_events) == {"generating": {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 2}}

@@ -479,7 +479,7 @@ def test_the_study_level_engine_and_busy_figures(tmp_path):
         "eval_results": {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 0},
         "failure_modes": {"engine_starts": 0, "engine_reuses": 1, "engine_wakes": 0},
     }
-    figures = engine_figures({"engines": engines, "processes": 2}, experiment)
+    figures = engine_figures({"engines": engines, "engine_processes": ["call 1", "call 2"]}, experiment)
     assert (figures["engine_starts"], figures["models"], figures["starts_per_model"]) == (2, 1, 2.0)
     assert figures["starts_per_model_per_process"] == 1.0  # two device calls: an engine start each
     assert engine_figures({"stages": {}}, experiment) is None  # a run from before the figure was recorded

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,13 @@ class CachedGeneration:
             "generate_s": round(self.stats.generate_s, 1),
             "output_tokens_per_s": round(self.stats.output_tokens_per_s, 1),
         }
+
+
+def engine_metadata(results: Iterable[CachedGeneration | None]) -> dict[str, int]:
+    """A step's vLLM engine starts, reuses and wakes over its generation calls (None: a call not made), as
+    every generating asset records them (bench/study_run.py counts them per step)."""
+    calls = [result.stats.extra for result in results if result is not None]
+    return {key: sum(extra.get(key, 0) for extra in calls) for key in ("engine_starts", "engine_reuses", "engine_wakes")}
 
 
 def request_key(messages: list[dict], model: str, sampling: Sampling, json_schema: dict | None = None) -> str:

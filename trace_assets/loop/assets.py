@@ -29,6 +29,7 @@ from trace_assets.experiment import (
     StudentConfig,
     TrainingConfig,
 )
+from trace_assets.generation.cached import engine_metadata
 from trace_assets.judging.step import judge_traces
 from trace_assets.loop.report import ROUNDS_VIEW, rounds_report_text
 from trace_assets.loop.revision import (
@@ -225,6 +226,7 @@ def build_round_styles_asset(settings: LoopSettings) -> dg.AssetsDefinition:
                 "parent": parent,
                 "attempts": attempts,
                 "motivating_failures": len(examples),
+                **engine_metadata(results),
                 "failure_counts": json.dumps(counts),
                 "path": dg.MetadataValue.path(str(version_style.path)),
                 "instruction": dg.MetadataValue.md(f"```\n{version_style.system_prompt()}\n```"),
@@ -384,6 +386,7 @@ def build_round_evals_asset(settings: LoopSettings) -> dg.AssetsDefinition:
                 if frame.height
                 else 0.0,
                 "by_split": preview(accuracy, rows=2),
+                **engine_metadata(evaluation.results),
             },
         )
 
@@ -398,7 +401,7 @@ def build_round_failures_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         """The round's wrong validation answers, classified (rules propose, the judge decides): what the
         reviser of the next round is shown. Test answers are never classified here."""
         key = context.partition_key
-        rows = classify_failures(
+        rows, engines = classify_failures(
             generation,
             settings.judge,
             round_evals.filter(pl.col("split") == "validation"),
@@ -411,7 +414,8 @@ def build_round_failures_asset(settings: LoopSettings) -> dg.AssetsDefinition:
         frame = frame_of(rows, RoundFailureSchema)
         counts = frame.group_by("category").len().sort("len", descending=True)
         yield dg.Output(
-            frame, metadata={"dagster/row_count": frame.height, "round": key, "counts": preview(counts, rows=counts.height)}
+            frame,
+            metadata={"dagster/row_count": frame.height, "round": key, **engines, "counts": preview(counts, rows=counts.height)},
         )
 
     return round_failures

@@ -28,7 +28,7 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, generation: GenerationResource, eval_results: pl.DataFrame, problems: pl.DataFrame
     ):
         """Each wrong answer classified into the failure taxonomy: rules propose, the judge decides."""
-        rows = classify_failures(
+        rows, engines = classify_failures(
             generation, judge, eval_results, problems, ("dataset", "student", "seed", "problem_id"), context.log.info
         )
         frame = frame_of(rows, FailureModeSchema)
@@ -39,6 +39,7 @@ def build_failure_modes_asset(judge: ModelConfig) -> dg.AssetsDefinition:
                 "dagster/row_count": frame.height,
                 **{f"source_{source}": int((frame["source"] == source).sum()) for source in SOURCES},
                 "judge_agreed_with_rules": int((frame["source"] == "rules+judge").sum()),
+                **engines,
                 "counts": preview(counts, rows=counts.height),
             },
         )

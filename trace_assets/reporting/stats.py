@@ -555,19 +555,20 @@ def _none_if_nan(value) -> float | None:
 
 
 def _all_alike(matrix: np.ndarray) -> bool:
-    """Whether every answer of an arm (problems x seeds, NaN where missing) has one outcome."""
-    values = matrix[~np.isnan(matrix)]
-    return values.size > 0 and bool(np.all(values == values[0]))
+    """Whether every answer of an arm (its seeds x problems matrix of 0/1) has one outcome."""
+    return matrix.size > 0 and bool(np.all(matrix == matrix.flat[0]))
 
 
 def _exact_interval(matrix: np.ndarray, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Clopper-Pearson's interval for an arm whose every answer is alike: 0 (or all) of its problems right.
     The t interval is [p, p] there (no variance); the exact one says how far from 0 (or 1) the accuracy
     over such problems may be: for 0 of 1,319, up to 0.28%."""
-    from statsmodels.stats.proportion import proportion_confint
+    from scipy.stats import beta  # (statsmodels' proportion_confint(method="beta") is this; it is not a runtime dependency)
 
-    right = n if matrix[~np.isnan(matrix)][0] == 1 else 0
-    low, high = proportion_confint(right, n, alpha=1 - level, method="beta")
+    right = n if matrix.flat[0] == 1 else 0
+    tail = (1 - level) / 2
+    low = beta.ppf(tail, right, n - right + 1) if right > 0 else 0.0
+    high = beta.ppf(1 - tail, right + 1, n - right) if right < n else 1.0
     return float(low), float(high)
 
 
@@ -576,7 +577,8 @@ def summary_rows(arms: Arms, noise: dict[tuple[str, str], TrainingNoise]) -> lis
     rows = []
     for (dataset, student), arm in arms.items():
         estimate = arm_estimate(arm.terms, noise[(dataset, student)])
-        low, high = _exact_interval(arm.matrix, arm.terms.n) if _all_alike(arm.matrix) else estimate.interval()
+        exact = arm.terms.n >= 2 and _all_alike(arm.matrix)
+        low, high = _exact_interval(arm.matrix, arm.terms.n) if exact else estimate.interval()
         rows.append(
             {
                 "dataset": dataset,

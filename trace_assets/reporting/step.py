@@ -8,7 +8,7 @@ from collections.abc import Callable
 import polars as pl
 
 from trace_assets.experiment import ModelConfig
-from trace_assets.generation.cached import request_key
+from trace_assets.generation.cached import engine_metadata, request_key
 from trace_assets.generation.types import Request
 from trace_assets.reporting.failures import (
     FAILURE_SCHEMA,
@@ -27,10 +27,10 @@ def classify_failures(
     problems: pl.DataFrame,
     keys: tuple[str, ...],
     log: Callable[[str], None] = print,
-) -> list[dict]:
+) -> tuple[list[dict], dict[str, int]]:
     """The wrong answers of ``answers`` (eval_results rows) classified into the failure taxonomy:
     rules propose, the judge decides. Each result is ``keys`` of its row plus category, source and
-    evidence."""
+    evidence; with the judge's engine starts, reuses and wakes (cached.engine_metadata)."""
     wrong = answers.filter(~pl.col("is_correct"))
     problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
     spec, sampling = generation.settings(judge, n=1)
@@ -62,4 +62,4 @@ def classify_failures(
         # A failed generation is an unparsable reply: recorded as such, the rules' proposal stands.
         category, source, evidence = decide(proposal, completion.text if completion else "")
         rows.append({**base, "category": category, "source": source, "evidence": evidence})
-    return rows
+    return rows, engine_metadata([result])
