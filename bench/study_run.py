@@ -214,9 +214,9 @@ def engine_figures(times: dict, experiment) -> dict | None:
     if experiment.revision is not None:
         roles.append(experiment.reviser())
     models = len({role.model for role in roles if getattr(role, "backend", "vllm") == "vllm"}) or 1
-    total = {
-        key: sum(step.get(key, 0) for step in engines.values()) for key in ("engine_starts", "engine_reuses", "engine_wakes")
-    }
+    from trace_assets.generation.cached import ENGINE_COUNTS
+
+    total = {key: sum(step.get(key, 0) for step in engines.values()) for key in ENGINE_COUNTS}
     processes = max(1, len(times.get("engine_processes", [])))
     return {
         "per_step": engines,

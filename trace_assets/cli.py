@@ -29,7 +29,6 @@ from trace_assets.estimates import (
     cached_generations,
     completion_tokens,
     eval_gpu_hours,
-    evaluation_engine,
     examples_per_problem,
     failure_judge_calls,
     failure_judge_gpu_hours,
@@ -46,6 +45,7 @@ from trace_assets.estimates import (
     shares_engine,
     teacher_generations,
     training_tokens_per_seed,
+    wakes_for_evaluation,
 )
 from trace_assets.experiment import BASE_DATASETS, Experiment, data_dir, database_path, load_experiment
 from trace_assets.inputs import check_inputs
@@ -159,10 +159,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         checkpoints = runs + len(BASE_DATASETS)  # the untrained student is evaluated too, once per base arm
         evals = (len(experiment.datasets) * seeds + len(BASE_DATASETS)) * n_test
         all_evals += evals
-        # (a hub id's trained checkpoints get an engine key of their own, and may run first: no wake counted)
-        woken = (
-            asleep is not None and evals > 0 and local_model(student.model) and shares_engine(asleep, evaluation_engine(student))
-        )
+        woken = evals > 0 and wakes_for_evaluation(asleep, student)
         asleep = None  # woken, or stopped for another engine key
         rows.append(
             {

@@ -161,6 +161,13 @@ def failure_judge_on_evaluation_engine(experiment: Experiment, trains: bool = Tr
     return shares_engine(evaluation_engine(last), experiment.judge) and (local_model(last.model) or not trains)
 
 
+def wakes_for_evaluation(asleep: ModelConfig | None, student: StudentConfig) -> bool:
+    """Whether ``student``'s evaluation wakes the engine left asleep for it (``gpu.sleep_engines``): one of its
+    evaluation engine's key. A hub id's trained checkpoints get an engine key of their own (no folder to keep
+    the base's files) and may run first, so no wake is counted for one."""
+    return asleep is not None and local_model(student.model) and shares_engine(asleep, evaluation_engine(student))
+
+
 def eval_gpu_hours(
     tokens: float,
     billions: float,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from trace_assets.generation.cached import ENGINE_COUNTS
+
 
 def markdown_table(frame: pl.DataFrame, rows: int | None = None, width: int | None = None, digits: int | None = None) -> str:
     """A Markdown table of ``frame``: the first ``rows`` rows (all by default), cells cut to ``width``
@@ -33,9 +35,6 @@ def preview(frame: pl.DataFrame, columns: list[str] | None = None, rows: int = 5
 def counts_table(frame: pl.DataFrame, by: str | list[str]) -> dg.MarkdownMetadataValue:
     grouped = frame.group_by(by).len().sort(by)
     return preview(grouped, rows=len(grouped), width=60)
-
-
-ENGINE_COUNTS = ("engine_starts", "engine_reuses", "engine_wakes")
 
 
 def engine_counts(events) -> dict[str, dict[str, int]]:

@@ -215,10 +215,15 @@ def test_a_run_reuses_the_engine_across_steps_records_it_and_stops_it_at_teardow
     assert rest == [("exit", pid)]  # one worker for both steps, stopped when the run ended
 
 
+def _sleeping(tmp_path, devices: str) -> tuple[GPUResource, VllmBackend, ModelSpec]:
+    """A kept backend whose engines sleep, over ``devices`` (card locks in tmp_path), and a model for it."""
+    gpu = GPUResource(devices=devices, lock_dir=str(tmp_path / "locks"))
+    return gpu, _backend(keep=True, gpu=gpu, sleep=True), ModelSpec(name="m", path=_model(tmp_path / "m"))
+
+
 def test_a_sleeping_engine_gives_its_card_to_a_claim_and_wakes_on_it_for_the_next_call(tmp_path, workers):
-    gpu = GPUResource(devices="0", lock_dir=str(tmp_path / "locks"))
-    kept, logs = _backend(keep=True, gpu=gpu, sleep=True), []
-    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    gpu, kept, spec = _sleeping(tmp_path, "0")
+    logs: list[str] = []
     _, (pid,), _ = _call(kept, spec, "ab")
     with gpu.claim(1, poll_s=30) as cards:  # the run's training step: the engine sleeps, its process lives on
         assert cards == ["0"] and _alive(pid)
@@ -235,9 +240,8 @@ def test_a_sleeping_engine_gives_its_card_to_a_claim_and_wakes_on_it_for_the_nex
 
 
 def test_a_sleeping_engine_whose_card_is_taken_is_stopped_and_another_starts_on_the_free_card(tmp_path, workers):
-    gpu = GPUResource(devices="0,1", lock_dir=str(tmp_path / "locks"))
-    kept, logs = _backend(keep=True, gpu=gpu, sleep=True), []
-    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    gpu, kept, spec = _sleeping(tmp_path, "0,1")
+    logs: list[str] = []
     _, (pid,), _ = _call(kept, spec, "a")
     kept.sleep()
     with gpu.claim(1) as cards:  # another step now holds card 0: waking there would share it
@@ -306,9 +310,7 @@ def test_runs_in_one_process_with_sleep_engines_start_one_engine_and_wake_it(tmp
 
 
 def test_a_sleeping_engine_wakes_on_its_own_card_though_a_lower_one_is_free(tmp_path, workers):
-    gpu = GPUResource(devices="0,1", lock_dir=str(tmp_path / "locks"))
-    kept = _backend(keep=True, gpu=gpu, sleep=True)
-    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    gpu, kept, spec = _sleeping(tmp_path, "0,1")
     with gpu.claim(1) as cards:  # card 0 is taken when the engine starts: it gets card 1
         assert cards == ["0"]
         _, (pid,), _ = _call(kept, spec, "a")
@@ -319,9 +321,8 @@ def test_a_sleeping_engine_wakes_on_its_own_card_though_a_lower_one_is_free(tmp_
 
 
 def test_a_sleeping_engine_that_died_is_replaced_by_a_fresh_one(tmp_path, workers):
-    gpu = GPUResource(devices="0", lock_dir=str(tmp_path / "locks"))
-    kept, logs = _backend(keep=True, gpu=gpu, sleep=True), []
-    spec = ModelSpec(name="m", path=_model(tmp_path / "m"))
+    _, kept, spec = _sleeping(tmp_path, "0")
+    logs: list[str] = []
     _, (pid,), _ = _call(kept, spec, "a")
     kept.sleep()
     os.kill(pid, 9)

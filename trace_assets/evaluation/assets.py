@@ -7,6 +7,7 @@ from trace_assets.assetdefs import asset_settings
 from trace_assets.evaluation.schemas import EvalResultSchema
 from trace_assets.evaluation.step import evaluate
 from trace_assets.experiment import EvaluationConfig, StudentConfig
+from trace_assets.generation.cached import engine_metadata
 from trace_assets.metadata import preview
 from trace_assets.resources import GenerationResource
 
@@ -46,9 +47,7 @@ def build_eval_results_asset(
                 "degenerate_loops": int(frame["degenerate_loop"].sum()),
                 "hit_length_limit": int(frame["hit_length_limit"].sum()),
                 "checkpoints_evaluated": len(results),
-                "engine_starts": sum(result.stats.extra.get("engine_starts", 0) for result in results),
-                "engine_reuses": sum(result.stats.extra.get("engine_reuses", 0) for result in results),
-                "engine_wakes": sum(result.stats.extra.get("engine_wakes", 0) for result in results),
+                **engine_metadata(results),
                 "generated": sum(result.generated for result in results),
                 "reused_from_cache": sum(result.reused for result in results),
                 "preview": preview(frame, ["seed", "problem_id", "is_correct", "extracted_answer", "completion"]),

@@ -29,21 +29,23 @@ class CachedGeneration:
             "reused_from_cache": self.reused,
             "failed_requests": self.failed,
             "engine_startup_s": round(self.stats.startup_s, 1),
-            # engines this call started, and running ones (kept from an earlier call) it reused
-            "engine_starts": self.stats.extra.get("engine_starts", 0),
-            "engine_reuses": self.stats.extra.get("engine_reuses", 0),
-            # sleeping engines (gpu.sleep_engines) of an earlier run or step it woke rather than started
-            "engine_wakes": self.stats.extra.get("engine_wakes", 0),
+            # engines this call started, running ones (kept from an earlier call) it reused, and sleeping ones
+            # (gpu.sleep_engines) of an earlier run or step it woke rather than started
+            **engine_metadata([self]),
             "generate_s": round(self.stats.generate_s, 1),
             "output_tokens_per_s": round(self.stats.output_tokens_per_s, 1),
         }
 
 
+# what every generating asset records of its vLLM engines (bench/study_run.py counts them per step)
+ENGINE_COUNTS = ("engine_starts", "engine_reuses", "engine_wakes")
+
+
 def engine_metadata(results: Iterable[CachedGeneration | None]) -> dict[str, int]:
-    """A step's vLLM engine starts, reuses and wakes over its generation calls (None: a call not made), as
-    every generating asset records them (bench/study_run.py counts them per step)."""
+    """A step's vLLM engine starts, reuses and wakes (ENGINE_COUNTS) over its generation calls (None: a call
+    not made)."""
     calls = [result.stats.extra for result in results if result is not None]
-    return {key: sum(extra.get(key, 0) for extra in calls) for key in ("engine_starts", "engine_reuses", "engine_wakes")}
+    return {key: sum(extra.get(key, 0) for extra in calls) for key in ENGINE_COUNTS}
 
 
 def request_key(messages: list[dict], model: str, sampling: Sampling, json_schema: dict | None = None) -> str:

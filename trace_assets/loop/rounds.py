@@ -31,6 +31,7 @@ from trace_assets.estimates import (
     shares_engine,
     teacher_generations,
     training_tokens_per_seed,
+    wakes_for_evaluation,
 )
 from trace_assets.experiment import DatasetRecipe, DatasetRules, Experiment, ModelConfig, RevisionConfig
 from trace_assets.loop.revision import REVISION_MAX_TOKENS
@@ -208,9 +209,7 @@ def round_steps(
             tokens, runs, billions, rates, training.processes, launches, training.compile, fused=training.fused_lm_head
         )
         tokens_out = answers * experiment.evaluation.max_tokens * 0.5
-        woken = (
-            held is not None and answers > 0 and local_model(student.model) and shares_engine(held, evaluation_engine(student))
-        )
+        woken = answers > 0 and wakes_for_evaluation(held, student)
         held = None  # woken, or stopped for another engine key
         steps["round_evals"] += eval_gpu_hours(
             tokens_out,
