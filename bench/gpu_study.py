@@ -500,7 +500,7 @@ def gpu_samples(tables_path: Path) -> Path:
 
 
 def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dict:
-    from bench.study_run import busy_share, engine_figures, time_figures
+    from bench.study_run import busy_share, engine_figures, time_figures, work_figures
     from trace_assets.experiment import load_experiment
     from trace_assets.reporting.report import StudyTables, build_report, statistics_plan
 
@@ -541,6 +541,8 @@ def results(tables_paths: list[Path], output: Path, experiment_path: str) -> dic
         # export), and the GPU's busy share from nvidia-smi's samples beside it (gpu_study_call.sh)
         "engines": engine_figures(tables["_times"], experiment),
         "gpu_busy": busy_share(gpu_samples(tables_paths[-1])),
+        # ...and the share of the GPU steps' time spent generating and training, from the steps' metadata
+        "gpu_work": work_figures(tables["_times"]),
         # earlier cuts on the same data folder, each with the estimate made before it ran; a later cut
         # reuses their traces and checkpoints, so the cut that ran its work first is the one whose steps
         # compare with its estimate

@@ -158,10 +158,10 @@ def run_study(
             ran_this_call = True
             print(f"{name} ...", flush=True)
             steps: dict[str, float] = {}
-            engines: dict[str, dict[str, int]] = {}
+            engines: dict[str, dict[str, float]] = {}
             started = time.perf_counter()
 
-            def record_engines(engines: dict[str, dict[str, int]] = engines) -> None:
+            def record_engines(engines: dict[str, dict[str, float]] = engines) -> None:
                 """The steps' engine counts so far into the times, and this process among those that started
                 an engine (a run split over device calls starts its engines again in each)."""
                 add_engine_counts(times.setdefault("engines", {}), engines)
@@ -225,6 +225,35 @@ def engine_figures(times: dict, experiment) -> dict | None:
         "processes": processes,
         "starts_per_model": round(total["engine_starts"] / models, 2),
         "starts_per_model_per_process": round(total["engine_starts"] / models / processes, 2),
+    }
+
+
+def work_figures(times: dict) -> dict | None:
+    """The share of time the GPU steps spent on the work itself (issue 25): vLLM generating and the
+    trainers training (metadata.WORK_SECONDS, recorded per step from its metadata beside the engine
+    counts), against engine starts, compiles, loading and Python; of the GPU steps' seconds and of the
+    run's wall time (its CPU stages and Dagster's runs too). None for a run that recorded none."""
+    from trace_assets.metadata import WORK_SECONDS
+
+    recorded = times.get("engines") or {}
+    steps = [step for step in GPU_STEPS if times["steps"].get(step)]
+    work = {step: sum(recorded.get(step, {}).get(key, 0.0) for key in WORK_SECONDS) for step in steps}
+    if not any(work.values()):
+        return None
+    gpu = sum(times["steps"][step] for step in steps)
+    wall = sum(times["stages"].values())
+    return {
+        "per_step": {
+            step: {
+                "work_s": round(work[step], 1),
+                "step_s": round(times["steps"][step], 1),
+                "share": round(work[step] / times["steps"][step], 3),
+            }
+            for step in steps
+        },
+        "work_s": round(sum(work.values()), 1),
+        "share_of_gpu_steps": round(sum(work.values()) / gpu, 3),
+        "share_of_wall": round(sum(work.values()) / wall, 3) if wall else None,
     }
 
 

@@ -28,7 +28,7 @@ def run_stage(
     instance: dg.DagsterInstance,
     names: list[str],
     step_seconds: dict[str, float] | None = None,
-    step_engines: dict[str, dict[str, int]] | None = None,
+    step_engines: dict[str, dict[str, float]] | None = None,
 ) -> float:
     """Materialise ``names`` (assets sharing one partitioning) in one run; returns wall seconds.
     ``step_seconds``, when given, gets each successful step's own seconds added under its step key;

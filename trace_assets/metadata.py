@@ -37,24 +37,31 @@ def counts_table(frame: pl.DataFrame, by: str | list[str]) -> dg.MarkdownMetadat
     return preview(grouped, rows=len(grouped), width=60)
 
 
-def engine_counts(events) -> dict[str, dict[str, int]]:
-    """Each step's vLLM engine starts, reuses and wakes in one run, from its materializations' metadata; steps
-    that record none are left out. A step over a range of partitions (single-run backfill) writes one
-    materialization per partition, each with the step's own counts: they are the step's once, not summed."""
-    counts: dict[str, dict[str, int]] = {}
+# the seconds a step spent on the GPU work itself, from its materializations' metadata: vLLM generating
+# (generate_s, every generating asset) and the trainers training (train_s, checkpoints); the rest of a
+# step's time is engine starts, compiles, loading and Python (issue 25's busy share)
+WORK_SECONDS = ("generate_s", "train_s")
+
+
+def engine_counts(events) -> dict[str, dict[str, float]]:
+    """Each step's vLLM engine starts, reuses and wakes in one run (ENGINE_COUNTS), and its work seconds
+    (WORK_SECONDS), from its materializations' metadata; steps that record none are left out. A step over a
+    range of partitions (single-run backfill) writes one materialization per partition, each with the step's
+    own figures: they are the step's once, not summed."""
+    counts: dict[str, dict[str, float]] = {}
     for event in events:
         if not event.is_step_materialization or event.step_key is None:
             continue
         metadata = event.event_specific_data.materialization.metadata
-        found = {key: int(metadata[key].value) for key in ENGINE_COUNTS if key in metadata}
+        found = {key: metadata[key].value for key in (*ENGINE_COUNTS, *WORK_SECONDS) if key in metadata}
         if found:
             step = counts.setdefault(event.step_key, dict.fromkeys(ENGINE_COUNTS, 0))
             for key, value in found.items():
-                step[key] = max(step[key], value)
+                step[key] = max(step.get(key, 0), int(value) if key in ENGINE_COUNTS else float(value))
     return counts
 
 
-def add_engine_counts(total: dict[str, dict[str, int]], counts: dict[str, dict[str, int]]) -> None:
+def add_engine_counts(total: dict[str, dict[str, float]], counts: dict[str, dict[str, float]]) -> None:
     for step, figures in counts.items():
         into = total.setdefault(step, dict.fromkeys(ENGINE_COUNTS, 0))
         for key, value in figures.items():

@@ -470,7 +470,7 @@ def test_the_rounds_report_comes_from_the_export_as_the_device_wrote_it(tmp_path
 def test_the_study_level_engine_and_busy_figures(tmp_path):
     """Issue 25's study-level figures from what a run records: engine starts per model (per step from the
     steps' metadata, over the calls the run took) and the GPU's busy share from nvidia-smi's samples."""
-    from bench.study_run import busy_share, engine_figures
+    from bench.study_run import busy_share, engine_figures, work_figures
 
     experiment = load_experiment(PROJECT_ROOT / "experiments" / "gpu_study.yaml")  # one model in every role
     engines = {
@@ -489,3 +489,14 @@ def test_the_study_level_engine_and_busy_figures(tmp_path):
     )
     assert busy_share(samples) == {"study_gpu_busy_share": 0.5, "seconds_with_a_kernel": 0.667, "samples": 3}
     assert busy_share(tmp_path / "missing.csv") is None
+    # the share of the GPU steps' seconds spent generating and training (the steps' metadata, beside the counts)
+    engines["teacher_traces"]["generate_s"] = 30.0
+    engines["checkpoints"] = {"engine_starts": 0, "engine_reuses": 0, "engine_wakes": 0, "train_s": 50.0}
+    times = {"engines": engines, "steps": {"teacher_traces": 60.0, "checkpoints": 100.0, "problems": 5.0}, "stages": {"a": 200.0}}
+    work = work_figures(times)
+    assert work["per_step"] == {
+        "teacher_traces": {"work_s": 30.0, "step_s": 60.0, "share": 0.5},
+        "checkpoints": {"work_s": 50.0, "step_s": 100.0, "share": 0.5},
+    }
+    assert (work["share_of_gpu_steps"], work["share_of_wall"]) == (0.5, 0.4)
+    assert work_figures({"engines": {}, "steps": {"teacher_traces": 60.0}, "stages": {}}) is None

@@ -32,7 +32,6 @@ class CachedGeneration:
             # engines this call started, running ones (kept from an earlier call) it reused, and sleeping ones
             # (gpu.sleep_engines) of an earlier run or step it woke rather than started
             **engine_metadata([self]),
-            "generate_s": round(self.stats.generate_s, 1),
             "output_tokens_per_s": round(self.stats.output_tokens_per_s, 1),
         }
 
@@ -41,11 +40,12 @@ class CachedGeneration:
 ENGINE_COUNTS = ("engine_starts", "engine_reuses", "engine_wakes")
 
 
-def engine_metadata(results: Iterable[CachedGeneration | None]) -> dict[str, int]:
+def engine_metadata(results: Iterable[CachedGeneration | None]) -> dict[str, float]:
     """A step's vLLM engine starts, reuses and wakes (ENGINE_COUNTS) over its generation calls (None: a call
-    not made)."""
-    calls = [result.stats.extra for result in results if result is not None]
-    return {key: sum(extra.get(key, 0) for extra in calls) for key in ENGINE_COUNTS}
+    not made), and the seconds its engines spent generating (``generate_s``: metadata.WORK_SECONDS)."""
+    made = [result for result in results if result is not None]
+    counts = {key: sum(result.stats.extra.get(key, 0) for result in made) for key in ENGINE_COUNTS}
+    return {**counts, "generate_s": round(sum(result.stats.generate_s for result in made), 2)}
 
 
 def request_key(messages: list[dict], model: str, sampling: Sampling, json_schema: dict | None = None) -> str:

@@ -123,7 +123,7 @@ def run_loop(
     max_ticks: int = 100,
     step_seconds: dict[str, float] | None = None,
     on_round: Callable[[str, dict[str, float], bool], None] | None = None,
-    step_engines: dict[str, dict[str, int]] | None = None,
+    step_engines: dict[str, dict[str, float]] | None = None,
 ) -> list[str]:
     """Tick ``next_round`` and run what it asks for, in this process, until it has nothing to start;
     returns the round keys run, in order. Nothing else runs rounds here, so a round started but not
@@ -162,7 +162,7 @@ def _run_round(
     step_seconds: dict[str, float] | None,
     on_round: Callable[[str, dict[str, float], bool], None] | None = None,
     again: bool = False,
-    step_engines: dict[str, dict[str, int]] | None = None,
+    step_engines: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """One round's chain of assets in this process; a RuntimeError with the failed steps' errors."""
 

@@ -97,6 +97,7 @@ def build_checkpoints_asset(
                 "status": ", ".join(frame["status"].to_list()),
                 "train_tokens": int(trained["train_tokens"].sum()),
                 "train_tokens_per_s": float(trained["train_tokens"].sum()) / wall if wall else 0.0,
+                "train_s": round(wall, 1),  # the trainers' own seconds (metadata.WORK_SECONDS)
                 "checkpoints": preview(
                     frame, ["seed", "task", "status", "content_hash", "train_examples", "train_tokens", "wall_s"]
                 ),
