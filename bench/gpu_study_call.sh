@@ -36,6 +36,7 @@ run_with_sampler() {  # the study, with the GPU's busy share over it (issue 25):
 
 options=("$@")
 if [ "${GPU_STUDY_CHILD:-}" = 1 ]; then  # the detached run itself (below)
+  echo $$ > /tmp/gpu_study.pid  # its own id: setsid may have forked
   run_with_sampler
   echo $? > /tmp/gpu_study.rc
   exit 0
@@ -46,10 +47,11 @@ if [ -n "${GPU_STUDY_DETACH:-}" ]; then
     if [ -n "$pid" ] && [ -f /tmp/gpu_study.rc ]; then
       echo "the detached run has ended (exit $(cat /tmp/gpu_study.rc)); exporting again"
     else
-      rm -f /tmp/gpu_study.rc
+      rm -f /tmp/gpu_study.rc /tmp/gpu_study.pid
       GPU_STUDY_CHILD=1 setsid bash "$0" "$limit" "$@" < /dev/null > /dev/null 2>&1 &
-      echo $! > /tmp/gpu_study.pid
-      pid=$!
+      for _ in $(seq 100); do [ -s /tmp/gpu_study.pid ] && break; sleep 0.1; done
+      pid=$(cat /tmp/gpu_study.pid 2>/dev/null)
+      [ -n "$pid" ] || { echo "the detached run did not start"; exit 1; }
       echo "detached run started (process $pid)"
     fi
   else
