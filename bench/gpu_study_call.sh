@@ -34,6 +34,10 @@ run_with_sampler() {  # the study, with the GPU's busy share over it (issue 25):
   return $status
 }
 
+stage_lines() {  # the run's log, its stage lines (and errors) only
+  grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|^loop:|rows loaded|stopping|complete|Traceback|Error|error:" /tmp/gpu_study.log | tail -20
+}
+
 options=("$@")
 if [ "${GPU_STUDY_CHILD:-}" = 1 ]; then  # the detached run itself (below)
   echo $$ > /tmp/gpu_study.pid  # its own id: setsid may have forked
@@ -60,7 +64,7 @@ if [ -n "${GPU_STUDY_DETACH:-}" ]; then
   deadline=$((SECONDS + limit))
   while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 5; done
   if kill -0 "$pid" 2>/dev/null; then
-    grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|^loop:|rows loaded|Traceback|Error|error:" /tmp/gpu_study.log | tail -20
+    stage_lines
     echo "still running (process $pid): call again with the same command to wait on it"
     exit 0
   fi
@@ -73,6 +77,6 @@ else
 fi
 out="${OUT:-/tmp/out}/tables_$(date +%H%M%S)"
 python bench/gpu_study.py export --data "$data" --out "$out" > /tmp/export.log 2>&1 && cp /tmp/gpu_study.log /tmp/gpu_util.csv "$out/"
-grep -E "^[a-z_, ]+(\.\.\.|: [0-9]+ s|: done)|^loop:|rows loaded|stopping|complete|Traceback|Error|error:" /tmp/gpu_study.log | tail -20
+stage_lines
 grep -E "^generation_cache:|Error" /tmp/export.log
 echo "run exit $status; tables in $out"

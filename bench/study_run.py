@@ -118,7 +118,7 @@ def run_study(
     from trace_assets.experiment import load_experiment
     from trace_assets.inputs import check_inputs
     from trace_assets.instance import write_instance
-    from trace_assets.metadata import add_engine_counts
+    from trace_assets.metadata import add_step_figures
     from trace_assets.project import build_definitions
 
     experiment = check_inputs(load_experiment(experiment_path))
@@ -162,9 +162,9 @@ def run_study(
             started = time.perf_counter()
 
             def record_engines(engines: dict[str, dict[str, float]] = engines) -> None:
-                """The steps' engine counts so far into the times, and this process among those that started
+                """The steps' engine counts and work seconds so far into the times, and this process among those that started
                 an engine (a run split over device calls starts its engines again in each)."""
-                add_engine_counts(times.setdefault("engines", {}), engines)
+                add_step_figures(times.setdefault("engines", {}), engines)
                 if any(counts.get("engine_starts", 0) for counts in engines.values()):
                     processes = times.setdefault("engine_processes", [])
                     if PROCESS_ID not in processes:

@@ -19,7 +19,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from trace_assets.experiment import data_dir, load_experiment
 from trace_assets.inputs import check_inputs
 from trace_assets.instance import write_instance
-from trace_assets.metadata import add_engine_counts, engine_counts, step_durations
+from trace_assets.metadata import add_step_figures, step_durations, step_figures
 from trace_assets.project import build_definitions
 
 
@@ -32,7 +32,7 @@ def run_stage(
 ) -> float:
     """Materialise ``names`` (assets sharing one partitioning) in one run; returns wall seconds.
     ``step_seconds``, when given, gets each successful step's own seconds added under its step key;
-    ``step_engines`` its vLLM engine starts, reuses and wakes (metadata.engine_counts)."""
+    ``step_engines`` its vLLM engine starts, reuses and wakes and its work seconds (metadata.step_figures)."""
     graph = defs.resolve_asset_graph()
     keys = [dg.AssetKey(name) for name in names]
     present = [key for key in keys if graph.has(key)]
@@ -59,7 +59,7 @@ def run_stage(
             for step, seconds in step_durations(result.all_events).items():
                 step_seconds[step] = step_seconds.get(step, 0.0) + seconds
         if step_engines is not None:
-            add_engine_counts(step_engines, engine_counts(result.all_events))
+            add_step_figures(step_engines, step_figures(result.all_events))
         if not result.success:
             for failure in (event for event in result.all_events if event.is_step_failure):
                 print(failure.event_specific_data.error.to_string(), file=sys.stderr)

@@ -43,7 +43,7 @@ def counts_table(frame: pl.DataFrame, by: str | list[str]) -> dg.MarkdownMetadat
 WORK_SECONDS = ("generate_s", "train_s")
 
 
-def engine_counts(events) -> dict[str, dict[str, float]]:
+def step_figures(events) -> dict[str, dict[str, float]]:
     """Each step's vLLM engine starts, reuses and wakes in one run (ENGINE_COUNTS), and its work seconds
     (WORK_SECONDS), from its materializations' metadata; steps that record none are left out. A step over a
     range of partitions (single-run backfill) writes one materialization per partition, each with the step's
@@ -61,8 +61,9 @@ def engine_counts(events) -> dict[str, dict[str, float]]:
     return counts
 
 
-def add_engine_counts(total: dict[str, dict[str, float]], counts: dict[str, dict[str, float]]) -> None:
-    for step, figures in counts.items():
+def add_step_figures(total: dict[str, dict[str, float]], more: dict[str, dict[str, float]]) -> None:
+    """``more`` (another run's :func:`step_figures`) added into ``total``, step by step."""
+    for step, figures in more.items():
         into = total.setdefault(step, dict.fromkeys(ENGINE_COUNTS, 0))
         for key, value in figures.items():
             into[key] = into.get(key, 0) + value

@@ -14,7 +14,7 @@ from trace_assets.generation import backends
 from trace_assets.generation.backends import GenerationError, VllmBackend
 from trace_assets.generation.cached import request_key
 from trace_assets.generation.types import ModelSpec, Request, Sampling
-from trace_assets.metadata import engine_counts
+from trace_assets.metadata import step_figures
 from trace_assets.resources import DataResource, GenerationResource, GPUResource
 
 SCRIPTED = ("-m", "trace_assets_tests.scripted_vllm_worker")
@@ -294,7 +294,7 @@ def test_runs_in_one_process_with_sleep_engines_start_one_engine_and_wake_it(tmp
         figures = {key: metadata[key].value for key in ("engine_starts", "engine_reuses", "engine_wakes", "generated")}
         # what bench/study_run.py records per step from the run's events: the counts and the seconds generating
         step = {**{k: v for k, v in figures.items() if k != "generated"}, "generate_s": metadata["generate_s"].value}
-        assert engine_counts(result.all_events) == {asset.key.path[-1]: step}
+        assert step_figures(result.all_events) == {asset.key.path[-1]: step}
         assert (step["generate_s"] > 0) == (figures["generated"] > 0)  # the scripted worker's chunks take 0.01 s
         return figures
 
@@ -384,4 +384,4 @@ def test_a_step_over_a_range_of_partitions_counts_its_engines_once():
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(instance=instance, tags=tags)
     assert len([e for e in result.all_events if e.is_step_materialization]) == 3
-    assert engine_counts(result.all_events) == {"generating": {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 2}}
+    assert step_figures(result.all_events) == {"generating": {"engine_starts": 1, "engine_reuses": 0, "engine_wakes": 2}}

@@ -21,7 +21,7 @@ from trace_assets.loop.rounds import (
     round_key,
     stop_reason,
 )
-from trace_assets.metadata import add_engine_counts, engine_counts, step_durations
+from trace_assets.metadata import add_step_figures, step_durations, step_figures
 
 ROUND_JOB = "style_round"
 
@@ -133,7 +133,7 @@ def run_loop(
     ``on_round``, when given, is called with each round's key, its steps' seconds and whether it was run
     again (its earlier attempt's finished steps reused) once it succeeds (bench/study_run.py keeps them,
     so a call cut off in a later round loses only that round's); ``step_engines`` gets each round step's
-    vLLM engine starts, reuses and wakes (metadata.engine_counts)."""
+    vLLM engine starts, reuses and wakes and its work seconds (metadata.step_figures)."""
     sensor = defs.resolve_sensor_def("next_round")
     job = defs.resolve_job_def(ROUND_JOB)
     ran = []
@@ -169,7 +169,7 @@ def _run_round(
     outcome = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
     durations = step_durations(outcome.all_events)
     if step_engines is not None:
-        add_engine_counts(step_engines, engine_counts(outcome.all_events))
+        add_step_figures(step_engines, step_figures(outcome.all_events))
     if step_seconds is not None:
         for step, seconds in durations.items():
             step_seconds[step] = step_seconds.get(step, 0.0) + seconds

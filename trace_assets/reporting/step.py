@@ -27,10 +27,10 @@ def classify_failures(
     problems: pl.DataFrame,
     keys: tuple[str, ...],
     log: Callable[[str], None] = print,
-) -> tuple[list[dict], dict[str, int]]:
+) -> tuple[list[dict], dict[str, float]]:
     """The wrong answers of ``answers`` (eval_results rows) classified into the failure taxonomy:
     rules propose, the judge decides. Each result is ``keys`` of its row plus category, source and
-    evidence; with the judge's engine starts, reuses and wakes (cached.engine_metadata)."""
+    evidence; with the judge's engine starts, reuses and wakes and its seconds generating (cached.engine_metadata)."""
     wrong = answers.filter(~pl.col("is_correct"))
     problem_rows = {row["problem_id"]: row for row in problems.iter_rows(named=True)}
     spec, sampling = generation.settings(judge, n=1)
