@@ -236,7 +236,7 @@ def work_figures(times: dict) -> dict | None:
     from trace_assets.metadata import WORK_SECONDS
 
     recorded = times.get("engines") or {}
-    steps = [step for step in GPU_STEPS if times["steps"].get(step)]
+    steps = [step for step in (*GPU_STEPS, *LOOP_GPU_STEPS) if times["steps"].get(step)]  # the loop's rounds too
     work = {step: sum(recorded.get(step, {}).get(key, 0.0) for key in WORK_SECONDS) for step in steps}
     if not any(work.values()):
         return None

@@ -492,11 +492,13 @@ def test_the_study_level_engine_and_busy_figures(tmp_path):
     # the share of the GPU steps' seconds spent generating and training (the steps' metadata, beside the counts)
     engines["teacher_traces"]["generate_s"] = 30.0
     engines["checkpoints"] = {"engine_starts": 0, "engine_reuses": 0, "engine_wakes": 0, "train_s": 50.0}
-    times = {"engines": engines, "steps": {"teacher_traces": 60.0, "checkpoints": 100.0, "problems": 5.0}, "stages": {"a": 200.0}}
-    work = work_figures(times)
+    engines["round_checkpoints"] = {"engine_starts": 0, "engine_reuses": 0, "engine_wakes": 0, "train_s": 10.0}
+    steps = {"teacher_traces": 60.0, "checkpoints": 100.0, "problems": 5.0, "round_checkpoints": 40.0}
+    work = work_figures({"engines": engines, "steps": steps, "stages": {"a": 250.0}})
     assert work["per_step"] == {
         "teacher_traces": {"work_s": 30.0, "step_s": 60.0, "share": 0.5},
         "checkpoints": {"work_s": 50.0, "step_s": 100.0, "share": 0.5},
+        "round_checkpoints": {"work_s": 10.0, "step_s": 40.0, "share": 0.25},  # the loop's rounds count too
     }
-    assert (work["share_of_gpu_steps"], work["share_of_wall"]) == (0.5, 0.4)
+    assert (work["share_of_gpu_steps"], work["share_of_wall"]) == (0.45, 0.36)
     assert work_figures({"engines": {}, "steps": {"teacher_traces": 60.0}, "stages": {}}) is None

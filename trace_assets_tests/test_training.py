@@ -291,6 +291,9 @@ def test_a_per_task_dataset_trains_one_model_per_task_on_that_tasks_examples_alo
     assert {(r["dataset"], r["task"]) for r in run.log} == {("G", "gsm8k"), ("G", "countdown"), ("P", None)}
     assert '"per_task"' not in rows[("P", 0, None)]["config"]  # the row's task says how it was trained
     assert launches == [len(seen)] == [6]  # every run of the step in one launch
+    # the step's work seconds (the study's and the loop's checkpoints record them): the six trained runs' own,
+    # not the base rows nor the skipped empty ones
+    assert run.train_s == pytest.approx(6 * 0.1)
 
 
 def test_a_checkpoint_trained_from_a_base_without_a_pad_token_is_served_by_the_bases_engine(tiny_model, tmp_path):

@@ -351,6 +351,7 @@ def build_round_checkpoints_asset(settings: LoopSettings) -> dg.AssetsDefinition
             frame,
             metadata={
                 "dagster/row_count": frame.height,
+                "train_s": round(run.train_s, 1),  # the trainers' own seconds (metadata.WORK_SECONDS)
                 "checkpoints": preview(frame, ["dataset", "student", "seed", "status", "train_examples"]),
             },
         )

@@ -88,7 +88,7 @@ def build_checkpoints_asset(
         frame = frame_of(run.rows, CheckpointSchema)
         log = frame_of(run.log, TrainingLogSchema)
         trained = frame.filter(pl.col("status") == "trained")
-        wall = float(trained["wall_s"].sum())
+        wall = run.train_s
         yield dg.Output(
             frame,
             output_name="checkpoints",

@@ -23,6 +23,12 @@ class TrainedCheckpoints:
     rows: list[dict] = field(default_factory=list)  # checkpoints rows
     log: list[dict] = field(default_factory=list)  # training_log rows of the runs trained or reused
 
+    @property
+    def train_s(self) -> float:
+        """The trainers' own seconds over the runs trained here (not reused): the step's work seconds
+        (metadata.WORK_SECONDS), recorded by the study's and the loop's checkpoints alike."""
+        return sum(row["wall_s"] for row in self.rows if row["status"] == "trained")
+
 
 def train_checkpoints(
     gpu: GPUResource,
