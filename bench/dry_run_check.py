@@ -20,7 +20,9 @@ study steps results.json's, its rounds run.json's. The fourth run's first cut is
 command; the file is byte for byte the one it ran, digest d53e6182a5cc9e8a), its seconds results.json's
 ``earlier_cuts_times[0]``. The fifth run's file is fifth_run/experiment.yaml (digest a571c9e095ed8c99), estimated on a
 data folder holding the fourth run's generation cache, as the run began; its seconds run.json's. The Countdown
-run's is countdown_run/experiment.yaml (digest a45b4633955c3a41), estimated on its own first part's cache. The runs
+run's is countdown_run/experiment.yaml (digest a45b4633955c3a41), estimated on its own first part's cache. The sixth
+run's is sixth_run/experiment.yaml (digest 2275cecbe94840e4), estimated on the fourth run's cache as it began; its
+estimate made before the run is sixth_run/estimate_before_run.json. The runs
 before TRL's fused LM head (9b79f4c: the smoke, second, third and fourth runs) are estimated with
 ``training.fused_lm_head: false``, as their code trained; the loop and fifth runs trained with it.
 """
@@ -46,6 +48,7 @@ SMOKE_COMMIT = "a5d4736"  # the commit the GPU smoke run measured
 CUT_1_DIGEST = "d53e6182a5cc9e8a"  # bench/study_run.py's digest of the fourth run's first cut's experiment file
 FIFTH_DIGEST = "a571c9e095ed8c99"  # and of the fifth run's
 COUNTDOWN_DIGEST = "a45b4633955c3a41"  # and of the Countdown run's evaluation call
+SIXTH_DIGEST = "2275cecbe94840e4"  # and of the sixth run's
 BEFORE_FUSED_HEAD = {"gpu_smoke", "second", "third", "fourth (cut 1)"}  # their code had no fused LM head (9b79f4c)
 
 
@@ -143,6 +146,13 @@ def main() -> None:
             "countdown_run",
             COUNTDOWN_DIGEST,
             "from its first part's cache; SFT's fused rate fitted in part on it",
+        )
+        cached_run(
+            Path(folder) / "sixth",
+            "sixth_run",
+            "fourth_run",
+            SIXTH_DIGEST,
+            "from the fourth run's cache; the failure judge refitted after it, not on it",
         )
     loop_rounds()
 

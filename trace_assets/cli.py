@@ -118,7 +118,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         },
     ]
     seeds = len(experiment.training.seeds)
-    all_evals = 0
+    all_evals = untrained_problems = trained_problems = 0
     # gpu.sleep_engines: the engine the teacher's stage leaves (the judge's where it started its own) sleeps
     # through SFT, and an evaluation engine of the same key wakes it rather than starting one
     asleep = (
@@ -159,6 +159,8 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
         checkpoints = runs + len(BASE_DATASETS)  # the untrained student is evaluated too, once per base arm
         evals = (len(experiment.datasets) * seeds + len(BASE_DATASETS)) * n_test
         all_evals += evals
+        untrained_problems += len(BASE_DATASETS) * n_test
+        trained_problems += len(experiment.datasets) * n_test
         woken = evals > 0 and wakes_for_evaluation(asleep, student)
         asleep = None  # woken, or stopped for another engine key
         rows.append(
@@ -177,7 +179,7 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
                 "gpus": 1,
             }
         )
-    judged = failure_judge_calls(experiment, all_evals)
+    judged = failure_judge_calls(experiment, untrained_problems, trained_problems, cached.failures)
     on_evaluation = failure_judge_on_evaluation_engine(experiment, trains=bool(experiment.datasets))
     rows.append(
         {
@@ -185,13 +187,17 @@ def plan(experiment: Experiment, rates: Rates | None = None) -> list[dict]:
             # (one Dagster run): on the evaluation engine where it shares it, else an engine of its own
             "asset": "failure_modes",
             "work": f"~{judged:,.0f} judge calls of {all_evals:,} answers ({judge.model}"
-            + (", on the evaluation engine)" if on_evaluation else ")"),
+            + (", on the evaluation engine" if on_evaluation else "")
+            + (f"; {cached.failures:,} failure verdicts cached)" if cached.failures else ")"),
             "gpu_hours": failure_judge_gpu_hours(
                 experiment,
                 all_evals,
                 rates,
                 cold=not on_evaluation and engines.cold(judge.model, judged),
                 engine=not on_evaluation,
+                untrained=untrained_problems,
+                trained=trained_problems,
+                cached_verdicts=cached.failures,
             ),
             "gpus": judge.gpus,
         }

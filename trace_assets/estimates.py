@@ -8,7 +8,7 @@ import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import polars as pl
@@ -41,15 +41,30 @@ ASSUMED_DECODE_STEP_S = 0.01
 # sleep (LLM.sleep level 1: 39.4 GiB freed, the 0.5 GiB of weights copied to CPU memory) and 0.05 s to wake,
 # SmolLM2-135M on an H100 (bench/results/gpu.json sections.engine_sleep), against a warm start's 60.7 s
 ENGINE_WAKE_S = 0.6
-# Answers the failure judge reads (wrong, and the rules can't say why), as a run with no cached verdicts
-# judges them: the failure_modes rows whose source is the judge (judge, rules+judge, unparsable) over the
-# answers, each untrained arm's answers once (they repeat for every seed; the judge sees one request), pooled
-# over the third, fourth and loop GPU runs' tables: 4,756 of 10,552, 22,236 of 30,337 and 3,112 of 3,957
-# (bench/results/gpu_study/*/tables.tar). It depends on the arms: every wrong answer of an arm that learned
-# (H: 35% of its answers), about half of the untrained zero-shot student's, ~92% of the others'. The
-# earlier figure, 2,906 of the third run's 10,552, counted the verdicts that run generated; the rest were
-# cache hits from the run before it, which a fresh run does not have.
-FAILURE_JUDGED_SHARE = (4756 + 22236 + 3112) / (10552 + 30337 + 3957)
+# The failure judge's prompts: one for each distinct wrong answer to a problem (its question, reference and the
+# answer) that the rules can't settle. Identical wrong answers make one request, so the prompts are far fewer than
+# the answers. Counted in the tables (bench/results/gpu_study/*/tables.tar: the distinct (problem, answer) pairs
+# among the judge's failure_modes rows; the fifth run's log has 4,034 cached + 2,713 generated = its 6,747), per
+# problem of an arm:
+# - the untrained arms (base and few-shot: the same answers for every seed): 1,911, 1,912, 1,910 and 1,913 prompts
+#   for 2 arms x 1,319 problems in the third, fourth, fifth and loop GPU runs;
+# - the trained arms, the prompts they add: 995 for 2 arms (third), 10,020 for 7 (fourth), 4,837 for 4 (fifth),
+#   all of 3 seeds, and 1,199 for the loop run's one arm of one seed. An arm adds about one prompt a problem
+#   whatever its seeds: its seeds, trained alike, mostly repeat each other's wrong answers (an arm that learned,
+#   H, adds fewer: it is mostly right).
+# The figure before (0.68 of all answers, seeds included) counted the judge's rows, duplicates included, and
+# overcharged the fifth and sixth runs 1.7-2.1x.
+FAILURE_PROMPTS_UNTRAINED = (1911 + 1912 + 1910 + 1913) / (4 * 2 * 1319)
+FAILURE_PROMPTS_TRAINED = (995 + 10020 + 4837 + 1199) / ((2 + 7 + 4 + 1) * 1319)
+# Of those prompts, the share whose verdict a carried cache already held when it held an earlier run's failure
+# verdicts of the same student on the same test problems: 4,034 of 6,747 in the fifth run (the fourth run's cache;
+# the same student gives many of the same wrong answers). Charged only on a cache holding failure verdicts of the
+# judge (cached_generations: CachedWork.failures), on at most that many prompts.
+FAILURE_CACHED_SHARE = 4034 / 6747
+# The step's own work per answer of a judged task, before its first verdict: reading the answers, the rules over
+# each wrong one, building the prompts and looking them up in the cache: 4 s for the loop run's 3,957 answers and
+# 15 s for the fifth run's 18,466 (the logs: step start to "N prompts cached, M to generate").
+FAILURE_ANSWER_S = (4 + 15) / (3957 + 18466)
 
 
 def model_billions(name: str) -> float:
@@ -211,24 +226,37 @@ def judged_task_share(experiment: Experiment) -> float:
     return judged / total if total else 0.0
 
 
-def failure_judge_calls(experiment: Experiment, answers: float) -> float:
-    """The failure judge's calls over ``answers``: the measured share the rules can't settle
-    (FAILURE_JUDGED_SHARE), of the tasks whose wrong answers go to the judge at all (:func:`judged_task_share`)."""
-    return answers * FAILURE_JUDGED_SHARE * judged_task_share(experiment)
+def failure_judge_calls(experiment: Experiment, untrained: float, trained: float, cached_verdicts: int = 0) -> float:
+    """The failure judge's generated verdicts: its distinct prompts over the untrained arms' problems
+    (``untrained``: arms x test problems) and the trained arms' (``trained``: arms x problems, whatever their
+    seeds) (FAILURE_PROMPTS_UNTRAINED, FAILURE_PROMPTS_TRAINED), of the tasks whose wrong answers go to the
+    judge at all (:func:`judged_task_share`), less those a cache holding ``cached_verdicts`` failure verdicts of
+    this judge answers (FAILURE_CACHED_SHARE, of at most that many)."""
+    prompts = (untrained * FAILURE_PROMPTS_UNTRAINED + trained * FAILURE_PROMPTS_TRAINED) * judged_task_share(experiment)
+    return prompts - FAILURE_CACHED_SHARE * min(prompts, cached_verdicts)
 
 
 def failure_judge_gpu_hours(
-    experiment: Experiment, answers: float, rates: Rates, cold: bool = False, engine: bool = True
+    experiment: Experiment,
+    answers: float,
+    rates: Rates,
+    cold: bool = False,
+    engine: bool = True,
+    *,
+    untrained: float,
+    trained: float,
+    cached_verdicts: int = 0,
 ) -> float:
-    """The failure judge over ``answers`` (failure_modes, a round's round_failures): its calls
-    (:func:`failure_judge_calls`) at the judge's verdict cost, plus its engine
-    start unless ``engine`` is False (a round's failure judge on its evaluation engine: then the judge's
-    weights are loaded into it, one swap)."""
+    """The failure judge over ``answers`` (failure_modes, a round's round_failures): the step's work per answer
+    (FAILURE_ANSWER_S), its generated verdicts (:func:`failure_judge_calls` of the ``untrained`` and ``trained``
+    arms' problems) at the judge's verdict cost, plus its engine start unless ``engine`` is False (a round's
+    failure judge on its evaluation engine: then the judge's weights are loaded into it, one swap)."""
     judge = experiment.judge
-    judged = failure_judge_calls(experiment, answers)
+    judged = failure_judge_calls(experiment, untrained, trained, cached_verdicts)
     verdict_tokens = completion_tokens(experiment)[1]
     hours = judge_gpu_hours(judged, verdict_tokens, model_billions(judge.model), rates, judge.gpus, cold, engine)
-    return hours + (rates.eval_swap_s / 3600 if judged > 0 and not engine else 0.0)
+    own = answers * judged_task_share(experiment) * FAILURE_ANSWER_S
+    return hours + (own + (rates.eval_swap_s if judged > 0 and not engine else 0.0)) / 3600
 
 
 def sft_tokens_per_s(billions: float, rates: Rates, processes: int = 1, compiled: bool = True, *, fused: bool) -> float:
@@ -384,10 +412,13 @@ CACHED_VERDICT_S = (2.1 + 2.8) / (16155 + 21600)
 
 @dataclass(frozen=True)
 class CachedWork:
-    """How much of the teacher's samples and the judge's verdicts the data folder's generation cache holds."""
+    """How much of the teacher's samples and the judge's verdicts the data folder's generation cache holds, and
+    how many failure verdicts of the judge (``failures``: of any answers; which of this run's answers they
+    cover is not known before the run, see FAILURE_CACHED_SHARE)."""
 
     teacher: int = 0
     judge: int = 0
+    failures: int = 0
 
 
 def cached_generations(experiment: Experiment, splits: ProblemSplits, database: Path) -> CachedWork:
@@ -397,16 +428,36 @@ def cached_generations(experiment: Experiment, splits: ProblemSplits, database: 
     where it generated the problems (``splits.frame``). Nothing (every sample charged as generated, an upper
     bound) otherwise: without the database, where it cannot be read at once (a writer holds it, an older
     schema), and with ``confidence.early_stop``, whose waves of one sample are keyed by wave."""
-    if splits.frame is None or not database.exists() or experiment.confidence.early_stop is not None:
+    if not database.exists():
         return CachedWork()
     import duckdb
 
     from trace_assets.migrations import SchemaVersionError
 
     try:
-        return _cached_generations(experiment, splits, database)
+        failures = cached_failure_verdicts(experiment.judge.model, database)
+        if splits.frame is None or experiment.confidence.early_stop is not None:
+            return CachedWork(failures=failures)
+        return replace(_cached_generations(experiment, splits, database), failures=failures)
     except (duckdb.Error, SchemaVersionError):
         return CachedWork()
+
+
+def cached_failure_verdicts(judge: str, database: Path) -> int:
+    """The failure judge's verdicts of ``judge`` in the generation cache at ``database``: its replies are guided
+    JSON objects whose first field is the category (reporting.failures.FAILURE_SCHEMA), which the trace
+    judge's (``conforms``) and every other reply are not."""
+    from trace_assets.generation.cache_store import CACHE_TABLE
+    from trace_assets.storage import connect, table_names
+
+    with connect(database, read_only=True, attempts=1) as connection:
+        if CACHE_TABLE not in table_names(connection):
+            return 0
+        row = connection.execute(
+            f"SELECT count(*) FROM {CACHE_TABLE} WHERE model = ? AND regexp_matches(text, '^\\s*\\{{\\s*\"category\"')",
+            [judge],
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _cached_generations(experiment: Experiment, splits: ProblemSplits, database: Path) -> CachedWork:

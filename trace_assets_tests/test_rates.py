@@ -8,7 +8,12 @@ import re
 import pytest
 
 from trace_assets.cli import dry_run, main, plan
-from trace_assets.estimates import FAILURE_JUDGED_SHARE, model_billions
+from trace_assets.estimates import (
+    FAILURE_ANSWER_S,
+    FAILURE_PROMPTS_TRAINED,
+    FAILURE_PROMPTS_UNTRAINED,
+    model_billions,
+)
 from trace_assets.experiment import PROJECT_ROOT, DatasetRecipe, RevisionConfig, database_path, load_experiment
 from trace_assets.loop.rounds import round_gpu_hours
 from trace_assets.rates import BUILT_IN, BenchResultsError, load_rates
@@ -241,6 +246,13 @@ def seconds(experiment) -> dict[str, float]:
     return {row["asset"].split("[")[0]: row["gpu_hours"] * 3600 for row in plan(experiment)}
 
 
+def failure_work_s(answers: int, untrained_arms: int, trained_arms: int, problems: int = 1319) -> float:
+    """The failure judge's seconds past its engine: its own work on every answer, and a verdict (6.5 ms) for
+    each of its distinct prompts, of the untrained and the trained arms' problems (whatever their seeds)."""
+    prompts = problems * (untrained_arms * FAILURE_PROMPTS_UNTRAINED + trained_arms * FAILURE_PROMPTS_TRAINED)
+    return answers * FAILURE_ANSWER_S + prompts * 0.0065
+
+
 def test_a_small_study_is_estimated_from_its_measured_figures(results_file, small_study):
     results_file(WITH_STUDY)
     steps = seconds(small_study)
@@ -258,10 +270,11 @@ def test_a_small_study_is_estimated_from_its_measured_figures(results_file, smal
     assert steps["eval_results"] == pytest.approx(163.5 + answers * 256 * 0.5 / 32427.0 + 7 * 0.275)
     # failure judging, in the evaluation's stage: on its engine (the judge is the student's model under the
     # evaluation's engine settings), one swap back to the base weights, the measured seconds a verdict for the
-    # measured share of answers; a judge of other engine settings starts a (warm) engine of its own
-    assert steps["failure_modes"] == pytest.approx(0.275 + answers * FAILURE_JUDGED_SHARE * 0.0065)
+    # distinct prompts of the two untrained and two trained arms (seeds repeat each other's wrong answers), and its
+    # own work on every answer; a judge of other engine settings starts a (warm) engine of its own
+    assert steps["failure_modes"] == pytest.approx(0.275 + failure_work_s(answers, 2, 2))
     other = small_study.model_copy(update={"judge": small_study.judge.model_copy(update={"max_model_len": 4096})})
-    assert seconds(other)["failure_modes"] == pytest.approx(42.9 + answers * FAILURE_JUDGED_SHARE * 0.0065)
+    assert seconds(other)["failure_modes"] == pytest.approx(42.9 + failure_work_s(answers, 2, 2))
 
 
 def test_a_teacher_starts_the_cold_engine_and_compiling_costs_a_compile_a_run(results_file, small_study):
@@ -331,9 +344,8 @@ def test_the_judge_starts_an_engine_unless_it_shares_the_teachers(results_file, 
     assert steps["judged_traces"] == pytest.approx(start + generations * 0.0065)
     # the failure judge runs in the evaluation's stage: on the evaluation engine where it is the student's model
     # under its engine settings (a swap back to the base weights), else an engine start, warm (its model ran before)
-    answers = (2 * 3 + 2) * 1319 * FAILURE_JUDGED_SHARE
     own_engine = 42.9 * judge.tensor_parallel_size if change else 0.275
-    assert steps["failure_modes"] == pytest.approx(own_engine + answers * 0.0065)
+    assert steps["failure_modes"] == pytest.approx(own_engine + failure_work_s((2 * 3 + 2) * 1319, 2, 2))
 
 
 @pytest.mark.parametrize(("model", "small"), [("org/Tiny-0.2B", True), ("org/Mid-0.3B", False), ("Qwen/Qwen2.5-7B", False)])
@@ -491,7 +503,8 @@ def test_what_the_generation_cache_holds_is_read_back_not_generated(results_file
     """The fifth GPU run's cut found every teacher sample and verdict in the fourth run's carried cache: dry-run
     builds the same request keys as the GPU run did (16,160 samples; verdicts on 16,155 distinct prompts, so on
     every trace), charges reading them back instead of generating, and so no engine for the teacher: the
-    evaluation's engine is then the run's first, cold (the run's ~170 s start, charged warm before)."""
+    evaluation's engine is then the run's first, cold (the run's ~170 s start, charged warm before). It also
+    holds the fourth run's failure verdicts, one per distinct prompt that run's judge was asked (11,932)."""
     import os
     from pathlib import Path
 
@@ -503,7 +516,7 @@ def test_what_the_generation_cache_holds_is_read_back_not_generated(results_file
     fresh = seconds(experiment)
     data = Path(os.environ["TRACE_ASSETS_DATA_DIR"])
     load_cache(data, [PROJECT_ROOT / "bench" / "results" / "gpu_study" / "fourth_run" / "generation_cache"])
-    assert cached_generations(experiment, problem_splits(experiment), database_path(data)) == CachedWork(16160, 16160)
+    assert cached_generations(experiment, problem_splits(experiment), database_path(data)) == CachedWork(16160, 16160, 11932)
     cached = seconds(experiment)
     assert cached["teacher_traces"] == pytest.approx(16160 * CACHED_SAMPLE_S)  # (WITH_STUDY has no GGUF figure)
     assert cached["judged_traces"] == pytest.approx(16160 * CACHED_VERDICT_S)
@@ -518,7 +531,7 @@ def test_what_the_generation_cache_holds_is_read_back_not_generated(results_file
             )
         }
     )
-    assert cached_generations(other, problem_splits(other), database_path(data)) == CachedWork()
+    assert cached_generations(other, problem_splits(other), database_path(data)) == CachedWork(failures=11932)
 
 
 def test_a_cache_dry_run_cannot_read_at_once_counts_as_empty(results_file, tmp_path):
@@ -626,7 +639,7 @@ def test_a_round_is_charged_the_engines_it_starts(results_file, gpu_loop, change
 
 
 def test_a_round_counts_its_work_at_the_study_steps_rates(results_file, gpu_loop):
-    from trace_assets.estimates import ASSUMED_DECODE_STEP_S, FAILURE_JUDGED_SHARE, problem_splits
+    from trace_assets.estimates import ASSUMED_DECODE_STEP_S, problem_splits
     from trace_assets.loop.revision import REVISION_MAX_TOKENS
     from trace_assets.loop.rounds import round_steps
 
@@ -644,8 +657,8 @@ def test_a_round_counts_its_work_at_the_study_steps_rates(results_file, gpu_loop
     assert revised["round_checkpoints"] == first["round_checkpoints"] == pytest.approx(seconds(gpu_loop)["checkpoints"] - 48.6)
     # validation and test answers of the one checkpoint, half of max_tokens each, in one engine
     assert revised["round_evals"] == pytest.approx(42.9 + (305 + 1319) * 256 * 0.5 / 32427.0)
-    # the failure judge reads the validation answers' judged share on the evaluation's engine: its weights loaded
-    assert revised["round_failures"] == pytest.approx(305 * FAILURE_JUDGED_SHARE * 0.0065 + rates.eval_swap_s)
+    # the failure judge reads the validation answers of the round's one arm on the evaluation's engine: its weights loaded
+    assert revised["round_failures"] == pytest.approx(failure_work_s(305, 0, 1, problems=305) + rates.eval_swap_s)
 
 
 def test_with_sleep_engines_a_round_wakes_the_engines_it_would_start(results_file, gpu_loop):
@@ -740,26 +753,86 @@ def test_a_local_model_not_yet_built_in_the_data_folder_is_charged_to_the_first_
     assert seconds(with_teacher) == pytest.approx(before["teacher"])  # the data folder has it: nothing to build
 
 
-def test_the_failure_judges_share_is_what_the_committed_runs_judged():
-    """FAILURE_JUDGED_SHARE is the pooled share of answers whose failure category the judge gave, in the
-    tables of the GPU runs it names, each untrained arm's answers once (repeated for every seed, one
-    request to the judge): recounted from them."""
+def test_the_failure_judges_prompts_a_problem_are_what_the_committed_runs_asked():
+    """FAILURE_PROMPTS_UNTRAINED and FAILURE_PROMPTS_TRAINED are the judge's distinct prompts (one per distinct
+    wrong answer to a problem) over the untrained arms' problems and the prompts the trained arms add over
+    theirs (each arm's problems once, whatever its seeds), in the tables of the GPU runs they name: recounted
+    from them. The fifth run's count is its log's cached plus generated prompts (4,034 + 2,713)."""
     import polars as pl
 
     from bench.gpu_study import read_tables
     from trace_assets.experiment import BASE_DATASETS
 
-    def once(frame: pl.DataFrame) -> pl.DataFrame:
-        base = pl.col("dataset").is_in(list(BASE_DATASETS))
-        return pl.concat([frame.filter(~base), frame.filter(base).unique(["dataset", "student", "problem_id"])])
-
-    judged = answers = 0
-    for run in ("third_run", "fourth_run", "loop_run"):
+    counts = {"untrained": [0, 0], "trained": [0, 0]}  # prompts, arm problems
+    for run in ("third_run", "fourth_run", "fifth_run", "loop_run"):
         tables = read_tables(PROJECT_ROOT / "bench" / "results" / "gpu_study" / run / "tables.tar")
-        judged += once(tables["failure_modes"]).filter(pl.col("source").is_in(["judge", "rules+judge", "unparsable"])).height
-        answers += once(tables["eval_results"]).height
-    assert judged / answers == pytest.approx(FAILURE_JUDGED_SHARE)
-    assert 0.6 < FAILURE_JUDGED_SHARE < 0.75  # most answers of arms that learned nothing are judged
+        keys = ["dataset", "student", "seed", "problem_id"]
+        judged = (
+            tables["failure_modes"]
+            .filter(pl.col("source").is_in(["judge", "rules+judge", "unparsable"]))
+            .join(tables["eval_results"].select([*keys, "completion"]), on=keys)
+        )
+        base = pl.col("dataset").is_in(list(BASE_DATASETS))
+        untrained = judged.filter(base).select("problem_id", "completion").unique()
+        added = (
+            judged.filter(~base)
+            .select("problem_id", "completion")
+            .unique()
+            .join(untrained, on=["problem_id", "completion"], how="anti")
+        )
+        arms = tables["eval_results"].select("dataset", "student", "problem_id").unique()
+        counts["untrained"][0] += untrained.height
+        counts["untrained"][1] += arms.filter(base).height
+        counts["trained"][0] += added.height
+        counts["trained"][1] += arms.filter(~base).height
+        if run == "fifth_run":
+            assert untrained.height + added.height == 4034 + 2713
+    assert counts["untrained"][0] / counts["untrained"][1] == pytest.approx(FAILURE_PROMPTS_UNTRAINED)
+    assert counts["trained"][0] / counts["trained"][1] == pytest.approx(FAILURE_PROMPTS_TRAINED)
+    # the untrained student's wrong answers are mostly distinct; a trained arm adds about one prompt a problem
+    assert 0.65 < FAILURE_PROMPTS_UNTRAINED < 0.8 and 0.8 < FAILURE_PROMPTS_TRAINED < 1.0
+
+
+def test_a_cache_holding_failure_verdicts_spares_their_share(tmp_path, small_study):
+    """dry-run counts the judge's failure verdicts a carried cache holds (the replies whose first field is the
+    category, of the judge's model only) and charges FAILURE_CACHED_SHARE of the prompts, at most that many, as
+    read from it."""
+    import polars as pl
+
+    from trace_assets.estimates import FAILURE_CACHED_SHARE, cached_failure_verdicts, failure_judge_calls
+    from trace_assets.generation.cache_store import CACHE_SCHEMA, add_missing_rows
+
+    judge = small_study.judge.model
+    texts = [('{"category": "arithmetic_slip", "reason": "x"}', judge)] * 3 + [
+        ('{ "category": "misread", "reason": "y"}', judge),
+        ('{"conforms": true, "failed_criteria": [], "reason": "z"}', judge),  # the trace judge's
+        ('{"category": "misread", "reason": "w"}', "other-model"),
+        ("The answer is 4.", judge),
+    ]
+    rows = pl.DataFrame(
+        [
+            {
+                "request_hash": f"k{i}",
+                "sample_index": 0,
+                "model": model,
+                "text": text,
+                "finish_reason": "stop",
+                "prompt_tokens": 1,
+                "output_tokens": 1,
+                "token_logprobs": None,
+                "token_ends": None,
+            }
+            for i, (text, model) in enumerate(texts)
+        ],
+        schema=CACHE_SCHEMA,
+    )
+    database = tmp_path / "cache.duckdb"
+    assert add_missing_rows(database, rows) == len(texts)
+    assert cached_failure_verdicts(judge, database) == 4
+    fresh = failure_judge_calls(small_study, 1000, 1000)
+    assert fresh == pytest.approx(1000 * (FAILURE_PROMPTS_UNTRAINED + FAILURE_PROMPTS_TRAINED))
+    assert failure_judge_calls(small_study, 1000, 1000, 4) == pytest.approx(fresh - 4 * FAILURE_CACHED_SHARE)
+    assert failure_judge_calls(small_study, 1000, 1000, 10**6) == pytest.approx(fresh * (1 - FAILURE_CACHED_SHARE))
 
 
 def test_a_hub_id_students_trained_checkpoints_leave_the_failure_judge_an_engine_of_its_own(results_file, small_study):
@@ -771,10 +844,12 @@ def test_a_hub_id_students_trained_checkpoints_leave_the_failure_judge_an_engine
     students = {"student": small_study.students["smollm2"].model_copy(update={"model": hub})}
     judge = small_study.judge.model_copy(update={"model": hub})
     trained = small_study.model_copy(update={"students": students, "judge": judge})
-    answers = (2 * 3 + 2) * 1319 * FAILURE_JUDGED_SHARE
-    assert seconds(trained)["failure_modes"] == pytest.approx(42.9 + answers * 0.0065)  # warm: the student's model ran
+    answers = (2 * 3 + 2) * 1319
+    assert seconds(trained)["failure_modes"] == pytest.approx(
+        42.9 + failure_work_s(answers, 2, 2)
+    )  # warm: the student's model ran
     untrained = trained.model_copy(update={"datasets": {}, "contrasts": [], "comparisons": None, "token_matching": []})
-    assert seconds(untrained)["failure_modes"] == pytest.approx(0.275 + 2 * 1319 * FAILURE_JUDGED_SHARE * 0.0065)
+    assert seconds(untrained)["failure_modes"] == pytest.approx(0.275 + failure_work_s(2 * 1319, 2, 0))
 
 
 def test_the_failure_judge_is_charged_only_for_the_tasks_whose_wrong_answers_it_reads(results_file, small_study):
@@ -792,4 +867,6 @@ def test_the_failure_judge_is_charged_only_for_the_tasks_whose_wrong_answers_it_
     assert judged_task_share(both) == pytest.approx(0.5)  # the same n_test for each task
     row = next(row for row in plan(both) if row["asset"] == "failure_modes")
     answers = float(row["work"].split(" judge calls of ")[1].split(" ")[0].replace(",", ""))
-    assert row["work"].startswith(f"~{answers * FAILURE_JUDGED_SHARE * 0.5:,.0f} judge calls")
+    # two untrained and two trained arms of (6 + 2) evaluations a problem, half of them the word problems'
+    prompts = answers / 8 * 2 * (FAILURE_PROMPTS_UNTRAINED + FAILURE_PROMPTS_TRAINED)
+    assert row["work"].startswith(f"~{prompts * 0.5:,.0f} judge calls")

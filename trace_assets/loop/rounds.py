@@ -227,6 +227,8 @@ def round_steps(
         rates,
         cold=not on_evaluation and cold(judge.model, validation_answers),
         engine=not on_evaluation,
+        untrained=0,
+        trained=len(recipes) * splits.validation * len(experiment.students),
     )
     return {step: hours * 3600 for step, hours in steps.items()}
 
