@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -106,6 +107,12 @@ def merge_results(path: Path, section: str, figures: dict, summary: dict, stale:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({section: figures, **summary}, indent=2))
+
+
+def progress(message: str) -> None:
+    """A line in the log (stderr) as each part of a section ends, with its seconds: a call cut off by its
+    time limit still shows how far it got and what each part took."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 def test_problems(count: int):
@@ -185,7 +192,9 @@ def like_for_like(model: str, name: str, messages: list, work: Path, memory: flo
     prompts_path = work / f"prompts-{name}.json"
     prompts_path.write_text(json.dumps(messages))
     shapes = [{"name": shape, **params} for shape, params in GENERATION_SHAPES.items()]
+    started = time.perf_counter()
     bare = {run["shape"]: run for run in bare_generation(model, prompts_path, shapes, memory, repeats=2)}
+    progress(f"bare {name} done in {time.perf_counter() - started:.1f} s")
     ours: dict = {}
     for shape, params in GENERATION_SHAPES.items():
         data = DataResource(data_dir=str(work / f"ours-{name}-{shape}"))  # an empty cache: everything is generated
@@ -201,6 +210,7 @@ def like_for_like(model: str, name: str, messages: list, work: Path, memory: flo
                 key_name = f"{spec.name}#call{repeat}"
                 requests = [Request(request_key(m, key_name, sampling), m, logprobs=with_logprobs) for m in messages]
                 calls.append(our_generation(generation, spec, sampling, requests))
+                progress(f"ours {name} {shape} call {repeat + 1} done in {calls[-1]['wall_s']:.1f} s")
         finally:
             generation.close()
         ours[shape] = {
@@ -210,36 +220,56 @@ def like_for_like(model: str, name: str, messages: list, work: Path, memory: flo
             "first_call": calls[0],
             "ratio_vs_bare": round(calls[-1]["output_tokens_per_s"] / bare[shape]["output_tokens_per_s"], 3),
         }
-    return {"model": model, "prompts": len(messages), "bare": bare, "ours": ours}
+    return {"device": device_name(), "model": model, "prompts": len(messages), "bare": bare, "ours": ours}
+
+
+GENERATION_MODELS = ("random", "smollm2")
+
+
+def generation_figures(recorded: dict, runs: dict[str, dict]) -> tuple[dict, dict, tuple[str, ...]]:
+    """The generation section, its headline figures and the stale top-level keys after a call that ran the
+    models in ``runs`` (``random``, ``smollm2``: like_for_like's figures, each with its device; ``random``'s
+    with the model's ``parameters`` too). A model not run keeps what ``recorded`` (the section gpu.json
+    holds) has for it, and its headline figures are left alone, so one call per model builds the section.
+    The random model's figures are the section's top level, where dry-run reads them (parameters,
+    ours.<shape>); SmolLM2's are under ``smollm2``."""
+    if "random" in runs:
+        section = {**runs["random"], **({"smollm2": recorded["smollm2"]} if "smollm2" in recorded else {})}
+    else:
+        section = dict(recorded)
+    if "smollm2" in runs:
+        section["smollm2"] = runs["smollm2"]
+    summary = {}
+    for name, suffix in (("random", ""), ("smollm2", "_smollm2")):
+        if name in runs:
+            summary[f"generation_ratio_greedy{suffix}"] = runs[name]["ours"]["greedy"]["ratio_vs_bare"]
+            summary[f"generation_ratio_sampled_flat{suffix}"] = runs[name]["ours"]["sampled"]["ratio_vs_bare"]
+    # against a bare script reading log-probabilities as dicts, not like for like (issue 25)
+    stale = ("generation_ratio_sampled",) if "random" in runs else ()
+    return section, summary, stale
 
 
 def generation_section(args) -> None:
     """The teacher's (sampled, flat log-probabilities) and the evaluation's (greedy) shapes, like for like
     (issue 25): a random-weight 0.4B model, whose answers run to max_tokens, and SmolLM2-135M-Instruct's real
-    weights, whose answers stop early and vary in length, so per-completion costs show."""
+    weights, whose answers stop early and vary in length, so per-completion costs show. Each model is about
+    five minutes on an H100 (four engine starts, ~60 s each cold): ``--models random`` and ``--models smollm2``
+    run one each, in a device call of its own, and the second merges beside the first's figures."""
     from trace_assets.models import LOCAL_PREFIX, SMOLLM2, resolve_model
 
     work = Path(args.work)
-    model, parameters = build_model(args.tokenizer, work / "model", args.layers, args.hidden)
     messages = [[{"role": "user", "content": p.question}] for p in test_problems(args.prompts)]
-    random = like_for_like(model, "random", messages, work, args.memory)
-    smollm2 = like_for_like(resolve_model(LOCAL_PREFIX + SMOLLM2, work / "models"), "smollm2", messages, work, args.memory)
-    # the random model's figures where dry-run reads them (parameters, ours.<shape>), SmolLM2's beside them
-    figures = {"parameters": parameters, **random, "smollm2": smollm2}
-    merge_results(
-        Path(args.output),
-        "generation",
-        figures,
-        {
-            "device": device_name(),
-            "generation_ratio_greedy": random["ours"]["greedy"]["ratio_vs_bare"],
-            "generation_ratio_sampled_flat": random["ours"]["sampled"]["ratio_vs_bare"],
-            "generation_ratio_greedy_smollm2": smollm2["ours"]["greedy"]["ratio_vs_bare"],
-            "generation_ratio_sampled_flat_smollm2": smollm2["ours"]["sampled"]["ratio_vs_bare"],
-        },
-        # against a bare script reading log-probabilities as dicts, not like for like (issue 25)
-        stale=("generation_ratio_sampled",),
-    )
+    runs = {}
+    if "random" in args.models:
+        model, parameters = build_model(args.tokenizer, work / "model", args.layers, args.hidden)
+        runs["random"] = {**like_for_like(model, "random", messages, work, args.memory), "parameters": parameters}
+    if "smollm2" in args.models:
+        smollm2 = resolve_model(LOCAL_PREFIX + SMOLLM2, work / "models")
+        runs["smollm2"] = like_for_like(smollm2, "smollm2", messages, work, args.memory)
+    output = Path(args.output)
+    recorded = json.loads(output.read_text()).get("sections", {}).get("generation", {}) if output.exists() else {}
+    section, summary, stale = generation_figures(recorded, runs)
+    merge_results(output, "generation", section, {"device": device_name(), **summary}, stale)
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -282,9 +312,19 @@ def bare_eval(prompts_path: Path, checkpoints: list[str], memory: float) -> list
 
 
 def eval_section(args) -> None:
-    """K checkpoints through the path eval_results takes (GenerationResource.generate_many: the DuckDB
-    cache, one engine, each checkpoint's weights loaded in turn) against a plain vLLM script doing the
-    same in one engine (bench/bare_eval.py: the same weight reload) and against K fresh bare engines."""
+    """K checkpoints (``--checkpoints``, 4 by default) through the path eval_results takes
+    (GenerationResource.generate_many: the DuckDB cache, one engine, each checkpoint's weights loaded in
+    turn) against a plain vLLM script doing the same in one engine (bench/bare_eval.py: the same weight
+    reload) and against a fresh bare engine per checkpoint.
+
+    Sized for one device call (at most 600 s): on an H100 the model and its perturbed copies take ~10 s a
+    checkpoint, ours an engine start (~65 s) and ~16 s a checkpoint, bare one engine about as much, and
+    a fresh engine ~70 s each; K=8 with two fresh engines did not fit the 370 s call it was given. So K is
+    4 with one fresh engine (~6.5 minutes). ``--fresh-engines 0`` takes the fresh-engine figure from the
+    one-engine run's first checkpoint instead, its engine's start (import included) and its generate: what
+    a fresh engine does for one checkpoint, derived rather than measured. Both
+    ratios are per checkpoint with the engine starts shared by the K checkpoints, on both sides alike, so
+    they compare only at one K: the section and the headline record it (``checkpoints``, ``eval_checkpoints``)."""
     from trace_assets.answers import extract_answer, numbers_match
     from trace_assets.generation.cached import prompt_request
     from trace_assets.generation.types import ModelSpec, Sampling
@@ -293,8 +333,10 @@ def eval_section(args) -> None:
     from trace_assets.training.format import student_prompt
 
     work = Path(args.work)
+    started = time.perf_counter()
     base, _ = build_model(args.tokenizer, work / "model", args.layers, args.hidden)
     paths = [base, *perturbed_copies(base, work / "checkpoints", args.checkpoints - 1, args.noise)]
+    progress(f"model and {len(paths) - 1} perturbed copies ready in {time.perf_counter() - started:.1f} s")
     tokenizer = load_tokenizer(base)
     problems = test_problems(args.prompts)
     prompts = [student_prompt(p.question, tokenizer) for p in problems]
@@ -316,14 +358,23 @@ def eval_section(args) -> None:
     finally:
         generation.close()
     ours_wall = time.perf_counter() - started
+    progress(f"ours {len(jobs)} checkpoints done in {ours_wall:.1f} s")
     stats = [result.stats for result in results]
     texts = [{key: completion.text for (key, _), completion in result.completions.items()} for result in results]
 
     (prompts_path := work / "raw_prompts.json").write_text(json.dumps(prompts))
+    started = time.perf_counter()
     one_engine = bare_eval(prompts_path, paths, args.memory)
-    fresh = [bare_eval(prompts_path, [path], args.memory)[0] for path in paths[: args.fresh_engines]]
+    progress(f"bare one engine, {len(paths)} checkpoints, done in {time.perf_counter() - started:.1f} s")
+    fresh = []
+    for path in paths[: args.fresh_engines]:
+        started = time.perf_counter()
+        fresh += bare_eval(prompts_path, [path], args.memory)
+        progress(f"bare fresh engine {len(fresh)} done in {time.perf_counter() - started:.1f} s")
     one_engine_s = one_engine[0]["startup_s"] + sum(run["load_s"] + run["generate_s"] for run in one_engine)
-    fresh_per_checkpoint_s = statistics.mean(run["startup_s"] + run["generate_s"] for run in fresh)
+    # without engines of their own: the one engine's start and first checkpoint, what a fresh engine does for one
+    fresh_runs = fresh or one_engine[:1]
+    fresh_per_checkpoint_s = statistics.mean(run["startup_s"] + run["load_s"] + run["generate_s"] for run in fresh_runs)
 
     def accuracy(by_prompt: list[str]) -> float:
         return sum(numbers_match(extract_answer(text).answer, str(p.answer)) for text, p in zip(by_prompt, problems)) / len(
@@ -353,8 +404,9 @@ def eval_section(args) -> None:
         },
         "bare_fresh_engines": {
             "engines": len(fresh),
-            "startup_s": [run["startup_s"] for run in fresh],
-            "generate_s": [run["generate_s"] for run in fresh],
+            **({} if fresh else {"from": "bare_one_engine's start and first checkpoint (no engines of their own)"}),
+            "startup_s": [run["startup_s"] for run in fresh_runs],
+            "generate_s": [run["generate_s"] for run in fresh_runs],
             "per_checkpoint_s": round(fresh_per_checkpoint_s, 2),
         },
         "eval_ratio_vs_bare_one_engine": round(per_checkpoint / (one_engine_s / len(jobs)), 3),
@@ -371,7 +423,8 @@ def eval_section(args) -> None:
         "in one engine timed from its import to the last answer (bench/bare_eval.py); random weights: accuracies are ~0 "
         "by construction, and near-flat logits make greedy bf16 completions sensitive to batch composition, so the "
         "identical share is lower than with trained weights; the share identical to the previous checkpoint shows the "
-        "swap changed the weights",
+        "swap changed the weights; both ratios are per checkpoint with the engine starts shared by `checkpoints` "
+        "checkpoints on both sides, comparable only at the same count",
     }
     merge_results(
         Path(args.output),
@@ -574,7 +627,7 @@ def bare_loop(
         as_tensor = lambda values: torch.tensor([values], device="cuda")  # noqa: E731
         return as_tensor(ids), as_tensor(labels), as_tensor(positions), real
 
-    warmup, marks = 3, []
+    warmup, marks, losses, norms = 3, [], [], []
     for step in range(steps):
         ids, labels, positions, real = batch(step)
         if fused:
@@ -583,14 +636,33 @@ def bare_loop(
         else:
             loss = compiled(input_ids=ids, position_ids=positions, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the Trainer does (max_grad_norm 1.0)
+        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))  # as the Trainer does (max_grad_norm 1.0)
+        losses.append(loss.detach())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
         marks.append((time.perf_counter(), real))
     measured = marks[warmup:]
     tokens = sum(real for _, real in measured[1:])
-    return {"tokens_per_s": tokens / (measured[-1][0] - measured[0][0]), "final_loss": float(loss.detach()), "rows": len(rows)}
+    # read once after the loop (no per-step host sync): where a run that ends non-finite first went wrong
+    first_bad = lambda values: next((i for i, ok in enumerate(torch.stack(values).isfinite().tolist()) if not ok), None)  # noqa: E731
+    return {
+        "tokens_per_s": tokens / (measured[-1][0] - measured[0][0]),
+        "final_loss": float(loss.detach()),
+        "rows": len(rows),
+        "first_loss": float(losses[0]),
+        "first_nonfinite_loss_step": first_bad(losses),
+        "first_nonfinite_grad_norm_step": first_bad(norms),
+    }
+
+
+def loss_error(final_loss: dict) -> str | None:
+    """Why the SFT section records no headline figures, when a side's final loss (``final_loss``: side to
+    value, None where none was logged) is not a finite number; None when both are. A run whose loss went
+    NaN still runs at full speed (the fused head's NaN run gave MFU 0.38, ratio 1.01), but it trained
+    nothing, so its tokens/s is not a figure of training."""
+    bad = [f"{side} {loss}" for side, loss in final_loss.items() if loss is None or not math.isfinite(loss)]
+    return f"final loss not finite ({', '.join(bad)}): no headline figures recorded" if bad else None
 
 
 def sft_section(args) -> None:
@@ -661,12 +733,21 @@ def sft_section(args) -> None:
         "log_every": args.log_every,
         "ours_real_token_fraction": round(real_fraction, 4),
         "ratio_vs_bare": round(ours_rate / bare["tokens_per_s"], 3),
-        "final_loss": {
-            "bare": round(bare["final_loss"], 3),
-            "ours": [r["train_loss"] for r in result.log if r["train_loss"]][-1:],
-        },
+        # the bare loop's step-0 loss and first non-finite step: NaN from the start or a run gone wrong later
+        "bare_losses": {key: bare[key] for key in ("first_loss", "first_nonfinite_loss_step", "first_nonfinite_grad_norm_step")},
     }
     figures["loss"] = "TRL's fused LM head" if fused else "the model's own, over the full logits"
+    logged = [r["train_loss"] for r in result.log if r["train_loss"] is not None]
+    final_loss = {"bare": bare["final_loss"], "ours": logged[-1] if logged else None}
+    # NaN as text: gpu.json stays JSON that every reader parses
+    figures["final_loss"] = {
+        side: round(v, 3) if v is not None and math.isfinite(v) else str(v) for side, v in final_loss.items()
+    }
+    error = loss_error(final_loss)
+    if error:
+        figures["error"] = error
+        merge_results(Path(args.output), "sft" if fused else "sft_full_logits", figures, {})
+        raise SystemExit(f"bench/gpu.py sft: {error}")
     # the study's setting (training.fused_lm_head, on) gives the headline figures; --full-logits the comparison
     summary = {
         "device": device_name(),
@@ -685,8 +766,20 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "gpu.json"))
     parser.add_argument("--memory", type=float, default=0.5, help="vLLM gpu_memory_utilization, both sides")
     parser.add_argument("--prompts", type=int, default=1319)
-    parser.add_argument("--checkpoints", type=int, default=8)
-    parser.add_argument("--fresh-engines", type=int, default=8, help="eval: checkpoints also run in a fresh bare engine each")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=GENERATION_MODELS,
+        default=list(GENERATION_MODELS),
+        help="generation: the models to run (one call each on the device tool); the others' recorded figures stay",
+    )
+    parser.add_argument("--checkpoints", type=int, default=4, help="eval: K, the base and K-1 perturbed copies")
+    parser.add_argument(
+        "--fresh-engines",
+        type=int,
+        default=1,
+        help="eval: checkpoints also run in a fresh bare engine each (0: derived from the one bare engine's start and first checkpoint)",
+    )
     parser.add_argument("--noise", type=float, default=0.02)
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--max-length", type=int, default=4096)

@@ -4,7 +4,10 @@
 # installs the offline wheels once (kept in /tmp/site while the machine stays warm), builds SmolLM2-135M-Instruct's
 # folder from its GGUF once (its tokenizer is the sections' --tokenizer; the sleep and generation sections use its
 # weights too), and runs the section with $OUT/gpu.json, a copy of the committed bench/results/gpu.json, as its
-# output: the file that comes back is the committed one with the section's figures merged in.
+# output: the file that comes back is the committed one with the section's figures merged in. Copy it over
+# bench/results/gpu.json before the next call, so that call merges into it (generation --models random, then
+# --models smollm2, keep each other's figures). The log keeps a "bench: ... done in N s" line per part, so a
+# call cut off by its limit still tells how far it got (docs/benchmarks.md has the calls and their times).
 set -u -o pipefail
 section=${1:?section}; shift
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
