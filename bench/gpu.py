@@ -584,7 +584,14 @@ def pack_rows(token_lists: list[tuple[list[int], list[int]]], max_length: int) -
 
 
 def bare_loop(
-    model_path: str, examples: list[dict], max_length: int, rows_per_step: int, steps: int, lr: float, fused: bool = True
+    model_path: str,
+    examples: list[dict],
+    max_length: int,
+    rows_per_step: int,
+    steps: int,
+    lr: float,
+    fused: bool = True,
+    compiling: bool = True,
 ) -> dict:
     """A hand-written packed SFT loop: flattened rows, position ids restarting per example (the
     document mask), completion-only labels, bf16, fused AdamW, torch.compile, TRL's fused LM head
@@ -612,7 +619,7 @@ def bare_loop(
         add_fused_lm_head(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model) if compiling else model  # eager (--eager): as the GPU study trains
 
     def batch(step: int):
         chosen = [rows[(step * rows_per_step + i) % len(rows)] for i in range(rows_per_step)]
@@ -688,7 +695,10 @@ def sft_section(args) -> None:
     peak = peak_flops(device_name())
 
     fused = not args.full_logits
-    bare = bare_loop(model, examples, args.max_length, args.rows_per_step, args.steps, 1e-5, fused)
+    # --eager: neither side compiled, as experiments/gpu_study.yaml trains (training.compile: false); every study
+    # run with the fused head trained eagerly and learned, where this bench's compiled fused run went NaN
+    section = ("sft" if fused else "sft_full_logits") + ("_eager" if args.eager else "")
+    bare = bare_loop(model, examples, args.max_length, args.rows_per_step, args.steps, 1e-5, fused, not args.eager)
     torch.cuda.empty_cache()
     training = TrainingConfig(
         fused_lm_head=fused,
@@ -699,6 +709,7 @@ def sft_section(args) -> None:
         eval_fraction=0.0,
         learning_rate=1e-5,
         logging_steps=args.log_every,
+        compile=not args.eager,
     )
     # the checkpoints asset's path: a torchrun process on the claimed card, timed from launch to saved model
     started = time.perf_counter()
@@ -737,6 +748,7 @@ def sft_section(args) -> None:
         "bare_losses": {key: bare[key] for key in ("first_loss", "first_nonfinite_loss_step", "first_nonfinite_grad_norm_step")},
     }
     figures["loss"] = "TRL's fused LM head" if fused else "the model's own, over the full logits"
+    figures["compiled"] = not args.eager
     logged = [r["train_loss"] for r in result.log if r["train_loss"] is not None]
     final_loss = {"bare": bare["final_loss"], "ours": logged[-1] if logged else None}
     # NaN as text: gpu.json stays JSON that every reader parses
@@ -746,16 +758,16 @@ def sft_section(args) -> None:
     error = loss_error(final_loss)
     if error:
         figures["error"] = error
-        merge_results(Path(args.output), "sft" if fused else "sft_full_logits", figures, {})
+        merge_results(Path(args.output), section, figures, {})
         raise SystemExit(f"bench/gpu.py sft: {error}")
-    # the study's setting (training.fused_lm_head, on) gives the headline figures; --full-logits the comparison
+    # the fused head, compiled, gives the headline figures; --full-logits and --eager the comparisons beside it
     summary = {
         "device": device_name(),
         "sft_tokens_per_s": figures["ours_tokens_per_s"],
         "sft_mfu": figures["ours_mfu"],
         "sft_ratio_vs_bare": figures["ratio_vs_bare"],
     }
-    merge_results(Path(args.output), "sft" if fused else "sft_full_logits", figures, summary if fused else {})
+    merge_results(Path(args.output), section, figures, summary if section == "sft" else {})
 
 
 def main() -> None:
@@ -790,6 +802,11 @@ def main() -> None:
         "--full-logits",
         action="store_true",
         help="SFT: both sides without TRL's fused LM head (training.fused_lm_head: false), into sections.sft_full_logits",
+    )
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="SFT: neither side compiled (training.compile: false, as the GPU study trains), into sections.sft[_full_logits]_eager",
     )
     parser.add_argument("--layers", type=int, default=24, help="smaller for a quick check of the script on CPU")
     parser.add_argument("--hidden", type=int, default=896)
