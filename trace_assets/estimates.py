@@ -10,12 +10,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from trace_assets.experiment import DatasetRecipe, Experiment, ModelConfig, ProblemsConfig, StudentConfig
 from trace_assets.generation.types import ModelSpec
 from trace_assets.rates import Rates
+
+if TYPE_CHECKING:
+    import duckdb
 
 # Measured: bench/gpu_scaling.py on H200s, a 0.4B-parameter student, bf16, batch 16 per GPU, after a
 # warm-up run: 11,994 tokens/s on one GPU, 18,926 on two (DDP), i.e. 79% efficiency per added GPU.
@@ -422,51 +426,52 @@ class CachedWork:
 
 
 def cached_generations(experiment: Experiment, splits: ProblemSplits, database: Path) -> CachedWork:
-    """The teacher samples and judge verdicts of this experiment already in the generation cache at
-    ``database`` (a carried cache loaded with ``gpu_study.py run --cache-from``, or an earlier run's): its
-    requests built as teacher_traces and judged_traces build them (the same keys), which dry-run can do
-    where it generated the problems (``splits.frame``). Nothing (every sample charged as generated, an upper
-    bound) otherwise: without the database, where it cannot be read at once (a writer holds it, an older
-    schema), and with ``confidence.early_stop``, whose waves of one sample are keyed by wave."""
+    """The teacher samples, judge verdicts and failure verdicts of this experiment already in the generation
+    cache at ``database`` (a carried cache loaded with ``gpu_study.py run --cache-from``, or an earlier run's).
+    The samples and verdicts: its requests built as teacher_traces and judged_traces build them (the same
+    keys), which dry-run can do where it generated the problems (``splits.frame``), and not with
+    ``confidence.early_stop``, whose waves of one sample are keyed by wave. Nothing (every sample charged as
+    generated, an upper bound) without the database or where it cannot be read at once (a writer holds it,
+    an older schema)."""
     if not database.exists():
         return CachedWork()
     import duckdb
 
+    from trace_assets.generation.cache_store import CACHE_TABLE
     from trace_assets.migrations import SchemaVersionError
+    from trace_assets.storage import connect, table_names
 
     try:
-        failures = cached_failure_verdicts(experiment.judge.model, database)
-        if splits.frame is None or experiment.confidence.early_stop is not None:
-            return CachedWork(failures=failures)
-        return replace(_cached_generations(experiment, splits, database), failures=failures)
+        with connect(database, read_only=True, attempts=1) as connection:
+            if CACHE_TABLE not in table_names(connection):
+                return CachedWork()
+            failures = cached_failure_verdicts(connection, experiment.judge.model)
+            if splits.frame is None or experiment.confidence.early_stop is not None:
+                return CachedWork(failures=failures)
+            return replace(_cached_generations(experiment, splits, connection), failures=failures)
     except (duckdb.Error, SchemaVersionError):
         return CachedWork()
 
 
-def cached_failure_verdicts(judge: str, database: Path) -> int:
-    """The failure judge's verdicts of ``judge`` in the generation cache at ``database``: its replies are guided
-    JSON objects whose first field is the category (reporting.failures.FAILURE_SCHEMA), which the trace
-    judge's (``conforms``) and every other reply are not."""
+def cached_failure_verdicts(connection: duckdb.DuckDBPyConnection, judge: str) -> int:
+    """The failure judge's verdicts of ``judge`` in the generation cache: its replies are guided JSON objects
+    whose first field is the category (reporting.failures.FAILURE_SCHEMA), which the trace judge's
+    (``conforms``) and every other reply are not."""
     from trace_assets.generation.cache_store import CACHE_TABLE
-    from trace_assets.storage import connect, table_names
 
-    with connect(database, read_only=True, attempts=1) as connection:
-        if CACHE_TABLE not in table_names(connection):
-            return 0
-        row = connection.execute(
-            f"SELECT count(*) FROM {CACHE_TABLE} WHERE model = ? AND regexp_matches(text, '^\\s*\\{{\\s*\"category\"')",
-            [judge],
-        ).fetchone()
+    row = connection.execute(
+        f"SELECT count(*) FROM {CACHE_TABLE} WHERE model = ? AND regexp_matches(text, '^\\s*\\{{\\s*\"category\"')",
+        [judge],
+    ).fetchone()
     return int(row[0]) if row else 0
 
 
-def _cached_generations(experiment: Experiment, splits: ProblemSplits, database: Path) -> CachedWork:
+def _cached_generations(experiment: Experiment, splits: ProblemSplits, connection: duckdb.DuckDBPyConnection) -> CachedWork:
     assert splits.frame is not None
-    from trace_assets.generation.cache_store import CACHE_TABLE, cached_rows
+    from trace_assets.generation.cache_store import cached_rows
     from trace_assets.generation.types import Sampling
     from trace_assets.judging.build import judge_requests
     from trace_assets.judging.verdicts import judge_char_budget
-    from trace_assets.storage import connect, table_names
     from trace_assets.styles.library import load_style
     from trace_assets.traces.build import teacher_requests
 
@@ -475,33 +480,30 @@ def _cached_generations(experiment: Experiment, splits: ProblemSplits, database:
     teacher, judge = experiment.teacher, experiment.judge
     sampling = Sampling.of(teacher.sampling)
     planned = teacher_requests(list(styles.values()), splits.frame, teacher.model, sampling, experiment.paraphrase_styles())
-    with connect(database, read_only=True, attempts=1) as connection:
-        if CACHE_TABLE not in table_names(connection):
-            return CachedWork()
 
-        def texts(keys: list[str], samples: int) -> dict[tuple[str, int], str]:
-            return {(key, index): text for key, index, text in cached_rows(connection, keys, "c.text", samples)}
+    def texts(keys: list[str], samples: int) -> dict[tuple[str, int], str]:
+        return {(key, index): text for key, index, text in cached_rows(connection, keys, "c.text", samples)}
 
-        traces = texts([request.key for *_, request in planned], sampling.n)
-        rows = [
-            {"trace_id": f"{request.key}-{index}", "style": style.name, "problem_id": problem["problem_id"], "completion": text}
-            for style, _, problem, request in planned
-            for index in range(sampling.n)
-            if (text := traces.get((request.key, index))) is not None
-        ]
-        if not rows:
-            return CachedWork()
-        judge_sampling = Sampling.of(judge.sampling, n=1)
-        questions = dict(zip(splits.frame["problem_id"], splits.frame["question"], strict=True))
-        requests = judge_requests(
-            pl.DataFrame(rows),
-            questions,
-            styles,
-            judge.model,
-            judge_sampling,
-            judge_char_budget(judge.max_model_len, judge_sampling.max_tokens),
-        )
-        verdicts = texts([request.key for request in requests.values()], 1)
+    traces = texts([request.key for *_, request in planned], sampling.n)
+    rows = [
+        {"trace_id": f"{request.key}-{index}", "style": style.name, "problem_id": problem["problem_id"], "completion": text}
+        for style, _, problem, request in planned
+        for index in range(sampling.n)
+        if (text := traces.get((request.key, index))) is not None
+    ]
+    if not rows:
+        return CachedWork()
+    judge_sampling = Sampling.of(judge.sampling, n=1)
+    questions = dict(zip(splits.frame["problem_id"], splits.frame["question"], strict=True))
+    requests = judge_requests(
+        pl.DataFrame(rows),
+        questions,
+        styles,
+        judge.model,
+        judge_sampling,
+        judge_char_budget(judge.max_model_len, judge_sampling.max_tokens),
+    )
+    verdicts = texts([request.key for request in requests.values()], 1)
     judged = sum(1 for request in requests.values() if (request.key, 0) in verdicts)
     return CachedWork(teacher=len(traces), judge=judged)
 

@@ -801,6 +801,7 @@ def test_a_cache_holding_failure_verdicts_spares_their_share(tmp_path, small_stu
 
     from trace_assets.estimates import FAILURE_CACHED_SHARE, cached_failure_verdicts, failure_judge_calls
     from trace_assets.generation.cache_store import CACHE_SCHEMA, add_missing_rows
+    from trace_assets.storage import connect
 
     judge = small_study.judge.model
     texts = [('{"category": "arithmetic_slip", "reason": "x"}', judge)] * 3 + [
@@ -828,7 +829,8 @@ def test_a_cache_holding_failure_verdicts_spares_their_share(tmp_path, small_stu
     )
     database = tmp_path / "cache.duckdb"
     assert add_missing_rows(database, rows) == len(texts)
-    assert cached_failure_verdicts(judge, database) == 4
+    with connect(database, read_only=True) as connection:
+        assert cached_failure_verdicts(connection, judge) == 4
     fresh = failure_judge_calls(small_study, 1000, 1000)
     assert fresh == pytest.approx(1000 * (FAILURE_PROMPTS_UNTRAINED + FAILURE_PROMPTS_TRAINED))
     assert failure_judge_calls(small_study, 1000, 1000, 4) == pytest.approx(fresh - 4 * FAILURE_CACHED_SHARE)
